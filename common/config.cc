@@ -1,0 +1,141 @@
+#include "common/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <thread>
+
+namespace shoal {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Prefix "file:line: key" for a node (yaml-cpp lines are 0-based).
+std::string Where(const std::string& source, const YAML::Node& node, const std::string& key) {
+  std::ostringstream os;
+  os << source;
+  if (node.Mark().line >= 0) os << ":" << node.Mark().line + 1;
+  os << ": " << key;
+  return os.str();
+}
+
+// Walks one mapping: every key must be known; each known key's handler converts and checks it.
+using Handler = std::function<Status(const YAML::Node& value, const std::string& where)>;
+
+Status ReadMapping(const YAML::Node& map, const std::string& source, const std::string& prefix,
+                   const std::map<std::string, Handler>& handlers) {
+  if (!map.IsMap()) {
+    return InvalidArgument(Where(source, map, prefix) + ": expected a mapping");
+  }
+  for (const auto& kv : map) {
+    const std::string key = kv.first.as<std::string>();
+    const std::string full = prefix.empty() ? key : prefix + "." + key;
+    auto it = handlers.find(key);
+    if (it == handlers.end()) {
+      std::string known;
+      for (const auto& [k, _] : handlers) known += (known.empty() ? "" : ", ") + k;
+      return InvalidArgument(Where(source, kv.first, full) + ": unknown key (known: " + known + ")");
+    }
+    SHOAL_RETURN_IF_ERROR(it->second(kv.second, Where(source, kv.second, full)));
+  }
+  return Status::Ok();
+}
+
+template <class T>
+Status ReadScalar(const YAML::Node& v, const std::string& where, T* out, const char* type_name) {
+  if (!v.IsScalar()) return InvalidArgument(where + ": expected " + type_name);
+  try {
+    *out = v.as<T>();
+  } catch (const YAML::Exception&) {
+    return InvalidArgument(where + ": expected " + type_name + ", got '" + v.Scalar() + "'");
+  }
+  return Status::Ok();
+}
+
+template <class T>
+Handler IntIn(T* out, T lo, T hi, std::function<bool(T)> extra = nullptr, const char* extra_what = "") {
+  return [=](const YAML::Node& v, const std::string& where) -> Status {
+    T x{};
+    SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &x, "an integer"));
+    if (x < lo || x > hi || (extra && !extra(x))) {
+      return OutOfRange(where + ": must be " + extra_what + "in [" + std::to_string(lo) + ", " +
+                        std::to_string(hi) + "], got " + std::to_string(x));
+    }
+    *out = x;
+    return Status::Ok();
+  };
+}
+
+}  // namespace
+
+int EngineConfig::ResolvedThreads() const {
+  if (threads > 0) return threads;
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std::string& source,
+                                         const std::string& base_dir) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    return InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
+  }
+  EngineConfig cfg;
+  cfg.source = source;
+  if (root.IsNull()) return cfg;  // an empty file means every default
+
+  std::string model_path;
+  Status st = ReadMapping(
+      root, source, "",
+      {
+          {"model",
+           [&](const YAML::Node& m, const std::string&) {
+             return ReadMapping(m, source, "model",
+                                {{"path", [&](const YAML::Node& v, const std::string& where) {
+                                    SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &model_path, "a path"));
+                                    fs::path p(model_path);
+                                    if (p.is_relative() && !base_dir.empty()) p = fs::path(base_dir) / p;
+                                    std::error_code ec;
+                                    if (!fs::is_directory(p, ec)) {
+                                      return NotFound(where + ": model directory '" + p.string() +
+                                                      "' does not exist");
+                                    }
+                                    cfg.model_path = p.lexically_normal().string();
+                                    return Status::Ok();
+                                  }}});
+           }},
+          {"engine",
+           [&](const YAML::Node& m, const std::string&) {
+             return ReadMapping(m, source, "engine",
+                                {{"threads", IntIn<int>(&cfg.threads, 0, 1024)},
+                                 {"max_num_seqs", IntIn<int>(&cfg.max_num_seqs, 1, 65536)}});
+           }},
+          {"kv_cache",
+           [&](const YAML::Node& m, const std::string&) {
+             return ReadMapping(
+                 m, source, "kv_cache",
+                 {{"block_size", IntIn<int>(&cfg.kv_block_size, 1, 1024, [](int x) { return (x & (x - 1)) == 0; },
+                                            "a power of two ")},
+                  {"memory_mib", IntIn<int64_t>(&cfg.kv_cache_mib, 1, int64_t{1} << 30)}});
+           }},
+      });
+  if (!st.ok()) return st;
+  return cfg;
+}
+
+StatusOr<EngineConfig> LoadEngineConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseEngineConfig(ss.str(), path, fs::path(path).parent_path().string());
+}
+
+}  // namespace shoal

@@ -1,0 +1,80 @@
+// y = x · Wᵀ for f32 activations and f32/f16/bf16 weights: the generic kernel, the run-time ISA choice,
+// and the split over threads (by output feature, so each weight row is read by exactly one thread —
+// decode is bound by reading weights once).
+#include <algorithm>
+
+#include "kernels/cpu/matmul_impl.h"
+
+namespace shoal::kernels {
+
+namespace cpu {
+
+namespace {
+
+template <class Load>
+void RowsGeneric(const float* x, int64_t m, int64_t k, int64_t ldy, int64_t n_begin, int64_t n_end, float* y,
+                 Load load) {
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    for (int64_t i = 0; i < m; ++i) {
+      const float* xi = x + i * k;
+      float acc = 0.0f;
+      for (int64_t j = 0; j < k; ++j) acc += xi[j] * load(n * k + j);
+      y[i * ldy + n] = acc;
+    }
+  }
+}
+
+}  // namespace
+
+void MatMulRowsGeneric(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y) {
+  const int64_t k = w.cols;
+  switch (w.dtype) {
+    case DType::kF32: {
+      const float* p = static_cast<const float*>(w.data);
+      RowsGeneric(x, m, k, w.rows, n_begin, n_end, y, [p](int64_t i) { return p[i]; });
+      break;
+    }
+    case DType::kBF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(w.data);
+      RowsGeneric(x, m, k, w.rows, n_begin, n_end, y, [p](int64_t i) { return Bf16ToF32(p[i]); });
+      break;
+    }
+    case DType::kF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(w.data);
+      RowsGeneric(x, m, k, w.rows, n_begin, n_end, y, [p](int64_t i) { return F16ToF32(p[i]); });
+      break;
+    }
+  }
+}
+
+static MatMulRowsFn PickKernel() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return MatMulRowsAvx2;
+  }
+#endif
+  return MatMulRowsGeneric;
+}
+
+static MatMulRowsFn Kernel() {
+  static const MatMulRowsFn fn = PickKernel();
+  return fn;
+}
+
+}  // namespace cpu
+
+const char* CpuKernelIsa() { return cpu::Kernel() == cpu::MatMulRowsGeneric ? "generic" : "avx2+fma+f16c"; }
+
+void MatMul(const float* x, int64_t m, const Matrix& w, float* y, ThreadPool& pool) {
+  if (m == 0 || w.rows == 0) return;
+  const cpu::MatMulRowsFn fn = cpu::Kernel();
+  // Tiny problems are not worth waking the pool.
+  if (w.rows * w.cols * m < (1 << 15)) {
+    fn(x, m, w, 0, w.rows, y);
+    return;
+  }
+  pool.ParallelFor(w.rows, [&](int64_t b, int64_t e) { fn(x, m, w, b, e, y); }, /*align=*/8);
+}
+
+}  // namespace shoal::kernels

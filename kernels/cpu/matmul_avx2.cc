@@ -1,0 +1,108 @@
+// AVX2 + FMA + F16C matmul rows; compiled with those flags and called only after a run-time check.
+//
+// Register blocking: NB weight rows × MB activation rows of 8-wide f32 accumulators (NB·MB ≤ 8). Each
+// 8-element chunk of a weight row is widened once and used for MB activation rows, so at batch 1 the
+// kernel streams weights at close to memory speed and at batch 16 it reads each weight byte from
+// memory once (later activation-row blocks hit L1/L2).
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+namespace shoal::kernels::cpu {
+
+namespace {
+
+inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 Load8(const uint16_t* p, DType t) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if (t == DType::kF16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+inline float HSum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+template <class T>
+inline float LoadScalar(const T* p, int64_t i, DType t) {
+  if constexpr (sizeof(T) == 4) {
+    return p[i];
+  } else {
+    return t == DType::kF16 ? F16ToF32(p[i]) : Bf16ToF32(p[i]);
+  }
+}
+
+template <class T>
+inline __m256 LoadW(const T* p, DType t) {
+  if constexpr (sizeof(T) == 4) {
+    (void)t;
+    return Load8(p);
+  } else {
+    return Load8(p, t);
+  }
+}
+
+// y[i, n0 + r] for r < NB, i in [i0, i0 + MB).
+template <int NB, int MB, class T>
+inline void Block(const float* x, int64_t k, const T* w, DType t, int64_t n0, int64_t i0, int64_t ldy, float* y) {
+  __m256 acc[NB][MB];
+  for (int r = 0; r < NB; ++r)
+    for (int c = 0; c < MB; ++c) acc[r][c] = _mm256_setzero_ps();
+  const int64_t k8 = k & ~int64_t{7};
+  for (int64_t j = 0; j < k8; j += 8) {
+    __m256 wv[NB];
+    for (int r = 0; r < NB; ++r) wv[r] = LoadW(w + (n0 + r) * k + j, t);
+    for (int c = 0; c < MB; ++c) {
+      const __m256 xv = Load8(x + (i0 + c) * k + j);
+      for (int r = 0; r < NB; ++r) acc[r][c] = _mm256_fmadd_ps(wv[r], xv, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < NB; ++r) {
+    for (int c = 0; c < MB; ++c) {
+      float s = HSum(acc[r][c]);
+      for (int64_t j = k8; j < k; ++j) s += LoadScalar(w, (n0 + r) * k + j, t) * x[(i0 + c) * k + j];
+      y[(i0 + c) * ldy + n0 + r] = s;
+    }
+  }
+}
+
+template <int NB, class T>
+inline void Rows(const float* x, int64_t m, int64_t k, const T* w, DType t, int64_t n0, int64_t ldy, float* y) {
+  int64_t i = 0;
+  constexpr int MB = 8 / NB;
+  for (; i + MB <= m; i += MB) Block<NB, MB>(x, k, w, t, n0, i, ldy, y);
+  for (; i < m; ++i) Block<NB, 1>(x, k, w, t, n0, i, ldy, y);
+}
+
+template <class T>
+void RowsTyped(const float* x, int64_t m, const Matrix& wm, int64_t nb, int64_t ne, float* y) {
+  const T* w = static_cast<const T*>(wm.data);
+  const int64_t k = wm.cols;
+  int64_t n = nb;
+  if (m == 1) {
+    // Batch 1: four independent accumulator chains hide FMA latency while weights stream in.
+    for (; n + 4 <= ne; n += 4) Block<4, 1>(x, k, w, wm.dtype, n, 0, wm.rows, y);
+  } else {
+    for (; n + 2 <= ne; n += 2) Rows<2>(x, m, k, w, wm.dtype, n, wm.rows, y);
+  }
+  for (; n < ne; ++n) Rows<1>(x, m, k, w, wm.dtype, n, wm.rows, y);
+}
+
+}  // namespace
+
+void MatMulRowsAvx2(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y) {
+  if (w.dtype == DType::kF32) {
+    RowsTyped<float>(x, m, w, n_begin, n_end, y);
+  } else {
+    RowsTyped<uint16_t>(x, m, w, n_begin, n_end, y);
+  }
+}
+
+}  // namespace shoal::kernels::cpu
+#endif

@@ -1,0 +1,118 @@
+// Element-wise and per-row ops of the CPU backend: bias, embedding gather, RMSNorm, RoPE, router top-k,
+// SiLU gating, the gated FFN, argmax. Each follows the HF transformers formula named in kernels.h.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace shoal::kernels {
+
+void AddBias(float* y, int64_t m, int64_t n, const float* bias) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[j];
+}
+
+void GatherRow(const Matrix& w, int64_t r, float* out) {
+  const int64_t k = w.cols;
+  switch (w.dtype) {
+    case DType::kF32: {
+      const float* p = static_cast<const float*>(w.data) + r * k;
+      std::copy(p, p + k, out);
+      break;
+    }
+    case DType::kBF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(w.data) + r * k;
+      for (int64_t j = 0; j < k; ++j) out[j] = Bf16ToF32(p[j]);
+      break;
+    }
+    case DType::kF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(w.data) + r * k;
+      for (int64_t j = 0; j < k; ++j) out[j] = F16ToF32(p[j]);
+      break;
+    }
+  }
+}
+
+void RmsNorm(const float* x, int64_t m, int64_t d, const float* weight, float eps, float* y) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * d;
+    float* yi = y + i * d;
+    double ss = 0.0;
+    for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(xi[j]) * xi[j];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(d)) + eps);
+    for (int64_t j = 0; j < d; ++j) yi[j] = weight[j] * (xi[j] * inv);
+  }
+}
+
+void ApplyRope(float* x, int64_t m, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
+               float attention_factor) {
+  const int half = head_dim / 2;
+  std::vector<float> cos_v(half), sin_v(half);
+  for (int64_t t = 0; t < m; ++t) {
+    // As transformers does: angle = f32(position) · f32(inv_freq), cos/sin of that f32 angle.
+    const float pos = static_cast<float>(positions[t]);
+    for (int i = 0; i < half; ++i) {
+      const float angle = pos * inv_freq[i];
+      cos_v[i] = static_cast<float>(std::cos(static_cast<double>(angle))) * attention_factor;
+      sin_v[i] = static_cast<float>(std::sin(static_cast<double>(angle))) * attention_factor;
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * cos_v[i] - b * sin_v[i];
+        v[i + half] = b * cos_v[i] + a * sin_v[i];
+      }
+    }
+  }
+}
+
+void RouterTopK(const float* logits, int64_t m, int num_experts, int top_k, bool renormalize, int32_t* ids,
+                float* weights) {
+  std::vector<float> p(num_experts);
+  std::vector<int32_t> order(num_experts);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* l = logits + t * num_experts;
+    const float mx = *std::max_element(l, l + num_experts);
+    float sum = 0.0f;
+    for (int e = 0; e < num_experts; ++e) sum += p[e] = std::exp(l[e] - mx);
+    for (int e = 0; e < num_experts; ++e) p[e] /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int32_t a, int32_t b) { return p[a] != p[b] ? p[a] > p[b] : a < b; });
+    float chosen = 0.0f;
+    for (int j = 0; j < top_k; ++j) chosen += p[order[j]];
+    for (int j = 0; j < top_k; ++j) {
+      ids[t * top_k + j] = order[j];
+      weights[t * top_k + j] = renormalize ? p[order[j]] / chosen : p[order[j]];
+    }
+  }
+}
+
+void SiluMul(float* gate, const float* up, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& up, const Matrix& down, float* scratch,
+                  float* out, ThreadPool& pool) {
+  float* g = scratch;
+  float* u = scratch + m * gate.rows;
+  MatMul(x, m, gate, g, pool);
+  MatMul(x, m, up, u, pool);
+  SiluMul(g, u, m * gate.rows);
+  MatMul(g, m, down, out, pool);
+}
+
+int32_t ArgMax(const float* x, int n) {
+  int32_t best = 0;
+  for (int i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+}  // namespace shoal::kernels

@@ -1,0 +1,99 @@
+// The op set of the forward pass. Every backend implements these with the same semantics; this header
+// is the CPU backend's interface (kernels/cpu/), and the reference the CUDA backend is tested against.
+//
+// Conventions:
+//  - Activations are f32, row-major, one row per token: x[m, d].
+//  - Weight matrices keep the checkpoint dtype (f32, f16 or bf16) in the HF/PyTorch nn.Linear layout
+//    W[out, in]; MatMul computes y = x · Wᵀ with f32 accumulation.
+//  - Small vectors (norm weights, biases) are f32, widened once at load.
+//  - Functions that take a ThreadPool split their work over it; results do not depend on the thread
+//    count except through the order of float additions inside one dot product (none: each output
+//    element is reduced by one thread in a fixed order).
+#pragma once
+
+#include <cstdint>
+#include <random>
+
+#include "common/dtype.h"
+#include "common/thread_pool.h"
+
+namespace shoal::kernels {
+
+// A weight matrix W[rows, cols] (rows = output features, cols = input features), row-major.
+struct Matrix {
+  DType dtype = DType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  size_t nbytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
+  bool empty() const { return data == nullptr; }
+};
+
+// Which instruction set the CPU kernels picked at run time ("avx2+fma+f16c" or "generic").
+const char* CpuKernelIsa();
+
+// y[m, W.rows] = x[m, W.cols] · Wᵀ. `x` and `y` must not overlap.
+void MatMul(const float* x, int64_t m, const Matrix& w, float* y, ThreadPool& pool);
+
+// y[i, :] += bias for each of m rows of width n.
+void AddBias(float* y, int64_t m, int64_t n, const float* bias);
+
+// Row r of W widened to f32 (embedding lookup). out has W.cols floats.
+void GatherRow(const Matrix& w, int64_t r, float* out);
+
+// HF RMSNorm: y = x / sqrt(mean(x²) + eps) * weight, for m rows of width d. y may equal x.
+void RmsNorm(const float* x, int64_t m, int64_t d, const float* weight, float eps, float* y);
+
+// Rotary embedding in the HF "rotate_half" convention on x[m, heads, head_dim] in place: for
+// i < head_dim/2, (x_i, x_{i+h/2}) is rotated by angle position · inv_freq[i], and cos/sin are scaled
+// by attention_factor (yarn). positions[m] are absolute token positions.
+void ApplyRope(float* x, int64_t m, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
+               float attention_factor);
+
+// The paged KV cache of one layer: blocks of block_size token slots, each slot [num_kv_heads, head_dim]
+// of K (and likewise V). Token slot s lives at k + s * num_kv_heads * head_dim.
+struct PagedKvLayer {
+  float* k = nullptr;
+  float* v = nullptr;
+  int block_size = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+};
+
+// Stores k[m, kv_dim], v[m, kv_dim] into token slots slots[m] of the layer.
+void WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_t m, const int64_t* slots);
+
+// Causal grouped-query attention of m query tokens over the paged cache. Token t has position
+// positions[t] and its sequence's block table block_tables[t] (block ids; slot of key position p is
+// table[p / block_size] * block_size + p % block_size). It attends to keys at positions j ≤ positions[t]
+// with, when sliding_window > 0, positions[t] - j < sliding_window. The keys of its own step must
+// already be written. q[m, num_heads, head_dim] → out[m, num_heads, head_dim].
+void PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* positions,
+                    const int32_t* const* block_tables, const PagedKvLayer& layer, float scale, int sliding_window,
+                    float* out, ThreadPool& pool);
+
+// Router: softmax over logits[m, num_experts] (f32), the top_k largest (descending; ties → lower id),
+// optionally renormalised to sum to 1. Writes ids[m, top_k] and weights[m, top_k].
+void RouterTopK(const float* logits, int64_t m, int num_experts, int top_k, bool renormalize, int32_t* ids,
+                float* weights);
+
+// h[m, n] = silu(gate[m, n]) * up[m, n], in place into gate.
+void SiluMul(float* gate, const float* up, int64_t count);
+
+// SiLU-gated FFN: out[m, H] = (silu(x·Gᵀ) ⊙ (x·Uᵀ)) · Dᵀ. scratch needs 2·m·G.rows floats.
+void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& up, const Matrix& down, float* scratch,
+                  float* out, ThreadPool& pool);
+
+// Sampling of one token from logits[vocab] (modified in place).
+struct SamplingParams {
+  float temperature = 0.0f;  // 0 = greedy
+  int top_k = 0;             // 0 = off
+  float top_p = 1.0f;        // 1 = off
+};
+int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std::mt19937_64& rng);
+
+// Index of the largest element (ties → lowest index): greedy decoding.
+int32_t ArgMax(const float* x, int n);
+
+}  // namespace shoal::kernels

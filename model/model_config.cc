@@ -1,0 +1,315 @@
+#include "model/model_config.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace shoal {
+
+namespace {
+
+using json = nlohmann::json;
+
+const Architecture kAll[] = {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe};
+
+// Typed field access that names the file and key on every error.
+class Fields {
+ public:
+  Fields(const json& j, std::string source) : j_(j), source_(std::move(source)) {}
+
+  Status Int(const char* key, int* out, std::optional<int> def, int lo = 1, int hi = 1 << 30) const {
+    const json* v = Find(key);
+    if (!v) {
+      if (!def) return Missing(key);
+      *out = *def;
+      return Status::Ok();
+    }
+    if (!v->is_number_integer()) return Type(key, "an integer", *v);
+    const int64_t x = v->get<int64_t>();
+    if (x < lo || x > hi) {
+      return OutOfRange(source_ + ": field '" + key + "': " + std::to_string(x) + " is outside [" +
+                        std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    *out = static_cast<int>(x);
+    return Status::Ok();
+  }
+
+  Status Double(const char* key, double* out, std::optional<double> def, double lo, double hi) const {
+    const json* v = Find(key);
+    if (!v) {
+      if (!def) return Missing(key);
+      *out = *def;
+      return Status::Ok();
+    }
+    if (!v->is_number()) return Type(key, "a number", *v);
+    const double x = v->get<double>();
+    if (!(x >= lo && x <= hi)) {
+      return OutOfRange(source_ + ": field '" + key + "': " + v->dump() + " is outside [" + Num(lo) + ", " +
+                        Num(hi) + "]");
+    }
+    *out = x;
+    return Status::Ok();
+  }
+
+  Status Bool(const char* key, bool* out, bool def) const {
+    const json* v = Find(key);
+    if (!v) {
+      *out = def;
+      return Status::Ok();
+    }
+    if (!v->is_boolean()) return Type(key, "true or false", *v);
+    *out = v->get<bool>();
+    return Status::Ok();
+  }
+
+  Status String(const char* key, std::string* out, const std::string& def) const {
+    const json* v = Find(key);
+    if (!v) {
+      *out = def;
+      return Status::Ok();
+    }
+    if (!v->is_string()) return Type(key, "a string", *v);
+    *out = v->get<std::string>();
+    return Status::Ok();
+  }
+
+  // Absent, null or an integer (e.g. sliding_window, head_dim in Mixtral).
+  Status OptionalInt(const char* key, int* out, int def_if_null, int lo, int hi) const {
+    const json* v = Find(key);
+    if (!v || v->is_null()) {
+      *out = def_if_null;
+      return Status::Ok();
+    }
+    return Int(key, out, std::nullopt, lo, hi);
+  }
+
+  const json* Find(const char* key) const {
+    auto it = j_.find(key);
+    return it == j_.end() ? nullptr : &*it;
+  }
+
+  Status Missing(const char* key) const { return InvalidArgument(source_ + ": missing required field '" + key + "'"); }
+  Status Type(const std::string& key, const char* want, const json& v) const {
+    return InvalidArgument(source_ + ": field '" + key + "': expected " + want + ", got " + v.dump());
+  }
+  const std::string& source() const { return source_; }
+
+ private:
+  static std::string Num(double x) {
+    std::ostringstream os;
+    os << x;
+    return os.str();
+  }
+  const json& j_;
+  std::string source_;
+};
+
+Status ParseRope(const json& root, const Fields& f, ModelConfig* c) {
+  SHOAL_RETURN_IF_ERROR(f.Double("rope_theta", &c->rope.theta,
+                                 c->arch == Architecture::kMixtral ? 1e6 : 10000.0, 1e-6, 1e30));
+  // transformers ≤ 4.x writes "rope_scaling"; 5.x writes "rope_parameters" (which also carries theta).
+  const json* rs = f.Find("rope_scaling");
+  std::string section = "rope_scaling";
+  if (!rs || rs->is_null()) {
+    rs = f.Find("rope_parameters");
+    section = "rope_parameters";
+  }
+  if (!rs || rs->is_null()) return Status::Ok();
+  if (!rs->is_object()) return f.Type(section, "an object or null", *rs);
+  Fields r(*rs, f.source() + ": " + section);
+  if (section == "rope_parameters") SHOAL_RETURN_IF_ERROR(r.Double("rope_theta", &c->rope.theta, c->rope.theta, 1e-6, 1e30));
+  std::string type;
+  SHOAL_RETURN_IF_ERROR(r.String("rope_type", &type, ""));
+  if (type.empty()) SHOAL_RETURN_IF_ERROR(r.String("type", &type, "default"));
+  RopeConfig& rope = c->rope;
+  if (type == "default") {
+    rope.type = RopeConfig::Type::kDefault;
+    return Status::Ok();
+  }
+  SHOAL_RETURN_IF_ERROR(r.Double("factor", &rope.factor, std::nullopt, 1e-6, 1e9));
+  if (type == "linear") {
+    rope.type = RopeConfig::Type::kLinear;
+  } else if (type == "yarn") {
+    rope.type = RopeConfig::Type::kYarn;
+    int orig = 0;
+    SHOAL_RETURN_IF_ERROR(r.OptionalInt("original_max_position_embeddings", &orig, c->max_position_embeddings, 1,
+                                        1 << 30));
+    rope.original_max_position_embeddings = orig;
+    const json* bf = r.Find("beta_fast");
+    const json* bs = r.Find("beta_slow");
+    rope.beta_fast = (bf && bf->is_number() && bf->get<double>() != 0) ? bf->get<double>() : 32.0;
+    rope.beta_slow = (bs && bs->is_number() && bs->get<double>() != 0) ? bs->get<double>() : 1.0;
+    SHOAL_RETURN_IF_ERROR(r.Bool("truncate", &rope.truncate, true));
+    auto mscale_of = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+    const json* af = r.Find("attention_factor");
+    const json* ms = r.Find("mscale");
+    const json* msa = r.Find("mscale_all_dim");
+    if (af && !af->is_null()) {
+      SHOAL_RETURN_IF_ERROR(r.Double("attention_factor", &rope.attention_factor, std::nullopt, 0, 1e9));
+    } else if (ms && msa && ms->is_number() && msa->is_number() && ms->get<double>() != 0 &&
+               msa->get<double>() != 0) {
+      rope.attention_factor = mscale_of(rope.factor, ms->get<double>()) / mscale_of(rope.factor, msa->get<double>());
+    } else {
+      rope.attention_factor = mscale_of(rope.factor, 1.0);
+    }
+  } else if (type == "llama3") {
+    rope.type = RopeConfig::Type::kLlama3;
+    SHOAL_RETURN_IF_ERROR(r.Double("low_freq_factor", &rope.low_freq_factor, std::nullopt, 0, 1e9));
+    SHOAL_RETURN_IF_ERROR(r.Double("high_freq_factor", &rope.high_freq_factor, std::nullopt, 0, 1e9));
+    SHOAL_RETURN_IF_ERROR(
+        r.Int("original_max_position_embeddings", &rope.original_max_position_embeddings, std::nullopt));
+    if (rope.high_freq_factor <= rope.low_freq_factor) {
+      return InvalidArgument(r.source() + ": high_freq_factor must exceed low_freq_factor");
+    }
+  } else {
+    return Unimplemented(r.source() + ": rope type '" + type +
+                         "' is not supported (supported: default, linear, yarn, llama3)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char* ArchitectureName(Architecture a) {
+  switch (a) {
+    case Architecture::kMixtral: return "MixtralForCausalLM";
+    case Architecture::kQwen2Moe: return "Qwen2MoeForCausalLM";
+    case Architecture::kQwen3Moe: return "Qwen3MoeForCausalLM";
+  }
+  return "?";
+}
+
+std::string SupportedArchitectures() {
+  std::string s;
+  for (Architecture a : kAll) s += (s.empty() ? "" : ", ") + std::string(ArchitectureName(a));
+  return s;
+}
+
+StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& source) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    // Re-parse with exceptions to get the position of the error for the message.
+    try {
+      json ignored = json::parse(text);
+      (void)ignored;
+    } catch (const json::parse_error& e) {
+      return InvalidArgument(source + ": malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+    }
+    return InvalidArgument(source + ": malformed JSON");
+  }
+  if (!j.is_object()) return InvalidArgument(source + ": expected a JSON object");
+  Fields f(j, source);
+  ModelConfig c;
+
+  const json* archs = f.Find("architectures");
+  if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {
+    return InvalidArgument(source + ": field 'architectures' must be a non-empty list of strings (supported: " +
+                           SupportedArchitectures() + ")");
+  }
+  const std::string arch_name = (*archs)[0].get<std::string>();
+  bool found = false;
+  for (Architecture a : kAll) {
+    if (arch_name == ArchitectureName(a)) c.arch = a, found = true;
+  }
+  if (!found) {
+    return Unimplemented(source + ": architecture '" + arch_name + "' is not supported (supported: " +
+                         SupportedArchitectures() + ")");
+  }
+  const bool mixtral = c.arch == Architecture::kMixtral;
+  const bool qwen2 = c.arch == Architecture::kQwen2Moe;
+  const bool qwen3 = c.arch == Architecture::kQwen3Moe;
+
+  std::string act;
+  SHOAL_RETURN_IF_ERROR(f.String("hidden_act", &act, "silu"));
+  if (act != "silu") {
+    return Unimplemented(source + ": field 'hidden_act': '" + act + "' is not supported (only silu)");
+  }
+
+  SHOAL_RETURN_IF_ERROR(f.Int("vocab_size", &c.vocab_size, std::nullopt));
+  SHOAL_RETURN_IF_ERROR(f.Int("hidden_size", &c.hidden_size, std::nullopt));
+  SHOAL_RETURN_IF_ERROR(f.Int("num_hidden_layers", &c.num_layers, std::nullopt, 1, 100000));
+  SHOAL_RETURN_IF_ERROR(f.Int("num_attention_heads", &c.num_heads, std::nullopt, 1, 65536));
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("num_key_value_heads", &c.num_kv_heads, c.num_heads, 1, 65536));
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("head_dim", &c.head_dim, c.hidden_size / c.num_heads, 1, 65536));
+  if (c.head_dim % 2 != 0) return InvalidArgument(source + ": field 'head_dim': must be even for RoPE");
+  if (c.num_heads % c.num_kv_heads != 0) {
+    return InvalidArgument(source + ": num_attention_heads (" + std::to_string(c.num_heads) +
+                           ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
+  }
+  SHOAL_RETURN_IF_ERROR(f.Int("max_position_embeddings", &c.max_position_embeddings,
+                              mixtral ? 4096 * 32 : 32768));
+  SHOAL_RETURN_IF_ERROR(f.Double("rms_norm_eps", &c.rms_norm_eps, mixtral ? 1e-5 : 1e-6, 0, 1));
+  SHOAL_RETURN_IF_ERROR(f.Bool("tie_word_embeddings", &c.tie_word_embeddings, false));
+  SHOAL_RETURN_IF_ERROR(ParseRope(j, f, &c));
+
+  // transformers ≥ 4.56 writes "dtype"; older versions "torch_dtype".
+  std::string dtype;
+  SHOAL_RETURN_IF_ERROR(f.String(f.Find("dtype") ? "dtype" : "torch_dtype", &dtype, "float32"));
+  c.torch_dtype = dtype == "bfloat16" ? DType::kBF16 : dtype == "float16" ? DType::kF16 : DType::kF32;
+
+  if (mixtral) {
+    SHOAL_RETURN_IF_ERROR(f.Int("num_local_experts", &c.num_experts, 8));
+    SHOAL_RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c.num_experts_per_tok, 2));
+    SHOAL_RETURN_IF_ERROR(f.Int("intermediate_size", &c.moe_intermediate_size, std::nullopt));
+    c.norm_topk_prob = true;  // Mixtral always renormalises the top-k weights
+    SHOAL_RETURN_IF_ERROR(f.OptionalInt("sliding_window", &c.sliding_window, 0, 1, 1 << 30));
+    c.layer_is_moe.assign(c.num_layers, true);
+  } else {
+    SHOAL_RETURN_IF_ERROR(f.Int("num_experts", &c.num_experts, qwen2 ? 60 : 128));
+    SHOAL_RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c.num_experts_per_tok, qwen2 ? 4 : 8));
+    SHOAL_RETURN_IF_ERROR(f.Int("moe_intermediate_size", &c.moe_intermediate_size, qwen2 ? 1408 : 768));
+    SHOAL_RETURN_IF_ERROR(f.Int("intermediate_size", &c.intermediate_size, qwen2 ? 5632 : 6144));
+    SHOAL_RETURN_IF_ERROR(f.Bool("norm_topk_prob", &c.norm_topk_prob, false));
+    int step = 1;
+    SHOAL_RETURN_IF_ERROR(f.Int("decoder_sparse_step", &step, 1, 1, 1 << 30));
+    std::set<int> mlp_only;
+    if (const json* m = f.Find("mlp_only_layers"); m && !m->is_null()) {
+      if (!m->is_array()) return f.Type("mlp_only_layers", "a list of layer indices", *m);
+      for (const auto& x : *m) {
+        if (!x.is_number_integer()) return f.Type("mlp_only_layers", "a list of layer indices", *m);
+        mlp_only.insert(x.get<int>());
+      }
+    }
+    c.layer_is_moe.resize(c.num_layers);
+    for (int l = 0; l < c.num_layers; ++l) c.layer_is_moe[l] = !mlp_only.count(l) && (l + 1) % step == 0;
+
+    bool use_sliding = false;
+    SHOAL_RETURN_IF_ERROR(f.Bool("use_sliding_window", &use_sliding, false));
+    if (qwen2) {
+      SHOAL_RETURN_IF_ERROR(f.Bool("qkv_bias", &c.qkv_bias, true));
+      SHOAL_RETURN_IF_ERROR(f.Int("shared_expert_intermediate_size", &c.shared_expert_intermediate_size, 5632));
+      if (use_sliding) {
+        // transformers applies it per layer (max_window_layers) in one attention path and to every layer
+        // in another; shoal will not guess.
+        return Unimplemented(source + ": field 'use_sliding_window': true is not supported for " + arch_name);
+      }
+    }
+    if (qwen3) {
+      bool attention_bias = false;
+      SHOAL_RETURN_IF_ERROR(f.Bool("attention_bias", &attention_bias, false));
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.qk_norm = true;
+      if (use_sliding) SHOAL_RETURN_IF_ERROR(f.Int("sliding_window", &c.sliding_window, 4096));
+    }
+  }
+  if (c.num_experts_per_tok > c.num_experts) {
+    return InvalidArgument(source + ": num_experts_per_tok (" + std::to_string(c.num_experts_per_tok) +
+                           ") exceeds the number of experts (" + std::to_string(c.num_experts) + ")");
+  }
+  return c;
+}
+
+StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": cannot open (is this a Hugging Face model directory?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() > (16u << 20)) return InvalidArgument(path + ": larger than 16 MiB; not a config");
+  return ParseModelConfig(ss.str(), path);
+}
+
+}  // namespace shoal

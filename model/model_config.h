@@ -1,0 +1,79 @@
+// HF config.json → ModelConfig: the shape of a supported MoE model and every option that changes its
+// arithmetic, with the defaults transformers applies when a key is absent.
+//
+// Supported: MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM. Anything else is an error
+// that lists these. A key that would change the maths in a way shoal does not implement (an unknown
+// rope type, a non-SiLU activation, Qwen2-MoE's per-layer sliding window) is an error too: a model
+// that loads is a model shoal computes exactly.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/status.h"
+
+namespace shoal {
+
+enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe };
+
+const char* ArchitectureName(Architecture a);  // the HF class name
+// "MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM"
+std::string SupportedArchitectures();
+
+// RoPE frequencies, following transformers' modeling_rope_utils (rope_scaling / rope_type).
+struct RopeConfig {
+  enum class Type { kDefault, kLinear, kYarn, kLlama3 };
+  Type type = Type::kDefault;
+  double theta = 10000.0;
+  double factor = 1.0;
+  // yarn
+  double beta_fast = 32.0, beta_slow = 1.0;
+  double attention_factor = 1.0;  // multiplies cos and sin (yarn's mscale); 1 otherwise
+  bool truncate = true;
+  // yarn and llama3
+  int original_max_position_embeddings = 0;
+  // llama3
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;
+};
+
+struct ModelConfig {
+  Architecture arch = Architecture::kQwen3Moe;
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  bool tie_word_embeddings = false;
+
+  bool qkv_bias = false;  // q/k/v projections have a bias (Qwen2-MoE: qkv_bias; Qwen3-MoE: attention_bias)
+  bool o_bias = false;    // o_proj has a bias (Qwen3-MoE attention_bias)
+  bool qk_norm = false;   // RMSNorm over head_dim on q and k before RoPE (Qwen3-MoE)
+  int sliding_window = 0; // 0: full causal attention; else a key is visible when q_pos - k_pos < window
+
+  RopeConfig rope;
+
+  // MoE
+  int num_experts = 0;
+  int num_experts_per_tok = 0;
+  int moe_intermediate_size = 0;     // per routed expert
+  int intermediate_size = 0;         // dense MLP layers (Qwen mlp_only_layers / decoder_sparse_step)
+  int shared_expert_intermediate_size = 0;  // Qwen2-MoE shared expert (sigmoid-gated); 0 = none
+  bool norm_topk_prob = false;       // renormalise the top-k softmax weights to sum to 1
+  std::vector<bool> layer_is_moe;    // size num_layers
+
+  DType torch_dtype = DType::kF32;   // informational: the dtype config.json declares
+
+  int q_dim() const { return num_heads * head_dim; }
+  int kv_dim() const { return num_kv_heads * head_dim; }
+};
+
+// Parses config.json text; `source` names the file in errors.
+StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::string& source);
+// Reads `<dir>/config.json`.
+StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
+
+}  // namespace shoal

@@ -1,0 +1,215 @@
+#include "model/weights.h"
+
+#include <cstring>
+#include <random>
+
+namespace shoal {
+
+namespace {
+
+// HF tensor names of each architecture's MoE block.
+struct Names {
+  std::string moe_prefix;                 // "block_sparse_moe" or "mlp"
+  std::string gate, up, down;             // expert projections
+};
+
+Names NamesFor(Architecture a) {
+  if (a == Architecture::kMixtral) return {"block_sparse_moe", "w1", "w3", "w2"};
+  return {"mlp", "gate_proj", "up_proj", "down_proj"};
+}
+
+kernels::Matrix ToMatrix(const TensorView& v) {
+  return {v.dtype, v.data, v.shape.at(0), v.shape.size() > 1 ? v.shape[1] : 1};
+}
+
+std::vector<float> ToFloats(const TensorView& v) {
+  std::vector<float> out(static_cast<size_t>(v.numel()));
+  kernels::Matrix m{v.dtype, v.data, 1, v.numel()};
+  kernels::GatherRow(m, 0, out.data());
+  return out;
+}
+
+class Loader {
+ public:
+  Loader(const Checkpoint& ck) : ck_(ck) {}
+  Status Mat(const std::string& name, int64_t rows, int64_t cols, kernels::Matrix* out) {
+    SHOAL_ASSIGN_OR_RETURN(TensorView v, ck_.Get(name, {rows, cols}));
+    *out = ToMatrix(v);
+    return Status::Ok();
+  }
+  Status Vec(const std::string& name, int64_t n, std::vector<float>* out) {
+    SHOAL_ASSIGN_OR_RETURN(TensorView v, ck_.Get(name, {n}));
+    *out = ToFloats(v);
+    return Status::Ok();
+  }
+  Status Ffn(const std::string& prefix, const Names& n, int64_t hidden, int64_t inter, FfnWeights* f) {
+    SHOAL_RETURN_IF_ERROR(Mat(prefix + n.gate + ".weight", inter, hidden, &f->gate));
+    SHOAL_RETURN_IF_ERROR(Mat(prefix + n.up + ".weight", inter, hidden, &f->up));
+    SHOAL_RETURN_IF_ERROR(Mat(prefix + n.down + ".weight", hidden, inter, &f->down));
+    return Status::Ok();
+  }
+
+ private:
+  const Checkpoint& ck_;
+};
+
+// Parses "model.layers.L.<moe>.experts.E." from a tensor name; false if it is not an expert tensor.
+bool ParseExpertName(const std::string& name, const std::string& moe_prefix, int* layer, int* expert) {
+  static const std::string kLayers = "model.layers.";
+  if (name.compare(0, kLayers.size(), kLayers) != 0) return false;
+  size_t p = kLayers.size();
+  size_t q = name.find('.', p);
+  if (q == std::string::npos) return false;
+  const std::string mid = "." + moe_prefix + ".experts.";
+  if (name.compare(q, mid.size(), mid) != 0) return false;
+  size_t r = q + mid.size();
+  size_t s = name.find('.', r);
+  if (s == std::string::npos) return false;
+  try {
+    *layer = std::stoi(name.substr(p, q - p));
+    *expert = std::stoi(name.substr(r, s - r));
+  } catch (...) {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+size_t ModelWeights::MatrixBytes() const {
+  size_t total = embed.nbytes() + (lm_head.data == embed.data ? 0 : lm_head.nbytes());
+  for (const auto& l : layers) {
+    total += l.q.nbytes() + l.k.nbytes() + l.v.nbytes() + l.o.nbytes() + l.router.nbytes() +
+             l.shared_expert.nbytes() + l.shared_expert_gate.nbytes() + l.dense_mlp.nbytes();
+    for (const auto& e : l.experts) total += e.present() ? e.nbytes() : 0;
+  }
+  return total;
+}
+
+StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string& dir, const ExpertFilter& experts) {
+  const Names names = NamesFor(c.arch);
+  Checkpoint::TensorFilter filter = nullptr;
+  if (experts) {
+    filter = [&](const std::string& tensor) {
+      int layer = 0, expert = 0;
+      return !ParseExpertName(tensor, names.moe_prefix, &layer, &expert) || experts(layer, expert);
+    };
+  }
+  SHOAL_ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir, filter));
+  ModelWeights w;
+  Loader ld(*ck);
+  const int64_t H = c.hidden_size;
+  SHOAL_RETURN_IF_ERROR(ld.Mat("model.embed_tokens.weight", c.vocab_size, H, &w.embed));
+  if (c.tie_word_embeddings && !ck->Has("lm_head.weight")) {
+    w.lm_head = w.embed;
+  } else {
+    SHOAL_RETURN_IF_ERROR(ld.Mat("lm_head.weight", c.vocab_size, H, &w.lm_head));
+  }
+  SHOAL_RETURN_IF_ERROR(ld.Vec("model.norm.weight", H, &w.final_norm));
+  w.layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights& L = w.layers[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    SHOAL_RETURN_IF_ERROR(ld.Vec(p + "input_layernorm.weight", H, &L.input_norm));
+    SHOAL_RETURN_IF_ERROR(ld.Vec(p + "post_attention_layernorm.weight", H, &L.post_attn_norm));
+    const std::string a = p + "self_attn.";
+    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "q_proj.weight", c.q_dim(), H, &L.q));
+    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "k_proj.weight", c.kv_dim(), H, &L.k));
+    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "v_proj.weight", c.kv_dim(), H, &L.v));
+    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "o_proj.weight", H, c.q_dim(), &L.o));
+    if (c.qkv_bias) {
+      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_proj.bias", c.q_dim(), &L.q_bias));
+      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "k_proj.bias", c.kv_dim(), &L.k_bias));
+      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "v_proj.bias", c.kv_dim(), &L.v_bias));
+    }
+    if (c.o_bias) SHOAL_RETURN_IF_ERROR(ld.Vec(a + "o_proj.bias", H, &L.o_bias));
+    if (c.qk_norm) {
+      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_norm.weight", c.head_dim, &L.q_norm));
+      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "k_norm.weight", c.head_dim, &L.k_norm));
+    }
+    L.is_moe = c.layer_is_moe[l];
+    if (!L.is_moe) {
+      SHOAL_RETURN_IF_ERROR(ld.Ffn(p + "mlp.", names, H, c.intermediate_size, &L.dense_mlp));
+      continue;
+    }
+    const std::string m = p + names.moe_prefix + ".";
+    SHOAL_RETURN_IF_ERROR(ld.Mat(m + "gate.weight", c.num_experts, H, &L.router));
+    L.experts.resize(c.num_experts);
+    for (int e = 0; e < c.num_experts; ++e) {
+      if (experts && !experts(l, e)) continue;
+      SHOAL_RETURN_IF_ERROR(
+          ld.Ffn(m + "experts." + std::to_string(e) + ".", names, H, c.moe_intermediate_size, &L.experts[e]));
+    }
+    if (c.shared_expert_intermediate_size > 0) {
+      SHOAL_RETURN_IF_ERROR(ld.Ffn(m + "shared_expert.", names, H, c.shared_expert_intermediate_size,
+                                   &L.shared_expert));
+      SHOAL_RETURN_IF_ERROR(ld.Mat(m + "shared_expert_gate.weight", 1, H, &L.shared_expert_gate));
+    }
+  }
+  w.checkpoint = std::move(ck);
+  return w;
+}
+
+ModelWeights MakeSyntheticWeights(const ModelConfig& c, DType dtype, uint64_t seed) {
+  ModelWeights w;
+  std::mt19937_64 rng(seed);
+  auto mat = [&](int64_t rows, int64_t cols) {
+    const size_t n = static_cast<size_t>(rows * cols);
+    auto buf = std::make_unique<uint8_t[]>(n * DTypeSize(dtype));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(cols));
+    // A cheap generator: the benchmark needs many GB quickly, not statistical quality.
+    uint64_t s = rng();
+    for (size_t i = 0; i < n; ++i) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      const float u = (static_cast<float>(s >> 40) / 16777216.0f - 0.5f) * 3.4f * scale;
+      if (dtype == DType::kF32) {
+        std::memcpy(buf.get() + 4 * i, &u, 4);
+      } else {
+        const uint16_t h = dtype == DType::kBF16 ? F32ToBf16(u) : F32ToF16(u);
+        std::memcpy(buf.get() + 2 * i, &h, 2);
+      }
+    }
+    kernels::Matrix m{dtype, buf.get(), rows, cols};
+    w.owned.push_back(std::move(buf));
+    return m;
+  };
+  auto ffn = [&](int64_t inter) { return FfnWeights{mat(inter, c.hidden_size), mat(inter, c.hidden_size), mat(c.hidden_size, inter)}; };
+  const int64_t H = c.hidden_size;
+  w.embed = mat(c.vocab_size, H);
+  w.lm_head = c.tie_word_embeddings ? w.embed : mat(c.vocab_size, H);
+  w.final_norm.assign(H, 1.0f);
+  w.layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights& L = w.layers[l];
+    L.input_norm.assign(H, 1.0f);
+    L.post_attn_norm.assign(H, 1.0f);
+    L.q = mat(c.q_dim(), H);
+    L.k = mat(c.kv_dim(), H);
+    L.v = mat(c.kv_dim(), H);
+    L.o = mat(H, c.q_dim());
+    if (c.qkv_bias) {
+      L.q_bias.assign(c.q_dim(), 0.0f);
+      L.k_bias.assign(c.kv_dim(), 0.0f);
+      L.v_bias.assign(c.kv_dim(), 0.0f);
+    }
+    if (c.o_bias) L.o_bias.assign(H, 0.0f);
+    if (c.qk_norm) {
+      L.q_norm.assign(c.head_dim, 1.0f);
+      L.k_norm.assign(c.head_dim, 1.0f);
+    }
+    L.is_moe = c.layer_is_moe[l];
+    if (!L.is_moe) {
+      L.dense_mlp = ffn(c.intermediate_size);
+      continue;
+    }
+    L.router = mat(c.num_experts, H);
+    for (int e = 0; e < c.num_experts; ++e) L.experts.push_back(ffn(c.moe_intermediate_size));
+    if (c.shared_expert_intermediate_size > 0) {
+      L.shared_expert = ffn(c.shared_expert_intermediate_size);
+      L.shared_expert_gate = mat(1, H);
+    }
+  }
+  return w;
+}
+
+}  // namespace shoal

@@ -1,0 +1,67 @@
+// The weights of one model (or one expert-parallel rank's share of it), as views the kernels read.
+//
+// Matrices point into the memory-mapped checkpoint (or into owned buffers for synthetic models) and
+// keep the checkpoint dtype; vectors (norms, biases) are widened to f32 once here. Shapes, with
+// H = hidden, Q = heads·head_dim, K = kv_heads·head_dim, E = experts, I = expert intermediate:
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "kernels/kernels.h"
+#include "model/checkpoint.h"
+#include "model/model_config.h"
+
+namespace shoal {
+
+struct FfnWeights {          // SiLU-gated MLP: down(silu(gate(x)) * up(x))
+  kernels::Matrix gate;      // [I, H]
+  kernels::Matrix up;        // [I, H]
+  kernels::Matrix down;      // [H, I]
+  bool present() const { return !gate.empty(); }
+  size_t nbytes() const { return gate.nbytes() + up.nbytes() + down.nbytes(); }
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm;      // [H]
+  std::vector<float> post_attn_norm;  // [H]
+  kernels::Matrix q, k, v, o;         // [Q, H], [K, H], [K, H], [H, Q]
+  std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when the model has none
+  std::vector<float> q_norm, k_norm;  // [head_dim], Qwen3-MoE only
+
+  bool is_moe = false;
+  kernels::Matrix router;             // [E, H]
+  std::vector<FfnWeights> experts;    // [E]; an expert this rank does not hold is !present()
+  FfnWeights shared_expert;           // Qwen2-MoE
+  kernels::Matrix shared_expert_gate; // [1, H]
+  FfnWeights dense_mlp;               // non-MoE layers
+};
+
+struct ModelWeights {
+  kernels::Matrix embed;    // [V, H]
+  kernels::Matrix lm_head;  // [V, H] (the embedding when tied)
+  std::vector<float> final_norm;
+  std::vector<LayerWeights> layers;
+
+  std::unique_ptr<Checkpoint> checkpoint;             // keeps the mapping alive
+  std::vector<std::unique_ptr<uint8_t[]>> owned;      // synthetic models own their bytes
+
+  // Bytes of matrices held (dense + the experts present).
+  size_t MatrixBytes() const;
+};
+
+// Which experts to load: (layer, expert) → true to load. Null loads all.
+using ExpertFilter = std::function<bool(int layer, int expert)>;
+
+// Loads and shape-checks every tensor `config` implies from the checkpoint in `dir`; errors name the
+// file and tensor.
+StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const std::string& dir,
+                                        const ExpertFilter& experts = nullptr);
+
+// Random weights of the given dtype for benchmarks (values ~ N(0, 1/cols)); deterministic in `seed`.
+ModelWeights MakeSyntheticWeights(const ModelConfig& config, DType dtype, uint64_t seed);
+
+}  // namespace shoal

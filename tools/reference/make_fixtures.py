@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Builds the reference fixtures: tiny random MoE checkpoints and HF transformers' outputs for them.
+
+HF transformers is the oracle for every architecture shoal supports. For each model below this script
+  1. builds the model with transformers from a fixed seed and re-initialises every parameter at a scale
+     where activations are O(1) (HF's default init makes logits nearly flat, which tests little),
+  2. saves it as a real HF checkpoint (config.json + safetensors, sharded for one of them),
+  3. runs the saved checkpoint with eager attention in float32 (bf16/f16 weights are widened exactly)
+     on several prompts of unequal length, each alone: the prefill logits at every position, then
+     greedy decode steps with their logits, and checks that model.generate() gives the same tokens,
+  4. for bf16/f16 checkpoints, also records the logits transformers computes natively in that dtype,
+  5. writes expected.safetensors (logits) and expected.json (prompts, tokens, provenance).
+
+Usage:  python3 tools/reference/make_fixtures.py [--out tests/fixtures]
+Needs torch and transformers (see requirements.txt); CI only reads the committed outputs.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import (MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
+                          Qwen3MoeConfig, Qwen3MoeForCausalLM)
+
+VOCAB = 320          # not a power of two on purpose
+PROMPT_LENGTHS = [7, 3, 12]
+DECODE_STEPS = 6
+
+
+def mixtral(**kw):
+    base = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
+    base.update(kw)
+    return MixtralConfig(**base), MixtralForCausalLM
+
+
+def qwen2_moe(**kw):
+    base = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=80, moe_intermediate_size=32,
+                shared_expert_intermediate_size=56, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=4, max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=10000.0,
+                tie_word_embeddings=False)
+    base.update(kw)
+    return Qwen2MoeConfig(**base), Qwen2MoeForCausalLM
+
+
+def qwen3_moe(**kw):
+    base = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+                num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+                max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False)
+    base.update(kw)
+    return Qwen3MoeConfig(**base), Qwen3MoeForCausalLM
+
+
+# name -> (config builder, dtype to store, extra save kwargs, what it covers)
+MODELS = {
+    "mixtral-top1-f32": (lambda: mixtral(num_local_experts=6, num_experts_per_tok=1, sliding_window=5),
+                         torch.float32, {}, "Mixtral, top-1, 6 experts (not a power of two), sliding window 5"),
+    "mixtral-bf16": (lambda: mixtral(num_local_experts=8, num_experts_per_tok=2, head_dim=32),
+                     torch.bfloat16, {}, "Mixtral, top-2 of 8, explicit head_dim, bf16 weights"),
+    "qwen2-moe-f32": (lambda: qwen2_moe(num_experts=6, num_experts_per_tok=3, norm_topk_prob=False,
+                                        mlp_only_layers=[1]),
+                      torch.float32, {}, "Qwen2-MoE, top-3 of 6, shared expert + sigmoid gate, qkv bias, "
+                                         "a dense layer (mlp_only_layers)"),
+    "qwen2-moe-f16": (lambda: qwen2_moe(num_experts=5, num_experts_per_tok=2, norm_topk_prob=True,
+                                        rope_scaling={"rope_type": "linear", "factor": 2.0}),
+                      torch.float16, {}, "Qwen2-MoE, top-2 of 5, norm_topk_prob, linear RoPE scaling, f16"),
+    "qwen3-moe-f32": (lambda: qwen3_moe(num_experts=10, num_experts_per_tok=4, norm_topk_prob=True,
+                                        decoder_sparse_step=2,
+                                        rope_scaling={"rope_type": "yarn", "factor": 4.0,
+                                                      "original_max_position_embeddings": 64}),
+                      torch.float32, {}, "Qwen3-MoE, top-4 of 10, q/k norm, head_dim != hidden/heads, "
+                                         "decoder_sparse_step 2, yarn RoPE"),
+    "qwen3-moe-bf16": (lambda: qwen3_moe(num_experts=8, num_experts_per_tok=2, norm_topk_prob=False,
+                                         tie_word_embeddings=True, mlp_only_layers=[0],
+                                         rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                       "original_max_position_embeddings": 32}),
+                       torch.bfloat16, {"max_shard_size": "150KB"},
+                       "Qwen3-MoE, top-2 of 8, tied embeddings, llama3 RoPE, bf16, sharded checkpoint"),
+}
+
+
+def reinit_(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                scale = (2.0 if name.endswith("gate.weight") and "mlp.gate" in name else 1.0) / math.sqrt(p.shape[-1])
+                p.copy_(scale * torch.randn(p.shape, generator=g))
+
+
+@torch.no_grad()
+def run_reference(model, prompt):
+    """Prefill logits at every position, then greedy decode steps with their logits."""
+    ids = torch.tensor([prompt])
+    out = model(ids, use_cache=True)
+    prefill = out.logits[0].float().clone()
+    past = out.past_key_values
+    tokens, step_logits = [], []
+    nxt = int(prefill[-1].argmax())
+    for _ in range(DECODE_STEPS):
+        tokens.append(nxt)
+        out = model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        step_logits.append(out.logits[0, -1].float().clone())
+        nxt = int(step_logits[-1].argmax())
+    tokens.append(nxt)  # the token the last decode step picks
+    return prefill, torch.stack(step_logits), tokens
+
+
+def build(name, out_root, seed):
+    make_cfg, dtype, save_kw, covers = MODELS[name]
+    cfg, cls = make_cfg()
+    cfg.torch_dtype = dtype
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    reinit_(model, seed)
+    model = model.to(dtype)
+    out = os.path.join(out_root, name)
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out, safe_serialization=True, **save_kw)
+    for extra in ("generation_config.json",):
+        p = os.path.join(out, extra)
+        if os.path.exists(p):
+            os.remove(p)
+
+    g = torch.Generator().manual_seed(seed + 1)
+    prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in PROMPT_LENGTHS]
+
+    ref = cls.from_pretrained(out, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    native = None
+    if dtype != torch.float32:
+        native = cls.from_pretrained(out, torch_dtype=dtype, attn_implementation="eager").eval()
+
+    tensors, records = {}, []
+    for i, prompt in enumerate(prompts):
+        prefill, steps, tokens = run_reference(ref, prompt)
+        gen = ref.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=DECODE_STEPS + 1,
+                           min_new_tokens=DECODE_STEPS + 1, pad_token_id=0, eos_token_id=None)
+        generated = gen[0, len(prompt):].tolist()
+        assert generated == tokens, f"{name} prompt {i}: generate() {generated} != greedy loop {tokens}"
+        tensors[f"prompt{i}.prefill_logits"] = prefill.contiguous()
+        tensors[f"prompt{i}.decode_logits"] = steps.contiguous()
+        if native is not None:
+            n_prefill, n_steps, _ = run_reference(native, prompt)
+            # Native-dtype logits for the same inputs (teacher-forced on the f32 greedy tokens).
+            ids = torch.tensor([prompt + tokens[:-1]])
+            n_all = native(ids).logits[0].float()
+            tensors[f"prompt{i}.native_logits"] = n_all.contiguous()
+        records.append({"prompt_ids": prompt, "greedy_tokens": tokens})
+    save_file(tensors, os.path.join(out, "expected.safetensors"))
+    meta = {
+        "model": name,
+        "covers": covers,
+        "stored_dtype": str(dtype).replace("torch.", ""),
+        "reference": "transformers %s, torch %s, eager attention, float32 compute" % (
+            transformers.__version__, torch.__version__),
+        "decode_steps": DECODE_STEPS,
+        "prompts": records,
+    }
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(f"{name}: {covers}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures"))
+    ap.add_argument("--only", nargs="*")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    for k, name in enumerate(MODELS):
+        if args.only and name not in args.only:
+            continue
+        build(name, args.out, seed=1000 + k)
+
+
+if __name__ == "__main__":
+    main()

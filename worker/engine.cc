@@ -1,0 +1,202 @@
+#include "worker/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "model/rope.h"
+
+namespace shoal {
+
+StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg) {
+  const int64_t block_bytes = KvCache::BlockBytes(config, cfg.kv_block_size);
+  const int64_t num_blocks = cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
+  if (num_blocks < 1) {
+    return InvalidArgument((cfg.source.empty() ? std::string("config") : cfg.source) +
+                           ": kv_cache.memory_mib (" + std::to_string(cfg.kv_cache_mib) +
+                           ") is smaller than one KV block (" + std::to_string(block_bytes) + " bytes)");
+  }
+  return std::unique_ptr<Engine>(
+      new Engine(std::move(config), std::move(weights), cfg.ResolvedThreads(), cfg.kv_block_size, num_blocks));
+}
+
+Engine::Engine(ModelConfig config, ModelWeights weights, int threads, int block_size, int64_t num_blocks)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      pool_(threads),
+      kv_(config_, block_size, num_blocks),
+      inv_freq_(RopeInverseFrequencies(config_)) {}
+
+StatusOr<SeqId> Engine::NewSequence() {
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    if (!seqs_[i].live) {
+      seqs_[i] = Sequence{true, 0, {}};
+      return static_cast<SeqId>(i);
+    }
+  }
+  seqs_.push_back(Sequence{true, 0, {}});
+  return static_cast<SeqId>(seqs_.size() - 1);
+}
+
+void Engine::ReleaseSequence(SeqId seq) {
+  if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].live) return;
+  kv_.Release(&seqs_[seq].blocks);
+  seqs_[seq].live = false;
+  seqs_[seq].length = 0;
+}
+
+int64_t Engine::SequenceLength(SeqId seq) const {
+  if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].live) return -1;
+  return seqs_[seq].length;
+}
+
+Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) {
+  const ModelConfig& c = config_;
+  // Validate everything before changing any state.
+  int64_t T = 0;
+  for (const ForwardInput& in : batch) {
+    const std::string name = "sequence " + std::to_string(in.seq);
+    if (in.seq < 0 || static_cast<size_t>(in.seq) >= seqs_.size() || !seqs_[in.seq].live) {
+      return InvalidArgument(name + ": unknown sequence");
+    }
+    if (in.tokens.empty()) return InvalidArgument(name + ": no tokens in this step");
+    for (int32_t tok : in.tokens) {
+      if (tok < 0 || tok >= c.vocab_size) {
+        return InvalidArgument(name + ": token id " + std::to_string(tok) + " outside the vocabulary [0, " +
+                               std::to_string(c.vocab_size) + ")");
+      }
+    }
+    if (seqs_[in.seq].length + static_cast<int64_t>(in.tokens.size()) > c.max_position_embeddings) {
+      return OutOfRange(name + ": " + std::to_string(seqs_[in.seq].length + in.tokens.size()) +
+                        " tokens exceed the model's max_position_embeddings (" +
+                        std::to_string(c.max_position_embeddings) + ")");
+    }
+    T += static_cast<int64_t>(in.tokens.size());
+  }
+  // Reserve KV blocks for all sequences, rolling back on failure.
+  std::vector<size_t> old_sizes;
+  for (const ForwardInput& in : batch) {
+    Sequence& s = seqs_[in.seq];
+    old_sizes.push_back(s.blocks.size());
+    Status st = kv_.Reserve(&s.blocks, s.length + static_cast<int64_t>(in.tokens.size()));
+    if (!st.ok()) {
+      for (size_t i = 0; i < old_sizes.size(); ++i) {
+        std::vector<int32_t>& blocks = seqs_[batch[i].seq].blocks;
+        std::vector<int32_t> extra(blocks.begin() + static_cast<int64_t>(old_sizes[i]), blocks.end());
+        blocks.resize(old_sizes[i]);
+        kv_.Release(&extra);
+      }
+      return st.WithContext("sequence " + std::to_string(in.seq));
+    }
+  }
+
+  const int64_t H = c.hidden_size;
+  x_.resize(static_cast<size_t>(T * H));
+  positions_.resize(T);
+  slots_.resize(T);
+  tables_.resize(T);
+  int64_t row = 0;
+  for (const ForwardInput& in : batch) {
+    Sequence& s = seqs_[in.seq];
+    for (size_t i = 0; i < in.tokens.size(); ++i, ++row) {
+      const int64_t pos = s.length + static_cast<int64_t>(i);
+      positions_[row] = static_cast<int32_t>(pos);
+      slots_[row] = static_cast<int64_t>(s.blocks[pos / kv_.block_size()]) * kv_.block_size() + pos % kv_.block_size();
+      tables_[row] = s.blocks.data();
+      kernels::GatherRow(weights_.embed, in.tokens[i], x_.data() + row * H);
+    }
+  }
+
+  size_t bytes = T * static_cast<size_t>(H) * DTypeSize(weights_.embed.dtype);
+  for (int l = 0; l < c.num_layers; ++l) {
+    Layer(l, T);
+    const LayerWeights& L = weights_.layers[l];
+    bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes();
+    if (L.is_moe) {
+      bytes += L.router.nbytes() + L.shared_expert.nbytes() + L.shared_expert_gate.nbytes();
+      for (int e = 0; e < c.num_experts; ++e) bytes += moe_ws_.expert_used[e] ? L.experts[e].nbytes() : 0;
+    } else {
+      bytes += L.dense_mlp.nbytes();
+    }
+  }
+
+  // Final norm + lm_head on the rows that want logits.
+  std::vector<int64_t> logit_rows;
+  row = 0;
+  for (const ForwardInput& in : batch) {
+    const int64_t n = static_cast<int64_t>(in.tokens.size());
+    for (int64_t i = in.all_logits ? 0 : n - 1; i < n; ++i) logit_rows.push_back(row + i);
+    row += n;
+  }
+  const int64_t R = static_cast<int64_t>(logit_rows.size());
+  h_.resize(static_cast<size_t>(R * H));
+  for (int64_t r = 0; r < R; ++r) {
+    kernels::RmsNorm(x_.data() + logit_rows[r] * H, 1, H, weights_.final_norm.data(), static_cast<float>(c.rms_norm_eps),
+                     h_.data() + r * H);
+  }
+  std::vector<float> logits(static_cast<size_t>(R * c.vocab_size));
+  kernels::MatMul(h_.data(), R, weights_.lm_head, logits.data(), pool_);
+  bytes += weights_.lm_head.nbytes();
+  last_step_weight_bytes_ = bytes;
+
+  out->clear();
+  out->resize(batch.size());
+  int64_t r = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const int64_t rows = batch[b].all_logits ? static_cast<int64_t>(batch[b].tokens.size()) : 1;
+    (*out)[b].logits.assign(logits.begin() + r * c.vocab_size, logits.begin() + (r + rows) * c.vocab_size);
+    r += rows;
+    seqs_[batch[b].seq].length += static_cast<int64_t>(batch[b].tokens.size());
+  }
+  return Status::Ok();
+}
+
+void Engine::Layer(int l, int64_t T) {
+  const ModelConfig& c = config_;
+  const LayerWeights& L = weights_.layers[l];
+  const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  h_.resize(static_cast<size_t>(T * H));
+  q_.resize(static_cast<size_t>(T * Q));
+  k_.resize(static_cast<size_t>(T * KV));
+  v_.resize(static_cast<size_t>(T * KV));
+  attn_.resize(static_cast<size_t>(T * Q));
+  tmp_.resize(static_cast<size_t>(T * H));
+
+  // Attention.
+  kernels::RmsNorm(x_.data(), T, H, L.input_norm.data(), eps, h_.data());
+  kernels::MatMul(h_.data(), T, L.q, q_.data(), pool_);
+  kernels::MatMul(h_.data(), T, L.k, k_.data(), pool_);
+  kernels::MatMul(h_.data(), T, L.v, v_.data(), pool_);
+  if (!L.q_bias.empty()) {
+    kernels::AddBias(q_.data(), T, Q, L.q_bias.data());
+    kernels::AddBias(k_.data(), T, KV, L.k_bias.data());
+    kernels::AddBias(v_.data(), T, KV, L.v_bias.data());
+  }
+  if (c.qk_norm) {
+    kernels::RmsNorm(q_.data(), T * c.num_heads, c.head_dim, L.q_norm.data(), eps, q_.data());
+    kernels::RmsNorm(k_.data(), T * c.num_kv_heads, c.head_dim, L.k_norm.data(), eps, k_.data());
+  }
+  const float af = static_cast<float>(c.rope.attention_factor);
+  kernels::ApplyRope(q_.data(), T, c.num_heads, c.head_dim, positions_.data(), inv_freq_.data(), af);
+  kernels::ApplyRope(k_.data(), T, c.num_kv_heads, c.head_dim, positions_.data(), inv_freq_.data(), af);
+  const kernels::PagedKvLayer kv = kv_.Layer(l);
+  kernels::WriteKv(kv, k_.data(), v_.data(), T, slots_.data());
+  kernels::PagedAttention(q_.data(), T, c.num_heads, positions_.data(), tables_.data(), kv,
+                          1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window, attn_.data(), pool_);
+  kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);
+  if (!L.o_bias.empty()) kernels::AddBias(tmp_.data(), T, H, L.o_bias.data());
+  for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+
+  // MoE or dense MLP.
+  kernels::RmsNorm(x_.data(), T, H, L.post_attn_norm.data(), eps, h_.data());
+  if (L.is_moe) {
+    RunMoeLayer(c, L, h_.data(), T, tmp_.data(), moe_ws_, pool_);
+  } else {
+    ffn_scratch_.resize(static_cast<size_t>(2 * T * c.intermediate_size));
+    kernels::SiluGatedFfn(h_.data(), T, L.dense_mlp.gate, L.dense_mlp.up, L.dense_mlp.down, ffn_scratch_.data(),
+                          tmp_.data(), pool_);
+  }
+  for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+}
+
+}  // namespace shoal

@@ -1,0 +1,85 @@
+// The single-process forward pass: a batch of sequences of different lengths, each contributing any
+// number of new tokens (prefill chunks and decode steps mixed), over a paged KV cache.
+//
+// Per layer: RMSNorm → q/k/v (+bias) → q/k norm (Qwen3) → RoPE → write KV → paged attention → o_proj →
+// residual → RMSNorm → MoE (or dense MLP) → residual. Logits are computed only for the rows asked for.
+// Thread-safety: none; one engine loop drives it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+#include "common/thread_pool.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+#include "worker/kv_cache.h"
+#include "worker/moe.h"
+
+namespace shoal {
+
+using SeqId = int32_t;
+
+struct ForwardInput {
+  SeqId seq = -1;
+  std::span<const int32_t> tokens;  // appended after the sequence's current length
+  bool all_logits = false;          // logits for every new token, else only the last
+};
+
+struct ForwardOutput {
+  std::vector<float> logits;  // [rows, vocab]
+};
+
+class Engine {
+ public:
+  // Takes ownership of the weights. The KV cache is sized from cfg.kv_cache_mib.
+  static StatusOr<std::unique_ptr<Engine>> Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  KvCache& kv_cache() { return kv_; }
+  ThreadPool& pool() { return pool_; }
+
+  StatusOr<SeqId> NewSequence();
+  // Frees the sequence's KV blocks. Unknown ids are ignored.
+  void ReleaseSequence(SeqId seq);
+  int64_t SequenceLength(SeqId seq) const;
+
+  // Runs one step. On error (unknown sequence, too long, KV cache full) nothing was changed.
+  Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out);
+
+  // Bytes of weight matrices the last Forward read: dense matrices, the experts it used, and the
+  // embedding and lm_head rows it touched.
+  size_t last_step_weight_bytes() const { return last_step_weight_bytes_; }
+
+ private:
+  struct Sequence {
+    bool live = false;
+    int64_t length = 0;
+    std::vector<int32_t> blocks;
+  };
+
+  Engine(ModelConfig config, ModelWeights weights, int threads, int block_size, int64_t num_blocks);
+  void Layer(int l, int64_t T);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  ThreadPool pool_;
+  KvCache kv_;
+  std::vector<float> inv_freq_;
+  std::vector<Sequence> seqs_;
+
+  // Step workspace, [T, ...], reused across steps.
+  std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;
+  std::vector<int32_t> positions_;
+  std::vector<int64_t> slots_;
+  std::vector<const int32_t*> tables_;
+  MoeWorkspace moe_ws_;
+  std::vector<float> ffn_scratch_;
+  size_t last_step_weight_bytes_ = 0;
+};
+
+}  // namespace shoal

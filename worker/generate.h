@@ -1,0 +1,39 @@
+// Batch generation on one engine: prefill every prompt in one step, then decode all live sequences
+// together until each reaches max_tokens or a stop token. Used by `shoal generate` and the benchmark.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "worker/engine.h"
+
+namespace shoal {
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;
+  kernels::SamplingParams sampling;
+  uint64_t seed = 0;                 // per request, so a request's tokens do not depend on its batch
+  std::vector<int32_t> stop_ids;     // generation ends after emitting one of these
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;
+  std::string finish_reason;  // "length" or "stop"
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;
+  int64_t decode_tokens = 0;   // tokens produced by decode steps (not the prefill's first token)
+  int64_t decode_steps = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  double decode_weight_bytes = 0;  // Σ over decode steps of the weight bytes each read
+};
+
+StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector<GenerateRequest>& requests,
+                                               GenerateStats* stats);
+
+}  // namespace shoal
