@@ -1,0 +1,117 @@
+// Engine and KV-cache behaviour beyond the numerics: bad input is refused without changing state,
+// a full KV cache is an error that rolls the step back, and blocks are reused after release.
+#include <gtest/gtest.h>
+
+#include "tests/unit/fixture_util.h"
+#include "worker/generate.h"
+
+namespace shoal::testing {
+namespace {
+
+const std::string kModel = "qwen3-moe-f32";
+
+TEST(KvCache, ReserveUntilFullThenRelease) {
+  auto config = LoadModelConfig(FixturesDir() + "/" + kModel);
+  ASSERT_TRUE(config.ok());
+  KvCache kv(*config, 4, 3);
+  std::vector<int32_t> a, b;
+  ASSERT_TRUE(kv.Reserve(&a, 9).ok());  // 3 blocks
+  EXPECT_EQ(a.size(), 3u);
+  EXPECT_EQ(kv.free_blocks(), 0);
+  Status st = kv.Reserve(&b, 1);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("kv_cache.memory_mib"), std::string::npos) << st.message();
+  EXPECT_TRUE(b.empty());
+  kv.Release(&a);
+  EXPECT_EQ(kv.free_blocks(), 3);
+  EXPECT_TRUE(kv.Reserve(&b, 12).ok());
+}
+
+TEST(Engine, RejectsBadInputWithoutChangingState) {
+  auto engine = MakeEngine(FixturesDir() + "/" + kModel);
+  ASSERT_TRUE(engine);
+  SeqId s = *engine->NewSequence();
+  std::vector<ForwardOutput> out;
+  std::vector<int32_t> ok_tokens = {1, 2, 3};
+  ASSERT_TRUE(engine->Forward({{s, ok_tokens, false}}, &out).ok());
+  const int64_t free_before = engine->kv_cache().free_blocks();
+
+  std::vector<int32_t> bad = {5, engine->config().vocab_size};
+  Status st = engine->Forward({{s, bad, false}}, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("sequence " + std::to_string(s)), std::string::npos) << st.message();
+  EXPECT_EQ(engine->SequenceLength(s), 3);
+
+  EXPECT_EQ(engine->Forward({{s + 100, ok_tokens, false}}, &out).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Forward({{s, {}, false}}, &out).code(), StatusCode::kInvalidArgument);
+
+  std::vector<int32_t> too_long(engine->config().max_position_embeddings, 1);
+  st = engine->Forward({{s, too_long, false}}, &out);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(st.message().find("max_position_embeddings"), std::string::npos);
+  EXPECT_EQ(engine->SequenceLength(s), 3);
+  EXPECT_EQ(engine->kv_cache().free_blocks(), free_before);
+}
+
+TEST(Engine, FullKvCacheRollsTheWholeStepBack) {
+  auto config = LoadModelConfig(FixturesDir() + "/" + kModel);
+  auto weights = LoadModelWeights(*config, FixturesDir() + "/" + kModel);
+  ASSERT_TRUE(weights.ok());
+  config->max_position_embeddings = 1 << 20;  // let the KV cache, not the context limit, bind
+  EngineConfig cfg;
+  cfg.threads = 1;
+  cfg.kv_block_size = 4;
+  cfg.kv_cache_mib = 1;
+  auto engine = std::move(Engine::Create(*config, std::move(weights).value(), cfg)).value();
+  const int64_t blocks = engine->kv_cache().num_blocks();
+  SeqId a = *engine->NewSequence(), b = *engine->NewSequence();
+  std::vector<int32_t> small = {1, 2, 3, 4};
+  std::vector<int32_t> big(static_cast<size_t>(blocks * 4), 7);  // needs every block by itself
+  std::vector<ForwardOutput> out;
+  Status st = engine->Forward({{a, small, false}, {b, big, false}}, &out);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.ToString();
+  EXPECT_EQ(engine->kv_cache().free_blocks(), blocks) << "sequence a's blocks were rolled back too";
+  EXPECT_EQ(engine->SequenceLength(a), 0);
+  EXPECT_TRUE(engine->Forward({{a, small, false}}, &out).ok());
+}
+
+TEST(Engine, ReleasedSequencesReturnTheirBlocks) {
+  auto engine = MakeEngine(FixturesDir() + "/" + kModel);
+  ASSERT_TRUE(engine);
+  const int64_t free0 = engine->kv_cache().free_blocks();
+  GenerateStats stats;
+  std::vector<GenerateRequest> reqs(3, GenerateRequest{{1, 2, 3, 4, 5}, 9, {}, 0, {}});
+  auto r = Generate(*engine, reqs, &stats);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(engine->kv_cache().free_blocks(), free0);
+  EXPECT_EQ(stats.decode_steps, 8);
+  EXPECT_EQ(stats.decode_tokens, 24);
+  EXPECT_GT(stats.decode_weight_bytes, 0);
+}
+
+TEST(Generate, StopTokensEndASequenceEarly) {
+  auto engine = MakeEngine(FixturesDir() + "/" + kModel);
+  ASSERT_TRUE(engine);
+  Fixture f = LoadFixture(kModel);
+  GenerateRequest req{f.prompts[0].prompt, 7, {}, 0, {f.prompts[0].greedy[2]}};
+  GenerateStats stats;
+  auto r = Generate(*engine, {req}, &stats);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)[0].finish_reason, "stop");
+  EXPECT_EQ((*r)[0].tokens, std::vector<int32_t>(f.prompts[0].greedy.begin(), f.prompts[0].greedy.begin() + 3));
+}
+
+TEST(Generate, SeededSamplingIsReproducibleAndIndependentOfTheBatch) {
+  auto engine = MakeEngine(FixturesDir() + "/" + kModel);
+  ASSERT_TRUE(engine);
+  GenerateRequest r{{3, 1, 4, 1, 5}, 10, {0.9f, 50, 0.95f}, 1234, {}};
+  GenerateRequest other{{2, 7, 1, 8}, 6, {1.0f, 0, 1.0f}, 99, {}};
+  GenerateStats st;
+  auto alone = Generate(*engine, {r}, &st);
+  auto batched = Generate(*engine, {other, r}, &st);
+  ASSERT_TRUE(alone.ok() && batched.ok());
+  EXPECT_EQ((*alone)[0].tokens, (*batched)[1].tokens);
+}
+
+}  // namespace
+}  // namespace shoal::testing

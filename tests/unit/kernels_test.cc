@@ -1,0 +1,246 @@
+// CPU kernels against straightforward double-precision references, per op and dtype.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "common/dtype.h"
+#include "kernels/cpu/matmul_impl.h"
+#include "kernels/kernels.h"
+
+namespace shoal::kernels {
+namespace {
+
+struct RandomMatrix {
+  std::vector<uint8_t> bytes;
+  std::vector<float> widened;  // the exact f32 values the kernel sees
+  Matrix m;
+};
+
+RandomMatrix MakeMatrix(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  RandomMatrix r;
+  r.bytes.resize(static_cast<size_t>(rows * cols) * DTypeSize(t));
+  r.widened.resize(static_cast<size_t>(rows * cols));
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    const float v = nd(rng);
+    if (t == DType::kF32) {
+      std::memcpy(r.bytes.data() + 4 * i, &v, 4);
+      r.widened[i] = v;
+    } else {
+      const uint16_t h = t == DType::kBF16 ? F32ToBf16(v) : F32ToF16(v);
+      std::memcpy(r.bytes.data() + 2 * i, &h, 2);
+      r.widened[i] = t == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
+    }
+  }
+  r.m = Matrix{t, r.bytes.data(), rows, cols};
+  return r;
+}
+
+std::vector<float> RandomVector(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+class MatMulTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MatMulTest, MatchesDoubleReferenceAcrossShapes) {
+  std::mt19937 rng(7);
+  ThreadPool pool(3);
+  for (int64_t m : {1, 2, 3, 5, 8, 16, 17}) {
+    for (int64_t rows : {1, 3, 8, 33, 130}) {
+      for (int64_t cols : {8, 13, 64, 100}) {
+        RandomMatrix w = MakeMatrix(GetParam(), rows, cols, rng);
+        std::vector<float> x = RandomVector(static_cast<size_t>(m * cols), rng);
+        std::vector<float> y(static_cast<size_t>(m * rows), NAN), y_generic(y.size(), NAN);
+        MatMul(x.data(), m, w.m, y.data(), pool);
+        cpu::MatMulRowsGeneric(x.data(), m, w.m, 0, rows, y_generic.data());
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t n = 0; n < rows; ++n) {
+            double ref = 0.0, mag = 0.0;
+            for (int64_t k = 0; k < cols; ++k) {
+              ref += static_cast<double>(x[i * cols + k]) * w.widened[n * cols + k];
+              mag += std::fabs(static_cast<double>(x[i * cols + k]) * w.widened[n * cols + k]);
+            }
+            const double tol = 1e-6 * mag + 1e-6;  // f32 accumulation error bound, loosely
+            ASSERT_NEAR(y[i * rows + n], ref, tol) << "m=" << m << " rows=" << rows << " cols=" << cols;
+            ASSERT_NEAR(y_generic[i * rows + n], ref, tol) << "generic, m=" << m;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(MatMulTest, ResultDoesNotDependOnThreadCountOrBatchRows) {
+  std::mt19937 rng(11);
+  RandomMatrix w = MakeMatrix(GetParam(), 300, 256, rng);
+  std::vector<float> x = RandomVector(16 * 256, rng);
+  ThreadPool one(1), three(3);
+  std::vector<float> a(16 * 300), b(16 * 300), single(300);
+  MatMul(x.data(), 16, w.m, a.data(), one);
+  MatMul(x.data(), 16, w.m, b.data(), three);
+  EXPECT_EQ(a, b);
+  // Row 5 computed alone equals row 5 of the batch: batching never changes a sequence's numbers.
+  MatMul(x.data() + 5 * 256, 1, w.m, single.data(), three);
+  EXPECT_EQ(single, std::vector<float>(a.begin() + 5 * 300, a.begin() + 6 * 300));
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, MatMulTest, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const auto& info) { return std::string(DTypeName(info.param)); });
+
+TEST(DType, F16RoundTripsEveryFiniteValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = F16ToF32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(F32ToF16(f), h) << h;
+  }
+  EXPECT_EQ(F32ToF16(1e6f), 0x7c00);   // overflow → +inf
+  EXPECT_EQ(F16ToF32(0x3c00), 1.0f);
+}
+
+TEST(DType, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
+  float halfway;  // 1 + 2^-8: exactly between two bf16 values, rounds to even (1.0)
+  uint32_t bits = 0x3f808000u;
+  std::memcpy(&halfway, &bits, 4);
+  EXPECT_EQ(F32ToBf16(halfway), 0x3f80);
+  bits = 0x3f818000u;  // between 0x3f81 and 0x3f82: rounds to even 0x3f82
+  std::memcpy(&halfway, &bits, 4);
+  EXPECT_EQ(F32ToBf16(halfway), 0x3f82);
+  EXPECT_TRUE(std::isnan(Bf16ToF32(F32ToBf16(NAN))));
+}
+
+TEST(RmsNorm, MatchesFormula) {
+  std::mt19937 rng(3);
+  const int64_t m = 3, d = 37;
+  auto x = RandomVector(m * d, rng), w = RandomVector(d, rng);
+  std::vector<float> y(m * d);
+  RmsNorm(x.data(), m, d, w.data(), 1e-5f, y.data());
+  for (int64_t i = 0; i < m; ++i) {
+    double ss = 0;
+    for (int64_t j = 0; j < d; ++j) ss += x[i * d + j] * x[i * d + j];
+    const double inv = 1.0 / std::sqrt(ss / d + 1e-5);
+    for (int64_t j = 0; j < d; ++j) EXPECT_NEAR(y[i * d + j], w[j] * x[i * d + j] * inv, 1e-5);
+  }
+}
+
+TEST(Rope, RotatesHalvesByPositionTimesFrequency) {
+  const int heads = 2, dim = 8;
+  std::vector<float> inv = {1.0f, 0.5f, 0.25f, 0.125f};
+  std::mt19937 rng(5);
+  auto x = RandomVector(2 * heads * dim, rng);
+  auto y = x;
+  const int32_t pos[2] = {0, 3};
+  ApplyRope(y.data(), 2, heads, dim, pos, inv.data(), 1.0f);
+  for (int h = 0; h < heads; ++h)
+    for (int i = 0; i < dim; ++i) EXPECT_FLOAT_EQ(y[h * dim + i], x[h * dim + i]) << "position 0 is the identity";
+  for (int h = 0; h < heads; ++h) {
+    const float* a = x.data() + (heads + h) * dim;
+    const float* b = y.data() + (heads + h) * dim;
+    for (int i = 0; i < dim / 2; ++i) {
+      const double th = 3.0 * inv[i];
+      EXPECT_NEAR(b[i], a[i] * std::cos(th) - a[i + 4] * std::sin(th), 1e-5);
+      EXPECT_NEAR(b[i + 4], a[i + 4] * std::cos(th) + a[i] * std::sin(th), 1e-5);
+    }
+  }
+}
+
+TEST(RouterTopK, SoftmaxTopKAndRenormalisation) {
+  const float logits[2][4] = {{1.0f, 3.0f, 2.0f, 0.0f}, {0.5f, 0.5f, 0.5f, 0.1f}};
+  int32_t ids[4];
+  float w[4];
+  RouterTopK(&logits[0][0], 2, 4, 2, /*renormalize=*/false, ids, w);
+  double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + std::exp(0.0);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 2);
+  EXPECT_NEAR(w[0], std::exp(3.0) / z, 1e-6);
+  EXPECT_NEAR(w[1], std::exp(2.0) / z, 1e-6);
+  EXPECT_EQ(ids[2], 0) << "ties go to the lower expert id";
+  EXPECT_EQ(ids[3], 1);
+  RouterTopK(&logits[0][0], 2, 4, 2, /*renormalize=*/true, ids, w);
+  EXPECT_NEAR(w[0] + w[1], 1.0, 1e-6);
+  EXPECT_NEAR(w[0], std::exp(3.0) / (std::exp(3.0) + std::exp(2.0)), 1e-6);
+}
+
+// Paged attention against dense causal attention on the same keys, with a shuffled block table, GQA
+// and a sliding window.
+TEST(PagedAttention, MatchesDenseAttention) {
+  std::mt19937 rng(9);
+  const int heads = 4, kv_heads = 2, d = 16, block = 4, len = 19, blocks = 8;
+  const int64_t kvw = kv_heads * d;
+  std::vector<float> kc(blocks * block * kvw, NAN), vc(blocks * block * kvw, NAN);
+  PagedKvLayer layer{kc.data(), vc.data(), block, kv_heads, d};
+  std::vector<int32_t> table = {6, 2, 7, 0, 4};  // 5 blocks cover 19 tokens
+  auto K = RandomVector(len * kvw, rng), V = RandomVector(len * kvw, rng), Q = RandomVector(len * heads * d, rng);
+  std::vector<int64_t> slots(len);
+  std::vector<int32_t> pos(len);
+  std::vector<const int32_t*> tables(len, table.data());
+  for (int p = 0; p < len; ++p) {
+    slots[p] = table[p / block] * block + p % block;
+    pos[p] = p;
+  }
+  WriteKv(layer, K.data(), V.data(), len, slots.data());
+  ThreadPool pool(2);
+  for (int window : {0, 5}) {
+    std::vector<float> out(len * heads * d);
+    PagedAttention(Q.data(), len, heads, pos.data(), tables.data(), layer, 0.25f, window, out.data(), pool);
+    for (int t = 0; t < len; ++t) {
+      for (int h = 0; h < heads; ++h) {
+        const int kvh = h / (heads / kv_heads);
+        const int first = window ? std::max(0, t - window + 1) : 0;
+        std::vector<double> s;
+        double mx = -1e30, z = 0;
+        for (int j = first; j <= t; ++j) {
+          double dot = 0;
+          for (int i = 0; i < d; ++i) dot += Q[(t * heads + h) * d + i] * K[j * kvw + kvh * d + i];
+          s.push_back(dot * 0.25);
+          mx = std::max(mx, s.back());
+        }
+        for (double& v : s) z += v = std::exp(v - mx);
+        for (int i = 0; i < d; ++i) {
+          double ref = 0;
+          for (int j = first; j <= t; ++j) ref += s[j - first] / z * V[j * kvw + kvh * d + i];
+          ASSERT_NEAR(out[(t * heads + h) * d + i], ref, 1e-5) << "t=" << t << " h=" << h << " window=" << window;
+        }
+      }
+    }
+  }
+}
+
+TEST(Sampling, GreedyTopKTopPAndSeeds) {
+  std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f, 0.5f};
+  std::mt19937_64 rng(1);
+  auto draw = [&](SamplingParams p, std::mt19937_64& g) {
+    auto l = logits;
+    return SampleToken(l.data(), static_cast<int>(l.size()), p, g);
+  };
+  EXPECT_EQ(draw({0.0f, 0, 1.0f}, rng), 1) << "temperature 0 is greedy";
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(draw({1.5f, 1, 1.0f}, rng), 1) << "top-k 1 is greedy";
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(draw({1.0f, 0, 0.01f}, rng), 1) << "tiny top-p keeps only the best";
+  for (int i = 0; i < 500; ++i) {
+    const int t = draw({5.0f, 2, 1.0f}, rng);
+    EXPECT_TRUE(t == 1 || t == 2) << "top-k 2 keeps tokens 1 and 2, got " << t;
+  }
+  std::mt19937_64 a(42), b(42);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(draw({1.0f, 0, 0.9f}, a), draw({1.0f, 0, 0.9f}, b)) << "same seed, same tokens";
+}
+
+TEST(Sampling, FollowsTheSoftmaxDistribution) {
+  // p(token 1) = 3/4 at temperature 1 when logit1 - logit0 = ln 3.
+  std::mt19937_64 rng(123);
+  int ones = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    float l[2] = {0.0f, std::log(3.0f)};
+    ones += SampleToken(l, 2, {1.0f, 0, 1.0f}, rng) == 1;
+  }
+  EXPECT_NEAR(ones / static_cast<double>(n), 0.75, 0.015);
+}
+
+}  // namespace
+}  // namespace shoal::kernels
