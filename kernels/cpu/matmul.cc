@@ -3,6 +3,10 @@
 // decode is bound by reading weights once).
 #include <algorithm>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "kernels/cpu/matmul_impl.h"
 
 namespace shoal::kernels {
@@ -50,7 +54,10 @@ void MatMulRowsGeneric(const float* x, int64_t m, const Matrix& w, int64_t n_beg
 static MatMulRowsFn PickKernel() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+  // F16C is read from CPUID directly: not every compiler's __builtin_cpu_supports knows it.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
     return MatMulRowsAvx2;
   }
 #endif

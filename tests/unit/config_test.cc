@@ -1,0 +1,306 @@
+// shoal's YAML engine config (common/config.h): defaults, a full valid file, and every rejection
+// naming "file:line: dotted.key" so an operator can fix the file without reading shoal's source.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "common/config.h"
+#include "tests/unit/fixture_util.h"
+
+namespace shoal::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kSource = "file.yaml";
+
+::testing::AssertionResult MessageHas(const Status& s, const std::string& needle) {
+  if (s.message().find(needle) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "message lacks \"" << needle << "\": " << s.ToString();
+}
+
+StatusOr<EngineConfig> Parse(const std::string& yaml) { return ParseEngineConfig(yaml, kSource, ""); }
+
+// A single-quoted YAML scalar, so any path (spaces, '#', ': ') survives.
+std::string YamlQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += (c == '\'') ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+// A directory under gtest's temp dir, unique per test and process, removed afterwards.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    static std::atomic<int> counter{0};
+    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::path(::testing::TempDir()) /
+            ("shoal_cfg_" + std::string(info ? info->name() : "test") + "_" + std::to_string(::getpid()) + "_" +
+             std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+void WriteText(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+// ---- accepted configs ----------------------------------------------------------------------------
+
+// Every section and key is optional: an empty (or comment-only) file is all defaults.
+TEST(ConfigTest, EmptyTextGivesDefaults) {
+  for (const std::string text : {"", "# nothing configured\n", "\n\n"}) {
+    SCOPED_TRACE("'" + text + "'");
+    auto r = Parse(text);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const EngineConfig defaults;
+    EXPECT_EQ(r->source, kSource);
+    EXPECT_EQ(r->model_path, "");
+    EXPECT_EQ(r->threads, defaults.threads);
+    EXPECT_EQ(r->max_num_seqs, defaults.max_num_seqs);
+    EXPECT_EQ(r->kv_block_size, defaults.kv_block_size);
+    EXPECT_EQ(r->kv_cache_mib, defaults.kv_cache_mib);
+  }
+  // The documented defaults (common/config.h).
+  const EngineConfig d;
+  EXPECT_EQ(d.threads, 0);
+  EXPECT_EQ(d.max_num_seqs, 64);
+  EXPECT_EQ(d.kv_block_size, 16);
+  EXPECT_EQ(d.kv_cache_mib, 256);
+}
+
+TEST(ConfigTest, FullValidConfig) {
+  const std::string model_dir = FixturesDir() + "/qwen3-moe-f32";
+  const std::string yaml = "# a complete config\n"
+                           "model:\n"
+                           "  path: " + YamlQuote(model_dir) + "\n"
+                           "engine:\n"
+                           "  threads: 3\n"
+                           "  max_num_seqs: 8\n"
+                           "kv_cache:\n"
+                           "  block_size: 32\n"
+                           "  memory_mib: 1024\n";
+  auto r = ParseEngineConfig(yaml, kSource, "/somewhere/else");  // an absolute path ignores base_dir
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->model_path, fs::path(model_dir).lexically_normal().string());
+  EXPECT_EQ(r->threads, 3);
+  EXPECT_EQ(r->ResolvedThreads(), 3);
+  EXPECT_EQ(r->max_num_seqs, 8);
+  EXPECT_EQ(r->kv_block_size, 32);
+  EXPECT_EQ(r->kv_cache_mib, 1024);
+}
+
+// threads: 0 means every online core, never 0 threads.
+TEST(ConfigTest, ZeroThreadsResolvesToAtLeastOne) {
+  auto r = Parse("engine:\n  threads: 0\n");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GE(r->ResolvedThreads(), 1);
+}
+
+// The range ends themselves are accepted (1 and 1024 are powers of two).
+TEST(ConfigTest, BoundaryValuesAreAccepted) {
+  auto r = Parse("kv_cache:\n  block_size: 1\nengine:\n  threads: 1024\n  max_num_seqs: 1\n");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->kv_block_size, 1);
+  r = Parse("kv_cache:\n  block_size: 1024\n");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->kv_block_size, 1024);
+}
+
+// ---- unknown keys (typos) ------------------------------------------------------------------------
+
+// A misspelt key must not be ignored silently (the default would apply unnoticed).
+TEST(ConfigTest, UnknownTopLevelKeyNamesLineAndKey) {
+  auto r = Parse("engine:\n"
+                 "  threads: 2\n"
+                 "kv_cahce:\n"
+                 "  block_size: 16\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:3: kv_cahce"));
+  EXPECT_TRUE(MessageHas(r.status(), "unknown key"));
+  EXPECT_TRUE(MessageHas(r.status(), "kv_cache"));  // the known keys are listed
+}
+
+TEST(ConfigTest, UnknownNestedKeyNamesLineAndDottedKey) {
+  auto r = Parse("# comment line\n"
+                 "kv_cache:\n"
+                 "  memory_mib: 64\n"
+                 "  blok_size: 16\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:4: kv_cache.blok_size"));
+  EXPECT_TRUE(MessageHas(r.status(), "unknown key"));
+  EXPECT_TRUE(MessageHas(r.status(), "block_size"));
+}
+
+// ---- wrong types ---------------------------------------------------------------------------------
+
+TEST(ConfigTest, NonIntegerValueNamesKeyAndLine) {
+  auto r = Parse("engine:\n  threads: many\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:2: engine.threads"));
+  EXPECT_TRUE(MessageHas(r.status(), "many"));
+
+  // Not a scalar at all.
+  r = Parse("kv_cache:\n  memory_mib: [1, 2]\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:2: kv_cache.memory_mib"));
+
+  // A fraction is not an integer.
+  r = Parse("engine:\n  max_num_seqs: 2.5\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(MessageHas(r.status(), "engine.max_num_seqs"));
+
+  // Too large for an int: rejected, not wrapped.
+  r = Parse("engine:\n  threads: 99999999999\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(MessageHas(r.status(), "engine.threads"));
+}
+
+// A section must be a mapping, and so must the document.
+TEST(ConfigTest, SectionThatIsNotAMappingIsRejected) {
+  auto r = Parse("engine: 4\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:1: engine"));
+  EXPECT_TRUE(MessageHas(r.status(), "expected a mapping"));
+
+  r = Parse("- model\n- engine\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(MessageHas(r.status(), "expected a mapping"));
+}
+
+// ---- out-of-range values -------------------------------------------------------------------------
+
+TEST(ConfigTest, BlockSizeMustBeAPowerOfTwo) {
+  auto r = Parse("kv_cache:\n  block_size: 12\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:2: kv_cache.block_size"));
+  EXPECT_TRUE(MessageHas(r.status(), "power of two"));
+  EXPECT_TRUE(MessageHas(r.status(), "12"));
+
+  for (const char* bad : {"0", "2048", "-16"}) {
+    SCOPED_TRACE(bad);
+    r = Parse(std::string("kv_cache:\n  block_size: ") + bad + "\n");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange) << r.status().ToString();
+    EXPECT_TRUE(MessageHas(r.status(), "kv_cache.block_size"));
+  }
+}
+
+TEST(ConfigTest, NegativeOrHugeCountsAreOutOfRange) {
+  auto r = Parse("engine:\n  threads: -1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:2: engine.threads"));
+  EXPECT_TRUE(MessageHas(r.status(), "-1"));
+
+  r = Parse("engine:\n  threads: 1025\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange);
+
+  r = Parse("engine:\n  max_num_seqs: 0\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange);
+  EXPECT_TRUE(MessageHas(r.status(), "engine.max_num_seqs"));
+
+  r = Parse("kv_cache:\n  memory_mib: 0\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange);
+  EXPECT_TRUE(MessageHas(r.status(), "kv_cache.memory_mib"));
+}
+
+// ---- files and paths -----------------------------------------------------------------------------
+
+// model.path is checked at load, so a typo in it fails here rather than deep in weight loading.
+TEST(ConfigTest, MissingModelDirectoryIsNotFound) {
+  ScratchDir scratch;
+  const std::string missing = (scratch.path() / "no-such-model").string();
+  auto r = Parse("model:\n  path: " + YamlQuote(missing) + "\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:2: model.path"));
+  EXPECT_TRUE(MessageHas(r.status(), missing));
+
+  // A regular file is not a model directory either.
+  const fs::path file = scratch.path() / "not-a-dir";
+  WriteText(file, "x");
+  r = Parse("model:\n  path: " + YamlQuote(file.string()) + "\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), file.string()));
+}
+
+TEST(ConfigTest, MissingConfigFileIsNamed) {
+  ScratchDir scratch;
+  const std::string path = (scratch.path() / "absent.yaml").string();
+  auto r = LoadEngineConfig(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), path));
+}
+
+// A YAML syntax error reports the line it is on (1-based), with the file name.
+TEST(ConfigTest, YamlSyntaxErrorNamesLine) {
+  auto r = Parse("engine:\n"
+                 "  threads: 2\n"
+                 "  max_num_seqs: ]\n");  // a flow-collection end in block context
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), "file.yaml:3:"));
+  EXPECT_TRUE(MessageHas(r.status(), "YAML syntax error"));
+}
+
+// A relative model.path is relative to the YAML file's directory, not the working directory, so a
+// config can sit next to the models it names. Messages from a loaded file name that file.
+TEST(ConfigTest, RelativeModelPathIsRelativeToYamlFile) {
+  ScratchDir scratch;
+  fs::create_directories(scratch.path() / "models" / "tiny");
+  fs::create_directories(scratch.path() / "conf");
+  const fs::path yaml = scratch.path() / "conf" / "engine.yaml";
+  WriteText(yaml, "model:\n  path: ../models/tiny\nengine:\n  threads: 2\n");
+
+  auto r = LoadEngineConfig(yaml.string());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->source, yaml.string());
+  EXPECT_EQ(r->model_path, (scratch.path() / "models" / "tiny").lexically_normal().string());
+  EXPECT_EQ(r->threads, 2);
+
+  // The same relative path from a file one level deeper does not resolve (conf/models/tiny does not
+  // exist); the message names that file, its line and the directory it looked for.
+  fs::create_directories(scratch.path() / "conf" / "deeper");
+  const fs::path other = scratch.path() / "conf" / "deeper" / "engine.yaml";
+  WriteText(other, "# first line\nmodel:\n  path: ../models/tiny\n");
+  r = LoadEngineConfig(other.string());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_TRUE(MessageHas(r.status(), other.string() + ":3: model.path"));
+  EXPECT_TRUE(MessageHas(r.status(), (other.parent_path() / "../models/tiny").string()));
+
+  // Errors other than paths also carry the real file name.
+  WriteText(yaml, "engine:\n  threds: 2\n");
+  r = LoadEngineConfig(yaml.string());
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(MessageHas(r.status(), yaml.string() + ":2: engine.threds"));
+}
+
+}  // namespace
+}  // namespace shoal::testing
