@@ -65,8 +65,8 @@ void WriteText(const fs::path& p, const std::string& text) {
 
 // Every section and key is optional: an empty (or comment-only) file is all defaults.
 TEST(ConfigTest, EmptyTextGivesDefaults) {
-  for (const std::string text : {"", "# nothing configured\n", "\n\n"}) {
-    SCOPED_TRACE("'" + text + "'");
+  for (const char* text : {"", "# nothing configured\n", "\n\n"}) {
+    SCOPED_TRACE("'" + std::string(text) + "'");
     auto r = Parse(text);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     const EngineConfig defaults;
