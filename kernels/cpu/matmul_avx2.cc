@@ -1,6 +1,6 @@
 // AVX2 + FMA + F16C matmul rows; compiled with those flags and called only after a run-time check.
 //
-// Register blocking: NB weight rows × MB activation rows of 8-wide f32 accumulators (NB·MB ≤ 8). Each
+// Register blocking: NB weight rows × MB activation rows of 8-wide f32 accumulators (NB·MB ≤ 12). Each
 // 8-element chunk of a weight row is widened once and used for MB activation rows, so at batch 1 the
 // kernel streams weights at close to memory speed and at batch 16 it reads each weight byte from
 // memory once (later activation-row blocks hit L1/L2).
@@ -72,12 +72,28 @@ inline void Block(const float* x, int64_t k, const T* w, DType t, int64_t n0, in
   }
 }
 
+// Rows i in [i0, i0 + rem) for rem < 8: one block sized exactly, so every weight chunk is widened once.
 template <int NB, class T>
+inline void Tail(const float* x, int64_t k, const T* w, DType t, int64_t n0, int64_t i0, int rem, int64_t ldy,
+                 float* y) {
+  switch (rem) {
+    case 1: Block<NB, 1>(x, k, w, t, n0, i0, ldy, y); break;
+    case 2: Block<NB, 2>(x, k, w, t, n0, i0, ldy, y); break;
+    case 3: Block<NB, 3>(x, k, w, t, n0, i0, ldy, y); break;
+    case 4: Block<NB, 4>(x, k, w, t, n0, i0, ldy, y); break;
+    case 5: Block<NB, 5>(x, k, w, t, n0, i0, ldy, y); break;
+    case 6: Block<NB, 6>(x, k, w, t, n0, i0, ldy, y); break;
+    case 7: Block<NB, 7>(x, k, w, t, n0, i0, ldy, y); break;
+    default: break;
+  }
+}
+
+// All m rows for weight rows [n0, n0 + NB): blocks of MB activation rows, then an exact-size tail.
+template <int NB, int MB, class T>
 inline void Rows(const float* x, int64_t m, int64_t k, const T* w, DType t, int64_t n0, int64_t ldy, float* y) {
   int64_t i = 0;
-  constexpr int MB = 8 / NB;
   for (; i + MB <= m; i += MB) Block<NB, MB>(x, k, w, t, n0, i, ldy, y);
-  for (; i < m; ++i) Block<NB, 1>(x, k, w, t, n0, i, ldy, y);
+  if (i < m) Tail<NB>(x, k, w, t, n0, i, static_cast<int>(m - i), ldy, y);
 }
 
 template <class T>
@@ -85,13 +101,20 @@ void RowsTyped(const float* x, int64_t m, const Matrix& wm, int64_t nb, int64_t 
   const T* w = static_cast<const T*>(wm.data);
   const int64_t k = wm.cols;
   int64_t n = nb;
+  // Up to 12 accumulators (of 16 ymm registers): with few activation rows (decode, or an expert that
+  // got a handful of tokens) take more weight rows at once so FMA chains stay independent.
   if (m == 1) {
-    // Batch 1: four independent accumulator chains hide FMA latency while weights stream in.
     for (; n + 4 <= ne; n += 4) Block<4, 1>(x, k, w, wm.dtype, n, 0, wm.rows, y);
+  } else if (m == 2) {
+    for (; n + 4 <= ne; n += 4) Block<4, 2>(x, k, w, wm.dtype, n, 0, wm.rows, y);
+  } else if (m == 3) {
+    for (; n + 3 <= ne; n += 3) Block<3, 3>(x, k, w, wm.dtype, n, 0, wm.rows, y);
+  } else if (m <= 5) {
+    for (; n + 2 <= ne; n += 2) Rows<2, 5>(x, m, k, w, wm.dtype, n, wm.rows, y);
   } else {
-    for (; n + 2 <= ne; n += 2) Rows<2>(x, m, k, w, wm.dtype, n, wm.rows, y);
+    for (; n + 2 <= ne; n += 2) Rows<2, 6>(x, m, k, w, wm.dtype, n, wm.rows, y);
   }
-  for (; n < ne; ++n) Rows<1>(x, m, k, w, wm.dtype, n, wm.rows, y);
+  for (; n < ne; ++n) Rows<1, 8>(x, m, k, w, wm.dtype, n, wm.rows, y);
 }
 
 }  // namespace
