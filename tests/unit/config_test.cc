@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "tests/unit/fixture_util.h"
+#include "tests/unit/test_files.h"
 
 namespace shoal::testing {
 namespace {
@@ -18,11 +19,6 @@ namespace fs = std::filesystem;
 
 constexpr const char* kSource = "file.yaml";
 
-::testing::AssertionResult MessageHas(const Status& s, const std::string& needle) {
-  if (s.message().find(needle) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "message lacks \"" << needle << "\": " << s.ToString();
-}
-
 StatusOr<EngineConfig> Parse(const std::string& yaml) { return ParseEngineConfig(yaml, kSource, ""); }
 
 // A single-quoted YAML scalar, so any path (spaces, '#', ': ') survives.
@@ -30,35 +26,6 @@ std::string YamlQuote(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += (c == '\'') ? std::string("''") : std::string(1, c);
   return out + "'";
-}
-
-// A directory under gtest's temp dir, unique per test and process, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static std::atomic<int> counter{0};
-    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::path(::testing::TempDir()) /
-            ("shoal_cfg_" + std::string(info ? info->name() : "test") + "_" + std::to_string(::getpid()) + "_" +
-             std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-void WriteText(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
 }
 
 // ---- accepted configs ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "tests/unit/fixture_util.h"
+#include "tests/unit/test_files.h"
 
 namespace shoal::testing {
 namespace {
@@ -29,35 +31,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 // ---- helpers --------------------------------------------------------------------------------------
-
-::testing::AssertionResult MessageHas(const Status& s, const std::string& needle) {
-  if (s.message().find(needle) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "message lacks \"" << needle << "\": " << s.ToString();
-}
-
-// A directory under gtest's temp dir, unique per test and process, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static std::atomic<int> counter{0};
-    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::path(::testing::TempDir()) /
-            ("shoal_" + std::string(info ? info->name() : "test") + "_" + std::to_string(::getpid()) + "_" +
-             std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Copies tests/fixtures/<name> into `scratch` and returns the copy's path (files made writable).
 std::string CopyFixture(const std::string& name, const ScratchDir& scratch) {
@@ -80,11 +53,6 @@ void WriteBytes(const fs::path& p, const std::vector<uint8_t>& bytes) {
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
-void WriteText(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
 json ReadJson(const fs::path& p) {
   std::ifstream in(p);
   return json::parse(in);
@@ -93,11 +61,11 @@ json ReadJson(const fs::path& p) {
 // A safetensors image: 8-byte little-endian header length, the JSON header, then `data`.
 std::vector<uint8_t> SafetensorsImage(const json& header, const std::vector<uint8_t>& data) {
   const std::string h = header.dump();
-  std::vector<uint8_t> out(8);
+  std::vector<uint8_t> out(8 + h.size() + data.size());
   const uint64_t n = h.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(n >> (8 * i));
-  out.insert(out.end(), h.begin(), h.end());
-  out.insert(out.end(), data.begin(), data.end());
+  std::copy(h.begin(), h.end(), out.begin() + 8);
+  std::copy(data.begin(), data.end(), out.begin() + 8 + static_cast<int64_t>(h.size()));
   return out;
 }
 
