@@ -8,6 +8,10 @@
 namespace shoal {
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg) {
+  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0) {
+    return InvalidArgument("engine config: kv_cache.block_size and kv_cache.memory_mib must be positive and "
+                           "engine.threads non-negative");
+  }
   const int64_t block_bytes = KvCache::BlockBytes(config, cfg.kv_block_size);
   const int64_t num_blocks = cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
   if (num_blocks < 1) {
@@ -53,10 +57,14 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   const ModelConfig& c = config_;
   // Validate everything before changing any state.
   int64_t T = 0;
-  for (const ForwardInput& in : batch) {
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const ForwardInput& in = batch[b];
     const std::string name = "sequence " + std::to_string(in.seq);
     if (in.seq < 0 || static_cast<size_t>(in.seq) >= seqs_.size() || !seqs_[in.seq].live) {
       return InvalidArgument(name + ": unknown sequence");
+    }
+    for (size_t a = 0; a < b; ++a) {
+      if (batch[a].seq == in.seq) return InvalidArgument(name + ": appears twice in one step");
     }
     if (in.tokens.empty()) return InvalidArgument(name + ": no tokens in this step");
     for (int32_t tok : in.tokens) {

@@ -44,6 +44,9 @@ TEST(Engine, RejectsBadInputWithoutChangingState) {
 
   EXPECT_EQ(engine->Forward({{s + 100, ok_tokens, false}}, &out).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(engine->Forward({{s, {}, false}}, &out).code(), StatusCode::kInvalidArgument);
+  st = engine->Forward({{s, ok_tokens, false}, {s, ok_tokens, false}}, &out);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("twice"), std::string::npos) << st.message();
 
   std::vector<int32_t> too_long(engine->config().max_position_embeddings, 1);
   st = engine->Forward({{s, too_long, false}}, &out);
