@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libcli11-dev
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev   # GTest's CMake package also names the gmock libraries
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   python3                    # test helpers; the reference generator needs torch, see tools/reference
