@@ -9,7 +9,7 @@
 //     path: DIR            # HF checkpoint directory; relative paths are relative to the YAML file
 //   engine:
 //     threads: 0           # CPU kernel threads; 0 = every online core
-//     max_num_seqs: 64     # sequences in one batch
+//     max_num_seqs: 64     # live sequences at once (Engine::NewSequence refuses more)
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process

@@ -8,9 +8,9 @@
 namespace shoal {
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg) {
-  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0) {
-    return InvalidArgument("engine config: kv_cache.block_size and kv_cache.memory_mib must be positive and "
-                           "engine.threads non-negative");
+  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0 || cfg.max_num_seqs < 1) {
+    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib and engine.max_num_seqs must be "
+                           "positive and engine.threads non-negative");
   }
   const int64_t block_bytes = KvCache::BlockBytes(config, cfg.kv_block_size);
   const int64_t num_blocks = cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
@@ -20,17 +20,23 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
                            ") is smaller than one KV block (" + std::to_string(block_bytes) + " bytes)");
   }
   return std::unique_ptr<Engine>(
-      new Engine(std::move(config), std::move(weights), cfg.ResolvedThreads(), cfg.kv_block_size, num_blocks));
+      new Engine(std::move(config), std::move(weights), cfg, num_blocks));
 }
 
-Engine::Engine(ModelConfig config, ModelWeights weights, int threads, int block_size, int64_t num_blocks)
+Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks)
     : config_(std::move(config)),
       weights_(std::move(weights)),
-      pool_(threads),
-      kv_(config_, block_size, num_blocks),
-      inv_freq_(RopeInverseFrequencies(config_)) {}
+      pool_(cfg.ResolvedThreads()),
+      kv_(config_, cfg.kv_block_size, num_blocks),
+      inv_freq_(RopeInverseFrequencies(config_)),
+      max_num_seqs_(cfg.max_num_seqs) {}
 
 StatusOr<SeqId> Engine::NewSequence() {
+  if (live_seqs_ >= max_num_seqs_) {
+    return ResourceExhausted("all " + std::to_string(max_num_seqs_) +
+                             " sequence slots are in use (engine.max_num_seqs)");
+  }
+  ++live_seqs_;
   for (size_t i = 0; i < seqs_.size(); ++i) {
     if (!seqs_[i].live) {
       seqs_[i] = Sequence{true, 0, {}};
@@ -45,6 +51,7 @@ void Engine::ReleaseSequence(SeqId seq) {
   if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].live) return;
   kv_.Release(&seqs_[seq].blocks);
   seqs_[seq].live = false;
+  --live_seqs_;
   seqs_[seq].length = 0;
 }
 

@@ -43,6 +43,7 @@ class Engine {
   KvCache& kv_cache() { return kv_; }
   ThreadPool& pool() { return pool_; }
 
+  // ResourceExhausted when engine.max_num_seqs sequences are already live.
   StatusOr<SeqId> NewSequence();
   // Frees the sequence's KV blocks. Unknown ids are ignored.
   void ReleaseSequence(SeqId seq);
@@ -62,7 +63,7 @@ class Engine {
     std::vector<int32_t> blocks;
   };
 
-  Engine(ModelConfig config, ModelWeights weights, int threads, int block_size, int64_t num_blocks);
+  Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks);
   void Layer(int l, int64_t T);
 
   ModelConfig config_;
@@ -71,6 +72,8 @@ class Engine {
   KvCache kv_;
   std::vector<float> inv_freq_;
   std::vector<Sequence> seqs_;
+  int max_num_seqs_;
+  int live_seqs_ = 0;
 
   // Step workspace, [T, ...], reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;

@@ -78,6 +78,26 @@ TEST(Engine, FullKvCacheRollsTheWholeStepBack) {
   EXPECT_TRUE(engine->Forward({{a, small, false}}, &out).ok());
 }
 
+TEST(Engine, MaxNumSeqsBoundsLiveSequences) {
+  auto config = LoadModelConfig(FixturesDir() + "/" + kModel);
+  auto weights = LoadModelWeights(*config, FixturesDir() + "/" + kModel);
+  ASSERT_TRUE(weights.ok());
+  EngineConfig cfg;
+  cfg.threads = 1;
+  cfg.max_num_seqs = 2;
+  auto engine = std::move(Engine::Create(*config, std::move(weights).value(), cfg)).value();
+  SeqId a = *engine->NewSequence();
+  ASSERT_TRUE(engine->NewSequence().ok());
+  auto third = engine->NewSequence();
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(third.status().message().find("engine.max_num_seqs"), std::string::npos);
+  engine->ReleaseSequence(a);
+  engine->ReleaseSequence(a);  // releasing twice is harmless and frees nothing more
+  EXPECT_TRUE(engine->NewSequence().ok());
+  EXPECT_FALSE(engine->NewSequence().ok());
+}
+
 TEST(Engine, ReleasedSequencesReturnTheirBlocks) {
   auto engine = MakeEngine(FixturesDir() + "/" + kModel);
   ASSERT_TRUE(engine);
