@@ -7,7 +7,7 @@
 //    activations, so these differ by the rounding of transformers' low-precision activations, and at a
 //    position where that rounding flips an expert choice the difference is large. Bounded on average:
 //    mean |diff| ≤ kNativeMeanRel × (logit range), and the argmax agrees at ≥ kNativeArgmaxAgree of
-//    positions. (Measured: mean ≤ 0.34 % of the range, argmax agreement 100 %.)
+//    positions. (transformers' own f32 vs native outputs: mean ≤ 0.34 % of the range, argmax agreement 100 %.)
 // Greedy tokens must be identical to transformers' for every fixture.
 #include <gtest/gtest.h>
 
