@@ -45,11 +45,15 @@ void GatherRow(const Matrix& w, int64_t r, float* out);
 // HF RMSNorm: y = x / sqrt(mean(x²) + eps) * weight, for m rows of width d. y may equal x.
 void RmsNorm(const float* x, int64_t m, int64_t d, const float* weight, float eps, float* y);
 
+// RoPE angles for m tokens: cos/sin[t, i] = attention_factor · cos/sin(positions[t] · inv_freq[i]) for
+// i < half, with the angle computed in f32 as transformers does. One table serves q and k of every
+// layer in a step.
+void RopeTable(const int32_t* positions, int64_t m, const float* inv_freq, int half, float attention_factor,
+               float* cos, float* sin);
+
 // Rotary embedding in the HF "rotate_half" convention on x[m, heads, head_dim] in place: for
-// i < head_dim/2, (x_i, x_{i+h/2}) is rotated by angle position · inv_freq[i], and cos/sin are scaled
-// by attention_factor (yarn). positions[m] are absolute token positions.
-void ApplyRope(float* x, int64_t m, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
-               float attention_factor);
+// i < head_dim/2, (x_i, x_{i+h/2}) is rotated by the angle whose cos/sin are row t of the RopeTable.
+void ApplyRope(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin);
 
 // The paged KV cache of one layer: blocks of block_size token slots, each slot [num_kv_heads, head_dim]
 // of K (and likewise V). Token slot s lives at k + s * num_kv_heads * head_dim.

@@ -121,6 +121,12 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
     }
   }
 
+  const int half = c.head_dim / 2;
+  rope_cos_.resize(static_cast<size_t>(T * half));
+  rope_sin_.resize(static_cast<size_t>(T * half));
+  kernels::RopeTable(positions_.data(), T, inv_freq_.data(), half, static_cast<float>(c.rope.attention_factor),
+                     rope_cos_.data(), rope_sin_.data());
+
   size_t bytes = T * static_cast<size_t>(H) * DTypeSize(weights_.embed.dtype);
   for (int l = 0; l < c.num_layers; ++l) {
     Layer(l, T);
@@ -191,9 +197,8 @@ void Engine::Layer(int l, int64_t T) {
     kernels::RmsNorm(q_.data(), T * c.num_heads, c.head_dim, L.q_norm.data(), eps, q_.data());
     kernels::RmsNorm(k_.data(), T * c.num_kv_heads, c.head_dim, L.k_norm.data(), eps, k_.data());
   }
-  const float af = static_cast<float>(c.rope.attention_factor);
-  kernels::ApplyRope(q_.data(), T, c.num_heads, c.head_dim, positions_.data(), inv_freq_.data(), af);
-  kernels::ApplyRope(k_.data(), T, c.num_kv_heads, c.head_dim, positions_.data(), inv_freq_.data(), af);
+  kernels::ApplyRope(q_.data(), T, c.num_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
+  kernels::ApplyRope(k_.data(), T, c.num_kv_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
   const kernels::PagedKvLayer kv = kv_.Layer(l);
   kernels::WriteKv(kv, k_.data(), v_.data(), T, slots_.data());
   kernels::PagedAttention(q_.data(), T, c.num_heads, positions_.data(), tables_.data(), kv,

@@ -78,6 +78,7 @@ class Engine {
   // Step workspace, [T, ...], reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;
   std::vector<int32_t> positions_;
+  std::vector<float> rope_cos_, rope_sin_;  // [T, head_dim / 2], computed once per step
   std::vector<int64_t> slots_;
   std::vector<const int32_t*> tables_;
   MoeWorkspace moe_ws_;

@@ -46,18 +46,24 @@ void RmsNorm(const float* x, int64_t m, int64_t d, const float* weight, float ep
   }
 }
 
-void ApplyRope(float* x, int64_t m, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
-               float attention_factor) {
-  const int half = head_dim / 2;
-  std::vector<float> cos_v(half), sin_v(half);
+void RopeTable(const int32_t* positions, int64_t m, const float* inv_freq, int half, float attention_factor,
+               float* cos, float* sin) {
   for (int64_t t = 0; t < m; ++t) {
     // As transformers does: angle = f32(position) · f32(inv_freq), cos/sin of that f32 angle.
     const float pos = static_cast<float>(positions[t]);
     for (int i = 0; i < half; ++i) {
       const float angle = pos * inv_freq[i];
-      cos_v[i] = static_cast<float>(std::cos(static_cast<double>(angle))) * attention_factor;
-      sin_v[i] = static_cast<float>(std::sin(static_cast<double>(angle))) * attention_factor;
+      cos[t * half + i] = static_cast<float>(std::cos(static_cast<double>(angle))) * attention_factor;
+      sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle))) * attention_factor;
     }
+  }
+}
+
+void ApplyRope(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin) {
+  const int half = head_dim / 2;
+  for (int64_t t = 0; t < m; ++t) {
+    const float* cos_v = cos + t * half;
+    const float* sin_v = sin + t * half;
     for (int h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * head_dim;
       for (int i = 0; i < half; ++i) {

@@ -136,7 +136,9 @@ TEST(Rope, RotatesHalvesByPositionTimesFrequency) {
   auto x = RandomVector(2 * heads * dim, rng);
   auto y = x;
   const int32_t pos[2] = {0, 3};
-  ApplyRope(y.data(), 2, heads, dim, pos, inv.data(), 1.0f);
+  std::vector<float> cos(2 * dim / 2), sin(2 * dim / 2);
+  RopeTable(pos, 2, inv.data(), dim / 2, 1.0f, cos.data(), sin.data());
+  ApplyRope(y.data(), 2, heads, dim, cos.data(), sin.data());
   for (int h = 0; h < heads; ++h)
     for (int i = 0; i < dim; ++i) EXPECT_FLOAT_EQ(y[h * dim + i], x[h * dim + i]) << "position 0 is the identity";
   for (int h = 0; h < heads; ++h) {
