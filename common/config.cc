@@ -125,6 +125,13 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                                             "a power of two ")},
                   {"memory_mib", IntIn<int64_t>(&cfg.kv_cache_mib, 1, int64_t{1} << 30)}});
            }},
+          {"parallel",
+           [&](const YAML::Node& m, const std::string&) {
+             return ReadMapping(m, source, "parallel",
+                                {{"collective_timeout_ms",
+                                  IntIn<int64_t>(&cfg.collective_timeout_ms, 1, int64_t{24} * 3600 * 1000)},
+                                 {"startup_timeout_s", IntIn<int64_t>(&cfg.startup_timeout_s, 1, 24 * 3600)}});
+           }},
       });
   if (!st.ok()) return st;
   return cfg;

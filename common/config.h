@@ -13,6 +13,10 @@
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process
+//   parallel:              # expert-parallel groups (shoal worker under mpirun/srun)
+//     collective_timeout_ms: 60000  # a collective whose peers have not all joined by then fails
+//                                   # (DeadlineExceeded naming them) instead of hanging
+//     startup_timeout_s: 600        # the same for the first barrier, which waits for every rank's load
 #pragma once
 
 #include <cstdint>
@@ -29,6 +33,8 @@ struct EngineConfig {
   int max_num_seqs = 64;
   int kv_block_size = 16;
   int64_t kv_cache_mib = 256;
+  int64_t collective_timeout_ms = 60000;
+  int64_t startup_timeout_s = 600;
 
   // Thread count after resolving 0 to the number of online cores.
   int ResolvedThreads() const;

@@ -13,6 +13,7 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kDeadlineExceeded: return "DeadlineExceeded";
     case StatusCode::kInternal: return "Internal";
     case StatusCode::kIoError: return "IoError";
+    case StatusCode::kUnavailable: return "Unavailable";
   }
   return "Unknown";
 }

@@ -23,6 +23,7 @@ enum class StatusCode {
   kDeadlineExceeded,
   kInternal,  // a broken invariant inside shoal
   kIoError,
+  kUnavailable,  // a peer or the group can no longer be used (it timed out or failed earlier)
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -55,6 +56,8 @@ inline Status Unimplemented(std::string m) { return {StatusCode::kUnimplemented,
 inline Status ResourceExhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status IoError(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
+inline Status DeadlineExceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
+inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 
 // A value or the Status that explains why there is none.
 template <class T>

@@ -8,6 +8,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev   # GTest's CMake package also names the gmock libraries
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
+  openmpi-bin libopenmpi-dev  # the CPU data plane (comm/mpi) and mpirun for the mpi tests
   python3                    # test helpers; the reference generator needs torch, see tools/reference
 )
 

@@ -7,10 +7,12 @@
 
 namespace shoal {
 
-StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg) {
-  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0 || cfg.max_num_seqs < 1) {
-    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib and engine.max_num_seqs must be "
-                           "positive and engine.threads non-negative");
+StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg,
+                                                 comm::Group* group, const Placement* placement) {
+  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0 || cfg.max_num_seqs < 1 ||
+      cfg.collective_timeout_ms < 1) {
+    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib, engine.max_num_seqs and "
+                           "parallel.collective_timeout_ms must be positive and engine.threads non-negative");
   }
   const int64_t block_bytes = KvCache::BlockBytes(config, cfg.kv_block_size);
   const int64_t num_blocks = cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
@@ -19,8 +21,41 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
                            ": kv_cache.memory_mib (" + std::to_string(cfg.kv_cache_mib) +
                            ") is smaller than one KV block (" + std::to_string(block_bytes) + " bytes)");
   }
-  return std::unique_ptr<Engine>(
-      new Engine(std::move(config), std::move(weights), cfg, num_blocks));
+  auto engine = std::unique_ptr<Engine>(new Engine(std::move(config), std::move(weights), cfg, num_blocks));
+  if (group == nullptr) {
+    engine->own_group_ = comm::MakeSelfGroup();
+    group = engine->own_group_.get();
+  }
+  engine->group_ = group;
+  const ModelConfig& c = engine->config_;
+  bool has_moe = false;
+  for (const LayerWeights& L : engine->weights_.layers) has_moe |= L.is_moe;
+  if (has_moe) {
+    if (placement != nullptr) {
+      engine->placement_ = *placement;
+    } else {
+      SHOAL_ASSIGN_OR_RETURN(Placement p, Placement::Balanced(c.num_experts, group->size()));
+      engine->placement_ = std::move(p);
+    }
+    if (engine->placement_->num_experts() != c.num_experts) {
+      return InvalidArgument("placement is for " + std::to_string(engine->placement_->num_experts()) +
+                             " experts but the model has " + std::to_string(c.num_experts));
+    }
+    for (size_t l = 0; l < engine->weights_.layers.size(); ++l) {
+      const LayerWeights& L = engine->weights_.layers[l];
+      if (!L.is_moe) continue;
+      for (int e : engine->placement_->local_experts(group->rank())) {
+        if (!L.experts[e].present()) {
+          return InvalidArgument("rank " + std::to_string(group->rank()) + ": layer " + std::to_string(l) +
+                                 " expert " + std::to_string(e) + " is placed on this rank but was not loaded");
+        }
+      }
+    }
+    SHOAL_ASSIGN_OR_RETURN(comm::ExpertExchange ex, comm::ExpertExchange::Create(group, &*engine->placement_,
+                                                                                c.hidden_size, c.num_experts_per_tok));
+    engine->exchange_.emplace(std::move(ex));
+  }
+  return engine;
 }
 
 Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks)
@@ -29,7 +64,8 @@ Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg
       pool_(cfg.ResolvedThreads()),
       kv_(config_, cfg.kv_block_size, num_blocks),
       inv_freq_(RopeInverseFrequencies(config_)),
-      max_num_seqs_(cfg.max_num_seqs) {}
+      max_num_seqs_(cfg.max_num_seqs),
+      collective_timeout_ms_(cfg.collective_timeout_ms) {}
 
 StatusOr<SeqId> Engine::NewSequence() {
   if (live_seqs_ >= max_num_seqs_) {
@@ -60,9 +96,8 @@ int64_t Engine::SequenceLength(SeqId seq) const {
   return seqs_[seq].length;
 }
 
-Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) {
+Status Engine::Validate(const std::vector<ForwardInput>& batch, int64_t* num_tokens) const {
   const ModelConfig& c = config_;
-  // Validate everything before changing any state.
   int64_t T = 0;
   for (size_t b = 0; b < batch.size(); ++b) {
     const ForwardInput& in = batch[b];
@@ -87,6 +122,26 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
     }
     T += static_cast<int64_t>(in.tokens.size());
   }
+  *num_tokens = T;
+  return Status::Ok();
+}
+
+void Engine::EmptyStep() {
+  if (group_->size() == 1) return;
+  for (int l = 0; l < config_.num_layers; ++l) {
+    // Errors here (a peer timed out as well) add nothing to the error being returned.
+    if (!Layer(l, 0).ok()) return;
+  }
+}
+
+Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) {
+  const ModelConfig& c = config_;
+  // Validate everything before changing any state.
+  int64_t T = 0;
+  if (Status st = Validate(batch, &T); !st.ok()) {
+    EmptyStep();
+    return st;
+  }
   // Reserve KV blocks for all sequences, rolling back on failure.
   std::vector<size_t> old_sizes;
   for (const ForwardInput& in : batch) {
@@ -100,6 +155,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
         blocks.resize(old_sizes[i]);
         kv_.Release(&extra);
       }
+      EmptyStep();
       return st.WithContext("sequence " + std::to_string(in.seq));
     }
   }
@@ -129,7 +185,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
 
   size_t bytes = T * static_cast<size_t>(H) * DTypeSize(weights_.embed.dtype);
   for (int l = 0; l < c.num_layers; ++l) {
-    Layer(l, T);
+    SHOAL_RETURN_IF_ERROR(Layer(l, T));
     const LayerWeights& L = weights_.layers[l];
     bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes();
     if (L.is_moe) {
@@ -171,7 +227,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   return Status::Ok();
 }
 
-void Engine::Layer(int l, int64_t T) {
+Status Engine::Layer(int l, int64_t T) {
   const ModelConfig& c = config_;
   const LayerWeights& L = weights_.layers[l];
   const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
@@ -210,13 +266,15 @@ void Engine::Layer(int l, int64_t T) {
   // MoE or dense MLP.
   kernels::RmsNorm(x_.data(), T, H, L.post_attn_norm.data(), eps, h_.data());
   if (L.is_moe) {
-    RunMoeLayer(c, L, h_.data(), T, tmp_.data(), moe_ws_, pool_);
+    SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, L, h_.data(), T, tmp_.data(), moe_ws_, *exchange_, collective_timeout_ms_, pool_)
+                              .WithContext("layer " + std::to_string(l)));
   } else {
     ffn_scratch_.resize(static_cast<size_t>(2 * T * c.intermediate_size));
     kernels::SiluGatedFfn(h_.data(), T, L.dense_mlp.gate, L.dense_mlp.up, L.dense_mlp.down, ffn_scratch_.data(),
                           tmp_.data(), pool_);
   }
   for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+  return Status::Ok();
 }
 
 }  // namespace shoal

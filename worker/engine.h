@@ -3,14 +3,25 @@
 //
 // Per layer: RMSNorm → q/k/v (+bias) → q/k norm (Qwen3) → RoPE → write KV → paged attention → o_proj →
 // residual → RMSNorm → MoE (or dense MLP) → residual. Logits are computed only for the rows asked for.
+//
+// Expert parallelism: an engine is one rank of a comm::Group. It runs attention and the dense parts
+// for its own sequences only (data-parallel attention) and holds only its placement's experts; every
+// MoE layer exchanges rows with the other ranks (worker/moe.h). All ranks of a group must call
+// Forward the same number of times — a rank with nothing to do passes an empty batch, and a rank
+// whose batch is rejected still joins the step's collectives with no tokens before returning the
+// error, so one bad request never stalls the group. A single process is a group of one.
 // Thread-safety: none; one engine loop drives it.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
+#include "comm/expert_exchange.h"
+#include "comm/group.h"
+#include "comm/placement.h"
 #include "common/config.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
@@ -35,13 +46,21 @@ struct ForwardOutput {
 
 class Engine {
  public:
-  // Takes ownership of the weights. The KV cache is sized from cfg.kv_cache_mib.
-  static StatusOr<std::unique_ptr<Engine>> Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg);
+  // Takes ownership of the weights. The KV cache is sized from cfg.kv_cache_mib. `group` (not owned,
+  // must outlive the engine) is the expert-parallel group; null makes a group of one. The placement
+  // defaults to Placement::Balanced(num_experts, group size) (load with Placement::Holds as the filter); the
+  // weights must hold every expert it gives this rank.
+  static StatusOr<std::unique_ptr<Engine>> Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg,
+                                                  comm::Group* group = nullptr,
+                                                  const Placement* placement = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
   KvCache& kv_cache() { return kv_; }
   ThreadPool& pool() { return pool_; }
+  comm::Group& group() { return *group_; }
+  // Null for a model without MoE layers.
+  const comm::ExpertExchange* exchange() const { return exchange_ ? &*exchange_ : nullptr; }
 
   // ResourceExhausted when engine.max_num_seqs sequences are already live.
   StatusOr<SeqId> NewSequence();
@@ -49,7 +68,9 @@ class Engine {
   void ReleaseSequence(SeqId seq);
   int64_t SequenceLength(SeqId seq) const;
 
-  // Runs one step. On error (unknown sequence, too long, KV cache full) nothing was changed.
+  // Runs one step; an empty batch is allowed (the rank only takes part in the collectives). On a
+  // rejected batch (unknown sequence, too long, KV cache full) nothing was changed. An error from the
+  // group (a peer timed out) leaves the sequences of the batch at their old lengths.
   Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out);
 
   // Bytes of weight matrices the last Forward read: dense matrices, the experts it used, and the
@@ -64,7 +85,10 @@ class Engine {
   };
 
   Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks);
-  void Layer(int l, int64_t T);
+  Status Validate(const std::vector<ForwardInput>& batch, int64_t* num_tokens) const;
+  Status Layer(int l, int64_t T);
+  // The collectives of one step with no tokens (after a rejected batch, so peers are not left waiting).
+  void EmptyStep();
 
   ModelConfig config_;
   ModelWeights weights_;
@@ -74,6 +98,12 @@ class Engine {
   std::vector<Sequence> seqs_;
   int max_num_seqs_;
   int live_seqs_ = 0;
+  int64_t collective_timeout_ms_;
+
+  std::unique_ptr<comm::Group> own_group_;
+  comm::Group* group_ = nullptr;
+  std::optional<Placement> placement_;
+  std::optional<comm::ExpertExchange> exchange_;
 
   // Step workspace, [T, ...], reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;

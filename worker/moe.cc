@@ -5,60 +5,48 @@
 
 namespace shoal {
 
-void RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t T, float* out,
-                 MoeWorkspace& ws, ThreadPool& pool) {
+Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t T, float* out,
+                   MoeWorkspace& ws, comm::ExpertExchange& ex, int64_t timeout_ms, ThreadPool& pool) {
   const int E = c.num_experts, K = c.num_experts_per_tok;
   const int64_t H = c.hidden_size;
   ws.router_logits.resize(static_cast<size_t>(T * E));
   ws.topk_ids.resize(static_cast<size_t>(T * K));
   ws.topk_weights.resize(static_cast<size_t>(T * K));
-  kernels::MatMul(h, T, L.router, ws.router_logits.data(), pool);
-  kernels::RouterTopK(ws.router_logits.data(), T, E, K, c.norm_topk_prob, ws.topk_ids.data(), ws.topk_weights.data());
-
-  // Counting sort of (token, choice) pairs by expert; within an expert, rows stay in token order.
-  ws.expert_offsets.assign(E + 1, 0);
-  for (int64_t i = 0; i < T * K; ++i) ++ws.expert_offsets[ws.topk_ids[i] + 1];
-  for (int e = 0; e < E; ++e) ws.expert_offsets[e + 1] += ws.expert_offsets[e];
-  ws.row_token.resize(static_cast<size_t>(T * K));
-  ws.row_slot.resize(static_cast<size_t>(T * K));
-  {
-    std::vector<int32_t> cursor(ws.expert_offsets.begin(), ws.expert_offsets.end() - 1);
-    for (int64_t t = 0; t < T; ++t) {
-      for (int j = 0; j < K; ++j) {
-        const int32_t r = cursor[ws.topk_ids[t * K + j]]++;
-        ws.row_token[r] = static_cast<int32_t>(t);
-        ws.row_slot[r] = j;
-      }
-    }
+  if (T > 0) {
+    kernels::MatMul(h, T, L.router, ws.router_logits.data(), pool);
+    kernels::RouterTopK(ws.router_logits.data(), T, E, K, c.norm_topk_prob, ws.topk_ids.data(), ws.topk_weights.data());
   }
-  ws.rows_in.resize(static_cast<size_t>(T * K * H));
-  ws.rows_out.resize(static_cast<size_t>(T * K * H));
-  for (int64_t r = 0; r < T * K; ++r) std::copy_n(h + ws.row_token[r] * H, H, ws.rows_in.data() + r * H);
 
+  SHOAL_RETURN_IF_ERROR(ex.Dispatch(h, T, ws.topk_ids.data(), ws.topk_weights.data(), Deadline::AfterMs(timeout_ms)));
+
+  // This rank's experts on the rows the group sent it.
+  const std::vector<int>& local = ex.local_experts();
+  const std::span<const int64_t> offsets = ex.expert_offsets();
   ws.expert_used.assign(E, 0);
   int64_t max_rows = 0;
-  for (int e = 0; e < E; ++e) max_rows = std::max<int64_t>(max_rows, ws.expert_offsets[e + 1] - ws.expert_offsets[e]);
+  for (size_t i = 0; i < local.size(); ++i) max_rows = std::max(max_rows, offsets[i + 1] - offsets[i]);
   ws.ffn_scratch.resize(static_cast<size_t>(2 * max_rows * c.moe_intermediate_size));
-  for (int e = 0; e < E; ++e) {
-    const int64_t b = ws.expert_offsets[e], n = ws.expert_offsets[e + 1] - b;
+  Status missing = Status::Ok();
+  for (size_t i = 0; i < local.size(); ++i) {
+    const int64_t b = offsets[i], n = offsets[i + 1] - b;
     if (n == 0) continue;
-    ws.expert_used[e] = 1;
+    const int e = local[i];
     const FfnWeights& f = L.experts[e];
-    kernels::SiluGatedFfn(ws.rows_in.data() + b * H, n, f.gate, f.up, f.down, ws.ffn_scratch.data(),
-                          ws.rows_out.data() + b * H, pool);
+    if (!f.present()) {
+      // Still combine (with zeros) so the peers are not left waiting; report afterwards.
+      if (missing.ok()) missing = Internal("expert " + std::to_string(e) + " is placed on this rank but not loaded");
+      std::fill(ex.expert_out() + b * H, ex.expert_out() + (b + n) * H, 0.0f);
+      continue;
+    }
+    ws.expert_used[e] = 1;
+    kernels::SiluGatedFfn(ex.expert_rows() + b * H, n, f.gate, f.up, f.down, ws.ffn_scratch.data(),
+                          ex.expert_out() + b * H, pool);
   }
 
-  // Combine: out[t] = Σ_e w_{t,e} · y_{t,e}, added in ascending expert order as transformers does.
-  std::fill(out, out + T * H, 0.0f);
-  for (int64_t r = 0; r < T * K; ++r) {
-    const int32_t t = ws.row_token[r];
-    const float w = ws.topk_weights[t * K + ws.row_slot[r]];
-    const float* y = ws.rows_out.data() + r * H;
-    float* o = out + t * H;
-    for (int64_t i = 0; i < H; ++i) o[i] += y[i] * w;
-  }
+  SHOAL_RETURN_IF_ERROR(ex.Combine(out, Deadline::AfterMs(timeout_ms)));
+  SHOAL_RETURN_IF_ERROR(missing);
 
-  if (L.shared_expert.present()) {
+  if (L.shared_expert.present() && T > 0) {
     ws.shared_out.resize(static_cast<size_t>(T * H));
     ws.shared_gate.resize(static_cast<size_t>(T));
     ws.ffn_scratch.resize(static_cast<size_t>(2 * T * c.shared_expert_intermediate_size));
@@ -70,6 +58,7 @@ void RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, in
       for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * ws.shared_out[t * H + i];
     }
   }
+  return Status::Ok();
 }
 
 }  // namespace shoal

@@ -1,0 +1,240 @@
+#include "comm/mpi/mpi_group.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace shoal::comm {
+
+namespace {
+
+std::string MpiErrorString(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
+  return std::string(text, static_cast<size_t>(len));
+}
+
+// Largest single message; bigger per-peer payloads go as several messages in order (MPI keeps the
+// order of messages between two ranks with the same tag), because MPI counts are ints.
+constexpr int64_t kMaxMessageBytes = int64_t{1} << 30;
+
+std::string RankList(const std::vector<int>& ranks) {
+  std::string s;
+  for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return s;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::Init(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) return Internal("MPI is already initialised in this process");
+  int provided = 0;
+  // FUNNELED: only the engine loop thread calls MPI; the kernel thread pool never does.
+  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  if (rc != MPI_SUCCESS) return Unavailable("MPI_Init_thread failed: " + MpiErrorString(rc));
+  if (provided < MPI_THREAD_FUNNELED) {
+    MPI_Finalize();
+    return Unavailable("the MPI library does not provide MPI_THREAD_FUNNELED");
+  }
+  return std::unique_ptr<MpiRuntime>(new MpiRuntime());
+}
+
+MpiRuntime::~MpiRuntime() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+StatusOr<std::unique_ptr<MpiGroup>> MpiGroup::Create(MPI_Comm comm) {
+  MPI_Comm dup;
+  int rc = MPI_Comm_dup(comm, &dup);
+  if (rc != MPI_SUCCESS) return Unavailable("MPI_Comm_dup failed: " + MpiErrorString(rc));
+  // Errors come back as codes (turned into Status) instead of aborting the job.
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  int rank = 0, size = 0;
+  MPI_Comm_rank(dup, &rank);
+  MPI_Comm_size(dup, &size);
+  auto group = std::unique_ptr<MpiGroup>(new MpiGroup(dup, rank, size));
+  int* tag_ub = nullptr;
+  int found = 0;
+  MPI_Comm_get_attr(dup, MPI_TAG_UB, &tag_ub, &found);
+  if (found && tag_ub && *tag_ub > 0) group->tag_limit_ = *tag_ub;
+  return group;
+}
+
+MpiGroup::MpiGroup(MPI_Comm comm, int rank, int size) : comm_(comm), rank_(rank), size_(size) {}
+
+MpiGroup::~MpiGroup() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  // A group broken by a timeout may still have operations in flight; freeing its communicator
+  // would then be erroneous, so it is left to MPI_Finalize.
+  if (!finalized && !broken_) MPI_Comm_free(&comm_);
+}
+
+Status MpiGroup::CheckUsable(const char* op) const {
+  if (broken_) {
+    return Unavailable("rank " + std::to_string(rank_) + ": " + op + ": the group is unusable since " + broken_reason_);
+  }
+  return Status::Ok();
+}
+
+Status MpiGroup::WaitAll(const std::string& what, Deadline deadline) {
+  const int n = static_cast<int>(requests_.size());
+  int remaining = 0;
+  for (MPI_Request r : requests_) remaining += r != MPI_REQUEST_NULL;
+  std::vector<int> done(static_cast<size_t>(std::max(n, 1)));
+  uint32_t polls = 0;
+  while (remaining > 0) {
+    int outcount = 0;
+    const int rc = MPI_Testsome(n, requests_.data(), &outcount, done.data(), MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      broken_ = true;
+      broken_reason_ = what + " failed";
+      return Unavailable("rank " + std::to_string(rank_) + ": " + what + ": " + MpiErrorString(rc));
+    }
+    if (outcount != MPI_UNDEFINED) remaining -= outcount;
+    if (remaining == 0) break;
+    // Checking the clock every few polls keeps its cost out of the latency of small messages.
+    if ((++polls & 15) == 0 && deadline.Expired()) {
+      std::vector<int> waiting;
+      bool collective = false;
+      for (int i = 0; i < n; ++i) {
+        if (requests_[i] == MPI_REQUEST_NULL) continue;
+        if (peer_of_[i] < 0) {
+          collective = true;
+          abandoned_.push_back(requests_[i]);  // a collective request cannot be cancelled
+          continue;
+        }
+        if (std::find(waiting.begin(), waiting.end(), peer_of_[i]) == waiting.end()) waiting.push_back(peer_of_[i]);
+        if (!is_send_[i]) MPI_Cancel(&requests_[i]);
+        MPI_Request_free(&requests_[i]);
+      }
+      std::sort(waiting.begin(), waiting.end());
+      broken_ = true;
+      broken_reason_ = what + " timed out";
+      return DeadlineExceeded("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + what +
+                              (collective ? ": not every rank joined" : ": still waiting for ranks " + RankList(waiting)) +
+                              " when the deadline passed");
+    }
+    sched_yield();
+  }
+  return Status::Ok();
+}
+
+Status MpiGroup::AllReduce(std::span<int64_t> values, MPI_Op op, const char* name, Deadline deadline) {
+  SHOAL_RETURN_IF_ERROR(CheckUsable(name));
+  if (size_ == 1 || values.empty()) return Status::Ok();
+  requests_.assign(1, MPI_REQUEST_NULL);
+  peer_of_.assign(1, -1);
+  is_send_.assign(1, false);
+  const int rc = MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_INT64_T, op, comm_,
+                                &requests_[0]);
+  if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": " + name + ": " + MpiErrorString(rc));
+  return WaitAll(name, deadline);
+}
+
+Status MpiGroup::AllReduceSum(std::span<int64_t> values, Deadline deadline) {
+  return AllReduce(values, MPI_SUM, "all-reduce(sum)", deadline);
+}
+
+Status MpiGroup::AllReduceMax(std::span<int64_t> values, Deadline deadline) {
+  return AllReduce(values, MPI_MAX, "all-reduce(max)", deadline);
+}
+
+Status MpiGroup::Barrier(Deadline deadline) {
+  SHOAL_RETURN_IF_ERROR(CheckUsable("barrier"));
+  if (size_ == 1) return Status::Ok();
+  requests_.assign(1, MPI_REQUEST_NULL);
+  peer_of_.assign(1, -1);
+  is_send_.assign(1, false);
+  const int rc = MPI_Ibarrier(comm_, &requests_[0]);
+  if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": barrier: " + MpiErrorString(rc));
+  return WaitAll("barrier", deadline);
+}
+
+Status MpiGroup::AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
+                           std::span<const int64_t> recv_bytes, Deadline deadline) {
+  const std::string what = "all-to-all #" + std::to_string(calls_);
+  SHOAL_RETURN_IF_ERROR(CheckUsable(what.c_str()));
+  if (send_bytes.size() != static_cast<size_t>(size_) || recv_bytes.size() != static_cast<size_t>(size_)) {
+    return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": expected " + std::to_string(size_) +
+                           " send and receive sizes");
+  }
+  for (int p = 0; p < size_; ++p) {
+    if (send_bytes[p] < 0 || recv_bytes[p] < 0) {
+      return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": negative size for rank " +
+                             std::to_string(p));
+    }
+  }
+  if (send_bytes[rank_] != recv_bytes[rank_]) {
+    return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": sends itself " +
+                           std::to_string(send_bytes[rank_]) + " bytes but expects " +
+                           std::to_string(recv_bytes[rank_]));
+  }
+  const int tag = static_cast<int>(calls_ % tag_limit_);
+  ++calls_;
+  const auto* src = static_cast<const uint8_t*>(send);
+  auto* dst = static_cast<uint8_t*>(recv);
+  std::vector<int64_t> send_off(size_ + 1, 0), recv_off(size_ + 1, 0);
+  for (int p = 0; p < size_; ++p) {
+    send_off[p + 1] = send_off[p] + send_bytes[p];
+    recv_off[p + 1] = recv_off[p] + recv_bytes[p];
+  }
+  requests_.clear();
+  peer_of_.clear();
+  is_send_.clear();
+  auto post = [&](bool is_send, int peer, int64_t offset, int64_t bytes) -> Status {
+    for (int64_t done = 0; done < bytes; done += kMaxMessageBytes) {
+      const int chunk = static_cast<int>(std::min(kMaxMessageBytes, bytes - done));
+      MPI_Request req;
+      const int rc = is_send ? MPI_Isend(src + offset + done, chunk, MPI_BYTE, peer, tag, comm_, &req)
+                             : MPI_Irecv(dst + offset + done, chunk, MPI_BYTE, peer, tag, comm_, &req);
+      if (rc != MPI_SUCCESS) {
+        broken_ = true;
+        broken_reason_ = what + " failed";
+        return Unavailable("rank " + std::to_string(rank_) + ": " + what + ": posting a message for rank " +
+                           std::to_string(peer) + ": " + MpiErrorString(rc));
+      }
+      requests_.push_back(req);
+      peer_of_.push_back(peer);
+      is_send_.push_back(is_send);
+    }
+    return Status::Ok();
+  };
+  // Receives first so arriving data finds a posted buffer; peers in a rotated order (rank+1, rank+2,
+  // ...) so that not every rank sends to rank 0 first.
+  for (int i = 1; i < size_; ++i) {
+    const int p = (rank_ + size_ - i) % size_;
+    SHOAL_RETURN_IF_ERROR(post(false, p, recv_off[p], recv_bytes[p]));
+  }
+  for (int i = 1; i < size_; ++i) {
+    const int p = (rank_ + i) % size_;
+    SHOAL_RETURN_IF_ERROR(post(true, p, send_off[p], send_bytes[p]));
+  }
+  if (send_bytes[rank_] > 0) {
+    std::memcpy(dst + recv_off[rank_], src + send_off[rank_], static_cast<size_t>(send_bytes[rank_]));
+  }
+  return WaitAll(what, deadline);
+}
+
+StatusOr<std::unique_ptr<Group>> MpiGroup::Split(int color, int key, Deadline deadline) {
+  SHOAL_RETURN_IF_ERROR(CheckUsable("split"));
+  // MPI_Comm_split blocks without a timeout; once this barrier has completed every rank is here and
+  // the split cannot stall on a missing peer.
+  SHOAL_RETURN_IF_ERROR(Barrier(deadline));
+  MPI_Comm sub;
+  const int rc = MPI_Comm_split(comm_, color, key, &sub);
+  if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": split: " + MpiErrorString(rc));
+  auto group = Create(sub);
+  MPI_Comm_free(&sub);
+  if (!group.ok()) return group.status();
+  return std::unique_ptr<Group>(std::move(group).value());
+}
+
+}  // namespace shoal::comm

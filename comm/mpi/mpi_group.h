@@ -1,0 +1,71 @@
+// The MPI backend of comm::Group (host buffers; OpenMPI on CPU-only machines).
+//
+// Every collective is non-blocking underneath (Isend/Irecv for all-to-all-v, Iallreduce, Ibarrier)
+// and is completed by polling MPI_Testsome against the deadline, so a peer that never arrives gives
+// DeadlineExceeded ("rank 1: all-to-all #42: no message from ranks 2 within 300 ms") rather than a
+// hang. The poll loop yields the core between polls: with more ranks than cores (2-core CI running 4
+// ranks) a spinning rank would starve the peer it waits for.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <vector>
+
+#include "comm/group.h"
+
+namespace shoal::comm {
+
+// MPI_Init_thread / MPI_Finalize around a process's lifetime. MPI may be initialised only once per
+// process; Init returns an error if it already was (by someone else) and the runtime then does not
+// finalize it.
+class MpiRuntime {
+ public:
+  static StatusOr<std::unique_ptr<MpiRuntime>> Init(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+ private:
+  MpiRuntime() = default;
+};
+
+class MpiGroup final : public Group {
+ public:
+  // A group over a duplicate of `comm` (so shoal's messages never match anyone else's). Collective.
+  static StatusOr<std::unique_ptr<MpiGroup>> Create(MPI_Comm comm);
+  ~MpiGroup() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+  MPI_Comm comm() const { return comm_; }
+
+  Status AllReduceSum(std::span<int64_t> values, Deadline deadline) override;
+  Status AllReduceMax(std::span<int64_t> values, Deadline deadline) override;
+  Status Barrier(Deadline deadline) override;
+  Status AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
+                   std::span<const int64_t> recv_bytes, Deadline deadline) override;
+  StatusOr<std::unique_ptr<Group>> Split(int color, int key, Deadline deadline) override;
+
+ private:
+  MpiGroup(MPI_Comm comm, int rank, int size);
+  Status CheckUsable(const char* op) const;
+  Status AllReduce(std::span<int64_t> values, MPI_Op op, const char* name, Deadline deadline);
+  // Completes `requests_` by polling until the deadline. `peer_of[i]` names the peer of request i
+  // (-1 for a collective request) for the timeout message.
+  Status WaitAll(const std::string& what, Deadline deadline);
+
+  MPI_Comm comm_;
+  int rank_, size_;
+  int tag_limit_ = 32767;
+  int64_t calls_ = 0;       // all-to-all calls so far; the tag of call n is n mod tag_limit_
+  bool broken_ = false;     // a collective timed out or failed; the group cannot be used again
+  std::string broken_reason_;
+  std::vector<MPI_Request> requests_;
+  std::vector<int> peer_of_;
+  std::vector<bool> is_send_;
+  std::vector<MPI_Request> abandoned_;  // collective requests left behind by a timeout
+};
+
+}  // namespace shoal::comm
