@@ -29,6 +29,7 @@ ExpertExchange::ExpertExchange(Group* group, const Placement* placement, int64_t
 
 Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_ids, const float* topk_weights,
                                 Deadline deadline) {
+  SHOAL_RETURN_IF_ERROR(failed_);
   const int R = group_->size(), me = group_->rank(), K = top_k_, E = placement_->num_experts();
   const int64_t H = hidden_, F = record_floats();
   num_tokens_ = T;
@@ -105,7 +106,8 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   recv_counts_.assign(R, 0);
   send_bytes_.assign(R, static_cast<int64_t>(sizeof(int64_t)));
   recv_bytes_.assign(R, static_cast<int64_t>(sizeof(int64_t)));
-  SHOAL_RETURN_IF_ERROR(group_->AllToAllV(send_counts_.data(), send_bytes_, recv_counts_.data(), recv_bytes_, deadline));
+  SHOAL_RETURN_IF_ERROR(Remember(
+      group_->AllToAllV(send_counts_.data(), send_bytes_, recv_counts_.data(), recv_bytes_, deadline)));
   int64_t M = 0;
   for (int p = 0; p < R; ++p) {
     if (recv_counts_[p] < 0) {
@@ -119,7 +121,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
     recv_bytes_[p] = recv_counts_[p] * F * static_cast<int64_t>(sizeof(float));
   }
   recv_buf_.resize(static_cast<size_t>(M * F));
-  SHOAL_RETURN_IF_ERROR(group_->AllToAllV(send_buf_.data(), send_bytes_, recv_buf_.data(), recv_bytes_, deadline));
+  SHOAL_RETURN_IF_ERROR(Remember(group_->AllToAllV(send_buf_.data(), send_bytes_, recv_buf_.data(), recv_bytes_, deadline)));
   for (int p = 0; p < R; ++p) {
     if (p == me) continue;
     counters_.rows_sent += send_counts_[p];
@@ -170,7 +172,13 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   return Status::Ok();
 }
 
+Status ExpertExchange::Remember(Status st) {
+  if (!st.ok() && failed_.ok()) failed_ = Unavailable("expert exchange unusable after: " + st.message());
+  return st;
+}
+
 Status ExpertExchange::Combine(float* out, Deadline deadline) {
+  SHOAL_RETURN_IF_ERROR(failed_);
   const int R = group_->size(), K = top_k_;
   const int64_t H = hidden_;
   int64_t M = 0, S = 0;
@@ -194,7 +202,7 @@ Status ExpertExchange::Combine(float* out, Deadline deadline) {
   }
   combine_recv_.resize(static_cast<size_t>(S * H));
   SHOAL_RETURN_IF_ERROR(
-      group_->AllToAllV(combine_send_.data(), send_bytes_, combine_recv_.data(), recv_bytes_, deadline));
+      Remember(group_->AllToAllV(combine_send_.data(), send_bytes_, combine_recv_.data(), recv_bytes_, deadline)));
   for (int p = 0; p < R; ++p) {
     if (p == group_->rank()) continue;
     counters_.bytes_sent += send_bytes_[p];

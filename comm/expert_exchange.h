@@ -13,9 +13,12 @@
 //                       (ascending expert id) goes back to its origin — one row per (token, rank), as
 //                       DeepEP's combine does; origin side: out[t] = the sum of those partial sums,
 //                       taken in ascending order of the experts they cover.
-// With contiguous expert ranges per rank (Placement::Balanced, ranks ≤ experts) or one expert per
-// rank (replicas), that order is exactly the single-process order Σ_j w_j·y_j over ascending expert
-// ids, so 1 and N ranks give bit-identical results.
+// Numerics: a single process (the group of one) adds a token's K weighted outputs in ascending expert
+// order. N ranks add the same terms in the same order but grouped by rank — (a + b) + (c) rather than
+// (a + b) + c is the same, a + (b + c) is not — so results agree bit for bit when K ≤ 2 and to float
+// rounding (~1e-6 relative) when K ≥ 3. Reducing on the expert side is what halves combine traffic
+// when a token's experts share a rank; returning K unreduced rows would make N ranks bit-identical
+// to one at up to K× the combine bytes.
 //
 // Every rank of the group must call Dispatch and Combine for every MoE layer, also with T = 0.
 // Replicas: a token's expert is served by Placement::RankFor(expert, key) with key = token + rank,
@@ -65,6 +68,9 @@ class ExpertExchange {
  private:
   ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k);
   int64_t record_floats() const { return hidden_ + 2 * top_k_; }
+  // Records a failed group call: from then on the exchange refuses to run and leaves its buffers
+  // untouched, since an abandoned send may still read them (comm/mpi/mpi_group.h).
+  Status Remember(Status st);
 
   Group* group_;
   const Placement* placement_;
@@ -88,6 +94,7 @@ class ExpertExchange {
 
   std::vector<int64_t> send_bytes_, recv_bytes_;
   ExchangeCounters counters_;
+  Status failed_ = Status::Ok();
 };
 
 }  // namespace shoal::comm

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 
 namespace shoal::comm {
@@ -112,8 +113,16 @@ Status MpiGroup::WaitAll(const std::string& what, Deadline deadline) {
           continue;
         }
         if (std::find(waiting.begin(), waiting.end(), peer_of_[i]) == waiting.end()) waiting.push_back(peer_of_[i]);
-        if (!is_send_[i]) MPI_Cancel(&requests_[i]);
-        MPI_Request_free(&requests_[i]);
+        if (!is_send_[i]) {
+          // The caller's receive buffer is about to be reused or freed, so the receive must be over:
+          // cancelling an unmatched receive is local, and the wait returns at once either way.
+          MPI_Cancel(&requests_[i]);
+          MPI_Wait(&requests_[i], MPI_STATUS_IGNORE);
+        } else {
+          // OpenMPI cannot cancel a send, and waiting for it would wait for the stalled peer. The
+          // send is released instead; its buffer must stay allocated (see the header).
+          MPI_Request_free(&requests_[i]);
+        }
       }
       std::sort(waiting.begin(), waiting.end());
       broken_ = true;
@@ -133,10 +142,20 @@ Status MpiGroup::AllReduce(std::span<int64_t> values, MPI_Op op, const char* nam
   requests_.assign(1, MPI_REQUEST_NULL);
   peer_of_.assign(1, -1);
   is_send_.assign(1, false);
-  const int rc = MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_INT64_T, op, comm_,
+  // A collective cannot be cancelled: if it times out, MPI may still write the result when the late
+  // rank arrives, so it works on a buffer of its own, which is then deliberately never freed.
+  auto buffer = std::make_unique<int64_t[]>(values.size());
+  std::copy(values.begin(), values.end(), buffer.get());
+  const int rc = MPI_Iallreduce(MPI_IN_PLACE, buffer.get(), static_cast<int>(values.size()), MPI_INT64_T, op, comm_,
                                 &requests_[0]);
   if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": " + name + ": " + MpiErrorString(rc));
-  return WaitAll(name, deadline);
+  Status st = WaitAll(name, deadline);
+  if (st.code() == StatusCode::kDeadlineExceeded) {
+    (void)buffer.release();  // still owned by the abandoned MPI request
+    return st;
+  }
+  if (st.ok()) std::copy(buffer.get(), buffer.get() + values.size(), values.begin());
+  return st;
 }
 
 Status MpiGroup::AllReduceSum(std::span<int64_t> values, Deadline deadline) {

@@ -3,7 +3,9 @@
 // Every collective is non-blocking underneath (Isend/Irecv for all-to-all-v, Iallreduce, Ibarrier)
 // and is completed by polling MPI_Testsome against the deadline, so a peer that never arrives gives
 // DeadlineExceeded ("rank 1: all-to-all #42: no message from ranks 2 within 300 ms") rather than a
-// hang. The poll loop yields the core between polls: with more ranks than cores (2-core CI running 4
+// hang. After a timeout the abandoned receives are cancelled, but a send to the stalled peer cannot
+// be: the caller's send buffer of the failed call must stay allocated while the process runs (the
+// engine's exchange buffers do). The poll loop yields the core between polls: with more ranks than cores (2-core CI running 4
 // ranks) a spinning rank would starve the peer it waits for.
 #pragma once
 

@@ -1,0 +1,212 @@
+// comm::Group (MPI backend) and comm::ExpertExchange at any rank count (ctest runs N = 1..4).
+//
+// Routing is checked exactly: every payload row encodes its origin rank and token index, every rank
+// derives the whole group's routing from shared seeds, and each rank checks that it received exactly
+// the rows placement says it serves, grouped by expert in (origin rank, token) order, and that combine
+// returns each token's weighted sum. Values are small integers and powers of two, so the sums are
+// exact and compared with ==.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <tuple>
+
+#include "comm/expert_exchange.h"
+#include "comm/placement.h"
+#include "tests/mpi/mpi_test_main.h"
+
+namespace shoal::testing {
+namespace {
+
+TEST(MpiGroup, AllReduceAndBarrier) {
+  comm::Group& g = World();
+  std::vector<int64_t> v = {g.rank(), 1, -g.rank()};
+  ASSERT_TRUE(g.AllReduceSum(v, TestDeadline()).ok());
+  const int64_t n = g.size();
+  EXPECT_EQ(v, (std::vector<int64_t>{n * (n - 1) / 2, n, -n * (n - 1) / 2}));
+  std::vector<int64_t> m = {g.rank(), -g.rank()};
+  ASSERT_TRUE(g.AllReduceMax(m, TestDeadline()).ok());
+  EXPECT_EQ(m, (std::vector<int64_t>{n - 1, 0}));
+  EXPECT_TRUE(g.Barrier(TestDeadline()).ok());
+  std::vector<int64_t> empty;
+  EXPECT_TRUE(g.AllReduceSum(empty, TestDeadline()).ok());
+}
+
+// Rank r sends (r + p) % 3 int32 values to peer p (zero for some pairs), each encoding (r, p, i).
+TEST(MpiGroup, AllToAllVWithUnevenAndEmptySizes) {
+  comm::Group& g = World();
+  const int R = g.size(), me = g.rank();
+  auto count = [](int from, int to) { return (from + to) % 3; };
+  std::vector<int64_t> send_bytes(R), recv_bytes(R);
+  std::vector<int32_t> send, recv;
+  for (int p = 0; p < R; ++p) {
+    for (int i = 0; i < count(me, p); ++i) send.push_back(me * 10000 + p * 100 + i);
+    send_bytes[p] = count(me, p) * 4;
+    recv_bytes[p] = count(p, me) * 4;
+  }
+  recv.resize(std::accumulate(recv_bytes.begin(), recv_bytes.end(), int64_t{0}) / 4);
+  ASSERT_TRUE(g.AllToAllV(send.data(), send_bytes, recv.data(), recv_bytes, TestDeadline()).ok());
+  size_t k = 0;
+  for (int p = 0; p < R; ++p) {
+    for (int i = 0; i < count(p, me); ++i) EXPECT_EQ(recv[k++], p * 10000 + me * 100 + i) << "from rank " << p;
+  }
+  // Mismatched self sizes are rejected before anything is sent (on every rank alike).
+  recv_bytes[me] += 4;
+  EXPECT_EQ(g.AllToAllV(send.data(), send_bytes, recv.data(), recv_bytes, TestDeadline()).code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(MpiGroup, SplitMakesSubGroups) {
+  comm::Group& g = World();
+  auto sub = g.Split(g.rank() % 2, g.rank(), TestDeadline());
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  EXPECT_EQ((*sub)->size(), (g.size() + 1 - g.rank() % 2) / 2);
+  EXPECT_EQ((*sub)->rank(), g.rank() / 2);
+  std::vector<int64_t> v = {g.rank()};
+  ASSERT_TRUE((*sub)->AllReduceSum(v, TestDeadline()).ok());
+  int64_t want = 0;
+  for (int r = g.rank() % 2; r < g.size(); r += 2) want += r;
+  EXPECT_EQ(v[0], want);
+}
+
+// --- ExpertExchange -------------------------------------------------------------------------------
+
+struct Routing {
+  int64_t tokens = 0;
+  std::vector<int32_t> ids;    // [T, K]
+  std::vector<float> weights;  // [T, K]
+};
+
+enum class Pattern { kRandom, kAllToOneExpert };
+
+// The routing of origin rank `o`, reproducible on every rank.
+Routing MakeRouting(int o, int R, int E, int K, int64_t tokens_per_rank, Pattern pattern, uint64_t seed) {
+  std::mt19937_64 rng(seed * 1000 + o);
+  Routing r;
+  // Some ranks get no tokens, and counts differ between ranks.
+  r.tokens = (o % 3 == 2) ? 0 : tokens_per_rank + o;
+  const float kWeights[] = {1.0f, 0.5f, 0.25f, 0.125f};
+  std::vector<int32_t> experts(E);
+  std::iota(experts.begin(), experts.end(), 0);
+  for (int64_t t = 0; t < r.tokens; ++t) {
+    std::shuffle(experts.begin(), experts.end(), rng);
+    if (pattern == Pattern::kAllToOneExpert) {
+      // Expert E-1 first for every token: one expert (and its rank) gets every token.
+      std::iter_swap(experts.begin(), std::find(experts.begin(), experts.end(), E - 1));
+    }
+    for (int j = 0; j < K; ++j) {
+      r.ids.push_back(experts[j]);
+      r.weights.push_back(kWeights[rng() % 4]);
+    }
+  }
+  (void)R;
+  return r;
+}
+
+float Payload(int origin, int64_t token, int64_t i) { return static_cast<float>(origin * 4096 + token * 8 + i % 8); }
+
+void CheckExchange(int E, int K, int64_t H, int64_t tokens_per_rank, Pattern pattern, uint64_t seed) {
+  comm::Group& g = World();
+  const int R = g.size(), me = g.rank();
+  SCOPED_TRACE("E=" + std::to_string(E) + " K=" + std::to_string(K) + " H=" + std::to_string(H) +
+               " T=" + std::to_string(tokens_per_rank) + " seed=" + std::to_string(seed));
+  auto placement = Placement::Balanced(E, R);
+  ASSERT_TRUE(placement.ok());
+  auto ex = comm::ExpertExchange::Create(&g, &*placement, H, K);
+  ASSERT_TRUE(ex.ok()) << ex.status().ToString();
+
+  std::vector<Routing> all;
+  for (int o = 0; o < R; ++o) all.push_back(MakeRouting(o, R, E, K, tokens_per_rank, pattern, seed));
+  const Routing& mine = all[me];
+  std::vector<float> x(static_cast<size_t>(mine.tokens * H));
+  for (int64_t t = 0; t < mine.tokens; ++t) {
+    for (int64_t i = 0; i < H; ++i) x[t * H + i] = Payload(me, t, i);
+  }
+  ASSERT_TRUE(ex->Dispatch(x.data(), mine.tokens, mine.ids.data(), mine.weights.data(), TestDeadline()).ok());
+
+  // Expected rows per local expert: (origin, token) in origin-rank then token order.
+  const std::vector<int>& local = placement->local_experts(me);
+  ASSERT_EQ(ex->local_experts(), local);
+  for (size_t li = 0; li < local.size(); ++li) {
+    std::vector<std::pair<int, int64_t>> want;
+    for (int o = 0; o < R; ++o) {
+      for (int64_t t = 0; t < all[o].tokens; ++t) {
+        for (int j = 0; j < K; ++j) {
+          if (all[o].ids[t * K + j] == local[li] && placement->RankFor(local[li], t + o) == me) want.push_back({o, t});
+        }
+      }
+    }
+    const int64_t b = ex->expert_offsets()[li], n = ex->expert_offsets()[li + 1] - b;
+    ASSERT_EQ(n, static_cast<int64_t>(want.size())) << "rows for expert " << local[li];
+    for (int64_t r = 0; r < n; ++r) {
+      const float* row = ex->expert_rows() + (b + r) * H;
+      for (int64_t i = 0; i < H; ++i) {
+        ASSERT_EQ(row[i], Payload(want[r].first, want[r].second, i))
+            << "expert " << local[li] << " row " << r << " element " << i;
+      }
+    }
+  }
+  // Expert e's output: (e + 1) × its input.
+  for (size_t li = 0; li < local.size(); ++li) {
+    for (int64_t r = ex->expert_offsets()[li]; r < ex->expert_offsets()[li + 1]; ++r) {
+      for (int64_t i = 0; i < H; ++i) ex->expert_out()[r * H + i] = (local[li] + 1) * ex->expert_rows()[r * H + i];
+    }
+  }
+  std::vector<float> out(static_cast<size_t>(mine.tokens * H), -1.0f);
+  ASSERT_TRUE(ex->Combine(out.data(), TestDeadline()).ok());
+  for (int64_t t = 0; t < mine.tokens; ++t) {
+    for (int64_t i = 0; i < H; ++i) {
+      float want = 0.0f;
+      for (int j = 0; j < K; ++j) want += mine.weights[t * K + j] * (mine.ids[t * K + j] + 1) * Payload(me, t, i);
+      ASSERT_EQ(out[t * H + i], want) << "token " << t << " element " << i;
+    }
+  }
+}
+
+TEST(ExpertExchange, RandomTopKAtManyShapes) {
+  // Expert counts below, equal to and above the rank count (replicas when below), dividing it or not.
+  for (int E : {1, 2, 3, 5, 8, 16}) {
+    for (int K : {1, 2, 4}) {
+      if (K > E) continue;
+      for (int64_t T : {0, 1, 7, 33}) CheckExchange(E, K, /*H=*/5, T, Pattern::kRandom, E * 100 + K * 10 + T);
+    }
+  }
+}
+
+TEST(ExpertExchange, AllTokensToOneExpert) {
+  for (int E : {3, 8}) CheckExchange(E, 2, 16, 40, Pattern::kAllToOneExpert, 7);
+}
+
+TEST(ExpertExchange, WideRows) { CheckExchange(8, 2, 2048, 9, Pattern::kRandom, 3); }
+
+TEST(ExpertExchange, EveryRankEmpty) {
+  comm::Group& g = World();
+  auto placement = Placement::Balanced(4, g.size());
+  auto ex = comm::ExpertExchange::Create(&g, &*placement, 8, 2);
+  ASSERT_TRUE(ex.ok());
+  ASSERT_TRUE(ex->Dispatch(nullptr, 0, nullptr, nullptr, TestDeadline()).ok());
+  EXPECT_EQ(ex->num_expert_rows(), 0);
+  ASSERT_TRUE(ex->Combine(nullptr, TestDeadline()).ok());
+}
+
+TEST(ExpertExchange, CountersCountOnlyOtherRanks) {
+  comm::Group& g = World();
+  const int R = g.size();
+  auto placement = Placement::Balanced(R, R);  // expert r on rank r
+  auto ex = comm::ExpertExchange::Create(&g, &*placement, 4, 1);
+  ASSERT_TRUE(ex.ok());
+  // One token per expert, so each rank sends one row to every other rank.
+  std::vector<int32_t> ids(R);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::vector<float> w(R, 1.0f), x(static_cast<size_t>(R) * 4, 1.0f), out(x.size());
+  ASSERT_TRUE(ex->Dispatch(x.data(), R, ids.data(), w.data(), TestDeadline()).ok());
+  std::fill(ex->expert_out(), ex->expert_out() + ex->num_expert_rows() * 4, 2.0f);
+  ASSERT_TRUE(ex->Combine(out.data(), TestDeadline()).ok());
+  EXPECT_EQ(ex->counters().rows_sent, R - 1);
+  EXPECT_EQ(ex->counters().rows_received, R - 1);
+  EXPECT_EQ(out, std::vector<float>(x.size(), 2.0f));
+}
+
+}  // namespace
+}  // namespace shoal::testing

@@ -1,0 +1,201 @@
+// The engine as one rank of an expert-parallel group, on every fixture, at any rank count (ctest runs
+// N = 1..4): each rank loads the dense weights and only its placement's experts, runs its own prompts
+// (data-parallel attention), and the group exchanges rows at every MoE layer. Results must equal
+// HF transformers (the fixtures, same tolerance as tests/unit/fixtures_test.cc) and the single-process
+// engine.
+//
+// Prompt p goes to rank p % N and starts at step p, so early and late steps have ranks with no tokens
+// (they still join every collective), and at N = 4 one rank never has any.
+//
+// Against the single-process engine: bit-identical when K ≤ 2; within kRankTol when K ≥ 3 (see
+// comm/expert_exchange.h on the order of the combine sums).
+#include <gtest/gtest.h>
+
+#include <map>
+#include <regex>
+
+#include "model/checkpoint.h"
+#include "tests/mpi/mpi_test_main.h"
+#include "tests/unit/fixture_util.h"
+
+namespace shoal::testing {
+namespace {
+
+constexpr float kF32Tol = 2e-4f;
+// N ranks vs one process (K ≥ 3): only the grouping of a token's K weighted expert outputs differs.
+constexpr float kRankTol = 2e-5f;
+
+struct RankEngine {
+  std::unique_ptr<Engine> engine;
+  size_t resident_bytes = 0;
+};
+
+RankEngine MakeRankEngine(const std::string& dir, comm::Group& g) {
+  RankEngine r;
+  auto config = LoadModelConfig(dir);
+  EXPECT_TRUE(config.ok());
+  if (!config.ok()) return r;
+  auto placement = Placement::Balanced(config->num_experts, g.size());
+  EXPECT_TRUE(placement.ok());
+  const int rank = g.rank();
+  auto weights = LoadModelWeights(*config, dir, [&](int, int e) { return placement->Holds(rank, e); });
+  EXPECT_TRUE(weights.ok()) << weights.status().ToString();
+  if (!weights.ok()) return r;
+  r.resident_bytes = weights->MatrixBytes();
+  EngineConfig cfg;
+  cfg.threads = 1;  // N ranks share 2 cores
+  cfg.kv_block_size = 4;
+  cfg.kv_cache_mib = 16;
+  cfg.collective_timeout_ms = 60000;
+  auto engine = Engine::Create(*config, std::move(weights).value(), cfg, &g);
+  EXPECT_TRUE(engine.ok()) << engine.status().ToString();
+  if (engine.ok()) r.engine = std::move(engine).value();
+  return r;
+}
+
+class EpFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EpFixtureTest, GroupMatchesTransformersAndSingleProcess) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  ASSERT_TRUE(f.expected);
+  RankEngine rank = MakeRankEngine(f.dir, g);
+  ASSERT_TRUE(rank.engine);
+  auto single = MakeEngine(f.dir, 1);
+  ASSERT_TRUE(single);
+  Engine& e = *rank.engine;
+  const int V = e.config().vocab_size;
+  const int P = static_cast<int>(f.prompts.size());
+
+  struct Live {
+    int prompt;
+    SeqId seq, single_seq;
+    int step = 0;  // 0 = prefill, then decode steps 1..decode_steps
+    int32_t next = 0;
+  };
+  std::vector<Live> live;
+  const int total_steps = (P - 1) + 1 + f.decode_steps;
+  for (int step = 0; step < total_steps; ++step) {
+    // Admit this rank's prompt that starts now.
+    if (step < P && step % g.size() == g.rank()) {
+      auto s = e.NewSequence();
+      auto s1 = single->NewSequence();
+      ASSERT_TRUE(s.ok() && s1.ok());
+      live.push_back({step, *s, *s1});
+    }
+    std::vector<ForwardInput> batch, single_batch;
+    std::vector<size_t> idx;
+    for (size_t i = 0; i < live.size(); ++i) {
+      Live& l = live[i];
+      if (l.step > f.decode_steps) continue;
+      const bool prefill = l.step == 0;
+      std::span<const int32_t> toks = prefill ? std::span<const int32_t>(f.prompts[l.prompt].prompt)
+                                              : std::span<const int32_t>(&l.next, 1);
+      batch.push_back({l.seq, toks, prefill});
+      single_batch.push_back({l.single_seq, toks, prefill});
+      idx.push_back(i);
+    }
+    std::vector<ForwardOutput> out, single_out;
+    Status st = e.Forward(batch, &out);  // possibly empty: the rank still joins the exchange
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    if (batch.empty()) continue;
+    ASSERT_TRUE(single->Forward(single_batch, &single_out).ok());
+    for (size_t b = 0; b < idx.size(); ++b) {
+      Live& l = live[idx[b]];
+      const std::string what = f.name + " rank " + std::to_string(g.rank()) + "/" + std::to_string(g.size()) +
+                               " prompt " + std::to_string(l.prompt) + " step " + std::to_string(l.step);
+      // A token's expert outputs are summed per rank and then across ranks, so with K ≥ 3 the float
+      // additions group differently from one process; with K ≤ 2 the result is bit-identical.
+      if (e.config().num_experts_per_tok <= 2) {
+        EXPECT_EQ(out[b].logits, single_out[b].logits) << what << ": differs from the single-process engine";
+      } else {
+        ASSERT_EQ(out[b].logits.size(), single_out[b].logits.size());
+        EXPECT_LE(MaxAbsDiff(out[b].logits.data(), single_out[b].logits.data(), out[b].logits.size()), kRankTol)
+            << what << ": differs from the single-process engine";
+      }
+      const std::string key = "prompt" + std::to_string(l.prompt);
+      std::vector<float> want;
+      const float* got = out[b].logits.data();
+      if (l.step == 0) {
+        want = f.Tensor(key + ".prefill_logits");
+        ASSERT_EQ(out[b].logits.size(), want.size()) << what;
+        EXPECT_LE(MaxAbsDiff(got, want.data(), want.size()), kF32Tol) << what;
+        got += out[b].logits.size() - V;
+      } else {
+        want = f.Tensor(key + ".decode_logits");
+        EXPECT_LE(MaxAbsDiff(got, want.data() + static_cast<size_t>(l.step - 1) * V, V), kF32Tol) << what;
+      }
+      l.next = kernels::ArgMax(got, V);
+      EXPECT_EQ(l.next, f.prompts[l.prompt].greedy[l.step]) << what;
+      ++l.step;
+    }
+  }
+  for (const Live& l : live) EXPECT_EQ(l.step, f.decode_steps + 1) << "prompt " << l.prompt << " did not finish";
+}
+
+// A rejected batch on one rank (unknown sequence) must not stall the others: that rank joins the
+// step with no tokens and returns its error; the others' step succeeds.
+TEST_P(EpFixtureTest, RejectedBatchOnOneRankDoesNotStallTheGroup) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  RankEngine rank = MakeRankEngine(f.dir, g);
+  ASSERT_TRUE(rank.engine);
+  Engine& e = *rank.engine;
+  std::vector<ForwardOutput> out;
+  SeqId s = *e.NewSequence();
+  if (g.rank() == 0) {
+    Status st = e.Forward({{s + 100, f.prompts[0].prompt, false}}, &out);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  } else {
+    Status st = e.Forward({{s, f.prompts[0].prompt, false}}, &out);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(kernels::ArgMax(out[0].logits.data(), e.config().vocab_size), f.prompts[0].greedy[0]);
+  }
+}
+
+// Resident weight bytes = the dense tensors + this rank's experts, counted independently from the
+// checkpoint's own tensor list (every 2-D tensor; an expert tensor only when placed here).
+TEST_P(EpFixtureTest, ResidentBytesAreDenseWeightsPlusOwnExperts) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  RankEngine rank = MakeRankEngine(f.dir, g);
+  ASSERT_TRUE(rank.engine);
+  auto config = LoadModelConfig(f.dir);
+  auto placement = Placement::Balanced(config->num_experts, g.size());
+  auto ckpt = Checkpoint::Open(f.dir);
+  ASSERT_TRUE(ckpt.ok());
+  const std::regex expert_re(R"(\.experts\.(\d+)\.)");
+  size_t dense = 0, own = 0, all_experts = 0;
+  for (const std::string& name : (*ckpt)->TensorNames()) {
+    auto t = (*ckpt)->Get(name);
+    ASSERT_TRUE(t.ok());
+    if (t->shape.size() != 2) continue;  // norms and biases are not matrices
+    std::smatch m;
+    if (std::regex_search(name, m, expert_re)) {
+      all_experts += t->nbytes;
+      if (placement->Holds(g.rank(), std::stoi(m[1]))) own += t->nbytes;
+    } else {
+      dense += t->nbytes;
+    }
+  }
+  EXPECT_EQ(rank.resident_bytes, dense + own) << f.name << " rank " << g.rank();
+  if (g.size() > 1) {
+    EXPECT_LT(own, all_experts) << "a rank of a group must not hold every expert";
+  }
+  // Every expert is held by some rank: the group's experts add up to the whole model's.
+  std::vector<int64_t> sum = {static_cast<int64_t>(own)};
+  ASSERT_TRUE(g.AllReduceSum(sum, TestDeadline()).ok());
+  if (g.size() <= config->num_experts) {
+    EXPECT_EQ(sum[0], static_cast<int64_t>(all_experts));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, EpFixtureTest, ::testing::ValuesIn(ListFixtures()),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& ch : s) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace shoal::testing
