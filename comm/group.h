@@ -14,6 +14,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/deadline.h"
 #include "common/status.h"
@@ -45,6 +46,13 @@ class Group {
   // groups inside a node, the expert-parallel group across nodes). Collective over this group.
   virtual StatusOr<std::unique_ptr<Group>> Split(int color, int key, Deadline deadline) = 0;
 };
+
+// Byte-string collectives built on AllToAllV (sizes first, bytes second), for control data such as a
+// batch file or results — not for activations.
+// `data` of `root` to every rank (the argument is ignored on other ranks).
+StatusOr<std::string> BroadcastBytes(Group& group, const std::string& data, int root, Deadline deadline);
+// Every rank's `data`, on `root` in rank order; other ranks get an empty vector.
+StatusOr<std::vector<std::string>> GatherBytes(Group& group, const std::string& data, int root, Deadline deadline);
 
 // A group of one rank: collectives are local copies. Used by single-process engines, so that one
 // code path serves 1 and N ranks.

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) into build-fuzz/ and runs each for
-# SHOAL_FUZZ_SECONDS (default 60) on a copy of the committed corpus. New crashes land in build-fuzz/.
+# SHOAL_FUZZ_SECONDS (default 60) each on a copy of the committed corpus. New crashes land in build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SHOAL_FUZZ_SECONDS:-60}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHOAL_CUDA=OFF \
   -DSHOAL_BUILD_FUZZ=ON -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target safetensors_header_fuzz
-work=build-fuzz/corpus-safetensors_header
-mkdir -p "$work"
-cp -n tests/fuzz/corpus/safetensors_header/* "$work"/ 2>/dev/null || true
-./build-fuzz/tests/fuzz/safetensors_header_fuzz -max_total_time="$seconds" -max_len=4096 \
-  -artifact_prefix=build-fuzz/ "$work" 2>&1 | tail -n 5
+targets=(safetensors_header batch_file)
+cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/%/_fuzz}"
+for t in "${targets[@]}"; do
+  work=build-fuzz/corpus-$t
+  mkdir -p "$work"
+  cp -n tests/fuzz/corpus/"$t"/* "$work"/ 2>/dev/null || true
+  echo "== $t"
+  ./build-fuzz/tests/fuzz/"$t"_fuzz -max_total_time="$seconds" -max_len=4096 \
+    -artifact_prefix=build-fuzz/"$t"- "$work" 2>&1 | tail -n 5
+done

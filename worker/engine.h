@@ -59,6 +59,7 @@ class Engine {
   KvCache& kv_cache() { return kv_; }
   ThreadPool& pool() { return pool_; }
   comm::Group& group() { return *group_; }
+  int64_t collective_timeout_ms() const { return collective_timeout_ms_; }
   // Null for a model without MoE layers.
   const comm::ExpertExchange* exchange() const { return exchange_ ? &*exchange_ : nullptr; }
 

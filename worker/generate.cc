@@ -20,22 +20,48 @@ struct SequenceSet {
   }
 };
 
+// Group agreement after each step (one small all-reduce): whether any rank failed, and how many
+// sequences are still live on all ranks together.
+Status AgreeOnStep(comm::Group& group, const Status& local, int64_t live, int64_t timeout_ms, int64_t* group_live) {
+  std::vector<int64_t> v = {local.ok() ? 0 : 1, live};
+  Status st = group.AllReduceSum(v, Deadline::AfterMs(timeout_ms));
+  if (!local.ok()) return local;
+  if (!st.ok()) return st;
+  if (v[0] > 0) {
+    return Unavailable("rank " + std::to_string(group.rank()) + ": stopping because " + std::to_string(v[0]) +
+                       " other rank(s) of the group failed this step (their logs say why)");
+  }
+  *group_live = v[1];
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector<GenerateRequest>& requests,
                                                GenerateStats* stats) {
   const int vocab = engine.config().vocab_size;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (requests[i].prompt.empty()) return InvalidArgument("request " + std::to_string(i) + ": empty prompt");
-    if (requests[i].max_tokens < 1) return InvalidArgument("request " + std::to_string(i) + ": max_tokens must be ≥ 1");
-  }
+  comm::Group& group = engine.group();
+  const int64_t timeout_ms = engine.collective_timeout_ms();
   SequenceSet seqs{engine, {}};
   std::vector<std::mt19937_64> rngs;
-  for (const auto& r : requests) {
-    SHOAL_ASSIGN_OR_RETURN(SeqId s, engine.NewSequence());
-    seqs.ids.push_back(s);
-    rngs.emplace_back(r.seed);
+  // Check the whole batch before the first step; every rank learns whether any rank's batch is bad.
+  Status local = Status::Ok();
+  for (size_t i = 0; i < requests.size() && local.ok(); ++i) {
+    if (requests[i].prompt.empty()) local = InvalidArgument("request " + std::to_string(i) + ": empty prompt");
+    if (requests[i].max_tokens < 1) local = InvalidArgument("request " + std::to_string(i) + ": max_tokens must be ≥ 1");
   }
+  for (size_t i = 0; i < requests.size() && local.ok(); ++i) {
+    StatusOr<SeqId> s = engine.NewSequence();
+    if (!s.ok()) {
+      local = s.status();
+      break;
+    }
+    seqs.ids.push_back(*s);
+    rngs.emplace_back(requests[i].seed);
+  }
+  int64_t group_live = 0;
+  SHOAL_RETURN_IF_ERROR(AgreeOnStep(group, local, static_cast<int64_t>(requests.size()), timeout_ms, &group_live));
+
   std::vector<GenerateResult> results(requests.size());
   std::vector<int32_t> next(requests.size());
   std::vector<bool> live(requests.size(), true);
@@ -54,22 +80,26 @@ StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector
       live[i] = false;
     }
   };
+  auto live_count = [&] { return static_cast<int64_t>(std::count(live.begin(), live.end(), true)); };
 
-  // Prefill: every prompt in one step.
+  // Prefill: every prompt in one step (a rank without requests joins with an empty batch).
   std::vector<ForwardInput> batch;
   for (size_t i = 0; i < requests.size(); ++i) {
     batch.push_back({seqs.ids[i], requests[i].prompt, false});
     stats->prompt_tokens += static_cast<int64_t>(requests[i].prompt.size());
   }
   auto t0 = Clock::now();
-  SHOAL_RETURN_IF_ERROR(engine.Forward(batch, &outs));
-  for (size_t i = 0; i < requests.size(); ++i) accept(i, outs[i].logits);
+  local = engine.Forward(batch, &outs);
+  if (local.ok()) {
+    for (size_t i = 0; i < requests.size(); ++i) accept(i, outs[i].logits);
+  }
+  SHOAL_RETURN_IF_ERROR(AgreeOnStep(group, local, live_count(), timeout_ms, &group_live));
   auto t1 = Clock::now();
   stats->prefill_seconds += Seconds(t0, t1);
 
-  // Decode: one token per live sequence per step.
+  // Decode: one token per live sequence per step, until no rank has a live sequence.
   std::vector<size_t> index;
-  for (;;) {
+  while (group_live > 0) {
     batch.clear();
     index.clear();
     for (size_t i = 0; i < requests.size(); ++i) {
@@ -77,12 +107,14 @@ StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector
       batch.push_back({seqs.ids[i], std::span<const int32_t>(&next[i], 1), false});
       index.push_back(i);
     }
-    if (batch.empty()) break;
-    SHOAL_RETURN_IF_ERROR(engine.Forward(batch, &outs));
-    for (size_t b = 0; b < index.size(); ++b) accept(index[b], outs[b].logits);
-    stats->decode_steps += 1;
-    stats->decode_tokens += static_cast<int64_t>(index.size());
-    stats->decode_weight_bytes += static_cast<double>(engine.last_step_weight_bytes());
+    local = engine.Forward(batch, &outs);
+    if (local.ok()) {
+      for (size_t b = 0; b < index.size(); ++b) accept(index[b], outs[b].logits);
+      stats->decode_steps += 1;
+      stats->decode_tokens += static_cast<int64_t>(index.size());
+      stats->decode_weight_bytes += static_cast<double>(engine.last_step_weight_bytes());
+    }
+    SHOAL_RETURN_IF_ERROR(AgreeOnStep(group, local, live_count(), timeout_ms, &group_live));
   }
   stats->decode_seconds += Seconds(t1, Clock::now());
   return results;

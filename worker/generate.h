@@ -1,5 +1,11 @@
 // Batch generation on one engine: prefill every prompt in one step, then decode all live sequences
-// together until each reaches max_tokens or a stop token. Used by `shoal generate` and the benchmark.
+// together until each reaches max_tokens or a stop token. Used by `shoal generate`, `shoal worker
+// --batch` and the benchmark.
+//
+// On a rank of an expert-parallel group every rank calls Generate with its own requests (possibly
+// none); the ranks step together until no rank has a live sequence, agreeing after every step (one
+// small all-reduce) on whether to go on — so a rank whose requests finish early, or fail, never
+// leaves the others waiting in a collective.
 #pragma once
 
 #include <cstdint>

@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "shoal 0.1.0");
   int exit_code = 0;
   shoal::cli::AddGenerateCommand(app, &exit_code);
+  shoal::cli::AddWorkerCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

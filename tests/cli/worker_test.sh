@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `shoal worker --batch` end to end under mpirun at 1-4 ranks: for every fixture, the JSONL results
+# rank 0 writes carry exactly the greedy tokens HF transformers produced (expected.json), in input
+# order — with more requests than one rank's engine.max_num_seqs (so ranks run waves) and rank counts
+# that do not divide the experts. Then bad input: every rank exits promptly with a named error.
+set -euo pipefail
+shoal=$1
+root=$2
+mpirun=${3:-mpirun}
+export OMPI_MCA_mpi_yield_when_idle=1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+run() { "$mpirun" --allow-run-as-root --oversubscribe -np "$@"; }
+
+# engine.max_num_seqs 2 with 6 requests: at N = 1 and 2 a rank runs its requests in two or three waves.
+cat > "$tmp/small.yaml" <<YAML
+engine:
+  threads: 1
+  max_num_seqs: 2
+kv_cache:
+  block_size: 4
+  memory_mib: 8
+parallel:
+  collective_timeout_ms: 60000
+YAML
+
+fail=0
+for dir in "$root"/tests/fixtures/*/; do
+  name=$(basename "$dir")
+  python3 - "$dir" "$tmp/$name.jsonl" "$tmp/$name.want" <<'PY'
+import json, sys
+meta = json.load(open(sys.argv[1] + "/expected.json"))
+with open(sys.argv[2], "w") as f, open(sys.argv[3], "w") as w:
+    for rep in range(2):
+        for i, p in enumerate(meta["prompts"]):
+            n = len(p["greedy_tokens"]) - rep * 2   # the second copy stops earlier
+            f.write(json.dumps({"id": f"{rep}-{i}", "prompt_ids": p["prompt_ids"], "max_tokens": n}) + "\n")
+            w.write(json.dumps({"id": f"{rep}-{i}", "tokens": p["greedy_tokens"][:n]}) + "\n")
+PY
+  for np in 1 2 3 4; do
+    if ! run "$np" "$shoal" worker --config "$tmp/small.yaml" --model "$dir" --batch "$tmp/$name.jsonl" \
+         --output "$tmp/out.jsonl" 2>"$tmp/err.txt"; then
+      echo "FAIL $name np=$np: exit status $?"; cat "$tmp/err.txt"; fail=1; continue
+    fi
+    got=$(python3 -c 'import json,sys; [print(json.dumps({"id": r["id"], "tokens": r["tokens"]})) for r in map(json.loads, open(sys.argv[1]))]' "$tmp/out.jsonl")
+    if [ "$got" != "$(cat "$tmp/$name.want")" ]; then
+      echo "FAIL $name np=$np: expected"; cat "$tmp/$name.want"; echo "got"; echo "$got"; fail=1
+    else
+      echo "ok   $name np=$np"
+    fi
+  done
+done
+
+# Bad input: exit status non-zero, the error named, and no rank left waiting for a timeout.
+check_error() {  # expected-substring, np, args...
+  local want=$1 np=$2; shift 2
+  set +e
+  out=$(timeout 60 "$mpirun" --allow-run-as-root --oversubscribe -np "$np" "$shoal" worker "$@" 2>&1)
+  rc=$?
+  set -e
+  if [ $rc -eq 0 ] || [ $rc -eq 124 ] || ! grep -qF -- "$want" <<<"$out"; then
+    echo "FAIL error case ($*): rc=$rc, output: $out"; fail=1
+  else
+    echo "ok   error: $want"
+  fi
+}
+model="$root/tests/fixtures/qwen3-moe-f32"
+printf '{"prompt_ids": [1, 2]}\n{"prompt_ids": [1, 99999]}\n' > "$tmp/bad.jsonl"
+check_error "bad.jsonl:2: prompt_ids[1]: must be in [0, 319]" 3 --model "$model" --batch "$tmp/bad.jsonl"
+check_error "cannot open batch file" 2 --model "$model" --batch "$tmp/missing.jsonl"
+check_error "config.json: cannot open" 2 --model /nonexistent --batch "$tmp/bad.jsonl"
+check_error "--batch FILE is required" 1 --model "$model"
+exit $fail

@@ -1,0 +1,210 @@
+// `shoal worker`: one rank of an expert-parallel engine group, launched by mpirun or srun.
+//
+// Every rank loads the dense weights and its placement's experts, runs attention for its own
+// requests and exchanges rows with the group at every MoE layer. With --batch the group runs a file
+// of prompts without a coordinator: rank 0 reads the file and broadcasts it, request i goes to rank
+// i mod N, the ranks generate in lockstep, and rank 0 writes every result in input order.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "comm/mpi/mpi_group.h"
+#include "comm/placement.h"
+#include "common/config.h"
+#include "kernels/kernels.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+#include "tools/shoal/commands.h"
+#include "worker/batch_file.h"
+#include "worker/engine.h"
+#include "worker/generate.h"
+
+namespace shoal::cli {
+
+namespace {
+
+struct WorkerOptions {
+  std::string config_path;
+  std::string model;
+  std::string batch;
+  std::string output;
+  int max_tokens = 16;
+  int threads = -1;
+};
+
+// "0-3,7" for the sorted experts of a rank.
+std::string ExpertRanges(const std::vector<int>& experts) {
+  std::string s;
+  for (size_t i = 0; i < experts.size();) {
+    size_t j = i;
+    while (j + 1 < experts.size() && experts[j + 1] == experts[j] + 1) ++j;
+    s += (s.empty() ? "" : ",") + std::to_string(experts[i]) + (j > i ? "-" + std::to_string(experts[j]) : "");
+    i = j + 1;
+  }
+  return s;
+}
+
+// Every rank learns whether any rank failed; a rank that did returns its own error, the others say
+// which step failed elsewhere.
+Status Agree(comm::Group& g, const Status& local, const std::string& what, Deadline deadline) {
+  std::vector<int64_t> failed = {local.ok() ? 0 : 1};
+  Status st = g.AllReduceSum(failed, deadline);
+  if (!local.ok()) return local;
+  if (!st.ok()) return st;
+  if (failed[0] > 0) return Unavailable(what + " failed on " + std::to_string(failed[0]) + " other rank(s)");
+  return Status::Ok();
+}
+
+StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound(path + ": cannot open batch file");
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size > kMaxBatchFileBytes) {
+    return OutOfRange(path + ": larger than the limit of " + std::to_string(kMaxBatchFileBytes) + " bytes");
+  }
+  in.seekg(0);
+  std::string text(static_cast<size_t>(size), '\0');
+  in.read(text.data(), size);
+  if (!in) return IoError(path + ": read failed");
+  return text;
+}
+
+struct Loaded {
+  ModelConfig model;
+  std::unique_ptr<Engine> engine;
+  size_t resident_bytes = 0;
+  std::vector<int> experts;
+};
+
+StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, EngineConfig* cfg) {
+  if (!o.config_path.empty()) {
+    SHOAL_ASSIGN_OR_RETURN(*cfg, LoadEngineConfig(o.config_path));
+  }
+  if (!o.model.empty()) cfg->model_path = o.model;
+  if (o.threads >= 0) cfg->threads = o.threads;
+  if (cfg->model_path.empty()) return InvalidArgument("no model: pass --model DIR or a --config with model.path");
+  Loaded l;
+  SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg->model_path));
+  SHOAL_ASSIGN_OR_RETURN(Placement placement, Placement::Balanced(l.model.num_experts, g.size()));
+  const int rank = g.rank();
+  l.experts = placement.local_experts(rank);
+  SHOAL_ASSIGN_OR_RETURN(ModelWeights weights,
+                         LoadModelWeights(l.model, cfg->model_path, [&](int, int e) { return placement.Holds(rank, e); }));
+  l.resident_bytes = weights.MatrixBytes();
+  SHOAL_ASSIGN_OR_RETURN(l.engine, Engine::Create(l.model, std::move(weights), *cfg, &g, &placement));
+  return l;
+}
+
+Status RunWorker(const WorkerOptions& o) {
+  if (o.batch.empty()) {
+    return InvalidArgument("--batch FILE is required: serving requests from a coordinator is not implemented yet, "
+                           "so a group runs a batch file of prompts");
+  }
+  SHOAL_ASSIGN_OR_RETURN(auto runtime, comm::MpiRuntime::Init(nullptr, nullptr));
+  SHOAL_ASSIGN_OR_RETURN(auto world, comm::MpiGroup::Create(MPI_COMM_WORLD));
+  comm::Group& g = *world;
+  const int rank = g.rank(), size = g.size();
+  const std::string me = "rank " + std::to_string(rank) + "/" + std::to_string(size);
+
+  // Load; the first agreement waits for the slowest rank's load (parallel.startup_timeout_s).
+  EngineConfig cfg;
+  StatusOr<Loaded> loaded = LoadRank(o, g, &cfg);
+  const Deadline startup = Deadline::AfterMs((cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000);
+  SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", startup).WithContext(me));
+  Loaded& l = *loaded;
+  const auto step_deadline = [&] { return Deadline::AfterMs(cfg.collective_timeout_ms); };
+  std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %d threads, %s kernels\n",
+               me.c_str(), ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
+               l.resident_bytes / 1e6, l.engine->pool().size(), kernels::CpuKernelIsa());
+
+  // The batch: read on rank 0 only (other nodes need not see the file), then broadcast.
+  StatusOr<std::string> text = rank == 0 ? ReadFile(o.batch) : StatusOr<std::string>(std::string());
+  SHOAL_RETURN_IF_ERROR(Agree(g, text.status(), "reading " + o.batch, step_deadline()).WithContext(me));
+  SHOAL_ASSIGN_OR_RETURN(std::string all_text, comm::BroadcastBytes(g, *text, 0, step_deadline()));
+  // Every rank parses the same bytes, so every rank reaches the same verdict; rank 0 explains it.
+  StatusOr<std::vector<BatchRequest>> parsed = ParseBatchFile(all_text, o.batch, l.model.vocab_size, o.max_tokens);
+  if (!parsed.ok()) {
+    if (rank == 0) return parsed.status();
+    return Status(parsed.status().code(), me + ": " + o.batch + " rejected (rank 0 reports why)");
+  }
+  std::vector<BatchRequest>& requests = *parsed;
+
+  std::vector<size_t> mine;
+  for (size_t i = rank; i < requests.size(); i += size) mine.push_back(i);
+  // Waves of at most engine.max_num_seqs sequences; every rank runs as many waves as the busiest.
+  std::vector<int64_t> waves = {(static_cast<int64_t>(mine.size()) + cfg.max_num_seqs - 1) / cfg.max_num_seqs};
+  SHOAL_RETURN_IF_ERROR(g.AllReduceMax(waves, step_deadline()));
+  std::string lines;
+  GenerateStats stats;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t w = 0; w < waves[0]; ++w) {
+    std::vector<GenerateRequest> wave;
+    std::vector<size_t> index;
+    for (size_t k = w * cfg.max_num_seqs; k < mine.size() && k < static_cast<size_t>((w + 1) * cfg.max_num_seqs); ++k) {
+      wave.push_back(requests[mine[k]].request);
+      index.push_back(mine[k]);
+    }
+    SHOAL_ASSIGN_OR_RETURN(std::vector<GenerateResult> results, Generate(*l.engine, wave, &stats));
+    for (size_t k = 0; k < results.size(); ++k) {
+      lines += std::to_string(index[k]) + "\t" + FormatBatchResult(requests[index[k]], results[k]);
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<int64_t> totals = {stats.prompt_tokens, stats.decode_tokens + static_cast<int64_t>(mine.size())};
+  SHOAL_RETURN_IF_ERROR(g.AllReduceSum(totals, step_deadline()));
+  std::fprintf(stderr, "shoal worker %s: %zu requests, %lld prompt + %lld generated tokens\n", me.c_str(), mine.size(),
+               static_cast<long long>(stats.prompt_tokens),
+               static_cast<long long>(stats.decode_tokens + static_cast<int64_t>(mine.size())));
+
+  // Results to rank 0, written in input order.
+  SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> gathered, comm::GatherBytes(g, lines, 0, step_deadline()));
+  if (rank != 0) return Status::Ok();
+  std::vector<std::string> ordered(requests.size());
+  for (const std::string& part : gathered) {
+    std::istringstream in(part);
+    std::string line;
+    while (std::getline(in, line)) {
+      const size_t tab = line.find('\t');
+      const size_t i = std::stoul(line.substr(0, tab));
+      ordered.at(i) = line.substr(tab + 1) + "\n";
+    }
+  }
+  FILE* out = stdout;
+  if (!o.output.empty()) {
+    out = std::fopen(o.output.c_str(), "w");
+    if (!out) return IoError(o.output + ": cannot open for writing");
+  }
+  for (const std::string& line : ordered) std::fputs(line.c_str(), out);
+  if (out != stdout && std::fclose(out) != 0) return IoError(o.output + ": write failed");
+  std::fprintf(stderr, "shoal worker: group of %d, %zu requests: %lld prompt tokens, %lld generated in %.2f s (%.1f tok/s)\n",
+               size, requests.size(), static_cast<long long>(totals[0]), static_cast<long long>(totals[1]), seconds,
+               seconds > 0 ? totals[1] / seconds : 0.0);
+  return Status::Ok();
+}
+
+}  // namespace
+
+void AddWorkerCommand(CLI::App& app, int* exit_code) {
+  auto opts = std::make_shared<WorkerOptions>();
+  CLI::App* cmd = app.add_subcommand("worker", "One rank of an expert-parallel engine group (run under mpirun or srun)");
+  cmd->add_option("--config", opts->config_path, "shoal YAML config (model, engine, KV cache, parallel settings)");
+  cmd->add_option("--model", opts->model, "Hugging Face checkpoint directory (overrides model.path)");
+  cmd->add_option("--batch", opts->batch, "JSONL file of requests to run without a coordinator (read on rank 0)");
+  cmd->add_option("--output", opts->output, "Where rank 0 writes the JSONL results (default: stdout)");
+  cmd->add_option("--max-tokens", opts->max_tokens, "Default max_tokens for requests that give none")
+      ->check(CLI::Range(1, kMaxNewTokens));
+  cmd->add_option("--threads", opts->threads, "CPU threads per rank (overrides engine.threads; 0 = all cores)")
+      ->check(CLI::Range(0, 1024));
+  cmd->callback([opts, exit_code] {
+    Status st = RunWorker(*opts);
+    if (!st.ok()) {
+      std::fprintf(stderr, "shoal worker: error: %s\n", st.ToString().c_str());
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace shoal::cli
