@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -36,11 +37,32 @@ class Group {
   virtual Status AllReduceMax(std::span<int64_t> values, Deadline deadline) = 0;
   virtual Status Barrier(Deadline deadline) = 0;
 
-  // All-to-all with per-peer sizes in bytes. `send` holds the bytes for peer 0, then peer 1, ...
-  // packed back to back (send_bytes[p] each); `recv` receives them the same way from every peer.
-  // Both spans have size() entries, and recv_bytes[p] must equal what peer p sends to this rank.
-  virtual Status AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
-                           std::span<const int64_t> recv_bytes, Deadline deadline) = 0;
+  // Point-to-point messages in one batch (what NCCL's grouped ncclSend/ncclRecv do): the i-th block
+  // this rank sends to peer p is received into the i-th block p posts for this rank, so both sides
+  // must list the same number of blocks per pair with the same sizes. Blocks to and from this rank
+  // itself are copied. Zero-byte blocks are skipped on both sides. Every rank calls it, with empty
+  // lists if it has nothing to move.
+  // `before_send(peer)`, when set, runs once per peer (this rank included) just before that peer's
+  // blocks are posted, peers served in a rotated order (rank+1, rank+2, ...): a caller can fill the
+  // send buffer peer by peer while the blocks of earlier peers are already moving.
+  struct SendBlock {
+    int peer;
+    const void* data;
+    int64_t bytes;
+  };
+  struct RecvBlock {
+    int peer;
+    void* data;
+    int64_t bytes;
+  };
+  virtual Status SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline deadline,
+                          const std::function<void(int peer)>& before_send = nullptr) = 0;
+
+  // All-to-all with per-peer sizes in bytes, on SendRecv: `send` holds the bytes for peer 0, then
+  // peer 1, ... packed back to back (send_bytes[p] each); `recv` receives them the same way. Both
+  // spans have size() entries, and recv_bytes[p] must equal what peer p sends to this rank.
+  Status AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
+                   std::span<const int64_t> recv_bytes, Deadline deadline);
 
   // Sub-group of the ranks passing the same `color`, ordered by `key` then rank (tensor-parallel
   // groups inside a node, the expert-parallel group across nodes). Collective over this group.
@@ -53,6 +75,12 @@ class Group {
 StatusOr<std::string> BroadcastBytes(Group& group, const std::string& data, int root, Deadline deadline);
 // Every rank's `data`, on `root` in rank order; other ranks get an empty vector.
 StatusOr<std::vector<std::string>> GatherBytes(Group& group, const std::string& data, int root, Deadline deadline);
+
+// For backends: copies the blocks a rank addresses to itself (the i-th self send into the i-th self
+// receive, zero-byte blocks skipped); InvalidArgument if they do not pair up (with copy false: only
+// that check, so a backend can reject a call before posting anything).
+Status CopySelfBlocks(int rank, std::span<const Group::SendBlock> sends, std::span<const Group::RecvBlock> recvs,
+                      bool copy = true);
 
 // A group of one rank: collectives are local copies. Used by single-process engines, so that one
 // code path serves 1 and N ranks.

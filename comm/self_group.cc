@@ -5,6 +5,29 @@
 
 namespace shoal::comm {
 
+// Copies the i-th self-addressed send block into the i-th self-addressed receive block (skipping
+// zero-byte blocks on both sides); shared by every backend for the rank's own blocks. With copy false
+// it only checks that the blocks pair up, so a backend can reject a call before posting anything.
+Status CopySelfBlocks(int rank, std::span<const Group::SendBlock> sends, std::span<const Group::RecvBlock> recvs,
+                      bool copy) {
+  size_t r = 0;
+  for (const Group::SendBlock& s : sends) {
+    if (s.peer != rank || s.bytes == 0) continue;
+    while (r < recvs.size() && (recvs[r].peer != rank || recvs[r].bytes == 0)) ++r;
+    if (r == recvs.size() || recvs[r].bytes != s.bytes) {
+      return InvalidArgument("rank " + std::to_string(rank) + ": send/receive: the blocks this rank sends itself " +
+                             "do not match the blocks it receives from itself");
+    }
+    if (copy) std::memcpy(recvs[r].data, s.data, static_cast<size_t>(s.bytes));
+    ++r;
+  }
+  while (r < recvs.size() && (recvs[r].peer != rank || recvs[r].bytes == 0)) ++r;
+  if (r != recvs.size()) {
+    return InvalidArgument("rank " + std::to_string(rank) + ": send/receive: more blocks received from itself than sent");
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 class SelfGroup final : public Group {
@@ -17,13 +40,17 @@ class SelfGroup final : public Group {
   Status AllReduceMax(std::span<int64_t>, Deadline) override { return Status::Ok(); }
   Status Barrier(Deadline) override { return Status::Ok(); }
 
-  Status AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
-                   std::span<const int64_t> recv_bytes, Deadline) override {
-    if (send_bytes.size() != 1 || recv_bytes.size() != 1 || send_bytes[0] != recv_bytes[0] || send_bytes[0] < 0) {
-      return InvalidArgument("self group all-to-all: expected one peer sending as many bytes as it receives");
+  Status SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline,
+                  const std::function<void(int)>& before_send) override {
+    for (const SendBlock& s : sends) {
+      if (s.peer != 0 || s.bytes < 0) return InvalidArgument("self group: a send block names a rank other than 0");
     }
-    if (send_bytes[0] > 0) std::memcpy(recv, send, static_cast<size_t>(send_bytes[0]));
-    return Status::Ok();
+    for (const RecvBlock& r : recvs) {
+      if (r.peer != 0 || r.bytes < 0) return InvalidArgument("self group: a receive block names a rank other than 0");
+    }
+    SHOAL_RETURN_IF_ERROR(CopySelfBlocks(0, sends, recvs, /*copy=*/false));
+    if (before_send) before_send(0);
+    return CopySelfBlocks(0, sends, recvs, /*copy=*/true);
   }
 
   StatusOr<std::unique_ptr<Group>> Split(int, int, Deadline) override { return MakeSelfGroup(); }

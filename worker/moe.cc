@@ -43,8 +43,9 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
                           ex.expert_out() + b * H, pool);
   }
 
-  SHOAL_RETURN_IF_ERROR(ex.Combine(out, Deadline::AfterMs(timeout_ms)));
+  SHOAL_RETURN_IF_ERROR(ex.Combine(Deadline::AfterMs(timeout_ms)));
   SHOAL_RETURN_IF_ERROR(missing);
+  ex.WeightedSum(out);
 
   if (L.shared_expert.present() && T > 0) {
     ws.shared_out.resize(static_cast<size_t>(T * H));

@@ -177,43 +177,36 @@ Status MpiGroup::Barrier(Deadline deadline) {
   return WaitAll("barrier", deadline);
 }
 
-Status MpiGroup::AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
-                           std::span<const int64_t> recv_bytes, Deadline deadline) {
-  const std::string what = "all-to-all #" + std::to_string(calls_);
+Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline deadline,
+                          const std::function<void(int)>& before_send) {
+  const std::string what = "send/receive #" + std::to_string(calls_);
   SHOAL_RETURN_IF_ERROR(CheckUsable(what.c_str()));
-  if (send_bytes.size() != static_cast<size_t>(size_) || recv_bytes.size() != static_cast<size_t>(size_)) {
-    return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": expected " + std::to_string(size_) +
-                           " send and receive sizes");
-  }
-  for (int p = 0; p < size_; ++p) {
-    if (send_bytes[p] < 0 || recv_bytes[p] < 0) {
-      return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": negative size for rank " +
-                             std::to_string(p));
+  for (const SendBlock& b : sends) {
+    if (b.peer < 0 || b.peer >= size_ || b.bytes < 0) {
+      return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": send block for rank " +
+                             std::to_string(b.peer) + " of " + std::to_string(b.bytes) + " bytes");
     }
   }
-  if (send_bytes[rank_] != recv_bytes[rank_]) {
-    return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": sends itself " +
-                           std::to_string(send_bytes[rank_]) + " bytes but expects " +
-                           std::to_string(recv_bytes[rank_]));
+  for (const RecvBlock& b : recvs) {
+    if (b.peer < 0 || b.peer >= size_ || b.bytes < 0) {
+      return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": receive block for rank " +
+                             std::to_string(b.peer) + " of " + std::to_string(b.bytes) + " bytes");
+    }
   }
+  // Rejected before anything is posted: a posted receive must never outlive its call.
+  SHOAL_RETURN_IF_ERROR(CopySelfBlocks(rank_, sends, recvs, /*copy=*/false).WithContext(what));
   const int tag = static_cast<int>(calls_ % tag_limit_);
   ++calls_;
-  const auto* src = static_cast<const uint8_t*>(send);
-  auto* dst = static_cast<uint8_t*>(recv);
-  std::vector<int64_t> send_off(size_ + 1, 0), recv_off(size_ + 1, 0);
-  for (int p = 0; p < size_; ++p) {
-    send_off[p + 1] = send_off[p] + send_bytes[p];
-    recv_off[p + 1] = recv_off[p] + recv_bytes[p];
-  }
   requests_.clear();
   peer_of_.clear();
   is_send_.clear();
-  auto post = [&](bool is_send, int peer, int64_t offset, int64_t bytes) -> Status {
+  auto post = [&](bool is_send, int peer, const void* data, int64_t bytes) -> Status {
     for (int64_t done = 0; done < bytes; done += kMaxMessageBytes) {
       const int chunk = static_cast<int>(std::min(kMaxMessageBytes, bytes - done));
       MPI_Request req;
-      const int rc = is_send ? MPI_Isend(src + offset + done, chunk, MPI_BYTE, peer, tag, comm_, &req)
-                             : MPI_Irecv(dst + offset + done, chunk, MPI_BYTE, peer, tag, comm_, &req);
+      const int rc = is_send ? MPI_Isend(static_cast<const uint8_t*>(data) + done, chunk, MPI_BYTE, peer, tag, comm_, &req)
+                             : MPI_Irecv(static_cast<uint8_t*>(const_cast<void*>(data)) + done, chunk, MPI_BYTE, peer,
+                                         tag, comm_, &req);
       if (rc != MPI_SUCCESS) {
         broken_ = true;
         broken_reason_ = what + " failed";
@@ -226,19 +219,32 @@ Status MpiGroup::AllToAllV(const void* send, std::span<const int64_t> send_bytes
     }
     return Status::Ok();
   };
-  // Receives first so arriving data finds a posted buffer; peers in a rotated order (rank+1, rank+2,
-  // ...) so that not every rank sends to rank 0 first.
-  for (int i = 1; i < size_; ++i) {
-    const int p = (rank_ + size_ - i) % size_;
-    SHOAL_RETURN_IF_ERROR(post(false, p, recv_off[p], recv_bytes[p]));
+  // Receives first so arriving data finds a posted buffer (MPI keeps the order of messages between
+  // two ranks with one tag, which pairs the i-th send with the i-th receive).
+  for (const RecvBlock& b : recvs) {
+    if (b.peer != rank_ && b.bytes > 0) SHOAL_RETURN_IF_ERROR(post(false, b.peer, b.data, b.bytes));
   }
-  for (int i = 1; i < size_; ++i) {
+  // Peers in a rotated order (rank+1, rank+2, ...) so that not every rank sends to rank 0 first; a
+  // poll after each peer lets MPI progress the transfers already posted while the caller fills the
+  // next peer's buffer.
+  std::vector<std::vector<const SendBlock*>> by_peer(size_);
+  for (const SendBlock& b : sends) {
+    if (b.bytes > 0) by_peer[b.peer].push_back(&b);
+  }
+  std::vector<int> done(16);
+  for (int i = 1; i <= size_; ++i) {
     const int p = (rank_ + i) % size_;
-    SHOAL_RETURN_IF_ERROR(post(true, p, send_off[p], send_bytes[p]));
+    if (before_send) before_send(p);
+    if (p == rank_) continue;
+    for (const SendBlock* b : by_peer[p]) SHOAL_RETURN_IF_ERROR(post(true, p, b->data, b->bytes));
+    if (before_send && !requests_.empty()) {
+      // Completed requests become MPI_REQUEST_NULL, which WaitAll skips.
+      int outcount = 0;
+      done.resize(requests_.size());
+      MPI_Testsome(static_cast<int>(requests_.size()), requests_.data(), &outcount, done.data(), MPI_STATUSES_IGNORE);
+    }
   }
-  if (send_bytes[rank_] > 0) {
-    std::memcpy(dst + recv_off[rank_], src + send_off[rank_], static_cast<size_t>(send_bytes[rank_]));
-  }
+  SHOAL_RETURN_IF_ERROR(CopySelfBlocks(rank_, sends, recvs).WithContext(what));  // checked above
   return WaitAll(what, deadline);
 }
 

@@ -1,8 +1,8 @@
 // The MPI backend of comm::Group (host buffers; OpenMPI on CPU-only machines).
 //
-// Every collective is non-blocking underneath (Isend/Irecv for all-to-all-v, Iallreduce, Ibarrier)
+// Every collective is non-blocking underneath (Isend/Irecv for send/receive, Iallreduce, Ibarrier)
 // and is completed by polling MPI_Testsome against the deadline, so a peer that never arrives gives
-// DeadlineExceeded ("rank 1: all-to-all #42: no message from ranks 2 within 300 ms") rather than a
+// DeadlineExceeded ("rank 1 of 3: send/receive #42: still waiting for ranks 2 when the deadline passed") rather than a
 // hang. After a timeout the abandoned receives are cancelled, but a send to the stalled peer cannot
 // be: the caller's send buffer of the failed call must stay allocated while the process runs (the
 // engine's exchange buffers do). The poll loop yields the core between polls: with more ranks than cores (2-core CI running 4
@@ -46,8 +46,8 @@ class MpiGroup final : public Group {
   Status AllReduceSum(std::span<int64_t> values, Deadline deadline) override;
   Status AllReduceMax(std::span<int64_t> values, Deadline deadline) override;
   Status Barrier(Deadline deadline) override;
-  Status AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
-                   std::span<const int64_t> recv_bytes, Deadline deadline) override;
+  Status SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline deadline,
+                  const std::function<void(int)>& before_send = nullptr) override;
   StatusOr<std::unique_ptr<Group>> Split(int color, int key, Deadline deadline) override;
 
  private:
@@ -61,7 +61,7 @@ class MpiGroup final : public Group {
   MPI_Comm comm_;
   int rank_, size_;
   int tag_limit_ = 32767;
-  int64_t calls_ = 0;       // all-to-all calls so far; the tag of call n is n mod tag_limit_
+  int64_t calls_ = 0;       // send/receive calls so far; the tag of call n is n mod tag_limit_
   bool broken_ = false;     // a collective timed out or failed; the group cannot be used again
   std::string broken_reason_;
   std::vector<MPI_Request> requests_;

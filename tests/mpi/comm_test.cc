@@ -2,8 +2,8 @@
 //
 // Routing is checked exactly: every payload row encodes its origin rank and token index, every rank
 // derives the whole group's routing from shared seeds, and each rank checks that it received exactly
-// the rows placement says it serves, grouped by expert in (origin rank, token) order, and that combine
-// returns each token's weighted sum. Values are small integers and powers of two, so the sums are
+// the rows placement says it serves, grouped by expert in (origin rank, token) order, that combine
+// brings every (token, choice) output home, and that the weighted sum adds them up. Values are small integers and powers of two, so the sums are
 // exact and compared with ==.
 #include <gtest/gtest.h>
 
@@ -153,8 +153,17 @@ void CheckExchange(int E, int K, int64_t H, int64_t tokens_per_rank, Pattern pat
       for (int64_t i = 0; i < H; ++i) ex->expert_out()[r * H + i] = (local[li] + 1) * ex->expert_rows()[r * H + i];
     }
   }
+  ASSERT_TRUE(ex->Combine(TestDeadline()).ok());
+  for (int64_t t = 0; t < mine.tokens; ++t) {
+    for (int j = 0; j < K; ++j) {
+      const float* row = ex->combined_row(t, j);
+      for (int64_t i = 0; i < H; ++i) {
+        ASSERT_EQ(row[i], (mine.ids[t * K + j] + 1) * Payload(me, t, i)) << "token " << t << " choice " << j;
+      }
+    }
+  }
   std::vector<float> out(static_cast<size_t>(mine.tokens * H), -1.0f);
-  ASSERT_TRUE(ex->Combine(out.data(), TestDeadline()).ok());
+  ex->WeightedSum(out.data());
   for (int64_t t = 0; t < mine.tokens; ++t) {
     for (int64_t i = 0; i < H; ++i) {
       float want = 0.0f;
@@ -187,7 +196,8 @@ TEST(ExpertExchange, EveryRankEmpty) {
   ASSERT_TRUE(ex.ok());
   ASSERT_TRUE(ex->Dispatch(nullptr, 0, nullptr, nullptr, TestDeadline()).ok());
   EXPECT_EQ(ex->num_expert_rows(), 0);
-  ASSERT_TRUE(ex->Combine(nullptr, TestDeadline()).ok());
+  ASSERT_TRUE(ex->Combine(TestDeadline()).ok());
+  ex->WeightedSum(nullptr);
 }
 
 TEST(ExpertExchange, CountersCountOnlyOtherRanks) {
@@ -202,7 +212,8 @@ TEST(ExpertExchange, CountersCountOnlyOtherRanks) {
   std::vector<float> w(R, 1.0f), x(static_cast<size_t>(R) * 4, 1.0f), out(x.size());
   ASSERT_TRUE(ex->Dispatch(x.data(), R, ids.data(), w.data(), TestDeadline()).ok());
   std::fill(ex->expert_out(), ex->expert_out() + ex->num_expert_rows() * 4, 2.0f);
-  ASSERT_TRUE(ex->Combine(out.data(), TestDeadline()).ok());
+  ASSERT_TRUE(ex->Combine(TestDeadline()).ok());
+  ex->WeightedSum(out.data());
   EXPECT_EQ(ex->counters().rows_sent, R - 1);
   EXPECT_EQ(ex->counters().rows_received, R - 1);
   EXPECT_EQ(out, std::vector<float>(x.size(), 2.0f));

@@ -8,5 +8,6 @@ namespace shoal::cli {
 
 void AddGenerateCommand(CLI::App& app, int* exit_code);
 void AddWorkerCommand(CLI::App& app, int* exit_code);
+void AddBenchCommand(CLI::App& app, int* exit_code);
 
 }  // namespace shoal::cli

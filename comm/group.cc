@@ -1,4 +1,4 @@
-// BroadcastBytes / GatherBytes over Group::AllToAllV.
+// Group::AllToAllV, BroadcastBytes and GatherBytes: collectives built on Group::SendRecv.
 #include <string>
 #include <vector>
 
@@ -16,6 +16,25 @@ Status CheckRoot(const Group& g, int root) {
 }
 
 }  // namespace
+
+Status Group::AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
+                        std::span<const int64_t> recv_bytes, Deadline deadline) {
+  const int R = size();
+  if (send_bytes.size() != static_cast<size_t>(R) || recv_bytes.size() != static_cast<size_t>(R)) {
+    return InvalidArgument("rank " + std::to_string(rank()) + ": all-to-all: expected " + std::to_string(R) +
+                           " send and receive sizes");
+  }
+  std::vector<SendBlock> sends;
+  std::vector<RecvBlock> recvs;
+  int64_t s_off = 0, r_off = 0;
+  for (int p = 0; p < R; ++p) {
+    sends.push_back({p, static_cast<const uint8_t*>(send) + s_off, send_bytes[p]});
+    recvs.push_back({p, static_cast<uint8_t*>(recv) + r_off, recv_bytes[p]});
+    s_off += send_bytes[p];
+    r_off += recv_bytes[p];
+  }
+  return SendRecv(sends, recvs, deadline);
+}
 
 StatusOr<std::string> BroadcastBytes(Group& g, const std::string& data, int root, Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(CheckRoot(g, root));
