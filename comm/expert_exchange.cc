@@ -71,9 +71,27 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
       ++send_counts_[block];
     }
   }
-  // Blocks in (destination, expert) order; within a block, rows in token order.
+  // Layout of rows_: per destination, its small blocks (coalesced into one message) and then its
+  // large blocks (one message each), each group in expert order; within a block, token order.
+  const int64_t row_bytes = H * static_cast<int64_t>(sizeof(float));
   send_start_.assign(slot_base_[R], 0);
-  for (int64_t b = 1; b < slot_base_[R]; ++b) send_start_[b] = send_start_[b - 1] + send_counts_[b - 1];
+  dest_begin_.assign(R + 1, 0);
+  small_rows_to_.assign(R, 0);
+  {
+    int64_t n = 0;
+    for (int d = 0; d < R; ++d) {
+      dest_begin_[d] = n;
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t b = slot_base_[d]; b < slot_base_[d + 1]; ++b) {
+          if (IsLarge(send_counts_[b]) != (pass == 1)) continue;
+          send_start_[b] = n;
+          n += send_counts_[b];
+          if (pass == 0) small_rows_to_[d] += send_counts_[b];
+        }
+      }
+    }
+    dest_begin_[R] = n;
+  }
   const int64_t S = T * K;
   row_of_.resize(static_cast<size_t>(S));
   row_token_.resize(static_cast<size_t>(S));
@@ -124,35 +142,57 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   expert_rows_.resize(static_cast<size_t>(M * H));
   expert_out_.resize(static_cast<size_t>(M * H));
   rows_.resize(static_cast<size_t>(S * H));
+  // Small blocks from each origin arrive as one message into a staging area, in expert order.
+  small_begin_.assign(R + 1, 0);
+  for (int src = 0; src < R; ++src) {
+    int64_t n = 0;
+    for (int i = 0; i < L && src != me; ++i) n += IsLarge(recv_counts_[src * L + i]) ? 0 : recv_counts_[src * L + i];
+    small_begin_[src + 1] = small_begin_[src] + n;
+  }
+  staging_.resize(static_cast<size_t>(small_begin_[R] * H));
 
-  // 4. Rows: one block per (peer, expert), contiguous on both sides; the send side is packed peer
-  //    by peer just before that peer's blocks are posted.
-  const int64_t row_bytes = H * static_cast<int64_t>(sizeof(float));
+  // 4. Rows. Per peer: the coalesced small blocks, then each large block landing in place. The send
+  //    side is packed peer by peer just before that peer's messages are posted. Rows for this rank
+  //    itself skip the packing: they go from x straight to their expert-major place.
   sends_.clear();
   recvs_.clear();
   rows_to_.assign(R, 0);
   rows_from_.assign(R, 0);
   for (int d = 0; d < R; ++d) {
+    rows_to_[d] = dest_begin_[d + 1] - dest_begin_[d];
+    if (d == me) continue;
+    sends_.push_back({d, rows_.data() + dest_begin_[d] * H, small_rows_to_[d] * row_bytes});
     for (int64_t b = slot_base_[d]; b < slot_base_[d + 1]; ++b) {
-      sends_.push_back({d, rows_.data() + send_start_[b] * H, send_counts_[b] * row_bytes});
-      rows_to_[d] += send_counts_[b];
+      if (IsLarge(send_counts_[b])) sends_.push_back({d, rows_.data() + send_start_[b] * H, send_counts_[b] * row_bytes});
     }
   }
   for (int src = 0; src < R; ++src) {
+    for (int i = 0; i < L; ++i) rows_from_[src] += recv_counts_[src * L + i];
+    if (src == me) continue;
+    recvs_.push_back({src, staging_.data() + small_begin_[src] * H, (small_begin_[src + 1] - small_begin_[src]) * row_bytes});
     for (int i = 0; i < L; ++i) {
-      recvs_.push_back({src, expert_rows_.data() + recv_start_[src * L + i] * H, recv_counts_[src * L + i] * row_bytes});
-      rows_from_[src] += recv_counts_[src * L + i];
+      const int64_t n = recv_counts_[src * L + i];
+      if (IsLarge(n)) recvs_.push_back({src, expert_rows_.data() + recv_start_[src * L + i] * H, n * row_bytes});
     }
   }
   auto pack = [&](int d) {
-    const int64_t begin = send_start_.empty() ? 0 : send_start_[slot_base_[d]];
-    const int64_t end = slot_base_[d + 1] == slot_base_[d] ? begin
-                                                            : send_start_[slot_base_[d + 1] - 1] + send_counts_[slot_base_[d + 1] - 1];
-    for (int64_t r = begin; r < end; ++r) {
+    if (d == me) {
+      for (int i = 0; i < L; ++i) {
+        const int64_t b = slot_base_[me] + i;
+        float* dst = expert_rows_.data() + recv_start_[me * L + i] * H;
+        for (int64_t k = 0; k < send_counts_[b]; ++k) {
+          std::memcpy(dst + k * H, x + static_cast<int64_t>(row_token_[send_start_[b] + k]) * H,
+                      static_cast<size_t>(row_bytes));
+        }
+      }
+      return;
+    }
+    for (int64_t r = dest_begin_[d]; r < dest_begin_[d + 1]; ++r) {
       std::memcpy(rows_.data() + r * H, x + static_cast<int64_t>(row_token_[r]) * H, static_cast<size_t>(row_bytes));
     }
   };
   SHOAL_RETURN_IF_ERROR(Remember(group_->SendRecv(sends_, recvs_, deadline, pack)));
+  MoveSmallBlocks(/*to_experts=*/true);
   for (int p = 0; p < R; ++p) {
     if (p == me) continue;
     counters_.rows_sent += rows_to_[p];
@@ -170,16 +210,28 @@ Status ExpertExchange::Combine(Deadline deadline) {
   const int64_t H = hidden_, row_bytes = H * static_cast<int64_t>(sizeof(float));
   // The reverse of Dispatch's blocks: outputs leave from expert-major places and land where the
   // origin packed the rows (rows_, free again now that Dispatch's sends are complete).
+  MoveSmallBlocks(/*to_experts=*/false);
+  // This rank's own rows: expert-major place → where the origin side expects them.
+  for (int i = 0; i < L; ++i) {
+    const int64_t b = slot_base_[me] + i;
+    std::memcpy(rows_.data() + send_start_[b] * H, expert_out_.data() + recv_start_[me * L + i] * H,
+                static_cast<size_t>(send_counts_[b] * row_bytes));
+  }
   sends_.clear();
   recvs_.clear();
   for (int src = 0; src < R; ++src) {
+    if (src == me) continue;
+    sends_.push_back({src, staging_.data() + small_begin_[src] * H, (small_begin_[src + 1] - small_begin_[src]) * row_bytes});
     for (int i = 0; i < L; ++i) {
-      sends_.push_back({src, expert_out_.data() + recv_start_[src * L + i] * H, recv_counts_[src * L + i] * row_bytes});
+      const int64_t n = recv_counts_[src * L + i];
+      if (IsLarge(n)) sends_.push_back({src, expert_out_.data() + recv_start_[src * L + i] * H, n * row_bytes});
     }
   }
   for (int d = 0; d < R; ++d) {
+    if (d == me) continue;
+    recvs_.push_back({d, rows_.data() + dest_begin_[d] * H, small_rows_to_[d] * row_bytes});
     for (int64_t b = slot_base_[d]; b < slot_base_[d + 1]; ++b) {
-      recvs_.push_back({d, rows_.data() + send_start_[b] * H, send_counts_[b] * row_bytes});
+      if (IsLarge(send_counts_[b])) recvs_.push_back({d, rows_.data() + send_start_[b] * H, send_counts_[b] * row_bytes});
     }
   }
   SHOAL_RETURN_IF_ERROR(Remember(group_->SendRecv(sends_, recvs_, deadline)));
@@ -189,6 +241,25 @@ Status ExpertExchange::Combine(Deadline deadline) {
     counters_.bytes_received += rows_to_[p] * row_bytes;
   }
   return Status::Ok();
+}
+
+void ExpertExchange::MoveSmallBlocks(bool to_experts) {
+  const int R = group_->size(), L = static_cast<int>(local_experts_.size());
+  const size_t H = static_cast<size_t>(hidden_);
+  for (int src = 0; src < R; ++src) {
+    if (src == group_->rank()) continue;  // own rows never go through staging
+    int64_t at = small_begin_[src];
+    for (int i = 0; i < L; ++i) {
+      const int64_t n = recv_counts_[src * L + i];
+      if (n == 0 || IsLarge(n)) continue;
+      if (to_experts) {
+        std::memcpy(expert_rows_.data() + recv_start_[src * L + i] * H, staging_.data() + at * H, n * H * sizeof(float));
+      } else {
+        std::memcpy(staging_.data() + at * H, expert_out_.data() + recv_start_[src * L + i] * H, n * H * sizeof(float));
+      }
+      at += n;
+    }
+  }
 }
 
 void ExpertExchange::WeightedSum(float* out) const {

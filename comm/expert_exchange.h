@@ -16,8 +16,10 @@
 //                      order a single process uses, so 1 and N ranks give bit-identical results.
 //
 // Layout costs: the origin packs its rows per destination (one copy, done peer by peer while earlier
-// peers' blocks are already moving); receiving and combining copy nothing beyond the transfer itself,
-// because blocks are contiguous on both sides. A row that goes to k experts on one rank travels k
+// peers' blocks are already moving); a block of at least 64 KiB is received and sent back in place,
+// with no copy beyond the transfer, because it is contiguous on both sides; smaller blocks between
+// two ranks share one message through a staging copy (cheap at their size, and one rendezvous
+// instead of many). A row that goes to k experts on one rank travels k
 // times; deduplicating per rank (as DeepEP's normal kernels do) would save bytes when a rank holds
 // many of a token's experts, at the price of an expanding copy on the receiver.
 //
@@ -72,6 +74,14 @@ class ExpertExchange {
 
  private:
   ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k);
+  // Blocks of at least kLargeBlockBytes travel as their own message, straight into place; smaller
+  // blocks between two ranks are coalesced into one message (and copied in and out of staging_),
+  // since a message per block costs a rendezvous each. Both sides decide from the exchanged counts.
+  static constexpr int64_t kLargeBlockBytes = 64 * 1024;
+  bool IsLarge(int64_t rows) const { return rows * hidden_ * static_cast<int64_t>(sizeof(float)) >= kLargeBlockBytes; }
+  // Staging ⇄ expert-major rows for the small blocks: after dispatch into expert_rows_, before
+  // combine out of expert_out_.
+  void MoveSmallBlocks(bool to_experts);
   // Records a failed group call: from then on the exchange refuses to run and leaves its buffers
   // untouched, since an abandoned send may still read them (comm/mpi/mpi_group.h).
   Status Remember(Status st);
@@ -94,12 +104,16 @@ class ExpertExchange {
   std::vector<int32_t> row_token_;    // [rows] the token each packed row comes from
   std::vector<int8_t> sum_order_;     // [T, K] choices in ascending expert order
   std::vector<float> rows_;           // dispatch send buffer, then combine receive buffer
+  std::vector<int64_t> dest_begin_;   // [R + 1] first row of each destination in rows_
+  std::vector<int64_t> small_rows_to_;  // [R] rows in each destination's coalesced message
 
   // Expert side.
   std::vector<int64_t> recv_counts_;  // [R, L] rows per (origin, local expert)
   std::vector<int64_t> recv_start_;   // [R, L] first row of each block in expert_rows_
   std::vector<int64_t> expert_offsets_{0};
   std::vector<float> expert_rows_, expert_out_;
+  std::vector<int64_t> small_begin_;  // [R + 1] each origin's coalesced rows in staging_
+  std::vector<float> staging_;
 
   std::vector<int64_t> rows_to_, rows_from_;
   std::vector<Group::SendBlock> sends_;

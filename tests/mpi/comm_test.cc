@@ -189,6 +189,13 @@ TEST(ExpertExchange, AllTokensToOneExpert) {
 
 TEST(ExpertExchange, WideRows) { CheckExchange(8, 2, 2048, 9, Pattern::kRandom, 3); }
 
+// Blocks of ≥ 64 KiB travel as their own messages straight into place; smaller ones are coalesced per
+// peer. 16 KiB rows and ~5 rows per (origin, expert) give a mix of both in one exchange.
+TEST(ExpertExchange, LargeAndSmallBlocksMixed) {
+  for (uint64_t seed : {1, 2}) CheckExchange(8, 2, 4096, 20, Pattern::kRandom, seed);
+  CheckExchange(4, 2, 2048, 40, Pattern::kAllToOneExpert, 5);
+}
+
 TEST(ExpertExchange, EveryRankEmpty) {
   comm::Group& g = World();
   auto placement = Placement::Balanced(4, g.size());

@@ -7,7 +7,7 @@
 // payload; ours also exchanges the row counts first and packs rows per destination, the raw side
 // sends buffers that are already packed). The weighted sum after combine is not timed.
 // Bytes: what a rank sends in both phases, self included (nccl-tests' "size"); algbw = bytes / time,
-// busbw = algbw × (N-1)/N. Times are the slowest rank's mean. "wrong" counts elements of the
+// busbw = algbw × (N-1)/N. Times: the slowest rank's mean per round, median of 8 alternating rounds. "wrong" counts elements of the
 // dispatched rows and combined outputs that differ from what their encoded origin implies.
 #include <mpi.h>
 
@@ -36,7 +36,7 @@ struct A2aOptions {
   int experts = 128;
   int64_t min_tokens = 1, max_tokens = 4096;
   int warmup = 3;
-  double seconds_per_size = 0.3;  // iterations per size: enough to fill this, between 5 and 200
+  double seconds_per_size = 0.3;  // iterations per size: enough to fill this, between 8 and 400
   int64_t max_mib = 3072;         // skip sizes whose buffers would exceed this per rank
   int64_t timeout_ms = 120000;
 };
@@ -153,8 +153,9 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
                                                       std::accumulate(c_recv.begin(), c_recv.end(), int64_t{0}))) + 1);
   const auto dsd = displs(d_send), drd = displs(d_recv), csd = displs(c_send), crd = displs(c_recv);
 
+  int warmup = o.warmup;
   auto time_loop = [&](auto&& body, int iters) -> StatusOr<double> {
-    for (int i = 0; i < o.warmup; ++i) SHOAL_RETURN_IF_ERROR(body());
+    for (int i = 0; i < warmup; ++i) SHOAL_RETURN_IF_ERROR(body());
     SHOAL_RETURN_IF_ERROR(g.Barrier(deadline()));
     const auto t0 = Clock::now();
     for (int i = 0; i < iters; ++i) SHOAL_RETURN_IF_ERROR(body());
@@ -175,18 +176,30 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
     }
     return rc == MPI_SUCCESS ? Status::Ok() : Unavailable("MPI_Alltoallv failed");
   };
-  // Iterations from one probe of the raw call, agreed by all ranks.
+  // Iterations from one probe of the raw call, agreed by all ranks; warm-up only before that probe
+  // and the first timed rounds.
   SHOAL_ASSIGN_OR_RETURN(double probe_us, time_loop(raw, 1));
-  std::vector<int64_t> iters = {std::clamp<int64_t>(static_cast<int64_t>(o.seconds_per_size * 1e6 / 2 / std::max(probe_us, 1.0)), 5, 200)};
+  for (int i = 0; i < o.warmup; ++i) SHOAL_RETURN_IF_ERROR(ours());
+  warmup = 0;
+  std::vector<int64_t> iters = {
+      std::clamp<int64_t>(static_cast<int64_t>(o.seconds_per_size * 1e6 / 2 / std::max(probe_us, 1.0)), 8, 400)};
   SHOAL_RETURN_IF_ERROR(g.AllReduceMax(iters, deadline()));
-  // Interleaved halves so drift in a noisy machine hits both sides alike.
-  double ours_us = 0, raw_us = 0;
-  for (int half = 0; half < 2; ++half) {
-    SHOAL_ASSIGN_OR_RETURN(double a, time_loop(ours, static_cast<int>(iters[0] / 2 + 1)));
-    SHOAL_ASSIGN_OR_RETURN(double b, time_loop(raw, static_cast<int>(iters[0] / 2 + 1)));
-    ours_us += a / 2;
-    raw_us += b / 2;
+  // Alternating rounds, median of each side: bursts of noise on a shared machine hit both sides
+  // alike and do not drag the result.
+  constexpr int kRounds = 8;
+  const int per_round = static_cast<int>(std::max<int64_t>(1, iters[0] / kRounds));
+  std::vector<double> ours_t, raw_t;
+  for (int round = 0; round < kRounds; ++round) {
+    SHOAL_ASSIGN_OR_RETURN(double a, time_loop(ours, per_round));
+    SHOAL_ASSIGN_OR_RETURN(double b, time_loop(raw, per_round));
+    ours_t.push_back(a);
+    raw_t.push_back(b);
   }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
+  const double ours_us = median(ours_t), raw_us = median(raw_t);
   res.ours_us = ours_us;
   res.raw_us = raw_us;
   std::vector<int64_t> wrong = {res.wrong};
