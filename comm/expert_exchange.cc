@@ -113,17 +113,59 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
     std::sort(o, o + K, [&](int8_t a, int8_t b) { return topk_ids[t * K + a] < topk_ids[t * K + b]; });
   }
 
-  // 2. Counts first: each destination gets the counts of its own experts.
-  recv_counts_.assign(static_cast<size_t>(R) * L, 0);
-  {
-    std::vector<int64_t> send_bytes(R), recv_bytes(R, static_cast<int64_t>(L * sizeof(int64_t)));
-    for (int d = 0; d < R; ++d) send_bytes[d] = (slot_base_[d + 1] - slot_base_[d]) * static_cast<int64_t>(sizeof(int64_t));
-    SHOAL_RETURN_IF_ERROR(
-        Remember(group_->AllToAllV(send_counts_.data(), send_bytes, recv_counts_.data(), recv_bytes, deadline)));
+  // 2. Counts first. Every peer gets one message: the counts of its own experts, followed — when
+  //    the rows for it total at most kEagerBytes — by those rows, so that decode-sized steps need no
+  //    separate round trip for the counts. The receiver posts a receive of the largest size such a
+  //    message can have and reads the counts from its head.
+  rows_to_.assign(R, 0);
+  for (int d = 0; d < R; ++d) rows_to_[d] = dest_begin_[d + 1] - dest_begin_[d];
+  const int64_t eager_words = (kEagerBytes + 7) / 8;
+  std::vector<int64_t> head_send(R + 1, 0);  // word offsets of each peer's message in eager_send_
+  for (int d = 0; d < R; ++d) {
+    const int64_t L_d = slot_base_[d + 1] - slot_base_[d];
+    head_send[d + 1] = head_send[d] + (d == me ? 0 : L_d + (IsEager(rows_to_[d]) ? (rows_to_[d] * H + 1) / 2 : 0));
   }
-  for (int64_t c : recv_counts_) {
-    if (c < 0 || c > (int64_t{1} << 31)) {
-      return Remember(InvalidArgument("rank " + std::to_string(me) + ": a peer announced " + std::to_string(c) + " rows"));
+  eager_send_.resize(static_cast<size_t>(head_send[R]));
+  eager_recv_.resize(static_cast<size_t>(R * (L + eager_words)));
+  eager_received_.assign(R, 0);
+  sends_.clear();
+  recvs_.clear();
+  for (int d = 0; d < R; ++d) {
+    if (d == me) continue;
+    const int64_t L_d = slot_base_[d + 1] - slot_base_[d];
+    std::copy_n(send_counts_.data() + slot_base_[d], L_d, eager_send_.data() + head_send[d]);
+    sends_.push_back({d, eager_send_.data() + head_send[d], (head_send[d + 1] - head_send[d]) * 8});
+    recvs_.push_back({d, eager_recv_.data() + d * (L + eager_words), (L + eager_words) * 8, &eager_received_[d]});
+  }
+  auto pack_eager = [&](int d) {
+    if (d == me || !IsEager(rows_to_[d])) return;
+    float* dst = reinterpret_cast<float*>(eager_send_.data() + head_send[d] + (slot_base_[d + 1] - slot_base_[d]));
+    for (int64_t r = dest_begin_[d]; r < dest_begin_[d + 1]; ++r) {
+      std::memcpy(dst + (r - dest_begin_[d]) * H, x + static_cast<int64_t>(row_token_[r]) * H,
+                  static_cast<size_t>(row_bytes));
+    }
+  };
+  SHOAL_RETURN_IF_ERROR(Remember(group_->SendRecv(sends_, recvs_, deadline, pack_eager)));
+  recv_counts_.assign(static_cast<size_t>(R) * L, 0);
+  rows_from_.assign(R, 0);
+  for (int src = 0; src < R; ++src) {
+    const int64_t* counts =
+        src == me ? send_counts_.data() + slot_base_[me] : eager_recv_.data() + src * (L + eager_words);
+    for (int i = 0; i < L; ++i) {
+      const int64_t c = counts[i];
+      if (c < 0 || c > (int64_t{1} << 31)) {
+        return Remember(InvalidArgument("rank " + std::to_string(me) + ": rank " + std::to_string(src) +
+                                        " announced " + std::to_string(c) + " rows"));
+      }
+      recv_counts_[src * L + i] = c;
+      rows_from_[src] += c;
+    }
+    if (src == me) continue;
+    const int64_t want = 8 * L + (IsEager(rows_from_[src]) ? rows_from_[src] * row_bytes : 0);
+    if (eager_received_[src] != want && eager_received_[src] != (want + 7) / 8 * 8) {
+      return Remember(InvalidArgument("rank " + std::to_string(me) + ": rank " + std::to_string(src) + " sent " +
+                                      std::to_string(eager_received_[src]) + " bytes where its counts imply " +
+                                      std::to_string(want)));
     }
   }
 
@@ -142,7 +184,8 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   expert_rows_.resize(static_cast<size_t>(M * H));
   expert_out_.resize(static_cast<size_t>(M * H));
   rows_.resize(static_cast<size_t>(S * H));
-  // Small blocks from each origin arrive as one message into a staging area, in expert order.
+  // Small blocks from each origin travel as one message through a staging area, in expert order
+  // (for origins whose rows came with the counts, only on the way back).
   small_begin_.assign(R + 1, 0);
   for (int src = 0; src < R; ++src) {
     int64_t n = 0;
@@ -151,24 +194,21 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   }
   staging_.resize(static_cast<size_t>(small_begin_[R] * H));
 
-  // 4. Rows. Per peer: the coalesced small blocks, then each large block landing in place. The send
-  //    side is packed peer by peer just before that peer's messages are posted. Rows for this rank
-  //    itself skip the packing: they go from x straight to their expert-major place.
+  // 4. The remaining rows. Per peer: the coalesced small blocks, then each large block landing in
+  //    place. The send side is packed peer by peer just before that peer's messages are posted. Rows
+  //    for this rank itself skip the packing: they go from x straight to their expert-major place.
+  //    Every rank makes this call, also when all its rows went with the counts.
   sends_.clear();
   recvs_.clear();
-  rows_to_.assign(R, 0);
-  rows_from_.assign(R, 0);
   for (int d = 0; d < R; ++d) {
-    rows_to_[d] = dest_begin_[d + 1] - dest_begin_[d];
-    if (d == me) continue;
+    if (d == me || IsEager(rows_to_[d])) continue;
     sends_.push_back({d, rows_.data() + dest_begin_[d] * H, small_rows_to_[d] * row_bytes});
     for (int64_t b = slot_base_[d]; b < slot_base_[d + 1]; ++b) {
       if (IsLarge(send_counts_[b])) sends_.push_back({d, rows_.data() + send_start_[b] * H, send_counts_[b] * row_bytes});
     }
   }
   for (int src = 0; src < R; ++src) {
-    for (int i = 0; i < L; ++i) rows_from_[src] += recv_counts_[src * L + i];
-    if (src == me) continue;
+    if (src == me || IsEager(rows_from_[src])) continue;
     recvs_.push_back({src, staging_.data() + small_begin_[src] * H, (small_begin_[src + 1] - small_begin_[src]) * row_bytes});
     for (int i = 0; i < L; ++i) {
       const int64_t n = recv_counts_[src * L + i];
@@ -187,6 +227,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
       }
       return;
     }
+    if (IsEager(rows_to_[d])) return;
     for (int64_t r = dest_begin_[d]; r < dest_begin_[d + 1]; ++r) {
       std::memcpy(rows_.data() + r * H, x + static_cast<int64_t>(row_token_[r]) * H, static_cast<size_t>(row_bytes));
     }
@@ -246,14 +287,20 @@ Status ExpertExchange::Combine(Deadline deadline) {
 void ExpertExchange::MoveSmallBlocks(bool to_experts) {
   const int R = group_->size(), L = static_cast<int>(local_experts_.size());
   const size_t H = static_cast<size_t>(hidden_);
+  const int64_t eager_words = (kEagerBytes + 7) / 8;
   for (int src = 0; src < R; ++src) {
     if (src == group_->rank()) continue;  // own rows never go through staging
     int64_t at = small_begin_[src];
+    // Rows that came with the counts sit in that message, right after its L counts.
+    const bool eager = to_experts && IsEager(rows_from_[src]);
+    const float* from = eager ? reinterpret_cast<const float*>(eager_recv_.data() + src * (L + eager_words) + L)
+                              : staging_.data() + at * H;
+    const int64_t from_at = at;
     for (int i = 0; i < L; ++i) {
       const int64_t n = recv_counts_[src * L + i];
       if (n == 0 || IsLarge(n)) continue;
       if (to_experts) {
-        std::memcpy(expert_rows_.data() + recv_start_[src * L + i] * H, staging_.data() + at * H, n * H * sizeof(float));
+        std::memcpy(expert_rows_.data() + recv_start_[src * L + i] * H, from + (at - from_at) * H, n * H * sizeof(float));
       } else {
         std::memcpy(staging_.data() + at * H, expert_out_.data() + recv_start_[src * L + i] * H, n * H * sizeof(float));
       }

@@ -79,6 +79,10 @@ class ExpertExchange {
   // since a message per block costs a rendezvous each. Both sides decide from the exchanged counts.
   static constexpr int64_t kLargeBlockBytes = 64 * 1024;
   bool IsLarge(int64_t rows) const { return rows * hidden_ * static_cast<int64_t>(sizeof(float)) >= kLargeBlockBytes; }
+  // Rows between two ranks totalling at most kEagerBytes travel in the counts message itself. Below
+  // kLargeBlockBytes, so every block of such a pair is small.
+  static constexpr int64_t kEagerBytes = kLargeBlockBytes - 1;
+  bool IsEager(int64_t rows) const { return rows * hidden_ * static_cast<int64_t>(sizeof(float)) <= kEagerBytes; }
   // Staging ⇄ expert-major rows for the small blocks: after dispatch into expert_rows_, before
   // combine out of expert_out_.
   void MoveSmallBlocks(bool to_experts);
@@ -114,6 +118,8 @@ class ExpertExchange {
   std::vector<float> expert_rows_, expert_out_;
   std::vector<int64_t> small_begin_;  // [R + 1] each origin's coalesced rows in staging_
   std::vector<float> staging_;
+  std::vector<int64_t> eager_send_, eager_recv_;  // counts messages (+ rows when eager), per peer
+  std::vector<int64_t> eager_received_;           // [R] bytes that arrived in each
 
   std::vector<int64_t> rows_to_, rows_from_;
   std::vector<Group::SendBlock> sends_;

@@ -54,6 +54,9 @@ class Group {
     int peer;
     void* data;
     int64_t bytes;
+    // When set, `bytes` is a capacity (at most 1 GiB): the matching message may be shorter, and its
+    // size is written here. Such a block is never skipped, so its sender must send at least 1 byte.
+    int64_t* received = nullptr;
   };
   virtual Status SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline deadline,
                           const std::function<void(int peer)>& before_send = nullptr) = 0;

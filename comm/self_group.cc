@@ -10,18 +10,23 @@ namespace shoal::comm {
 // it only checks that the blocks pair up, so a backend can reject a call before posting anything.
 Status CopySelfBlocks(int rank, std::span<const Group::SendBlock> sends, std::span<const Group::RecvBlock> recvs,
                       bool copy) {
+  auto skipped = [rank](const Group::RecvBlock& b) { return b.peer != rank || (b.bytes == 0 && !b.received); };
   size_t r = 0;
   for (const Group::SendBlock& s : sends) {
     if (s.peer != rank || s.bytes == 0) continue;
-    while (r < recvs.size() && (recvs[r].peer != rank || recvs[r].bytes == 0)) ++r;
-    if (r == recvs.size() || recvs[r].bytes != s.bytes) {
+    while (r < recvs.size() && skipped(recvs[r])) ++r;
+    const bool fits = r < recvs.size() && (recvs[r].received ? s.bytes <= recvs[r].bytes : s.bytes == recvs[r].bytes);
+    if (!fits) {
       return InvalidArgument("rank " + std::to_string(rank) + ": send/receive: the blocks this rank sends itself " +
                              "do not match the blocks it receives from itself");
     }
-    if (copy) std::memcpy(recvs[r].data, s.data, static_cast<size_t>(s.bytes));
+    if (copy) {
+      std::memcpy(recvs[r].data, s.data, static_cast<size_t>(s.bytes));
+      if (recvs[r].received) *recvs[r].received = s.bytes;
+    }
     ++r;
   }
-  while (r < recvs.size() && (recvs[r].peer != rank || recvs[r].bytes == 0)) ++r;
+  while (r < recvs.size() && skipped(recvs[r])) ++r;
   if (r != recvs.size()) {
     return InvalidArgument("rank " + std::to_string(rank) + ": send/receive: more blocks received from itself than sent");
   }

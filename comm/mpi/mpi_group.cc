@@ -85,21 +85,40 @@ Status MpiGroup::CheckUsable(const char* op) const {
   return Status::Ok();
 }
 
+Status MpiGroup::Poll(const std::string& what, int* completed) {
+  const int n = static_cast<int>(requests_.size());
+  *completed = 0;
+  if (n == 0) return Status::Ok();
+  done_.resize(static_cast<size_t>(n));
+  statuses_.resize(static_cast<size_t>(n));
+  int outcount = 0;
+  const int rc = MPI_Testsome(n, requests_.data(), &outcount, done_.data(), statuses_.data());
+  if (rc != MPI_SUCCESS) {
+    broken_ = true;
+    broken_reason_ = what + " failed";
+    return Unavailable("rank " + std::to_string(rank_) + ": " + what + ": " + MpiErrorString(rc));
+  }
+  if (outcount == MPI_UNDEFINED) return Status::Ok();
+  *completed = outcount;
+  for (int k = 0; k < outcount; ++k) {
+    const int i = done_[k];
+    if (received_of_[i] == nullptr) continue;
+    int count = 0;
+    MPI_Get_count(&statuses_[k], MPI_BYTE, &count);
+    *received_of_[i] = count;
+  }
+  return Status::Ok();
+}
+
 Status MpiGroup::WaitAll(const std::string& what, Deadline deadline) {
   const int n = static_cast<int>(requests_.size());
   int remaining = 0;
   for (MPI_Request r : requests_) remaining += r != MPI_REQUEST_NULL;
-  std::vector<int> done(static_cast<size_t>(std::max(n, 1)));
   uint32_t polls = 0;
   while (remaining > 0) {
     int outcount = 0;
-    const int rc = MPI_Testsome(n, requests_.data(), &outcount, done.data(), MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS) {
-      broken_ = true;
-      broken_reason_ = what + " failed";
-      return Unavailable("rank " + std::to_string(rank_) + ": " + what + ": " + MpiErrorString(rc));
-    }
-    if (outcount != MPI_UNDEFINED) remaining -= outcount;
+    SHOAL_RETURN_IF_ERROR(Poll(what, &outcount));
+    remaining -= outcount;
     if (remaining == 0) break;
     // Checking the clock every few polls keeps its cost out of the latency of small messages.
     if ((++polls & 15) == 0 && deadline.Expired()) {
@@ -142,6 +161,7 @@ Status MpiGroup::AllReduce(std::span<int64_t> values, MPI_Op op, const char* nam
   requests_.assign(1, MPI_REQUEST_NULL);
   peer_of_.assign(1, -1);
   is_send_.assign(1, false);
+  received_of_.assign(1, nullptr);
   // A collective cannot be cancelled: if it times out, MPI may still write the result when the late
   // rank arrives, so it works on a buffer of its own, which is then deliberately never freed.
   auto buffer = std::make_unique<int64_t[]>(values.size());
@@ -172,6 +192,7 @@ Status MpiGroup::Barrier(Deadline deadline) {
   requests_.assign(1, MPI_REQUEST_NULL);
   peer_of_.assign(1, -1);
   is_send_.assign(1, false);
+  received_of_.assign(1, nullptr);
   const int rc = MPI_Ibarrier(comm_, &requests_[0]);
   if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": barrier: " + MpiErrorString(rc));
   return WaitAll("barrier", deadline);
@@ -200,7 +221,11 @@ Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const Recv
   requests_.clear();
   peer_of_.clear();
   is_send_.clear();
-  auto post = [&](bool is_send, int peer, const void* data, int64_t bytes) -> Status {
+  received_of_.clear();
+  auto post = [&](bool is_send, int peer, const void* data, int64_t bytes, int64_t* received) -> Status {
+    if (received && bytes > kMaxMessageBytes) {
+      return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": a receive of unknown size above 1 GiB");
+    }
     for (int64_t done = 0; done < bytes; done += kMaxMessageBytes) {
       const int chunk = static_cast<int>(std::min(kMaxMessageBytes, bytes - done));
       MPI_Request req;
@@ -216,13 +241,16 @@ Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const Recv
       requests_.push_back(req);
       peer_of_.push_back(peer);
       is_send_.push_back(is_send);
+      received_of_.push_back(received);
     }
     return Status::Ok();
   };
   // Receives first so arriving data finds a posted buffer (MPI keeps the order of messages between
   // two ranks with one tag, which pairs the i-th send with the i-th receive).
   for (const RecvBlock& b : recvs) {
-    if (b.peer != rank_ && b.bytes > 0) SHOAL_RETURN_IF_ERROR(post(false, b.peer, b.data, b.bytes));
+    if (b.peer != rank_ && (b.bytes > 0 || b.received)) {
+      SHOAL_RETURN_IF_ERROR(post(false, b.peer, b.data, b.bytes, b.received));
+    }
   }
   // Peers in a rotated order (rank+1, rank+2, ...) so that not every rank sends to rank 0 first; a
   // poll after each peer lets MPI progress the transfers already posted while the caller fills the
@@ -231,17 +259,15 @@ Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const Recv
   for (const SendBlock& b : sends) {
     if (b.bytes > 0) by_peer[b.peer].push_back(&b);
   }
-  std::vector<int> done(16);
   for (int i = 1; i <= size_; ++i) {
     const int p = (rank_ + i) % size_;
     if (before_send) before_send(p);
     if (p == rank_) continue;
-    for (const SendBlock* b : by_peer[p]) SHOAL_RETURN_IF_ERROR(post(true, p, b->data, b->bytes));
-    if (before_send && !requests_.empty()) {
+    for (const SendBlock* b : by_peer[p]) SHOAL_RETURN_IF_ERROR(post(true, p, b->data, b->bytes, nullptr));
+    if (before_send) {
       // Completed requests become MPI_REQUEST_NULL, which WaitAll skips.
-      int outcount = 0;
-      done.resize(requests_.size());
-      MPI_Testsome(static_cast<int>(requests_.size()), requests_.data(), &outcount, done.data(), MPI_STATUSES_IGNORE);
+      int completed = 0;
+      SHOAL_RETURN_IF_ERROR(Poll(what, &completed));
     }
   }
   SHOAL_RETURN_IF_ERROR(CopySelfBlocks(rank_, sends, recvs).WithContext(what));  // checked above

@@ -57,6 +57,9 @@ class MpiGroup final : public Group {
   // Completes `requests_` by polling until the deadline. `peer_of[i]` names the peer of request i
   // (-1 for a collective request) for the timeout message.
   Status WaitAll(const std::string& what, Deadline deadline);
+  // One MPI_Testsome over requests_: completed ones become MPI_REQUEST_NULL, and the sizes of
+  // completed capacity receives are written out.
+  Status Poll(const std::string& what, int* completed);
 
   MPI_Comm comm_;
   int rank_, size_;
@@ -67,6 +70,9 @@ class MpiGroup final : public Group {
   std::vector<MPI_Request> requests_;
   std::vector<int> peer_of_;
   std::vector<bool> is_send_;
+  std::vector<int64_t*> received_of_;   // capacity receives: where to write the size that arrived
+  std::vector<int> done_;
+  std::vector<MPI_Status> statuses_;
   std::vector<MPI_Request> abandoned_;  // collective requests left behind by a timeout
 };
 

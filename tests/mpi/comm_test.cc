@@ -57,6 +57,29 @@ TEST(MpiGroup, AllToAllVWithUnevenAndEmptySizes) {
             StatusCode::kInvalidArgument);
 }
 
+// A receive of unknown size: capacity given, the size that arrived reported (self included).
+TEST(MpiGroup, SendRecvReportsTheSizeOfCapacityReceives) {
+  comm::Group& g = World();
+  const int R = g.size(), me = g.rank();
+  std::vector<std::vector<int32_t>> out(R), in(R, std::vector<int32_t>(16, -1));
+  std::vector<int64_t> got(R, -1);
+  std::vector<comm::Group::SendBlock> sends;
+  std::vector<comm::Group::RecvBlock> recvs;
+  for (int p = 0; p < R; ++p) {
+    for (int i = 0; i <= (me + 2 * p) % 5; ++i) out[p].push_back(me * 100 + i);  // 1..5 values
+    sends.push_back({p, out[p].data(), static_cast<int64_t>(out[p].size() * 4)});
+    recvs.push_back({p, in[p].data(), 64, &got[p]});
+  }
+  Status st = g.SendRecv(sends, recvs, TestDeadline());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (int p = 0; p < R; ++p) {
+    const int n = (p + 2 * me) % 5 + 1;
+    EXPECT_EQ(got[p], n * 4) << "from rank " << p;
+    for (int i = 0; i < n; ++i) EXPECT_EQ(in[p][i], p * 100 + i);
+    EXPECT_EQ(in[p][n], -1) << "wrote past the message";
+  }
+}
+
 TEST(MpiGroup, SplitMakesSubGroups) {
   comm::Group& g = World();
   auto sub = g.Split(g.rank() % 2, g.rank(), TestDeadline());
