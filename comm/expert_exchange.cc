@@ -45,8 +45,8 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   const int L = static_cast<int>(local_experts_.size());
   const int64_t H = hidden_;
 
-  // Bad routing is an internal error, but this rank still joins the exchange (with no rows) so that
-  // its peers do not stall; the error is returned afterwards.
+  // Bad routing is an internal error, but this rank still takes part in the dispatch and the combine
+  // (with no rows) so that its peers do not stall; Combine returns the error.
   Status bad = Status::Ok();
   for (int64_t i = 0; i < T * K && bad.ok(); ++i) {
     if (topk_ids[i] < 0 || topk_ids[i] >= E) {
@@ -55,6 +55,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
     }
   }
   if (!bad.ok()) T = 0;
+  routing_error_ = bad;
   num_tokens_ = T;
   topk_ids_ = topk_ids;
   topk_weights_ = topk_weights;
@@ -241,7 +242,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
     counters_.bytes_sent += rows_to_[p] * row_bytes;
     counters_.bytes_received += rows_from_[p] * row_bytes;
   }
-  return bad;
+  return Status::Ok();
 }
 
 Status ExpertExchange::Combine(Deadline deadline) {
@@ -281,7 +282,7 @@ Status ExpertExchange::Combine(Deadline deadline) {
     counters_.bytes_sent += rows_from_[p] * row_bytes;
     counters_.bytes_received += rows_to_[p] * row_bytes;
   }
-  return Status::Ok();
+  return routing_error_;
 }
 
 void ExpertExchange::MoveSmallBlocks(bool to_experts) {

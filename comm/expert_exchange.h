@@ -50,7 +50,8 @@ class ExpertExchange {
   static StatusOr<ExpertExchange> Create(Group* group, const Placement* placement, int64_t hidden, int top_k);
 
   // x [T, H]; topk_ids, topk_weights [T, K], a token's ids distinct and in [0, num_experts).
-  // x must stay valid until Dispatch returns; ids and weights until WeightedSum.
+  // x must stay valid until Dispatch returns; ids and weights until WeightedSum. An id out of range
+  // makes this rank take part with no rows, and Combine returns the error (so peers never stall).
   Status Dispatch(const float* x, int64_t num_tokens, const int32_t* topk_ids, const float* topk_weights,
                   Deadline deadline);
 
@@ -126,6 +127,7 @@ class ExpertExchange {
   std::vector<Group::RecvBlock> recvs_;
   ExchangeCounters counters_;
   Status failed_ = Status::Ok();
+  Status routing_error_ = Status::Ok();  // bad expert ids in the last Dispatch, reported by Combine
 };
 
 }  // namespace shoal::comm

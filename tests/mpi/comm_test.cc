@@ -230,6 +230,27 @@ TEST(ExpertExchange, EveryRankEmpty) {
   ex->WeightedSum(nullptr);
 }
 
+// An expert id out of range on rank 0: every rank completes both phases; rank 0's Combine reports it.
+TEST(ExpertExchange, BadExpertIdIsReportedWithoutStallingPeers) {
+  comm::Group& g = World();
+  auto placement = Placement::Balanced(4, g.size());
+  auto ex = comm::ExpertExchange::Create(&g, &*placement, 4, 1);
+  ASSERT_TRUE(ex.ok());
+  std::vector<int32_t> ids = {g.rank() == 0 ? 9 : 1};
+  std::vector<float> w = {1.0f}, x(4, 1.0f), out(4, 0.0f);
+  ASSERT_TRUE(ex->Dispatch(x.data(), 1, ids.data(), w.data(), TestDeadline()).ok());
+  std::copy(ex->expert_rows(), ex->expert_rows() + ex->num_expert_rows() * 4, ex->expert_out());
+  Status st = ex->Combine(TestDeadline());
+  if (g.rank() == 0) {
+    EXPECT_EQ(st.code(), StatusCode::kInternal) << st.ToString();
+    EXPECT_NE(st.message().find("expert 9"), std::string::npos) << st.ToString();
+  } else {
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ex->WeightedSum(out.data());
+    EXPECT_EQ(out, x);
+  }
+}
+
 TEST(ExpertExchange, CountersCountOnlyOtherRanks) {
   comm::Group& g = World();
   const int R = g.size();
