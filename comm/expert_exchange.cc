@@ -183,7 +183,6 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   }
   const int64_t M = expert_offsets_[L];
   expert_rows_.resize(static_cast<size_t>(M * H));
-  expert_out_.resize(static_cast<size_t>(M * H));
   rows_.resize(static_cast<size_t>(S * H));
   // Small blocks from each origin travel as one message through a staging area, in expert order
   // (for origins whose rows came with the counts, only on the way back).
@@ -256,7 +255,7 @@ Status ExpertExchange::Combine(Deadline deadline) {
   // This rank's own rows: expert-major place → where the origin side expects them.
   for (int i = 0; i < L; ++i) {
     const int64_t b = slot_base_[me] + i;
-    std::memcpy(rows_.data() + send_start_[b] * H, expert_out_.data() + recv_start_[me * L + i] * H,
+    std::memcpy(rows_.data() + send_start_[b] * H, expert_rows_.data() + recv_start_[me * L + i] * H,
                 static_cast<size_t>(send_counts_[b] * row_bytes));
   }
   sends_.clear();
@@ -266,7 +265,7 @@ Status ExpertExchange::Combine(Deadline deadline) {
     sends_.push_back({src, staging_.data() + small_begin_[src] * H, (small_begin_[src + 1] - small_begin_[src]) * row_bytes});
     for (int i = 0; i < L; ++i) {
       const int64_t n = recv_counts_[src * L + i];
-      if (IsLarge(n)) sends_.push_back({src, expert_out_.data() + recv_start_[src * L + i] * H, n * row_bytes});
+      if (IsLarge(n)) sends_.push_back({src, expert_rows_.data() + recv_start_[src * L + i] * H, n * row_bytes});
     }
   }
   for (int d = 0; d < R; ++d) {
@@ -303,7 +302,7 @@ void ExpertExchange::MoveSmallBlocks(bool to_experts) {
       if (to_experts) {
         std::memcpy(expert_rows_.data() + recv_start_[src * L + i] * H, from + (at - from_at) * H, n * H * sizeof(float));
       } else {
-        std::memcpy(staging_.data() + at * H, expert_out_.data() + recv_start_[src * L + i] * H, n * H * sizeof(float));
+        std::memcpy(staging_.data() + at * H, expert_rows_.data() + recv_start_[src * L + i] * H, n * H * sizeof(float));
       }
       at += n;
     }

@@ -9,7 +9,8 @@
 //                      expert_rows() [num_expert_rows(), H], local expert i owning rows
 //                      [expert_offsets()[i], expert_offsets()[i + 1]), ordered by origin rank then
 //                      token.
-//   (caller)           runs each local expert on its rows and writes expert_out() in the same layout.
+//   (caller)           runs each local expert on its rows and writes the outputs over them, in place
+//                      (expert_out() is expert_rows(): one buffer less to keep hot).
 //   Combine()          every block of outputs goes back to its origin; combined_row(t, j) is then
 //                      the output of token t's j-th chosen expert.
 //   WeightedSum(out)   out[t] = Σ_j w_tj · combined_row(t, j), added in ascending expert order — the
@@ -60,7 +61,8 @@ class ExpertExchange {
   std::span<const int64_t> expert_offsets() const { return expert_offsets_; }
   int64_t num_expert_rows() const { return expert_offsets_.back(); }
   const float* expert_rows() const { return expert_rows_.data(); }
-  float* expert_out() { return expert_out_.data(); }
+  // The same buffer as expert_rows(), for writing each row's output over it.
+  float* expert_out() { return expert_rows_.data(); }
 
   Status Combine(Deadline deadline);
   // After Combine: [H] output of token t's j-th choice (topk_ids[t * K + j]).
@@ -85,7 +87,7 @@ class ExpertExchange {
   static constexpr int64_t kEagerBytes = kLargeBlockBytes - 1;
   bool IsEager(int64_t rows) const { return rows * hidden_ * static_cast<int64_t>(sizeof(float)) <= kEagerBytes; }
   // Staging ⇄ expert-major rows for the small blocks: after dispatch into expert_rows_, before
-  // combine out of expert_out_.
+  // combine out of the outputs.
   void MoveSmallBlocks(bool to_experts);
   // Records a failed group call: from then on the exchange refuses to run and leaves its buffers
   // untouched, since an abandoned send may still read them (comm/mpi/mpi_group.h).
@@ -116,7 +118,7 @@ class ExpertExchange {
   std::vector<int64_t> recv_counts_;  // [R, L] rows per (origin, local expert)
   std::vector<int64_t> recv_start_;   // [R, L] first row of each block in expert_rows_
   std::vector<int64_t> expert_offsets_{0};
-  std::vector<float> expert_rows_, expert_out_;
+  std::vector<float> expert_rows_;  // rows in, then (in place) outputs out
   std::vector<int64_t> small_begin_;  // [R + 1] each origin's coalesced rows in staging_
   std::vector<float> staging_;
   std::vector<int64_t> eager_send_, eager_recv_;  // counts messages (+ rows when eager), per peer

@@ -85,7 +85,8 @@ void RouterTopK(const float* logits, int64_t m, int num_experts, int top_k, bool
 // h[m, n] = silu(gate[m, n]) * up[m, n], in place into gate.
 void SiluMul(float* gate, const float* up, int64_t count);
 
-// SiLU-gated FFN: out[m, H] = (silu(x·Gᵀ) ⊙ (x·Uᵀ)) · Dᵀ. scratch needs 2·m·G.rows floats.
+// SiLU-gated FFN: out[m, H] = (silu(x·Gᵀ) ⊙ (x·Uᵀ)) · Dᵀ. scratch needs 2·m·G.rows floats. out may be
+// x itself (x is read only before out is written; the MoE block runs experts in place).
 void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& up, const Matrix& down, float* scratch,
                   float* out, ThreadPool& pool);
 
