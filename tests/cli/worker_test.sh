@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `shoal worker --batch` end to end under mpirun at 1-4 ranks: for every fixture, the JSONL results
 # rank 0 writes carry exactly the greedy tokens HF transformers produced (expected.json), in input
-# order — with more requests than one rank's engine.max_num_seqs (so ranks run waves) and rank counts
-# that do not divide the experts. Then bad input: every rank exits promptly with a named error.
+# order — with more requests than one rank's engine.max_num_seqs (so ranks run waves), rank counts
+# that do not divide the experts, and more ranks than experts (replicas). Then bad input: every rank
+# exits promptly with a named error.
 set -euo pipefail
 shoal=$1
 root=$2
@@ -50,6 +51,21 @@ PY
     fi
   done
 done
+
+# More ranks than experts: qwen2-moe-f16 has 5, so at N = 6 expert 0 has two replicas that take
+# turns by token.
+dir="$root/tests/fixtures/qwen2-moe-f16"
+if run 6 "$shoal" worker --config "$tmp/small.yaml" --model "$dir" --batch "$tmp/qwen2-moe-f16.jsonl" \
+     --output "$tmp/out.jsonl" 2>"$tmp/err.txt"; then
+  got=$(python3 -c 'import json,sys; [print(json.dumps({"id": r["id"], "tokens": r["tokens"]})) for r in map(json.loads, open(sys.argv[1]))]' "$tmp/out.jsonl")
+  if [ "$got" == "$(cat "$tmp/qwen2-moe-f16.want")" ] && grep -q "experts 0 of 5" "$tmp/err.txt"; then
+    echo "ok   qwen2-moe-f16 np=6 (replicas)"
+  else
+    echo "FAIL qwen2-moe-f16 np=6 (replicas): got"; echo "$got"; cat "$tmp/err.txt"; fail=1
+  fi
+else
+  echo "FAIL qwen2-moe-f16 np=6: exit status $?"; cat "$tmp/err.txt"; fail=1
+fi
 
 # Bad input: exit status non-zero, the error named, and no rank left waiting for a timeout.
 check_error() {  # expected-substring, np, args...
