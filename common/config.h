@@ -8,7 +8,8 @@
 //   model:
 //     path: DIR            # HF checkpoint directory; relative paths are relative to the YAML file
 //   engine:
-//     threads: 0           # CPU kernel threads; 0 = every online core
+//     threads: 0           # CPU kernel threads; 0 = every online core (shoal worker: the node's cores
+//                          # divided among the ranks on that node)
 //     max_num_seqs: 64     # live sequences at once (Engine::NewSequence refuses more)
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)

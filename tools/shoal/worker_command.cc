@@ -4,6 +4,7 @@
 // requests and exchanges rows with the group at every MoE layer. With --batch the group runs a file
 // of prompts without a coordinator: rank 0 reads the file and broadcasts it, request i goes to rank
 // i mod N, the ranks generate in lockstep, and rank 0 writes every result in input order.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -79,12 +80,24 @@ struct Loaded {
   std::vector<int> experts;
 };
 
-StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, EngineConfig* cfg) {
+// Ranks of this job on this node (MPI's shared-memory split), so that `engine.threads: 0` gives each
+// rank its share of the cores instead of every rank spawning one thread per core.
+int RanksOnThisNode() {
+  MPI_Comm node;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 1;
+  int n = 1;
+  MPI_Comm_size(node, &n);
+  MPI_Comm_free(&node);
+  return std::max(n, 1);
+}
+
+StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, int ranks_on_node, EngineConfig* cfg) {
   if (!o.config_path.empty()) {
     SHOAL_ASSIGN_OR_RETURN(*cfg, LoadEngineConfig(o.config_path));
   }
   if (!o.model.empty()) cfg->model_path = o.model;
   if (o.threads >= 0) cfg->threads = o.threads;
+  if (cfg->threads == 0) cfg->threads = std::max(1, cfg->ResolvedThreads() / ranks_on_node);
   if (cfg->model_path.empty()) return InvalidArgument("no model: pass --model DIR or a --config with model.path");
   Loaded l;
   SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg->model_path));
@@ -111,7 +124,7 @@ Status RunWorker(const WorkerOptions& o) {
 
   // Load; the first agreement waits for the slowest rank's load (parallel.startup_timeout_s).
   EngineConfig cfg;
-  StatusOr<Loaded> loaded = LoadRank(o, g, &cfg);
+  StatusOr<Loaded> loaded = LoadRank(o, g, RanksOnThisNode(), &cfg);
   const Deadline startup = Deadline::AfterMs((cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000);
   SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", startup).WithContext(me));
   Loaded& l = *loaded;
@@ -196,7 +209,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--output", opts->output, "Where rank 0 writes the JSONL results (default: stdout)");
   cmd->add_option("--max-tokens", opts->max_tokens, "Default max_tokens for requests that give none")
       ->check(CLI::Range(1, kMaxNewTokens));
-  cmd->add_option("--threads", opts->threads, "CPU threads per rank (overrides engine.threads; 0 = all cores)")
+  cmd->add_option("--threads", opts->threads,
+                  "CPU threads per rank (overrides engine.threads; 0 = the node's cores shared among its ranks)")
       ->check(CLI::Range(0, 1024));
   cmd->callback([opts, exit_code] {
     Status st = RunWorker(*opts);
