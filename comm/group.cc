@@ -38,19 +38,17 @@ Status Group::AllToAllV(const void* send, std::span<const int64_t> send_bytes, v
 
 StatusOr<std::string> BroadcastBytes(Group& g, const std::string& data, int root, Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(CheckRoot(g, root));
-  const int R = g.size();
   const bool is_root = g.rank() == root;
   std::vector<int64_t> size = {is_root ? static_cast<int64_t>(data.size()) : 0};
   SHOAL_RETURN_IF_ERROR(g.AllReduceMax(size, deadline));
-  std::vector<int64_t> send_bytes(R, is_root ? size[0] : 0), recv_bytes(R, 0);
-  recv_bytes[root] = size[0];
   std::string out(static_cast<size_t>(size[0]), '\0');
-  std::string send;
+  // The root sends the same bytes to every rank (itself included) from the one buffer.
+  std::vector<Group::SendBlock> sends;
   if (is_root) {
-    send.reserve(static_cast<size_t>(size[0]) * R);
-    for (int p = 0; p < R; ++p) send += data;
+    for (int p = 0; p < g.size(); ++p) sends.push_back({p, data.data(), size[0]});
   }
-  SHOAL_RETURN_IF_ERROR(g.AllToAllV(send.data(), send_bytes, out.data(), recv_bytes, deadline));
+  const Group::RecvBlock recv[] = {{root, out.data(), size[0]}};
+  SHOAL_RETURN_IF_ERROR(g.SendRecv(sends, recv, deadline));
   return out;
 }
 

@@ -48,7 +48,7 @@ StatusOr<std::vector<int32_t>> TokenArray(const json& v, const std::string& wher
 }
 
 Status ParseLine(const std::string& line, const std::string& where, int64_t line_no, int vocab, int default_max_tokens,
-                 BatchRequest* out) {
+                 int64_t max_context, BatchRequest* out) {
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return InvalidArgument(where + ": not valid JSON");
   if (!j.is_object()) return InvalidArgument(where + ": expected a JSON object");
@@ -94,13 +94,19 @@ Status ParseLine(const std::string& line, const std::string& where, int64_t line
     }
   }
   if (!has_prompt) return InvalidArgument(where + ": prompt_ids: missing");
+  const int64_t need = static_cast<int64_t>(out->request.prompt.size()) + out->request.max_tokens;
+  if (need > max_context) {
+    return OutOfRange(where + ": prompt_ids (" + std::to_string(out->request.prompt.size()) + ") + max_tokens (" +
+                      std::to_string(out->request.max_tokens) + ") exceed the model's context of " +
+                      std::to_string(max_context) + " tokens");
+  }
   return Status::Ok();
 }
 
 }  // namespace
 
 StatusOr<std::vector<BatchRequest>> ParseBatchFile(const std::string& text, const std::string& source, int vocab_size,
-                                                   int default_max_tokens) {
+                                                   int default_max_tokens, int64_t max_context) {
   if (static_cast<int64_t>(text.size()) > kMaxBatchFileBytes) {
     return OutOfRange(source + ": larger than the limit of " + std::to_string(kMaxBatchFileBytes) + " bytes");
   }
@@ -124,7 +130,7 @@ StatusOr<std::vector<BatchRequest>> ParseBatchFile(const std::string& text, cons
     }
     BatchRequest r;
     SHOAL_RETURN_IF_ERROR(
-        ParseLine(line, source + ":" + std::to_string(line_no), line_no, vocab_size, default_max_tokens, &r));
+        ParseLine(line, source + ":" + std::to_string(line_no), line_no, vocab_size, default_max_tokens, max_context, &r));
     out.push_back(std::move(r));
   }
   return out;

@@ -29,9 +29,11 @@ struct BatchRequest {
   GenerateRequest request;
 };
 
-// `vocab_size` bounds token ids; `default_max_tokens` applies where a line has no max_tokens.
+// `vocab_size` bounds token ids; `default_max_tokens` applies where a line has no max_tokens; a
+// request whose prompt plus max_tokens exceeds `max_context` tokens is rejected up front (it could
+// not finish) rather than failing mid-generation.
 StatusOr<std::vector<BatchRequest>> ParseBatchFile(const std::string& text, const std::string& source, int vocab_size,
-                                                   int default_max_tokens);
+                                                   int default_max_tokens, int64_t max_context);
 
 // One output line (with the trailing newline).
 std::string FormatBatchResult(const BatchRequest& request, const GenerateResult& result);

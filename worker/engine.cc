@@ -185,7 +185,15 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
 
   size_t bytes = T * static_cast<size_t>(H) * DTypeSize(weights_.embed.dtype);
   for (int l = 0; l < c.num_layers; ++l) {
-    SHOAL_RETURN_IF_ERROR(Layer(l, T));
+    if (Status st = Layer(l, T); !st.ok()) {
+      // A local failure (not the group's): still join the remaining layers' exchanges with no tokens,
+      // so the peers finish the step. After a group failure there is nothing left to join.
+      const bool group_failed = st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
+      for (int rest = l + 1; rest < c.num_layers && !group_failed && group_->size() > 1; ++rest) {
+        if (!Layer(rest, 0).ok()) break;
+      }
+      return st;
+    }
     const LayerWeights& L = weights_.layers[l];
     bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes();
     if (L.is_moe) {

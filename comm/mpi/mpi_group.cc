@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -45,6 +46,13 @@ StatusOr<std::unique_ptr<MpiRuntime>> MpiRuntime::Init(int* argc, char*** argv) 
   return std::unique_ptr<MpiRuntime>(new MpiRuntime());
 }
 
+namespace {
+std::atomic<bool> g_group_broken{false};
+}  // namespace
+
+void MpiRuntime::MarkGroupBroken() { g_group_broken = true; }
+bool MpiRuntime::AnyGroupBroken() { return g_group_broken; }
+
 MpiRuntime::~MpiRuntime() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -85,6 +93,49 @@ Status MpiGroup::CheckUsable(const char* op) const {
   return Status::Ok();
 }
 
+Status MpiGroup::Abandon(const std::string& what, const std::string& reason, StatusCode code) {
+  std::vector<int> waiting;
+  bool collective = false;
+  for (size_t i = 0; i < requests_.size(); ++i) {
+    if (requests_[i] == MPI_REQUEST_NULL) continue;
+    if (peer_of_[i] < 0) {
+      collective = true;
+      abandoned_.push_back(requests_[i]);  // a collective request cannot be cancelled
+      continue;
+    }
+    if (std::find(waiting.begin(), waiting.end(), peer_of_[i]) == waiting.end()) waiting.push_back(peer_of_[i]);
+    if (!is_send_[i]) {
+      // The caller's receive buffer may be reused or freed once this returns, so the receive must be
+      // over: cancelling an unmatched receive is local. A receive already matched to a large message
+      // completes only as its sender progresses, so it gets a short grace period and is then
+      // released (the exchange keeps its buffers after a failure; see the header).
+      MPI_Cancel(&requests_[i]);
+      const Deadline grace = Deadline::AfterMs(200);
+      int flag = 0;
+      while (!flag && !grace.Expired()) {
+        MPI_Test(&requests_[i], &flag, MPI_STATUS_IGNORE);
+        if (!flag) sched_yield();
+      }
+      if (!flag) MPI_Request_free(&requests_[i]);
+    } else {
+      // OpenMPI cannot cancel a send, and waiting for it would wait for the stalled peer. The
+      // send is released instead; its buffer must stay allocated (see the header).
+      MPI_Request_free(&requests_[i]);
+    }
+  }
+  requests_.clear();
+  std::sort(waiting.begin(), waiting.end());
+  broken_ = true;
+  broken_reason_ = what + (code == StatusCode::kDeadlineExceeded ? " timed out" : " failed");
+  MpiRuntime::MarkGroupBroken();
+  std::string detail = reason;
+  if (code == StatusCode::kDeadlineExceeded) {
+    detail = collective ? "not every rank joined when the deadline passed"
+                        : "still waiting for ranks " + RankList(waiting) + " when the deadline passed";
+  }
+  return Status(code, "rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + what + ": " + detail);
+}
+
 Status MpiGroup::Poll(const std::string& what, int* completed) {
   const int n = static_cast<int>(requests_.size());
   *completed = 0;
@@ -93,25 +144,29 @@ Status MpiGroup::Poll(const std::string& what, int* completed) {
   statuses_.resize(static_cast<size_t>(n));
   int outcount = 0;
   const int rc = MPI_Testsome(n, requests_.data(), &outcount, done_.data(), statuses_.data());
-  if (rc != MPI_SUCCESS) {
-    broken_ = true;
-    broken_reason_ = what + " failed";
-    return Unavailable("rank " + std::to_string(rank_) + ": " + what + ": " + MpiErrorString(rc));
-  }
+  if (rc != MPI_SUCCESS) return Abandon(what, MpiErrorString(rc), StatusCode::kUnavailable);
   if (outcount == MPI_UNDEFINED) return Status::Ok();
   *completed = outcount;
   for (int k = 0; k < outcount; ++k) {
     const int i = done_[k];
-    if (received_of_[i] == nullptr) continue;
+    if (is_send_[i] || peer_of_[i] < 0) continue;
     int count = 0;
     MPI_Get_count(&statuses_[k], MPI_BYTE, &count);
-    *received_of_[i] = count;
+    if (received_of_[i] != nullptr) {
+      *received_of_[i] = count;
+    } else if (count != expected_bytes_[i]) {
+      // Both sides derive block sizes from the same counts; a mismatch is a protocol error, and
+      // every later block between the two would pair wrongly.
+      return Abandon(what,
+                     "rank " + std::to_string(peer_of_[i]) + " sent " + std::to_string(count) + " bytes where " +
+                         std::to_string(expected_bytes_[i]) + " were expected",
+                     StatusCode::kInvalidArgument);
+    }
   }
   return Status::Ok();
 }
 
 Status MpiGroup::WaitAll(const std::string& what, Deadline deadline) {
-  const int n = static_cast<int>(requests_.size());
   int remaining = 0;
   for (MPI_Request r : requests_) remaining += r != MPI_REQUEST_NULL;
   uint32_t polls = 0;
@@ -121,35 +176,7 @@ Status MpiGroup::WaitAll(const std::string& what, Deadline deadline) {
     remaining -= outcount;
     if (remaining == 0) break;
     // Checking the clock every few polls keeps its cost out of the latency of small messages.
-    if ((++polls & 15) == 0 && deadline.Expired()) {
-      std::vector<int> waiting;
-      bool collective = false;
-      for (int i = 0; i < n; ++i) {
-        if (requests_[i] == MPI_REQUEST_NULL) continue;
-        if (peer_of_[i] < 0) {
-          collective = true;
-          abandoned_.push_back(requests_[i]);  // a collective request cannot be cancelled
-          continue;
-        }
-        if (std::find(waiting.begin(), waiting.end(), peer_of_[i]) == waiting.end()) waiting.push_back(peer_of_[i]);
-        if (!is_send_[i]) {
-          // The caller's receive buffer is about to be reused or freed, so the receive must be over:
-          // cancelling an unmatched receive is local, and the wait returns at once either way.
-          MPI_Cancel(&requests_[i]);
-          MPI_Wait(&requests_[i], MPI_STATUS_IGNORE);
-        } else {
-          // OpenMPI cannot cancel a send, and waiting for it would wait for the stalled peer. The
-          // send is released instead; its buffer must stay allocated (see the header).
-          MPI_Request_free(&requests_[i]);
-        }
-      }
-      std::sort(waiting.begin(), waiting.end());
-      broken_ = true;
-      broken_reason_ = what + " timed out";
-      return DeadlineExceeded("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + what +
-                              (collective ? ": not every rank joined" : ": still waiting for ranks " + RankList(waiting)) +
-                              " when the deadline passed");
-    }
+    if ((++polls & 15) == 0 && deadline.Expired()) return Abandon(what, "", StatusCode::kDeadlineExceeded);
     sched_yield();
   }
   return Status::Ok();
@@ -162,15 +189,16 @@ Status MpiGroup::AllReduce(std::span<int64_t> values, MPI_Op op, const char* nam
   peer_of_.assign(1, -1);
   is_send_.assign(1, false);
   received_of_.assign(1, nullptr);
+  expected_bytes_.assign(1, 0);
   // A collective cannot be cancelled: if it times out, MPI may still write the result when the late
   // rank arrives, so it works on a buffer of its own, which is then deliberately never freed.
   auto buffer = std::make_unique<int64_t[]>(values.size());
   std::copy(values.begin(), values.end(), buffer.get());
   const int rc = MPI_Iallreduce(MPI_IN_PLACE, buffer.get(), static_cast<int>(values.size()), MPI_INT64_T, op, comm_,
                                 &requests_[0]);
-  if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": " + name + ": " + MpiErrorString(rc));
+  if (rc != MPI_SUCCESS) return Abandon(name, MpiErrorString(rc), StatusCode::kUnavailable);
   Status st = WaitAll(name, deadline);
-  if (st.code() == StatusCode::kDeadlineExceeded) {
+  if (!st.ok()) {
     (void)buffer.release();  // still owned by the abandoned MPI request
     return st;
   }
@@ -193,8 +221,9 @@ Status MpiGroup::Barrier(Deadline deadline) {
   peer_of_.assign(1, -1);
   is_send_.assign(1, false);
   received_of_.assign(1, nullptr);
+  expected_bytes_.assign(1, 0);
   const int rc = MPI_Ibarrier(comm_, &requests_[0]);
-  if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": barrier: " + MpiErrorString(rc));
+  if (rc != MPI_SUCCESS) return Abandon("barrier", MpiErrorString(rc), StatusCode::kUnavailable);
   return WaitAll("barrier", deadline);
 }
 
@@ -209,9 +238,10 @@ Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const Recv
     }
   }
   for (const RecvBlock& b : recvs) {
-    if (b.peer < 0 || b.peer >= size_ || b.bytes < 0) {
+    if (b.peer < 0 || b.peer >= size_ || b.bytes < 0 || (b.received && (b.bytes == 0 || b.bytes > kMaxMessageBytes))) {
       return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": receive block for rank " +
-                             std::to_string(b.peer) + " of " + std::to_string(b.bytes) + " bytes");
+                             std::to_string(b.peer) + " of " + std::to_string(b.bytes) + " bytes" +
+                             (b.received ? " (a capacity receive must be in [1 byte, 1 GiB])" : ""));
     }
   }
   // Rejected before anything is posted: a posted receive must never outlive its call.
@@ -222,10 +252,8 @@ Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const Recv
   peer_of_.clear();
   is_send_.clear();
   received_of_.clear();
+  expected_bytes_.clear();
   auto post = [&](bool is_send, int peer, const void* data, int64_t bytes, int64_t* received) -> Status {
-    if (received && bytes > kMaxMessageBytes) {
-      return InvalidArgument("rank " + std::to_string(rank_) + ": " + what + ": a receive of unknown size above 1 GiB");
-    }
     for (int64_t done = 0; done < bytes; done += kMaxMessageBytes) {
       const int chunk = static_cast<int>(std::min(kMaxMessageBytes, bytes - done));
       MPI_Request req;
@@ -233,15 +261,14 @@ Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const Recv
                              : MPI_Irecv(static_cast<uint8_t*>(const_cast<void*>(data)) + done, chunk, MPI_BYTE, peer,
                                          tag, comm_, &req);
       if (rc != MPI_SUCCESS) {
-        broken_ = true;
-        broken_reason_ = what + " failed";
-        return Unavailable("rank " + std::to_string(rank_) + ": " + what + ": posting a message for rank " +
-                           std::to_string(peer) + ": " + MpiErrorString(rc));
+        return Abandon(what, "posting a message for rank " + std::to_string(peer) + ": " + MpiErrorString(rc),
+                       StatusCode::kUnavailable);
       }
       requests_.push_back(req);
       peer_of_.push_back(peer);
       is_send_.push_back(is_send);
       received_of_.push_back(received);
+      expected_bytes_.push_back(chunk);
     }
     return Status::Ok();
   };
@@ -277,7 +304,9 @@ Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const Recv
 StatusOr<std::unique_ptr<Group>> MpiGroup::Split(int color, int key, Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(CheckUsable("split"));
   // MPI_Comm_split blocks without a timeout; once this barrier has completed every rank is here and
-  // the split cannot stall on a missing peer.
+  // the split cannot stall on a missing peer. A rank whose barrier timed out has left, though, and
+  // the others would then block in the split: a group is split at start-up, where a timeout is fatal
+  // to the job anyway (shoal worker aborts it).
   SHOAL_RETURN_IF_ERROR(Barrier(deadline));
   MPI_Comm sub;
   const int rc = MPI_Comm_split(comm_, color, key, &sub);

@@ -25,6 +25,12 @@ class MpiRuntime {
  public:
   static StatusOr<std::unique_ptr<MpiRuntime>> Init(int* argc, char*** argv);
   ~MpiRuntime();
+
+  // Set when any group of this process failed or timed out with operations still in flight. Then
+  // MPI_Finalize may wait forever for the stalled peer (OpenMPI fences in finalize), so the program
+  // should report its error and end the job with MPI_Abort instead of destroying the runtime.
+  static void MarkGroupBroken();
+  static bool AnyGroupBroken();
   MpiRuntime(const MpiRuntime&) = delete;
   MpiRuntime& operator=(const MpiRuntime&) = delete;
 
@@ -57,9 +63,12 @@ class MpiGroup final : public Group {
   // Completes `requests_` by polling until the deadline. `peer_of[i]` names the peer of request i
   // (-1 for a collective request) for the timeout message.
   Status WaitAll(const std::string& what, Deadline deadline);
-  // One MPI_Testsome over requests_: completed ones become MPI_REQUEST_NULL, and the sizes of
-  // completed capacity receives are written out.
+  // One MPI_Testsome over requests_: completed ones become MPI_REQUEST_NULL, the sizes of
+  // completed capacity receives are written out, and other receives must have their exact size.
   Status Poll(const std::string& what, int* completed);
+  // Gives up on the operations in flight (receives cancelled, sends released, collectives left),
+  // marks the group broken and returns `code` with the message (for a timeout: who was missing).
+  Status Abandon(const std::string& what, const std::string& reason, StatusCode code);
 
   MPI_Comm comm_;
   int rank_, size_;
@@ -71,6 +80,7 @@ class MpiGroup final : public Group {
   std::vector<int> peer_of_;
   std::vector<bool> is_send_;
   std::vector<int64_t*> received_of_;   // capacity receives: where to write the size that arrived
+  std::vector<int64_t> expected_bytes_;  // other receives: the size that must arrive
   std::vector<int> done_;
   std::vector<MPI_Status> statuses_;
   std::vector<MPI_Request> abandoned_;  // collective requests left behind by a timeout

@@ -2,8 +2,8 @@
 # `shoal worker --batch` end to end under mpirun at 1-4 ranks: for every fixture, the JSONL results
 # rank 0 writes carry exactly the greedy tokens HF transformers produced (expected.json), in input
 # order — with more requests than one rank's engine.max_num_seqs (so ranks run waves), rank counts
-# that do not divide the experts, and more ranks than experts (replicas). Then bad input: every rank
-# exits promptly with a named error.
+# that do not divide the experts, and more ranks than experts (replicas). A rank stopped mid-run makes
+# the others fail naming it and end the job. Bad input: every rank exits promptly with a named error.
 set -euo pipefail
 shoal=$1
 root=$2
@@ -67,6 +67,42 @@ else
   echo "FAIL qwen2-moe-f16 np=6: exit status $?"; cat "$tmp/err.txt"; fail=1
 fi
 
+# A rank that stops (SIGSTOP, as a hung node would) mid-run: the others report which rank they were
+# waiting for within parallel.collective_timeout_ms and end the job, instead of hanging.
+cat > "$tmp/stall.yaml" <<YAML
+engine:
+  threads: 1
+parallel:
+  collective_timeout_ms: 1000
+YAML
+python3 -c 'import json,sys; [print(json.dumps({"prompt_ids": [1, 2, 3], "max_tokens": 200})) for _ in range(3000)]' \
+  > "$tmp/long.jsonl"
+"$mpirun" --allow-run-as-root --oversubscribe -np 3 "$shoal" worker --config "$tmp/stall.yaml" \
+  --model "$root/tests/fixtures/qwen3-moe-f32" --batch "$tmp/long.jsonl" --output "$tmp/long.out" \
+  >/dev/null 2>"$tmp/stall.err" &
+launcher=$!
+for _ in $(seq 1 600); do  # until every rank has loaded (its line is printed after the start-up barrier)
+  [ "$(grep -c '^shoal worker rank' "$tmp/stall.err")" -ge 3 ] && break
+  sleep 0.05
+done
+victim=$(pgrep -P "$launcher" -x shoal | tail -n 1)
+kill -STOP "$victim"
+stopped=$(date +%s)
+for _ in $(seq 1 600); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$launcher" 2>/dev/null; then
+  echo "FAIL stalled rank: the group was still running 60 s after one rank stopped"; fail=1
+  kill -KILL "$launcher" 2>/dev/null || true
+fi
+kill -KILL "$victim" 2>/dev/null || true
+set +e; wait "$launcher"; rc=$?; set -e
+took=$(( $(date +%s) - stopped ))
+if [ $rc -ne 0 ] && [ $took -le 30 ] && grep -q "still waiting for ranks" "$tmp/stall.err" \
+   && grep -q "ends the job" "$tmp/stall.err"; then
+  echo "ok   stalled rank: the others failed in ${took} s naming it (rc=$rc)"
+else
+  echo "FAIL stalled rank: rc=$rc after ${took} s:"; cat "$tmp/stall.err"; fail=1
+fi
+
 # Bad input: exit status non-zero, the error named, and no rank left waiting for a timeout.
 check_error() {  # expected-substring, np, args...
   local want=$1 np=$2; shift 2
@@ -86,4 +122,6 @@ check_error "bad.jsonl:2: prompt_ids[1]: must be in [0, 319]" 3 --model "$model"
 check_error "cannot open batch file" 2 --model "$model" --batch "$tmp/missing.jsonl"
 check_error "config.json: cannot open" 2 --model /nonexistent --batch "$tmp/bad.jsonl"
 check_error "--batch FILE is required" 1 --model "$model"
+printf '{"prompt_ids": [1, 2], "max_tokens": 255}\n' > "$tmp/long1.jsonl"
+check_error "exceed the model's context of 256 tokens" 2 --model "$model" --batch "$tmp/long1.jsonl"
 exit $fail

@@ -16,7 +16,7 @@ TEST(BatchFile, ParsesEveryFieldAndDefaults) {
       "\n"
       "  \n"
       "{\"prompt_ids\": [9]}",
-      "b.jsonl", 10, 16);
+      "b.jsonl", 10, 16, 64);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r->size(), 2u);
   const GenerateRequest& a = (*r)[0].request;
@@ -51,16 +51,17 @@ TEST(BatchFile, ErrorsNameLineAndField) {
       {"{\"prompt_ids\": [1], \"id\": [1]}", "b.jsonl:1: id: expected a string or an integer"},
       {"[1, 2]", "b.jsonl:1: expected a JSON object"},
       {"\n\n{\"prompt_ids\": [1", "b.jsonl:3: not valid JSON"},
+      {"{\"prompt_ids\": [1, 2], \"max_tokens\": 63}", "b.jsonl:1: prompt_ids (2) + max_tokens (63) exceed the model's context of 64"},
   };
   for (const Case& c : cases) {
-    auto r = ParseBatchFile(c.text, "b.jsonl", 10, 16);
+    auto r = ParseBatchFile(c.text, "b.jsonl", 10, 16, 64);
     ASSERT_FALSE(r.ok()) << c.text;
     EXPECT_TRUE(MessageHas(r.status(), c.want)) << r.status().ToString() << "\nwanted: " << c.want;
   }
 }
 
 TEST(BatchFile, EmptyFileHasNoRequests) {
-  auto r = ParseBatchFile("", "b.jsonl", 10, 16);
+  auto r = ParseBatchFile("", "b.jsonl", 10, 16, 64);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->empty());
 }

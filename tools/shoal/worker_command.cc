@@ -111,12 +111,7 @@ StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, int ranks_on_n
   return l;
 }
 
-Status RunWorker(const WorkerOptions& o) {
-  if (o.batch.empty()) {
-    return InvalidArgument("--batch FILE is required: serving requests from a coordinator is not implemented yet, "
-                           "so a group runs a batch file of prompts");
-  }
-  SHOAL_ASSIGN_OR_RETURN(auto runtime, comm::MpiRuntime::Init(nullptr, nullptr));
+Status RunGroup(const WorkerOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(auto world, comm::MpiGroup::Create(MPI_COMM_WORLD));
   comm::Group& g = *world;
   const int rank = g.rank(), size = g.size();
@@ -138,7 +133,8 @@ Status RunWorker(const WorkerOptions& o) {
   SHOAL_RETURN_IF_ERROR(Agree(g, text.status(), "reading " + o.batch, step_deadline()).WithContext(me));
   SHOAL_ASSIGN_OR_RETURN(std::string all_text, comm::BroadcastBytes(g, *text, 0, step_deadline()));
   // Every rank parses the same bytes, so every rank reaches the same verdict; rank 0 explains it.
-  StatusOr<std::vector<BatchRequest>> parsed = ParseBatchFile(all_text, o.batch, l.model.vocab_size, o.max_tokens);
+  StatusOr<std::vector<BatchRequest>> parsed = ParseBatchFile(all_text, o.batch, l.model.vocab_size, o.max_tokens,
+                                                                 l.model.max_position_embeddings);
   if (!parsed.ok()) {
     if (rank == 0) return parsed.status();
     return Status(parsed.status().code(), me + ": " + o.batch + " rejected (rank 0 reports why)");
@@ -196,6 +192,17 @@ Status RunWorker(const WorkerOptions& o) {
                size, requests.size(), static_cast<long long>(totals[0]), static_cast<long long>(totals[1]), seconds,
                seconds > 0 ? totals[1] / seconds : 0.0);
   return Status::Ok();
+}
+
+Status RunWorker(const WorkerOptions& o) {
+  if (o.batch.empty()) {
+    return InvalidArgument("--batch FILE is required: serving requests from a coordinator is not implemented yet, "
+                           "so a group runs a batch file of prompts");
+  }
+  SHOAL_ASSIGN_OR_RETURN(auto runtime, comm::MpiRuntime::Init(nullptr, nullptr));
+  Status st = RunGroup(o);
+  AbortIfGroupBroken(st, "shoal worker");
+  return st;
 }
 
 }  // namespace
