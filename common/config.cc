@@ -115,7 +115,8 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
            [&](const YAML::Node& m, const std::string&) {
              return ReadMapping(m, source, "engine",
                                 {{"threads", IntIn<int>(&cfg.threads, 0, 1024)},
-                                 {"max_num_seqs", IntIn<int>(&cfg.max_num_seqs, 1, 65536)}});
+                                 {"max_num_seqs", IntIn<int>(&cfg.max_num_seqs, 1, 65536)},
+                                 {"max_step_tokens", IntIn<int>(&cfg.max_step_tokens, 1, 1 << 24)}});
            }},
           {"kv_cache",
            [&](const YAML::Node& m, const std::string&) {

@@ -11,6 +11,8 @@
 //     threads: 0           # CPU kernel threads; 0 = every online core (shoal worker: the node's cores
 //                          # divided among the ranks on that node)
 //     max_num_seqs: 64     # live sequences at once (Engine::NewSequence refuses more)
+//     max_step_tokens: 8192  # tokens per forward step: longer prompts are prefilled in chunks, which
+//                            # also bounds how long group peers wait for each other in one step
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process
@@ -32,6 +34,7 @@ struct EngineConfig {
   std::string model_path;  // absolute or relative to the working directory after loading
   int threads = 0;
   int max_num_seqs = 64;
+  int max_step_tokens = 8192;
   int kv_block_size = 16;
   int64_t kv_cache_mib = 256;
   int64_t collective_timeout_ms = 60000;

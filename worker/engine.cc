@@ -9,9 +9,10 @@ namespace shoal {
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg,
                                                  comm::Group* group, const Placement* placement) {
-  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0 || cfg.max_num_seqs < 1 ||
+  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0 || cfg.max_num_seqs < 1 || cfg.max_step_tokens < 1 ||
       cfg.collective_timeout_ms < 1) {
-    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib, engine.max_num_seqs and "
+    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib, engine.max_num_seqs, "
+                           "engine.max_step_tokens and "
                            "parallel.collective_timeout_ms must be positive and engine.threads non-negative");
   }
   const int64_t block_bytes = KvCache::BlockBytes(config, cfg.kv_block_size);
@@ -65,6 +66,7 @@ Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg
       kv_(config_, cfg.kv_block_size, num_blocks),
       inv_freq_(RopeInverseFrequencies(config_)),
       max_num_seqs_(cfg.max_num_seqs),
+      max_step_tokens_(cfg.max_step_tokens),
       collective_timeout_ms_(cfg.collective_timeout_ms) {}
 
 StatusOr<SeqId> Engine::NewSequence() {

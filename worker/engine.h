@@ -60,6 +60,8 @@ class Engine {
   ThreadPool& pool() { return pool_; }
   comm::Group& group() { return *group_; }
   int64_t collective_timeout_ms() const { return collective_timeout_ms_; }
+  // engine.max_step_tokens: the scheduler's budget of tokens per Forward (Forward itself takes any).
+  int max_step_tokens() const { return max_step_tokens_; }
   // Null for a model without MoE layers.
   const comm::ExpertExchange* exchange() const { return exchange_ ? &*exchange_ : nullptr; }
 
@@ -98,6 +100,7 @@ class Engine {
   std::vector<float> inv_freq_;
   std::vector<Sequence> seqs_;
   int max_num_seqs_;
+  int max_step_tokens_;
   int live_seqs_ = 0;
   int64_t collective_timeout_ms_;
 

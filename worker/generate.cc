@@ -64,6 +64,7 @@ StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector
 
   std::vector<GenerateResult> results(requests.size());
   std::vector<int32_t> next(requests.size());
+  std::vector<size_t> fed(requests.size(), 0);  // prompt tokens already in the KV cache
   std::vector<bool> live(requests.size(), true);
   std::vector<ForwardOutput> outs;
 
@@ -81,42 +82,59 @@ StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector
     }
   };
   auto live_count = [&] { return static_cast<int64_t>(std::count(live.begin(), live.end(), true)); };
+  for (const GenerateRequest& r : requests) stats->prompt_tokens += static_cast<int64_t>(r.prompt.size());
 
-  // Prefill: every prompt in one step (a rank without requests joins with an empty batch).
+  // Steps of at most engine.max_step_tokens tokens: one decode token per sequence whose prompt is in,
+  // then prompt chunks in request order with what is left of the budget. A sequence's first token
+  // comes from the step that feeds the last chunk of its prompt. A rank with nothing to do this step
+  // still steps, with an empty batch, until no rank has a live sequence.
   std::vector<ForwardInput> batch;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    batch.push_back({seqs.ids[i], requests[i].prompt, false});
-    stats->prompt_tokens += static_cast<int64_t>(requests[i].prompt.size());
-  }
-  auto t0 = Clock::now();
-  local = engine.Forward(batch, &outs);
-  if (local.ok()) {
-    for (size_t i = 0; i < requests.size(); ++i) accept(i, outs[i].logits);
-  }
-  SHOAL_RETURN_IF_ERROR(AgreeOnStep(group, local, live_count(), timeout_ms, &group_live));
-  auto t1 = Clock::now();
-  stats->prefill_seconds += Seconds(t0, t1);
-
-  // Decode: one token per live sequence per step, until no rank has a live sequence.
-  std::vector<size_t> index;
+  struct Entry {
+    size_t request;
+    bool samples;  // the step's logits for this entry give the sequence's next token
+    bool decode;
+  };
+  std::vector<Entry> entries;
   while (group_live > 0) {
     batch.clear();
-    index.clear();
+    entries.clear();
+    int64_t budget = engine.max_step_tokens();
     for (size_t i = 0; i < requests.size(); ++i) {
-      if (!live[i]) continue;
+      if (!live[i] || fed[i] < requests[i].prompt.size()) continue;
       batch.push_back({seqs.ids[i], std::span<const int32_t>(&next[i], 1), false});
-      index.push_back(i);
+      entries.push_back({i, true, true});
+      --budget;
     }
+    for (size_t i = 0; i < requests.size() && budget > 0; ++i) {
+      const size_t left = requests[i].prompt.size() - fed[i];
+      if (!live[i] || left == 0) continue;
+      const size_t n = std::min<size_t>(left, static_cast<size_t>(budget));
+      batch.push_back({seqs.ids[i], std::span<const int32_t>(requests[i].prompt).subspan(fed[i], n), false});
+      entries.push_back({i, n == left, false});
+      budget -= static_cast<int64_t>(n);
+    }
+    const bool any_prefill = std::any_of(entries.begin(), entries.end(), [](const Entry& e) { return !e.decode; });
+    const auto t0 = Clock::now();
     local = engine.Forward(batch, &outs);
     if (local.ok()) {
-      for (size_t b = 0; b < index.size(); ++b) accept(index[b], outs[b].logits);
-      stats->decode_steps += 1;
-      stats->decode_tokens += static_cast<int64_t>(index.size());
-      stats->decode_weight_bytes += static_cast<double>(engine.last_step_weight_bytes());
+      int64_t decoded = 0;
+      for (size_t b = 0; b < entries.size(); ++b) {
+        const Entry& e = entries[b];
+        if (!e.decode) fed[e.request] += batch[b].tokens.size();
+        if (e.samples) accept(e.request, outs[b].logits);
+        decoded += e.decode;
+      }
+      stats->generated_tokens += static_cast<int64_t>(
+          std::count_if(entries.begin(), entries.end(), [](const Entry& e) { return e.samples; }));
+      if (!any_prefill && decoded > 0) {  // a pure decode step: what the decode rate is measured on
+        stats->decode_tokens += decoded;
+        stats->decode_steps += 1;
+        stats->decode_weight_bytes += static_cast<double>(engine.last_step_weight_bytes());
+      }
     }
     SHOAL_RETURN_IF_ERROR(AgreeOnStep(group, local, live_count(), timeout_ms, &group_live));
+    (any_prefill ? stats->prefill_seconds : stats->decode_seconds) += Seconds(t0, Clock::now());
   }
-  stats->decode_seconds += Seconds(t1, Clock::now());
   return results;
 }
 

@@ -1,5 +1,6 @@
-// Batch generation on one engine: prefill every prompt in one step, then decode all live sequences
-// together until each reaches max_tokens or a stop token. Used by `shoal generate`, `shoal worker
+// Batch generation on one engine: steps of at most engine.max_step_tokens tokens — decode tokens of
+// the sequences whose prompts are in, then prompt chunks — until each sequence reaches max_tokens or
+// a stop token. Used by `shoal generate`, `shoal worker
 // --batch` and the benchmark.
 //
 // On a rank of an expert-parallel group every rank calls Generate with its own requests (possibly
@@ -32,10 +33,11 @@ struct GenerateResult {
 
 struct GenerateStats {
   int64_t prompt_tokens = 0;
-  int64_t decode_tokens = 0;   // tokens produced by decode steps (not the prefill's first token)
+  int64_t generated_tokens = 0;  // every token sampled
+  int64_t decode_tokens = 0;     // tokens produced by pure decode steps (no prompt chunk in the step)
   int64_t decode_steps = 0;
-  double prefill_seconds = 0;
-  double decode_seconds = 0;
+  double prefill_seconds = 0;    // steps that fed prompt chunks (and any decode tokens alongside)
+  double decode_seconds = 0;     // pure decode steps
   double decode_weight_bytes = 0;  // Σ over decode steps of the weight bytes each read
 };
 

@@ -13,11 +13,13 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 run() { "$mpirun" --allow-run-as-root --oversubscribe -np "$@"; }
 
-# engine.max_num_seqs 2 with 6 requests: at N = 1 and 2 a rank runs its requests in two or three waves.
+# engine.max_num_seqs 2 with 6 requests: at N = 1 and 2 a rank runs its requests in two or three waves;
+# max_step_tokens 5 feeds the 7- and 12-token prompts in chunks, in lockstep with the other ranks.
 cat > "$tmp/small.yaml" <<YAML
 engine:
   threads: 1
   max_num_seqs: 2
+  max_step_tokens: 5
 kv_cache:
   block_size: 4
   memory_mib: 8

@@ -60,9 +60,13 @@ TEST(ConfigTest, FullValidConfig) {
                            "engine:\n"
                            "  threads: 3\n"
                            "  max_num_seqs: 8\n"
+                           "  max_step_tokens: 512\n"
                            "kv_cache:\n"
                            "  block_size: 32\n"
-                           "  memory_mib: 1024\n";
+                           "  memory_mib: 1024\n"
+                           "parallel:\n"
+                           "  collective_timeout_ms: 2500\n"
+                           "  startup_timeout_s: 30\n";
   auto r = ParseEngineConfig(yaml, kSource, "/somewhere/else");  // an absolute path ignores base_dir
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->model_path, fs::path(model_dir).lexically_normal().string());
@@ -71,6 +75,21 @@ TEST(ConfigTest, FullValidConfig) {
   EXPECT_EQ(r->max_num_seqs, 8);
   EXPECT_EQ(r->kv_block_size, 32);
   EXPECT_EQ(r->kv_cache_mib, 1024);
+  EXPECT_EQ(r->max_step_tokens, 512);
+  EXPECT_EQ(r->collective_timeout_ms, 2500);
+  EXPECT_EQ(r->startup_timeout_s, 30);
+}
+
+TEST(ConfigTest, ParallelAndStepSettingsAreRangeChecked) {
+  auto a = Parse("parallel:\n  collective_timeout_ms: 0\n");
+  ASSERT_FALSE(a.ok());
+  EXPECT_TRUE(MessageHas(a.status(), "parallel.collective_timeout_ms: must be in [1,")) << a.status().ToString();
+  auto b = Parse("engine:\n  max_step_tokens: 0\n");
+  ASSERT_FALSE(b.ok());
+  EXPECT_TRUE(MessageHas(b.status(), "engine.max_step_tokens: must be in [1,")) << b.status().ToString();
+  auto c = Parse("parallel:\n  timeout: 5\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(MessageHas(c.status(), "parallel.timeout: unknown key")) << c.status().ToString();
 }
 
 // threads: 0 means every online core, never 0 threads.

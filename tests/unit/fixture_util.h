@@ -67,7 +67,7 @@ inline Fixture LoadFixture(const std::string& name) {
   return f;
 }
 
-inline std::unique_ptr<Engine> MakeEngine(const std::string& dir, int threads = 2) {
+inline std::unique_ptr<Engine> MakeEngine(const std::string& dir, int threads = 2, int max_step_tokens = 8192) {
   auto config = LoadModelConfig(dir);
   if (!config.ok()) return nullptr;
   auto weights = LoadModelWeights(*config, dir);
@@ -76,6 +76,7 @@ inline std::unique_ptr<Engine> MakeEngine(const std::string& dir, int threads = 
   cfg.threads = threads;
   cfg.kv_block_size = 4;  // small blocks: every fixture prompt spans several
   cfg.kv_cache_mib = 16;
+  cfg.max_step_tokens = max_step_tokens;
   auto engine = Engine::Create(*config, std::move(weights).value(), cfg);
   return engine.ok() ? std::move(engine).value() : nullptr;
 }

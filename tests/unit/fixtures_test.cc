@@ -123,6 +123,21 @@ TEST_P(FixtureTest, BatchedEqualsAloneBitwise) {
   EXPECT_EQ(a[0].logits, b[0].logits) << f.name;
 }
 
+// Chunked prefill: with 3 tokens per step the 7-, 3- and 12-token prompts are fed over several steps
+// (decode tokens of finished prompts alongside later chunks) and give the same greedy tokens.
+TEST_P(FixtureTest, ChunkedPrefillGivesTheSameTokens) {
+  Fixture f = LoadFixture(GetParam());
+  auto engine = MakeEngine(f.dir, 2, /*max_step_tokens=*/3);
+  ASSERT_TRUE(engine);
+  std::vector<GenerateRequest> reqs;
+  for (const auto& p : f.prompts) reqs.push_back({p.prompt, f.decode_steps + 1, {}, 0, {}});
+  GenerateStats st;
+  auto out = Generate(*engine, reqs, &st);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ((*out)[i].tokens, f.prompts[i].greedy) << f.name << " prompt " << i;
+  EXPECT_EQ(st.generated_tokens, static_cast<int64_t>(reqs.size()) * (f.decode_steps + 1));
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTest, ::testing::ValuesIn(ListFixtures()),
                          [](const auto& info) {
                            std::string s = info.param;

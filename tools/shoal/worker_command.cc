@@ -162,11 +162,10 @@ Status RunGroup(const WorkerOptions& o) {
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<int64_t> totals = {stats.prompt_tokens, stats.decode_tokens + static_cast<int64_t>(mine.size())};
+  std::vector<int64_t> totals = {stats.prompt_tokens, stats.generated_tokens};
   SHOAL_RETURN_IF_ERROR(g.AllReduceSum(totals, step_deadline()));
   std::fprintf(stderr, "shoal worker %s: %zu requests, %lld prompt + %lld generated tokens\n", me.c_str(), mine.size(),
-               static_cast<long long>(stats.prompt_tokens),
-               static_cast<long long>(stats.decode_tokens + static_cast<int64_t>(mine.size())));
+               static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens));
 
   // Results to rank 0, written in input order.
   SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> gathered, comm::GatherBytes(g, lines, 0, step_deadline()));
