@@ -52,6 +52,11 @@ std::atomic<bool> g_group_broken{false};
 
 void MpiRuntime::MarkGroupBroken() { g_group_broken = true; }
 bool MpiRuntime::AnyGroupBroken() { return g_group_broken; }
+bool MpiRuntime::WasInitialized() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  return initialized != 0;
+}
 
 MpiRuntime::~MpiRuntime() {
   int finalized = 0;
@@ -185,6 +190,27 @@ Status MpiGroup::WaitAll(const std::string& what, Deadline deadline) {
 Status MpiGroup::AllReduce(std::span<int64_t> values, MPI_Op op, const char* name, Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(CheckUsable(name));
   if (size_ == 1 || values.empty()) return Status::Ok();
+  if (size_ <= kPointToPointRanks) {
+    // Every rank sends its values to every other and reduces them in rank order: as cheap as a
+    // collective at this size, and a timeout can name the ranks that never sent.
+    const int64_t n = static_cast<int64_t>(values.size());
+    std::vector<int64_t> all(static_cast<size_t>(size_ * n));
+    std::copy(values.begin(), values.end(), all.begin() + rank_ * n);
+    std::vector<SendBlock> sends;
+    std::vector<RecvBlock> recvs;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      sends.push_back({p, values.data(), n * 8});
+      recvs.push_back({p, all.data() + p * n, n * 8});
+    }
+    SHOAL_RETURN_IF_ERROR(Exchange(std::string(name) + " #" + std::to_string(calls_), sends, recvs, deadline, nullptr));
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t acc = all[i];
+      for (int p = 1; p < size_; ++p) acc = op == MPI_SUM ? acc + all[p * n + i] : std::max(acc, all[p * n + i]);
+      values[i] = acc;
+    }
+    return Status::Ok();
+  }
   requests_.assign(1, MPI_REQUEST_NULL);
   peer_of_.assign(1, -1);
   is_send_.assign(1, false);
@@ -217,6 +243,19 @@ Status MpiGroup::AllReduceMax(std::span<int64_t> values, Deadline deadline) {
 Status MpiGroup::Barrier(Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(CheckUsable("barrier"));
   if (size_ == 1) return Status::Ok();
+  if (size_ <= kPointToPointRanks) {
+    // One byte to and from every peer: once all have arrived, every rank has entered.
+    const uint8_t token = 1;
+    std::vector<uint8_t> got(static_cast<size_t>(size_));
+    std::vector<SendBlock> sends;
+    std::vector<RecvBlock> recvs;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      sends.push_back({p, &token, 1});
+      recvs.push_back({p, &got[p], 1});
+    }
+    return Exchange("barrier #" + std::to_string(calls_), sends, recvs, deadline, nullptr);
+  }
   requests_.assign(1, MPI_REQUEST_NULL);
   peer_of_.assign(1, -1);
   is_send_.assign(1, false);
@@ -229,7 +268,11 @@ Status MpiGroup::Barrier(Deadline deadline) {
 
 Status MpiGroup::SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline deadline,
                           const std::function<void(int)>& before_send) {
-  const std::string what = "send/receive #" + std::to_string(calls_);
+  return Exchange("send/receive #" + std::to_string(calls_), sends, recvs, deadline, before_send);
+}
+
+Status MpiGroup::Exchange(const std::string& what, std::span<const SendBlock> sends, std::span<const RecvBlock> recvs,
+                          Deadline deadline, const std::function<void(int)>& before_send) {
   SHOAL_RETURN_IF_ERROR(CheckUsable(what.c_str()));
   for (const SendBlock& b : sends) {
     if (b.peer < 0 || b.peer >= size_ || b.bytes < 0) {

@@ -1,6 +1,7 @@
 // The MPI backend of comm::Group (host buffers; OpenMPI on CPU-only machines).
 //
-// Every collective is non-blocking underneath (Isend/Irecv for send/receive, Iallreduce, Ibarrier)
+// Every collective is non-blocking underneath (Isend/Irecv; for groups above 64 ranks the all-reduce
+// and barrier are Iallreduce and Ibarrier)
 // and is completed by polling MPI_Testsome against the deadline, so a peer that never arrives gives
 // DeadlineExceeded ("rank 1 of 3: send/receive #42: still waiting for ranks 2 when the deadline passed") rather than a
 // hang. After a timeout the abandoned receives are cancelled, but a send to the stalled peer cannot
@@ -31,6 +32,8 @@ class MpiRuntime {
   // should report its error and end the job with MPI_Abort instead of destroying the runtime.
   static void MarkGroupBroken();
   static bool AnyGroupBroken();
+  // Whether MPI was initialised in this process (by a runtime or anyone else).
+  static bool WasInitialized();
   MpiRuntime(const MpiRuntime&) = delete;
   MpiRuntime& operator=(const MpiRuntime&) = delete;
 
@@ -59,6 +62,12 @@ class MpiGroup final : public Group {
  private:
   MpiGroup(MPI_Comm comm, int rank, int size);
   Status CheckUsable(const char* op) const;
+  // SendRecv under a name for messages (all-reduce and barrier use it on small groups).
+  Status Exchange(const std::string& what, std::span<const SendBlock> sends, std::span<const RecvBlock> recvs,
+                  Deadline deadline, const std::function<void(int)>& before_send);
+  // Up to this many ranks, all-reduce and barrier are point-to-point exchanges (so a timeout names
+  // the missing ranks); above it, MPI's own non-blocking collectives.
+  static constexpr int kPointToPointRanks = 64;
   Status AllReduce(std::span<int64_t> values, MPI_Op op, const char* name, Deadline deadline);
   // Completes `requests_` by polling until the deadline. `peer_of[i]` names the peer of request i
   // (-1 for a collective request) for the timeout message.

@@ -71,6 +71,7 @@ TEST(Stall, BarrierAndAllReduceTimeOut) {
     const auto t0 = Clock::now();
     Status st = call();
     EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
+    EXPECT_NE(st.message().find("ranks " + std::to_string(staller)), std::string::npos) << st.ToString();
     EXPECT_LT(MsSince(t0), kDeadlineMs + kSlackMs);
   }
 }

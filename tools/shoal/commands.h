@@ -12,9 +12,10 @@ void AddGenerateCommand(CLI::App& app, int* exit_code);
 void AddWorkerCommand(CLI::App& app, int* exit_code);
 void AddBenchCommand(CLI::App& app, int* exit_code);
 
-// For commands that run an MPI group: when `st` failed and a group was left broken (a peer stalled
-// or failed mid-collective), MPI_Finalize could wait forever for that peer, so this prints the error
-// and ends the whole job with MPI_Abort. Returns (doing nothing) otherwise.
-void AbortIfGroupBroken(const Status& st, const char* command);
+// For commands that run an MPI group, called while MPI is still up. On error it prints the error
+// at once (so every failing rank has printed before any rank leaves MPI_Finalize and mpirun tears
+// the job down), and when a group was left broken (a peer stalled or failed mid-collective) —
+// where MPI_Finalize could wait forever for that peer — it ends the whole job with MPI_Abort.
+void FinishGroupCommand(const Status& st, const char* command);
 
 }  // namespace shoal::cli

@@ -1,4 +1,5 @@
-// AbortIfGroupBroken (commands.h): the one place the binary ends an MPI job by force.
+// FinishGroupCommand (commands.h): reports a group command's error, and is the one place the binary
+// ends an MPI job by force.
 #include <mpi.h>
 
 #include <cstdio>
@@ -8,12 +9,14 @@
 
 namespace shoal::cli {
 
-void AbortIfGroupBroken(const Status& st, const char* command) {
-  if (st.ok() || !comm::MpiRuntime::AnyGroupBroken()) return;
+void FinishGroupCommand(const Status& st, const char* command) {
+  if (st.ok()) return;
+  std::fprintf(stderr, "%s: error: %s\n", command, st.ToString().c_str());
+  std::fflush(stderr);
+  if (!comm::MpiRuntime::AnyGroupBroken()) return;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr, "%s: error: %s\n%s: rank %d ends the job: its group broke with operations in flight\n", command,
-               st.ToString().c_str(), command, rank);
+  std::fprintf(stderr, "%s: rank %d ends the job: its group broke with operations in flight\n", command, rank);
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, 1);
 }

@@ -132,14 +132,10 @@ Status RunGroup(const WorkerOptions& o) {
   StatusOr<std::string> text = rank == 0 ? ReadFile(o.batch) : StatusOr<std::string>(std::string());
   SHOAL_RETURN_IF_ERROR(Agree(g, text.status(), "reading " + o.batch, step_deadline()).WithContext(me));
   SHOAL_ASSIGN_OR_RETURN(std::string all_text, comm::BroadcastBytes(g, *text, 0, step_deadline()));
-  // Every rank parses the same bytes, so every rank reaches the same verdict; rank 0 explains it.
-  StatusOr<std::vector<BatchRequest>> parsed = ParseBatchFile(all_text, o.batch, l.model.vocab_size, o.max_tokens,
-                                                                 l.model.max_position_embeddings);
-  if (!parsed.ok()) {
-    if (rank == 0) return parsed.status();
-    return Status(parsed.status().code(), me + ": " + o.batch + " rejected (rank 0 reports why)");
-  }
-  std::vector<BatchRequest>& requests = *parsed;
+  // Every rank parses the same bytes, so every rank reaches the same verdict.
+  SHOAL_ASSIGN_OR_RETURN(std::vector<BatchRequest> requests,
+                         ParseBatchFile(all_text, o.batch, l.model.vocab_size, o.max_tokens,
+                                        l.model.max_position_embeddings));
 
   std::vector<size_t> mine;
   for (size_t i = rank; i < requests.size(); i += size) mine.push_back(i);
@@ -200,7 +196,7 @@ Status RunWorker(const WorkerOptions& o) {
   }
   SHOAL_ASSIGN_OR_RETURN(auto runtime, comm::MpiRuntime::Init(nullptr, nullptr));
   Status st = RunGroup(o);
-  AbortIfGroupBroken(st, "shoal worker");
+  FinishGroupCommand(st, "shoal worker");
   return st;
 }
 
@@ -219,11 +215,12 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
                   "CPU threads per rank (overrides engine.threads; 0 = the node's cores shared among its ranks)")
       ->check(CLI::Range(0, 1024));
   cmd->callback([opts, exit_code] {
+    // Errors from inside the group were printed by FinishGroupCommand already.
     Status st = RunWorker(*opts);
-    if (!st.ok()) {
+    if (!st.ok() && !comm::MpiRuntime::WasInitialized()) {
       std::fprintf(stderr, "shoal worker: error: %s\n", st.ToString().c_str());
-      *exit_code = 1;
     }
+    if (!st.ok()) *exit_code = 1;
   });
 }
 
