@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev   # GTest's CMake package also names the gmock libraries
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   openmpi-bin libopenmpi-dev  # the CPU data plane (comm/mpi) and mpirun for the mpi tests
+  procps                     # pgrep, for the stalled-rank test (tests/cli/worker_test.sh)
   python3                    # test helpers; the reference generator needs torch, see tools/reference
 )
 
