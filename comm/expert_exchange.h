@@ -3,9 +3,11 @@
 // One MoE layer on every rank of a group:
 //   Dispatch(x, topk)  origin side: the row of token t goes to the rank serving each of its top-k
 //                      experts (Placement::RankFor(expert, t + rank): replicas take turns), once per
-//                      (token, expert). The per-(rank, local expert) row counts travel first (a small
-//                      all-to-all), the rows second, each (origin, expert) block landing directly in
-//                      its place: afterwards this rank's rows are grouped by local expert —
+//                      (token, expert). The per-(rank, local expert) row counts travel first, one
+//                      message per peer — carrying the rows too when they total at most 64 KiB
+//                      (decode sizes: one round trip, not two) — and the remaining rows second, each
+//                      large (origin, expert) block landing directly in its place: afterwards this
+//                      rank's rows are grouped by local expert —
 //                      expert_rows() [num_expert_rows(), H], local expert i owning rows
 //                      [expert_offsets()[i], expert_offsets()[i + 1]), ordered by origin rank then
 //                      token.
@@ -20,8 +22,7 @@
 // peers' blocks are already moving); a block of at least 64 KiB is received and sent back in place,
 // with no copy beyond the transfer, because it is contiguous on both sides; smaller blocks between
 // two ranks share one message through a staging copy (cheap at their size, and one rendezvous
-// instead of many). A row that goes to k experts on one rank travels k
-// times; deduplicating per rank (as DeepEP's normal kernels do) would save bytes when a rank holds
+// instead of many). A row that goes to k experts on one rank travels k times; deduplicating per rank (as DeepEP's normal kernels do) would save bytes when a rank holds
 // many of a token's experts, at the price of an expanding copy on the receiver.
 //
 // Every rank of the group must call Dispatch and Combine for every MoE layer, also with T = 0.
