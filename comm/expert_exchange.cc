@@ -61,7 +61,8 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   topk_weights_ = topk_weights;
 
   // 1. Route every (token, choice) to (destination rank, its local expert); count rows per block.
-  std::vector<int32_t> block_of(static_cast<size_t>(T * K));
+  std::vector<int32_t>& block_of = block_of_;
+  block_of.resize(static_cast<size_t>(T * K));
   send_counts_.assign(slot_base_[R], 0);
   for (int64_t t = 0; t < T; ++t) {
     for (int j = 0; j < K; ++j) {
@@ -97,7 +98,8 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   row_of_.resize(static_cast<size_t>(S));
   row_token_.resize(static_cast<size_t>(S));
   {
-    std::vector<int64_t> cursor = send_start_;
+    std::vector<int64_t>& cursor = cursor_;
+    cursor.assign(send_start_.begin(), send_start_.end());
     for (int64_t t = 0; t < T; ++t) {
       for (int j = 0; j < K; ++j) {
         const int64_t r = cursor[block_of[t * K + j]]++;
@@ -121,7 +123,8 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   rows_to_.assign(R, 0);
   for (int d = 0; d < R; ++d) rows_to_[d] = dest_begin_[d + 1] - dest_begin_[d];
   const int64_t eager_words = (kEagerBytes + 7) / 8;
-  std::vector<int64_t> head_send(R + 1, 0);  // word offsets of each peer's message in eager_send_
+  std::vector<int64_t>& head_send = head_send_;  // word offsets of each peer's message in eager_send_
+  head_send.assign(R + 1, 0);
   for (int d = 0; d < R; ++d) {
     const int64_t L_d = slot_base_[d + 1] - slot_base_[d];
     head_send[d + 1] = head_send[d] + (d == me ? 0 : L_d + (IsEager(rows_to_[d]) ? (rows_to_[d] * H + 1) / 2 : 0));

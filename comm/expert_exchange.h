@@ -126,6 +126,8 @@ class ExpertExchange {
   std::vector<int64_t> eager_received_;           // [R] bytes that arrived in each
 
   std::vector<int64_t> rows_to_, rows_from_;
+  std::vector<int32_t> block_of_;     // Dispatch scratch, kept so the per-layer path does not allocate
+  std::vector<int64_t> cursor_, head_send_;
   std::vector<Group::SendBlock> sends_;
   std::vector<Group::RecvBlock> recvs_;
   ExchangeCounters counters_;

@@ -128,9 +128,9 @@ Status Engine::Validate(const std::vector<ForwardInput>& batch, int64_t* num_tok
   return Status::Ok();
 }
 
-void Engine::EmptyStep() {
+void Engine::JoinLayersWithoutTokens(int first_layer) {
   if (group_->size() == 1) return;
-  for (int l = 0; l < config_.num_layers; ++l) {
+  for (int l = first_layer; l < config_.num_layers; ++l) {
     // Errors here (a peer timed out as well) add nothing to the error being returned.
     if (!Layer(l, 0).ok()) return;
   }
@@ -141,7 +141,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   // Validate everything before changing any state.
   int64_t T = 0;
   if (Status st = Validate(batch, &T); !st.ok()) {
-    EmptyStep();
+    JoinLayersWithoutTokens(0);
     return st;
   }
   // Reserve KV blocks for all sequences, rolling back on failure.
@@ -157,7 +157,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
         blocks.resize(old_sizes[i]);
         kv_.Release(&extra);
       }
-      EmptyStep();
+      JoinLayersWithoutTokens(0);
       return st.WithContext("sequence " + std::to_string(in.seq));
     }
   }
@@ -191,9 +191,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
       // A local failure (not the group's): still join the remaining layers' exchanges with no tokens,
       // so the peers finish the step. After a group failure there is nothing left to join.
       const bool group_failed = st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
-      for (int rest = l + 1; rest < c.num_layers && !group_failed && group_->size() > 1; ++rest) {
-        if (!Layer(rest, 0).ok()) break;
-      }
+      if (!group_failed) JoinLayersWithoutTokens(l + 1);
       return st;
     }
     const LayerWeights& L = weights_.layers[l];

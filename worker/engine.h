@@ -90,8 +90,9 @@ class Engine {
   Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks);
   Status Validate(const std::vector<ForwardInput>& batch, int64_t* num_tokens) const;
   Status Layer(int l, int64_t T);
-  // The collectives of one step with no tokens (after a rejected batch, so peers are not left waiting).
-  void EmptyStep();
+  // The collectives of layers first_layer.. with no tokens (after a rejected batch or a local error,
+  // so peers are not left waiting). Nothing for a group of one.
+  void JoinLayersWithoutTokens(int first_layer);
 
   ModelConfig config_;
   ModelWeights weights_;

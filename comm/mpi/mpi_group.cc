@@ -325,7 +325,9 @@ Status MpiGroup::Exchange(const std::string& what, std::span<const SendBlock> se
   // Peers in a rotated order (rank+1, rank+2, ...) so that not every rank sends to rank 0 first; a
   // poll after each peer lets MPI progress the transfers already posted while the caller fills the
   // next peer's buffer.
-  std::vector<std::vector<const SendBlock*>> by_peer(size_);
+  std::vector<std::vector<const SendBlock*>>& by_peer = by_peer_;
+  by_peer.resize(static_cast<size_t>(size_));
+  for (auto& v : by_peer) v.clear();
   for (const SendBlock& b : sends) {
     if (b.bytes > 0) by_peer[b.peer].push_back(&b);
   }

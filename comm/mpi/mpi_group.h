@@ -90,6 +90,7 @@ class MpiGroup final : public Group {
   std::vector<bool> is_send_;
   std::vector<int64_t*> received_of_;   // capacity receives: where to write the size that arrived
   std::vector<int64_t> expected_bytes_;  // other receives: the size that must arrive
+  std::vector<std::vector<const SendBlock*>> by_peer_;  // per-call scratch, reused
   std::vector<int> done_;
   std::vector<MPI_Status> statuses_;
   std::vector<MPI_Request> abandoned_;  // collective requests left behind by a timeout
