@@ -73,6 +73,13 @@ Handler IntIn(T* out, T lo, T hi, std::function<bool(T)> extra = nullptr, const 
 
 }  // namespace
 
+std::string ServedModelName(const EngineConfig& cfg) {
+  if (!cfg.model_name.empty()) return cfg.model_name;
+  fs::path p = fs::path(cfg.model_path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
 int EngineConfig::ResolvedThreads() const {
   if (threads > 0) return threads;
   const unsigned n = std::thread::hardware_concurrency();
@@ -109,6 +116,13 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                                     }
                                     cfg.model_path = p.lexically_normal().string();
                                     return Status::Ok();
+                                  }},
+                                 {"name", [&](const YAML::Node& v, const std::string& where) {
+                                    SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &cfg.model_name, "a string"));
+                                    if (cfg.model_name.empty() || cfg.model_name.size() > 256) {
+                                      return InvalidArgument(where + ": must be 1 to 256 characters");
+                                    }
+                                    return Status::Ok();
                                   }}});
            }},
           {"engine",
@@ -124,7 +138,40 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                  m, source, "kv_cache",
                  {{"block_size", IntIn<int>(&cfg.kv_block_size, 1, 1024, [](int x) { return (x & (x - 1)) == 0; },
                                             "a power of two ")},
-                  {"memory_mib", IntIn<int64_t>(&cfg.kv_cache_mib, 1, int64_t{1} << 30)}});
+                  {"memory_mib", IntIn<int64_t>(&cfg.kv_cache_mib, 1, int64_t{1} << 30)},
+                  {"num_blocks", IntIn<int64_t>(&cfg.kv_cache_blocks, 0, int64_t{1} << 32)}});
+           }},
+          {"server",
+           [&](const YAML::Node& m, const std::string&) {
+             auto& sv = cfg.server;
+             return ReadMapping(
+                 m, source, "server",
+                 {{"host", [&](const YAML::Node& v, const std::string& w) { return ReadScalar(v, w, &sv.host, "an address"); }},
+                  {"port", IntIn<int>(&sv.port, 0, 65535)},
+                  {"control_host",
+                   [&](const YAML::Node& v, const std::string& w) { return ReadScalar(v, w, &sv.control_host, "an address"); }},
+                  {"control_port", IntIn<int>(&sv.control_port, 0, 65535)},
+                  {"api_keys",
+                   [&](const YAML::Node& v, const std::string& w) -> Status {
+                     if (!v.IsSequence()) return InvalidArgument(w + ": expected a list of strings");
+                     for (const auto& k : v) {
+                       std::string key;
+                       SHOAL_RETURN_IF_ERROR(ReadScalar(k, w, &key, "a string"));
+                       if (key.empty()) return InvalidArgument(w + ": an empty key");
+                       sv.api_keys.push_back(key);
+                     }
+                     return Status::Ok();
+                   }},
+                  {"max_body_bytes", IntIn<int64_t>(&sv.max_body_bytes, 1024, int64_t{1} << 30)},
+                  {"max_queued_requests", IntIn<int>(&sv.max_queued_requests, 0, 1 << 20)},
+                  {"heartbeat_ms", IntIn<int>(&sv.heartbeat_ms, 10, 60000)},
+                  {"heartbeat_timeout_ms", IntIn<int>(&sv.heartbeat_timeout_ms, 100, 3600 * 1000)}});
+           }},
+          {"cluster",
+           [&](const YAML::Node& m, const std::string&) {
+             return ReadMapping(m, source, "cluster",
+                                {{"groups", IntIn<int>(&cfg.cluster.groups, 1, 64)},
+                                 {"ranks_per_group", IntIn<int>(&cfg.cluster.ranks_per_group, 1, 1024)}});
            }},
           {"parallel",
            [&](const YAML::Node& m, const std::string&) {
@@ -135,6 +182,9 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
            }},
       });
   if (!st.ok()) return st;
+  if (cfg.server.heartbeat_timeout_ms < 2 * cfg.server.heartbeat_ms) {
+    return InvalidArgument(source + ": server.heartbeat_timeout_ms must be at least twice server.heartbeat_ms");
+  }
   return cfg;
 }
 

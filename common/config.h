@@ -7,6 +7,7 @@
 // Schema (all sections and keys optional; defaults below):
 //   model:
 //     path: DIR            # HF checkpoint directory; relative paths are relative to the YAML file
+//     name: NAME           # the model id clients use (default: the directory's name)
 //   engine:
 //     threads: 0           # CPU kernel threads; 0 = every online core (shoal worker: the node's cores
 //                          # divided among the ranks on that node)
@@ -16,6 +17,20 @@
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process
+//     num_blocks: 0        # > 0: exactly this many blocks instead (overrides memory_mib)
+//   server:                # the coordinator (shoal serve / shoal up)
+//     host: 127.0.0.1      # HTTP bind address; 0.0.0.0 only when configured
+//     port: 8000           # HTTP port (0 = any free port)
+//     control_host: 127.0.0.1  # where workers connect (the control plane)
+//     control_port: 0      # 0 = any free port (shoal up tells its workers)
+//     api_keys: []         # when non-empty (or SHOAL_API_KEY is set) every /v1 request needs one
+//     max_body_bytes: 1048576   # larger request bodies get 413
+//     max_queued_requests: 256  # requests waiting beyond what the workers hold; more get 429
+//     heartbeat_ms: 500          # worker heartbeat period
+//     heartbeat_timeout_ms: 3000 # a worker silent this long is dead: its group goes unready
+//   cluster:               # what `shoal up` starts on this machine
+//     groups: 1
+//     ranks_per_group: 2
 //   parallel:              # expert-parallel groups (shoal worker under mpirun/srun)
 //     collective_timeout_ms: 60000  # a collective whose peers have not all joined by then fails
 //                                   # (DeadlineExceeded naming them) instead of hanging
@@ -24,6 +39,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -37,12 +53,35 @@ struct EngineConfig {
   int max_step_tokens = 8192;
   int kv_block_size = 16;
   int64_t kv_cache_mib = 256;
+  int64_t kv_cache_blocks = 0;  // kv_cache.num_blocks: overrides memory_mib when > 0 (tests, tuning)
   int64_t collective_timeout_ms = 60000;
   int64_t startup_timeout_s = 600;
+
+  std::string model_name;  // model.name; ServedModelName() applies the default
+
+  // server: and cluster: — read by the coordinator and `shoal up`; the worker ignores them.
+  struct Server {
+    std::string host = "127.0.0.1";
+    int port = 8000;
+    std::string control_host = "127.0.0.1";
+    int control_port = 0;
+    std::vector<std::string> api_keys;
+    int64_t max_body_bytes = 1 << 20;
+    int max_queued_requests = 256;
+    int heartbeat_ms = 500;
+    int heartbeat_timeout_ms = 3000;
+  } server;
+  struct Cluster {
+    int groups = 1;
+    int ranks_per_group = 2;
+  } cluster;
 
   // Thread count after resolving 0 to the number of online cores.
   int ResolvedThreads() const;
 };
+
+// model.name, or the model directory's name.
+std::string ServedModelName(const EngineConfig& cfg);
 
 // Loads and validates `path`. A `model.path` that does not exist is an error.
 StatusOr<EngineConfig> LoadEngineConfig(const std::string& path);

@@ -16,7 +16,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
                            "parallel.collective_timeout_ms must be positive and engine.threads non-negative");
   }
   const int64_t block_bytes = KvCache::BlockBytes(config, cfg.kv_block_size);
-  const int64_t num_blocks = cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
+  const int64_t num_blocks =
+      cfg.kv_cache_blocks > 0 ? cfg.kv_cache_blocks : cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
   if (num_blocks < 1) {
     return InvalidArgument((cfg.source.empty() ? std::string("config") : cfg.source) +
                            ": kv_cache.memory_mib (" + std::to_string(cfg.kv_cache_mib) +

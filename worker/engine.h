@@ -60,6 +60,7 @@ class Engine {
   ThreadPool& pool() { return pool_; }
   comm::Group& group() { return *group_; }
   int64_t collective_timeout_ms() const { return collective_timeout_ms_; }
+  int max_num_seqs() const { return max_num_seqs_; }
   // engine.max_step_tokens: the scheduler's budget of tokens per Forward (Forward itself takes any).
   int max_step_tokens() const { return max_step_tokens_; }
   // Null for a model without MoE layers.
@@ -79,6 +80,8 @@ class Engine {
   // Bytes of weight matrices the last Forward read: dense matrices, the experts it used, and the
   // embedding and lm_head rows it touched.
   size_t last_step_weight_bytes() const { return last_step_weight_bytes_; }
+  // Rows each expert of this rank processed so far (all layers), indexed like exchange()->local_experts().
+  const std::vector<uint64_t>& expert_rows_total() const { return moe_ws_.expert_rows_total; }
 
  private:
   struct Sequence {

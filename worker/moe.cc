@@ -23,6 +23,7 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
   const std::vector<int>& local = ex.local_experts();
   const std::span<const int64_t> offsets = ex.expert_offsets();
   ws.expert_used.assign(E, 0);
+  ws.expert_rows_total.resize(local.size(), 0);
   int64_t max_rows = 0;
   for (size_t i = 0; i < local.size(); ++i) max_rows = std::max(max_rows, offsets[i + 1] - offsets[i]);
   ws.ffn_scratch.resize(static_cast<size_t>(2 * max_rows * c.moe_intermediate_size));
@@ -30,6 +31,7 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
   for (size_t i = 0; i < local.size(); ++i) {
     const int64_t b = offsets[i], n = offsets[i + 1] - b;
     if (n == 0) continue;
+    ws.expert_rows_total[i] += static_cast<uint64_t>(n);
     const int e = local[i];
     const FfnWeights& f = L.experts[e];
     if (!f.present()) {

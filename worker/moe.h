@@ -20,6 +20,9 @@ struct MoeWorkspace {
   std::vector<float> router_logits, topk_weights, ffn_scratch, shared_out, shared_gate;
   std::vector<int32_t> topk_ids;
   std::vector<uint8_t> expert_used;     // [E] experts this rank ran this step
+  // [local experts] rows each of this rank's experts processed, summed over layers and steps (the
+  // per-expert load that /metrics reports and a later placement planner reads).
+  std::vector<uint64_t> expert_rows_total;
 };
 
 // out[T, H] = MoE(h[T, H]); T may be 0 (the rank still joins the exchange). Also sets

@@ -21,6 +21,7 @@
 #include "worker/batch_file.h"
 #include "worker/engine.h"
 #include "worker/generate.h"
+#include "worker/serve_loop.h"
 
 namespace shoal::cli {
 
@@ -33,6 +34,8 @@ struct WorkerOptions {
   std::string output;
   int max_tokens = 16;
   int threads = -1;
+  std::string coordinator;  // HOST:PORT of `shoal serve`'s control port
+  std::string group = "g0";
 };
 
 // "0-3,7" for the sorted experts of a rank.
@@ -111,6 +114,32 @@ StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, int ranks_on_n
   return l;
 }
 
+// "host:port" → its parts.
+StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& s) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) return InvalidArgument("--coordinator: expected HOST:PORT, got '" + s + "'");
+  const std::string port_s = s.substr(colon + 1);
+  if (port_s.empty() || port_s.size() > 5 || port_s.find_first_not_of("0123456789") != std::string::npos) {
+    return InvalidArgument("--coordinator: bad port in '" + s + "'");
+  }
+  const int port = std::stoi(port_s);
+  if (port < 1 || port > 65535) return InvalidArgument("--coordinator: port out of range in '" + s + "'");
+  std::string host = s.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return std::make_pair(host, port);
+}
+
+Status ServeCoordinator(const WorkerOptions& o, const EngineConfig& cfg, Loaded& l) {
+  SHOAL_ASSIGN_OR_RETURN(auto hp, ParseHostPort(o.coordinator));
+  ServeLoopOptions so;
+  so.coordinator_host = hp.first;
+  so.coordinator_port = hp.second;
+  so.group = o.group;
+  so.model_name = ServedModelName(cfg);
+  so.local_experts = l.experts;
+  return RunServeLoop(*l.engine, so);
+}
+
 Status RunGroup(const WorkerOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(auto world, comm::MpiGroup::Create(MPI_COMM_WORLD));
   comm::Group& g = *world;
@@ -127,6 +156,8 @@ Status RunGroup(const WorkerOptions& o) {
   std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %d threads, %s kernels\n",
                me.c_str(), ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
                l.resident_bytes / 1e6, l.engine->pool().size(), kernels::CpuKernelIsa());
+
+  if (!o.coordinator.empty()) return ServeCoordinator(o, cfg, l);
 
   // The batch: read on rank 0 only (other nodes need not see the file), then broadcast.
   StatusOr<std::string> text = rank == 0 ? ReadFile(o.batch) : StatusOr<std::string>(std::string());
@@ -190,9 +221,9 @@ Status RunGroup(const WorkerOptions& o) {
 }
 
 Status RunWorker(const WorkerOptions& o) {
-  if (o.batch.empty()) {
-    return InvalidArgument("--batch FILE is required: serving requests from a coordinator is not implemented yet, "
-                           "so a group runs a batch file of prompts");
+  if (o.batch.empty() == o.coordinator.empty()) {
+    return InvalidArgument("give exactly one of --coordinator HOST:PORT (serve requests from `shoal serve`) and "
+                           "--batch FILE (run a file of prompts without a coordinator)");
   }
   SHOAL_ASSIGN_OR_RETURN(auto runtime, comm::MpiRuntime::Init(nullptr, nullptr));
   Status st = RunGroup(o);
@@ -211,6 +242,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--output", opts->output, "Where rank 0 writes the JSONL results (default: stdout)");
   cmd->add_option("--max-tokens", opts->max_tokens, "Default max_tokens for requests that give none")
       ->check(CLI::Range(1, kMaxNewTokens));
+  cmd->add_option("--coordinator", opts->coordinator, "Control address HOST:PORT of the coordinator to serve");
+  cmd->add_option("--group", opts->group, "Engine group name this job forms (default g0)");
   cmd->add_option("--threads", opts->threads,
                   "CPU threads per rank (overrides engine.threads; 0 = the node's cores shared among its ranks)")
       ->check(CLI::Range(0, 1024));

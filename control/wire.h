@@ -1,0 +1,152 @@
+// The control protocol between the coordinator and the workers: versioned, length-prefixed binary
+// frames over TCP. Data only — integers, floats, strings and token ids; never code or serialized
+// objects. Every field is checked on receipt (sizes, ranges, counts against the bytes present), so a
+// corrupt or hostile peer produces an InvalidArgument naming the message and field, not a crash.
+//
+// Frame: a 12-byte header {magic "SHCP", u16 version, u16 type, u32 payload bytes} then the payload,
+// all little-endian. A connection opens with Hello (worker → coordinator) answered by Welcome or
+// Reject; the version must match exactly. After that:
+//   coordinator → worker: Submit, Cancel, Wake, Shutdown
+//   worker → coordinator: Tokens (a batch of per-request events after each step), Heartbeat, Bye
+// Heartbeats go every heartbeat_ms from a thread of their own, so a busy step does not look like a
+// dead worker, while a stopped process (or machine) does.
+// Recovery and migration (a later issue) fit in: requests carry their full token history in Submit,
+// so a coordinator can resubmit one elsewhere; groups carry an incarnation so a re-formed group's
+// workers are told apart from a dead one's.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+
+namespace shoal::control {
+
+inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr size_t kHeaderBytes = 12;
+// Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
+inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
+inline constexpr uint32_t kMaxTokensPerRequest = 1u << 21;
+inline constexpr uint32_t kMaxStopIds = 1024;
+inline constexpr uint32_t kMaxStringBytes = 4096;
+inline constexpr uint32_t kMaxEventsPerFrame = 1u << 16;
+inline constexpr uint32_t kMaxExperts = 1u << 16;
+
+enum class MessageType : uint16_t {
+  kHello = 1,
+  kWelcome = 2,
+  kReject = 3,
+  kSubmit = 4,
+  kCancel = 5,
+  kTokens = 6,
+  kHeartbeat = 7,
+  kWake = 8,
+  kShutdown = 9,
+  kBye = 10,
+};
+const char* MessageTypeName(MessageType t);
+
+struct FrameHeader {
+  uint32_t magic = kMagic;
+  uint16_t version = kProtocolVersion;
+  uint16_t type = 0;
+  uint32_t payload_bytes = 0;
+};
+static_assert(sizeof(FrameHeader) == kHeaderBytes, "the header is sent as 12 packed bytes");
+
+// Worker → coordinator, first frame: who it is and what it can hold.
+struct Hello {
+  std::string group;         // engine group name (config `parallel.group`)
+  uint32_t rank = 0, size = 1;
+  std::string model;         // served model name; must match the coordinator's
+  uint32_t vocab_size = 0;
+  uint32_t max_context = 0;  // tokens (model max_position_embeddings, or the configured limit)
+  uint32_t max_num_seqs = 0;
+  uint32_t block_size = 0;
+  uint64_t kv_blocks = 0;
+  uint32_t num_experts = 0;  // the model's; 0 for a dense model
+  std::vector<uint32_t> local_experts;  // experts this rank holds
+  uint64_t pid = 0;
+  std::string host;
+};
+
+struct Welcome {
+  uint64_t incarnation = 0;  // of the group, as the coordinator numbers it
+  uint32_t heartbeat_ms = 500;
+};
+
+struct Reject {
+  std::string reason;
+};
+
+struct SamplingWire {
+  float temperature = 0.0f;  // 0 = greedy
+  float top_p = 1.0f;
+  int32_t top_k = 0;         // 0 = off
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  uint64_t seed = 0;
+};
+
+struct Submit {
+  uint64_t request = 0;
+  uint32_t max_tokens = 0;  // new tokens
+  bool ignore_eos = false;
+  SamplingWire sampling;
+  std::vector<int32_t> stop_ids;  // generation ends after one of these (EOS included by the coordinator)
+  std::vector<int32_t> prompt;
+};
+
+struct Cancel {
+  uint64_t request = 0;
+};
+
+enum class FinishReason : uint8_t { kNone = 0, kStop = 1, kLength = 2, kCancelled = 3, kError = 4 };
+const char* FinishReasonName(FinishReason r);
+
+// One request's progress in one step: a sampled token, and/or the end (with an error message when
+// the reason is kError; then token is -1).
+struct TokenEvent {
+  uint64_t request = 0;
+  int32_t token = -1;
+  FinishReason finish = FinishReason::kNone;
+  std::string error;
+};
+
+struct Tokens {
+  std::vector<TokenEvent> events;
+};
+
+struct Heartbeat {
+  uint64_t steps = 0;            // steps this rank has taken
+  double step_seconds_total = 0;  // wall time inside those steps
+  double last_step_seconds = 0;
+  uint32_t running = 0, waiting = 0;
+  uint64_t kv_blocks_used = 0, kv_blocks_total = 0;
+  uint64_t preemptions = 0;
+  std::vector<uint64_t> expert_tokens;  // cumulative rows this rank's experts processed, per local expert
+};
+
+struct Wake {};
+struct Shutdown {};
+struct Bye {
+  std::string reason;
+};
+
+using Message = std::variant<Hello, Welcome, Reject, Submit, Cancel, Tokens, Heartbeat, Wake, Shutdown, Bye>;
+
+MessageType TypeOf(const Message& m);
+
+// A whole frame (header + payload) ready to write.
+std::string EncodeFrame(const Message& m);
+
+// Checks a received header: magic, version, known type, payload size limit.
+StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t> bytes);
+// Decodes and checks one payload of the given type; every byte must be consumed.
+StatusOr<Message> DecodePayload(MessageType type, std::span<const uint8_t> payload);
+
+}  // namespace shoal::control

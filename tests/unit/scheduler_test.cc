@@ -1,0 +1,220 @@
+// Continuous batching (worker/scheduler.h) against transformers' greedy tokens: requests joining at
+// different steps, chunked prefill, preemption when KV blocks run out, cancellation, bad requests.
+#include "worker/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "tests/unit/fixture_util.h"
+#include "tests/unit/test_files.h"
+
+namespace shoal {
+namespace {
+
+using testing::LoadFixture;
+
+std::unique_ptr<Engine> MakeSmallEngine(const std::string& dir, int64_t kv_blocks, int max_step_tokens, int max_seqs = 64) {
+  auto config = LoadModelConfig(dir);
+  EXPECT_TRUE(config.ok()) << config.status().ToString();
+  auto weights = LoadModelWeights(*config, dir);
+  EXPECT_TRUE(weights.ok()) << weights.status().ToString();
+  EngineConfig cfg;
+  cfg.threads = 2;
+  cfg.kv_block_size = 4;
+  cfg.kv_cache_blocks = kv_blocks;
+  cfg.max_step_tokens = max_step_tokens;
+  cfg.max_num_seqs = max_seqs;
+  auto e = Engine::Create(*config, std::move(weights).value(), cfg);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return std::move(e).value();
+}
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  control::FinishReason finish = control::FinishReason::kNone;
+  std::string error;
+};
+
+// Steps until idle, submitting request i before step i * stagger; returns every request's outcome.
+std::map<uint64_t, Outcome> RunAll(Scheduler& s, std::vector<ScheduledRequest> reqs, int stagger) {
+  std::map<uint64_t, Outcome> out;
+  std::vector<control::TokenEvent> events;
+  size_t next = 0;
+  for (int step = 0; step < 100000; ++step) {
+    while (next < reqs.size() && static_cast<int>(next) * stagger <= step) {
+      Status st = s.Submit(reqs[next++]);
+      EXPECT_TRUE(st.ok()) << st.ToString();
+    }
+    if (!s.HasWork() && next == reqs.size()) break;
+    events.clear();
+    Status st = s.Step(&events);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    for (const auto& e : events) {
+      Outcome& o = out[e.request];
+      EXPECT_EQ(o.finish, control::FinishReason::kNone) << "event after the end of request " << e.request;
+      if (e.token >= 0) o.tokens.push_back(e.token);
+      o.finish = e.finish;
+      o.error = e.error;
+    }
+  }
+  return out;
+}
+
+std::vector<ScheduledRequest> FixtureRequests(const testing::Fixture& f, int copies) {
+  std::vector<ScheduledRequest> reqs;
+  for (int c = 0; c < copies; ++c) {
+    for (size_t i = 0; i < f.prompts.size(); ++i) {
+      ScheduledRequest r;
+      r.id = reqs.size() + 1;
+      r.prompt = f.prompts[i].prompt;
+      r.max_tokens = static_cast<int>(f.prompts[i].greedy.size());
+      reqs.push_back(r);
+    }
+  }
+  return reqs;
+}
+
+void ExpectGreedy(const testing::Fixture& f, const std::map<uint64_t, Outcome>& out, size_t n) {
+  ASSERT_EQ(out.size(), n);
+  for (const auto& [id, o] : out) {
+    const auto& want = f.prompts[(id - 1) % f.prompts.size()].greedy;
+    EXPECT_EQ(o.tokens, want) << f.name << " request " << id;
+    EXPECT_EQ(o.finish, control::FinishReason::kLength) << o.error;
+  }
+}
+
+TEST(Scheduler, RequestsJoiningBetweenStepsGetTransformersGreedyTokens) {
+  for (const std::string& name : testing::ListFixtures()) {
+    SCOPED_TRACE(name);
+    const auto f = LoadFixture(name);
+    auto engine = MakeSmallEngine(f.dir, 4096, /*max_step_tokens=*/7);  // 7: prompts prefill in chunks
+    Scheduler s(*engine);
+    auto out = RunAll(s, FixtureRequests(f, 2), /*stagger=*/2);
+    ExpectGreedy(f, out, 2 * f.prompts.size());
+    EXPECT_EQ(engine->kv_cache().free_blocks(), engine->kv_cache().num_blocks());
+    EXPECT_EQ(s.stats().preemptions, 0u);
+  }
+}
+
+TEST(Scheduler, PreemptsWhenKvRunsOutAndStillMatches) {
+  const auto f = LoadFixture("qwen3-moe-f32");
+  size_t longest = 0;
+  for (const auto& p : f.prompts) longest = std::max(longest, p.prompt.size() + p.greedy.size());
+  // Room for about two sequences at a time, while eight run: requests must be preempted and recomputed.
+  const int64_t blocks = static_cast<int64_t>(2 * ((longest + 3) / 4) + 1);
+  auto engine = MakeSmallEngine(f.dir, blocks, /*max_step_tokens=*/64);
+  Scheduler s(*engine);
+  auto out = RunAll(s, FixtureRequests(f, 8 / static_cast<int>(f.prompts.size()) + 1), /*stagger=*/0);
+  ExpectGreedy(f, out, out.size());
+  EXPECT_GT(s.stats().preemptions, 0u);
+  EXPECT_EQ(engine->kv_cache().free_blocks(), blocks);
+}
+
+TEST(Scheduler, MaxNumSeqsQueuesTheRest) {
+  const auto f = LoadFixture("mixtral-top1-f32");
+  auto engine = MakeSmallEngine(f.dir, 4096, 64, /*max_seqs=*/2);
+  Scheduler s(*engine);
+  auto reqs = FixtureRequests(f, 3);
+  for (auto& r : reqs) ASSERT_TRUE(s.Submit(r).ok());
+  std::vector<control::TokenEvent> events;
+  ASSERT_TRUE(s.Step(&events).ok());
+  EXPECT_EQ(s.running(), 2u);
+  EXPECT_EQ(s.waiting(), reqs.size() - 2);
+  // The rest still completes with the right tokens.
+  std::map<uint64_t, Outcome> out;
+  while (s.HasWork()) ASSERT_TRUE(s.Step(&events).ok());
+  for (const auto& e : events) {
+    if (e.token >= 0) out[e.request].tokens.push_back(e.token);
+    out[e.request].finish = e.finish;
+  }
+  ExpectGreedy(f, out, reqs.size());
+}
+
+TEST(Scheduler, CancelFreesKvAtOnce) {
+  const auto f = LoadFixture("qwen3-moe-f32");
+  auto engine = MakeSmallEngine(f.dir, 4096, 64);
+  Scheduler s(*engine);
+  auto reqs = FixtureRequests(f, 1);
+  reqs[0].max_tokens = 50;
+  ASSERT_TRUE(s.Submit(reqs[0]).ok());
+  std::vector<control::TokenEvent> events;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(s.Step(&events).ok());
+  EXPECT_LT(engine->kv_cache().free_blocks(), engine->kv_cache().num_blocks());
+  EXPECT_TRUE(s.Cancel(reqs[0].id));
+  EXPECT_EQ(engine->kv_cache().free_blocks(), engine->kv_cache().num_blocks());
+  EXPECT_FALSE(s.HasWork());
+  EXPECT_FALSE(s.Cancel(reqs[0].id));
+}
+
+TEST(Scheduler, StopIdsAndSeededSampling) {
+  const auto f = LoadFixture("qwen3-moe-f32");
+  auto engine = MakeSmallEngine(f.dir, 4096, 64);
+  Scheduler s(*engine);
+  ScheduledRequest r;
+  r.id = 7;
+  r.prompt = f.prompts[0].prompt;
+  r.max_tokens = 20;
+  r.stop_ids = {f.prompts[0].greedy[2]};
+  auto out = RunAll(s, {r}, 0);
+  ASSERT_EQ(out[7].finish, control::FinishReason::kStop);
+  EXPECT_EQ(out[7].tokens.back(), f.prompts[0].greedy[2]);
+  EXPECT_LE(out[7].tokens.size(), 3u);
+
+  // The same seed gives the same tokens whatever else is in the batch; penalties change the choice.
+  ScheduledRequest a;
+  a.prompt = f.prompts[1].prompt;
+  a.max_tokens = 12;
+  a.sampling.temperature = 0.9f;
+  a.sampling.top_p = 0.9f;
+  a.seed = 1234;
+  std::vector<ScheduledRequest> alone = {a}, crowd;
+  alone[0].id = 1;
+  for (int i = 0; i < 5; ++i) {
+    crowd.push_back(a);
+    crowd.back().id = 10 + i;
+    crowd.back().seed = i == 2 ? 1234 : 99 + i;
+  }
+  Scheduler s2(*engine);
+  auto o1 = RunAll(s2, alone, 0);
+  auto o2 = RunAll(s2, crowd, 1);
+  EXPECT_EQ(o1[1].tokens, o2[12].tokens);
+  ScheduledRequest p = f.prompts.size() > 0 ? alone[0] : a;
+  p.id = 50;
+  p.sampling.temperature = 0;
+  p.frequency_penalty = 2.0f;
+  p.presence_penalty = 2.0f;
+  p.max_tokens = 16;
+  auto o3 = RunAll(s2, {p}, 0);
+  std::map<int32_t, int> counts;
+  for (int32_t t : o3[50].tokens) ++counts[t];
+  int max_repeat = 0;
+  for (auto& [t, n] : counts) max_repeat = std::max(max_repeat, n);
+  EXPECT_LE(max_repeat, 4) << "penalties should discourage repeating a token";
+}
+
+TEST(Scheduler, RejectsRequestsThatCouldNeverRun) {
+  const auto f = LoadFixture("qwen3-moe-f32");
+  auto engine = MakeSmallEngine(f.dir, 8, 64);  // 8 blocks of 4 tokens
+  Scheduler s(*engine);
+  ScheduledRequest r;
+  r.id = 1;
+  r.prompt = {1, 2, 3};
+  r.max_tokens = 100;
+  Status st = s.Submit(r);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(testing::MessageHas(st, "request 1")) << st.ToString();
+  r.max_tokens = 1000;
+  EXPECT_TRUE(testing::MessageHas(s.Submit(r), "context")) << s.Submit(r).ToString();
+  r.max_tokens = 4;
+  r.prompt = {1, 100000};
+  EXPECT_TRUE(testing::MessageHas(s.Submit(r), "outside the vocabulary"));
+  r.prompt = {};
+  EXPECT_TRUE(testing::MessageHas(s.Submit(r), "empty prompt"));
+  r.prompt = {1, 2};
+  EXPECT_TRUE(s.Submit(r).ok());
+  EXPECT_TRUE(testing::MessageHas(s.Submit(r), "already submitted"));
+}
+
+}  // namespace
+}  // namespace shoal

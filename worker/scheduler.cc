@@ -1,0 +1,188 @@
+#include "worker/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace shoal {
+
+namespace {
+
+std::string Name(uint64_t id) { return "request " + std::to_string(id); }
+
+bool IsGroupError(const Status& st) {
+  return st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(Engine& engine) : engine_(engine) {}
+
+Scheduler::~Scheduler() {
+  for (auto& [id, s] : all_) engine_.ReleaseSequence(s->seq);
+}
+
+int64_t Scheduler::BlocksFor(int64_t tokens) const {
+  const int64_t bs = engine_.kv_cache().block_size();
+  return (tokens + bs - 1) / bs;
+}
+
+int64_t Scheduler::Fits(const Seq& s, int64_t avail) const {
+  const int64_t len = static_cast<int64_t>(s.fed);
+  return (BlocksFor(len) + avail) * engine_.kv_cache().block_size() - len;
+}
+
+Status Scheduler::Submit(ScheduledRequest r) {
+  const ModelConfig& c = engine_.config();
+  const std::string name = Name(r.id);
+  if (all_.count(r.id) != 0) return InvalidArgument(name + ": already submitted");
+  if (r.prompt.empty()) return InvalidArgument(name + ": empty prompt");
+  if (r.max_tokens < 1) return InvalidArgument(name + ": max_tokens must be at least 1");
+  for (int32_t t : r.prompt) {
+    if (t < 0 || t >= c.vocab_size) {
+      return InvalidArgument(name + ": prompt token " + std::to_string(t) + " is outside the vocabulary of " +
+                             std::to_string(c.vocab_size));
+    }
+  }
+  const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_tokens;
+  if (total > c.max_position_embeddings) {
+    return InvalidArgument(name + ": prompt (" + std::to_string(r.prompt.size()) + " tokens) + max_tokens (" +
+                           std::to_string(r.max_tokens) + ") exceeds the model's context of " +
+                           std::to_string(c.max_position_embeddings));
+  }
+  if (BlocksFor(total) > engine_.kv_cache().num_blocks()) {
+    return ResourceExhausted(name + ": needs " + std::to_string(BlocksFor(total)) + " KV blocks, the cache has " +
+                             std::to_string(engine_.kv_cache().num_blocks()) + " (raise kv_cache.memory_mib)");
+  }
+  auto s = std::make_unique<Seq>();
+  s->tokens = r.prompt;
+  s->rng.seed(r.seed);
+  s->req = std::move(r);
+  waiting_.push_back(s.get());
+  all_.emplace(s->req.id, std::move(s));
+  return Status::Ok();
+}
+
+bool Scheduler::Cancel(uint64_t id) {
+  auto it = all_.find(id);
+  if (it == all_.end()) return false;
+  Finish(it->second.get());
+  return true;
+}
+
+void Scheduler::Finish(Seq* s) {
+  engine_.ReleaseSequence(s->seq);
+  running_.erase(std::remove(running_.begin(), running_.end(), s), running_.end());
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), s), waiting_.end());
+  all_.erase(s->req.id);  // destroys *s
+}
+
+void Scheduler::Preempt(Seq* s) {
+  engine_.ReleaseSequence(s->seq);
+  s->seq = -1;
+  s->fed = 0;
+  running_.erase(std::remove(running_.begin(), running_.end(), s), running_.end());
+  waiting_.push_front(s);
+  ++stats_.preemptions;
+}
+
+void Scheduler::FailAll(const std::string& why, std::vector<control::TokenEvent>* events) {
+  std::vector<uint64_t> ids;
+  for (auto& [id, s] : all_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    events->push_back({id, -1, control::FinishReason::kError, why});
+    Finish(all_.at(id).get());
+  }
+}
+
+void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events) {
+  const ScheduledRequest& r = s->req;
+  if (r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f) {
+    for (const auto& [tok, n] : s->output_counts) {
+      logits[tok] -= r.presence_penalty + r.frequency_penalty * static_cast<float>(n);
+    }
+  }
+  const int32_t tok = kernels::SampleToken(logits.data(), engine_.config().vocab_size, r.sampling, s->rng);
+  s->tokens.push_back(tok);
+  ++s->generated;
+  ++s->output_counts[tok];
+  control::TokenEvent e{r.id, tok, control::FinishReason::kNone, {}};
+  if (std::find(r.stop_ids.begin(), r.stop_ids.end(), tok) != r.stop_ids.end()) {
+    e.finish = control::FinishReason::kStop;
+  } else if (s->generated >= r.max_tokens) {
+    e.finish = control::FinishReason::kLength;
+  }
+  events->push_back(std::move(e));
+  if (events->back().finish != control::FinishReason::kNone) Finish(s);
+}
+
+Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
+  KvCache& kv = engine_.kv_cache();
+  int64_t budget = engine_.max_step_tokens();
+  int64_t avail = kv.free_blocks();
+  batch_.clear();
+  batch_seqs_.clear();
+  auto add = [&](Seq* s, int64_t n) {
+    avail -= BlocksFor(static_cast<int64_t>(s->fed) + n) - BlocksFor(static_cast<int64_t>(s->fed));
+    batch_.push_back({s->seq, std::span<const int32_t>(s->tokens).subspan(s->fed, static_cast<size_t>(n)), false});
+    batch_seqs_.push_back(s);
+    budget -= n;
+  };
+
+  // 1. One decode token for every running request whose prompt is in, oldest first; when blocks run
+  //    out, the newest running request makes room (possibly the one asking).
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Seq* s = running_[i];
+    if (s->tokens.size() - s->fed != 1) continue;
+    while (Fits(*s, avail) < 1 && running_.back() != s) Preempt(running_.back());
+    if (Fits(*s, avail) < 1) {
+      Preempt(s);
+      break;  // s was the newest: everything after it is gone too
+    }
+    add(s, 1);
+  }
+  // 2. Prompt chunks: running requests part-way through their prompt, then new ones, first come first
+  //    served, while the budget, the sequence slots and the KV blocks allow.
+  for (Seq* s : running_) {
+    if (budget <= 0) break;
+    const int64_t left = static_cast<int64_t>(s->tokens.size() - s->fed);
+    if (left <= 1) continue;  // decodes were placed above (one that did not fit the budget waits a step)
+    const int64_t n = std::min({left, budget, Fits(*s, avail)});
+    if (n > 0) add(s, n);
+  }
+  while (budget > 0 && !waiting_.empty()) {
+    Seq* s = waiting_.front();
+    const int64_t n = std::min({static_cast<int64_t>(s->tokens.size()), budget, Fits(*s, avail)});
+    if (n <= 0) break;
+    StatusOr<SeqId> id = engine_.NewSequence();
+    if (!id.ok()) break;  // every slot (engine.max_num_seqs) is taken
+    s->seq = *id;
+    waiting_.pop_front();
+    running_.push_back(s);
+    add(s, n);
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = engine_.Forward(batch_, &outs_);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ++stats_.steps;
+  stats_.step_seconds_total += secs;
+  stats_.last_step_seconds = secs;
+  if (!st.ok()) {
+    if (IsGroupError(st)) return st;
+    // The engine rejected this rank's batch (nothing changed); its requests end with the reason.
+    for (Seq* s : batch_seqs_) {
+      events->push_back({s->req.id, -1, control::FinishReason::kError, st.message()});
+      Finish(s);
+    }
+    return Status::Ok();
+  }
+  for (size_t b = 0; b < batch_seqs_.size(); ++b) {
+    Seq* s = batch_seqs_[b];
+    s->fed += batch_[b].tokens.size();
+    // The step that feeds a request's last known token gives its next one.
+    if (s->fed == s->tokens.size()) Sample(s, outs_[b].logits, events);
+  }
+  return Status::Ok();
+}
+
+}  // namespace shoal

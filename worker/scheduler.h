@@ -1,0 +1,96 @@
+// Continuous batching on one rank: requests join and leave between steps; every step packs decode
+// tokens first, then prompt chunks, under engine.max_step_tokens; KV blocks are accounted before the
+// step, and when they run out the newest running request is preempted (its blocks freed; it goes back
+// to the head of the queue and is recomputed from its prompt plus the tokens it already produced, as
+// vLLM does), so a step never fails for lack of KV.
+//
+// On a rank of an expert-parallel group every rank calls Step() whenever the group agreed to step —
+// with or without work of its own (Forward with an empty batch still joins the collectives).
+// Thread-safety: none; the worker's loop owns it.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+#include "control/wire.h"
+#include "kernels/kernels.h"
+#include "worker/engine.h"
+
+namespace shoal {
+
+struct ScheduledRequest {
+  uint64_t id = 0;
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;
+  kernels::SamplingParams sampling;
+  uint64_t seed = 0;
+  float presence_penalty = 0.0f;   // OpenAI semantics, over the tokens generated so far
+  float frequency_penalty = 0.0f;
+  std::vector<int32_t> stop_ids;   // generation ends after emitting one of these
+};
+
+struct SchedulerStats {
+  uint64_t steps = 0;
+  double step_seconds_total = 0;
+  double last_step_seconds = 0;
+  uint64_t preemptions = 0;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(Engine& engine);
+  ~Scheduler();
+
+  // Queues a request. InvalidArgument (naming the request) for one that could never run here: empty
+  // prompt, token ids outside the vocabulary, prompt + max_tokens beyond the model's context, or more
+  // KV blocks than the whole cache has; AlreadyExists-style InvalidArgument for a duplicate id.
+  Status Submit(ScheduledRequest r);
+  // Drops a request wherever it is and frees its KV blocks at once. False if unknown (finished).
+  bool Cancel(uint64_t id);
+  bool HasWork() const { return !running_.empty() || !waiting_.empty(); }
+
+  // One step. Appends a TokenEvent per sampled token (with finish set on the last one). A batch the
+  // engine rejects fails those requests with error events and returns OK; an error from the group (a
+  // peer timed out, the group broke) is returned: the group cannot step again.
+  Status Step(std::vector<control::TokenEvent>* events);
+
+  // Ends every request with an error event (the group is going away).
+  void FailAll(const std::string& why, std::vector<control::TokenEvent>* events);
+
+  size_t running() const { return running_.size(); }
+  size_t waiting() const { return waiting_.size(); }
+  const SchedulerStats& stats() const { return stats_; }
+
+ private:
+  struct Seq {
+    ScheduledRequest req;
+    std::vector<int32_t> tokens;  // prompt, then every token sampled so far
+    size_t fed = 0;               // tokens[0, fed) are in the KV cache
+    int generated = 0;
+    SeqId seq = -1;               // engine sequence while running
+    std::mt19937_64 rng;
+    std::unordered_map<int32_t, int> output_counts;  // for the penalties
+  };
+  int64_t BlocksFor(int64_t tokens) const;
+  // Tokens `s` can add with `avail` free blocks (its last block's slack included).
+  int64_t Fits(const Seq& s, int64_t avail) const;
+  void Preempt(Seq* s);
+  void Finish(Seq* s);
+  void Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events);
+
+  Engine& engine_;
+  std::unordered_map<uint64_t, std::unique_ptr<Seq>> all_;
+  std::vector<Seq*> running_;  // in admission order; the newest is preempted first
+  std::deque<Seq*> waiting_;
+  SchedulerStats stats_;
+  // Step scratch.
+  std::vector<ForwardInput> batch_;
+  std::vector<ForwardOutput> outs_;
+  std::vector<Seq*> batch_seqs_;
+};
+
+}  // namespace shoal

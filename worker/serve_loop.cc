@@ -1,0 +1,229 @@
+#include "worker/serve_loop.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "control/frame_socket.h"
+#include "worker/scheduler.h"
+
+namespace shoal {
+
+namespace {
+
+// Frames from the coordinator, filled by the reader thread.
+class Inbox {
+ public:
+  void Push(control::Message m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    q_.push_back(std::move(m));
+    cv_.notify_one();
+  }
+  void Lose(std::string why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (lost_.empty()) lost_ = std::move(why);
+    cv_.notify_one();
+  }
+  // Waits up to ms for something to arrive; then takes everything.
+  void Drain(int64_t wait_ms, std::deque<control::Message>* out, std::string* lost) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (wait_ms > 0) {
+      cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return !q_.empty() || !lost_.empty(); });
+    }
+    out->swap(q_);
+    q_.clear();
+    *lost = lost_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<control::Message> q_;
+  std::string lost_;
+};
+
+ScheduledRequest FromSubmit(control::Submit&& m) {
+  ScheduledRequest r;
+  r.id = m.request;
+  r.prompt = std::move(m.prompt);
+  r.max_tokens = static_cast<int>(std::min<uint32_t>(m.max_tokens, 1u << 30));
+  r.sampling.temperature = m.sampling.temperature;
+  r.sampling.top_p = m.sampling.top_p;
+  r.sampling.top_k = m.sampling.top_k;
+  r.seed = m.sampling.seed;
+  r.presence_penalty = m.sampling.presence_penalty;
+  r.frequency_penalty = m.sampling.frequency_penalty;
+  r.stop_ids = std::move(m.stop_ids);
+  return r;
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
+
+// Opens the connection and does the handshake; returns the heartbeat period.
+StatusOr<uint32_t> Handshake(control::FrameSocket& sock, Engine& engine, const ServeLoopOptions& o) {
+  const ModelConfig& c = engine.config();
+  control::Hello h;
+  h.group = o.group;
+  h.rank = static_cast<uint32_t>(engine.group().rank());
+  h.size = static_cast<uint32_t>(engine.group().size());
+  h.model = o.model_name;
+  h.vocab_size = static_cast<uint32_t>(c.vocab_size);
+  h.max_context = static_cast<uint32_t>(c.max_position_embeddings);
+  h.max_num_seqs = static_cast<uint32_t>(engine.max_num_seqs());
+  h.block_size = static_cast<uint32_t>(engine.kv_cache().block_size());
+  h.kv_blocks = static_cast<uint64_t>(engine.kv_cache().num_blocks());
+  h.num_experts = static_cast<uint32_t>(std::max(c.num_experts, 0));
+  for (int e : o.local_experts) h.local_experts.push_back(static_cast<uint32_t>(e));
+  h.pid = static_cast<uint64_t>(getpid());
+  h.host = HostName();
+  SHOAL_RETURN_IF_ERROR(sock.SendMessage(h));
+  SHOAL_ASSIGN_OR_RETURN(control::Message reply, sock.ReadMessage(30000));
+  if (auto* r = std::get_if<control::Reject>(&reply)) {
+    return InvalidArgument("coordinator " + sock.peer() + " rejected this worker: " + r->reason);
+  }
+  auto* w = std::get_if<control::Welcome>(&reply);
+  if (w == nullptr) return InvalidArgument("coordinator " + sock.peer() + " answered Hello with something else");
+  return w->heartbeat_ms;
+}
+
+}  // namespace
+
+Status RunServeLoop(Engine& engine, const ServeLoopOptions& o) {
+  comm::Group& g = engine.group();
+  const std::string me = "rank " + std::to_string(g.rank()) + " of group " + o.group;
+  const auto step_deadline = [&] { return Deadline::AfterMs(engine.collective_timeout_ms()); };
+
+  // Connect and shake hands on every rank; the ranks agree on the outcome, so none serves alone.
+  std::unique_ptr<control::FrameSocket> sock;
+  uint32_t heartbeat_ms = 500;
+  Status local = Status::Ok();
+  {
+    auto s = control::FrameSocket::Connect(o.coordinator_host, o.coordinator_port, o.connect_timeout_ms);
+    if (s.ok()) {
+      sock = std::move(*s);
+      StatusOr<uint32_t> hb = Handshake(*sock, engine, o);
+      if (hb.ok()) heartbeat_ms = *hb; else local = hb.status();
+    } else {
+      local = s.status();
+    }
+    std::vector<int64_t> failed = {local.ok() ? 0 : 1};
+    Status st = g.AllReduceSum(failed, Deadline::AfterMs(o.connect_timeout_ms + 35000));
+    if (!local.ok()) return local.WithContext(me);
+    if (!st.ok()) return st.WithContext(me);
+    if (failed[0] > 0) return Unavailable(me + ": another rank could not join the coordinator (its log says why)");
+  }
+
+  Scheduler sched(engine);
+  Inbox inbox;
+  std::thread reader([&] {
+    while (true) {
+      StatusOr<control::Message> m = sock->ReadMessage();
+      if (!m.ok()) {
+        inbox.Lose(m.status().message());
+        return;
+      }
+      inbox.Push(std::move(*m));
+    }
+  });
+
+  // Progress for the heartbeat thread, published after every step.
+  std::mutex hb_mu;
+  std::condition_variable hb_cv;
+  bool hb_stop = false;
+  control::Heartbeat hb_state;
+  hb_state.kv_blocks_total = static_cast<uint64_t>(engine.kv_cache().num_blocks());
+  std::thread heartbeat([&] {
+    std::unique_lock<std::mutex> lock(hb_mu);
+    while (!hb_stop) {
+      control::Heartbeat copy = hb_state;
+      lock.unlock();
+      if (!sock->SendMessage(copy).ok()) return;  // the reader notices the broken connection
+      lock.lock();
+      hb_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_ms), [&] { return hb_stop; });
+    }
+  });
+  auto publish = [&] {
+    std::lock_guard<std::mutex> lock(hb_mu);
+    const SchedulerStats& s = sched.stats();
+    hb_state.steps = s.steps;
+    hb_state.step_seconds_total = s.step_seconds_total;
+    hb_state.last_step_seconds = s.last_step_seconds;
+    hb_state.preemptions = s.preemptions;
+    hb_state.running = static_cast<uint32_t>(sched.running());
+    hb_state.waiting = static_cast<uint32_t>(sched.waiting());
+    hb_state.kv_blocks_used = static_cast<uint64_t>(engine.kv_cache().num_blocks() - engine.kv_cache().free_blocks());
+    hb_state.expert_tokens = engine.expert_rows_total();
+  };
+
+  Status result = Status::Ok();
+  std::deque<control::Message> msgs;
+  std::vector<control::TokenEvent> events;
+  bool group_busy = false;
+  bool shutdown = false;
+  std::string lost;
+  auto send_events = [&] {
+    if (events.empty()) return;
+    (void)sock->SendMessage(control::Tokens{std::move(events)});  // a failed send shows up as a lost reader
+    events.clear();
+  };
+  while (true) {
+    inbox.Drain(sched.HasWork() || group_busy ? 0 : o.idle_poll_ms, &msgs, &lost);
+    for (control::Message& m : msgs) {
+      if (auto* s = std::get_if<control::Submit>(&m)) {
+        const uint64_t id = s->request;
+        Status st = sched.Submit(FromSubmit(std::move(*s)));
+        if (!st.ok()) events.push_back({id, -1, control::FinishReason::kError, st.message()});
+      } else if (auto* c = std::get_if<control::Cancel>(&m)) {
+        sched.Cancel(c->request);
+      } else if (std::holds_alternative<control::Shutdown>(m)) {
+        shutdown = true;
+      }  // Wake only ends the idle wait; anything else from the coordinator is ignored.
+    }
+    msgs.clear();
+    send_events();
+    // {has work, clean stop, coordinator lost}
+    std::vector<int64_t> v = {sched.HasWork() ? 1 : 0, shutdown ? 1 : 0, lost.empty() ? 0 : 1};
+    Status st = g.AllReduceSum(v, step_deadline());
+    if (!st.ok()) {
+      result = st.WithContext(me);
+      break;
+    }
+    if (v[2] > 0) {
+      result = Unavailable(me + ": " + (lost.empty() ? "another rank lost the coordinator" : "lost the coordinator: " + lost));
+      break;
+    }
+    if (v[1] > 0) break;
+    group_busy = v[0] > 0;
+    if (!group_busy) continue;
+    st = sched.Step(&events);
+    if (!st.ok()) {
+      result = st.WithContext(me);
+      break;
+    }
+    send_events();
+    publish();
+  }
+  // Whatever is still here ends with the reason, so the coordinator is never left waiting on it.
+  sched.FailAll(result.ok() ? "the worker is shutting down" : result.message(), &events);
+  send_events();
+  {
+    std::lock_guard<std::mutex> lock(hb_mu);
+    hb_stop = true;
+  }
+  hb_cv.notify_all();
+  heartbeat.join();
+  (void)sock->SendMessage(control::Bye{result.ok() ? "shutdown" : result.message()});
+  sock->Shutdown();
+  reader.join();
+  return result;
+}
+
+}  // namespace shoal

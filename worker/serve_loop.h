@@ -1,0 +1,35 @@
+// A worker rank serving a coordinator: connect, say Hello, then take Submit/Cancel frames between
+// steps and stream every sampled token back, until the coordinator says Shutdown or goes away.
+//
+// Every rank of the group runs this loop. Each pass, the ranks agree (one small all-reduce) on
+// whether any of them has work and whether any must stop; when one has work, all step — a rank with
+// none joins with an empty batch. An idle rank waits for input at most idle_poll_ms before agreeing,
+// so an idle group costs a few small all-reduces a second, and the coordinator sends Wake to the
+// other ranks of an idle group with each Submit so a new request does not wait for that poll.
+// A reader thread turns frames into an inbox; a heartbeat thread reports progress every
+// heartbeat_ms, independent of how long a step takes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+#include "worker/engine.h"
+
+namespace shoal {
+
+struct ServeLoopOptions {
+  std::string coordinator_host = "127.0.0.1";
+  int coordinator_port = 0;
+  std::string group = "g0";
+  std::string model_name;
+  int64_t connect_timeout_ms = 120000;
+  int64_t idle_poll_ms = 50;
+  std::vector<int> local_experts;  // for Hello (what /v1/cluster shows)
+};
+
+// Returns OK after a Shutdown from the coordinator; Unavailable when the coordinator connection or the
+// group was lost (every rank returns, none hangs).
+Status RunServeLoop(Engine& engine, const ServeLoopOptions& opts);
+
+}  // namespace shoal
