@@ -1,0 +1,424 @@
+// Value printing, comparison and JSON, written to agree with CPython (see value.h).
+#include "model/jinja/value.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+
+#include "model/jinja/ast.h"
+
+namespace shoal::jinja {
+
+Value Value::FromJson(const nlohmann::ordered_json& j) {
+  switch (j.type()) {
+    case nlohmann::ordered_json::value_t::object: {
+      ValueDict d;
+      d.reserve(j.size());
+      for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(String(it.key()), FromJson(it.value()));
+      return Dict(std::move(d));
+    }
+    case nlohmann::ordered_json::value_t::array: {
+      ValueList l;
+      l.reserve(j.size());
+      for (const auto& e : j) l.push_back(FromJson(e));
+      return List(std::move(l));
+    }
+    case nlohmann::ordered_json::value_t::string:
+      return String(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::boolean:
+      return Bool(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return Int(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned: {
+      const uint64_t u = j.get<uint64_t>();
+      if (u <= static_cast<uint64_t>(INT64_MAX)) return Int(static_cast<int64_t>(u));
+      return Float(static_cast<double>(u));
+    }
+    case nlohmann::ordered_json::value_t::number_float:
+      return Float(j.get<double>());
+    default:
+      return None();
+  }
+}
+
+bool Value::Truthy() const {
+  switch (kind_) {
+    case Kind::kUndefined:
+    case Kind::kNone:
+      return false;
+    case Kind::kBool:
+    case Kind::kInt:
+      return int_ != 0;
+    case Kind::kFloat:
+      return float_ != 0.0;
+    case Kind::kString:
+      return !str_.empty();
+    case Kind::kList:
+      return !list_->empty();
+    case Kind::kDict:
+      return !dict_->empty();
+    default:
+      return true;
+  }
+}
+
+std::string FormatFloat(double d) {
+  if (std::isnan(d)) return "nan";
+  if (std::isinf(d)) return d < 0 ? "-inf" : "inf";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof(buf), d, std::chars_format::scientific);
+  std::string sci(buf, res.ptr);  // "-1.2345e+02": shortest round-trip digits
+  std::string sign;
+  if (!sci.empty() && sci[0] == '-') {
+    sign = "-";
+    sci.erase(0, 1);
+  }
+  const size_t epos = sci.find('e');
+  std::string digits = sci.substr(0, epos);
+  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+  const int exp = std::atoi(sci.c_str() + epos + 1);
+  while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+  std::string out;
+  if (exp >= -5 + 1 && exp < 16) {  // Python's repr switches to exponent form below 1e-4 and from 1e16
+    if (exp >= 0) {
+      if (static_cast<int>(digits.size()) <= exp + 1) {
+        out = digits + std::string(exp + 1 - digits.size(), '0') + ".0";
+      } else {
+        out = digits.substr(0, exp + 1) + "." + digits.substr(exp + 1);
+      }
+    } else {
+      out = "0." + std::string(-exp - 1, '0') + digits;
+    }
+  } else {
+    out = digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    char e[16];
+    std::snprintf(e, sizeof(e), "e%c%02d", exp < 0 ? '-' : '+', std::abs(exp));
+    out += e;
+  }
+  return sign + out;
+}
+
+std::vector<size_t> CodepointOffsets(const std::string& s) {
+  std::vector<size_t> off;
+  off.reserve(s.size() + 1);
+  size_t i = 0;
+  while (i < s.size()) {
+    off.push_back(i);
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    size_t k = 1;
+    while (k < n && i + k < s.size() && (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80) ++k;
+    i += k;
+  }
+  off.push_back(s.size());
+  return off;
+}
+
+namespace {
+
+// Decodes the code point at s[i..i+n).
+uint32_t DecodeAt(const std::string& s, size_t i, size_t n) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (n == 1) return c;
+  uint32_t cp = n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  return cp;
+}
+
+// An approximation of !str.isprintable() for non-ASCII code points: separators, format characters,
+// C1 controls and private use, which Python's repr escapes.
+bool NonPrintable(uint32_t cp) {
+  return (cp >= 0x80 && cp <= 0xA0) || cp == 0xAD || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200F) ||
+         (cp >= 0x2028 && cp <= 0x202F) || (cp >= 0x205F && cp <= 0x2064) || cp == 0x3000 || cp == 0xFEFF ||
+         (cp >= 0xD800 && cp <= 0xF8FF) || (cp >= 0xFFF9 && cp <= 0xFFFB) || cp >= 0xF0000;
+}
+
+}  // namespace
+
+std::string ReprString(const std::string& s) {
+  const bool has_single = s.find('\'') != std::string::npos;
+  const bool has_double = s.find('"') != std::string::npos;
+  const char quote = has_single && !has_double ? '"' : '\'';
+  std::string out(1, quote);
+  const std::vector<size_t> off = CodepointOffsets(s);
+  for (size_t k = 0; k + 1 < off.size(); ++k) {
+    const size_t n = off[k + 1] - off[k];
+    const uint32_t cp = DecodeAt(s, off[k], n);
+    char buf[16];
+    if (cp == static_cast<uint32_t>(quote) || cp == '\\') {
+      out += '\\';
+      out += static_cast<char>(cp);
+    } else if (cp == '\n') {
+      out += "\\n";
+    } else if (cp == '\r') {
+      out += "\\r";
+    } else if (cp == '\t') {
+      out += "\\t";
+    } else if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && NonPrintable(cp))) {
+      if (cp < 0x100) {
+        std::snprintf(buf, sizeof(buf), "\\x%02x", cp);
+      } else if (cp < 0x10000) {
+        std::snprintf(buf, sizeof(buf), "\\u%04x", cp);
+      } else {
+        std::snprintf(buf, sizeof(buf), "\\U%08x", cp);
+      }
+      out += buf;
+    } else {
+      out.append(s, off[k], n);
+    }
+  }
+  out += quote;
+  return out;
+}
+
+std::string Value::TypeName() const {
+  switch (kind_) {
+    case Kind::kUndefined: return "Undefined";
+    case Kind::kNone: return "NoneType";
+    case Kind::kBool: return "bool";
+    case Kind::kInt: return "int";
+    case Kind::kFloat: return "float";
+    case Kind::kString: return "str";
+    case Kind::kList: return tuple_ ? "tuple" : "list";
+    case Kind::kDict: return "dict";
+    case Kind::kNamespace: return "Namespace";
+    case Kind::kMacro: return "Macro";
+    case Kind::kFunction: return "builtin_function_or_method";
+  }
+  return "object";
+}
+
+static std::string ReprDict(const ValueDict& d) {
+  std::string out = "{";
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i) out += ", ";
+    out += d[i].first.Repr() + ": " + d[i].second.Repr();
+  }
+  return out + "}";
+}
+
+std::string Value::ToString() const {
+  switch (kind_) {
+    case Kind::kUndefined: return "";
+    case Kind::kNone: return "None";
+    case Kind::kBool: return int_ ? "True" : "False";
+    case Kind::kInt: return std::to_string(int_);
+    case Kind::kFloat: return FormatFloat(float_);
+    case Kind::kString: return str_;
+    case Kind::kList:
+    case Kind::kDict: return Repr();
+    case Kind::kNamespace: return "<Namespace " + ReprDict(*ns_) + ">";
+    case Kind::kMacro: return "<Macro '" + macro_->name + "'>";
+    case Kind::kFunction:
+      return self_->is_undefined() ? "<built-in function " + str_ + ">"
+                                   : "<built-in method " + str_ + " of " + self_->TypeName() + " object>";
+  }
+  return "";
+}
+
+std::string Value::Repr() const {
+  switch (kind_) {
+    case Kind::kUndefined: return "Undefined";
+    case Kind::kString: return ReprString(str_);
+    case Kind::kList: {
+      std::string out = tuple_ ? "(" : "[";
+      for (size_t i = 0; i < list_->size(); ++i) {
+        if (i) out += ", ";
+        out += (*list_)[i].Repr();
+      }
+      if (tuple_ && list_->size() == 1) out += ",";
+      return out + (tuple_ ? ")" : "]");
+    }
+    case Kind::kDict: return ReprDict(*dict_);
+    default: return ToString();
+  }
+}
+
+const Value* Value::Find(const Value& key) const {
+  const ValueDict* d = kind_ == Kind::kDict ? dict_.get() : kind_ == Kind::kNamespace ? ns_.get() : nullptr;
+  if (!d) return nullptr;
+  for (const auto& [k, v] : *d) {
+    if (Equal(k, key)) return &v;
+  }
+  return nullptr;
+}
+
+const Value* Value::Find(std::string_view key) const {
+  const ValueDict* d = kind_ == Kind::kDict ? dict_.get() : kind_ == Kind::kNamespace ? ns_.get() : nullptr;
+  if (!d) return nullptr;
+  for (const auto& [k, v] : *d) {
+    if (k.is_string() && k.str() == key) return &v;
+  }
+  return nullptr;
+}
+
+bool Equal(const Value& a, const Value& b) {
+  if (a.is_number() && b.is_number()) {
+    if (!a.is_float() && !b.is_float()) return a.as_int() == b.as_int();
+    return a.as_double() == b.as_double();
+  }
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+    case Kind::kUndefined:
+    case Kind::kNone: return true;
+    case Kind::kString: return a.str() == b.str();
+    case Kind::kList: {
+      if (a.is_tuple() != b.is_tuple() || a.list().size() != b.list().size()) return false;
+      for (size_t i = 0; i < a.list().size(); ++i) {
+        if (!Equal(a.list()[i], b.list()[i])) return false;
+      }
+      return true;
+    }
+    case Kind::kDict: {
+      if (a.dict().size() != b.dict().size()) return false;
+      for (const auto& [k, v] : a.dict()) {
+        const Value* other = b.Find(k);
+        if (!other || !Equal(v, *other)) return false;
+      }
+      return true;
+    }
+    case Kind::kNamespace: return &a.ns() == &b.ns();
+    case Kind::kMacro: return a.macro() == b.macro();
+    default: return false;
+  }
+}
+
+StatusOr<bool> Less(const Value& a, const Value& b) {
+  if (a.is_number() && b.is_number()) {
+    if (!a.is_float() && !b.is_float()) return a.as_int() < b.as_int();
+    return a.as_double() < b.as_double();
+  }
+  if (a.is_string() && b.is_string()) return a.str() < b.str();  // UTF-8 byte order is code point order
+  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+    const auto& x = a.list();
+    const auto& y = b.list();
+    for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+      if (Equal(x[i], y[i])) continue;
+      return Less(x[i], y[i]);
+    }
+    return x.size() < y.size();
+  }
+  return InvalidArgument("'<' not supported between instances of '" + a.TypeName() + "' and '" + b.TypeName() +
+                         "'");
+}
+
+namespace {
+
+void JsonString(const std::string& s, bool ensure_ascii, std::string* out) {
+  *out += '"';
+  const std::vector<size_t> off = CodepointOffsets(s);
+  for (size_t k = 0; k + 1 < off.size(); ++k) {
+    const size_t n = off[k + 1] - off[k];
+    const uint32_t cp = DecodeAt(s, off[k], n);
+    char buf[16];
+    switch (cp) {
+      case '"': *out += "\\\""; continue;
+      case '\\': *out += "\\\\"; continue;
+      case '\n': *out += "\\n"; continue;
+      case '\r': *out += "\\r"; continue;
+      case '\t': *out += "\\t"; continue;
+      case '\b': *out += "\\b"; continue;
+      case '\f': *out += "\\f"; continue;
+      default: break;
+    }
+    if (cp < 0x20 || (ensure_ascii && cp > 0x7E)) {
+      if (cp >= 0x10000) {
+        const uint32_t v = cp - 0x10000;
+        std::snprintf(buf, sizeof(buf), "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+      } else {
+        std::snprintf(buf, sizeof(buf), "\\u%04x", cp);
+      }
+      *out += buf;
+    } else {
+      out->append(s, off[k], n);
+    }
+  }
+  *out += '"';
+}
+
+std::string JsonFloat(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d < 0 ? "-Infinity" : "Infinity";
+  return FormatFloat(d);
+}
+
+Status JsonKey(const Value& k, const JsonOptions& o, std::string* out) {
+  switch (k.kind()) {
+    case Kind::kString: JsonString(k.str(), o.ensure_ascii, out); return Status::Ok();
+    case Kind::kInt: *out += "\"" + std::to_string(k.as_int()) + "\""; return Status::Ok();
+    case Kind::kBool: *out += k.as_bool() ? "\"true\"" : "\"false\""; return Status::Ok();
+    case Kind::kNone: *out += "\"null\""; return Status::Ok();
+    case Kind::kFloat: *out += "\"" + JsonFloat(k.as_double()) + "\""; return Status::Ok();
+    default:
+      return InvalidArgument("keys must be str, int, float, bool or None, not " + k.TypeName());
+  }
+}
+
+Status Json(const Value& v, const JsonOptions& o, int level, std::string* out) {
+  if (level > 64) return InvalidArgument("tojson: nesting deeper than 64 levels");
+  const std::string nl = o.has_indent ? "\n" : "";
+  auto indent = [&](int n) {
+    std::string s = nl;
+    if (o.has_indent) {
+      for (int i = 0; i < n; ++i) s += o.indent;
+    }
+    return s;
+  };
+  switch (v.kind()) {
+    case Kind::kNone: *out += "null"; return Status::Ok();
+    case Kind::kBool: *out += v.as_bool() ? "true" : "false"; return Status::Ok();
+    case Kind::kInt: *out += std::to_string(v.as_int()); return Status::Ok();
+    case Kind::kFloat: *out += JsonFloat(v.as_double()); return Status::Ok();
+    case Kind::kString: JsonString(v.str(), o.ensure_ascii, out); return Status::Ok();
+    case Kind::kList: {
+      if (v.list().empty()) {
+        *out += "[]";
+        return Status::Ok();
+      }
+      *out += "[" + indent(level + 1);
+      for (size_t i = 0; i < v.list().size(); ++i) {
+        if (i) *out += o.item_sep + indent(level + 1);
+        SHOAL_RETURN_IF_ERROR(Json(v.list()[i], o, level + 1, out));
+      }
+      *out += indent(level) + "]";
+      return Status::Ok();
+    }
+    case Kind::kDict: {
+      if (v.dict().empty()) {
+        *out += "{}";
+        return Status::Ok();
+      }
+      std::vector<const std::pair<Value, Value>*> items;
+      for (const auto& kv : v.dict()) items.push_back(&kv);
+      if (o.sort_keys) {
+        std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) {
+          auto r = Less(a->first, b->first);
+          return r.ok() && *r;
+        });
+      }
+      *out += "{" + indent(level + 1);
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (i) *out += o.item_sep + indent(level + 1);
+        SHOAL_RETURN_IF_ERROR(JsonKey(items[i]->first, o, out));
+        *out += o.key_sep;
+        SHOAL_RETURN_IF_ERROR(Json(items[i]->second, o, level + 1, out));
+      }
+      *out += indent(level) + "}";
+      return Status::Ok();
+    }
+    default:
+      return InvalidArgument("Object of type " + v.TypeName() + " is not JSON serializable");
+  }
+}
+
+}  // namespace
+
+StatusOr<std::string> ToJson(const Value& v, const JsonOptions& opts) {
+  std::string out;
+  SHOAL_RETURN_IF_ERROR(Json(v, opts, 0, &out));
+  return out;
+}
+
+}  // namespace shoal::jinja
