@@ -1,0 +1,169 @@
+// The OpenAI-compatible HTTP API, minus the networking: request bodies parsed and validated into
+// structs, and response / SSE event bodies built from results.
+//
+// Users point existing OpenAI clients and load generators at shoal, so the shapes follow what vLLM's
+// OpenAI server accepts and emits (which follows OpenAI): unknown request fields are ignored, `null`
+// for an optional field means "default", and every rejection is an ApiError (HTTP 400 for bad input)
+// whose `param` names the field at fault ("temperature", "messages[2].role", "stop"). Fields that
+// OpenAI or vLLM define but shoal cannot honour (n > 1, logprobs, echo, logit_bias, structured output)
+// are rejected rather than silently ignored, since ignoring them would change what the user gets.
+//
+// Nothing here throws. The server is expected to cap the body size (413) before parsing; the parsers
+// reject bodies nested deeper than kMaxJsonDepth without building them.
+//
+// All builders dump strings with invalid UTF-8 replaced by U+FFFD, so a model emitting a partial
+// multi-byte sequence never breaks a response. For streaming, the detokenizer should hold back an
+// incomplete sequence until it completes; otherwise each half shows up as U+FFFD.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace shoal::api {
+
+// Rendered as {"error":{"message","type","param","code"}}, OpenAI's shape.
+struct ApiError {
+  int http_status = 400;  // 400, 401, 404, 413, 429, 503, 500
+  std::string message;
+  std::string type = "invalid_request_error";  // "authentication_error", "not_found_error", "server_error", ...
+  std::string param;                           // "" renders as null
+  std::string code;  // "context_length_exceeded", "model_not_found", "invalid_api_key", "queue_full"; "" → null
+};
+
+// An HTTP 400 invalid_request_error naming `param`.
+ApiError InvalidRequest(std::string message, std::string param, std::string code = "");
+// Maps a shoal Status from deeper layers to an HTTP error: InvalidArgument/OutOfRange → 400,
+// Unimplemented → 400 (a valid request shoal cannot serve, as vLLM answers), NotFound → 404,
+// ResourceExhausted → 429, Unavailable → 503, DeadlineExceeded → 504, anything else → 500.
+ApiError FromStatus(const Status& status);
+
+std::string ErrorBody(const ApiError& e);  // the JSON text, no trailing newline
+
+// Bodies nested deeper than this ({ and [ levels) are rejected before parsing.
+inline constexpr int kMaxJsonDepth = 64;
+// OpenAI's limit on stop sequences.
+inline constexpr int kMaxStopSequences = 4;
+
+struct SamplingOptions {
+  // -1 = not given: the server applies its default (vLLM: 16 for /v1/completions, the rest of the
+  // context for chat). max_completion_tokens, chat's newer name, wins over max_tokens when both given.
+  int max_tokens = -1;
+  float temperature = 1.0f;  // [0, 2]; OpenAI's default
+  float top_p = 1.0f;        // (0, 1]
+  float presence_penalty = 0.0f;   // [-2, 2]
+  float frequency_penalty = 0.0f;  // [-2, 2]
+  int top_k = -1;                  // vLLM extension: -1 = off (0 is accepted as off too), else ≥ 1
+  std::optional<uint64_t> seed;    // any int64 or uint64; negative seeds keep their two's-complement bits
+  std::vector<std::string> stop;   // ≤ kMaxStopSequences non-empty strings
+  std::vector<int32_t> stop_token_ids;  // vLLM extension; ≥ 0 (the vocabulary bound is the server's check)
+  bool ignore_eos = false;              // vLLM extension
+  bool skip_special_tokens = true;      // vLLM extension
+};
+
+// POST /v1/completions.
+struct CompletionRequest {
+  std::string model;  // "" when absent (vLLM then serves its only model)
+  // A string, or a non-empty list of token ids (each in [0, 2^31); the vocabulary bound is the
+  // server's check). An array holding exactly one prompt is unwrapped; a batch of several is rejected.
+  // An empty string is accepted (a tokenizer may add BOS); the server rejects it if nothing remains.
+  std::variant<std::string, std::vector<int32_t>> prompt;
+  SamplingOptions sampling;
+  bool stream = false;
+  bool include_usage = false;     // stream_options.include_usage
+  bool return_token_ids = false;  // vLLM extension: prompt_token_ids / token_ids in the response
+  std::string user;
+};
+
+// POST /v1/chat/completions.
+struct ChatRequest {
+  std::string model;
+  // A validated copy of the request's messages: a non-empty array of objects whose "role" is one of
+  // system, user, assistant, tool, developer, and whose "content" is a string, or null/absent on an
+  // assistant message that carries tool_calls. Content given as an array of {"type":"text","text"}
+  // parts is flattened here to one string joined by "\n" (what vLLM does for string-format templates).
+  nlohmann::ordered_json messages;
+  nlohmann::ordered_json tools;                 // null, or an array of objects; passed to the template
+  nlohmann::ordered_json chat_template_kwargs;  // null or an object (vLLM extension)
+  bool add_generation_prompt = true;
+  SamplingOptions sampling;
+  bool stream = false;
+  bool include_usage = false;
+  bool return_token_ids = false;
+  std::string user;
+};
+
+// Either the request or the error to send back (always HTTP 400 here). Never throw.
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body);
+std::variant<ChatRequest, ApiError> ParseChatRequest(std::string_view body);
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// Non-streaming responses. `id` ("cmpl-<hex>" / "chatcmpl-<hex>") comes from the caller; `created` is
+// unix seconds; `finish_reason` is "stop" or "length" ("" renders as null). With non-null id vectors
+// (return_token_ids), completions put prompt_token_ids and token_ids in the choice; chat puts
+// prompt_token_ids at the top level and token_ids in the choice, as vLLM does.
+std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
+                               const std::string& text, const std::string& finish_reason, const Usage& usage,
+                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids);
+std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
+                         const std::string& finish_reason, const Usage& usage,
+                         const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids);
+
+// Streaming (server-sent events). Each function returns one whole event: "data: {...}\n\n".
+// A completions stream is CompletionChunk* [UsageChunk] kDoneEvent; the last CompletionChunk carries
+// the finish_reason. A chat stream is ChatRoleChunk ChatChunk* ChatFinishChunk [UsageChunk] kDoneEvent.
+// With include_usage every chunk carries "usage": null and UsageChunk (choices []) comes last, as
+// OpenAI documents.
+struct StreamContext {
+  enum class Endpoint { kCompletion, kChat };
+  Endpoint endpoint = Endpoint::kCompletion;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  bool include_usage = false;
+};
+
+// choices[{index, text, logprobs:null, finish_reason}] ("" → null); prompt_ids (first chunk) and
+// token_ids (this chunk's tokens) are added to the choice when non-null.
+std::string CompletionChunk(const StreamContext& ctx, std::string_view text, std::string_view finish_reason,
+                            const std::vector<int32_t>* prompt_ids = nullptr,
+                            const std::vector<int32_t>* token_ids = nullptr);
+// delta {role:"assistant", content:""}; prompt_ids go at the top level when non-null.
+std::string ChatRoleChunk(const StreamContext& ctx, const std::vector<int32_t>* prompt_ids = nullptr);
+// delta {content}; token_ids go in the choice when non-null.
+std::string ChatChunk(const StreamContext& ctx, std::string_view content,
+                      const std::vector<int32_t>* token_ids = nullptr);
+// delta {} with the finish_reason.
+std::string ChatFinishChunk(const StreamContext& ctx, std::string_view finish_reason);
+// choices [] and the usage; object matches the endpoint.
+std::string UsageChunk(const StreamContext& ctx, const Usage& usage);
+
+// Positional forms of the above, without token ids (what coordinator/generation.cc calls).
+std::string CompletionChunk(const std::string& id, int64_t created, const std::string& model, std::string_view text,
+                            std::string_view finish_reason, bool include_usage);
+// role_chunk: ChatRoleChunk. Otherwise delta {content}, or delta {} when content is empty and a
+// finish_reason is given; the finish_reason ("" → null) goes in the same chunk.
+std::string ChatChunk(const std::string& id, int64_t created, const std::string& model, std::string_view content,
+                      bool role_chunk, std::string_view finish_reason, bool include_usage);
+std::string UsageChunk(const std::string& id, int64_t created, const std::string& model, bool chat,
+                       const Usage& usage);
+
+// What vLLM sends when a stream fails mid-way: "data: {\"error\":{...}}\n\n".
+std::string ErrorEvent(const ApiError& e);
+inline constexpr std::string_view kDoneEvent = "data: [DONE]\n\n";
+
+// GET /v1/models: {"object":"list","data":[{id, object:"model", created, owned_by:"shoal"}]}.
+std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created);
+
+}  // namespace shoal::api
