@@ -9,7 +9,10 @@ packages=(
   libgtest-dev libgmock-dev   # GTest's CMake package also names the gmock libraries
   clang libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
   openmpi-bin libopenmpi-dev  # the CPU data plane (comm/mpi) and mpirun for the mpi tests
+  libboost-dev               # Asio + Beast (header-only): the coordinator's HTTP server and control plane
+  libpcre2-dev libicu-dev    # tokenizer: Unicode-property pre-split regexes, Unicode normalization
   procps                     # pgrep, for the stalled-rank test (tests/cli/worker_test.sh)
+  curl                       # the README's first request
   python3                    # test helpers; the reference generator needs torch, see tools/reference
 )
 

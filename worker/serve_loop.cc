@@ -189,6 +189,7 @@ Status RunServeLoop(Engine& engine, const ServeLoopOptions& o) {
     }
     msgs.clear();
     send_events();
+    publish();  // also when idle: cancellations change what the heartbeat reports
     // {has work, clean stop, coordinator lost}
     std::vector<int64_t> v = {sched.HasWork() ? 1 : 0, shutdown ? 1 : 0, lost.empty() ? 0 : 1};
     Status st = g.AllReduceSum(v, step_deadline());

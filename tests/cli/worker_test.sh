@@ -29,6 +29,7 @@ YAML
 
 fail=0
 for dir in "$root"/tests/fixtures/*/; do
+  [ -f "$dir/expected.json" ] || continue  # tokenizer and chat-template fixtures are not models
   name=$(basename "$dir")
   python3 - "$dir" "$tmp/$name.jsonl" "$tmp/$name.want" <<'PY'
 import json, sys
@@ -123,7 +124,8 @@ printf '{"prompt_ids": [1, 2]}\n{"prompt_ids": [1, 99999]}\n' > "$tmp/bad.jsonl"
 check_error "bad.jsonl:2: prompt_ids[1]: must be in [0, 319]" 3 --model "$model" --batch "$tmp/bad.jsonl"
 check_error "cannot open batch file" 2 --model "$model" --batch "$tmp/missing.jsonl"
 check_error "config.json: cannot open" 2 --model /nonexistent --batch "$tmp/bad.jsonl"
-check_error "--batch FILE is required" 1 --model "$model"
+check_error "give exactly one of --coordinator" 1 --model "$model"
+check_error "not reachable within 1000 ms" 2 --model "$model" --coordinator 127.0.0.1:1 --connect-timeout 1
 printf '{"prompt_ids": [1, 2], "max_tokens": 255}\n' > "$tmp/long1.jsonl"
 check_error "exceed the model's context of 256 tokens" 2 --model "$model" --batch "$tmp/long1.jsonl"
 exit $fail

@@ -36,6 +36,7 @@ struct WorkerOptions {
   int threads = -1;
   std::string coordinator;  // HOST:PORT of `shoal serve`'s control port
   std::string group = "g0";
+  int connect_timeout_s = 120;
 };
 
 // "0-3,7" for the sorted experts of a rank.
@@ -135,6 +136,7 @@ Status ServeCoordinator(const WorkerOptions& o, const EngineConfig& cfg, Loaded&
   so.coordinator_host = hp.first;
   so.coordinator_port = hp.second;
   so.group = o.group;
+  so.connect_timeout_ms = int64_t{1000} * o.connect_timeout_s;
   so.model_name = ServedModelName(cfg);
   so.local_experts = l.experts;
   return RunServeLoop(*l.engine, so);
@@ -244,6 +246,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, kMaxNewTokens));
   cmd->add_option("--coordinator", opts->coordinator, "Control address HOST:PORT of the coordinator to serve");
   cmd->add_option("--group", opts->group, "Engine group name this job forms (default g0)");
+  cmd->add_option("--connect-timeout", opts->connect_timeout_s, "Seconds to keep trying to reach the coordinator")
+      ->check(CLI::Range(1, 24 * 3600));
   cmd->add_option("--threads", opts->threads,
                   "CPU threads per rank (overrides engine.threads; 0 = the node's cores shared among its ranks)")
       ->check(CLI::Range(0, 1024));

@@ -1,0 +1,163 @@
+// The coordinator's state, shared by its translation units (internal; include only from coordinator/).
+// Everything here lives on the I/O thread: no locks, except where noted.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "control/wire.h"
+#include "coordinator/asio.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/metrics.h"
+#include "coordinator/openai_api.h"
+#include "model/jinja/template.h"
+#include "model/tokenizer.h"
+
+namespace shoal::coord {
+
+using Clock = std::chrono::steady_clock;
+
+// Histogram buckets (seconds), close to vLLM's so dashboards built for it read ours the same way.
+inline std::vector<double> TtftBuckets() {
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+}
+inline std::vector<double> ItlBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
+}
+inline std::vector<double> E2eBuckets() {
+  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0};
+}
+
+struct GroupState;
+
+// One worker rank's control connection.
+struct WorkerLink {
+  explicit WorkerLink(tcp::socket s) : socket(std::move(s)) {}
+  tcp::socket socket;
+  control::Hello hello;
+  std::string group;  // "" until the handshake registered it
+  uint64_t incarnation = 0;
+  std::deque<std::string> out;  // frames waiting to be written
+  bool writing = false;
+  bool dead = false;
+  std::string dead_reason;
+  Clock::time_point last_seen = Clock::now();
+  control::Heartbeat hb;
+  std::unordered_set<uint64_t> requests;  // in flight on this rank
+  int64_t outstanding_tokens = 0;         // Σ over those requests of prompt + max_tokens - generated
+  std::string Name() const {
+    return "rank " + std::to_string(hello.rank) + " of group " + group + " (" + hello.host + " pid " +
+           std::to_string(hello.pid) + ")";
+  }
+};
+
+struct GroupState {
+  std::string name;
+  uint32_t size = 0;
+  uint64_t incarnation = 0;
+  std::vector<std::shared_ptr<WorkerLink>> ranks;  // [size]; null until that rank connected
+  bool broken = false;
+  std::string broken_reason;
+  int64_t in_flight = 0;
+  bool Complete() const {
+    if (broken || ranks.empty()) return false;
+    for (const auto& r : ranks) {
+      if (!r || r->dead) return false;
+    }
+    return true;
+  }
+};
+
+// One client request from admission to its final outcome.
+struct RequestState {
+  explicit RequestState(asio::io_context& io) : signal(io) {}
+  uint64_t id = 0;
+  std::string api_id;
+  bool chat = false;
+  bool stream = false;
+  bool include_usage = false;
+  bool return_token_ids = false;
+  std::vector<int32_t> prompt;
+  int max_tokens = 0;
+  std::shared_ptr<WorkerLink> worker;
+  std::vector<int32_t> output_ids;
+  std::unique_ptr<IncrementalDetokenizer> detok;
+  std::vector<std::string> stops;
+  size_t max_stop_bytes = 0;
+  std::string held;        // text withheld while it could be the start of a stop string
+  std::string ready_text;  // text the HTTP side has not taken yet
+  bool done = false;
+  std::string finish_reason;
+  std::optional<api::ApiError> error;
+  asio::steady_timer signal;  // cancelled whenever there is news for the HTTP side
+  Clock::time_point arrival = Clock::now(), first_token{}, last_token{};
+  void Notify() { signal.cancel(); }
+};
+
+}  // namespace shoal::coord
+
+namespace shoal {
+
+struct Coordinator::Impl {
+  using WorkerLink = coord::WorkerLink;
+  using RequestState = coord::RequestState;
+
+  EngineConfig cfg;
+  std::string model_name;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<const jinja::Template> chat_template;
+  std::string bos_token, eos_token;
+  std::vector<int32_t> eos_ids;
+  int64_t max_context = 0;
+  int32_t model_vocab = 0;
+  std::vector<std::string> api_keys;
+
+  coord::asio::io_context io;
+  coord::tcp::acceptor http_acceptor{io};
+  coord::tcp::acceptor control_acceptor{io};
+  std::map<std::string, coord::GroupState> groups;
+  std::unordered_map<uint64_t, std::shared_ptr<RequestState>> requests;
+  uint64_t next_request = 1;
+  bool stopping = false;
+  std::atomic<int> ready_groups{0};  // read from other threads (shoal up waits on them)
+  std::atomic<int> known_groups{0};
+  coord::Clock::time_point started = coord::Clock::now();
+  int64_t created_unix = 0;
+  Metrics metrics;
+
+  // worker_link.cc: the control plane.
+  coord::awaitable<void> AcceptWorkers();
+  coord::awaitable<void> WorkerSession(std::shared_ptr<WorkerLink> link);
+  coord::awaitable<void> Watchdog();
+  void Send(const std::shared_ptr<WorkerLink>& link, const control::Message& m);
+  void LinkDied(const std::shared_ptr<WorkerLink>& link, const std::string& why);
+  void UpdateReady();
+
+  // requests.cc: admission, routing, token events, outcomes.
+  // Picks a worker for a request of `tokens` total tokens; ApiError 503/429 when none can take it.
+  std::variant<std::shared_ptr<WorkerLink>, api::ApiError> Route();
+  void Start(const std::shared_ptr<RequestState>& r, const control::SamplingWire& s, bool ignore_eos,
+             const std::vector<int32_t>& stop_ids);
+  void OnTokens(WorkerLink& link, control::Tokens& t);
+  void Finish(RequestState& r, const std::string& reason, std::optional<api::ApiError> error = std::nullopt);
+  // The client went away or the server stops: tell the worker to free the request's KV at once.
+  void Abandon(RequestState& r);
+  void AppendText(RequestState& r, std::string text, bool final);
+
+  // http_server.cc
+  coord::awaitable<void> AcceptHttp();
+  coord::awaitable<void> HttpSession(coord::tcp::socket socket);
+
+  void BeginStop(int64_t grace_ms);
+  void StopWhenWorkersGone(std::shared_ptr<coord::asio::steady_timer> timer, int64_t left_ms);
+};
+
+}  // namespace shoal

@@ -1,0 +1,222 @@
+// The coordinator's side of the control plane: accepts worker connections, checks their Hello,
+// registers them in their group, reads their frames, and declares a worker dead when its connection
+// breaks, it sends a malformed frame, or its heartbeats stop.
+#include <cstdio>
+
+#include "coordinator/state.h"
+
+namespace shoal {
+
+using namespace coord;
+
+namespace {
+
+// Reads one frame; an error_code or a decode Status ends the link.
+awaitable<StatusOr<control::Message>> ReadFrame(tcp::socket& s) {
+  uint8_t header[control::kHeaderBytes];
+  boost::system::error_code ec;
+  co_await asio::async_read(s, asio::buffer(header), asio::redirect_error(use_awaitable, ec));
+  if (ec) co_return Unavailable(ec == asio::error::eof ? "connection closed" : ec.message());
+  StatusOr<control::FrameHeader> h = control::DecodeHeader(header);
+  if (!h.ok()) co_return h.status();
+  std::vector<uint8_t> payload(h->payload_bytes);
+  co_await asio::async_read(s, asio::buffer(payload), asio::redirect_error(use_awaitable, ec));
+  if (ec) co_return Unavailable(ec == asio::error::eof ? "connection closed mid-frame" : ec.message());
+  co_return control::DecodePayload(static_cast<control::MessageType>(h->type), payload);
+}
+
+}  // namespace
+
+void Coordinator::Impl::Send(const std::shared_ptr<WorkerLink>& link, const control::Message& m) {
+  if (link->dead) return;
+  link->out.push_back(control::EncodeFrame(m));
+  if (link->writing) return;
+  link->writing = true;
+  asio::co_spawn(
+      io,
+      [this, link]() -> awaitable<void> {
+        while (!link->out.empty() && !link->dead) {
+          boost::system::error_code ec;
+          co_await asio::async_write(link->socket, asio::buffer(link->out.front()), asio::redirect_error(use_awaitable, ec));
+          if (ec) {
+            LinkDied(link, "sending to it failed: " + ec.message());
+            break;
+          }
+          link->out.pop_front();
+        }
+        link->writing = false;
+      },
+      asio::detached);
+}
+
+void Coordinator::Impl::UpdateReady() {
+  int n = 0;
+  for (const auto& [name, g] : groups) n += g.Complete() ? 1 : 0;
+  ready_groups.store(n);
+  known_groups.store(static_cast<int>(groups.size()));
+}
+
+void Coordinator::Impl::LinkDied(const std::shared_ptr<WorkerLink>& link, const std::string& why) {
+  if (link->dead) return;
+  link->dead = true;
+  link->dead_reason = why;
+  boost::system::error_code ignored;
+  link->socket.shutdown(tcp::socket::shutdown_both, ignored);
+  link->socket.close(ignored);
+  auto it = groups.find(link->group);
+  if (it == groups.end() || it->second.incarnation != link->incarnation) return;  // never registered
+  GroupState& g = it->second;
+  if (!g.broken && !stopping) {
+    std::fprintf(stderr, "shoal serve: %s failed: %s; group %s is unready\n", link->Name().c_str(), why.c_str(),
+                 g.name.c_str());
+  }
+  // One rank down stops the whole group (every step needs every rank): its requests end now, with
+  // the reason, rather than waiting for a collective timeout inside the group.
+  const std::string reason = link->Name() + " failed: " + why;
+  if (!g.broken) {
+    g.broken = true;
+    g.broken_reason = reason;
+  }
+  std::vector<std::shared_ptr<RequestState>> doomed;
+  for (const auto& [id, r] : requests) {
+    if (r->worker && r->worker->group == g.name && r->worker->incarnation == g.incarnation && !r->done) {
+      doomed.push_back(r);
+    }
+  }
+  for (const auto& r : doomed) {
+    Finish(*r, "error",
+           api::ApiError{503, stopping ? "the server is shutting down" : "engine group " + g.name + " failed: " + reason,
+                         "server_error", "", "worker_failed"});
+  }
+  // The group's other ranks cannot go on without this one: close them too, so they stop.
+  for (const auto& other : g.ranks) {
+    if (other && !other->dead) {
+      other->dead = true;
+      other->dead_reason = "group " + g.name + " failed";
+      other->socket.close(ignored);
+    }
+  }
+  metrics.counter("shoal_worker_failures_total", "Worker ranks declared dead (connection lost or heartbeats stopped)")
+      .Inc();
+  UpdateReady();
+}
+
+awaitable<void> Coordinator::Impl::AcceptWorkers() {
+  while (!stopping) {
+    boost::system::error_code ec;
+    tcp::socket s = co_await control_acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (stopping || ec == asio::error::operation_aborted) co_return;
+      continue;
+    }
+    s.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(io, WorkerSession(std::make_shared<WorkerLink>(std::move(s))), asio::detached);
+  }
+}
+
+awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> link) {
+  // The handshake must come promptly: a silent connection is not allowed to hold a slot.
+  asio::steady_timer hello_timer(io, std::chrono::seconds(10));
+  hello_timer.async_wait([link](const boost::system::error_code& ec) {
+    if (!ec && link->group.empty()) {
+      boost::system::error_code ignored;
+      link->socket.close(ignored);
+    }
+  });
+  StatusOr<control::Message> first = co_await ReadFrame(link->socket);
+  hello_timer.cancel();
+  auto reject = [&](const std::string& why) {
+    std::fprintf(stderr, "shoal serve: rejected a worker: %s\n", why.c_str());
+    link->out.push_back(control::EncodeFrame(control::Reject{why}));
+  };
+  if (!first.ok()) co_return;
+  auto* hello = std::get_if<control::Hello>(&*first);
+  if (hello == nullptr) co_return;
+  link->hello = *hello;
+  const control::Hello& h = link->hello;
+  std::string why;
+  if (stopping) why = "the coordinator is shutting down";
+  else if (h.model != model_name) why = "worker serves model '" + h.model + "', the coordinator serves '" + model_name + "'";
+  else if (static_cast<int64_t>(h.vocab_size) != model_vocab) {
+    why = "worker's model has a vocabulary of " + std::to_string(h.vocab_size) + ", the coordinator's " +
+          std::to_string(model_vocab);
+  }
+  GroupState* g = nullptr;
+  if (why.empty()) {
+    auto [it, fresh] = groups.try_emplace(h.group);
+    g = &it->second;
+    bool old_gone = true;
+    for (const auto& r : g->ranks) old_gone = old_gone && (!r || r->dead);
+    if (fresh || (g->broken && old_gone)) {
+      // A new group, or a new incarnation of one whose previous workers are all gone.
+      const uint64_t inc = fresh ? 1 : g->incarnation + 1;
+      *g = GroupState{};
+      g->name = h.group;
+      g->size = h.size;
+      g->incarnation = inc;
+      g->ranks.assign(h.size, nullptr);
+    }
+    if (g->broken) why = "group " + h.group + " is still shutting down its previous workers";
+    else if (g->size != h.size) why = "group " + h.group + " has " + std::to_string(g->size) + " ranks, this worker says " + std::to_string(h.size);
+    else if (g->ranks[h.rank] && !g->ranks[h.rank]->dead) why = "rank " + std::to_string(h.rank) + " of group " + h.group + " is already connected";
+  }
+  if (!why.empty()) {
+    reject(why);
+    boost::system::error_code ec;
+    co_await asio::async_write(link->socket, asio::buffer(link->out.front()), asio::redirect_error(use_awaitable, ec));
+    co_return;
+  }
+  link->group = h.group;
+  link->incarnation = g->incarnation;
+  g->ranks[h.rank] = link;
+  link->last_seen = Clock::now();
+  Send(link, control::Welcome{g->incarnation, static_cast<uint32_t>(cfg.server.heartbeat_ms)});
+  std::fprintf(stderr, "shoal serve: %s connected (%u KV blocks of %u tokens, %u sequences)\n", link->Name().c_str(),
+               static_cast<unsigned>(h.kv_blocks), h.block_size, h.max_num_seqs);
+  UpdateReady();
+  if (g->Complete()) std::fprintf(stderr, "shoal serve: group %s is ready (%u ranks)\n", g->name.c_str(), g->size);
+
+  while (!link->dead) {
+    StatusOr<control::Message> m = co_await ReadFrame(link->socket);
+    if (link->dead) break;
+    if (!m.ok()) {
+      LinkDied(link, m.status().message());
+      break;
+    }
+    link->last_seen = Clock::now();
+    if (auto* t = std::get_if<control::Tokens>(&*m)) {
+      OnTokens(*link, *t);
+    } else if (auto* hb = std::get_if<control::Heartbeat>(&*m)) {
+      link->hb = std::move(*hb);
+    } else if (auto* bye = std::get_if<control::Bye>(&*m)) {
+      LinkDied(link, "it left: " + bye->reason);
+      break;
+    } else {
+      LinkDied(link, std::string("unexpected ") + control::MessageTypeName(control::TypeOf(*m)) + " frame");
+      break;
+    }
+  }
+}
+
+awaitable<void> Coordinator::Impl::Watchdog() {
+  asio::steady_timer t(io);
+  const auto timeout = std::chrono::milliseconds(cfg.server.heartbeat_timeout_ms);
+  while (!stopping) {
+    t.expires_after(std::chrono::milliseconds(std::max(10, cfg.server.heartbeat_ms / 2)));
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+    const auto now = Clock::now();
+    std::vector<std::shared_ptr<WorkerLink>> late;
+    for (auto& [name, g] : groups) {
+      for (const auto& r : g.ranks) {
+        if (r && !r->dead && now - r->last_seen > timeout) late.push_back(r);
+      }
+    }
+    for (const auto& r : late) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - r->last_seen).count();
+      LinkDied(r, "no heartbeat for " + std::to_string(ms) + " ms (stalled or unreachable)");
+    }
+  }
+}
+
+}  // namespace shoal

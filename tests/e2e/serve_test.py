@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""End to end: `shoal up` starts a real local cluster (coordinator + one mpirun group of 2 worker
+ranks) and this script talks to it over real HTTP (Python's http.client), checking what users rely
+on: completions and chat, streamed and not, greedy tokens identical to transformers' (the fixture's
+expected tokens), the same tokens with 32 requests at once, every error code, cancellation freeing
+KV blocks, a killed worker ending its requests with errors and /ready going 503, and a clean stop.
+
+usage: serve_test.py SHOAL_BINARY SOURCE_DIR
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SHOAL, SRC = sys.argv[1], sys.argv[2]
+FIXTURE = os.path.join(SRC, "tests/fixtures/qwen3-moe-f32")
+API_KEY = "test-key-123"
+FAILURES = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILURES.append(what)
+    return cond
+
+
+class Server:
+    def __init__(self, host, port):
+        self.host, self.port = host, port
+
+    def request(self, method, path, body=None, headers=None, key=API_KEY, raw=None, timeout=60):
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["Authorization"] = "Bearer " + key
+        h.update(headers or {})
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        text = r.read().decode("utf-8", "replace")
+        c.close()
+        try:
+            j = json.loads(text) if text else None
+        except ValueError:
+            j = None
+        return r.status, j, text, dict(r.getheaders())
+
+    def stream(self, path, body, on_event=None, timeout=60):
+        """POSTs with stream: true; returns (status, list of parsed events, saw_done)."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        c.request("POST", path, body=json.dumps(body),
+                  headers={"Content-Type": "application/json", "Authorization": "Bearer " + API_KEY})
+        r = c.getresponse()
+        if r.status != 200:
+            text = r.read().decode()
+            c.close()
+            return r.status, [json.loads(text)], False
+        events, done = [], False
+        buf = b""
+        while True:
+            line = r.fp.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data: "):
+                continue
+            payload = line[6:]
+            if payload == b"[DONE]":
+                done = True
+                break
+            ev = json.loads(payload)
+            events.append(ev)
+            if on_event and on_event(ev, c) is False:
+                break
+        c.close()
+        return 200, events, done
+
+
+def start_cluster(tmp):
+    cfg = os.path.join(tmp, "cluster.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""
+model:
+  path: {FIXTURE}
+  name: tiny-qwen3-moe
+engine:
+  threads: 1
+  max_num_seqs: 8
+  max_step_tokens: 256
+kv_cache:
+  block_size: 16
+  num_blocks: 160
+server:
+  port: 0
+  api_keys: [{API_KEY}]
+  max_body_bytes: 65536
+  max_queued_requests: 16
+  heartbeat_ms: 200
+  heartbeat_timeout_ms: 1500
+cluster:
+  groups: 1
+  ranks_per_group: 2
+parallel:
+  collective_timeout_ms: 3000
+""")
+    log = open(os.path.join(tmp, "shoal-up.log"), "w")
+    env = dict(os.environ, OMPI_MCA_mpi_yield_when_idle="1")
+    p = subprocess.Popen([SHOAL, "up", "--config", cfg], stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+    url = p.stdout.readline().strip()  # printed once every group is ready
+    if not url.startswith("http://"):
+        p.wait(timeout=30)
+        print(open(log.name).read())
+        raise SystemExit("shoal up did not become ready (exit %s)" % p.returncode)
+    host, port = url[len("http://"):].rsplit(":", 1)
+    return p, Server(host, int(port)), log.name
+
+
+def stop_cluster(proc, log, what):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=30)
+            check(rc == 0, "shoal up stops cleanly on SIGINT %s (exit %s)" % (what, rc))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            check(False, "shoal up stops within 30 s of SIGINT %s" % what)
+    if FAILURES:
+        print("---- shoal up log (%s) ----" % what)
+        print(open(log).read()[-8000:])
+
+
+def main():
+    expected = json.load(open(os.path.join(FIXTURE, "expected.json")))
+    prompts = [(p["prompt_ids"], p["greedy_tokens"]) for p in expected["prompts"]]
+    tmp = tempfile.mkdtemp(prefix="shoal-e2e-")
+    t0 = time.time()
+    proc, s, log = start_cluster(tmp)
+    print("cluster ready in %.1f s" % (time.time() - t0), flush=True)
+    try:
+        run_checks(s, prompts, proc)
+    finally:
+        stop_cluster(proc, log, "after a killed worker")
+    # A stalled worker (SIGSTOP: alive, silent) is noticed by its missing heartbeats.
+    proc, s, log = start_cluster(tmp)
+    try:
+        stall_checks(s, prompts)
+    finally:
+        stop_cluster(proc, log, "after a stalled worker")
+    print("%d failure(s)" % len(FAILURES))
+    sys.exit(1 if FAILURES else 0)
+
+
+def streams_mid_generation(s, prompt, n):
+    """Starts n long streams; returns once each has its first token, with the threads and their outcomes
+    ("error", "finished" or "no final event", appended when each ends)."""
+    started = threading.Semaphore(0)
+    outcomes = []
+
+    def stream():
+        seen = []
+
+        def on_event(ev, conn):
+            if not seen:
+                seen.append(1)
+                started.release()
+        st, events, done = s.stream("/v1/completions", {"prompt": prompt, "max_tokens": 220, "temperature": 0,
+                                                         "ignore_eos": True, "stream": True}, on_event=on_event, timeout=30)
+        outcomes.append(("error" if events and "error" in events[-1] else "finished") if done else "no final event")
+    ts = [threading.Thread(target=stream) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for _ in range(n):
+        started.acquire(timeout=30)
+    return ts, outcomes
+
+
+def completion_ids(s, prompt, n, **extra):
+    body = {"model": "tiny-qwen3-moe", "prompt": prompt, "max_tokens": n, "temperature": 0, "ignore_eos": True,
+            "return_token_ids": True}
+    body.update(extra)
+    st, j, text, _ = s.request("POST", "/v1/completions", body)
+    assert st == 200, (st, text)
+    return j["choices"][0]["token_ids"], j
+
+
+def check_error(st, j, code_http, what, code=None, param=None):
+    ok = st == code_http and isinstance(j, dict) and "error" in j and "message" in j["error"]
+    if code is not None:
+        ok = ok and j["error"].get("code") == code
+    if param is not None:
+        ok = ok and j["error"].get("param") == param
+    check(ok, "%s → %d (%s)" % (what, code_http, (j or {}).get("error", {}).get("message", "")[:80]))
+
+
+def run_checks(s, prompts, proc):
+    st, j, _, _ = s.request("GET", "/health", key=None)
+    check(st == 200, "/health is 200")
+    st, j, _, _ = s.request("GET", "/ready", key=None)
+    check(st == 200 and j["status"] == "ready", "/ready is 200 once the cluster is up")
+    st, j, _, _ = s.request("GET", "/v1/models")
+    check(st == 200 and j["data"][0]["id"] == "tiny-qwen3-moe", "/v1/models lists the model")
+    st, j, _, _ = s.request("GET", "/v1/cluster")
+    check(st == 200 and len(j["groups"][0]["ranks"]) == 2 and all(r["state"] == "up" for r in j["groups"][0]["ranks"]),
+          "/v1/cluster shows one group of two ranks, both up")
+    experts = sorted(e for r in j["groups"][0]["ranks"] for e in r["experts"])
+    check(experts == list(range(10)), "the ranks' experts cover the model's 10 once")
+
+    # Greedy tokens over HTTP equal transformers' (the fixture), non-streamed and streamed.
+    for i, (prompt, greedy) in enumerate(prompts):
+        ids, j = completion_ids(s, prompt, len(greedy))
+        check(ids == greedy, "prompt %d: greedy tokens over HTTP equal transformers'" % i)
+        check(j["usage"]["prompt_tokens"] == len(prompt) and j["usage"]["completion_tokens"] == len(greedy),
+              "prompt %d: usage counts" % i)
+        check(j["choices"][0]["finish_reason"] == "length", "prompt %d: finish_reason length" % i)
+        text = j["choices"][0]["text"]
+        st, events, done = s.stream("/v1/completions", {"model": "tiny-qwen3-moe", "prompt": prompt, "max_tokens": len(greedy),
+                                                         "temperature": 0, "ignore_eos": True, "stream": True,
+                                                         "stream_options": {"include_usage": True}})
+        streamed = "".join(e["choices"][0]["text"] for e in events if e.get("choices"))
+        check(st == 200 and done, "prompt %d: stream ends with data: [DONE]" % i)
+        check(streamed == text, "prompt %d: streamed text equals the non-streamed text" % i)
+        check(events[-1].get("usage", {}).get("completion_tokens") == len(greedy) and events[-1]["choices"] == [],
+              "prompt %d: the last stream chunk carries usage" % i)
+
+    # The prompt tokens the server makes from text — chat template and tokenizer — equal transformers'
+    # apply_chat_template / tokenizer (tools/reference/attach_tokenizers.py).
+    ref = json.load(open(os.path.join(FIXTURE, "chat_expected.json")))
+    for k, c in enumerate(ref["chats"]):
+        st, j, text, _ = s.request("POST", "/v1/chat/completions", {"messages": c["messages"], "max_tokens": 2,
+                                                                    "temperature": 0, "return_token_ids": True})
+        check(st == 200 and j.get("prompt_token_ids") == c["prompt_ids"],
+              "chat %d: prompt tokens equal transformers' apply_chat_template" % k)
+    for k, c in enumerate(ref["completions"]):
+        st, j, text, _ = s.request("POST", "/v1/completions", {"prompt": c["prompt"], "max_tokens": 2, "temperature": 0,
+                                                               "return_token_ids": True})
+        check(st == 200 and j["choices"][0].get("prompt_token_ids") == c["prompt_ids"],
+              "completion prompt %d: tokens equal transformers' tokenizer" % k)
+
+    # Chat, both ways.
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Héllo 👋 — say something"}]
+    st, j, text, _ = s.request("POST", "/v1/chat/completions", {"model": "tiny-qwen3-moe", "messages": msgs, "max_tokens": 12,
+                                                                "temperature": 0})
+    check(st == 200 and j["object"] == "chat.completion" and j["choices"][0]["message"]["role"] == "assistant",
+          "chat completion answers (%s)" % st)
+    chat_text = j["choices"][0]["message"]["content"] if st == 200 else None
+    st, events, done = s.stream("/v1/chat/completions", {"model": "tiny-qwen3-moe", "messages": msgs, "max_tokens": 12,
+                                                         "temperature": 0, "stream": True})
+    deltas = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e.get("choices"))
+    check(done and deltas == chat_text, "streamed chat equals the non-streamed chat")
+    check(events and events[0]["choices"][0]["delta"].get("role") == "assistant", "the first chat chunk names the role")
+    check(events[-1]["choices"][0]["finish_reason"] in ("stop", "length"), "the last chat chunk has a finish_reason")
+
+    # Batching invariance: 32 requests at once give the same tokens as one at a time.
+    results, errors = {}, []
+
+    def one(k):
+        i = k % len(prompts)
+        try:
+            ids, _ = completion_ids(s, prompts[i][0], len(prompts[i][1]))
+            results[k] = (i, ids)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not errors and len(results) == 32, "32 concurrent requests all succeed (%s)" % errors[:2])
+    check(all(ids == prompts[i][1] for i, ids in results.values()), "32 concurrent requests: tokens identical to one at a time")
+
+    # Sampling options are honoured: a seed reproduces, stop strings cut the text.
+    a = s.request("POST", "/v1/completions", {"prompt": prompts[0][0], "max_tokens": 10, "temperature": 1.0, "seed": 7,
+                                              "ignore_eos": True})[1]
+    b = s.request("POST", "/v1/completions", {"prompt": prompts[0][0], "max_tokens": 10, "temperature": 1.0, "seed": 7,
+                                              "ignore_eos": True})[1]
+    check(a["choices"][0]["text"] == b["choices"][0]["text"], "the same seed gives the same text")
+    full = s.request("POST", "/v1/completions", {"prompt": "Hello world", "max_tokens": 20, "temperature": 0,
+                                                 "ignore_eos": True})[1]["choices"][0]["text"]
+    stop_at = next((k for k in range(2, len(full)) if full[k].isalpha()), None)
+    if check(stop_at is not None, "the greedy text has a letter to stop at"):
+        stop = full[stop_at:stop_at + 2]
+        r = s.request("POST", "/v1/completions", {"prompt": "Hello world", "max_tokens": 20, "temperature": 0,
+                                                  "ignore_eos": True, "stop": [stop]})[1]
+        check(r["choices"][0]["text"] == full[:full.find(stop)] and r["choices"][0]["finish_reason"] == "stop",
+              "a stop string ends the text just before it")
+
+    # Every error code, in the OpenAI shape.
+    st, j, _, _ = s.request("POST", "/v1/completions", raw="{not json")
+    check_error(st, j, 400, "malformed JSON")
+    st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": "x", "temperature": 5})
+    check_error(st, j, 400, "temperature out of range", param="temperature")
+    st, j, _, _ = s.request("POST", "/v1/chat/completions", {"messages": [{"role": "wizard", "content": "x"}]})
+    check_error(st, j, 400, "unknown chat role")
+    st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 100000})
+    check_error(st, j, 400, "prompt + max_tokens beyond the context", code="context_length_exceeded")
+    st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": [1, 2, 99999], "max_tokens": 2})
+    check_error(st, j, 400, "token id outside the vocabulary", param="prompt")
+    st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": "x"}, key=None)
+    check_error(st, j, 401, "no API key")
+    st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": "x"}, key="wrong")
+    check_error(st, j, 401, "a wrong API key")
+    st, j, _, _ = s.request("POST", "/v1/completions", {"model": "gpt-9", "prompt": "x"})
+    check_error(st, j, 404, "unknown model", code="model_not_found")
+    st, j, _, _ = s.request("POST", "/v1/completions", raw=json.dumps({"prompt": "x" * 70000}))
+    check_error(st, j, 413, "body over server.max_body_bytes")
+    st, j, _, _ = s.request("GET", "/v1/nothing")
+    check_error(st, j, 404, "unknown endpoint")
+
+    # Queue full: fill every slot and the queue with long streams, then one more gets 429 + Retry-After.
+    holders, stop_holders = [], threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold():
+        def on_event(ev, conn):
+            started.release()
+            stop_holders.wait()
+            conn.sock.shutdown(socket.SHUT_RDWR)  # the client goes away mid-stream
+            return False
+        s.stream("/v1/completions", {"prompt": prompts[0][0], "max_tokens": 200, "temperature": 0, "ignore_eos": True,
+                                     "stream": True}, on_event=on_event)
+    capacity = 2 * 8 + 16
+    for _ in range(capacity):
+        t = threading.Thread(target=hold)
+        t.start()
+        holders.append(t)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if s.request("GET", "/v1/cluster")[1]["requests_in_flight"] >= capacity:
+            break
+        time.sleep(0.1)
+    st, j, _, headers = s.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
+    check_error(st, j, 429, "one request beyond the queue", code="queue_full")
+    check(headers.get("Retry-After") is not None, "429 carries Retry-After")
+
+    # Cancellation: clients that disconnect free their requests and KV blocks within a step or so.
+    for _ in range(capacity):
+        started.acquire(timeout=60)
+    stop_holders.set()
+    for t in holders:
+        t.join()
+    deadline = time.time() + 10
+    freed = False
+    while time.time() < deadline:
+        j = s.request("GET", "/v1/cluster")[1]
+        ranks = j["groups"][0]["ranks"]
+        if j["requests_in_flight"] == 0 and all(r["kv_blocks_used"] == 0 and r["running"] == 0 for r in ranks):
+            freed = True
+            break
+        time.sleep(0.1)
+    check(freed, "disconnected clients' requests are cancelled and their KV blocks freed (%s)" %
+          [(r["kv_blocks_used"], r["running"]) for r in ranks])
+    m = s.request("GET", "/metrics", key=None)[2]
+    for series in ["shoal_time_to_first_token_seconds_bucket", "shoal_inter_token_latency_seconds_bucket",
+                   "shoal_e2e_request_latency_seconds_count", "shoal_generation_tokens_total", "shoal_kv_cache_usage_ratio",
+                   "shoal_worker_last_step_seconds", "shoal_expert_tokens", "shoal_requests_total", "shoal_queue_depth"]:
+        check(series in m, "/metrics has " + series)
+
+    # A killed worker: its in-flight streams end with an error event, /ready goes 503 within seconds,
+    # and new requests get 503 with Retry-After. No request is left without an outcome.
+    j = s.request("GET", "/v1/cluster")[1]
+    pid = j["groups"][0]["ranks"][1]["pid"]
+    vs, outcomes = streams_mid_generation(s, prompts[1][0], 4)
+    os.kill(pid, signal.SIGKILL)  # every stream is mid-generation now
+    killed_at = time.time()
+    unready_after = None
+    while time.time() - killed_at < 15:
+        st = s.request("GET", "/ready", key=None)[0]
+        if st == 503:
+            unready_after = time.time() - killed_at
+            break
+        time.sleep(0.05)
+    check(unready_after is not None and unready_after < 5, "/ready is 503 within 5 s of a worker's death (%s s)" % unready_after)
+    for t in vs:
+        t.join(timeout=20)
+    check(len(outcomes) == 4 and all(o == "error" for o in outcomes),
+          "every stream on the dead group ends with an error event (%s)" % outcomes)
+    st, j, _, headers = s.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
+    check_error(st, j, 503, "a request while no group is ready")
+    check(headers.get("Retry-After") is not None, "503 carries Retry-After")
+    j = s.request("GET", "/v1/cluster")[1]
+    check(j["requests_in_flight"] == 0 and not j["groups"][0]["ready"], "nothing is left in flight; the group shows unready")
+
+
+def stall_checks(s, prompts):
+    j = s.request("GET", "/v1/cluster")[1]
+    pid = j["groups"][0]["ranks"][0]["pid"]
+    ts, outcomes = streams_mid_generation(s, prompts[0][0], 2)
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    unready_after = None
+    while time.time() - stopped_at < 15:
+        if s.request("GET", "/ready", key=None)[0] == 503:
+            unready_after = time.time() - stopped_at
+            break
+        time.sleep(0.05)
+    check(unready_after is not None and unready_after < 4,
+          "/ready is 503 within 4 s of a worker stalling (heartbeat timeout 1.5 s; took %s s)" % unready_after)
+    for t in ts:
+        t.join(timeout=20)
+    check(len(outcomes) == 2 and all(o == "error" for o in outcomes),
+          "streams on a stalled group end with an error event (%s)" % outcomes)
+    j = s.request("GET", "/v1/cluster")[1]
+    errs = [r.get("error", "") for r in j["groups"][0]["ranks"]]
+    check(any("heartbeat" in e for e in errs), "/v1/cluster says which rank stopped heartbeating (%s)" % errs)
+    os.kill(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+// The control-plane frame format (control/wire.h): round trips, and clean errors for every kind of
+// malformed input a buggy or hostile peer could send.
+#include "control/wire.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "tests/unit/test_files.h"
+
+namespace shoal::control {
+namespace {
+
+using testing::MessageHas;
+
+StatusOr<Message> Decode(const std::string& frame) {
+  const auto* p = reinterpret_cast<const uint8_t*>(frame.data());
+  SHOAL_ASSIGN_OR_RETURN(FrameHeader h, DecodeHeader(std::span<const uint8_t>(p, kHeaderBytes)));
+  if (h.payload_bytes != frame.size() - kHeaderBytes) return InvalidArgument("length mismatch");
+  return DecodePayload(static_cast<MessageType>(h.type), std::span<const uint8_t>(p + kHeaderBytes, h.payload_bytes));
+}
+
+std::vector<Message> Samples() {
+  Hello h;
+  h.group = "g0";
+  h.rank = 1;
+  h.size = 2;
+  h.model = "tiny";
+  h.vocab_size = 320;
+  h.max_context = 256;
+  h.max_num_seqs = 8;
+  h.block_size = 16;
+  h.kv_blocks = 100;
+  h.num_experts = 10;
+  h.local_experts = {5, 6, 7, 8, 9};
+  h.pid = 4242;
+  h.host = "node-1";
+  Submit s;
+  s.request = 77;
+  s.max_tokens = 9;
+  s.ignore_eos = true;
+  s.sampling = {0.7f, 0.9f, 40, 0.5f, -0.5f, 123456789};
+  s.stop_ids = {2, 3};
+  s.prompt = {1, 2, 3, 4};
+  Tokens t;
+  t.events = {{77, 5, FinishReason::kNone, ""}, {78, -1, FinishReason::kError, "boom"}, {79, 3, FinishReason::kStop, ""}};
+  Heartbeat hb;
+  hb.steps = 10;
+  hb.step_seconds_total = 1.5;
+  hb.last_step_seconds = 0.01;
+  hb.running = 3;
+  hb.waiting = 1;
+  hb.kv_blocks_used = 20;
+  hb.kv_blocks_total = 100;
+  hb.preemptions = 2;
+  hb.expert_tokens = {1, 2, 3};
+  return {h, Welcome{3, 500}, Reject{"no"}, s, Cancel{77}, t, hb, Wake{}, Shutdown{}, Bye{"done"}};
+}
+
+TEST(Wire, EveryMessageRoundTrips) {
+  for (const Message& m : Samples()) {
+    const std::string frame = EncodeFrame(m);
+    auto back = Decode(frame);
+    ASSERT_TRUE(back.ok()) << MessageTypeName(TypeOf(m)) << ": " << back.status().ToString();
+    EXPECT_EQ(TypeOf(*back), TypeOf(m));
+    EXPECT_EQ(EncodeFrame(*back), frame) << MessageTypeName(TypeOf(m));
+  }
+  auto s = Decode(EncodeFrame(Samples()[3]));
+  const auto& sub = std::get<Submit>(*s);
+  EXPECT_EQ(sub.prompt, (std::vector<int32_t>{1, 2, 3, 4}));
+  EXPECT_FLOAT_EQ(sub.sampling.temperature, 0.7f);
+  EXPECT_EQ(sub.sampling.seed, 123456789u);
+}
+
+TEST(Wire, EveryTruncationIsACleanError) {
+  for (const Message& m : Samples()) {
+    const std::string frame = EncodeFrame(m);
+    for (size_t cut = kHeaderBytes; cut < frame.size(); ++cut) {
+      const auto* p = reinterpret_cast<const uint8_t*>(frame.data());
+      auto r = DecodePayload(TypeOf(m), std::span<const uint8_t>(p + kHeaderBytes, cut - kHeaderBytes));
+      EXPECT_FALSE(r.ok()) << MessageTypeName(TypeOf(m)) << " cut at " << cut;
+      EXPECT_TRUE(MessageHas(r.status(), MessageTypeName(TypeOf(m)))) << r.status().ToString();
+    }
+  }
+}
+
+TEST(Wire, BadHeadersAreRejected) {
+  std::string f = EncodeFrame(Wake{});
+  auto bytes = [&] { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(f.data()), kHeaderBytes); };
+  f[0] = 'X';
+  EXPECT_TRUE(MessageHas(DecodeHeader(bytes()).status(), "bad magic"));
+  f = EncodeFrame(Wake{});
+  f[4] = 9;  // version
+  EXPECT_TRUE(MessageHas(DecodeHeader(bytes()).status(), "protocol version 9"));
+  f = EncodeFrame(Wake{});
+  f[6] = 99;  // type
+  EXPECT_TRUE(MessageHas(DecodeHeader(bytes()).status(), "unknown message type 99"));
+  f = EncodeFrame(Wake{});
+  const uint32_t huge = kMaxPayloadBytes + 1;
+  std::memcpy(f.data() + 8, &huge, 4);
+  EXPECT_TRUE(MessageHas(DecodeHeader(bytes()).status(), "exceeds the limit"));
+}
+
+TEST(Wire, FieldsAreChecked) {
+  Submit s = std::get<Submit>(Samples()[3]);
+  s.prompt = {1, -5};
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.prompt: negative token id -5"));
+  s = std::get<Submit>(Samples()[3]);
+  s.sampling.top_p = 0;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.top_p"));
+  s.sampling.top_p = std::nanf("");
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "not a finite number"));
+  s = std::get<Submit>(Samples()[3]);
+  s.max_tokens = 0;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.max_tokens"));
+
+  Hello h = std::get<Hello>(Samples()[0]);
+  h.rank = 2;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.rank: 2 is not below size 2"));
+  h = std::get<Hello>(Samples()[0]);
+  h.local_experts = {10};
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.local_experts"));
+
+  // A count that claims more elements than the bytes present fails before allocating.
+  std::string f = EncodeFrame(Cancel{1});
+  Submit big = std::get<Submit>(Samples()[3]);
+  f = EncodeFrame(big);
+  const size_t prompt_count_at = f.size() - 4 * big.prompt.size() - 4;
+  const uint32_t lie = 1000000;
+  std::memcpy(f.data() + prompt_count_at, &lie, 4);
+  EXPECT_TRUE(MessageHas(Decode(f).status(), "Submit.prompt: truncated"));
+
+  // Trailing garbage.
+  f = EncodeFrame(Cancel{1});
+  f += "xx";
+  uint32_t n = 10;
+  std::memcpy(f.data() + 8, &n, 4);
+  EXPECT_TRUE(MessageHas(Decode(f).status(), "unexpected bytes"));
+
+  Tokens t;
+  t.events = {{1, -1, FinishReason::kNone, ""}};
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(t)).status(), "neither a token nor an end"));
+}
+
+}  // namespace
+}  // namespace shoal::control

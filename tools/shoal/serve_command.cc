@@ -1,0 +1,239 @@
+// `shoal serve`: the coordinator alone (workers are launched separately, by mpirun or srun, with
+// `shoal worker --coordinator HOST:PORT`).
+// `shoal up`: a whole local cluster from one YAML file — the coordinator in this process and one
+// `mpirun -np R shoal worker` job per engine group; waits until every group is ready, prints the URL,
+// and on Ctrl-C (SIGINT/SIGTERM) stops the workers and the server cleanly.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "common/config.h"
+#include "coordinator/coordinator.h"
+#include "tools/shoal/commands.h"
+
+extern char** environ;
+
+namespace shoal::cli {
+
+namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+void OnStopSignal(int sig) { g_stop_signal = sig; }
+
+void InstallStopHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a vanished client must not kill the server
+}
+
+struct ServeOptions {
+  std::string config_path;
+  std::string model;
+  std::string host;
+  int port = -1;
+  int control_port = -1;
+  std::string mpirun = "mpirun";
+  int ready_timeout_s = 600;
+};
+
+StatusOr<EngineConfig> LoadConfig(const ServeOptions& o, bool up) {
+  EngineConfig cfg;
+  std::string path = o.config_path;
+  if (path.empty() && up) path = std::string(SHOAL_SOURCE_DIR) + "/configs/local-cpu.yaml";  // the embedded default
+  if (!path.empty()) {
+    SHOAL_ASSIGN_OR_RETURN(cfg, LoadEngineConfig(path));
+    cfg.source = std::filesystem::absolute(path).string();
+  }
+  if (!o.model.empty()) cfg.model_path = o.model;
+  if (!o.host.empty()) cfg.server.host = o.host;
+  if (o.port >= 0) cfg.server.port = o.port;
+  if (o.control_port >= 0) cfg.server.control_port = o.control_port;
+  return cfg;
+}
+
+std::string HostForUrl(const std::string& h) { return h == "0.0.0.0" ? "127.0.0.1" : h; }
+
+void PrintTryIt(const Coordinator& c, const EngineConfig& cfg) {
+  std::fprintf(stderr,
+               "  try:  curl -N http://%s:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+               "          -d '{\"model\": \"%s\", \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n",
+               HostForUrl(cfg.server.host).c_str(), c.http_port(), c.model_name().c_str());
+}
+
+Status RunServe(const ServeOptions& o) {
+  SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, false));
+  SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
+  InstallStopHandlers();
+  std::fprintf(stderr, "shoal serve: model %s on http://%s:%d; workers connect to %s:%d\n", coord->model_name().c_str(),
+               HostForUrl(cfg.server.host).c_str(), coord->http_port(), cfg.server.control_host.c_str(),
+               coord->control_port());
+  std::thread loop([&] { (void)coord->Run(); });
+  while (g_stop_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::fprintf(stderr, "shoal serve: stopping\n");
+  coord->Stop();
+  loop.join();
+  return Status::Ok();
+}
+
+// One mpirun job for one engine group, in its own process group so it can be signalled as a whole.
+StatusOr<pid_t> SpawnGroup(const ServeOptions& o, const EngineConfig& cfg, int port, int index) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::vector<std::string> args = {o.mpirun};
+  if (geteuid() == 0) args.push_back("--allow-run-as-root");
+  for (const char* a : {"--oversubscribe", "-np"}) args.emplace_back(a);
+  args.push_back(std::to_string(cfg.cluster.ranks_per_group));
+  args.push_back(self);
+  args.push_back("worker");
+  if (!cfg.source.empty()) {
+    args.push_back("--config");
+    args.push_back(cfg.source);
+  }
+  args.push_back("--model");
+  args.push_back(cfg.model_path);
+  args.push_back("--coordinator");
+  args.push_back(cfg.server.control_host + ":" + std::to_string(port));
+  args.push_back("--group");
+  args.push_back("g" + std::to_string(index));
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, o.mpirun.c_str(), nullptr, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return Unavailable("cannot start " + o.mpirun + ": " + std::strerror(rc));
+  return pid;
+}
+
+// Waits for the worker jobs to end; escalates to SIGTERM and then SIGKILL of their process groups.
+void ReapGroups(std::vector<pid_t>& pids, int64_t grace_ms) {
+  auto reap = [&] {
+    for (pid_t& p : pids) {
+      if (p > 0 && waitpid(p, nullptr, WNOHANG) == p) p = 0;
+    }
+    return std::all_of(pids.begin(), pids.end(), [](pid_t p) { return p == 0; });
+  };
+  for (int sig : {0, SIGTERM, SIGKILL}) {
+    if (sig != 0) {
+      for (pid_t p : pids) {
+        if (p > 0) kill(-p, sig);
+      }
+    }
+    for (int64_t waited = 0; waited < grace_ms; waited += 50) {
+      if (reap()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+}
+
+Status RunUp(const ServeOptions& o) {
+  SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, true));
+  SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
+  InstallStopHandlers();
+  std::thread loop([&] { (void)coord->Run(); });
+  std::vector<pid_t> pids;
+  Status st = Status::Ok();
+  for (int g = 0; g < cfg.cluster.groups && st.ok(); ++g) {
+    StatusOr<pid_t> pid = SpawnGroup(o, cfg, coord->control_port(), g);
+    if (pid.ok()) pids.push_back(*pid); else st = pid.status();
+  }
+  std::fprintf(stderr, "shoal up: model %s, %d group(s) of %d rank(s); loading...\n", coord->model_name().c_str(),
+               cfg.cluster.groups, cfg.cluster.ranks_per_group);
+  const auto t0 = std::chrono::steady_clock::now();
+  bool ready = false;
+  while (st.ok() && g_stop_signal == 0) {
+    for (pid_t& p : pids) {
+      int wst = 0;
+      if (p > 0 && waitpid(p, &wst, WNOHANG) == p) {
+        p = 0;
+        const std::string how = WIFEXITED(wst) ? "exited with status " + std::to_string(WEXITSTATUS(wst))
+                                               : "was killed by signal " + std::to_string(WTERMSIG(wst));
+        if (!ready) {
+          st = Unavailable("a worker group " + how + " before the cluster was ready (its output above says why)");
+        } else {
+          // The coordinator has already made the group unready and failed its requests; keep serving
+          // so /ready and /v1/cluster show what happened (restarting groups comes later).
+          std::fprintf(stderr, "shoal up: a worker group %s; /ready now reports 503\n", how.c_str());
+        }
+      }
+    }
+    if (!ready && coord->ReadyGroups(cfg.cluster.groups)) {
+      ready = true;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "shoal up: ready in %.1f s: http://%s:%d (Ctrl-C stops)\n", secs,
+                   HostForUrl(cfg.server.host).c_str(), coord->http_port());
+      std::printf("http://%s:%d\n", HostForUrl(cfg.server.host).c_str(), coord->http_port());
+      std::fflush(stdout);
+      PrintTryIt(*coord, cfg);
+    }
+    if (!ready && std::chrono::steady_clock::now() - t0 > std::chrono::seconds(o.ready_timeout_s)) {
+      st = DeadlineExceeded("the cluster was not ready within " + std::to_string(o.ready_timeout_s) + " s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::fprintf(stderr, "shoal up: stopping\n");
+  coord->Stop(5000);
+  loop.join();
+  ReapGroups(pids, 5000);
+  return st;
+}
+
+void AddCommonOptions(CLI::App* cmd, ServeOptions* o) {
+  cmd->add_option("--config", o->config_path, "shoal YAML config (model, engine, server, cluster)");
+  cmd->add_option("--model", o->model, "Hugging Face checkpoint directory (overrides model.path)");
+  cmd->add_option("--host", o->host, "HTTP bind address (overrides server.host; default 127.0.0.1)");
+  cmd->add_option("--port", o->port, "HTTP port (overrides server.port; 0 = any free port)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--control-port", o->control_port, "Port workers connect to (overrides server.control_port)")
+      ->check(CLI::Range(0, 65535));
+}
+
+}  // namespace
+
+void AddServeCommands(CLI::App& app, int* exit_code) {
+  auto serve = std::make_shared<ServeOptions>();
+  CLI::App* s = app.add_subcommand("serve", "The coordinator: an OpenAI-compatible server in front of engine groups");
+  AddCommonOptions(s, serve.get());
+  s->callback([serve, exit_code] {
+    Status st = RunServe(*serve);
+    if (!st.ok()) {
+      std::fprintf(stderr, "shoal serve: error: %s\n", st.ToString().c_str());
+      *exit_code = 1;
+    }
+  });
+
+  auto up = std::make_shared<ServeOptions>();
+  CLI::App* u = app.add_subcommand("up", "Start a local cluster (coordinator + mpirun worker groups) from one config");
+  AddCommonOptions(u, up.get());
+  u->add_option("--mpirun", up->mpirun, "mpirun to launch worker groups with");
+  u->add_option("--ready-timeout", up->ready_timeout_s, "Seconds to wait for every group to be ready")
+      ->check(CLI::Range(1, 24 * 3600));
+  u->callback([up, exit_code] {
+    Status st = RunUp(*up);
+    if (!st.ok()) {
+      std::fprintf(stderr, "shoal up: error: %s\n", st.ToString().c_str());
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace shoal::cli
