@@ -165,7 +165,8 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"max_body_bytes", IntIn<int64_t>(&sv.max_body_bytes, 1024, int64_t{1} << 30)},
                   {"max_queued_requests", IntIn<int>(&sv.max_queued_requests, 0, 1 << 20)},
                   {"heartbeat_ms", IntIn<int>(&sv.heartbeat_ms, 10, 60000)},
-                  {"heartbeat_timeout_ms", IntIn<int>(&sv.heartbeat_timeout_ms, 100, 3600 * 1000)}});
+                  {"heartbeat_timeout_ms", IntIn<int>(&sv.heartbeat_timeout_ms, 100, 3600 * 1000)},
+                  {"step_timeout_ms", IntIn<int>(&sv.step_timeout_ms, 100, 24 * 3600 * 1000)}});
            }},
           {"cluster",
            [&](const YAML::Node& m, const std::string&) {

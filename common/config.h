@@ -28,6 +28,8 @@
 //     max_queued_requests: 256  # requests waiting beyond what the workers hold; more get 429
 //     heartbeat_ms: 500          # worker heartbeat period
 //     heartbeat_timeout_ms: 3000 # a worker silent this long is dead: its group goes unready
+//     step_timeout_ms: 300000    # a worker that heartbeats but finishes no step this long while it
+//                                # has requests is hung: its group goes unready
 //   cluster:               # what `shoal up` starts on this machine
 //     groups: 1
 //     ranks_per_group: 2
@@ -70,6 +72,7 @@ struct EngineConfig {
     int max_queued_requests = 256;
     int heartbeat_ms = 500;
     int heartbeat_timeout_ms = 3000;
+    int step_timeout_ms = 300000;
   } server;
   struct Cluster {
     int groups = 1;

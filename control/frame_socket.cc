@@ -39,6 +39,18 @@ StatusOr<int> TryConnect(const std::string& host, int port) {
       freeaddrinfo(res);
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // token frames are small and latency-bound
+      // A coordinator whose machine vanishes without closing the connection must still end the
+      // worker's reads and sends in bounded time: keepalive probes after 10 s idle, unacknowledged
+      // data failing after 30 s, and no send blocking longer than that.
+      int idle = 10, interval = 5, count = 3;
+      unsigned int user_timeout_ms = 30000;
+      timeval send_timeout{30, 0};
+      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+      setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
       return fd;
     }
     last = Unavailable(Errno(("connecting to " + host + ":" + port_s).c_str()));

@@ -154,7 +154,13 @@ void Encode(Writer& w, const Tokens& m) {
     w.Put(e.request);
     w.Put(e.token);
     w.Put(static_cast<uint8_t>(e.finish));
-    w.PutString(e.error.size() > kMaxStringBytes ? e.error.substr(0, kMaxStringBytes) : e.error);
+    if (e.error.size() <= kMaxStringBytes) {
+      w.PutString(e.error);
+    } else {
+      size_t cut = kMaxStringBytes;  // on a UTF-8 character boundary
+      while (cut > 0 && (static_cast<unsigned char>(e.error[cut]) & 0xC0) == 0x80) --cut;
+      w.PutString(e.error.substr(0, cut));
+    }
   }
 }
 void Encode(Writer& w, const Heartbeat& m) {

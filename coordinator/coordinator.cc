@@ -89,6 +89,7 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const EngineConfig& c
   SHOAL_RETURN_IF_ERROR(
       Bind(c->control_acceptor, cfg.server.control_host, cfg.server.control_port, "server.control_host/control_port").status());
   c->metrics.gauge("shoal_ready_groups", "Engine groups complete and healthy").Set(0);
+  c->RegisterHotMetrics();
   return std::unique_ptr<Coordinator>(new Coordinator(std::move(c)));
 }
 

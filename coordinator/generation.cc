@@ -10,6 +10,10 @@ namespace shoal::coord {
 
 namespace {
 
+// A client that stops reading must not hold a session forever.
+constexpr auto kWriteTimeout = std::chrono::seconds(60);
+const std::vector<std::pair<std::string, std::string>> kNoHeaders;
+
 std::string RandomHex(size_t n) {
   static std::mt19937_64 rng{std::random_device{}()};
   static const char* kHex = "0123456789abcdef";
@@ -39,15 +43,18 @@ struct Common {
 // pending wait once the response is complete.
 void WatchForDisconnect(Coordinator::Impl& c, beast::tcp_stream& stream, const std::shared_ptr<RequestState>& r) {
   tcp::socket& s = stream.socket();
-  s.async_wait(tcp::socket::wait_read, [&c, &s, r](const boost::system::error_code& ec) {
+  s.async_wait(tcp::socket::wait_read, [&c, &stream, &s, r](const boost::system::error_code& ec) {
     if (ec || r->done) return;  // cancelled: the socket may already be gone, do not touch it
     char byte;
     const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
       c.metrics.counter("shoal_requests_client_gone_total", "Requests abandoned because the client disconnected").Inc();
       c.Abandon(*r);
+    } else if (n < 0) {
+      WatchForDisconnect(c, stream, r);  // spurious wake-up: keep watching
     }
-    // n > 0: the client pipelined its next request; that is not a disconnect.
+    // n > 0: the client pipelined its next request; its bytes stay unread for the next parse, and a
+    // later disconnect shows up when the response is written.
   });
 }
 
@@ -61,7 +68,12 @@ awaitable<void> WaitForNews(RequestState& r, bool text = true) {
 
 awaitable<bool> WriteChunk(beast::tcp_stream& stream, const std::string& data) {
   boost::system::error_code ec;
-  co_await asio::async_write(stream, http::make_chunk(asio::buffer(data)), asio::redirect_error(use_awaitable, ec));
+  // A named chunk: Beast's chunk header owns heap memory, and GCC 12 may destroy a temporary inside a
+  // co_await expression twice.
+  auto chunk = http::make_chunk(asio::buffer(data));
+  stream.expires_after(kWriteTimeout);
+  co_await asio::async_write(stream, chunk, asio::redirect_error(use_awaitable, ec));
+  stream.expires_never();
   co_return !ec;
 }
 
@@ -130,6 +142,11 @@ std::variant<Prepared, api::ApiError> Prepare(Coordinator::Impl& c, const Reques
     }
   }
   const int64_t plen = static_cast<int64_t>(prompt.size());
+  if (plen + std::max(so.max_tokens, 1) > static_cast<int64_t>(control::kMaxTokensPerRequest)) {
+    return BadRequest("the request has " + std::to_string(plen) + " prompt tokens; at most " +
+                          std::to_string(control::kMaxTokensPerRequest) + " tokens per request are supported",
+                      chat ? "messages" : "prompt", "context_length_exceeded");
+  }
   int64_t max_tokens = so.max_tokens;
   // Defaults as OpenAI and vLLM: 16 new tokens for completions, whatever the context leaves for chat.
   if (max_tokens < 0) max_tokens = chat ? c.max_context - plen : std::min<int64_t>(16, std::max<int64_t>(c.max_context - plen, 1));
@@ -152,11 +169,14 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
   const Common& common = p.common;
   const api::SamplingOptions& so = common.sampling;
   const int64_t plen = static_cast<int64_t>(p.prompt.size());
-  const int64_t max_tokens = p.max_tokens;
+  int64_t max_tokens = p.max_tokens;
   auto routed = c.Route();
   if (auto* e = std::get_if<api::ApiError>(&routed)) co_return co_await WriteError(stream, req, *e);
   auto worker = std::get<std::shared_ptr<WorkerLink>>(routed);
   const int64_t kv_tokens = static_cast<int64_t>(worker->hello.kv_blocks) * worker->hello.block_size;
+  // Without max_tokens, what the context leaves is also capped by what one worker's KV cache holds
+  // (vLLM caps its model length the same way).
+  if (so.max_tokens < 0 && plen + max_tokens > kv_tokens && kv_tokens > plen) max_tokens = kv_tokens - plen;
   if (plen + max_tokens > kv_tokens) {
     const api::ApiError e = BadRequest("the request needs " + std::to_string(plen + max_tokens) +
                                            " tokens of KV cache; a worker holds " + std::to_string(kv_tokens),
@@ -203,7 +223,7 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
     const std::vector<int32_t>* tids = r->return_token_ids ? &r->output_ids : nullptr;
     std::string body = chat ? api::ChatResponse(r->api_id, created, c.model_name, r->ready_text, r->finish_reason, usage(), pids, tids)
                             : api::CompletionResponse(r->api_id, created, c.model_name, r->ready_text, r->finish_reason, usage(), pids, tids);
-    co_return co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body));
+    co_return co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
   }
 
   // Streaming: SSE over a chunked response; every event is flushed as it comes.
@@ -215,7 +235,9 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
   head.chunked(true);
   http::response_serializer<http::empty_body> sr{head};
   boost::system::error_code ec;
+  stream.expires_after(kWriteTimeout);
   co_await http::async_write_header(stream, sr, asio::redirect_error(use_awaitable, ec));
+  stream.expires_never();
   bool alive = !ec;
   std::string event;
   if (alive && chat) {
@@ -231,7 +253,7 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
                    : api::CompletionChunk(r->api_id, created, c.model_name, text, "", r->include_usage);
       alive = co_await WriteChunk(stream, event);
     }
-    if (r->done) break;
+    if (r->done && r->ready_text.empty()) break;  // text may have come in while the write was suspended
   }
   stop_watching();
   if (!alive) {
@@ -256,7 +278,10 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
     alive = co_await WriteChunk(stream, event);
   }
   if (alive) {
-    co_await asio::async_write(stream, http::make_chunk_last(), asio::redirect_error(use_awaitable, ec));
+    auto last = http::make_chunk_last();
+    stream.expires_after(kWriteTimeout);
+    co_await asio::async_write(stream, last, asio::redirect_error(use_awaitable, ec));
+    stream.expires_never();
     alive = !ec;
   }
   co_return alive;

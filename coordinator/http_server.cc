@@ -28,7 +28,9 @@ awaitable<bool> WriteResponse(beast::tcp_stream& stream, const Request& req, htt
   res.body() = std::move(body);
   res.prepare_payload();
   boost::system::error_code ec;
+  stream.expires_after(std::chrono::seconds(60));  // a client that stops reading must not hold the session
   co_await http::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
+  stream.expires_never();
   co_return !ec;
 }
 
@@ -44,6 +46,8 @@ awaitable<bool> WriteError(beast::tcp_stream& stream, const Request& req, const 
 }  // namespace coord
 
 namespace {
+
+const std::vector<std::pair<std::string, std::string>> kNoHeaders;
 
 // Constant-time comparison, so response timing does not reveal how much of a key was right.
 bool SameKey(const std::string& a, std::string_view b) {
@@ -242,7 +246,7 @@ awaitable<void> Coordinator::Impl::HttpSession(tcp::socket socket) {
 
     if (path == "/health" && get) {
       std::string body = R"({"status":"alive"})";
-      ok = co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body));
+      ok = co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
     } else if (path == "/ready" && get) {
       UpdateReady();
       Reply r = ReadyReply(*this);
@@ -250,14 +254,15 @@ awaitable<void> Coordinator::Impl::HttpSession(tcp::socket socket) {
     } else if (path == "/metrics" && get) {
       RefreshWorkerMetrics(*this);
       std::string body = metrics.Render();
-      ok = co_await WriteResponse(stream, req, http::status::ok, "text/plain; version=0.0.4; charset=utf-8", std::move(body));
+      ok = co_await WriteResponse(stream, req, http::status::ok, "text/plain; version=0.0.4; charset=utf-8", std::move(body), kNoHeaders);
     } else if (path == "/v1/models" && get) {
       std::vector<std::string> ids = {model_name};
       std::string body = api::ModelsResponse(ids, created_unix);
-      ok = co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body));
+      ok = co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
     } else if (path == "/v1/cluster" && get) {
-      std::string body = ClusterJson(*this).dump(2);
-      ok = co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body));
+      // Worker-supplied text (host names, error reasons) may not be valid UTF-8.
+      std::string body = ClusterJson(*this).dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+      ok = co_await WriteResponse(stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
     } else if ((path == "/v1/completions" || path == "/v1/chat/completions") && post) {
       ok = co_await HandleGeneration(*this, stream, req, path == "/v1/chat/completions");
     } else if (path == "/health" || path == "/ready" || path == "/metrics" || path == "/v1/models" ||

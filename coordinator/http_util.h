@@ -16,7 +16,7 @@ using Request = http::request<http::string_body>;
 // which GCC 12 may destroy twice.
 awaitable<bool> WriteResponse(beast::tcp_stream& stream, const Request& req, http::status status,
                               const char* content_type, std::string body,
-                              const std::vector<std::pair<std::string, std::string>>& headers = {});
+                              const std::vector<std::pair<std::string, std::string>>& headers);
 // An OpenAI-shaped error; 429 and 503 carry Retry-After so clients back off and retry safely.
 awaitable<bool> WriteError(beast::tcp_stream& stream, const Request& req, const api::ApiError& e);
 

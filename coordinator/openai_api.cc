@@ -193,6 +193,11 @@ Err ParseStopTokenIds(const json& obj, std::vector<int32_t>* out) {
   const json* v = Field(obj, "stop_token_ids");
   if (v == nullptr) return std::nullopt;
   if (!v->is_array()) return TypeError("stop_token_ids", "an array of token ids", *v);
+  if (v->size() > kMaxStopTokenIds) {
+    return InvalidRequest("stop_token_ids has " + std::to_string(v->size()) + " entries; at most " +
+                              std::to_string(kMaxStopTokenIds) + " are allowed",
+                          "stop_token_ids");
+  }
   for (size_t i = 0; i < v->size(); ++i) {
     int64_t id = -1;
     if (!AsInt64((*v)[i], &id) || id < 0 || id > kInt32Max) {

@@ -51,6 +51,8 @@ std::string ErrorBody(const ApiError& e);  // the JSON text, no trailing newline
 inline constexpr int kMaxJsonDepth = 64;
 // OpenAI's limit on stop sequences.
 inline constexpr int kMaxStopSequences = 4;
+// stop_token_ids entries (the control protocol carries at most 1024 stop ids, EOS ids included).
+inline constexpr size_t kMaxStopTokenIds = 512;
 
 struct SamplingOptions {
   // -1 = not given: the server applies its default (vLLM: 16 for /v1/completions, the rest of the

@@ -58,6 +58,7 @@ void Coordinator::Impl::Start(const std::shared_ptr<RequestState>& r, const cont
   WorkerLink& w = *r->worker;
   GroupState& g = groups.at(w.group);
   requests[r->id] = r;
+  if (w.requests.empty()) w.last_progress = Clock::now();  // the step clock starts when work arrives
   w.requests.insert(r->id);
   w.outstanding_tokens += static_cast<int64_t>(r->prompt.size()) + r->max_tokens;
   control::Submit m;
@@ -75,8 +76,8 @@ void Coordinator::Impl::Start(const std::shared_ptr<RequestState>& r, const cont
       if (other != r->worker) Send(other, control::Wake{});
     }
   }
-  metrics.counter("shoal_prompt_tokens_total", "Prompt tokens of admitted requests").Inc(static_cast<double>(r->prompt.size()));
-  metrics.gauge("shoal_requests_in_flight", "Requests admitted and not finished").Set(static_cast<double>(requests.size()));
+  hot.prompt_tokens->Inc(static_cast<double>(r->prompt.size()));
+  hot.in_flight->Set(static_cast<double>(requests.size()));
 }
 
 void Coordinator::Impl::AppendText(RequestState& r, std::string text, bool final) {
@@ -88,7 +89,7 @@ void Coordinator::Impl::AppendText(RequestState& r, std::string text, bool final
       // OpenAI semantics: the output ends just before the stop string, which is not included.
       r.ready_text += r.held.substr(0, at);
       r.held.clear();
-      if (r.worker && !r.worker->dead) Send(r.worker, control::Cancel{r.id});  // it is still generating
+      CancelOnWorker(r);  // it is still generating
       Finish(r, "stop");
       return;
     }
@@ -116,31 +117,31 @@ void Coordinator::Impl::OnTokens(WorkerLink& link, control::Tokens& t) {
     if (r->worker.get() != &link) continue;  // not this worker's: ignore rather than trust
     if (e.token >= 0) {
       if (e.token >= model_vocab) {
+        CancelOnWorker(*r);
         Finish(*r, "error", api::ApiError{500, link.Name() + " returned token " + std::to_string(e.token) +
                                                    " outside the vocabulary", "server_error", "", "worker_error"});
-        Abandon(*r);
         continue;
       }
       if (r->output_ids.empty()) {
         r->first_token = now;
-        metrics.histogram("shoal_time_to_first_token_seconds", "Time to first token (TTFT)", TtftBuckets())
-            .Observe(SecondsBetween(r->arrival, now));
+        hot.ttft->Observe(SecondsBetween(r->arrival, now));
       } else {
-        metrics.histogram("shoal_inter_token_latency_seconds", "Time between consecutive tokens of a request (ITL)",
-                          ItlBuckets())
-            .Observe(SecondsBetween(r->last_token, now));
+        hot.itl->Observe(SecondsBetween(r->last_token, now));
       }
       r->last_token = now;
       r->output_ids.push_back(e.token);
       link.outstanding_tokens -= 1;
-      metrics.counter("shoal_generation_tokens_total", "Tokens generated").Inc();
-      StatusOr<std::string> text = r->detok->Append(e.token);
+      hot.generation_tokens->Inc();
+      const bool last = e.finish != control::FinishReason::kNone;
+      // The token that matched a stop id (EOS included) ends the text without appearing in it, as in
+      // OpenAI and vLLM.
+      StatusOr<std::string> text = e.finish == control::FinishReason::kStop ? StatusOr<std::string>(std::string())
+                                                                            : r->detok->Append(e.token);
       if (!text.ok()) {
+        CancelOnWorker(*r);
         Finish(*r, "error", api::ApiError{500, text.status().message(), "server_error", "", "detokenize_failed"});
-        Abandon(*r);
         continue;
       }
-      const bool last = e.finish != control::FinishReason::kNone;
       AppendText(*r, *text + (last ? r->detok->Finish() : ""), last);
       if (r->done) continue;  // a stop string ended it
     }
@@ -148,7 +149,10 @@ void Coordinator::Impl::OnTokens(WorkerLink& link, control::Tokens& t) {
       case control::FinishReason::kNone: break;
       case control::FinishReason::kStop: Finish(*r, "stop"); break;
       case control::FinishReason::kLength: Finish(*r, "length"); break;
-      case control::FinishReason::kCancelled: Finish(*r, "cancelled"); break;
+      case control::FinishReason::kCancelled:  // only the coordinator cancels; from a worker it is a fault
+        Finish(*r, "error", api::ApiError{500, "worker " + link.Name() + " cancelled the request", "server_error", "",
+                                          "worker_error"});
+        break;
       case control::FinishReason::kError:
         Finish(*r, "error", api::ApiError{500, "worker " + link.Name() + ": " + e.error, "server_error", "", "worker_error"});
         break;
@@ -177,16 +181,19 @@ void Coordinator::Impl::Finish(RequestState& r, const std::string& reason, std::
   const auto now = Clock::now();
   metrics.counter("shoal_requests_total", "Requests by final outcome", {{"finish_reason", reason}}).Inc();
   if (!r.error) {
-    metrics.histogram("shoal_e2e_request_latency_seconds", "End-to-end request latency", E2eBuckets())
-        .Observe(SecondsBetween(r.arrival, now));
+    hot.e2e->Observe(SecondsBetween(r.arrival, now));
   }
-  metrics.gauge("shoal_requests_in_flight", "Requests admitted and not finished").Set(static_cast<double>(requests.size()));
+  hot.in_flight->Set(static_cast<double>(requests.size()));
   r.Notify();
+}
+
+void Coordinator::Impl::CancelOnWorker(RequestState& r) {
+  if (!r.done && r.worker && !r.worker->dead) Send(r.worker, control::Cancel{r.id});
 }
 
 void Coordinator::Impl::Abandon(RequestState& r) {
   if (r.done) return;
-  if (r.worker && !r.worker->dead) Send(r.worker, control::Cancel{r.id});
+  CancelOnWorker(r);
   Finish(r, "cancelled");
 }
 

@@ -51,6 +51,9 @@ struct WorkerLink {
   std::string dead_reason;
   Clock::time_point last_seen = Clock::now();
   control::Heartbeat hb;
+  // When hb.steps last moved (or the rank last went from idle to busy): a rank that heartbeats but
+  // never finishes a step while it has requests is hung inside a step.
+  Clock::time_point last_progress = Clock::now();
   std::unordered_set<uint64_t> requests;  // in flight on this rank
   int64_t outstanding_tokens = 0;         // Σ over those requests of prompt + max_tokens - generated
   std::string Name() const {
@@ -132,6 +135,24 @@ struct Coordinator::Impl {
   coord::Clock::time_point started = coord::Clock::now();
   int64_t created_unix = 0;
   Metrics metrics;
+  // The series touched per token or per request, looked up once (a lookup validates and sorts labels).
+  struct HotMetrics {
+    Counter* prompt_tokens;
+    Counter* generation_tokens;
+    Gauge* in_flight;
+    Histogram* ttft;
+    Histogram* itl;
+    Histogram* e2e;
+  } hot{};
+  void RegisterHotMetrics() {
+    hot.prompt_tokens = &metrics.counter("shoal_prompt_tokens_total", "Prompt tokens of admitted requests");
+    hot.generation_tokens = &metrics.counter("shoal_generation_tokens_total", "Tokens generated");
+    hot.in_flight = &metrics.gauge("shoal_requests_in_flight", "Requests admitted and not finished");
+    hot.ttft = &metrics.histogram("shoal_time_to_first_token_seconds", "Time to first token (TTFT)", coord::TtftBuckets());
+    hot.itl = &metrics.histogram("shoal_inter_token_latency_seconds",
+                                 "Time between consecutive tokens of a request (ITL)", coord::ItlBuckets());
+    hot.e2e = &metrics.histogram("shoal_e2e_request_latency_seconds", "End-to-end request latency", coord::E2eBuckets());
+  }
 
   // worker_link.cc: the control plane.
   coord::awaitable<void> AcceptWorkers();
@@ -150,6 +171,8 @@ struct Coordinator::Impl {
   void Finish(RequestState& r, const std::string& reason, std::optional<api::ApiError> error = std::nullopt);
   // The client went away or the server stops: tell the worker to free the request's KV at once.
   void Abandon(RequestState& r);
+  // Tells the worker to drop a request that is still live there (before Finish marks it done).
+  void CancelOnWorker(RequestState& r);
   void AppendText(RequestState& r, std::string text, bool final);
 
   // http_server.cc

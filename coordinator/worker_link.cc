@@ -187,6 +187,7 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
     if (auto* t = std::get_if<control::Tokens>(&*m)) {
       OnTokens(*link, *t);
     } else if (auto* hb = std::get_if<control::Heartbeat>(&*m)) {
+      if (hb->steps != link->hb.steps) link->last_progress = link->last_seen;
       link->hb = std::move(*hb);
     } else if (auto* bye = std::get_if<control::Bye>(&*m)) {
       LinkDied(link, "it left: " + bye->reason);
@@ -201,21 +202,28 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
 awaitable<void> Coordinator::Impl::Watchdog() {
   asio::steady_timer t(io);
   const auto timeout = std::chrono::milliseconds(cfg.server.heartbeat_timeout_ms);
+  const auto step_timeout = std::chrono::milliseconds(cfg.server.step_timeout_ms);
   while (!stopping) {
     t.expires_after(std::chrono::milliseconds(std::max(10, cfg.server.heartbeat_ms / 2)));
     boost::system::error_code ec;
     co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
     const auto now = Clock::now();
-    std::vector<std::shared_ptr<WorkerLink>> late;
+    std::vector<std::pair<std::shared_ptr<WorkerLink>, std::string>> late;
+    auto ms = [&](Clock::time_point t) {
+      return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - t).count());
+    };
     for (auto& [name, g] : groups) {
       for (const auto& r : g.ranks) {
-        if (r && !r->dead && now - r->last_seen > timeout) late.push_back(r);
+        if (!r || r->dead) continue;
+        if (now - r->last_seen > timeout) {
+          late.emplace_back(r, "no heartbeat for " + ms(r->last_seen) + " ms (stalled or unreachable)");
+        } else if (!r->requests.empty() && now - r->last_progress > step_timeout) {
+          late.emplace_back(r, "heartbeating but no step finished for " + ms(r->last_progress) +
+                                   " ms with requests in flight (hung in a step; server.step_timeout_ms)");
+        }
       }
     }
-    for (const auto& r : late) {
-      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - r->last_seen).count();
-      LinkDied(r, "no heartbeat for " + std::to_string(ms) + " ms (stalled or unreachable)");
-    }
+    for (const auto& [r, why] : late) LinkDied(r, why);
   }
 }
 

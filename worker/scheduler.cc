@@ -76,13 +76,15 @@ void Scheduler::Finish(Seq* s) {
   all_.erase(s->req.id);  // destroys *s
 }
 
-void Scheduler::Preempt(Seq* s) {
+int64_t Scheduler::Preempt(Seq* s) {
+  const int64_t freed = BlocksFor(static_cast<int64_t>(s->fed));
   engine_.ReleaseSequence(s->seq);
   s->seq = -1;
   s->fed = 0;
   running_.erase(std::remove(running_.begin(), running_.end(), s), running_.end());
   waiting_.push_front(s);
   ++stats_.preemptions;
+  return freed;
 }
 
 void Scheduler::FailAll(const std::string& why, std::vector<control::TokenEvent>* events) {
@@ -133,9 +135,9 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Seq* s = running_[i];
     if (s->tokens.size() - s->fed != 1) continue;
-    while (Fits(*s, avail) < 1 && running_.back() != s) Preempt(running_.back());
+    while (Fits(*s, avail) < 1 && running_.back() != s) avail += Preempt(running_.back());
     if (Fits(*s, avail) < 1) {
-      Preempt(s);
+      avail += Preempt(s);
       break;  // s was the newest: everything after it is gone too
     }
     add(s, 1);

@@ -78,7 +78,8 @@ class Scheduler {
   int64_t BlocksFor(int64_t tokens) const;
   // Tokens `s` can add with `avail` free blocks (its last block's slack included).
   int64_t Fits(const Seq& s, int64_t avail) const;
-  void Preempt(Seq* s);
+  // Returns the KV blocks it freed.
+  int64_t Preempt(Seq* s);
   void Finish(Seq* s);
   void Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events);
 

@@ -170,8 +170,15 @@ Status RunServeLoop(Engine& engine, const ServeLoopOptions& o) {
   bool shutdown = false;
   std::string lost;
   auto send_events = [&] {
-    if (events.empty()) return;
-    (void)sock->SendMessage(control::Tokens{std::move(events)});  // a failed send shows up as a lost reader
+    // Frames of at most kEventsPerFrame events, so even a FailAll of every queued request (each with
+    // an error message) stays far below the frame size limit. A failed send shows up as a lost reader.
+    constexpr size_t kEventsPerFrame = 512;
+    for (size_t i = 0; i < events.size(); i += kEventsPerFrame) {
+      control::Tokens t;
+      t.events.assign(std::make_move_iterator(events.begin() + i),
+                      std::make_move_iterator(events.begin() + std::min(events.size(), i + kEventsPerFrame)));
+      (void)sock->SendMessage(t);
+    }
     events.clear();
   };
   while (true) {
