@@ -291,7 +291,13 @@ def run_checks(s, prompts, proc):
         check(r["choices"][0]["text"] == full[:full.find(stop)] and r["choices"][0]["finish_reason"] == "stop",
               "a stop string ends the text just before it")
 
+    ids, j = completion_ids(s, prompts[0][0], 20, stop_token_ids=[prompts[0][1][2]], ignore_eos=False)
+    check(ids == prompts[0][1][:3] and j["choices"][0]["finish_reason"] == "stop",
+          "stop_token_ids end generation at that token (finish_reason stop)")
+
     # Every error code, in the OpenAI shape.
+    st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": "x", "stop_token_ids": list(range(1100))})
+    check_error(st, j, 400, "too many stop_token_ids", param="stop_token_ids")
     st, j, _, _ = s.request("POST", "/v1/completions", raw="{not json")
     check_error(st, j, 400, "malformed JSON")
     st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": "x", "temperature": 5})

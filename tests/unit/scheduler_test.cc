@@ -108,6 +108,9 @@ TEST(Scheduler, PreemptsWhenKvRunsOutAndStillMatches) {
   auto out = RunAll(s, FixtureRequests(f, 8 / static_cast<int>(f.prompts.size()) + 1), /*stagger=*/0);
   ExpectGreedy(f, out, out.size());
   EXPECT_GT(s.stats().preemptions, 0u);
+  // Preempting frees blocks for the request asking: only as many requests are preempted as needed,
+  // so each request is preempted only a few times, not at every block boundary of an older one.
+  EXPECT_LE(s.stats().preemptions, 2 * out.size()) << s.stats().preemptions << " preemptions";
   EXPECT_EQ(engine->kv_cache().free_blocks(), blocks);
 }
 
