@@ -151,6 +151,12 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"control_host",
                    [&](const YAML::Node& v, const std::string& w) { return ReadScalar(v, w, &sv.control_host, "an address"); }},
                   {"control_port", IntIn<int>(&sv.control_port, 0, 65535)},
+                  {"control_token",
+                   [&](const YAML::Node& v, const std::string& w) -> Status {
+                     SHOAL_RETURN_IF_ERROR(ReadScalar(v, w, &sv.control_token, "a string"));
+                     if (sv.control_token.size() > 256) return InvalidArgument(w + ": longer than 256 characters");
+                     return Status::Ok();
+                   }},
                   {"api_keys",
                    [&](const YAML::Node& v, const std::string& w) -> Status {
                      if (!v.IsSequence()) return InvalidArgument(w + ": expected a list of strings");

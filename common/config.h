@@ -23,6 +23,7 @@
 //     port: 8000           # HTTP port (0 = any free port)
 //     control_host: 127.0.0.1  # where workers connect (the control plane)
 //     control_port: 0      # 0 = any free port (shoal up tells its workers)
+//     control_token: ""    # join secret for workers (or SHOAL_CONTROL_TOKEN); required off loopback
 //     api_keys: []         # when non-empty (or SHOAL_API_KEY is set) every /v1 request needs one
 //     max_body_bytes: 1048576   # larger request bodies get 413
 //     max_queued_requests: 256  # requests waiting beyond what the workers hold; more get 429
@@ -68,6 +69,9 @@ struct EngineConfig {
     std::string control_host = "127.0.0.1";
     int control_port = 0;
     std::vector<std::string> api_keys;
+    // Secret a worker must present to join (also SHOAL_CONTROL_TOKEN). Required when control_host is
+    // not a loopback address; `shoal up` makes a random one for its own workers.
+    std::string control_token;
     int64_t max_body_bytes = 1 << 20;
     int max_queued_requests = 256;
     int heartbeat_ms = 500;

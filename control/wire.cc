@@ -128,6 +128,7 @@ void Encode(Writer& w, const Hello& m) {
   w.PutVector(m.local_experts);
   w.Put(m.pid);
   w.PutString(m.host);
+  w.PutString(m.token);
 }
 void Encode(Writer& w, const Welcome& m) {
   w.Put(m.incarnation);
@@ -193,6 +194,7 @@ StatusOr<Message> DecodeHello(Reader& r) {
   m.local_experts = r.GetVector<uint32_t>("local_experts", kMaxExperts);
   m.pid = r.Get<uint64_t>("pid");
   m.host = r.GetString("host", 256);
+  m.token = r.GetString("token", 256);
   if (r.ok()) {
     if (m.group.empty()) r.Fail("group", "is empty");
     if (m.size == 0 || m.size > 65536) r.Fail("size", "must be in 1..65536, got " + std::to_string(m.size));

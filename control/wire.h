@@ -72,6 +72,9 @@ struct Hello {
   std::vector<uint32_t> local_experts;  // experts this rank holds
   uint64_t pid = 0;
   std::string host;
+  // The cluster's join secret (SHOAL_CONTROL_TOKEN), when the coordinator has one: only workers that
+  // know it may join and receive prompts.
+  std::string token;
 };
 
 struct Welcome {

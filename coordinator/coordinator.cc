@@ -83,6 +83,17 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const EngineConfig& c
     }
   }
   c->api_keys = cfg.server.api_keys;
+  c->control_token = cfg.server.control_token;
+  if (const char* t = std::getenv("SHOAL_CONTROL_TOKEN"); t != nullptr && *t != '\0') c->control_token = t;
+  {
+    boost::system::error_code ec;
+    const auto addr = asio::ip::make_address(cfg.server.control_host, ec);
+    if (!ec && !addr.is_loopback() && c->control_token.empty()) {
+      return InvalidArgument("server.control_host " + cfg.server.control_host +
+                             " is reachable from other machines: set SHOAL_CONTROL_TOKEN (or server.control_token) "
+                             "so that only your workers can join and receive prompts");
+    }
+  }
   if (const char* k = std::getenv("SHOAL_API_KEY"); k != nullptr && *k != '\0') c->api_keys.emplace_back(k);
   c->created_unix = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   SHOAL_RETURN_IF_ERROR(Bind(c->http_acceptor, cfg.server.host, cfg.server.port, "server.host/port").status());

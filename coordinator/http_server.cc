@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/secret.h"
 #include "coordinator/generation.h"
 #include "coordinator/http_util.h"
 #include "coordinator/state.h"
@@ -49,14 +50,6 @@ namespace {
 
 const std::vector<std::pair<std::string, std::string>> kNoHeaders;
 
-// Constant-time comparison, so response timing does not reveal how much of a key was right.
-bool SameKey(const std::string& a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return d == 0;
-}
-
 nlohmann::ordered_json ClusterJson(const Coordinator::Impl& c) {
   using nlohmann::ordered_json;
   ordered_json groups = ordered_json::array();
@@ -97,7 +90,10 @@ nlohmann::ordered_json ClusterJson(const Coordinator::Impl& c) {
                       {"requests_in_flight", g.in_flight},
                       {"ranks", ranks}});
   }
+  boost::system::error_code ec;
+  const auto control = c.control_acceptor.local_endpoint(ec);
   return {{"model", c.model_name},
+          {"control_address", ec ? std::string() : c.cfg.server.control_host + ":" + std::to_string(control.port())},
           {"max_context", c.max_context},
           {"ready_groups", c.ready_groups.load()},
           {"requests_in_flight", c.requests.size()},
@@ -233,7 +229,7 @@ awaitable<void> Coordinator::Impl::HttpSession(tcp::socket socket) {
       const std::string_view auth(auth_field.data(), auth_field.size());
       bool allowed = false;
       if (auth.size() > 7 && auth.substr(0, 7) == "Bearer ") {
-        for (const std::string& k : api_keys) allowed = allowed || SameKey(k, auth.substr(7));
+        for (const std::string& k : api_keys) allowed = allowed || SecretsEqual(k, auth.substr(7));
       }
       if (!allowed) {
         const api::ApiError e{401, "a valid API key is required (Authorization: Bearer <key>)", "authentication_error",

@@ -122,6 +122,7 @@ struct Coordinator::Impl {
   int64_t max_context = 0;
   int32_t model_vocab = 0;
   std::vector<std::string> api_keys;
+  std::string control_token;  // "" = workers need none (only allowed on loopback)
 
   coord::asio::io_context io;
   coord::tcp::acceptor http_acceptor{io};

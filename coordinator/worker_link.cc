@@ -3,6 +3,7 @@
 // breaks, it sends a malformed frame, or its heartbeats stop.
 #include <cstdio>
 
+#include "common/secret.h"
 #include "coordinator/state.h"
 
 namespace shoal {
@@ -136,6 +137,7 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
   const control::Hello& h = link->hello;
   std::string why;
   if (stopping) why = "the coordinator is shutting down";
+  else if (!control_token.empty() && !SecretsEqual(control_token, h.token)) why = "wrong or missing control token (SHOAL_CONTROL_TOKEN)";
   else if (h.model != model_name) why = "worker serves model '" + h.model + "', the coordinator serves '" + model_name + "'";
   else if (static_cast<int64_t>(h.vocab_size) != model_vocab) {
     why = "worker's model has a vocabulary of " + std::to_string(h.vocab_size) + ", the coordinator's " +

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -84,6 +85,7 @@ StatusOr<uint32_t> Handshake(control::FrameSocket& sock, Engine& engine, const S
   for (int e : o.local_experts) h.local_experts.push_back(static_cast<uint32_t>(e));
   h.pid = static_cast<uint64_t>(getpid());
   h.host = HostName();
+  if (const char* t = std::getenv("SHOAL_CONTROL_TOKEN"); t != nullptr) h.token = t;
   SHOAL_RETURN_IF_ERROR(sock.SendMessage(h));
   SHOAL_ASSIGN_OR_RETURN(control::Message reply, sock.ReadMessage(30000));
   if (auto* r = std::get_if<control::Reject>(&reply)) {

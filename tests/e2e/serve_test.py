@@ -140,6 +140,14 @@ def main():
     expected = json.load(open(os.path.join(FIXTURE, "expected.json")))
     prompts = [(p["prompt_ids"], p["greedy_tokens"]) for p in expected["prompts"]]
     tmp = tempfile.mkdtemp(prefix="shoal-e2e-")
+    # Secure by default: a control plane reachable from other machines needs a join secret.
+    open_cfg = os.path.join(tmp, "open.yaml")
+    with open(open_cfg, "w") as f:
+        f.write(f"model:\n  path: {FIXTURE}\nserver:\n  port: 0\n  control_host: 0.0.0.0\n")
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_CONTROL_TOKEN"}
+    r = subprocess.run([SHOAL, "serve", "--config", open_cfg], capture_output=True, text=True, timeout=30, env=env)
+    check(r.returncode == 1 and "SHOAL_CONTROL_TOKEN" in r.stderr,
+          "shoal serve refuses a control plane open to other machines without a join secret")
     t0 = time.time()
     proc, s, log = start_cluster(tmp)
     print("cluster ready in %.1f s" % (time.time() - t0), flush=True)
@@ -211,6 +219,13 @@ def run_checks(s, prompts, proc):
           "/v1/cluster shows one group of two ranks, both up")
     experts = sorted(e for r in j["groups"][0]["ranks"] for e in r["experts"])
     check(experts == list(range(10)), "the ranks' experts cover the model's 10 once")
+    # Only workers holding the cluster's join secret (shoal up made one) may join and receive prompts.
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_CONTROL_TOKEN"}
+    r = subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "1", SHOAL, "worker", "--model", FIXTURE,
+                        "--coordinator", j["control_address"], "--group", "intruder", "--connect-timeout", "5"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    check(r.returncode != 0 and "control token" in r.stderr, "a worker without the control token is rejected")
+    check(len(s.request("GET", "/v1/cluster")[1]["groups"]) == 1, "the rejected worker formed no group")
 
     # Greedy tokens over HTTP equal transformers' (the fixture), non-streamed and streamed.
     for i, (prompt, greedy) in enumerate(prompts):

@@ -36,6 +36,7 @@ std::vector<Message> Samples() {
   h.local_experts = {5, 6, 7, 8, 9};
   h.pid = 4242;
   h.host = "node-1";
+  h.token = "s3cret";
   Submit s;
   s.request = 77;
   s.max_tokens = 9;

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -94,6 +95,8 @@ StatusOr<pid_t> SpawnGroup(const ServeOptions& o, const EngineConfig& cfg, int p
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   std::vector<std::string> args = {o.mpirun};
   if (geteuid() == 0) args.push_back("--allow-run-as-root");
+  args.push_back("-x");  // the join secret, to every rank (also on other nodes)
+  args.push_back("SHOAL_CONTROL_TOKEN");
   for (const char* a : {"--oversubscribe", "-np"}) args.emplace_back(a);
   args.push_back(std::to_string(cfg.cluster.ranks_per_group));
   args.push_back(self);
@@ -146,8 +149,24 @@ void ReapGroups(std::vector<pid_t>& pids, int64_t grace_ms) {
   }
 }
 
+// 128 random bits as hex: the join secret shoal up gives its own workers.
+std::string RandomToken() {
+  std::random_device rd;
+  std::string s;
+  for (int i = 0; i < 8; ++i) {
+    char buf[9];
+    std::snprintf(buf, sizeof(buf), "%08x", rd());
+    s += std::string(buf).substr(0, 4);
+  }
+  return s;
+}
+
 Status RunUp(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, true));
+  if (cfg.server.control_token.empty() && std::getenv("SHOAL_CONTROL_TOKEN") == nullptr) {
+    cfg.server.control_token = RandomToken();
+  }
+  if (!cfg.server.control_token.empty()) setenv("SHOAL_CONTROL_TOKEN", cfg.server.control_token.c_str(), 1);
   SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
   InstallStopHandlers();
   std::thread loop([&] { (void)coord->Run(); });
