@@ -70,8 +70,10 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const EngineConfig& c
                            " tokens, more than the model's vocab_size " + std::to_string(c->model_vocab));
   }
   if (!c->tokenizer->chat_template().empty()) {
-    SHOAL_ASSIGN_OR_RETURN(c->chat_template, jinja::Template::Parse(c->tokenizer->chat_template(),
-                                                                    cfg.model_path + "/tokenizer_config.json:chat_template"));
+    // Named without the directory: template errors (raise_exception) go back to clients.
+    auto parsed = jinja::Template::Parse(c->tokenizer->chat_template(), "chat_template");
+    if (!parsed.ok()) return parsed.status().WithContext(cfg.model_path + "/tokenizer_config.json");
+    c->chat_template = std::move(*parsed);
   }
   c->bos_token = c->tokenizer->bos_token().value_or("");
   c->eos_token = c->tokenizer->eos_token().value_or("");

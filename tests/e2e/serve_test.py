@@ -83,13 +83,13 @@ class Server:
         return 200, events, done
 
 
-def start_cluster(tmp):
-    cfg = os.path.join(tmp, "cluster.yaml")
+def start_cluster(tmp, fixture=FIXTURE, name="tiny-qwen3-moe", ranks=2):
+    cfg = os.path.join(tmp, "cluster-%s.yaml" % name)
     with open(cfg, "w") as f:
         f.write(f"""
 model:
-  path: {FIXTURE}
-  name: tiny-qwen3-moe
+  path: {fixture}
+  name: {name}
 engine:
   threads: 1
   max_num_seqs: 8
@@ -106,7 +106,7 @@ server:
   heartbeat_timeout_ms: 1500
 cluster:
   groups: 1
-  ranks_per_group: 2
+  ranks_per_group: {ranks}
 parallel:
   collective_timeout_ms: 3000
 """)
@@ -161,8 +161,34 @@ def main():
         stall_checks(s, prompts)
     finally:
         stop_cluster(proc, log, "after a stalled worker")
+    # A Mixtral-style model (SentencePiece byte-fallback tokenizer, [INST] template) on 3 ranks.
+    proc, s, log = start_cluster(tmp, os.path.join(SRC, "tests/fixtures/mixtral-top1-f32"), "tiny-mixtral", 3)
+    try:
+        mixtral_checks(s)
+    finally:
+        stop_cluster(proc, log, "serving Mixtral on 3 ranks")
     print("%d failure(s)" % len(FAILURES))
     sys.exit(1 if FAILURES else 0)
+
+
+def mixtral_checks(s):
+    fixture = os.path.join(SRC, "tests/fixtures/mixtral-top1-f32")
+    expected = json.load(open(os.path.join(fixture, "expected.json")))
+    for i, p in enumerate(expected["prompts"]):
+        st, j, text, _ = s.request("POST", "/v1/completions", {"prompt": p["prompt_ids"], "max_tokens": len(p["greedy_tokens"]),
+                                                               "temperature": 0, "ignore_eos": True, "return_token_ids": True})
+        check(st == 200 and j["choices"][0]["token_ids"] == p["greedy_tokens"],
+              "mixtral, 3 ranks, prompt %d: greedy tokens equal transformers'" % i)
+    ref = json.load(open(os.path.join(fixture, "chat_expected.json")))
+    for k, c in enumerate(ref["chats"]):
+        st, j, text, _ = s.request("POST", "/v1/chat/completions", {"messages": c["messages"], "max_tokens": 2,
+                                                                    "temperature": 0, "return_token_ids": True})
+        check(st == 200 and j.get("prompt_token_ids") == c["prompt_ids"],
+              "mixtral chat %d: prompt tokens equal transformers' apply_chat_template" % k)
+    st, j, _, _ = s.request("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "a"},
+                                                                         {"role": "user", "content": "b"}]})
+    check_error(st, j, 400, "a conversation the template rejects (raise_exception)", param="messages")
+    check(st == 400 and "/" not in j["error"]["message"].split(":")[0], "the template error names no server path")
 
 
 def streams_mid_generation(s, prompt, n):
