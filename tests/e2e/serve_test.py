@@ -191,27 +191,31 @@ def mixtral_checks(s):
     check(st == 400 and "/" not in j["error"]["message"].split(":")[0], "the template error names no server path")
 
 
-def streams_mid_generation(s, prompt, n):
-    """Starts n long streams; returns once each has its first token, with the threads and their outcomes
-    ("error", "finished" or "no final event", appended when each ends)."""
-    started = threading.Semaphore(0)
+def streams_mid_generation(s, prompt, n, stop_pid):
+    """Starts n long streams and SIGSTOPs stop_pid (a worker rank) the moment the first token of any of
+    them arrives — so none can finish, however fast the model — then waits until all n are in flight
+    at the coordinator. Returns the threads and their outcomes ("error", "finished" or "no final event",
+    appended as each ends)."""
+    first = threading.Event()
+    lock = threading.Lock()
     outcomes = []
 
     def stream():
-        seen = []
-
         def on_event(ev, conn):
-            if not seen:
-                seen.append(1)
-                started.release()
+            with lock:
+                if not first.is_set():
+                    os.kill(stop_pid, signal.SIGSTOP)
+                    first.set()
         st, events, done = s.stream("/v1/completions", {"prompt": prompt, "max_tokens": 220, "temperature": 0,
                                                          "ignore_eos": True, "stream": True}, on_event=on_event, timeout=30)
         outcomes.append(("error" if events and "error" in events[-1] else "finished") if done else "no final event")
     ts = [threading.Thread(target=stream) for _ in range(n)]
     for t in ts:
         t.start()
-    for _ in range(n):
-        started.acquire(timeout=30)
+    check(first.wait(timeout=30), "the streams started generating")
+    deadline = time.time() + 5
+    while time.time() < deadline and s.request("GET", "/v1/cluster")[1]["requests_in_flight"] < n:
+        time.sleep(0.02)
     return ts, outcomes
 
 
@@ -413,8 +417,8 @@ def run_checks(s, prompts, proc):
     # and new requests get 503 with Retry-After. No request is left without an outcome.
     j = s.request("GET", "/v1/cluster")[1]
     pid = j["groups"][0]["ranks"][1]["pid"]
-    vs, outcomes = streams_mid_generation(s, prompts[1][0], 4)
-    os.kill(pid, signal.SIGKILL)  # every stream is mid-generation now
+    vs, outcomes = streams_mid_generation(s, prompts[1][0], 4, pid)
+    os.kill(pid, signal.SIGKILL)  # every stream is in flight, at least one mid-generation
     killed_at = time.time()
     unready_after = None
     while time.time() - killed_at < 15:
@@ -438,8 +442,7 @@ def run_checks(s, prompts, proc):
 def stall_checks(s, prompts):
     j = s.request("GET", "/v1/cluster")[1]
     pid = j["groups"][0]["ranks"][0]["pid"]
-    ts, outcomes = streams_mid_generation(s, prompts[0][0], 2)
-    os.kill(pid, signal.SIGSTOP)
+    ts, outcomes = streams_mid_generation(s, prompts[0][0], 2, pid)
     stopped_at = time.time()
     unready_after = None
     while time.time() - stopped_at < 15:
