@@ -1,12 +1,12 @@
-// Batch generation on one engine: steps of at most engine.max_step_tokens tokens — decode tokens of
-// the sequences whose prompts are in, then prompt chunks — until each sequence reaches max_tokens or
-// a stop token. Used by `shoal generate`, `shoal worker
-// --batch` and the benchmark.
+// Batch generation on one engine, for `shoal generate`, `shoal worker --batch` and the benchmarks: a
+// fixed list of requests run to completion through the same continuous-batching Scheduler the serving
+// path uses (steps of at most engine.max_step_tokens: decode tokens, then prompt chunks; queueing past
+// engine.max_num_seqs; preemption when KV blocks run out).
 //
 // On a rank of an expert-parallel group every rank calls Generate with its own requests (possibly
-// none); the ranks step together until no rank has a live sequence, agreeing after every step (one
-// small all-reduce) on whether to go on — so a rank whose requests finish early, or fail, never
-// leaves the others waiting in a collective.
+// none); the ranks step together until no rank has work, agreeing before every step (one small
+// all-reduce) on whether to go on — so a rank whose requests finish early, or fail, never leaves the
+// others waiting in a collective.
 #pragma once
 
 #include <cstdint>

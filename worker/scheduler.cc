@@ -163,6 +163,15 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
     add(s, n);
   }
 
+  stats_.last_step_decode_tokens = 0;
+  stats_.last_step_prompt_tokens = 0;
+  for (size_t b = 0; b < batch_seqs_.size(); ++b) {
+    const Seq* s = batch_seqs_[b];
+    const bool decode = batch_[b].tokens.size() == 1 && s->fed + 1 == s->tokens.size() &&
+                        s->tokens.size() > s->req.prompt.size();
+    (decode ? stats_.last_step_decode_tokens : stats_.last_step_prompt_tokens) +=
+        static_cast<int64_t>(batch_[b].tokens.size());
+  }
   const auto t0 = std::chrono::steady_clock::now();
   Status st = engine_.Forward(batch_, &outs_);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

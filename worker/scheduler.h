@@ -38,6 +38,10 @@ struct SchedulerStats {
   double step_seconds_total = 0;
   double last_step_seconds = 0;
   uint64_t preemptions = 0;
+  // The latest step's composition: decode tokens (one per running request past its prompt) and
+  // prompt tokens fed (chunks, recomputation after preemption).
+  int64_t last_step_decode_tokens = 0;
+  int64_t last_step_prompt_tokens = 0;
 };
 
 class Scheduler {
