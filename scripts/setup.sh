@@ -13,6 +13,7 @@ packages=(
   libpcre2-dev libicu-dev    # tokenizer: Unicode-property pre-split regexes, Unicode normalization
   procps                     # pgrep, for the stalled-rank test (tests/cli/worker_test.sh)
   curl                       # the README's first request
+  slurmctld slurmd slurm-client munge  # a real single-machine Slurm for the slurm test (not slurm-wlm: ~35 packages)
   python3                    # test helpers; the reference generator needs torch, see tools/reference
 )
 

@@ -47,6 +47,8 @@ struct ServeOptions {
   std::string host;
   int port = -1;
   int control_port = -1;
+  std::string control_host;
+  std::string print_url;  // serve: write the URL here once every configured group is ready
   std::string mpirun = "mpirun";
   int ready_timeout_s = 600;
 };
@@ -63,6 +65,7 @@ StatusOr<EngineConfig> LoadConfig(const ServeOptions& o, bool up) {
   if (!o.host.empty()) cfg.server.host = o.host;
   if (o.port >= 0) cfg.server.port = o.port;
   if (o.control_port >= 0) cfg.server.control_port = o.control_port;
+  if (!o.control_host.empty()) cfg.server.control_host = o.control_host;
   return cfg;
 }
 
@@ -83,7 +86,23 @@ Status RunServe(const ServeOptions& o) {
                HostForUrl(cfg.server.host).c_str(), coord->http_port(), cfg.server.control_host.c_str(),
                coord->control_port());
   std::thread loop([&] { (void)coord->Run(); });
-  while (g_stop_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  bool announced = o.print_url.empty();
+  while (g_stop_signal == 0) {
+    if (!announced && coord->ReadyGroups(std::max(1, cfg.cluster.groups))) {
+      // Written whole, then renamed by whoever waits for it: a reader never sees half a URL.
+      const std::string url = "http://" + HostForUrl(cfg.server.host) + ":" + std::to_string(coord->http_port());
+      const std::string tmp = o.print_url + ".partial";
+      FILE* f = std::fopen(tmp.c_str(), "w");
+      if (f != nullptr && std::fprintf(f, "%s\n", url.c_str()) > 0 && std::fclose(f) == 0 &&
+          std::rename(tmp.c_str(), o.print_url.c_str()) == 0) {
+        std::fprintf(stderr, "shoal serve: every group is ready: %s\n", url.c_str());
+      } else {
+        std::fprintf(stderr, "shoal serve: cannot write %s\n", o.print_url.c_str());
+      }
+      announced = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   std::fprintf(stderr, "shoal serve: stopping\n");
   coord->Stop();
   loop.join();
@@ -224,6 +243,7 @@ void AddCommonOptions(CLI::App* cmd, ServeOptions* o) {
   cmd->add_option("--port", o->port, "HTTP port (overrides server.port; 0 = any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--control-port", o->control_port, "Port workers connect to (overrides server.control_port)")
       ->check(CLI::Range(0, 65535));
+  cmd->add_option("--control-host", o->control_host, "Address workers connect to (overrides server.control_host)");
 }
 
 }  // namespace
@@ -232,6 +252,7 @@ void AddServeCommands(CLI::App& app, int* exit_code) {
   auto serve = std::make_shared<ServeOptions>();
   CLI::App* s = app.add_subcommand("serve", "The coordinator: an OpenAI-compatible server in front of engine groups");
   AddCommonOptions(s, serve.get());
+  s->add_option("--print-url", serve->print_url, "Write the URL to this file once every configured group is ready");
   s->callback([serve, exit_code] {
     Status st = RunServe(*serve);
     if (!st.ok()) {

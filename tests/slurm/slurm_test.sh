@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# shoal under a real Slurm (label slurm): starts munge, slurmctld and slurmd on this machine with a
+# throw-away config, submits deploy/slurm/shoal.sbatch (coordinator + a 2-task srun worker group over
+# PMIx), checks over HTTP that the group serves transformers' greedy tokens, then scancels the job and
+# checks that everything stopped. Needs root and Debian's slurmctld/slurmd/slurm-client/munge
+# (scripts/setup.sh installs them); exits 77 (skipped) without them.
+set -euo pipefail
+shoal=$1
+root=$2
+if [ "$(id -u)" -ne 0 ] || ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  echo "SKIP: needs root and slurmctld/slurmd/munge (bash scripts/setup.sh installs them)"
+  exit 77
+fi
+tmp=$(mktemp -d /tmp/shoal-slurm.XXXXXX)
+started_munge=0
+cleanup() {
+  set +e
+  [ -n "${job:-}" ] && scancel "$job" 2>/dev/null
+  for p in slurmd slurmctld; do
+    [ -f "$tmp/$p.pid" ] && kill "$(cat "$tmp/$p.pid")" 2>/dev/null
+  done
+  sleep 0.5
+  [ "$started_munge" = 1 ] && pkill -u munge -x munged 2>/dev/null
+  [ -n "${SHOAL_KEEP_TMP:-}" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL $*"; [ -f "$tmp/job.out" ] && { echo "---- job output"; cat "$tmp/job.out"; }; exit 1; }
+
+# munge: the key and the daemon (as user munge), unless one is already running.
+if ! pgrep -x munged >/dev/null; then
+  [ -f /etc/munge/munge.key ] || mungekey --create >/dev/null
+  mkdir -p /run/munge && chown munge:munge /run/munge
+  runuser -u munge -- /usr/sbin/munged
+  started_munge=1
+fi
+
+mkdir -p "$tmp/state" "$tmp/spool"
+cat > "$tmp/slurm.conf" <<CONF
+ClusterName=shoaltest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmUser=root
+AuthType=auth/munge
+MpiDefault=pmix
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+SlurmctldPort=6917
+SlurmdPort=6918
+StateSaveLocation=$tmp/state
+SlurmdSpoolDir=$tmp/spool
+SlurmctldPidFile=$tmp/slurmctld.pid
+SlurmdPidFile=$tmp/slurmd.pid
+SlurmctldLogFile=$tmp/slurmctld.log
+SlurmdLogFile=$tmp/slurmd.log
+SlurmdParameters=config_overrides
+ReturnToService=2
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=4 State=UNKNOWN
+PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+CONF
+export SLURM_CONF=$tmp/slurm.conf
+slurmctld -i
+slurmd -N localhost
+for _ in $(seq 1 100); do
+  [ "$(sinfo -h -n localhost -o %T 2>/dev/null)" = idle ] && break
+  sleep 0.1
+done
+[ "$(sinfo -h -n localhost -o %T)" = idle ] || fail "the Slurm node did not come up: $(sinfo -h -n localhost -o %T)"
+echo "ok   slurm up: $(sinfo -h -o '%P %D %T')"
+
+fixture="$root/tests/fixtures/qwen3-moe-f32"
+cat > "$tmp/shoal.yaml" <<YAML
+model:
+  path: $fixture
+  name: tiny-qwen3-moe
+engine:
+  threads: 1
+server:
+  port: 0
+YAML
+cd "$tmp"
+export SHOAL_BIN=$shoal
+job=$(sbatch --parsable --ntasks=2 --output="$tmp/job.out" "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
+for _ in $(seq 1 600); do
+  [ -s "$tmp/shoal-$job.url" ] && break
+  state=$(squeue -h -j "$job" -o %T 2>/dev/null || true)
+  [ -z "$state" ] && fail "job $job ended before it was ready"
+  sleep 0.1
+done
+[ -s "$tmp/shoal-$job.url" ] || fail "job $job was not ready within 60 s"
+url=$(cat "$tmp/shoal-$job.url")
+echo "ok   job $job ready at $url"
+
+python3 - "$url" "$fixture" "slurm-$job" <<'PY' || fail "requests to the Slurm job"
+import http.client, json, sys
+url, fixture, group = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = url[len("http://"):].rsplit(":", 1)
+def req(method, path, body=None):
+    c = http.client.HTTPConnection(host, int(port), timeout=60)
+    c.request(method, path, body=json.dumps(body) if body is not None else None,
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    return r.status, json.loads(r.read() or b"null")
+st, j = req("GET", "/v1/cluster")
+assert st == 200 and j["groups"][0]["name"] == group and len(j["groups"][0]["ranks"]) == 2, j
+print("ok   /v1/cluster: group %s with 2 ranks" % group)
+for i, p in enumerate(json.load(open(fixture + "/expected.json"))["prompts"]):
+    st, j = req("POST", "/v1/completions", {"prompt": p["prompt_ids"], "max_tokens": len(p["greedy_tokens"]),
+                                            "temperature": 0, "ignore_eos": True, "return_token_ids": True})
+    assert st == 200 and j["choices"][0]["token_ids"] == p["greedy_tokens"], (st, j)
+    print("ok   prompt %d: greedy tokens through Slurm equal transformers'" % i)
+PY
+
+scancel "$job"
+for _ in $(seq 1 300); do
+  [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
+  sleep 0.1
+done
+[ -z "$(squeue -h -j "$job" 2>/dev/null)" ] || fail "job $job still running 30 s after scancel"
+grep -q "shoal.sbatch: stopping" "$tmp/job.out" || fail "the batch script did not run its shutdown"
+if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left after scancel: $(pgrep -af "$shoal")"; fi
+[ -e "$tmp/shoal-$job.url" ] && fail "the URL file outlived the job"
+echo "ok   scancel stopped the coordinator and every worker"
+job=""
