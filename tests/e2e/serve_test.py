@@ -340,6 +340,20 @@ def run_checks(s, prompts, proc):
     check(ids == prompts[0][1][:3] and j["choices"][0]["finish_reason"] == "stop",
           "stop_token_ids end generation at that token (finish_reason stop)")
 
+    # shoal bench serve against this cluster: a small sweep, its JSON and its picture.
+    out_json = os.path.join(tempfile.mkdtemp(prefix="shoal-bench-"), "bench.json")
+    r = subprocess.run([SHOAL, "bench", "serve", "--url", "http://%s:%d" % (s.host, s.port), "--api-key", API_KEY,
+                        "--tokenizer", FIXTURE, "--num-prompts", "12", "--random-input-len", "16",
+                        "--random-output-len", "24", "--sweep", "20,200", "--slo", "ttft:1000", "--save-json", out_json,
+                        "--svg", out_json + ".svg", "--quiet"], capture_output=True, text=True, timeout=120)
+    ok = r.returncode == 0
+    if ok:
+        runs = json.load(open(out_json))["runs"]
+        ok = len(runs) == 2 and all(x["completed"] == 12 and x["failed"] == 0 and x["ttft_ms"]["median"] > 0 and
+                                    x["output_token_throughput"] > 0 for x in runs)
+        ok = ok and "</svg>" in open(out_json + ".svg").read()
+    check(ok, "shoal bench serve: a 2-point sweep completes every request, with JSON and SVG (%s)" % r.stderr[-300:])
+
     # Every error code, in the OpenAI shape.
     st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": "x", "stop_token_ids": list(range(1100))})
     check_error(st, j, 400, "too many stop_token_ids", param="stop_token_ids")

@@ -11,6 +11,7 @@ namespace shoal::cli {
 void AddGenerateCommand(CLI::App& app, int* exit_code);
 void AddWorkerCommand(CLI::App& app, int* exit_code);
 void AddBenchCommand(CLI::App& app, int* exit_code);
+void AddBenchServeCommand(CLI::App& bench, int* exit_code);  // `shoal bench serve`, under `bench`
 void AddServeCommands(CLI::App& app, int* exit_code);  // serve and up
 
 // For commands that run an MPI group, called while MPI is still up. On error it prints the error
