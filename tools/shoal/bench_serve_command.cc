@@ -38,6 +38,7 @@ struct BenchServeOptions {
   std::vector<double> sweep;
   std::string save_json, svg;
   bool quiet = false;
+  int warmup = 2;
 };
 
 StatusOr<std::pair<std::string, int>> ParseUrl(const std::string& url) {
@@ -115,6 +116,18 @@ Status RunBenchServe(const BenchServeOptions& o) {
   spec.seed = o.seed;
   spec.progress = !o.quiet;
 
+  if (o.warmup > 0) {
+    // Not measured: the first requests pay for first touches (memory-mapped weights, caches); vLLM
+    // likewise sends a test request before it starts the clock.
+    loadgen::LoadSpec warm = spec;
+    warm.max_concurrency = 1;
+    warm.progress = false;
+    std::vector<loadgen::WorkloadRequest> w(work.begin(), work.begin() + std::min<size_t>(work.size(), o.warmup));
+    double ignored = 0;
+    for (const auto& out : loadgen::RunLoad(warm, w, &ignored)) {
+      if (!out.ok) return Unavailable("the warm-up request failed: " + out.error);
+    }
+  }
   std::vector<double> rates = o.sweep.empty() ? std::vector<double>{o.request_rate} : o.sweep;
   std::vector<loadgen::Summary> results;
   nlohmann::ordered_json runs = nlohmann::ordered_json::array();
@@ -196,6 +209,8 @@ void AddBenchServeCommand(CLI::App& bench, int* exit_code) {
   cmd->add_option("--save-json", o->save_json, "Write the results (every run) as JSON here");
   cmd->add_option("--svg", o->svg, "With --sweep: draw latency percentiles and goodput vs load here");
   cmd->add_flag("--quiet", o->quiet, "No progress bar");
+  cmd->add_option("--warmup", o->warmup, "Requests sent one at a time, unmeasured, before the first run (default 2)")
+      ->check(CLI::Range(0, 1000));
   cmd->callback([o, exit_code] {
     Status st = RunBenchServe(*o);
     if (!st.ok()) {
