@@ -13,6 +13,7 @@ void AddWorkerCommand(CLI::App& app, int* exit_code);
 void AddBenchCommand(CLI::App& app, int* exit_code);
 void AddBenchServeCommand(CLI::App& bench, int* exit_code);  // `shoal bench serve`, under `bench`
 void AddServeCommands(CLI::App& app, int* exit_code);  // serve and up
+void AddPlanCommand(CLI::App& app, int* exit_code);
 
 // For commands that run an MPI group, called while MPI is still up. On error it prints the error
 // at once (so every failing rank has printed before any rank leaves MPI_Finalize and mpirun tears

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   shoal::cli::AddWorkerCommand(app, &exit_code);
   shoal::cli::AddBenchCommand(app, &exit_code);
   shoal::cli::AddServeCommands(app, &exit_code);
+  shoal::cli::AddPlanCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

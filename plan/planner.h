@@ -1,0 +1,121 @@
+// The capacity planner behind `shoal plan`: an analytical (roofline) model of MoE serving with
+// expert parallelism, for sizing clusters without them.
+//
+// Layout: N GPUs in ceil(N / gpus_per_node) nodes; routed experts split over all N (EP = N, each GPU
+// holds ceil(E / N) expert slots per MoE layer, spare slots holding redundant copies as DeepSeek's
+// EPLB does); everything else (attention, dense MLP, shared experts, embeddings) is replicated on
+// every GPU (data-parallel attention) or split over `attn_tp` GPUs.
+//
+// Decode step at b tokens per GPU (one per running sequence), average context C:
+//   weights read   dense part + the distinct local experts hit by the b*N*top_k routings
+//   KV read        b * C * kv bytes/token (MLA: the compressed latent)
+//   FLOPs          2 * active params * b (+ expert imbalance) and attention b * C * flops/ctx-token
+//   all-to-all     b * top_k * hidden * (dispatch bytes + 2 combine bytes) per MoE layer, split into
+//                  the part leaving the node (IB) and the part staying (NVLink)
+//   compute time   sum over kernel classes (dense GEMMs, expert GEMMs, attention) of
+//                  max(FLOPs / achieved FLOP/s, bytes / achieved HBM bandwidth), + per-layer overhead
+//   step time      overlap (two micro-batches, DeepSeek/SGLang style): max(compute, comm), with the
+//                  weights read once per micro-batch; otherwise compute + comm.
+// The batch grows until KV capacity, the TPOT SLO or --max-batch stops it. Prefill is the same
+// accounting over a chunk of prompt tokens (compute-bound in practice) with a TTFT check.
+// All numbers are per GPU. Contract: pure functions, no I/O; bad inputs give InvalidArgument.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "plan/hardware.h"
+#include "plan/model_preset.h"
+
+namespace shoal::plan {
+
+// Achieved fractions of the datasheet peaks and other empirical constants. One set of defaults for
+// every model and machine; override with measured numbers (e.g. `shoal bench a2a` busbw / NIC peak).
+struct Calibration {
+  double hbm_eff = 0.80;        // achieved / peak HBM bandwidth (decode GEMV, FlashMLA ~ 0.8-0.9)
+  double flops_eff = 0.60;      // achieved / peak dense tensor FLOP/s (grouped GEMM, attention)
+  double net_eff = 0.78;        // achieved / peak NIC bandwidth in all-to-all (DeepEP LL: ~39 of 50 GB/s)
+  double nvlink_eff = 0.80;     // achieved / peak NVLink bandwidth in all-to-all
+  double expert_imbalance = 1.30;  // hottest GPU's expert load / mean, after load balancing
+  double layer_overhead_us = 20;   // per layer per micro-batch: norms, routing, launches, sync
+  double a2a_latency_us = 10;      // fixed cost per all-to-all phase (dispatch or combine)
+  double hbm_usable = 0.90;        // fraction of HBM for weights + KV (rest: activations, graphs, fragmentation)
+};
+
+struct PlanRequest {
+  ModelSpec model;
+  HardwareSpec hw;
+  std::string weight_dtype = "fp8";  // bf16 | fp8 (fp8 also sets FP8 GEMMs and FP8 dispatch)
+  std::string kv_dtype = "bf16";     // bf16 | fp8
+  int num_gpus = 0;                  // 0: search the smallest that fits
+  int attn_tp = 0;                   // GPUs sharing one attention instance (TP); 1 = data-parallel attention;
+                                     // 0 = auto (1, else the smallest power of two that fits)
+  int input_len = 2000;
+  int output_len = 500;
+  double decode_context = 0;         // average KV length per decoded token; 0: input + output/2
+  double ttft_ms = 0;                // 0: no SLO
+  double tpot_ms = 0;                // 0: no SLO
+  int max_batch_per_gpu = 0;         // 0: unlimited
+  int prefill_chunk = 16384;         // prompt tokens per GPU per prefill step (at least one prompt)
+  bool overlap = true;               // two-micro-batch comm/compute overlap
+  double target_output_tps = 0;      // optional load: total output tokens/s to serve
+  double target_input_tps = 0;       // optional load: total prompt tokens/s to serve
+  Calibration calib;
+};
+
+struct MemoryPlan {
+  double dense_weight_bytes = 0;   // per GPU
+  double expert_weight_bytes = 0;  // per GPU
+  int expert_slots_per_layer = 0;  // per GPU
+  double usable_bytes = 0;
+  double kv_bytes_per_token = 0;   // whole model, one sequence token, before any TP split
+  double kv_free_bytes = 0;        // per GPU
+  int max_sequences = 0;           // per GPU at the decode context (0: does not fit)
+  double weight_bytes() const { return dense_weight_bytes + expert_weight_bytes; }
+};
+
+struct StepBreakdown {
+  int batch = 0;            // tokens per GPU per step
+  double dense_ms = 0, experts_ms = 0, attention_ms = 0, overhead_ms = 0, compute_ms = 0;
+  double net_ms = 0, nvlink_ms = 0, comm_ms = 0, step_ms = 0;
+  double hbm_bytes = 0, flops = 0, net_bytes = 0, nvlink_bytes = 0;
+  double tokens_per_s = 0;  // per GPU
+  std::string bound;        // the term that sets the step: "HBM bandwidth", "compute", "all-to-all (IB)", ...
+};
+
+struct LayoutPlan {
+  int num_gpus = 0, nodes = 0, attn_tp = 1;
+  bool fits = false;
+  std::string why;          // when !fits
+  MemoryPlan memory;
+  StepBreakdown decode;
+  std::string decode_limit;  // what stopped the batch: "KV capacity", "TPOT SLO", "max batch"
+  bool tpot_met = true;
+  StepBreakdown prefill;     // batch = prompt tokens per GPU per step
+  double ttft_ms = 0;
+  bool ttft_met = true;
+};
+
+struct PlanResult {
+  PlanRequest request;
+  ParamCounts params;
+  LayoutPlan smallest;            // smallest layout that fits memory (and the SLOs if any can)
+  LayoutPlan chosen;              // --gpus if given, else == smallest
+  int decode_gpus_for_load = 0;   // GPUs to serve target_output_tps (0: no target)
+  int prefill_gpus_for_load = 0;
+};
+
+Status ValidateRequest(const PlanRequest& r);
+// One layout, evaluated. Errors only for invalid requests; a layout that does not fit is fits=false.
+StatusOr<LayoutPlan> EvaluateLayout(const PlanRequest& r, int num_gpus);
+// Decode step at a given batch (exposed for tests).
+StepBreakdown DecodeStep(const PlanRequest& r, int num_gpus, int batch);
+StatusOr<PlanResult> Plan(const PlanRequest& r);
+
+nlohmann::json PlanToJson(const PlanResult& p);
+std::string FormatPlan(const PlanResult& p);
+
+}  // namespace shoal::plan

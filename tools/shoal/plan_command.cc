@@ -1,0 +1,114 @@
+// `shoal plan`: size a cluster for a model before buying it. Evaluates the analytical model in
+// plan/planner.h for one or more models on one hardware preset and prints a table per model (or
+// JSON with --json). Nothing here touches a GPU.
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "plan/hardware.h"
+#include "plan/model_preset.h"
+#include "plan/planner.h"
+#include "tools/shoal/commands.h"
+
+namespace shoal::cli {
+
+namespace {
+
+struct PlanOptions {
+  std::vector<std::string> models;
+  std::string hardware = "h100";
+  std::string hardware_file;
+  plan::PlanRequest req;
+  bool json = false;
+  bool list = false;
+};
+
+Status RunPlan(const PlanOptions& o) {
+  plan::HardwareTable table = plan::BuiltinHardware();
+  if (!o.hardware_file.empty()) SHOAL_RETURN_IF_ERROR(plan::ApplyHardwareFile(o.hardware_file, &table));
+  if (o.list) {
+    std::printf("models:");
+    for (const auto& n : plan::ModelPresetNames()) std::printf(" %s", n.c_str());
+    std::printf("\nhardware:");
+    for (const auto& n : plan::HardwarePresetNames(table)) std::printf(" %s", n.c_str());
+    std::printf("\n");
+    return Status::Ok();
+  }
+  std::vector<std::string> models = o.models;
+  if (models.empty()) return InvalidArgument("no model: pass --model PRESET|config.json (or 'all'; --list shows presets)");
+  if (models.size() == 1 && models[0] == "all") models = plan::ModelPresetNames();
+  SHOAL_ASSIGN_OR_RETURN(plan::HardwareSpec hw, plan::FindHardware(table, o.hardware));
+  nlohmann::json all = nlohmann::json::array();
+  for (const auto& name : models) {
+    plan::PlanRequest r = o.req;
+    r.hw = hw;
+    SHOAL_ASSIGN_OR_RETURN(r.model, plan::LoadModelSpec(name));
+    auto result = plan::Plan(r);
+    if (!result.ok()) return result.status().WithContext(name);
+    if (o.json) {
+      all.push_back(plan::PlanToJson(*result));
+    } else {
+      std::fputs(plan::FormatPlan(*result).c_str(), stdout);
+      std::fputs("\n", stdout);
+    }
+  }
+  if (o.json) std::printf("%s\n", (all.size() == 1 ? all[0] : all).dump(2).c_str());
+  return Status::Ok();
+}
+
+}  // namespace
+
+void AddPlanCommand(CLI::App& app, int* exit_code) {
+  auto opts = std::make_shared<PlanOptions>();
+  plan::PlanRequest& q = opts->req;
+  plan::Calibration& c = q.calib;
+  CLI::App* cmd = app.add_subcommand("plan", "Capacity planner: GPUs, memory and throughput for a MoE model");
+  cmd->add_option("--model", opts->models, "Preset, config.json path or model dir; repeatable; 'all' = every preset")
+      ->take_all();
+  cmd->add_option("--hardware", opts->hardware, "Hardware preset (h100, h200, b200, h800, or one from --hardware-file)");
+  cmd->add_option("--hardware-file", opts->hardware_file, "YAML overriding/adding presets (see configs/hardware.yaml)");
+  cmd->add_option("--weight-dtype", q.weight_dtype, "bf16 | fp8")->check(CLI::IsMember({"bf16", "fp8"}));
+  cmd->add_option("--kv-dtype", q.kv_dtype, "bf16 | fp8")->check(CLI::IsMember({"bf16", "fp8"}));
+  cmd->add_option("--gpus", q.num_gpus, "GPUs (= EP size) to evaluate; 0 = only the smallest that fits")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--attn-tp", q.attn_tp, "Attention TP size; 1 = data-parallel attention; 0 = auto")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--input-len", q.input_len, "Prompt tokens per request")->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--output-len", q.output_len, "Generated tokens per request")->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--decode-context", q.decode_context, "Average KV length per decoded token (0 = input + output/2)")
+      ->check(CLI::Range(0.0, 1e8));
+  cmd->add_option("--ttft-ms", q.ttft_ms, "TTFT SLO in ms (0 = none)")->check(CLI::Range(0.0, 1e7));
+  cmd->add_option("--tpot-ms", q.tpot_ms, "TPOT SLO in ms (0 = none)")->check(CLI::Range(0.0, 1e7));
+  cmd->add_option("--max-batch", q.max_batch_per_gpu, "Cap on decode sequences per GPU (0 = none)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--prefill-chunk", q.prefill_chunk, "Prompt tokens per GPU per prefill step")
+      ->check(CLI::Range(1, 1 << 24));
+  cmd->add_flag("--no-overlap", [&q](int64_t) { q.overlap = false; }, "Comm and compute do not overlap (sum, not max)");
+  cmd->add_option("--target-output-tps", q.target_output_tps, "Load: total output tokens/s to serve")
+      ->check(CLI::Range(0.0, 1e12));
+  cmd->add_option("--target-input-tps", q.target_input_tps, "Load: total prompt tokens/s to serve")
+      ->check(CLI::Range(0.0, 1e12));
+  cmd->add_option("--hbm-eff", c.hbm_eff, "Achieved fraction of peak HBM bandwidth")->capture_default_str();
+  cmd->add_option("--flops-eff", c.flops_eff, "Achieved fraction of peak dense FLOP/s")->capture_default_str();
+  cmd->add_option("--net-eff", c.net_eff, "Achieved fraction of NIC bandwidth in all-to-all (e.g. from shoal bench a2a)")
+      ->capture_default_str();
+  cmd->add_option("--nvlink-eff", c.nvlink_eff, "Achieved fraction of NVLink bandwidth in all-to-all")
+      ->capture_default_str();
+  cmd->add_option("--expert-imbalance", c.expert_imbalance, "Hottest GPU's expert load / mean")->capture_default_str();
+  cmd->add_option("--layer-overhead-us", c.layer_overhead_us, "Fixed cost per layer per micro-batch")
+      ->capture_default_str();
+  cmd->add_option("--hbm-usable", c.hbm_usable, "Fraction of HBM for weights + KV")->capture_default_str();
+  cmd->add_flag("--json", opts->json, "Print JSON instead of tables");
+  cmd->add_flag("--list", opts->list, "List model and hardware presets");
+  cmd->callback([opts, exit_code] {
+    const Status st = RunPlan(*opts);
+    if (!st.ok()) {
+      std::fprintf(stderr, "shoal plan: error: %s\n", st.ToString().c_str());
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace shoal::cli
