@@ -89,8 +89,14 @@ Status RunServe(const ServeOptions& o) {
   bool announced = o.print_url.empty();
   while (g_stop_signal == 0) {
     if (!announced && coord->ReadyGroups(std::max(1, cfg.cluster.groups))) {
-      // Written whole, then renamed by whoever waits for it: a reader never sees half a URL.
-      const std::string url = "http://" + HostForUrl(cfg.server.host) + ":" + std::to_string(coord->http_port());
+      // Written whole, then renamed by whoever waits for it: a reader never sees half a URL. A server
+      // bound to every interface is announced by this machine's name, which other nodes can reach.
+      std::string host = HostForUrl(cfg.server.host);
+      if (cfg.server.host == "0.0.0.0") {
+        char name[256] = {0};
+        if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0') host = name;
+      }
+      const std::string url = "http://" + host + ":" + std::to_string(coord->http_port());
       const std::string tmp = o.print_url + ".partial";
       FILE* f = std::fopen(tmp.c_str(), "w");
       if (f != nullptr && std::fprintf(f, "%s\n", url.c_str()) > 0 && std::fclose(f) == 0 &&
