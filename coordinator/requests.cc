@@ -109,7 +109,6 @@ void Coordinator::Impl::AppendText(RequestState& r, std::string text, bool final
 
 void Coordinator::Impl::OnTokens(WorkerLink& link, control::Tokens& t) {
   const auto now = Clock::now();
-  const std::string rank = std::to_string(link.hello.rank);
   for (control::TokenEvent& e : t.events) {
     auto it = requests.find(e.request);
     if (it == requests.end()) continue;  // cancelled or finished here already
