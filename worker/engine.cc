@@ -66,68 +66,9 @@ Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg
       pool_(cfg.ResolvedThreads()),
       kv_(config_, cfg.kv_block_size, num_blocks),
       inv_freq_(RopeInverseFrequencies(config_)),
-      max_num_seqs_(cfg.max_num_seqs),
+      seqs_(cfg.max_num_seqs),
       max_step_tokens_(cfg.max_step_tokens),
       collective_timeout_ms_(cfg.collective_timeout_ms) {}
-
-StatusOr<SeqId> Engine::NewSequence() {
-  if (live_seqs_ >= max_num_seqs_) {
-    return ResourceExhausted("all " + std::to_string(max_num_seqs_) +
-                             " sequence slots are in use (engine.max_num_seqs)");
-  }
-  ++live_seqs_;
-  for (size_t i = 0; i < seqs_.size(); ++i) {
-    if (!seqs_[i].live) {
-      seqs_[i] = Sequence{true, 0, {}};
-      return static_cast<SeqId>(i);
-    }
-  }
-  seqs_.push_back(Sequence{true, 0, {}});
-  return static_cast<SeqId>(seqs_.size() - 1);
-}
-
-void Engine::ReleaseSequence(SeqId seq) {
-  if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].live) return;
-  kv_.Release(&seqs_[seq].blocks);
-  seqs_[seq].live = false;
-  --live_seqs_;
-  seqs_[seq].length = 0;
-}
-
-int64_t Engine::SequenceLength(SeqId seq) const {
-  if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].live) return -1;
-  return seqs_[seq].length;
-}
-
-Status Engine::Validate(const std::vector<ForwardInput>& batch, int64_t* num_tokens) const {
-  const ModelConfig& c = config_;
-  int64_t T = 0;
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const ForwardInput& in = batch[b];
-    const std::string name = "sequence " + std::to_string(in.seq);
-    if (in.seq < 0 || static_cast<size_t>(in.seq) >= seqs_.size() || !seqs_[in.seq].live) {
-      return InvalidArgument(name + ": unknown sequence");
-    }
-    for (size_t a = 0; a < b; ++a) {
-      if (batch[a].seq == in.seq) return InvalidArgument(name + ": appears twice in one step");
-    }
-    if (in.tokens.empty()) return InvalidArgument(name + ": no tokens in this step");
-    for (int32_t tok : in.tokens) {
-      if (tok < 0 || tok >= c.vocab_size) {
-        return InvalidArgument(name + ": token id " + std::to_string(tok) + " outside the vocabulary [0, " +
-                               std::to_string(c.vocab_size) + ")");
-      }
-    }
-    if (seqs_[in.seq].length + static_cast<int64_t>(in.tokens.size()) > c.max_position_embeddings) {
-      return OutOfRange(name + ": " + std::to_string(seqs_[in.seq].length + in.tokens.size()) +
-                        " tokens exceed the model's max_position_embeddings (" +
-                        std::to_string(c.max_position_embeddings) + ")");
-    }
-    T += static_cast<int64_t>(in.tokens.size());
-  }
-  *num_tokens = T;
-  return Status::Ok();
-}
 
 void Engine::JoinLayersWithoutTokens(int first_layer) {
   if (group_->size() == 1) return;
@@ -141,49 +82,26 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   const ModelConfig& c = config_;
   // Validate everything before changing any state.
   int64_t T = 0;
-  if (Status st = Validate(batch, &T); !st.ok()) {
+  Status st = seqs_.Validate(batch, c, &T);
+  if (st.ok()) st = seqs_.Reserve(batch, kv_);
+  if (!st.ok()) {
     JoinLayersWithoutTokens(0);
     return st;
   }
-  // Reserve KV blocks for all sequences, rolling back on failure.
-  std::vector<size_t> old_sizes;
-  for (const ForwardInput& in : batch) {
-    Sequence& s = seqs_[in.seq];
-    old_sizes.push_back(s.blocks.size());
-    Status st = kv_.Reserve(&s.blocks, s.length + static_cast<int64_t>(in.tokens.size()));
-    if (!st.ok()) {
-      for (size_t i = 0; i < old_sizes.size(); ++i) {
-        std::vector<int32_t>& blocks = seqs_[batch[i].seq].blocks;
-        std::vector<int32_t> extra(blocks.begin() + static_cast<int64_t>(old_sizes[i]), blocks.end());
-        blocks.resize(old_sizes[i]);
-        kv_.Release(&extra);
-      }
-      JoinLayersWithoutTokens(0);
-      return st.WithContext("sequence " + std::to_string(in.seq));
-    }
-  }
 
   const int64_t H = c.hidden_size;
+  seqs_.BuildRows(batch, kv_.block_size(), &rows_);
   x_.resize(static_cast<size_t>(T * H));
-  positions_.resize(T);
-  slots_.resize(T);
   tables_.resize(T);
-  int64_t row = 0;
-  for (const ForwardInput& in : batch) {
-    Sequence& s = seqs_[in.seq];
-    for (size_t i = 0; i < in.tokens.size(); ++i, ++row) {
-      const int64_t pos = s.length + static_cast<int64_t>(i);
-      positions_[row] = static_cast<int32_t>(pos);
-      slots_[row] = static_cast<int64_t>(s.blocks[pos / kv_.block_size()]) * kv_.block_size() + pos % kv_.block_size();
-      tables_[row] = s.blocks.data();
-      kernels::GatherRow(weights_.embed, in.tokens[i], x_.data() + row * H);
-    }
+  for (int64_t row = 0; row < T; ++row) {
+    tables_[row] = seqs_.Blocks(batch[rows_.input[row]].seq).data();
+    kernels::GatherRow(weights_.embed, rows_.tokens[row], x_.data() + row * H);
   }
 
   const int half = c.head_dim / 2;
   rope_cos_.resize(static_cast<size_t>(T * half));
   rope_sin_.resize(static_cast<size_t>(T * half));
-  kernels::RopeTable(positions_.data(), T, inv_freq_.data(), half, static_cast<float>(c.rope.attention_factor),
+  kernels::RopeTable(rows_.positions.data(), T, inv_freq_.data(), half, static_cast<float>(c.rope.attention_factor),
                      rope_cos_.data(), rope_sin_.data());
 
   size_t bytes = T * static_cast<size_t>(H) * DTypeSize(weights_.embed.dtype);
@@ -206,13 +124,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   }
 
   // Final norm + lm_head on the rows that want logits.
-  std::vector<int64_t> logit_rows;
-  row = 0;
-  for (const ForwardInput& in : batch) {
-    const int64_t n = static_cast<int64_t>(in.tokens.size());
-    for (int64_t i = in.all_logits ? 0 : n - 1; i < n; ++i) logit_rows.push_back(row + i);
-    row += n;
-  }
+  const std::vector<int64_t>& logit_rows = rows_.logit_rows;
   const int64_t R = static_cast<int64_t>(logit_rows.size());
   h_.resize(static_cast<size_t>(R * H));
   for (int64_t r = 0; r < R; ++r) {
@@ -231,8 +143,8 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
     const int64_t rows = batch[b].all_logits ? static_cast<int64_t>(batch[b].tokens.size()) : 1;
     (*out)[b].logits.assign(logits.begin() + r * c.vocab_size, logits.begin() + (r + rows) * c.vocab_size);
     r += rows;
-    seqs_[batch[b].seq].length += static_cast<int64_t>(batch[b].tokens.size());
   }
+  seqs_.Advance(batch);
   return Status::Ok();
 }
 
@@ -265,8 +177,8 @@ Status Engine::Layer(int l, int64_t T) {
   kernels::ApplyRope(q_.data(), T, c.num_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
   kernels::ApplyRope(k_.data(), T, c.num_kv_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
   const kernels::PagedKvLayer kv = kv_.Layer(l);
-  kernels::WriteKv(kv, k_.data(), v_.data(), T, slots_.data());
-  kernels::PagedAttention(q_.data(), T, c.num_heads, positions_.data(), tables_.data(), kv,
+  kernels::WriteKv(kv, k_.data(), v_.data(), T, rows_.slots.data());
+  kernels::PagedAttention(q_.data(), T, c.num_heads, rows_.positions.data(), tables_.data(), kv,
                           1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window, attn_.data(), pool_);
   kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);
   if (!L.o_bias.empty()) kernels::AddBias(tmp_.data(), T, H, L.o_bias.data());

@@ -29,20 +29,9 @@
 #include "model/weights.h"
 #include "worker/kv_cache.h"
 #include "worker/moe.h"
+#include "worker/sequence_table.h"
 
 namespace shoal {
-
-using SeqId = int32_t;
-
-struct ForwardInput {
-  SeqId seq = -1;
-  std::span<const int32_t> tokens;  // appended after the sequence's current length
-  bool all_logits = false;          // logits for every new token, else only the last
-};
-
-struct ForwardOutput {
-  std::vector<float> logits;  // [rows, vocab]
-};
 
 class Engine {
  public:
@@ -60,17 +49,17 @@ class Engine {
   ThreadPool& pool() { return pool_; }
   comm::Group& group() { return *group_; }
   int64_t collective_timeout_ms() const { return collective_timeout_ms_; }
-  int max_num_seqs() const { return max_num_seqs_; }
+  int max_num_seqs() const { return seqs_.max_num_seqs(); }
   // engine.max_step_tokens: the scheduler's budget of tokens per Forward (Forward itself takes any).
   int max_step_tokens() const { return max_step_tokens_; }
   // Null for a model without MoE layers.
   const comm::ExpertExchange* exchange() const { return exchange_ ? &*exchange_ : nullptr; }
 
   // ResourceExhausted when engine.max_num_seqs sequences are already live.
-  StatusOr<SeqId> NewSequence();
+  StatusOr<SeqId> NewSequence() { return seqs_.New(); }
   // Frees the sequence's KV blocks. Unknown ids are ignored.
-  void ReleaseSequence(SeqId seq);
-  int64_t SequenceLength(SeqId seq) const;
+  void ReleaseSequence(SeqId seq) { seqs_.Release(seq, kv_); }
+  int64_t SequenceLength(SeqId seq) const { return seqs_.Length(seq); }
 
   // Runs one step; an empty batch is allowed (the rank only takes part in the collectives). On a
   // rejected batch (unknown sequence, too long, KV cache full) nothing was changed. An error from the
@@ -84,14 +73,7 @@ class Engine {
   const std::vector<uint64_t>& expert_rows_total() const { return moe_ws_.expert_rows_total; }
 
  private:
-  struct Sequence {
-    bool live = false;
-    int64_t length = 0;
-    std::vector<int32_t> blocks;
-  };
-
   Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks);
-  Status Validate(const std::vector<ForwardInput>& batch, int64_t* num_tokens) const;
   Status Layer(int l, int64_t T);
   // The collectives of layers first_layer.. with no tokens (after a rejected batch or a local error,
   // so peers are not left waiting). Nothing for a group of one.
@@ -102,10 +84,8 @@ class Engine {
   ThreadPool pool_;
   KvCache kv_;
   std::vector<float> inv_freq_;
-  std::vector<Sequence> seqs_;
-  int max_num_seqs_;
+  SequenceTable seqs_;
   int max_step_tokens_;
-  int live_seqs_ = 0;
   int64_t collective_timeout_ms_;
 
   std::unique_ptr<comm::Group> own_group_;
@@ -115,9 +95,8 @@ class Engine {
 
   // Step workspace, [T, ...], reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;
-  std::vector<int32_t> positions_;
+  StepRows rows_;
   std::vector<float> rope_cos_, rope_sin_;  // [T, head_dim / 2], computed once per step
-  std::vector<int64_t> slots_;
   std::vector<const int32_t*> tables_;
   MoeWorkspace moe_ws_;
   std::vector<float> ffn_scratch_;

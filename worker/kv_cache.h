@@ -1,6 +1,8 @@
-// The paged KV cache of one worker: fixed-size blocks of token slots shared by all sequences, and the
-// free list that hands them out. Storage per layer is [num_blocks · block_size, kv_heads, head_dim] f32
-// for K and the same for V, allocated once at start-up from the configured memory budget.
+// The paged KV cache of one worker: fixed-size blocks of token slots shared by all sequences.
+//
+// KvBlockPool is the bookkeeping every backend shares (which blocks are free, growing a sequence's
+// block table); KvCache adds the CPU engine's storage. The GPU engine keeps its storage in device
+// memory with the same pool (worker/cuda/cuda_engine.h).
 // Thread-safety: none; the engine loop owns it.
 #pragma once
 
@@ -13,12 +15,9 @@
 
 namespace shoal {
 
-class KvCache {
+class KvBlockPool {
  public:
-  // Bytes one block takes across all layers (K and V).
-  static int64_t BlockBytes(const ModelConfig& config, int block_size);
-
-  KvCache(const ModelConfig& config, int block_size, int64_t num_blocks);
+  KvBlockPool(int block_size, int64_t num_blocks);
 
   int block_size() const { return block_size_; }
   int64_t num_blocks() const { return num_blocks_; }
@@ -29,14 +28,26 @@ class KvCache {
   // Returns every block of `table` to the free list and clears it.
   void Release(std::vector<int32_t>* table);
 
-  kernels::PagedKvLayer Layer(int layer);
-
  private:
   int block_size_;
   int64_t num_blocks_;
+  std::vector<int32_t> free_;  // stack of free block ids
+};
+
+// Storage per layer is [num_blocks · block_size, kv_heads, head_dim] f32 for K and the same for V,
+// allocated once at start-up from the configured memory budget.
+class KvCache : public KvBlockPool {
+ public:
+  // Bytes one block takes across all layers (K and V).
+  static int64_t BlockBytes(const ModelConfig& config, int block_size);
+
+  KvCache(const ModelConfig& config, int block_size, int64_t num_blocks);
+
+  kernels::PagedKvLayer Layer(int layer);
+
+ private:
   int kv_heads_, head_dim_;
   std::vector<std::vector<float>> k_, v_;  // per layer
-  std::vector<int32_t> free_;              // stack of free block ids
 };
 
 }  // namespace shoal
