@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -18,7 +19,12 @@
 
 namespace shoal::testing {
 
-inline std::string FixturesDir() { return std::string(SHOAL_SOURCE_DIR) + "/tests/fixtures"; }
+// The source tree compiled in, or $SHOAL_SOURCE_DIR when set (a test binary carried to another
+// machine, scripts/gpu-check.sh).
+inline std::string FixturesDir() {
+  const char* env = std::getenv("SHOAL_SOURCE_DIR");
+  return std::string(env && *env ? env : SHOAL_SOURCE_DIR) + "/tests/fixtures";
+}
 
 inline std::vector<std::string> ListFixtures() {
   std::vector<std::string> names;

@@ -1,0 +1,364 @@
+#include "worker/cuda/cuda_engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cuda/cuda_check.h"
+#include "model/rope.h"
+
+namespace shoal::cuda {
+
+// Device buffers of one step, sized for up to `tokens` rows (logit rows and sequences never exceed
+// the tokens of a step) and grown by doubling when a larger step comes. One allocation.
+struct CudaEngine::Workspace {
+  int64_t tokens = 0;
+  void* base = nullptr;
+  float *x = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *router_logits = nullptr, *topk_weights = nullptr;
+  float *gate_up = nullptr, *expert_out = nullptr, *gate_logit = nullptr, *cos = nullptr, *sin = nullptr;
+  float* logits = nullptr;
+  bf16 *normed = nullptr, *attn = nullptr, *expert_in = nullptr, *hidden = nullptr, *logit_in = nullptr;
+  int32_t *topk_ids = nullptr, *row_of = nullptr, *row_token = nullptr, *tokens_dev = nullptr, *positions = nullptr;
+  int32_t *token_seq = nullptr, *tables = nullptr, *logit_rows = nullptr, *argmax = nullptr;
+  int64_t *offsets = nullptr, *slots = nullptr;
+  void* plan_scratch = nullptr;
+  std::vector<int32_t> host_tables, host_seq, host_logit_rows, host_argmax;
+
+  ~Workspace() {
+    if (base) cudaFree(base);
+  }
+};
+
+namespace {
+
+template <class T>
+T* Carve(char* base, int64_t* offset, int64_t count) {
+  *offset = (*offset + 255) / 256 * 256;
+  T* p = base ? reinterpret_cast<T*>(base + *offset) : nullptr;
+  *offset += std::max<int64_t>(count, 1) * static_cast<int64_t>(sizeof(T));
+  return p;
+}
+
+}  // namespace
+
+CudaEngine::CudaEngine(ModelConfig config, const EngineConfig& cfg, int64_t num_blocks, int device)
+    : config_(std::move(config)), device_(device), blocks_(cfg.kv_block_size, num_blocks), seqs_(cfg.max_num_seqs) {}
+
+CudaEngine::~CudaEngine() {
+  ws_.reset();
+  gemm_.reset();
+  if (kv_base_) cudaFree(kv_base_);
+  if (inv_freq_) cudaFree(inv_freq_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+namespace {
+
+StatusOr<int64_t> KvBlocks(const ModelConfig& c, const EngineConfig& cfg) {
+  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.max_num_seqs < 1) {
+    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib and engine.max_num_seqs must be positive");
+  }
+  const int64_t block_bytes = int64_t{2} * c.num_layers * cfg.kv_block_size * c.kv_dim() * 2;  // K+V, bf16
+  const int64_t blocks = cfg.kv_cache_blocks > 0 ? cfg.kv_cache_blocks : cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
+  if (blocks < 1) {
+    return InvalidArgument("kv_cache.memory_mib (" + std::to_string(cfg.kv_cache_mib) +
+                           ") is smaller than one KV block (" + std::to_string(block_bytes) + " bytes)");
+  }
+  return blocks;
+}
+
+Status CheckDevice(int device) {
+  std::string why;
+  const int n = CudaDeviceCount(&why);
+  if (n == 0) return Unavailable("no CUDA device: " + why);
+  if (device < 0 || device >= n) {
+    return InvalidArgument("CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) + " visible)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(ModelConfig config, const ModelWeights& weights,
+                                                         const EngineConfig& cfg, int device) {
+  SHOAL_RETURN_IF_ERROR(CheckDevice(device));
+  for (size_t l = 0; l < weights.layers.size(); ++l) {
+    for (size_t e = 0; e < weights.layers[l].experts.size(); ++e) {
+      if (weights.layers[l].is_moe && !weights.layers[l].experts[e].present()) {
+        return InvalidArgument("the single-GPU engine needs every expert; layer " + std::to_string(l) + " expert " +
+                               std::to_string(e) + " was not loaded");
+      }
+    }
+  }
+  SHOAL_ASSIGN_OR_RETURN(int64_t blocks, KvBlocks(config, cfg));
+  auto engine = std::unique_ptr<CudaEngine>(new CudaEngine(std::move(config), cfg, blocks, device));
+  SHOAL_RETURN_IF_ERROR(engine->Init(&weights, 0));
+  return engine;
+}
+
+StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::CreateSynthetic(ModelConfig config, const EngineConfig& cfg,
+                                                                  int device, uint64_t seed) {
+  SHOAL_RETURN_IF_ERROR(CheckDevice(device));
+  SHOAL_ASSIGN_OR_RETURN(int64_t blocks, KvBlocks(config, cfg));
+  auto engine = std::unique_ptr<CudaEngine>(new CudaEngine(std::move(config), cfg, blocks, device));
+  SHOAL_RETURN_IF_ERROR(engine->Init(nullptr, seed));
+  return engine;
+}
+
+Status CudaEngine::Init(const ModelWeights* host, uint64_t seed) {
+  const ModelConfig& c = config_;
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  SHOAL_ASSIGN_OR_RETURN(gemm_, Gemm::Create(stream_));
+  if (host) {
+    SHOAL_ASSIGN_OR_RETURN(weights_, DeviceWeights::Upload(c, *host, stream_));
+  } else {
+    SHOAL_ASSIGN_OR_RETURN(weights_, DeviceWeights::Synthetic(c, seed, stream_));
+  }
+  // KV cache: per layer K then V, each [blocks · block_size, kv_heads, head_dim] bf16.
+  const int64_t per = blocks_.num_blocks() * blocks_.block_size() * c.kv_dim();
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(&kv_base_, static_cast<size_t>(2 * c.num_layers * per) * sizeof(bf16)));
+  for (int l = 0; l < c.num_layers; ++l) {
+    bf16* k = static_cast<bf16*>(kv_base_) + 2 * l * per;
+    kv_layers_.push_back(PagedKvLayer{k, k + per, blocks_.block_size(), c.num_kv_heads, c.head_dim});
+  }
+  const std::vector<float> inv_freq = RopeInverseFrequencies(c);
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&inv_freq_), inv_freq.size() * sizeof(float)));
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
+  // cudaMemcpy from pageable memory runs on the legacy stream and may return before the DMA lands;
+  // stream_ is non-blocking, so nothing else orders RopeTable's read of inv_freq_ after it.
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  max_blocks_per_seq_ = (c.max_position_embeddings + blocks_.block_size() - 1) / blocks_.block_size();
+  host_offsets_.assign(c.num_experts + 1, 0);
+  expert_rows_total_.assign(c.num_experts, 0);
+  ws_ = std::make_unique<Workspace>();
+  return EnsureWorkspace(64);
+}
+
+Status CudaEngine::EnsureWorkspace(int64_t tokens) {
+  if (tokens <= ws_->tokens) return Status::Ok();
+  int64_t T = std::max<int64_t>(ws_->tokens, 64);
+  while (T < tokens) T *= 2;
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), E = std::max(c.num_experts, 1);
+  const int64_t K = std::max(c.num_experts_per_tok, 1), V = c.vocab_size, half = c.head_dim / 2;
+  // The FFN buffers serve the routed experts (T·K rows of I), the shared expert and dense layers (T rows).
+  const int64_t I = std::max<int64_t>({int64_t{c.moe_intermediate_size} * K, c.intermediate_size,
+                                       c.shared_expert_intermediate_size});
+  const int64_t S = T, B = max_blocks_per_seq_;
+  Workspace& w = *ws_;
+  if (w.base) {
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(w.base));
+    w.base = nullptr;
+    w.tokens = 0;
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    char* base = static_cast<char*>(w.base);
+    int64_t off = 0;
+    w.x = Carve<float>(base, &off, T * H);
+    w.normed = Carve<bf16>(base, &off, T * H);
+    w.q = Carve<float>(base, &off, T * Q);
+    w.k = Carve<float>(base, &off, T * KV);
+    w.v = Carve<float>(base, &off, T * KV);
+    w.attn = Carve<bf16>(base, &off, T * Q);
+    w.router_logits = Carve<float>(base, &off, T * E);
+    w.topk_ids = Carve<int32_t>(base, &off, T * K);
+    w.topk_weights = Carve<float>(base, &off, T * K);
+    w.offsets = Carve<int64_t>(base, &off, E + 1);
+    w.row_of = Carve<int32_t>(base, &off, T * K);
+    w.row_token = Carve<int32_t>(base, &off, T * K);
+    w.plan_scratch = Carve<char>(base, &off, MoePlanScratchBytes(static_cast<int>(E)));
+    w.expert_in = Carve<bf16>(base, &off, T * K * H);
+    w.gate_up = Carve<float>(base, &off, 2 * T * I);
+    w.hidden = Carve<bf16>(base, &off, T * I);
+    w.expert_out = Carve<float>(base, &off, T * K * H);
+    w.gate_logit = Carve<float>(base, &off, T);
+    w.cos = Carve<float>(base, &off, T * half);
+    w.sin = Carve<float>(base, &off, T * half);
+    w.tokens_dev = Carve<int32_t>(base, &off, T);
+    w.positions = Carve<int32_t>(base, &off, T);
+    w.token_seq = Carve<int32_t>(base, &off, T);
+    w.slots = Carve<int64_t>(base, &off, T);
+    w.tables = Carve<int32_t>(base, &off, S * B);
+    w.logit_rows = Carve<int32_t>(base, &off, T);
+    w.logit_in = Carve<bf16>(base, &off, T * H);
+    w.logits = Carve<float>(base, &off, T * V);
+    w.argmax = Carve<int32_t>(base, &off, T);
+    if (pass == 0) SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(&w.base, static_cast<size_t>(off)));
+  }
+  w.tokens = T;
+  return Status::Ok();
+}
+
+Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_rows) {
+  const ModelConfig& c = config_;
+  int64_t T = 0;
+  SHOAL_RETURN_IF_ERROR(seqs_.Validate(batch, c, &T));
+  SHOAL_RETURN_IF_ERROR(seqs_.Reserve(batch, blocks_));
+  seqs_.BuildRows(batch, blocks_.block_size(), &rows_);
+  if (Status st = EnsureWorkspace(std::max<int64_t>(T, 1)); !st.ok()) return st;
+  Workspace& w = *ws_;
+  const int64_t S = static_cast<int64_t>(batch.size()), B = max_blocks_per_seq_;
+  w.host_tables.assign(static_cast<size_t>(S * B), 0);
+  for (int64_t s = 0; s < S; ++s) {
+    const std::vector<int32_t>& blocks = seqs_.Blocks(batch[s].seq);
+    std::copy(blocks.begin(), blocks.end(), w.host_tables.begin() + s * B);
+  }
+  w.host_logit_rows.assign(rows_.logit_rows.begin(), rows_.logit_rows.end());
+  step_max_positions_ = 0;
+  for (int32_t p : rows_.positions) step_max_positions_ = std::max(step_max_positions_, p + 1);
+  const int64_t R = static_cast<int64_t>(rows_.logit_rows.size());
+  *logit_rows = R;
+  step_weight_bytes_ = 0;  // an empty batch reads nothing (not the previous step's count)
+  if (T == 0) return Status::Ok();
+
+  auto upload = [&](void* dst, const void* src, size_t bytes) {
+    return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_);
+  };
+  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tokens_dev, rows_.tokens.data(), T * sizeof(int32_t)));
+  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.positions, rows_.positions.data(), T * sizeof(int32_t)));
+  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.token_seq, rows_.input.data(), T * sizeof(int32_t)));
+  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.slots, rows_.slots.data(), T * sizeof(int64_t)));
+  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tables, w.host_tables.data(), w.host_tables.size() * sizeof(int32_t)));
+  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.logit_rows, w.host_logit_rows.data(), R * sizeof(int32_t)));
+
+  const int64_t H = c.hidden_size;
+  SHOAL_RETURN_IF_ERROR(Embed(weights_.embed, H, w.tokens_dev, T, w.x, stream_));
+  SHOAL_RETURN_IF_ERROR(RopeTable(w.positions, T, inv_freq_, c.head_dim / 2, static_cast<float>(c.rope.attention_factor),
+                                  w.cos, w.sin, stream_));
+  step_weight_bytes_ = T * H * 2;
+  for (int l = 0; l < c.num_layers; ++l) SHOAL_RETURN_IF_ERROR(Layer(l, T).WithContext("layer " + std::to_string(l)));
+
+  // Final norm on every row (cheap), then only the rows asked for through lm_head.
+  SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, weights_.final_norm, static_cast<float>(c.rms_norm_eps), w.normed, stream_));
+  SHOAL_RETURN_IF_ERROR(PermuteRows(w.normed, H, w.logit_rows, R, w.logit_in, stream_));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.logit_in, R, H, weights_.lm_head, c.vocab_size, w.logits));
+  step_weight_bytes_ += int64_t{c.vocab_size} * H * 2;
+  return Status::Ok();
+}
+
+Status CudaEngine::Layer(int l, int64_t T) {
+  const ModelConfig& c = config_;
+  const DeviceLayer& L = weights_.layers[l];
+  Workspace& w = *ws_;
+  const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, L.input_norm, eps, w.normed, stream_));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.q, Q, w.q));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.k, KV, w.k));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.v, KV, w.v));
+  if (L.q_bias) {
+    SHOAL_RETURN_IF_ERROR(AddBias(w.q, T, Q, L.q_bias, stream_));
+    SHOAL_RETURN_IF_ERROR(AddBias(w.k, T, KV, L.k_bias, stream_));
+    SHOAL_RETURN_IF_ERROR(AddBias(w.v, T, KV, L.v_bias, stream_));
+  }
+  if (L.q_norm) {
+    SHOAL_RETURN_IF_ERROR(RmsNormF32(w.q, T * c.num_heads, c.head_dim, L.q_norm, eps, w.q, stream_));
+    SHOAL_RETURN_IF_ERROR(RmsNormF32(w.k, T * c.num_kv_heads, c.head_dim, L.k_norm, eps, w.k, stream_));
+  }
+  SHOAL_RETURN_IF_ERROR(ApplyRope(w.q, T, c.num_heads, c.head_dim, w.cos, w.sin, stream_));
+  SHOAL_RETURN_IF_ERROR(ApplyRope(w.k, T, c.num_kv_heads, c.head_dim, w.cos, w.sin, stream_));
+  SHOAL_RETURN_IF_ERROR(WriteKv(kv_layers_[l], w.k, w.v, T, w.slots, stream_));
+  SHOAL_RETURN_IF_ERROR(PagedAttention(w.q, T, c.num_heads, w.positions, w.token_seq, w.tables, max_blocks_per_seq_,
+                                       step_max_positions_, kv_layers_[l], 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+                                       c.sliding_window, w.attn, stream_));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.attn, T, Q, L.o, H, w.x, /*beta=*/1.0f));  // residual add in the GEMM
+  if (L.o_bias) SHOAL_RETURN_IF_ERROR(AddBias(w.x, T, H, L.o_bias, stream_));
+  step_weight_bytes_ += (2 * Q * H + 2 * KV * H) * 2;
+
+  SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, L.post_attn_norm, eps, w.normed, stream_));
+  if (L.is_moe) return Moe(l, T);
+  const int64_t I = L.dense_mlp.intermediate;
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.dense_mlp.gate_up, 2 * I, w.gate_up));
+  SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, T, I, w.hidden, stream_));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.hidden, T, I, L.dense_mlp.down, H, w.x, /*beta=*/1.0f));
+  step_weight_bytes_ += 3 * I * H * 2;
+  return Status::Ok();
+}
+
+Status CudaEngine::Moe(int l, int64_t T) {
+  const ModelConfig& c = config_;
+  const DeviceLayer& L = weights_.layers[l];
+  Workspace& w = *ws_;
+  const int E = c.num_experts, K = c.num_experts_per_tok;
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size, rows = T * K;
+
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.router, E, w.router_logits));
+  SHOAL_RETURN_IF_ERROR(RouterTopK(w.router_logits, T, E, K, c.norm_topk_prob, w.topk_ids, w.topk_weights, stream_));
+  SHOAL_RETURN_IF_ERROR(MoePermutePlan(w.topk_ids, T, K, E, w.offsets, w.row_of, w.row_token, w.plan_scratch, stream_));
+  // cuBLAS reads problem sizes from host memory: the one synchronisation of the layer.
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_offsets_.data(), w.offsets, (E + 1) * sizeof(int64_t),
+                                             cudaMemcpyDeviceToHost, stream_));
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (host_offsets_[E] != rows) {
+    return Internal("expert row offsets end at " + std::to_string(host_offsets_[E]) + ", expected " + std::to_string(rows));
+  }
+  for (int e = 0; e < E; ++e) {
+    const int64_t n = host_offsets_[e + 1] - host_offsets_[e];
+    expert_rows_total_[e] += static_cast<uint64_t>(n);
+    if (n > 0) step_weight_bytes_ += 3 * I * H * 2;
+  }
+  step_weight_bytes_ += int64_t{E} * H * 2;
+  SHOAL_RETURN_IF_ERROR(PermuteRows(w.normed, H, w.row_token, rows, w.expert_in, stream_));
+  SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(w.expert_in, host_offsets_, L.expert_gate_up.data(), 2 * I, H, w.gate_up,
+                                            expert_mode_));
+  SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, rows, I, w.hidden, stream_));
+  SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(w.hidden, host_offsets_, L.expert_down.data(), H, I, w.expert_out, expert_mode_));
+  SHOAL_RETURN_IF_ERROR(UnpermuteCombine(w.expert_out, H, w.row_of, w.topk_ids, w.topk_weights, T, K, w.x, stream_));
+
+  if (L.shared_expert.present()) {
+    const int64_t S = L.shared_expert.intermediate;
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert.gate_up, 2 * S, w.gate_up));
+    SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, T, S, w.hidden, stream_));
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.hidden, T, S, L.shared_expert.down, H, w.expert_out));
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert_gate, 1, w.gate_logit));
+    SHOAL_RETURN_IF_ERROR(AddSigmoidGated(w.expert_out, w.gate_logit, T, H, w.x, stream_));
+    step_weight_bytes_ += (3 * S + 1) * H * 2;
+  }
+  return Status::Ok();
+}
+
+Status CudaEngine::Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) {
+  int64_t R = 0;
+  SHOAL_RETURN_IF_ERROR(Step(batch, &R));
+  const int64_t V = config_.vocab_size;
+  std::vector<float> logits(static_cast<size_t>(R * V));
+  if (R > 0) {
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), ws_->logits, logits.size() * sizeof(float),
+                                               cudaMemcpyDeviceToHost, stream_));
+  }
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  out->assign(batch.size(), ForwardOutput{});
+  int64_t r = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const int64_t n = batch[b].all_logits ? static_cast<int64_t>(batch[b].tokens.size()) : 1;
+    (*out)[b].logits.assign(logits.begin() + r * V, logits.begin() + (r + n) * V);
+    r += n;
+  }
+  seqs_.Advance(batch);
+  last_step_weight_bytes_ = step_weight_bytes_;
+  return Status::Ok();
+}
+
+Status CudaEngine::ForwardGreedy(const std::vector<ForwardInput>& batch, std::vector<int32_t>* tokens) {
+  for (const ForwardInput& in : batch) {
+    if (in.all_logits) return InvalidArgument("sequence " + std::to_string(in.seq) + ": ForwardGreedy takes no all_logits inputs");
+  }
+  int64_t R = 0;
+  SHOAL_RETURN_IF_ERROR(Step(batch, &R));
+  Workspace& w = *ws_;
+  w.host_argmax.resize(static_cast<size_t>(R));
+  if (R > 0) {
+    SHOAL_RETURN_IF_ERROR(ArgMax(w.logits, R, config_.vocab_size, w.argmax, stream_));
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w.host_argmax.data(), w.argmax, R * sizeof(int32_t),
+                                               cudaMemcpyDeviceToHost, stream_));
+  }
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  tokens->assign(w.host_argmax.begin(), w.host_argmax.end());
+  seqs_.Advance(batch);
+  last_step_weight_bytes_ = step_weight_bytes_;
+  return Status::Ok();
+}
+
+}  // namespace shoal::cuda

@@ -1,0 +1,103 @@
+// The forward pass on one GPU: the same contract as the CPU engine (worker/engine.h) for a group of
+// one — a batch of sequences each adding any number of tokens (prefill chunks and decode steps
+// mixed) over a paged KV cache — computed with the CUDA kernels (kernels/cuda/) and cuBLAS.
+//
+// Precision: weights bf16, residual stream and GEMM outputs f32, GEMM inputs bf16, KV cache bf16,
+// f32 accumulation (kernels/cuda/cuda_kernels.h). Results therefore differ from the f32 CPU engine by
+// bf16 rounding; the gpu tests bound the difference on the fixtures' logits.
+//
+// Per step: validate and reserve KV blocks on the host (worker/sequence_table.h, shared with the CPU
+// engine, so both accept the same batches), upload the step's rows, then per layer RMSNorm → q/k/v
+// GEMMs (+bias) → q/k norm → RoPE → KV write → paged attention → o_proj added into the residual →
+// RMSNorm → MoE: router GEMM → top-k → expert-major permutation → grouped expert GEMMs (gate|up
+// fused) → SiLU·up → down → weighted combine into the residual (+ Qwen2-MoE's gated shared expert).
+// Each MoE layer brings its expert row counts to the host (cuBLAS takes problem sizes from host
+// memory), one small synchronisation per layer.
+//
+// Not yet: expert parallelism across GPUs (the NCCL data plane, comm/nccl/, is the transport for it),
+// and serving through the scheduler (worker/scheduler.h drives the CPU engine).
+// Thread-safety: none; one engine loop drives it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+#include "kernels/cuda/gemm.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+#include "worker/cuda/device_weights.h"
+#include "worker/sequence_table.h"
+
+namespace shoal::cuda {
+
+class CudaEngine {
+ public:
+  // Uploads `weights` (every expert must be present) to `device`. KV cache sized like the CPU engine's
+  // (kv_cache.memory_mib, or kv_cache.num_blocks), in bf16.
+  static StatusOr<std::unique_ptr<CudaEngine>> Create(ModelConfig config, const ModelWeights& weights,
+                                                      const EngineConfig& cfg, int device);
+  // Random weights generated on the device (DeviceWeights::Synthetic), for benchmarks.
+  static StatusOr<std::unique_ptr<CudaEngine>> CreateSynthetic(ModelConfig config, const EngineConfig& cfg,
+                                                               int device, uint64_t seed);
+  ~CudaEngine();
+  CudaEngine(const CudaEngine&) = delete;
+  CudaEngine& operator=(const CudaEngine&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const DeviceWeights& weights() const { return weights_; }
+  const KvBlockPool& kv_blocks() const { return blocks_; }
+  int max_num_seqs() const { return seqs_.max_num_seqs(); }
+  void set_expert_gemm_mode(ExpertGemmMode mode) { expert_mode_ = mode; }
+
+  StatusOr<SeqId> NewSequence() { return seqs_.New(); }
+  void ReleaseSequence(SeqId seq) { seqs_.Release(seq, blocks_); }
+  int64_t SequenceLength(SeqId seq) const { return seqs_.Length(seq); }
+
+  // As Engine::Forward: logits [rows, vocab] per input on the host. A rejected batch changes nothing.
+  Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out);
+  // The greedy next token of each input (argmax on the device; only the ids come back). Inputs must
+  // not ask for all_logits.
+  Status ForwardGreedy(const std::vector<ForwardInput>& batch, std::vector<int32_t>* tokens);
+
+  // Bytes of weight matrices the last step read: dense matrices, the experts with rows, lm_head, and
+  // the embedding rows it touched.
+  int64_t last_step_weight_bytes() const { return last_step_weight_bytes_; }
+  // [E] rows each expert processed so far, all layers.
+  const std::vector<uint64_t>& expert_rows_total() const { return expert_rows_total_; }
+
+ private:
+  struct Workspace;
+  CudaEngine(ModelConfig config, const EngineConfig& cfg, int64_t num_blocks, int device);
+  Status Init(const ModelWeights* host, uint64_t seed);
+  Status EnsureWorkspace(int64_t tokens);
+  // Runs the step up to the logits of the rows asked for (on the device, in the workspace).
+  Status Step(const std::vector<ForwardInput>& batch, int64_t* logit_rows);
+  Status Layer(int l, int64_t T);
+  Status Moe(int l, int64_t T);
+
+  ModelConfig config_;
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Gemm> gemm_;
+  // Per-expert calls by default: cuBLAS documents grouped GEMMs for bf16 → bf16 only (kernels/cuda/gemm.h).
+  ExpertGemmMode expert_mode_ = ExpertGemmMode::kPerExpert;
+  DeviceWeights weights_;
+  KvBlockPool blocks_;
+  SequenceTable seqs_;
+  StepRows rows_;
+  std::unique_ptr<Workspace> ws_;
+  void* kv_base_ = nullptr;  // K then V of every layer, bf16
+  std::vector<PagedKvLayer> kv_layers_;
+  float* inv_freq_ = nullptr;
+  int max_blocks_per_seq_ = 0;
+  int step_max_positions_ = 0;
+  int64_t step_weight_bytes_ = 0;
+  int64_t last_step_weight_bytes_ = 0;
+  std::vector<int64_t> host_offsets_;
+  std::vector<uint64_t> expert_rows_total_;
+};
+
+}  // namespace shoal::cuda
