@@ -86,6 +86,18 @@ int EngineConfig::ResolvedThreads() const {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
+StatusOr<DeviceSpec> ParseDevice(const std::string& text) {
+  if (text == "cpu") return DeviceSpec{};
+  if (text == "cuda") return DeviceSpec{true, -1};
+  if (text.rfind("cuda:", 0) == 0) {
+    const std::string n = text.substr(5);
+    if (!n.empty() && n.size() <= 3 && n.find_first_not_of("0123456789") == std::string::npos) {
+      return DeviceSpec{true, std::stoi(n)};
+    }
+  }
+  return InvalidArgument("expected cpu, cuda or cuda:N, got '" + text + "'");
+}
+
 StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std::string& source,
                                          const std::string& base_dir) {
   YAML::Node root;
@@ -130,7 +142,11 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
              return ReadMapping(m, source, "engine",
                                 {{"threads", IntIn<int>(&cfg.threads, 0, 1024)},
                                  {"max_num_seqs", IntIn<int>(&cfg.max_num_seqs, 1, 65536)},
-                                 {"max_step_tokens", IntIn<int>(&cfg.max_step_tokens, 1, 1 << 24)}});
+                                 {"max_step_tokens", IntIn<int>(&cfg.max_step_tokens, 1, 1 << 24)},
+                                 {"device", [&](const YAML::Node& v, const std::string& where) {
+                                    SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &cfg.device, "a string"));
+                                    return ParseDevice(cfg.device).status().WithContext(where);
+                                  }}});
            }},
           {"kv_cache",
            [&](const YAML::Node& m, const std::string&) {

@@ -14,6 +14,8 @@
 //     max_num_seqs: 64     # live sequences at once (Engine::NewSequence refuses more)
 //     max_step_tokens: 8192  # tokens per forward step: longer prompts are prefilled in chunks, which
 //                            # also bounds how long group peers wait for each other in one step
+//     device: cpu          # cpu, cuda or cuda:N (the GPU engine: a build with CUDA, one rank per group;
+//                          # cuda alone picks the rank's local index on its node)
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process
@@ -48,12 +50,20 @@
 
 namespace shoal {
 
+// engine.device / --device: "cpu", "cuda" or "cuda:N".
+struct DeviceSpec {
+  bool cuda = false;
+  int index = -1;  // cuda without an index: the rank's local index on its node
+};
+StatusOr<DeviceSpec> ParseDevice(const std::string& text);
+
 struct EngineConfig {
   std::string source;      // the YAML file this came from ("" when built in code)
   std::string model_path;  // absolute or relative to the working directory after loading
   int threads = 0;
   int max_num_seqs = 64;
   int max_step_tokens = 8192;
+  std::string device = "cpu";  // engine.device, checked by ParseDevice
   int kv_block_size = 16;
   int64_t kv_cache_mib = 256;
   int64_t kv_cache_blocks = 0;  // kv_cache.num_blocks: overrides memory_mib when > 0 (tests, tuning)

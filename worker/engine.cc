@@ -70,6 +70,10 @@ Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg
       max_step_tokens_(cfg.max_step_tokens),
       collective_timeout_ms_(cfg.collective_timeout_ms) {}
 
+std::string Engine::Describe() const {
+  return std::to_string(pool_.size()) + " threads, " + kernels::CpuKernelIsa() + " kernels";
+}
+
 void Engine::JoinLayersWithoutTokens(int first_layer) {
   if (group_->size() == 1) return;
   for (int l = first_layer; l < config_.num_layers; ++l) {

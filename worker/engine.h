@@ -30,10 +30,11 @@
 #include "worker/kv_cache.h"
 #include "worker/moe.h"
 #include "worker/sequence_table.h"
+#include "worker/step_engine.h"
 
 namespace shoal {
 
-class Engine {
+class Engine final : public StepEngine {
  public:
   // Takes ownership of the weights. The KV cache is sized from cfg.kv_cache_mib. `group` (not owned,
   // must outlive the engine) is the expert-parallel group; null makes a group of one. The placement
@@ -43,34 +44,36 @@ class Engine {
                                                   comm::Group* group = nullptr,
                                                   const Placement* placement = nullptr);
 
-  const ModelConfig& config() const { return config_; }
+  const ModelConfig& config() const override { return config_; }
   const ModelWeights& weights() const { return weights_; }
   KvCache& kv_cache() { return kv_; }
+  const KvBlockPool& kv_blocks() const override { return kv_; }
+  std::string Describe() const override;
   ThreadPool& pool() { return pool_; }
-  comm::Group& group() { return *group_; }
-  int64_t collective_timeout_ms() const { return collective_timeout_ms_; }
-  int max_num_seqs() const { return seqs_.max_num_seqs(); }
+  comm::Group& group() override { return *group_; }
+  int64_t collective_timeout_ms() const override { return collective_timeout_ms_; }
+  int max_num_seqs() const override { return seqs_.max_num_seqs(); }
   // engine.max_step_tokens: the scheduler's budget of tokens per Forward (Forward itself takes any).
-  int max_step_tokens() const { return max_step_tokens_; }
+  int max_step_tokens() const override { return max_step_tokens_; }
   // Null for a model without MoE layers.
   const comm::ExpertExchange* exchange() const { return exchange_ ? &*exchange_ : nullptr; }
 
   // ResourceExhausted when engine.max_num_seqs sequences are already live.
-  StatusOr<SeqId> NewSequence() { return seqs_.New(); }
+  StatusOr<SeqId> NewSequence() override { return seqs_.New(); }
   // Frees the sequence's KV blocks. Unknown ids are ignored.
-  void ReleaseSequence(SeqId seq) { seqs_.Release(seq, kv_); }
-  int64_t SequenceLength(SeqId seq) const { return seqs_.Length(seq); }
+  void ReleaseSequence(SeqId seq) override { seqs_.Release(seq, kv_); }
+  int64_t SequenceLength(SeqId seq) const override { return seqs_.Length(seq); }
 
   // Runs one step; an empty batch is allowed (the rank only takes part in the collectives). On a
   // rejected batch (unknown sequence, too long, KV cache full) nothing was changed. An error from the
   // group (a peer timed out) leaves the sequences of the batch at their old lengths.
-  Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out);
+  Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) override;
 
   // Bytes of weight matrices the last Forward read: dense matrices, the experts it used, and the
   // embedding and lm_head rows it touched.
-  size_t last_step_weight_bytes() const { return last_step_weight_bytes_; }
+  size_t last_step_weight_bytes() const override { return last_step_weight_bytes_; }
   // Rows each expert of this rank processed so far (all layers), indexed like exchange()->local_experts().
-  const std::vector<uint64_t>& expert_rows_total() const { return moe_ws_.expert_rows_total; }
+  const std::vector<uint64_t>& expert_rows_total() const override { return moe_ws_.expert_rows_total; }
 
  private:
   Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks);

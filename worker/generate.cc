@@ -28,7 +28,7 @@ const char* FinishName(control::FinishReason r) { return r == control::FinishRea
 
 }  // namespace
 
-StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector<GenerateRequest>& requests,
+StatusOr<std::vector<GenerateResult>> Generate(StepEngine& engine, const std::vector<GenerateRequest>& requests,
                                                GenerateStats* stats) {
   comm::Group& group = engine.group();
   const int64_t timeout_ms = engine.collective_timeout_ms();

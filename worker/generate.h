@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
-#include "worker/engine.h"
+#include "worker/step_engine.h"
 
 namespace shoal {
 
@@ -41,7 +41,7 @@ struct GenerateStats {
   double decode_weight_bytes = 0;  // Σ over decode steps of the weight bytes each read
 };
 
-StatusOr<std::vector<GenerateResult>> Generate(Engine& engine, const std::vector<GenerateRequest>& requests,
+StatusOr<std::vector<GenerateResult>> Generate(StepEngine& engine, const std::vector<GenerateRequest>& requests,
                                                GenerateStats* stats);
 
 }  // namespace shoal

@@ -15,20 +15,20 @@ bool IsGroupError(const Status& st) {
 
 }  // namespace
 
-Scheduler::Scheduler(Engine& engine) : engine_(engine) {}
+Scheduler::Scheduler(StepEngine& engine) : engine_(engine) {}
 
 Scheduler::~Scheduler() {
   for (auto& [id, s] : all_) engine_.ReleaseSequence(s->seq);
 }
 
 int64_t Scheduler::BlocksFor(int64_t tokens) const {
-  const int64_t bs = engine_.kv_cache().block_size();
+  const int64_t bs = engine_.kv_blocks().block_size();
   return (tokens + bs - 1) / bs;
 }
 
 int64_t Scheduler::Fits(const Seq& s, int64_t avail) const {
   const int64_t len = static_cast<int64_t>(s.fed);
-  return (BlocksFor(len) + avail) * engine_.kv_cache().block_size() - len;
+  return (BlocksFor(len) + avail) * engine_.kv_blocks().block_size() - len;
 }
 
 Status Scheduler::Submit(ScheduledRequest r) {
@@ -49,9 +49,9 @@ Status Scheduler::Submit(ScheduledRequest r) {
                            std::to_string(r.max_tokens) + ") exceeds the model's context of " +
                            std::to_string(c.max_position_embeddings));
   }
-  if (BlocksFor(total) > engine_.kv_cache().num_blocks()) {
+  if (BlocksFor(total) > engine_.kv_blocks().num_blocks()) {
     return ResourceExhausted(name + ": needs " + std::to_string(BlocksFor(total)) + " KV blocks, the cache has " +
-                             std::to_string(engine_.kv_cache().num_blocks()) + " (raise kv_cache.memory_mib)");
+                             std::to_string(engine_.kv_blocks().num_blocks()) + " (raise kv_cache.memory_mib)");
   }
   auto s = std::make_unique<Seq>();
   s->tokens = r.prompt;
@@ -118,7 +118,7 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
 }
 
 Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
-  KvCache& kv = engine_.kv_cache();
+  const KvBlockPool& kv = engine_.kv_blocks();
   int64_t budget = engine_.max_step_tokens();
   int64_t avail = kv.free_blocks();
   batch_.clear();

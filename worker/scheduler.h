@@ -18,7 +18,7 @@
 
 #include "control/wire.h"
 #include "kernels/kernels.h"
-#include "worker/engine.h"
+#include "worker/step_engine.h"
 
 namespace shoal {
 
@@ -46,7 +46,7 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
-  explicit Scheduler(Engine& engine);
+  explicit Scheduler(StepEngine& engine);
   ~Scheduler();
 
   // Queues a request. InvalidArgument (naming the request) for one that could never run here: empty
@@ -87,7 +87,7 @@ class Scheduler {
   void Finish(Seq* s);
   void Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events);
 
-  Engine& engine_;
+  StepEngine& engine_;
   std::unordered_map<uint64_t, std::unique_ptr<Seq>> all_;
   std::vector<Seq*> running_;  // in admission order; the newest is preempted first
   std::deque<Seq*> waiting_;

@@ -69,7 +69,7 @@ std::string HostName() {
 }
 
 // Opens the connection and does the handshake; returns the heartbeat period.
-StatusOr<uint32_t> Handshake(control::FrameSocket& sock, Engine& engine, const ServeLoopOptions& o) {
+StatusOr<uint32_t> Handshake(control::FrameSocket& sock, StepEngine& engine, const ServeLoopOptions& o) {
   const ModelConfig& c = engine.config();
   control::Hello h;
   h.group = o.group;
@@ -79,8 +79,8 @@ StatusOr<uint32_t> Handshake(control::FrameSocket& sock, Engine& engine, const S
   h.vocab_size = static_cast<uint32_t>(c.vocab_size);
   h.max_context = static_cast<uint32_t>(c.max_position_embeddings);
   h.max_num_seqs = static_cast<uint32_t>(engine.max_num_seqs());
-  h.block_size = static_cast<uint32_t>(engine.kv_cache().block_size());
-  h.kv_blocks = static_cast<uint64_t>(engine.kv_cache().num_blocks());
+  h.block_size = static_cast<uint32_t>(engine.kv_blocks().block_size());
+  h.kv_blocks = static_cast<uint64_t>(engine.kv_blocks().num_blocks());
   h.num_experts = static_cast<uint32_t>(std::max(c.num_experts, 0));
   for (int e : o.local_experts) h.local_experts.push_back(static_cast<uint32_t>(e));
   h.pid = static_cast<uint64_t>(getpid());
@@ -98,7 +98,7 @@ StatusOr<uint32_t> Handshake(control::FrameSocket& sock, Engine& engine, const S
 
 }  // namespace
 
-Status RunServeLoop(Engine& engine, const ServeLoopOptions& o) {
+Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
   comm::Group& g = engine.group();
   const std::string me = "rank " + std::to_string(g.rank()) + " of group " + o.group;
   const auto step_deadline = [&] { return Deadline::AfterMs(engine.collective_timeout_ms()); };
@@ -141,7 +141,7 @@ Status RunServeLoop(Engine& engine, const ServeLoopOptions& o) {
   std::condition_variable hb_cv;
   bool hb_stop = false;
   control::Heartbeat hb_state;
-  hb_state.kv_blocks_total = static_cast<uint64_t>(engine.kv_cache().num_blocks());
+  hb_state.kv_blocks_total = static_cast<uint64_t>(engine.kv_blocks().num_blocks());
   std::thread heartbeat([&] {
     std::unique_lock<std::mutex> lock(hb_mu);
     while (!hb_stop) {
@@ -161,7 +161,7 @@ Status RunServeLoop(Engine& engine, const ServeLoopOptions& o) {
     hb_state.preemptions = s.preemptions;
     hb_state.running = static_cast<uint32_t>(sched.running());
     hb_state.waiting = static_cast<uint32_t>(sched.waiting());
-    hb_state.kv_blocks_used = static_cast<uint64_t>(engine.kv_cache().num_blocks() - engine.kv_cache().free_blocks());
+    hb_state.kv_blocks_used = static_cast<uint64_t>(engine.kv_blocks().num_blocks() - engine.kv_blocks().free_blocks());
     hb_state.expert_tokens = engine.expert_rows_total();
   };
 

@@ -14,7 +14,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "worker/engine.h"
+#include "worker/step_engine.h"
 
 namespace shoal {
 
@@ -30,6 +30,6 @@ struct ServeLoopOptions {
 
 // Returns OK after a Shutdown from the coordinator; Unavailable when the coordinator connection or the
 // group was lost (every rank returns, none hangs).
-Status RunServeLoop(Engine& engine, const ServeLoopOptions& opts);
+Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& opts);
 
 }  // namespace shoal

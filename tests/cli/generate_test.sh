@@ -44,4 +44,17 @@ check_error "config.json: cannot open" --model /nonexistent --prompt-ids 1,2
 check_error "not a token id" --model "$root/tests/fixtures/qwen3-moe-f32" --prompt-ids 1,x
 check_error "outside the vocabulary" --model "$root/tests/fixtures/qwen3-moe-f32" --prompt-ids 1,99999
 check_error "no prompt" --model "$root/tests/fixtures/qwen3-moe-f32"
+check_error "expected cpu, cuda or cuda:N" --model "$root/tests/fixtures/qwen3-moe-f32" --prompt-ids 1 --device tpu
+# --device cuda where there is no GPU (or no CUDA in this build): a clear error, not a crash.
+if ! nvidia-smi >/dev/null 2>&1; then
+  set +e
+  out=$("$shoal" generate --model "$root/tests/fixtures/qwen3-moe-f32" --prompt-ids 1,2 --device cuda 2>&1)
+  rc=$?
+  set -e
+  if [ $rc -eq 1 ] && grep -qE "no CUDA device|built without CUDA" <<<"$out"; then
+    echo "ok   error: --device cuda without a GPU: $out"
+  else
+    echo "FAIL --device cuda without a GPU: rc=$rc, output: $out"; fail=1
+  fi
+fi
 exit $fail

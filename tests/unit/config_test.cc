@@ -92,6 +92,23 @@ TEST(ConfigTest, ParallelAndStepSettingsAreRangeChecked) {
   EXPECT_TRUE(MessageHas(c.status(), "parallel.timeout: unknown key")) << c.status().ToString();
 }
 
+TEST(ConfigTest, EngineDeviceIsCheckedAtLoad) {
+  auto a = Parse("engine:\n  device: cuda:1\n");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->device, "cuda:1");
+  EXPECT_EQ(Parse("").value().device, "cpu");
+  for (const char* bad : {"tpu", "cuda:", "cuda:x", "cuda:1234", "CUDA"}) {
+    auto b = Parse(std::string("engine:\n  device: \"") + bad + "\"\n");
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_TRUE(MessageHas(b.status(), "engine.device")) << b.status().ToString();
+    EXPECT_TRUE(MessageHas(b.status(), "expected cpu, cuda or cuda:N")) << b.status().ToString();
+  }
+  auto d = ParseDevice("cuda");
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->cuda);
+  EXPECT_EQ(d->index, -1);
+}
+
 // threads: 0 means every online core, never 0 threads.
 TEST(ConfigTest, ZeroThreadsResolvesToAtLeastOne) {
   auto r = Parse("engine:\n  threads: 0\n");

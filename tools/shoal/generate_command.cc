@@ -10,7 +10,7 @@
 #include "model/model_config.h"
 #include "model/weights.h"
 #include "tools/shoal/commands.h"
-#include "worker/engine.h"
+#include "tools/shoal/engine_factory.h"
 #include "worker/generate.h"
 
 namespace shoal::cli {
@@ -22,6 +22,7 @@ struct GenerateOptions {
   std::string model;
   std::vector<std::string> prompts;
   std::string stop_ids;
+  std::string device;  // --device; empty: engine.device from the config
   int max_tokens = 16;
   int threads = -1;
   float temperature = 0.0f;
@@ -71,11 +72,12 @@ Status RunGenerate(const GenerateOptions& o) {
     r.stop_ids = stop;
     requests.push_back(std::move(r));
   }
+  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg.device : o.device));
   const size_t weight_bytes = weights.MatrixBytes();
-  SHOAL_ASSIGN_OR_RETURN(auto engine, Engine::Create(model, std::move(weights), cfg));
-  std::fprintf(stderr, "shoal generate: %s, %d layers, %d experts (top-%d), %.1f MB of weights, %d threads, %s kernels\n",
+  SHOAL_ASSIGN_OR_RETURN(auto engine, MakeStepEngine(device, model, std::move(weights), cfg, nullptr, nullptr));
+  std::fprintf(stderr, "shoal generate: %s, %d layers, %d experts (top-%d), %.1f MB of weights, %s\n",
                ArchitectureName(model.arch), model.num_layers, model.num_experts, model.num_experts_per_tok,
-               weight_bytes / 1e6, engine->pool().size(), kernels::CpuKernelIsa());
+               weight_bytes / 1e6, engine->Describe().c_str());
 
   GenerateStats stats;
   SHOAL_ASSIGN_OR_RETURN(auto results, Generate(*engine, requests, &stats));
@@ -111,6 +113,7 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--stop-ids", opts->stop_ids, "Token ids that end generation, comma-separated");
   cmd->add_option("--threads", opts->threads, "CPU threads (overrides engine.threads; 0 = all cores)")
       ->check(CLI::Range(0, 1024));
+  cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device; cuda needs a build with CUDA)");
   cmd->callback([opts, exit_code] {
     Status st = RunGenerate(*opts);
     if (!st.ok()) {

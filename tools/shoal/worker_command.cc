@@ -18,6 +18,7 @@
 #include "model/model_config.h"
 #include "model/weights.h"
 #include "tools/shoal/commands.h"
+#include "tools/shoal/engine_factory.h"
 #include "worker/batch_file.h"
 #include "worker/engine.h"
 #include "worker/generate.h"
@@ -37,6 +38,7 @@ struct WorkerOptions {
   std::string coordinator;  // HOST:PORT of `shoal serve`'s control port
   std::string group = "g0";
   int connect_timeout_s = 120;
+  std::string device;  // --device; empty: engine.device from the config
 };
 
 // "0-3,7" for the sorted experts of a rank.
@@ -79,7 +81,7 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 
 struct Loaded {
   ModelConfig model;
-  std::unique_ptr<Engine> engine;
+  std::unique_ptr<StepEngine> engine;
   size_t resident_bytes = 0;
   std::vector<int> experts;
 };
@@ -111,7 +113,8 @@ StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, int ranks_on_n
   SHOAL_ASSIGN_OR_RETURN(ModelWeights weights,
                          LoadModelWeights(l.model, cfg->model_path, [&](int, int e) { return placement.Holds(rank, e); }));
   l.resident_bytes = weights.MatrixBytes();
-  SHOAL_ASSIGN_OR_RETURN(l.engine, Engine::Create(l.model, std::move(weights), *cfg, &g, &placement));
+  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg->device : o.device));
+  SHOAL_ASSIGN_OR_RETURN(l.engine, MakeStepEngine(device, l.model, std::move(weights), *cfg, &g, &placement));
   return l;
 }
 
@@ -155,9 +158,9 @@ Status RunGroup(const WorkerOptions& o) {
   SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", startup).WithContext(me));
   Loaded& l = *loaded;
   const auto step_deadline = [&] { return Deadline::AfterMs(cfg.collective_timeout_ms); };
-  std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %d threads, %s kernels\n",
-               me.c_str(), ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
-               l.resident_bytes / 1e6, l.engine->pool().size(), kernels::CpuKernelIsa());
+  std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %s\n", me.c_str(),
+               ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
+               l.resident_bytes / 1e6, l.engine->Describe().c_str());
 
   if (!o.coordinator.empty()) return ServeCoordinator(o, cfg, l);
 
@@ -246,6 +249,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, kMaxNewTokens));
   cmd->add_option("--coordinator", opts->coordinator, "Control address HOST:PORT of the coordinator to serve");
   cmd->add_option("--group", opts->group, "Engine group name this job forms (default g0)");
+  cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device): the GPU engine, one rank "
+                                            "per group, in a build with CUDA");
   cmd->add_option("--connect-timeout", opts->connect_timeout_s, "Seconds to keep trying to reach the coordinator")
       ->check(CLI::Range(1, 24 * 3600));
   cmd->add_option("--threads", opts->threads,

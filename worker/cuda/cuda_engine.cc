@@ -41,7 +41,20 @@ T* Carve(char* base, int64_t* offset, int64_t count) {
 }  // namespace
 
 CudaEngine::CudaEngine(ModelConfig config, const EngineConfig& cfg, int64_t num_blocks, int device)
-    : config_(std::move(config)), device_(device), blocks_(cfg.kv_block_size, num_blocks), seqs_(cfg.max_num_seqs) {}
+    : config_(std::move(config)),
+      device_(device),
+      max_step_tokens_(cfg.max_step_tokens),
+      collective_timeout_ms_(cfg.collective_timeout_ms),
+      group_(comm::MakeSelfGroup()),
+      blocks_(cfg.kv_block_size, num_blocks),
+      seqs_(cfg.max_num_seqs) {}
+
+std::string CudaEngine::Describe() const {
+  cudaDeviceProp prop{};
+  const bool known = cudaGetDeviceProperties(&prop, device_) == cudaSuccess;
+  return "CUDA device " + std::to_string(device_) + (known ? std::string(" (") + prop.name + ")" : std::string()) +
+         ", " + std::to_string(weights_.matrix_bytes() / 1000000) + " MB of bf16 weights";
+}
 
 CudaEngine::~CudaEngine() {
   ws_.reset();
@@ -54,8 +67,10 @@ CudaEngine::~CudaEngine() {
 namespace {
 
 StatusOr<int64_t> KvBlocks(const ModelConfig& c, const EngineConfig& cfg) {
-  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.max_num_seqs < 1) {
-    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib and engine.max_num_seqs must be positive");
+  if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.max_num_seqs < 1 || cfg.max_step_tokens < 1 ||
+      cfg.collective_timeout_ms < 1) {
+    return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib, engine.max_num_seqs, "
+                           "engine.max_step_tokens and parallel.collective_timeout_ms must be positive");
   }
   const int64_t block_bytes = int64_t{2} * c.num_layers * cfg.kv_block_size * c.kv_dim() * 2;  // K+V, bf16
   const int64_t blocks = cfg.kv_cache_blocks > 0 ? cfg.kv_cache_blocks : cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;

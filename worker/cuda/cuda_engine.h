@@ -14,8 +14,9 @@
 // Each MoE layer brings its expert row counts to the host (cuBLAS takes problem sizes from host
 // memory), one small synchronisation per layer.
 //
-// Not yet: expert parallelism across GPUs (the NCCL data plane, comm/nccl/, is the transport for it),
-// and serving through the scheduler (worker/scheduler.h drives the CPU engine).
+// It is a StepEngine: the scheduler, batch generation and the serve loop drive it as they drive the
+// CPU engine (`shoal generate --device cuda`, `shoal worker --device cuda`). Not yet: expert
+// parallelism across GPUs (the NCCL data plane, comm/nccl/, is the transport for it).
 // Thread-safety: none; one engine loop drives it.
 #pragma once
 
@@ -30,10 +31,11 @@
 #include "model/weights.h"
 #include "worker/cuda/device_weights.h"
 #include "worker/sequence_table.h"
+#include "worker/step_engine.h"
 
 namespace shoal::cuda {
 
-class CudaEngine {
+class CudaEngine final : public StepEngine {
  public:
   // Uploads `weights` (every expert must be present) to `device`. KV cache sized like the CPU engine's
   // (kv_cache.memory_mib, or kv_cache.num_blocks), in bf16.
@@ -46,27 +48,32 @@ class CudaEngine {
   CudaEngine(const CudaEngine&) = delete;
   CudaEngine& operator=(const CudaEngine&) = delete;
 
-  const ModelConfig& config() const { return config_; }
+  const ModelConfig& config() const override { return config_; }
   const DeviceWeights& weights() const { return weights_; }
-  const KvBlockPool& kv_blocks() const { return blocks_; }
-  int max_num_seqs() const { return seqs_.max_num_seqs(); }
+  const KvBlockPool& kv_blocks() const override { return blocks_; }
+  int max_num_seqs() const override { return seqs_.max_num_seqs(); }
+  int max_step_tokens() const override { return max_step_tokens_; }
+  // A group of one: expert parallelism across GPUs is not built yet.
+  comm::Group& group() override { return *group_; }
+  int64_t collective_timeout_ms() const override { return collective_timeout_ms_; }
+  std::string Describe() const override;
   void set_expert_gemm_mode(ExpertGemmMode mode) { expert_mode_ = mode; }
 
-  StatusOr<SeqId> NewSequence() { return seqs_.New(); }
-  void ReleaseSequence(SeqId seq) { seqs_.Release(seq, blocks_); }
-  int64_t SequenceLength(SeqId seq) const { return seqs_.Length(seq); }
+  StatusOr<SeqId> NewSequence() override { return seqs_.New(); }
+  void ReleaseSequence(SeqId seq) override { seqs_.Release(seq, blocks_); }
+  int64_t SequenceLength(SeqId seq) const override { return seqs_.Length(seq); }
 
   // As Engine::Forward: logits [rows, vocab] per input on the host. A rejected batch changes nothing.
-  Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out);
+  Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) override;
   // The greedy next token of each input (argmax on the device; only the ids come back). Inputs must
   // not ask for all_logits.
   Status ForwardGreedy(const std::vector<ForwardInput>& batch, std::vector<int32_t>* tokens);
 
   // Bytes of weight matrices the last step read: dense matrices, the experts with rows, lm_head, and
   // the embedding rows it touched.
-  int64_t last_step_weight_bytes() const { return last_step_weight_bytes_; }
+  size_t last_step_weight_bytes() const override { return static_cast<size_t>(last_step_weight_bytes_); }
   // [E] rows each expert processed so far, all layers.
-  const std::vector<uint64_t>& expert_rows_total() const { return expert_rows_total_; }
+  const std::vector<uint64_t>& expert_rows_total() const override { return expert_rows_total_; }
 
  private:
   struct Workspace;
@@ -80,6 +87,9 @@ class CudaEngine {
 
   ModelConfig config_;
   int device_;
+  int max_step_tokens_;
+  int64_t collective_timeout_ms_;
+  std::unique_ptr<comm::Group> group_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Gemm> gemm_;
   // Per-expert calls by default: cuBLAS documents grouped GEMMs for bf16 → bf16 only (kernels/cuda/gemm.h).

@@ -1,0 +1,45 @@
+#include "tools/shoal/engine_factory.h"
+
+#include <cstdlib>
+
+#include "worker/engine.h"
+#ifdef SHOAL_WITH_CUDA
+#include "worker/cuda/cuda_engine.h"
+#endif
+
+namespace shoal::cli {
+
+namespace {
+
+// The rank's index among the ranks on its node, from the launcher's environment.
+int LocalRank() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
+    const char* v = std::getenv(var);
+    if (v && *v) return std::atoi(v);
+  }
+  return 0;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, ModelConfig model, ModelWeights weights,
+                                                     const EngineConfig& cfg, comm::Group* group,
+                                                     const Placement* placement) {
+  if (!device.cuda) {
+    SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, Engine::Create(std::move(model), std::move(weights), cfg, group, placement));
+    return std::unique_ptr<StepEngine>(std::move(e));
+  }
+#ifdef SHOAL_WITH_CUDA
+  if (group != nullptr && group->size() > 1) {
+    return Unimplemented("--device cuda: expert parallelism across GPUs is not built yet; run one rank per group "
+                         "(cluster.ranks_per_group: 1, or mpirun -np 1 per group)");
+  }
+  const int index = device.index >= 0 ? device.index : LocalRank();
+  SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaEngine> e, cuda::CudaEngine::Create(std::move(model), weights, cfg, index));
+  return std::unique_ptr<StepEngine>(std::move(e));
+#else
+  return Unimplemented("--device cuda: this shoal was built without CUDA (configure with nvcc present, SHOAL_CUDA=ON)");
+#endif
+}
+
+}  // namespace shoal::cli

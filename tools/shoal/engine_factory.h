@@ -1,0 +1,25 @@
+// engine.device / `--device` (common/config.h ParseDevice) for `shoal generate` and `shoal worker`: the
+// CPU engine, or the GPU engine when this binary was built with CUDA (SHOAL_CUDA) — behind the one
+// StepEngine interface the scheduler and the serve loop drive.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "comm/group.h"
+#include "comm/placement.h"
+#include "common/config.h"
+#include "common/status.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+#include "worker/step_engine.h"
+
+namespace shoal::cli {
+
+// The engine for `device`. `group` (may be null: a group of one) and `placement` as Engine::Create.
+// The GPU engine is one rank alone: a group of more than one rank is refused with Unimplemented.
+StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, ModelConfig model, ModelWeights weights,
+                                                     const EngineConfig& cfg, comm::Group* group,
+                                                     const Placement* placement);
+
+}  // namespace shoal::cli

@@ -1,0 +1,44 @@
+// What the scheduler, batch generation and the serve loop need from a forward-pass engine, so one
+// batching and serving path drives either backend: the CPU Engine (worker/engine.h, any number of
+// expert-parallel ranks over MPI) and the single-GPU CudaEngine (worker/cuda/cuda_engine.h).
+// Contract of every method: as Engine documents it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "comm/group.h"
+#include "common/status.h"
+#include "model/model_config.h"
+#include "worker/kv_cache.h"
+#include "worker/sequence_table.h"
+
+namespace shoal {
+
+class StepEngine {
+ public:
+  virtual ~StepEngine() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual const KvBlockPool& kv_blocks() const = 0;
+  virtual int max_num_seqs() const = 0;
+  // engine.max_step_tokens: the scheduler's budget of tokens per Forward.
+  virtual int max_step_tokens() const = 0;
+  // The expert-parallel group the engine is a rank of (a group of one for a single process).
+  virtual comm::Group& group() = 0;
+  virtual int64_t collective_timeout_ms() const = 0;
+
+  virtual StatusOr<SeqId> NewSequence() = 0;
+  virtual void ReleaseSequence(SeqId seq) = 0;
+  virtual int64_t SequenceLength(SeqId seq) const = 0;
+  virtual Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) = 0;
+
+  // Bytes of weight matrices the last Forward read.
+  virtual size_t last_step_weight_bytes() const = 0;
+  // Rows each of this rank's experts processed so far (all layers), in the order of its local experts.
+  virtual const std::vector<uint64_t>& expert_rows_total() const = 0;
+  // "avx2+fma+f16c kernels, 8 threads", "NVIDIA H100 80GB HBM3": for start-up lines.
+  virtual std::string Describe() const = 0;
+};
+
+}  // namespace shoal
