@@ -14,8 +14,8 @@
 //     max_num_seqs: 64     # live sequences at once (Engine::NewSequence refuses more)
 //     max_step_tokens: 8192  # tokens per forward step: longer prompts are prefilled in chunks, which
 //                            # also bounds how long group peers wait for each other in one step
-//     device: cpu          # cpu, cuda or cuda:N (the GPU engine: a build with CUDA, one rank per group;
-//                          # cuda alone picks the rank's local index on its node)
+//     device: cpu          # cpu, cuda or cuda:N (the GPU engine, in a build with CUDA; cuda alone
+//                          # picks the rank's local index on its node; groups exchange over NCCL)
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process

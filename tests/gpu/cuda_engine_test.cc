@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "comm/nccl/nccl_group.h"
 #include "kernels/cuda/cuda_check.h"
 #include "tests/unit/fixture_util.h"
 #include "worker/cuda/cuda_engine.h"
@@ -122,6 +123,50 @@ TEST_P(CudaFixtureTest, GreedyOnDeviceMatchesHostArgmax) {
   EXPECT_EQ(b->ForwardGreedy({{bb[0].seq, std::span<const int32_t>(&bad, 1), false}}, &tokens).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(b->SequenceLength(bb[0].seq), before);
+}
+
+// The expert-parallel path (DeviceExpertExchange over a one-rank NcclGroup: dispatch, per-(origin,
+// expert) GEMM blocks, combine) against the in-place path on the same GPU: the same greedy tokens
+// and logits within bf16 noise.
+TEST_P(CudaFixtureTest, ExchangePathAtOneRankMatchesInPlacePath) {
+  Fixture f = LoadFixture(GetParam());
+  auto config = LoadModelConfig(f.dir);
+  ASSERT_TRUE(config.ok());
+  auto weights = LoadModelWeights(*config, f.dir);
+  ASSERT_TRUE(weights.ok());
+  auto id = comm::NcclGroup::MakeUniqueId();
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto nccl = comm::NcclGroup::CreateFromId(*id, 0, 1, 0, Deadline::AfterMs(30000));
+  ASSERT_TRUE(nccl.ok()) << nccl.status().ToString();
+  EngineConfig cfg;
+  cfg.kv_block_size = 4;
+  cfg.kv_cache_mib = 16;
+  auto ep = cuda::CudaEngine::Create(*config, *weights, cfg, 0, std::move(nccl).value());
+  ASSERT_TRUE(ep.ok()) << ep.status().ToString();
+  auto direct = MakeCudaEngine(f.dir);
+  ASSERT_TRUE(direct);
+  const int V = (*ep)->config().vocab_size;
+  std::vector<ForwardInput> a, b;
+  for (const auto& p : f.prompts) {
+    a.push_back({*(*ep)->NewSequence(), p.prompt, true});
+    b.push_back({*direct->NewSequence(), p.prompt, true});
+  }
+  std::vector<ForwardOutput> oa, ob;
+  ASSERT_TRUE((*ep)->Forward(a, &oa).ok());
+  ASSERT_TRUE(direct->Forward(b, &ob).ok());
+  for (size_t i = 0; i < oa.size(); ++i) {
+    const Agreement g = Compare(oa[i].logits, ob[i].logits, V);
+    EXPECT_LE(g.mean_abs, 1e-3 * g.range) << f.name << " prompt " << i;
+    EXPECT_EQ(g.agree, g.rows) << f.name << " prompt " << i;
+  }
+  // Every expert's rows are counted on the exchange path too.
+  uint64_t rows = 0;
+  for (uint64_t r : (*ep)->expert_rows_total()) rows += r;
+  int64_t tokens = 0;
+  for (const auto& p : f.prompts) tokens += static_cast<int64_t>(p.prompt.size());
+  int moe_layers = 0;
+  for (bool m : (*ep)->config().layer_is_moe) moe_layers += m;
+  EXPECT_EQ(rows, static_cast<uint64_t>(tokens * (*ep)->config().num_experts_per_tok * moe_layers)) << f.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::ValuesIn(ListFixtures()),

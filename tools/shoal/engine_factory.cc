@@ -4,6 +4,7 @@
 
 #include "worker/engine.h"
 #ifdef SHOAL_WITH_CUDA
+#include "comm/nccl/nccl_group.h"
 #include "worker/cuda/cuda_engine.h"
 #endif
 
@@ -30,12 +31,17 @@ StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, M
     return std::unique_ptr<StepEngine>(std::move(e));
   }
 #ifdef SHOAL_WITH_CUDA
-  if (group != nullptr && group->size() > 1) {
-    return Unimplemented("--device cuda: expert parallelism across GPUs is not built yet; run one rank per group "
-                         "(cluster.ranks_per_group: 1, or mpirun -np 1 per group)");
-  }
   const int index = device.index >= 0 ? device.index : LocalRank();
-  SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaEngine> e, cuda::CudaEngine::Create(std::move(model), weights, cfg, index));
+  std::unique_ptr<comm::Group> data_plane;
+  if (group != nullptr && group->size() > 1) {
+    // The expert exchange moves device buffers: an NCCL communicator over the same ranks, its unique
+    // id bootstrapped over `group` (MPI).
+    const Deadline deadline = Deadline::AfterMs(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s * 1000 : 600000);
+    SHOAL_ASSIGN_OR_RETURN(auto nccl, comm::NcclGroup::Create(*group, index, deadline));
+    data_plane = std::move(nccl);
+  }
+  SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaEngine> e,
+                         cuda::CudaEngine::Create(std::move(model), weights, cfg, index, std::move(data_plane), placement));
   return std::unique_ptr<StepEngine>(std::move(e));
 #else
   return Unimplemented("--device cuda: this shoal was built without CUDA (configure with nvcc present, SHOAL_CUDA=ON)");

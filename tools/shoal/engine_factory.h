@@ -17,7 +17,8 @@
 namespace shoal::cli {
 
 // The engine for `device`. `group` (may be null: a group of one) and `placement` as Engine::Create.
-// The GPU engine is one rank alone: a group of more than one rank is refused with Unimplemented.
+// On a GPU, a group of more than one rank gets an NCCL data plane over the same ranks (its id
+// bootstrapped over `group`), and the engine exchanges expert rows over it.
 StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, ModelConfig model, ModelWeights weights,
                                                      const EngineConfig& cfg, comm::Group* group,
                                                      const Placement* placement);

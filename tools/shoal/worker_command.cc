@@ -249,8 +249,8 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, kMaxNewTokens));
   cmd->add_option("--coordinator", opts->coordinator, "Control address HOST:PORT of the coordinator to serve");
   cmd->add_option("--group", opts->group, "Engine group name this job forms (default g0)");
-  cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device): the GPU engine, one rank "
-                                            "per group, in a build with CUDA");
+  cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device): the GPU engine (a build "
+                                            "with CUDA); ranks exchange expert rows over NCCL");
   cmd->add_option("--connect-timeout", opts->connect_timeout_s, "Seconds to keep trying to reach the coordinator")
       ->check(CLI::Range(1, 24 * 3600));
   cmd->add_option("--threads", opts->threads,

@@ -61,6 +61,8 @@ CudaEngine::~CudaEngine() {
   gemm_.reset();
   if (kv_base_) cudaFree(kv_base_);
   if (inv_freq_) cudaFree(inv_freq_);
+  exchange_.reset();
+  if (ep_base_) cudaFree(ep_base_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -94,18 +96,41 @@ Status CheckDevice(int device) {
 }  // namespace
 
 StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(ModelConfig config, const ModelWeights& weights,
-                                                         const EngineConfig& cfg, int device) {
+                                                         const EngineConfig& cfg, int device,
+                                                         std::unique_ptr<comm::Group> group,
+                                                         const Placement* placement) {
   SHOAL_RETURN_IF_ERROR(CheckDevice(device));
+  SHOAL_ASSIGN_OR_RETURN(int64_t blocks, KvBlocks(config, cfg));
+  const int ranks = group ? group->size() : 1, rank = group ? group->rank() : 0;
+  std::optional<Placement> place;
+  if (placement != nullptr) {
+    place = *placement;
+  } else {
+    SHOAL_ASSIGN_OR_RETURN(Placement p, Placement::Balanced(config.num_experts, ranks));
+    place = std::move(p);
+  }
+  if (place->num_ranks() != ranks || place->num_experts() != config.num_experts) {
+    return InvalidArgument("placement is for " + std::to_string(place->num_experts()) + " experts on " +
+                           std::to_string(place->num_ranks()) + " ranks; the model has " +
+                           std::to_string(config.num_experts) + " experts and the group " + std::to_string(ranks) +
+                           " ranks");
+  }
   for (size_t l = 0; l < weights.layers.size(); ++l) {
-    for (size_t e = 0; e < weights.layers[l].experts.size(); ++e) {
-      if (weights.layers[l].is_moe && !weights.layers[l].experts[e].present()) {
-        return InvalidArgument("the single-GPU engine needs every expert; layer " + std::to_string(l) + " expert " +
-                               std::to_string(e) + " was not loaded");
+    if (!weights.layers[l].is_moe) continue;
+    for (int e : place->local_experts(rank)) {
+      if (!weights.layers[l].experts[e].present()) {
+        return InvalidArgument("rank " + std::to_string(rank) + ": layer " + std::to_string(l) + " expert " +
+                               std::to_string(e) + " is placed on this rank but was not loaded");
       }
     }
   }
-  SHOAL_ASSIGN_OR_RETURN(int64_t blocks, KvBlocks(config, cfg));
   auto engine = std::unique_ptr<CudaEngine>(new CudaEngine(std::move(config), cfg, blocks, device));
+  // A group given by the caller means the NCCL data plane, even at one rank (the tests run the
+  // exchange path on one GPU that way); without one the experts run in place.
+  if (group) {
+    engine->group_ = std::move(group);
+    engine->placement_ = std::move(place);
+  }
   SHOAL_RETURN_IF_ERROR(engine->Init(&weights, 0));
   return engine;
 }
@@ -145,6 +170,11 @@ Status CudaEngine::Init(const ModelWeights* host, uint64_t seed) {
   max_blocks_per_seq_ = (c.max_position_embeddings + blocks_.block_size() - 1) / blocks_.block_size();
   host_offsets_.assign(c.num_experts + 1, 0);
   expert_rows_total_.assign(c.num_experts, 0);
+  if (placement_) {
+    SHOAL_ASSIGN_OR_RETURN(exchange_, comm::DeviceExpertExchange::Create(group_.get(), &*placement_, c.hidden_size,
+                                                                          c.num_experts_per_tok, stream_));
+    expert_rows_total_.assign(exchange_->local_experts().size(), 0);
+  }
   ws_ = std::make_unique<Workspace>();
   return EnsureWorkspace(64);
 }
@@ -208,8 +238,12 @@ Status CudaEngine::EnsureWorkspace(int64_t tokens) {
 Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_rows) {
   const ModelConfig& c = config_;
   int64_t T = 0;
-  SHOAL_RETURN_IF_ERROR(seqs_.Validate(batch, c, &T));
-  SHOAL_RETURN_IF_ERROR(seqs_.Reserve(batch, blocks_));
+  Status valid = seqs_.Validate(batch, c, &T);
+  if (valid.ok()) valid = seqs_.Reserve(batch, blocks_);
+  if (!valid.ok()) {
+    JoinLayersWithoutTokens();
+    return valid;
+  }
   seqs_.BuildRows(batch, blocks_.block_size(), &rows_);
   if (Status st = EnsureWorkspace(std::max<int64_t>(T, 1)); !st.ok()) return st;
   Workspace& w = *ws_;
@@ -225,7 +259,8 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
   const int64_t R = static_cast<int64_t>(rows_.logit_rows.size());
   *logit_rows = R;
   step_weight_bytes_ = 0;  // an empty batch reads nothing (not the previous step's count)
-  if (T == 0) return Status::Ok();
+  // A rank with no tokens still runs its layers when it has peers: they expect it in every exchange.
+  if (T == 0 && !exchange_) return Status::Ok();
 
   auto upload = [&](void* dst, const void* src, size_t bytes) {
     return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_);
@@ -242,7 +277,19 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
   SHOAL_RETURN_IF_ERROR(RopeTable(w.positions, T, inv_freq_, c.head_dim / 2, static_cast<float>(c.rope.attention_factor),
                                   w.cos, w.sin, stream_));
   step_weight_bytes_ = T * H * 2;
-  for (int l = 0; l < c.num_layers; ++l) SHOAL_RETURN_IF_ERROR(Layer(l, T).WithContext("layer " + std::to_string(l)));
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (Status st = Layer(l, T); !st.ok()) {
+      // A local failure (not the group's): still join the remaining layers' exchanges, as the CPU
+      // engine does, so the peers finish the step.
+      const bool group_failed = st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
+      if (exchange_ && !group_failed) {
+        for (int rest = l + 1; rest < c.num_layers; ++rest) {
+          if (!Layer(rest, 0).ok()) break;
+        }
+      }
+      return st.WithContext("layer " + std::to_string(l));
+    }
+  }
 
   // Final norm on every row (cheap), then only the rows asked for through lm_head.
   SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, weights_.final_norm, static_cast<float>(c.rms_norm_eps), w.normed, stream_));
@@ -301,6 +348,10 @@ Status CudaEngine::Moe(int l, int64_t T) {
 
   SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.router, E, w.router_logits));
   SHOAL_RETURN_IF_ERROR(RouterTopK(w.router_logits, T, E, K, c.norm_topk_prob, w.topk_ids, w.topk_weights, stream_));
+  if (exchange_) {
+    SHOAL_RETURN_IF_ERROR(ExchangeExperts(l, T));
+    return SharedExpert(L, T);
+  }
   SHOAL_RETURN_IF_ERROR(MoePermutePlan(w.topk_ids, T, K, E, w.offsets, w.row_of, w.row_token, w.plan_scratch, stream_));
   // cuBLAS reads problem sizes from host memory: the one synchronisation of the layer.
   SHOAL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_offsets_.data(), w.offsets, (E + 1) * sizeof(int64_t),
@@ -321,17 +372,82 @@ Status CudaEngine::Moe(int l, int64_t T) {
   SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, rows, I, w.hidden, stream_));
   SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(w.hidden, host_offsets_, L.expert_down.data(), H, I, w.expert_out, expert_mode_));
   SHOAL_RETURN_IF_ERROR(UnpermuteCombine(w.expert_out, H, w.row_of, w.topk_ids, w.topk_weights, T, K, w.x, stream_));
+  return SharedExpert(L, T);
+}
 
-  if (L.shared_expert.present()) {
-    const int64_t S = L.shared_expert.intermediate;
-    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert.gate_up, 2 * S, w.gate_up));
-    SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, T, S, w.hidden, stream_));
-    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.hidden, T, S, L.shared_expert.down, H, w.expert_out));
-    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert_gate, 1, w.gate_logit));
-    SHOAL_RETURN_IF_ERROR(AddSigmoidGated(w.expert_out, w.gate_logit, T, H, w.x, stream_));
-    step_weight_bytes_ += (3 * S + 1) * H * 2;
-  }
+Status CudaEngine::SharedExpert(const DeviceLayer& L, int64_t T) {
+  if (!L.shared_expert.present()) return Status::Ok();
+  Workspace& w = *ws_;
+  const int64_t H = config_.hidden_size, S = L.shared_expert.intermediate;
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert.gate_up, 2 * S, w.gate_up));
+  SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, T, S, w.hidden, stream_));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.hidden, T, S, L.shared_expert.down, H, w.expert_out));
+  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert_gate, 1, w.gate_logit));
+  SHOAL_RETURN_IF_ERROR(AddSigmoidGated(w.expert_out, w.gate_logit, T, H, w.x, stream_));
+  step_weight_bytes_ += (3 * S + 1) * H * 2;
   return Status::Ok();
+}
+
+void CudaEngine::JoinLayersWithoutTokens() {
+  if (!exchange_) return;
+  for (int l = 0; l < config_.num_layers; ++l) {
+    // Errors here (a peer timed out as well) add nothing to the error being returned.
+    if (!Layer(l, 0).ok()) return;
+  }
+}
+
+Status CudaEngine::ExchangeExperts(int l, int64_t T) {
+  const ModelConfig& c = config_;
+  const DeviceLayer& L = weights_.layers[l];
+  Workspace& w = *ws_;
+  const int K = c.num_experts_per_tok;
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size;
+  const Deadline deadline = Deadline::AfterMs(collective_timeout_ms_);
+  comm::DeviceExpertExchange& ex = *exchange_;
+  SHOAL_RETURN_IF_ERROR(ex.Dispatch(w.normed, T, w.topk_ids, deadline));
+
+  // This rank's experts on the rows every origin sent: one GEMM group per (origin, expert) block.
+  const int64_t N = ex.num_recv_rows();
+  if (N > ep_rows_) {
+    int64_t rows = std::max<int64_t>(ep_rows_, 256);
+    while (rows < N) rows *= 2;
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    if (ep_base_) SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(ep_base_));
+    ep_base_ = nullptr;
+    ep_rows_ = 0;
+    const size_t gate_up_bytes = static_cast<size_t>(rows * 2 * I) * sizeof(float);
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(&ep_base_, gate_up_bytes + static_cast<size_t>(rows * I) * sizeof(bf16)));
+    ep_gate_up_ = static_cast<float*>(ep_base_);
+    ep_hidden_ = reinterpret_cast<bf16*>(static_cast<char*>(ep_base_) + gate_up_bytes);
+    ep_rows_ = rows;
+  }
+  const std::vector<int>& local = ex.local_experts();
+  local_gate_up_.resize(local.size());
+  local_down_.resize(local.size());
+  for (size_t i = 0; i < local.size(); ++i) {
+    local_gate_up_[i] = L.expert_gate_up[local[i]];
+    local_down_[i] = L.expert_down[local[i]];
+  }
+  SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_gate_up_, &block_gate_up_));
+  SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_down_, &block_down_));
+  const std::span<const int64_t> blocks = ex.block_offsets();
+  std::vector<bool> used(local.size(), false);
+  for (int b = 0; b < ex.num_blocks(); ++b) {
+    const int64_t n = blocks[b + 1] - blocks[b];
+    expert_rows_total_[ex.block_local_expert(b)] += static_cast<uint64_t>(n);
+    if (n > 0) used[ex.block_local_expert(b)] = true;
+  }
+  for (bool u : used) step_weight_bytes_ += u ? 3 * I * H * 2 : 0;
+  step_weight_bytes_ += int64_t{c.num_experts} * H * 2;
+  if (N > 0) {
+    SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(ex.recv_rows(), blocks, block_gate_up_.data(), 2 * I, H, ep_gate_up_,
+                                              expert_mode_));
+    SHOAL_RETURN_IF_ERROR(SiluMulToBf16(ep_gate_up_, N, I, ep_hidden_, stream_));
+    SHOAL_RETURN_IF_ERROR(
+        gemm_->ExpertLinear(ep_hidden_, blocks, block_down_.data(), H, I, ex.expert_out(), expert_mode_));
+  }
+  SHOAL_RETURN_IF_ERROR(ex.Combine(deadline));
+  return UnpermuteCombine(ex.combined(), H, ex.row_of(), w.topk_ids, w.topk_weights, T, K, w.x, stream_);
 }
 
 Status CudaEngine::Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) {

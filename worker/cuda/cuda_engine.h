@@ -15,16 +15,19 @@
 // memory), one small synchronisation per layer.
 //
 // It is a StepEngine: the scheduler, batch generation and the serve loop drive it as they drive the
-// CPU engine (`shoal generate --device cuda`, `shoal worker --device cuda`). Not yet: expert
-// parallelism across GPUs (the NCCL data plane, comm/nccl/, is the transport for it).
+// CPU engine (`shoal generate --device cuda`, `shoal worker --device cuda`). A rank of an
+// expert-parallel group of GPUs holds only its experts and exchanges rows over NCCL at every MoE layer.
 // Thread-safety: none; one engine loop drives it.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "common/config.h"
+#include "comm/nccl/device_expert_exchange.h"
+#include "comm/placement.h"
 #include "common/status.h"
 #include "kernels/cuda/gemm.h"
 #include "model/model_config.h"
@@ -37,10 +40,17 @@ namespace shoal::cuda {
 
 class CudaEngine final : public StepEngine {
  public:
-  // Uploads `weights` (every expert must be present) to `device`. KV cache sized like the CPU engine's
-  // (kv_cache.memory_mib, or kv_cache.num_blocks), in bf16.
+  // Uploads `weights` to `device`. KV cache sized like the CPU engine's (kv_cache.memory_mib, or
+  // kv_cache.num_blocks), in bf16.
+  // Expert parallelism: `group` (owned; null = a group of one) is this rank's expert-parallel group on
+  // device buffers — an NcclGroup (comm/nccl/nccl_group.h) — and `placement` (default Balanced) gives
+  // this rank its experts, which `weights` must hold; every MoE layer then exchanges rows with the
+  // other ranks (comm/nccl/device_expert_exchange.h: contiguous placements without replicas) — also at
+  // one rank, when a group is given.
   static StatusOr<std::unique_ptr<CudaEngine>> Create(ModelConfig config, const ModelWeights& weights,
-                                                      const EngineConfig& cfg, int device);
+                                                      const EngineConfig& cfg, int device,
+                                                      std::unique_ptr<comm::Group> group = nullptr,
+                                                      const Placement* placement = nullptr);
   // Random weights generated on the device (DeviceWeights::Synthetic), for benchmarks.
   static StatusOr<std::unique_ptr<CudaEngine>> CreateSynthetic(ModelConfig config, const EngineConfig& cfg,
                                                                int device, uint64_t seed);
@@ -53,7 +63,6 @@ class CudaEngine final : public StepEngine {
   const KvBlockPool& kv_blocks() const override { return blocks_; }
   int max_num_seqs() const override { return seqs_.max_num_seqs(); }
   int max_step_tokens() const override { return max_step_tokens_; }
-  // A group of one: expert parallelism across GPUs is not built yet.
   comm::Group& group() override { return *group_; }
   int64_t collective_timeout_ms() const override { return collective_timeout_ms_; }
   std::string Describe() const override;
@@ -72,7 +81,7 @@ class CudaEngine final : public StepEngine {
   // Bytes of weight matrices the last step read: dense matrices, the experts with rows, lm_head, and
   // the embedding rows it touched.
   size_t last_step_weight_bytes() const override { return static_cast<size_t>(last_step_weight_bytes_); }
-  // [E] rows each expert processed so far, all layers.
+  // Rows each of this rank's experts processed so far, all layers (all E experts for a group of one).
   const std::vector<uint64_t>& expert_rows_total() const override { return expert_rows_total_; }
 
  private:
@@ -82,6 +91,13 @@ class CudaEngine final : public StepEngine {
   Status EnsureWorkspace(int64_t tokens);
   // Runs the step up to the logits of the rows asked for (on the device, in the workspace).
   Status Step(const std::vector<ForwardInput>& batch, int64_t* logit_rows);
+  // Runs every layer with no tokens, so the peers of an expert-parallel group are not left waiting in
+  // an exchange after this rank rejected its batch. Nothing for a group of one.
+  void JoinLayersWithoutTokens();
+  // The routed experts of one layer through the expert exchange (groups of more than one rank).
+  Status ExchangeExperts(int l, int64_t T);
+  // Qwen2-MoE's sigmoid-gated shared expert, added into the residual (nothing for other models).
+  Status SharedExpert(const DeviceLayer& L, int64_t T);
   Status Layer(int l, int64_t T);
   Status Moe(int l, int64_t T);
 
@@ -108,6 +124,14 @@ class CudaEngine final : public StepEngine {
   int64_t last_step_weight_bytes_ = 0;
   std::vector<int64_t> host_offsets_;
   std::vector<uint64_t> expert_rows_total_;
+  // Expert parallelism (group size > 1).
+  std::optional<Placement> placement_;
+  std::unique_ptr<comm::DeviceExpertExchange> exchange_;
+  std::vector<const bf16*> local_gate_up_, local_down_, block_gate_up_, block_down_;
+  void* ep_base_ = nullptr;  // expert-side FFN buffers for the rows other ranks send, grown on demand
+  int64_t ep_rows_ = 0;
+  float* ep_gate_up_ = nullptr;
+  bf16* ep_hidden_ = nullptr;
 };
 
 }  // namespace shoal::cuda
