@@ -5,6 +5,7 @@
 #include "worker/engine.h"
 #ifdef SHOAL_WITH_CUDA
 #include "comm/nccl/nccl_group.h"
+#include "kernels/cuda/cuda_check.h"
 #include "worker/cuda/cuda_engine.h"
 #endif
 
@@ -14,7 +15,9 @@ namespace {
 
 // The rank's index among the ranks on its node, from the launcher's environment.
 int LocalRank() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
+  // MPI_LOCALRANKID: MPICH / Intel MPI's launcher (before SLURM_LOCALID, which inside an allocation
+  // may be the outer step's, the same on every rank).
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"}) {
     const char* v = std::getenv(var);
     if (v && *v) return std::atoi(v);
   }
@@ -31,7 +34,14 @@ StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, M
     return std::unique_ptr<StepEngine>(std::move(e));
   }
 #ifdef SHOAL_WITH_CUDA
-  const int index = device.index >= 0 ? device.index : LocalRank();
+  int index = device.index;
+  if (index < 0) {
+    // A launcher that gives each rank its own GPU (srun --gpus-per-task, CUDA_VISIBLE_DEVICES per
+    // rank) leaves fewer visible devices than local ranks: the local rank then wraps around them.
+    index = LocalRank();
+    const int visible = cuda::CudaDeviceCount();
+    if (visible > 0) index %= visible;
+  }
   std::unique_ptr<comm::Group> data_plane;
   if (group != nullptr && group->size() > 1) {
     // The expert exchange moves device buffers: an NCCL communicator over the same ranks, its unique

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -81,6 +82,8 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 
 struct Loaded {
   ModelConfig model;
+  ModelWeights weights;  // until the engine takes them
+  std::optional<Placement> placement;
   std::unique_ptr<StepEngine> engine;
   size_t resident_bytes = 0;
   std::vector<int> experts;
@@ -113,8 +116,8 @@ StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, int ranks_on_n
   SHOAL_ASSIGN_OR_RETURN(ModelWeights weights,
                          LoadModelWeights(l.model, cfg->model_path, [&](int, int e) { return placement.Holds(rank, e); }));
   l.resident_bytes = weights.MatrixBytes();
-  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg->device : o.device));
-  SHOAL_ASSIGN_OR_RETURN(l.engine, MakeStepEngine(device, l.model, std::move(weights), *cfg, &g, &placement));
+  l.weights = std::move(weights);
+  l.placement = std::move(placement);
   return l;
 }
 
@@ -157,6 +160,16 @@ Status RunGroup(const WorkerOptions& o) {
   const Deadline startup = Deadline::AfterMs((cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000);
   SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", startup).WithContext(me));
   Loaded& l = *loaded;
+  // The engine only after every rank has loaded: a GPU group's engines bootstrap NCCL over `g`, and a
+  // rank that failed its load must not meet those collectives with the agreement's.
+  StatusOr<DeviceSpec> device = ParseDevice(o.device.empty() ? cfg.device : o.device);
+  Status made = device.status();
+  if (made.ok()) {
+    auto engine = MakeStepEngine(*device, l.model, std::move(l.weights), cfg, &g, &*l.placement);
+    made = engine.status();
+    if (engine.ok()) l.engine = std::move(engine).value();
+  }
+  SHOAL_RETURN_IF_ERROR(Agree(g, made, "starting the engine", startup).WithContext(me));
   const auto step_deadline = [&] { return Deadline::AfterMs(cfg.collective_timeout_ms); };
   std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %s\n", me.c_str(),
                ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,

@@ -245,7 +245,11 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
     return valid;
   }
   seqs_.BuildRows(batch, blocks_.block_size(), &rows_);
-  if (Status st = EnsureWorkspace(std::max<int64_t>(T, 1)); !st.ok()) return st;
+  if (Status st = EnsureWorkspace(std::max<int64_t>(T, 1)); !st.ok()) {
+    // The peers still expect every exchange; T = 0 layers never touch the (now null) workspace.
+    JoinLayersWithoutTokens();
+    return st;
+  }
   Workspace& w = *ws_;
   const int64_t S = static_cast<int64_t>(batch.size()), B = max_blocks_per_seq_;
   w.host_tables.assign(static_cast<size_t>(S * B), 0);
@@ -263,19 +267,26 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
   if (T == 0 && !exchange_) return Status::Ok();
 
   auto upload = [&](void* dst, const void* src, size_t bytes) {
+    // An empty batch (T = 0, a rank of a group) has empty vectors, whose data() may be null.
+    if (bytes == 0) return cudaSuccess;
     return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_);
   };
-  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tokens_dev, rows_.tokens.data(), T * sizeof(int32_t)));
-  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.positions, rows_.positions.data(), T * sizeof(int32_t)));
-  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.token_seq, rows_.input.data(), T * sizeof(int32_t)));
-  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.slots, rows_.slots.data(), T * sizeof(int64_t)));
-  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tables, w.host_tables.data(), w.host_tables.size() * sizeof(int32_t)));
-  SHOAL_CUDA_RETURN_IF_ERROR(upload(w.logit_rows, w.host_logit_rows.data(), R * sizeof(int32_t)));
-
   const int64_t H = c.hidden_size;
-  SHOAL_RETURN_IF_ERROR(Embed(weights_.embed, H, w.tokens_dev, T, w.x, stream_));
-  SHOAL_RETURN_IF_ERROR(RopeTable(w.positions, T, inv_freq_, c.head_dim / 2, static_cast<float>(c.rope.attention_factor),
-                                  w.cos, w.sin, stream_));
+  const Status prepared = [&]() -> Status {
+    SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tokens_dev, rows_.tokens.data(), T * sizeof(int32_t)));
+    SHOAL_CUDA_RETURN_IF_ERROR(upload(w.positions, rows_.positions.data(), T * sizeof(int32_t)));
+    SHOAL_CUDA_RETURN_IF_ERROR(upload(w.token_seq, rows_.input.data(), T * sizeof(int32_t)));
+    SHOAL_CUDA_RETURN_IF_ERROR(upload(w.slots, rows_.slots.data(), T * sizeof(int64_t)));
+    SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tables, w.host_tables.data(), w.host_tables.size() * sizeof(int32_t)));
+    SHOAL_CUDA_RETURN_IF_ERROR(upload(w.logit_rows, w.host_logit_rows.data(), R * sizeof(int32_t)));
+    SHOAL_RETURN_IF_ERROR(Embed(weights_.embed, H, w.tokens_dev, T, w.x, stream_));
+    return RopeTable(w.positions, T, inv_freq_, c.head_dim / 2, static_cast<float>(c.rope.attention_factor), w.cos,
+                     w.sin, stream_);
+  }();
+  if (!prepared.ok()) {
+    JoinLayersWithoutTokens();  // no layer has run yet: the peers expect all of this step's exchanges
+    return prepared;
+  }
   step_weight_bytes_ = T * H * 2;
   for (int l = 0; l < c.num_layers; ++l) {
     if (Status st = Layer(l, T); !st.ok()) {
@@ -306,30 +317,39 @@ Status CudaEngine::Layer(int l, int64_t T) {
   const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, L.input_norm, eps, w.normed, stream_));
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.q, Q, w.q));
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.k, KV, w.k));
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.v, KV, w.v));
-  if (L.q_bias) {
-    SHOAL_RETURN_IF_ERROR(AddBias(w.q, T, Q, L.q_bias, stream_));
-    SHOAL_RETURN_IF_ERROR(AddBias(w.k, T, KV, L.k_bias, stream_));
-    SHOAL_RETURN_IF_ERROR(AddBias(w.v, T, KV, L.v_bias, stream_));
-  }
-  if (L.q_norm) {
-    SHOAL_RETURN_IF_ERROR(RmsNormF32(w.q, T * c.num_heads, c.head_dim, L.q_norm, eps, w.q, stream_));
-    SHOAL_RETURN_IF_ERROR(RmsNormF32(w.k, T * c.num_kv_heads, c.head_dim, L.k_norm, eps, w.k, stream_));
-  }
-  SHOAL_RETURN_IF_ERROR(ApplyRope(w.q, T, c.num_heads, c.head_dim, w.cos, w.sin, stream_));
-  SHOAL_RETURN_IF_ERROR(ApplyRope(w.k, T, c.num_kv_heads, c.head_dim, w.cos, w.sin, stream_));
-  SHOAL_RETURN_IF_ERROR(WriteKv(kv_layers_[l], w.k, w.v, T, w.slots, stream_));
-  SHOAL_RETURN_IF_ERROR(PagedAttention(w.q, T, c.num_heads, w.positions, w.token_seq, w.tables, max_blocks_per_seq_,
-                                       step_max_positions_, kv_layers_[l], 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
-                                       c.sliding_window, w.attn, stream_));
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.attn, T, Q, L.o, H, w.x, /*beta=*/1.0f));  // residual add in the GEMM
-  if (L.o_bias) SHOAL_RETURN_IF_ERROR(AddBias(w.x, T, H, L.o_bias, stream_));
-  step_weight_bytes_ += (2 * Q * H + 2 * KV * H) * 2;
+  // Attention and the FFN's norm. On a local failure here an MoE layer still joins its exchange (with
+  // no rows) before returning, so that Step's join of the layers after it keeps the group's calls
+  // aligned; otherwise this rank would be one exchange behind its peers.
+  const Status attention = [&]() -> Status {
+    SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, L.input_norm, eps, w.normed, stream_));
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.q, Q, w.q));
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.k, KV, w.k));
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.v, KV, w.v));
+    if (L.q_bias) {
+      SHOAL_RETURN_IF_ERROR(AddBias(w.q, T, Q, L.q_bias, stream_));
+      SHOAL_RETURN_IF_ERROR(AddBias(w.k, T, KV, L.k_bias, stream_));
+      SHOAL_RETURN_IF_ERROR(AddBias(w.v, T, KV, L.v_bias, stream_));
+    }
+    if (L.q_norm) {
+      SHOAL_RETURN_IF_ERROR(RmsNormF32(w.q, T * c.num_heads, c.head_dim, L.q_norm, eps, w.q, stream_));
+      SHOAL_RETURN_IF_ERROR(RmsNormF32(w.k, T * c.num_kv_heads, c.head_dim, L.k_norm, eps, w.k, stream_));
+    }
+    SHOAL_RETURN_IF_ERROR(ApplyRope(w.q, T, c.num_heads, c.head_dim, w.cos, w.sin, stream_));
+    SHOAL_RETURN_IF_ERROR(ApplyRope(w.k, T, c.num_kv_heads, c.head_dim, w.cos, w.sin, stream_));
+    SHOAL_RETURN_IF_ERROR(WriteKv(kv_layers_[l], w.k, w.v, T, w.slots, stream_));
+    SHOAL_RETURN_IF_ERROR(PagedAttention(w.q, T, c.num_heads, w.positions, w.token_seq, w.tables, max_blocks_per_seq_,
+                                         step_max_positions_, kv_layers_[l], 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+                                         c.sliding_window, w.attn, stream_));
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.attn, T, Q, L.o, H, w.x, /*beta=*/1.0f));  // residual add in the GEMM
+    if (L.o_bias) SHOAL_RETURN_IF_ERROR(AddBias(w.x, T, H, L.o_bias, stream_));
+    step_weight_bytes_ += (2 * Q * H + 2 * KV * H) * 2;
 
-  SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, L.post_attn_norm, eps, w.normed, stream_));
+    return RmsNormToBf16(w.x, T, H, L.post_attn_norm, eps, w.normed, stream_);
+  }();
+  if (!attention.ok()) {
+    if (exchange_ && L.is_moe) (void)ExchangeExperts(l, 0);
+    return attention;
+  }
   if (L.is_moe) return Moe(l, T);
   const int64_t I = L.dense_mlp.intermediate;
   SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.dense_mlp.gate_up, 2 * I, w.gate_up));
@@ -346,8 +366,12 @@ Status CudaEngine::Moe(int l, int64_t T) {
   const int E = c.num_experts, K = c.num_experts_per_tok;
   const int64_t H = c.hidden_size, I = c.moe_intermediate_size, rows = T * K;
 
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.router, E, w.router_logits));
-  SHOAL_RETURN_IF_ERROR(RouterTopK(w.router_logits, T, E, K, c.norm_topk_prob, w.topk_ids, w.topk_weights, stream_));
+  Status routed = gemm_->Linear(w.normed, T, H, L.router, E, w.router_logits);
+  if (routed.ok()) routed = RouterTopK(w.router_logits, T, E, K, c.norm_topk_prob, w.topk_ids, w.topk_weights, stream_);
+  if (!routed.ok()) {
+    if (exchange_) (void)ExchangeExperts(l, 0);  // the peers expect this layer's exchange (see Layer)
+    return routed;
+  }
   if (exchange_) {
     SHOAL_RETURN_IF_ERROR(ExchangeExperts(l, T));
     return SharedExpert(L, T);
@@ -408,43 +432,52 @@ Status CudaEngine::ExchangeExperts(int l, int64_t T) {
 
   // This rank's experts on the rows every origin sent: one GEMM group per (origin, expert) block.
   const int64_t N = ex.num_recv_rows();
-  if (N > ep_rows_) {
-    int64_t rows = std::max<int64_t>(ep_rows_, 256);
-    while (rows < N) rows *= 2;
-    SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    if (ep_base_) SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(ep_base_));
-    ep_base_ = nullptr;
-    ep_rows_ = 0;
-    const size_t gate_up_bytes = static_cast<size_t>(rows * 2 * I) * sizeof(float);
-    SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(&ep_base_, gate_up_bytes + static_cast<size_t>(rows * I) * sizeof(bf16)));
-    ep_gate_up_ = static_cast<float*>(ep_base_);
-    ep_hidden_ = reinterpret_cast<bf16*>(static_cast<char*>(ep_base_) + gate_up_bytes);
-    ep_rows_ = rows;
-  }
-  const std::vector<int>& local = ex.local_experts();
-  local_gate_up_.resize(local.size());
-  local_down_.resize(local.size());
-  for (size_t i = 0; i < local.size(); ++i) {
-    local_gate_up_[i] = L.expert_gate_up[local[i]];
-    local_down_[i] = L.expert_down[local[i]];
-  }
-  SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_gate_up_, &block_gate_up_));
-  SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_down_, &block_down_));
-  const std::span<const int64_t> blocks = ex.block_offsets();
-  std::vector<bool> used(local.size(), false);
-  for (int b = 0; b < ex.num_blocks(); ++b) {
-    const int64_t n = blocks[b + 1] - blocks[b];
-    expert_rows_total_[ex.block_local_expert(b)] += static_cast<uint64_t>(n);
-    if (n > 0) used[ex.block_local_expert(b)] = true;
-  }
-  for (bool u : used) step_weight_bytes_ += u ? 3 * I * H * 2 : 0;
-  step_weight_bytes_ += int64_t{c.num_experts} * H * 2;
-  if (N > 0) {
-    SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(ex.recv_rows(), blocks, block_gate_up_.data(), 2 * I, H, ep_gate_up_,
-                                              expert_mode_));
-    SHOAL_RETURN_IF_ERROR(SiluMulToBf16(ep_gate_up_, N, I, ep_hidden_, stream_));
-    SHOAL_RETURN_IF_ERROR(
-        gemm_->ExpertLinear(ep_hidden_, blocks, block_down_.data(), H, I, ex.expert_out(), expert_mode_));
+  const Status ffn = [&]() -> Status {
+    if (N > ep_rows_) {
+      int64_t rows = std::max<int64_t>(ep_rows_, 256);
+      while (rows < N) rows *= 2;
+      SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      if (ep_base_) SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(ep_base_));
+      ep_base_ = nullptr;
+      ep_rows_ = 0;
+      const size_t gate_up_bytes = static_cast<size_t>(rows * 2 * I) * sizeof(float);
+      SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(&ep_base_, gate_up_bytes + static_cast<size_t>(rows * I) * sizeof(bf16)));
+      ep_gate_up_ = static_cast<float*>(ep_base_);
+      ep_hidden_ = reinterpret_cast<bf16*>(static_cast<char*>(ep_base_) + gate_up_bytes);
+      ep_rows_ = rows;
+    }
+    const std::vector<int>& local = ex.local_experts();
+    local_gate_up_.resize(local.size());
+    local_down_.resize(local.size());
+    for (size_t i = 0; i < local.size(); ++i) {
+      local_gate_up_[i] = L.expert_gate_up[local[i]];
+      local_down_[i] = L.expert_down[local[i]];
+    }
+    SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_gate_up_, &block_gate_up_));
+    SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_down_, &block_down_));
+    const std::span<const int64_t> blocks = ex.block_offsets();
+    std::vector<bool> used(local.size(), false);
+    for (int b = 0; b < ex.num_blocks(); ++b) {
+      const int64_t n = blocks[b + 1] - blocks[b];
+      expert_rows_total_[ex.block_local_expert(b)] += static_cast<uint64_t>(n);
+      if (n > 0) used[ex.block_local_expert(b)] = true;
+    }
+    for (bool u : used) step_weight_bytes_ += u ? 3 * I * H * 2 : 0;
+    step_weight_bytes_ += int64_t{c.num_experts} * H * 2;
+    if (N > 0) {
+      SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(ex.recv_rows(), blocks, block_gate_up_.data(), 2 * I, H, ep_gate_up_,
+                                                expert_mode_));
+      SHOAL_RETURN_IF_ERROR(SiluMulToBf16(ep_gate_up_, N, I, ep_hidden_, stream_));
+      SHOAL_RETURN_IF_ERROR(
+          gemm_->ExpertLinear(ep_hidden_, blocks, block_down_.data(), H, I, ex.expert_out(), expert_mode_));
+    }
+    return Status::Ok();
+  }();
+  if (!ffn.ok()) {
+    // A local failure between Dispatch and Combine (out of memory, a GEMM refused): no Combine. The
+    // peers then fail this layer's Combine with DeadlineExceeded after parallel.collective_timeout_ms
+    // and the group is lost — slow, but no peer returns tokens computed with missing expert outputs.
+    return ffn;
   }
   SHOAL_RETURN_IF_ERROR(ex.Combine(deadline));
   return UnpermuteCombine(ex.combined(), H, ex.row_of(), w.topk_ids, w.topk_weights, T, K, w.x, stream_);
@@ -474,7 +507,10 @@ Status CudaEngine::Forward(const std::vector<ForwardInput>& batch, std::vector<F
 
 Status CudaEngine::ForwardGreedy(const std::vector<ForwardInput>& batch, std::vector<int32_t>* tokens) {
   for (const ForwardInput& in : batch) {
-    if (in.all_logits) return InvalidArgument("sequence " + std::to_string(in.seq) + ": ForwardGreedy takes no all_logits inputs");
+    if (in.all_logits) {
+      JoinLayersWithoutTokens();  // a rejected batch: the peers still expect this step's exchanges
+      return InvalidArgument("sequence " + std::to_string(in.seq) + ": ForwardGreedy takes no all_logits inputs");
+    }
   }
   int64_t R = 0;
   SHOAL_RETURN_IF_ERROR(Step(batch, &R));
