@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "plan/calibration.h"
 #include "plan/hardware.h"
 #include "plan/model_preset.h"
 #include "plan/planner.h"
@@ -188,6 +189,56 @@ TEST(PlanValidation, DeepSeekDay6DecodeOnH800) {
   // for the SGLang benchmark above but not here; this test pins the documented band instead.
   EXPECT_GT(predicted / 14800.0, 1.0 - 0.35) << predicted;
   EXPECT_LT(predicted / 14800.0, 1.75) << predicted;
+}
+
+// Calibration from our own GPU benchmarks' JSON (plan/calibration.h).
+TEST(PlanCalibration, DecodeBenchSetsHbmEfficiencyFromItsBestRun) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];
+  Calibration c;
+  const double flops_before = c.flops_eff;
+  // Best run: ratio 0.8 of a 3000 GB/s copy = 2400 GB/s of the preset's peak.
+  auto src = CalibrateFromBenchJson(R"({"device": "NVIDIA H100 80GB HBM3", "copy_bandwidth_gbs": 3000, "ok": true,
+    "runs": [{"batch": 1, "ratio": 0.5}, {"batch": 32, "ratio": 0.8}]})", "decode.json", hw, &c);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  EXPECT_NEAR(c.hbm_eff, 2400e9 / hw.hbm_bw, 1e-9);
+  EXPECT_EQ(c.flops_eff, flops_before);
+  EXPECT_EQ(src->device, "NVIDIA H100 80GB HBM3");
+  ASSERT_EQ(src->applied.size(), 1u);
+  EXPECT_NE(src->applied[0].find("batch 32"), std::string::npos) << src->applied[0];
+}
+
+TEST(PlanCalibration, KernelsBenchSetsHbmAndFlopsEfficiency) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];
+  Calibration c;
+  auto src = CalibrateFromBenchJson(R"({"device": "H100", "copy_gbs": 3000, "verified": true, "results": [
+    {"name": "d2d_copy_1GiB", "measured": 3000},
+    {"name": "expert_gemm_decode_128x8_e64_2048x7168_grouped", "measured": 0},
+    {"name": "expert_gemm_decode_128x8_e64_2048x7168_per_expert", "measured": 2000},
+    {"name": "expert_gemm_prefill_16384_e32_4096x7168_per_expert", "measured": 600}]})", "kernels.json", hw, &c);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  EXPECT_NEAR(c.hbm_eff, 2000e9 / hw.hbm_bw, 1e-9);
+  EXPECT_NEAR(c.flops_eff, 600e12 / hw.bf16_flops, 1e-9);
+  EXPECT_EQ(src->applied.size(), 2u);
+}
+
+TEST(PlanCalibration, RefusesFailedRunsImpossibleRatesAndOtherFiles) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];
+  Calibration c;
+  const Calibration before = c;
+  auto failed = CalibrateFromBenchJson(R"({"copy_bandwidth_gbs": 3000, "ok": false, "runs": [{"batch": 1, "ratio": 0.5}]})",
+                                       "d.json", hw, &c);
+  EXPECT_EQ(failed.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(failed.status().message().find("checks failed"), std::string::npos);
+  // 9 TB/s on an H100 preset: the preset is not the card that ran.
+  auto too_fast = CalibrateFromBenchJson(R"({"copy_bandwidth_gbs": 9000, "ok": true, "runs": [{"batch": 1, "ratio": 1.0}]})",
+                                         "d.json", hw, &c);
+  EXPECT_NE(too_fast.status().message().find("hardware preset"), std::string::npos) << too_fast.status().ToString();
+  EXPECT_FALSE(CalibrateFromBenchJson(R"({"something": 1})", "x.json", hw, &c).ok());
+  EXPECT_FALSE(CalibrateFromBenchJson("not json", "x.json", hw, &c).ok());
+  EXPECT_FALSE(CalibrateFromBenchJson(R"({"ok": true, "runs": [{"batch": "one"}]})", "x.json", hw, &c).ok());
+  EXPECT_EQ(CalibrateFromBenchFile("/nonexistent.json", hw, &c).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(c.hbm_eff, before.hbm_eff) << "a refused file changes nothing";
+  EXPECT_EQ(c.flops_eff, before.flops_eff);
 }
 
 }  // namespace

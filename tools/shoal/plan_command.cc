@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "plan/calibration.h"
 #include "plan/hardware.h"
 #include "plan/model_preset.h"
 #include "plan/planner.h"
@@ -23,6 +24,8 @@ struct PlanOptions {
   plan::PlanRequest req;
   bool json = false;
   bool list = false;
+  std::vector<std::string> calibrate;     // benchmark JSON files (plan/calibration.h)
+  bool hbm_eff_given = false, flops_eff_given = false;  // explicit flags win over --calibrate
 };
 
 Status RunPlan(const PlanOptions& o) {
@@ -40,9 +43,21 @@ Status RunPlan(const PlanOptions& o) {
   if (models.empty()) return InvalidArgument("no model: pass --model PRESET|config.json (or 'all'; --list shows presets)");
   if (models.size() == 1 && models[0] == "all") models = plan::ModelPresetNames();
   SHOAL_ASSIGN_OR_RETURN(plan::HardwareSpec hw, plan::FindHardware(table, o.hardware));
+  plan::Calibration calib = o.req.calib;
+  for (const std::string& file : o.calibrate) {
+    SHOAL_ASSIGN_OR_RETURN(plan::CalibrationSource src, plan::CalibrateFromBenchFile(file, hw, &calib));
+    for (const std::string& a : src.applied) {
+      // On stderr: --json output stays one JSON document.
+      std::fprintf(stderr, "shoal plan: %s from %s (%s, taken as %s)\n", a.c_str(), file.c_str(), src.device.c_str(),
+                   hw.name.c_str());
+    }
+  }
+  if (o.hbm_eff_given) calib.hbm_eff = o.req.calib.hbm_eff;
+  if (o.flops_eff_given) calib.flops_eff = o.req.calib.flops_eff;
   nlohmann::json all = nlohmann::json::array();
   for (const auto& name : models) {
     plan::PlanRequest r = o.req;
+    r.calib = calib;
     r.hw = hw;
     SHOAL_ASSIGN_OR_RETURN(r.model, plan::LoadModelSpec(name));
     auto result = plan::Plan(r);
@@ -92,7 +107,7 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0.0, 1e12));
   cmd->add_option("--hbm-eff", c.hbm_eff, "Achieved fraction of peak HBM bandwidth")->capture_default_str();
   cmd->add_option("--flops-eff", c.flops_eff, "Achieved fraction of peak dense FLOP/s")->capture_default_str();
-  cmd->add_option("--net-eff", c.net_eff, "Achieved fraction of NIC bandwidth in all-to-all (e.g. from shoal bench a2a)")
+  cmd->add_option("--net-eff", c.net_eff, "Achieved fraction of NIC bandwidth in all-to-all (a fabric measurement, e.g. all-to-all busbw / NIC peak)")
       ->capture_default_str();
   cmd->add_option("--nvlink-eff", c.nvlink_eff, "Achieved fraction of NVLink bandwidth in all-to-all")
       ->capture_default_str();
@@ -100,9 +115,14 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--layer-overhead-us", c.layer_overhead_us, "Fixed cost per layer per micro-batch")
       ->capture_default_str();
   cmd->add_option("--hbm-usable", c.hbm_usable, "Fraction of HBM for weights + KV")->capture_default_str();
+  cmd->add_option("--calibrate", opts->calibrate,
+                  "JSON of bench/gpu_decode_bench or bench/gpu_kernels_bench (--json) run on --hardware: sets "
+                  "hbm_eff/flops_eff from the measurement; repeatable; explicit --hbm-eff/--flops-eff win");
   cmd->add_flag("--json", opts->json, "Print JSON instead of tables");
   cmd->add_flag("--list", opts->list, "List model and hardware presets");
-  cmd->callback([opts, exit_code] {
+  cmd->callback([opts, exit_code, cmd] {
+    opts->hbm_eff_given = cmd->count("--hbm-eff") > 0;
+    opts->flops_eff_given = cmd->count("--flops-eff") > 0;
     const Status st = RunPlan(*opts);
     if (!st.ok()) {
       std::fprintf(stderr, "shoal plan: error: %s\n", st.ToString().c_str());
