@@ -124,3 +124,25 @@ if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left 
 [ -e "$tmp/shoal-$job.url" ] && fail "the URL file outlived the job"
 echo "ok   scancel stopped the coordinator and every worker"
 job=""
+
+# The orderly path: what Slurm does a minute before the time limit (the script's --signal=B:TERM@60)
+# is a TERM to the batch shell alone, which scancel --batch --signal=TERM sends now. The script must
+# have the coordinator shut the workers down (no TERM to them), then end the job.
+job=$(sbatch --parsable --ntasks=2 --output="$tmp/job2.out" "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
+for _ in $(seq 1 600); do
+  [ -s "$tmp/shoal-$job.url" ] && break
+  [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null || true)" ] && fail "job $job ended before it was ready"
+  sleep 0.1
+done
+[ -s "$tmp/shoal-$job.url" ] || fail "job $job was not ready within 60 s"
+scancel --batch --signal=TERM "$job"
+for _ in $(seq 1 300); do
+  [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
+  sleep 0.1
+done
+[ -z "$(squeue -h -j "$job" 2>/dev/null)" ] || fail "job $job still running 30 s after TERM to its batch script"
+grep -q "the workers stopped on the coordinator's shutdown" "$tmp/job2.out" ||
+  fail "TERM to the batch script did not shut the workers down through the coordinator: $(cat "$tmp/job2.out")"
+if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left: $(pgrep -af "$shoal")"; fi
+echo "ok   TERM to the batch script (the time-limit path) shut the workers down through the coordinator"
+job=""
