@@ -1,6 +1,7 @@
 // `shoal bench serve`: a load generator for any OpenAI-compatible endpoint, reporting vLLM's serving
 // metrics (TTFT, TPOT, ITL, E2E; throughput; goodput under SLOs). One run at one offered load, or a
 // sweep over several that also draws latency and goodput against load as an SVG.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -37,6 +38,7 @@ struct BenchServeOptions {
   std::vector<std::string> slo;
   std::vector<double> sweep;
   std::string save_json, svg;
+  bool save_detailed = false;  // per-request records in the JSON
   bool quiet = false;
   int warmup = 2;
 };
@@ -151,6 +153,21 @@ Status RunBenchServe(const BenchServeOptions& o) {
     }
     nlohmann::ordered_json j = loadgen::ToJson(s);
     j["offered_request_rate"] = std::isfinite(rate) ? nlohmann::ordered_json(rate) : nlohmann::ordered_json("inf");
+    if (o.save_detailed) {
+      // One record per request, in arrival order: what a tail is made of (which requests, when).
+      nlohmann::ordered_json reqs = nlohmann::ordered_json::array();
+      for (const auto& out : outcomes) {
+        double itl_max = 0;
+        for (double x : out.itl) itl_max = std::max(itl_max, x);
+        nlohmann::ordered_json r = {{"start_s", out.start},       {"ok", out.ok},
+                                    {"prompt_tokens", out.prompt_tokens}, {"output_tokens", out.output_tokens},
+                                    {"ttft_ms", out.ttft * 1e3},  {"e2e_ms", out.e2e * 1e3},
+                                    {"itl_max_ms", itl_max * 1e3}};
+        if (!out.ok) r["error"] = out.error;
+        reqs.push_back(std::move(r));
+      }
+      j["requests"] = std::move(reqs);
+    }
     runs.push_back(j);
     results.push_back(s);
   }
@@ -207,6 +224,8 @@ void AddBenchServeCommand(CLI::App& bench, int* exit_code) {
   cmd->add_option("--slo", o->slo, "Goodput SLOs: ttft:MS tpot:MS e2e:MS");
   cmd->add_option("--sweep", o->sweep, "Run once per offered load (req/s), e.g. 1,2,4,8")->delimiter(',')->check(CLI::PositiveNumber);
   cmd->add_option("--save-json", o->save_json, "Write the results (every run) as JSON here");
+  cmd->add_flag("--save-detailed", o->save_detailed,
+                "With --save-json: also one record per request (start, tokens, TTFT, E2E, longest ITL)");
   cmd->add_option("--svg", o->svg, "With --sweep: draw latency percentiles and goodput vs load here");
   cmd->add_flag("--quiet", o->quiet, "No progress bar");
   cmd->add_option("--warmup", o->warmup, "Requests sent one at a time, unmeasured, before the first run (default 2)")
