@@ -15,7 +15,10 @@ struct CudaEngine::Workspace {
   void* base = nullptr;
   float *x = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *router_logits = nullptr, *topk_weights = nullptr;
   float *gate_up = nullptr, *expert_out = nullptr, *gate_logit = nullptr, *cos = nullptr, *sin = nullptr;
+  // [logit_capacity, V]: sized by the rows that want logits (one per sequence in a decode step), not
+  // by the step's tokens — at a 150k vocabulary, T × V would be gigabytes for a long prefill chunk.
   float* logits = nullptr;
+  int64_t logit_capacity = 0;
   bf16 *normed = nullptr, *attn = nullptr, *expert_in = nullptr, *hidden = nullptr, *logit_in = nullptr;
   int32_t *topk_ids = nullptr, *row_of = nullptr, *row_token = nullptr, *tokens_dev = nullptr, *positions = nullptr;
   int32_t *token_seq = nullptr, *tables = nullptr, *logit_rows = nullptr, *argmax = nullptr;
@@ -25,6 +28,7 @@ struct CudaEngine::Workspace {
 
   ~Workspace() {
     if (base) cudaFree(base);
+    if (logits) cudaFree(logits);
   }
 };
 
@@ -185,7 +189,7 @@ Status CudaEngine::EnsureWorkspace(int64_t tokens) {
   while (T < tokens) T *= 2;
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), E = std::max(c.num_experts, 1);
-  const int64_t K = std::max(c.num_experts_per_tok, 1), V = c.vocab_size, half = c.head_dim / 2;
+  const int64_t K = std::max(c.num_experts_per_tok, 1), half = c.head_dim / 2;
   // The FFN buffers serve the routed experts (T·K rows of I), the shared expert and dense layers (T rows).
   const int64_t I = std::max<int64_t>({int64_t{c.moe_intermediate_size} * K, c.intermediate_size,
                                        c.shared_expert_intermediate_size});
@@ -227,7 +231,6 @@ Status CudaEngine::EnsureWorkspace(int64_t tokens) {
     w.tables = Carve<int32_t>(base, &off, S * B);
     w.logit_rows = Carve<int32_t>(base, &off, T);
     w.logit_in = Carve<bf16>(base, &off, T * H);
-    w.logits = Carve<float>(base, &off, T * V);
     w.argmax = Carve<int32_t>(base, &off, T);
     if (pass == 0) SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(&w.base, static_cast<size_t>(off)));
   }
@@ -304,6 +307,17 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
 
   // Final norm on every row (cheap), then only the rows asked for through lm_head.
   SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, weights_.final_norm, static_cast<float>(c.rms_norm_eps), w.normed, stream_));
+  if (R > w.logit_capacity) {
+    int64_t cap = std::max<int64_t>(w.logit_capacity, 16);
+    while (cap < R) cap *= 2;
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    if (w.logits) SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(w.logits));
+    w.logits = nullptr;
+    w.logit_capacity = 0;
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&w.logits),
+                                          static_cast<size_t>(cap * c.vocab_size) * sizeof(float)));
+    w.logit_capacity = cap;
+  }
   SHOAL_RETURN_IF_ERROR(PermuteRows(w.normed, H, w.logit_rows, R, w.logit_in, stream_));
   SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.logit_in, R, H, weights_.lm_head, c.vocab_size, w.logits));
   step_weight_bytes_ += int64_t{c.vocab_size} * H * 2;
