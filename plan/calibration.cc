@@ -9,6 +9,12 @@
 namespace shoal::plan {
 namespace {
 
+std::string Fmt1(const char* f, double a) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, f, a);
+  return buf;
+}
+
 std::string Fmt(const char* f, double a, double b) {
   char buf[128];
   std::snprintf(buf, sizeof buf, f, a, b);
@@ -28,14 +34,15 @@ Status CheckFraction(double v, const std::string& what, const std::string& path)
 }  // namespace
 
 StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, const std::string& path,
-                                                   const HardwareSpec& hw, Calibration* calib) {
+                                                   const HardwareSpec& hw) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgument(path + ": not a JSON object");
   CalibrationSource src;
   src.path = path;
-  src.device = j.value("device", std::string("unknown device"));
   try {
+    src.device = j.contains("device") ? j.at("device").get<std::string>() : "unknown device";
     if (j.contains("runs")) {  // gpu_decode_bench
+      src.kind = CalibrationSource::Kind::kDecodeRun;
       if (!j.value("ok", false)) return InvalidArgument(path + ": the benchmark's own checks failed (\"ok\": false)");
       const double copy_gbs = j.at("copy_bandwidth_gbs").get<double>();
       double best = 0;
@@ -47,10 +54,11 @@ StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, cons
       if (best <= 0) return InvalidArgument(path + ": no decode run with a bandwidth");
       const double eff = best * 1e9 / hw.hbm_bw;
       SHOAL_RETURN_IF_ERROR(CheckFraction(eff, "hbm_eff", path));
-      calib->hbm_eff = eff;
-      src.applied.push_back(Fmt("hbm_eff = %.3f (decode, %.0f GB/s", eff, best * 1.0) + ", batch " +
-                            std::to_string(best_batch) + ")");
+      src.hbm_eff = eff;
+      src.notes.push_back(Fmt("hbm_eff = %.3f (whole decode step, %.0f GB/s", eff, best) + ", batch " +
+                          std::to_string(best_batch) + ")");
     } else if (j.contains("results")) {  // gpu_kernels_bench
+      src.kind = CalibrationSource::Kind::kKernels;
       if (!j.value("verified", false)) {
         return InvalidArgument(path + ": the benchmark's output checks failed (\"verified\": false)");
       }
@@ -64,14 +72,14 @@ StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, cons
       if (gemv > 0) {
         const double eff = gemv * 1e9 / hw.hbm_bw;
         SHOAL_RETURN_IF_ERROR(CheckFraction(eff, "hbm_eff", path));
-        calib->hbm_eff = eff;
-        src.applied.push_back(Fmt("hbm_eff = %.3f (decode expert GEMM, %.0f GB/s)", eff, gemv));
+        src.hbm_eff = eff;
+        src.notes.push_back(Fmt("hbm_eff = %.3f (decode expert GEMM, %.0f GB/s)", eff, gemv));
       }
       if (prefill > 0) {
         const double eff = prefill * 1e12 / hw.bf16_flops;
         SHOAL_RETURN_IF_ERROR(CheckFraction(eff, "flops_eff", path));
-        calib->flops_eff = eff;
-        src.applied.push_back(Fmt("flops_eff = %.3f (prefill expert GEMM, %.0f TFLOP/s)", eff, prefill));
+        src.flops_eff = eff;
+        src.notes.push_back(Fmt("flops_eff = %.3f (prefill expert GEMM, %.0f TFLOP/s)", eff, prefill));
       }
     } else {
       return InvalidArgument(path + ": not a gpu_decode_bench or gpu_kernels_bench JSON (no \"runs\" or \"results\")");
@@ -79,18 +87,46 @@ StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, cons
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(path + ": " + e.what());
   }
-  if (src.applied.empty()) return InvalidArgument(path + ": no measurement the planner can use");
+  if (!src.hbm_eff && !src.flops_eff) return InvalidArgument(path + ": no measurement the planner can use");
   return src;
 }
 
-StatusOr<CalibrationSource> CalibrateFromBenchFile(const std::string& path, const HardwareSpec& hw,
-                                                   Calibration* calib) {
+StatusOr<CalibrationSource> CalibrateFromBenchFile(const std::string& path, const HardwareSpec& hw) {
   std::ifstream in(path);
   if (!in) return NotFound(path + ": cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
   if (ss.str().size() > (size_t{1} << 24)) return OutOfRange(path + ": larger than 16 MiB");
-  return CalibrateFromBenchJson(ss.str(), path, hw, calib);
+  return CalibrateFromBenchJson(ss.str(), path, hw);
+}
+
+std::vector<std::string> ApplyCalibration(const std::vector<CalibrationSource>& sources, Calibration* calib) {
+  std::optional<double> decode_hbm, gemm_hbm, flops;
+  const CalibrationSource *decode_src = nullptr, *gemm_src = nullptr, *flops_src = nullptr;
+  for (const CalibrationSource& s : sources) {
+    if (s.hbm_eff && s.kind == CalibrationSource::Kind::kDecodeRun && (!decode_hbm || *s.hbm_eff > *decode_hbm)) {
+      decode_hbm = s.hbm_eff, decode_src = &s;
+    }
+    if (s.hbm_eff && s.kind == CalibrationSource::Kind::kKernels && (!gemm_hbm || *s.hbm_eff > *gemm_hbm)) {
+      gemm_hbm = s.hbm_eff, gemm_src = &s;
+    }
+    if (s.flops_eff && (!flops || *s.flops_eff > *flops)) flops = s.flops_eff, flops_src = &s;
+  }
+  std::vector<std::string> applied;
+  if (decode_hbm) {
+    calib->hbm_eff = *decode_hbm;
+    calib->layer_overhead_us = 0;
+    applied.push_back(Fmt1("hbm_eff = %.3f from a whole decode run in ", *decode_hbm) + decode_src->path +
+                      "; layer_overhead_us = 0 (already in that measurement)");
+  } else if (gemm_hbm) {
+    calib->hbm_eff = *gemm_hbm;
+    applied.push_back(Fmt1("hbm_eff = %.3f from the decode expert GEMM in ", *gemm_hbm) + gemm_src->path);
+  }
+  if (flops) {
+    calib->flops_eff = *flops;
+    applied.push_back(Fmt1("flops_eff = %.3f from the prefill expert GEMM in ", *flops) + flops_src->path);
+  }
+  return applied;
 }
 
 }  // namespace shoal::plan

@@ -4,7 +4,7 @@
 //
 //   gpu_decode_bench: hbm_eff = best decode run's achieved bandwidth (ratio × copy bandwidth, bytes of
 //                     weights and KV read per second) / the preset's peak HBM bandwidth — the whole
-//                     decode step, overheads included, which is what the planner's decode time models.
+//                     decode step, its per-layer overheads included (so layer_overhead_us is then 0).
 //   gpu_kernels_bench: hbm_eff from the best decode-size expert GEMM (weight bytes / s) when no decode
 //                     run gave one; flops_eff = best prefill expert GEMM's TFLOP/s / the preset's dense
 //                     bf16 peak.
@@ -13,6 +13,7 @@
 // MPI exchange, not a GPU fabric); set them with --net-eff / --nvlink-eff.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,14 +25,22 @@ namespace shoal::plan {
 
 struct CalibrationSource {
   std::string path, device;
-  std::vector<std::string> applied;  // "hbm_eff = 0.78 (decode batch 32, 2451 GB/s)"
+  enum class Kind { kDecodeRun, kKernels } kind = Kind::kDecodeRun;
+  std::optional<double> hbm_eff, flops_eff;  // what the file measures (nothing is applied yet)
+  std::vector<std::string> notes;            // "hbm_eff = 0.78 (decode, 2451 GB/s, batch 32)"
 };
 
-// Parses one benchmark JSON (`text`, named `path` in errors) and sets the efficiencies it measures in
-// *calib (leaving the others). `hw` is the preset the run is taken to represent.
+// Parses one benchmark JSON (`text`, named `path` in errors) for the preset `hw` the run is taken to
+// represent. Nothing is applied: a file that fails any check changes nothing.
 StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, const std::string& path,
-                                                   const HardwareSpec& hw, Calibration* calib);
+                                                   const HardwareSpec& hw);
 // The same from a file.
-StatusOr<CalibrationSource> CalibrateFromBenchFile(const std::string& path, const HardwareSpec& hw, Calibration* calib);
+StatusOr<CalibrationSource> CalibrateFromBenchFile(const std::string& path, const HardwareSpec& hw);
+
+// Applies sources to *calib whatever their order: hbm_eff from a whole decode run wins over one from a
+// GEMM benchmark (the best of each kind is used); flops_eff from the kernel benchmark. A whole decode
+// run's bandwidth already contains the per-layer overheads, so then layer_overhead_us becomes 0 (the
+// planner would otherwise count them twice). Returns what it applied, one line each.
+std::vector<std::string> ApplyCalibration(const std::vector<CalibrationSource>& sources, Calibration* calib);
 
 }  // namespace shoal::plan

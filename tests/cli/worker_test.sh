@@ -128,4 +128,11 @@ check_error "give exactly one of --coordinator" 1 --model "$model"
 check_error "not reachable within 1000 ms" 2 --model "$model" --coordinator 127.0.0.1:1 --connect-timeout 1
 printf '{"prompt_ids": [1, 2], "max_tokens": 255}\n' > "$tmp/long1.jsonl"
 check_error "exceed the model's context of 256 tokens" 2 --model "$model" --batch "$tmp/long1.jsonl"
+# --device: a bad value, and the GPU engine where there is no GPU (or no CUDA in this build), on 2 ranks:
+# every rank ends with the error (through the engine-start agreement), none waits for a timeout.
+printf '{"prompt_ids": [1, 2]}\n' > "$tmp/one.jsonl"
+check_error "expected cpu, cuda or cuda:N" 2 --model "$model" --batch "$tmp/one.jsonl" --device tpu
+if ! nvidia-smi >/dev/null 2>&1; then
+  check_error "CUDA" 2 --model "$model" --batch "$tmp/one.jsonl" --device cuda  # no usable CUDA device / built without CUDA
+fi
 exit $fail

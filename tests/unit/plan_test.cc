@@ -192,53 +192,77 @@ TEST(PlanValidation, DeepSeekDay6DecodeOnH800) {
 }
 
 // Calibration from our own GPU benchmarks' JSON (plan/calibration.h).
-TEST(PlanCalibration, DecodeBenchSetsHbmEfficiencyFromItsBestRun) {
-  const HardwareSpec hw = BuiltinHardware()["h100"];
-  Calibration c;
-  const double flops_before = c.flops_eff;
-  // Best run: ratio 0.8 of a 3000 GB/s copy = 2400 GB/s of the preset's peak.
-  auto src = CalibrateFromBenchJson(R"({"device": "NVIDIA H100 80GB HBM3", "copy_bandwidth_gbs": 3000, "ok": true,
-    "runs": [{"batch": 1, "ratio": 0.5}, {"batch": 32, "ratio": 0.8}]})", "decode.json", hw, &c);
-  ASSERT_TRUE(src.ok()) << src.status().ToString();
-  EXPECT_NEAR(c.hbm_eff, 2400e9 / hw.hbm_bw, 1e-9);
-  EXPECT_EQ(c.flops_eff, flops_before);
-  EXPECT_EQ(src->device, "NVIDIA H100 80GB HBM3");
-  ASSERT_EQ(src->applied.size(), 1u);
-  EXPECT_NE(src->applied[0].find("batch 32"), std::string::npos) << src->applied[0];
-}
-
-TEST(PlanCalibration, KernelsBenchSetsHbmAndFlopsEfficiency) {
-  const HardwareSpec hw = BuiltinHardware()["h100"];
-  Calibration c;
-  auto src = CalibrateFromBenchJson(R"({"device": "H100", "copy_gbs": 3000, "verified": true, "results": [
+constexpr const char* kDecodeJson = R"({"device": "NVIDIA H100 80GB HBM3", "copy_bandwidth_gbs": 3000, "ok": true,
+    "runs": [{"batch": 1, "ratio": 0.5}, {"batch": 32, "ratio": 0.8}]})";
+constexpr const char* kKernelsJson = R"({"device": "H100", "copy_gbs": 3000, "verified": true, "results": [
     {"name": "d2d_copy_1GiB", "measured": 3000},
     {"name": "expert_gemm_decode_128x8_e64_2048x7168_grouped", "measured": 0},
     {"name": "expert_gemm_decode_128x8_e64_2048x7168_per_expert", "measured": 2000},
-    {"name": "expert_gemm_prefill_16384_e32_4096x7168_per_expert", "measured": 600}]})", "kernels.json", hw, &c);
+    {"name": "expert_gemm_prefill_16384_e32_4096x7168_per_expert", "measured": 600}]})";
+
+TEST(PlanCalibration, DecodeBenchGivesHbmEfficiencyOfItsBestRun) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];
+  // Best run: ratio 0.8 of a 3000 GB/s copy = 2400 GB/s of the preset's peak.
+  auto src = CalibrateFromBenchJson(kDecodeJson, "decode.json", hw);
   ASSERT_TRUE(src.ok()) << src.status().ToString();
-  EXPECT_NEAR(c.hbm_eff, 2000e9 / hw.hbm_bw, 1e-9);
-  EXPECT_NEAR(c.flops_eff, 600e12 / hw.bf16_flops, 1e-9);
-  EXPECT_EQ(src->applied.size(), 2u);
+  ASSERT_TRUE(src->hbm_eff.has_value());
+  EXPECT_NEAR(*src->hbm_eff, 2400e9 / hw.hbm_bw, 1e-9);
+  EXPECT_FALSE(src->flops_eff.has_value());
+  EXPECT_EQ(src->device, "NVIDIA H100 80GB HBM3");
+  ASSERT_EQ(src->notes.size(), 1u);
+  EXPECT_NE(src->notes[0].find("batch 32"), std::string::npos) << src->notes[0];
+}
+
+TEST(PlanCalibration, KernelsBenchGivesHbmAndFlopsEfficiency) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];
+  auto src = CalibrateFromBenchJson(kKernelsJson, "kernels.json", hw);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  EXPECT_NEAR(src->hbm_eff.value(), 2000e9 / hw.hbm_bw, 1e-9);
+  EXPECT_NEAR(src->flops_eff.value(), 600e12 / hw.bf16_flops, 1e-9);
+}
+
+// The whole decode run's bandwidth wins over the GEMM's whatever the order of the files, and since it
+// already contains the per-layer overheads, the planner's own overhead term is dropped.
+TEST(PlanCalibration, DecodeRunWinsInEitherOrderAndReplacesTheOverheadTerm) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];
+  auto decode = CalibrateFromBenchJson(kDecodeJson, "decode.json", hw);
+  auto kernels = CalibrateFromBenchJson(kKernelsJson, "kernels.json", hw);
+  ASSERT_TRUE(decode.ok() && kernels.ok());
+  for (const auto& order : {std::vector<CalibrationSource>{*decode, *kernels}, std::vector<CalibrationSource>{*kernels, *decode}}) {
+    Calibration c;
+    const auto applied = ApplyCalibration(order, &c);
+    EXPECT_NEAR(c.hbm_eff, 2400e9 / hw.hbm_bw, 1e-9);
+    EXPECT_NEAR(c.flops_eff, 600e12 / hw.bf16_flops, 1e-9);
+    EXPECT_EQ(c.layer_overhead_us, 0);
+    EXPECT_EQ(applied.size(), 2u);
+  }
+  Calibration only_gemm;
+  const double overhead = only_gemm.layer_overhead_us;
+  ApplyCalibration({*kernels}, &only_gemm);
+  EXPECT_NEAR(only_gemm.hbm_eff, 2000e9 / hw.hbm_bw, 1e-9);
+  EXPECT_EQ(only_gemm.layer_overhead_us, overhead) << "a GEMM alone does not contain the per-layer overheads";
 }
 
 TEST(PlanCalibration, RefusesFailedRunsImpossibleRatesAndOtherFiles) {
   const HardwareSpec hw = BuiltinHardware()["h100"];
-  Calibration c;
-  const Calibration before = c;
   auto failed = CalibrateFromBenchJson(R"({"copy_bandwidth_gbs": 3000, "ok": false, "runs": [{"batch": 1, "ratio": 0.5}]})",
-                                       "d.json", hw, &c);
+                                       "d.json", hw);
   EXPECT_EQ(failed.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(failed.status().message().find("checks failed"), std::string::npos);
   // 9 TB/s on an H100 preset: the preset is not the card that ran.
   auto too_fast = CalibrateFromBenchJson(R"({"copy_bandwidth_gbs": 9000, "ok": true, "runs": [{"batch": 1, "ratio": 1.0}]})",
-                                         "d.json", hw, &c);
+                                         "d.json", hw);
   EXPECT_NE(too_fast.status().message().find("hardware preset"), std::string::npos) << too_fast.status().ToString();
-  EXPECT_FALSE(CalibrateFromBenchJson(R"({"something": 1})", "x.json", hw, &c).ok());
-  EXPECT_FALSE(CalibrateFromBenchJson("not json", "x.json", hw, &c).ok());
-  EXPECT_FALSE(CalibrateFromBenchJson(R"({"ok": true, "runs": [{"batch": "one"}]})", "x.json", hw, &c).ok());
-  EXPECT_EQ(CalibrateFromBenchFile("/nonexistent.json", hw, &c).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(c.hbm_eff, before.hbm_eff) << "a refused file changes nothing";
-  EXPECT_EQ(c.flops_eff, before.flops_eff);
+  // A plausible hbm_eff with an impossible flops_eff: the whole file is refused.
+  auto half_bad = CalibrateFromBenchJson(R"({"verified": true, "results": [
+      {"name": "expert_gemm_decode_x", "measured": 2000}, {"name": "expert_gemm_prefill_x", "measured": 99999}]})",
+                                         "k.json", hw);
+  EXPECT_FALSE(half_bad.ok());
+  EXPECT_FALSE(CalibrateFromBenchJson(R"({"something": 1})", "x.json", hw).ok());
+  EXPECT_FALSE(CalibrateFromBenchJson("not json", "x.json", hw).ok());
+  EXPECT_FALSE(CalibrateFromBenchJson(R"({"ok": true, "runs": [{"batch": "one"}]})", "x.json", hw).ok());
+  EXPECT_FALSE(CalibrateFromBenchJson(R"({"device": 7, "ok": true, "runs": [{"batch": 1, "ratio": 0.5}]})", "x.json", hw).ok());
+  EXPECT_EQ(CalibrateFromBenchFile("/nonexistent.json", hw).status().code(), StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -11,8 +11,8 @@ it, ended by <|im_end|>. So `shoal up` + a chat request gets an answer in (Jacob
 by itself.
 
 Reproducible: everything is seeded and torch runs deterministic algorithms on a fixed number of
-threads, so the same text, the same package versions (requirements.txt) and the same --threads give
-the same checkpoint, bit for bit.
+threads, so the same text, the same package versions (the ones recorded in train.json; requirements.txt
+only gives ranges) and the same --threads give the same checkpoint, bit for bit.
 
     bash tools/demo-model/fetch_text.sh /tmp/demo-data/kjv.txt
     python tools/demo-model/train.py --text /tmp/demo-data/kjv.txt --out models/demo-kjv-moe

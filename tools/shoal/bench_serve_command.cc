@@ -225,7 +225,8 @@ void AddBenchServeCommand(CLI::App& bench, int* exit_code) {
   cmd->add_option("--sweep", o->sweep, "Run once per offered load (req/s), e.g. 1,2,4,8")->delimiter(',')->check(CLI::PositiveNumber);
   cmd->add_option("--save-json", o->save_json, "Write the results (every run) as JSON here");
   cmd->add_flag("--save-detailed", o->save_detailed,
-                "With --save-json: also one record per request (start, tokens, TTFT, E2E, longest ITL)");
+                "With --save-json: also one record per request (start, tokens, TTFT, E2E, longest ITL)")
+      ->needs("--save-json");
   cmd->add_option("--svg", o->svg, "With --sweep: draw latency percentiles and goodput vs load here");
   cmd->add_flag("--quiet", o->quiet, "No progress bar");
   cmd->add_option("--warmup", o->warmup, "Requests sent one at a time, unmeasured, before the first run (default 2)")

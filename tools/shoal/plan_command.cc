@@ -25,7 +25,7 @@ struct PlanOptions {
   bool json = false;
   bool list = false;
   std::vector<std::string> calibrate;     // benchmark JSON files (plan/calibration.h)
-  bool hbm_eff_given = false, flops_eff_given = false;  // explicit flags win over --calibrate
+  bool hbm_eff_given = false, flops_eff_given = false, layer_overhead_given = false;  // win over --calibrate
 };
 
 Status RunPlan(const PlanOptions& o) {
@@ -44,16 +44,21 @@ Status RunPlan(const PlanOptions& o) {
   if (models.size() == 1 && models[0] == "all") models = plan::ModelPresetNames();
   SHOAL_ASSIGN_OR_RETURN(plan::HardwareSpec hw, plan::FindHardware(table, o.hardware));
   plan::Calibration calib = o.req.calib;
+  std::vector<plan::CalibrationSource> sources;
   for (const std::string& file : o.calibrate) {
-    SHOAL_ASSIGN_OR_RETURN(plan::CalibrationSource src, plan::CalibrateFromBenchFile(file, hw, &calib));
-    for (const std::string& a : src.applied) {
-      // On stderr: --json output stays one JSON document.
-      std::fprintf(stderr, "shoal plan: %s from %s (%s, taken as %s)\n", a.c_str(), file.c_str(), src.device.c_str(),
+    SHOAL_ASSIGN_OR_RETURN(plan::CalibrationSource src, plan::CalibrateFromBenchFile(file, hw));
+    for (const std::string& n : src.notes) {
+      std::fprintf(stderr, "shoal plan: %s measured %s (%s, taken as %s)\n", file.c_str(), n.c_str(), src.device.c_str(),
                    hw.name.c_str());
     }
+    sources.push_back(std::move(src));
   }
+  // On stderr: --json output stays one JSON document.
+  for (const std::string& a : plan::ApplyCalibration(sources, &calib)) std::fprintf(stderr, "shoal plan: %s\n", a.c_str());
+  // Explicit flags win over measurements.
   if (o.hbm_eff_given) calib.hbm_eff = o.req.calib.hbm_eff;
   if (o.flops_eff_given) calib.flops_eff = o.req.calib.flops_eff;
+  if (o.layer_overhead_given) calib.layer_overhead_us = o.req.calib.layer_overhead_us;
   nlohmann::json all = nlohmann::json::array();
   for (const auto& name : models) {
     plan::PlanRequest r = o.req;
@@ -117,12 +122,13 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--hbm-usable", c.hbm_usable, "Fraction of HBM for weights + KV")->capture_default_str();
   cmd->add_option("--calibrate", opts->calibrate,
                   "JSON of bench/gpu_decode_bench or bench/gpu_kernels_bench (--json) run on --hardware: sets "
-                  "hbm_eff/flops_eff from the measurement; repeatable; explicit --hbm-eff/--flops-eff win");
+                  "hbm_eff/flops_eff from the measurement; repeatable; explicit --hbm-eff/--flops-eff/--layer-overhead-us win");
   cmd->add_flag("--json", opts->json, "Print JSON instead of tables");
   cmd->add_flag("--list", opts->list, "List model and hardware presets");
   cmd->callback([opts, exit_code, cmd] {
     opts->hbm_eff_given = cmd->count("--hbm-eff") > 0;
     opts->flops_eff_given = cmd->count("--flops-eff") > 0;
+    opts->layer_overhead_given = cmd->count("--layer-overhead-us") > 0;
     const Status st = RunPlan(*opts);
     if (!st.ok()) {
       std::fprintf(stderr, "shoal plan: error: %s\n", st.ToString().c_str());

@@ -169,7 +169,10 @@ Status RunGroup(const WorkerOptions& o) {
     made = engine.status();
     if (engine.ok()) l.engine = std::move(engine).value();
   }
-  SHOAL_RETURN_IF_ERROR(Agree(g, made, "starting the engine", startup).WithContext(me));
+  // A fresh deadline: a rank that loaded early must not give up while a slower one is still in its
+  // NCCL bootstrap or weight upload.
+  const Deadline started = Deadline::AfterMs((cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000);
+  SHOAL_RETURN_IF_ERROR(Agree(g, made, "starting the engine", started).WithContext(me));
   const auto step_deadline = [&] { return Deadline::AfterMs(cfg.collective_timeout_ms); };
   std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %s\n", me.c_str(),
                ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
