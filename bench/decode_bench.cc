@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bench/memory_bandwidth.h"
+#include "bench/synthetic_model.h"
 #include "kernels/kernels.h"
 #include "model/weights.h"
 #include "worker/engine.h"
@@ -31,25 +32,6 @@ struct Options {
   std::string json;
 };
 
-ModelConfig SyntheticConfig(const Options& o) {
-  ModelConfig c;
-  c.arch = Architecture::kQwen3Moe;
-  c.vocab_size = 32000;
-  c.hidden_size = 2048;
-  c.num_layers = o.layers;
-  c.num_heads = 16;
-  c.num_kv_heads = 4;
-  c.head_dim = 128;
-  c.max_position_embeddings = 4096;
-  c.qk_norm = true;
-  c.num_experts = o.experts;
-  c.num_experts_per_tok = 8;
-  c.moe_intermediate_size = 768;
-  c.norm_topk_prob = true;
-  c.layer_is_moe.assign(o.layers, true);
-  c.torch_dtype = DType::kBF16;
-  return c;
-}
 
 struct Run {
   double tok_s = 0, ms_per_step = 0, bytes_per_step = 0, gbs = 0;
@@ -95,7 +77,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  const ModelConfig c = SyntheticConfig(o);
+  const ModelConfig c = SyntheticMoeConfig(o.layers, o.experts, 768);
   EngineConfig cfg;
   cfg.threads = o.threads;
   cfg.kv_cache_mib = 256;

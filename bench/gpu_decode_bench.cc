@@ -19,6 +19,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "bench/synthetic_model.h"
 #include "kernels/cuda/cuda_check.h"
 #include "worker/cuda/cuda_engine.h"
 
@@ -29,27 +30,6 @@ struct Options {
   int layers = 24, steps = 32, prompt = 128;
   std::string json;
 };
-
-// ~10.2 GB of bf16: 24 layers × (6.3 M attention + 32 experts × 6.3 M) + 2 × 65.5 M embedding/lm_head.
-ModelConfig SyntheticConfig(const Options& o) {
-  ModelConfig c;
-  c.arch = Architecture::kQwen3Moe;
-  c.vocab_size = 32000;
-  c.hidden_size = 2048;
-  c.num_layers = o.layers;
-  c.num_heads = 16;
-  c.num_kv_heads = 4;
-  c.head_dim = 128;
-  c.max_position_embeddings = 4096;
-  c.qk_norm = true;
-  c.num_experts = 32;
-  c.num_experts_per_tok = 8;
-  c.moe_intermediate_size = 1024;
-  c.norm_topk_prob = true;
-  c.layer_is_moe.assign(o.layers, true);
-  c.torch_dtype = DType::kBF16;
-  return c;
-}
 
 // Device-to-device copy of 1 GiB, bytes read + written per second, median of 7.
 double CopyBandwidth() {
@@ -92,7 +72,8 @@ int Run(const Options& o) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   const double copy_bw = CopyBandwidth();
-  const ModelConfig c = SyntheticConfig(o);
+  // ~10.2 GB of bf16: 24 layers × (6.3 M attention + 32 experts × 6.3 M) + 2 × 65.5 M embedding/lm_head.
+  const ModelConfig c = SyntheticMoeConfig(o.layers, 32, 1024);
   EngineConfig cfg;
   cfg.kv_block_size = 16;
   cfg.kv_cache_mib = 8192;

@@ -470,13 +470,13 @@ Status CudaEngine::ExchangeExperts(int l, int64_t T) {
     SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_gate_up_, &block_gate_up_));
     SHOAL_RETURN_IF_ERROR(ex.BlockWeights(local_down_, &block_down_));
     const std::span<const int64_t> blocks = ex.block_offsets();
-    std::vector<bool> used(local.size(), false);
+    local_used_.assign(local.size(), 0);
     for (int b = 0; b < ex.num_blocks(); ++b) {
       const int64_t n = blocks[b + 1] - blocks[b];
       expert_rows_total_[ex.block_local_expert(b)] += static_cast<uint64_t>(n);
-      if (n > 0) used[ex.block_local_expert(b)] = true;
+      if (n > 0) local_used_[ex.block_local_expert(b)] = 1;
     }
-    for (bool u : used) step_weight_bytes_ += u ? 3 * I * H * 2 : 0;
+    for (uint8_t u : local_used_) step_weight_bytes_ += u ? 3 * I * H * 2 : 0;
     step_weight_bytes_ += int64_t{c.num_experts} * H * 2;
     if (N > 0) {
       SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(ex.recv_rows(), blocks, block_gate_up_.data(), 2 * I, H, ep_gate_up_,

@@ -128,6 +128,7 @@ class CudaEngine final : public StepEngine {
   std::optional<Placement> placement_;
   std::unique_ptr<comm::DeviceExpertExchange> exchange_;
   std::vector<const bf16*> local_gate_up_, local_down_, block_gate_up_, block_down_;
+  std::vector<uint8_t> local_used_;  // per layer: which local experts got rows (no allocation per step)
   void* ep_base_ = nullptr;  // expert-side FFN buffers for the rows other ranks send, grown on demand
   int64_t ep_rows_ = 0;
   float* ep_gate_up_ = nullptr;
