@@ -178,6 +178,22 @@ void Encode(Writer& w, const Heartbeat& m) {
 void Encode(Writer&, const Wake&) {}
 void Encode(Writer&, const Shutdown&) {}
 void Encode(Writer& w, const Bye& m) { w.PutString(m.reason); }
+void Encode(Writer& w, const Rendezvous& m) {
+  w.PutString(m.group);
+  w.Put(m.rank);
+  w.Put(m.size);
+  w.PutString(m.model);
+  w.PutString(m.token);
+  w.PutString(m.id);
+}
+void Encode(Writer& w, const RendezvousId& m) { w.PutString(m.id); }
+
+void CheckRankAndSize(Reader& r, uint32_t rank, uint32_t size) {
+  if (size == 0 || size > kMaxGroupRanks) {
+    r.Fail("size", "must be in 1.." + std::to_string(kMaxGroupRanks) + ", got " + std::to_string(size));
+  }
+  if (rank >= size) r.Fail("rank", std::to_string(rank) + " is not below size " + std::to_string(size));
+}
 
 StatusOr<Message> DecodeHello(Reader& r) {
   Hello m;
@@ -197,8 +213,7 @@ StatusOr<Message> DecodeHello(Reader& r) {
   m.token = r.GetString("token", 256);
   if (r.ok()) {
     if (m.group.empty()) r.Fail("group", "is empty");
-    if (m.size == 0 || m.size > 65536) r.Fail("size", "must be in 1..65536, got " + std::to_string(m.size));
-    if (m.rank >= m.size) r.Fail("rank", std::to_string(m.rank) + " is not below size " + std::to_string(m.size));
+    CheckRankAndSize(r, m.rank, m.size);
     if (m.vocab_size == 0) r.Fail("vocab_size", "is 0");
     if (m.max_context == 0) r.Fail("max_context", "is 0");
     if (m.max_num_seqs == 0) r.Fail("max_num_seqs", "is 0");
@@ -206,6 +221,24 @@ StatusOr<Message> DecodeHello(Reader& r) {
     for (uint32_t e : m.local_experts) {
       if (e >= m.num_experts) r.Fail("local_experts", "expert " + std::to_string(e) + " ≥ num_experts");
     }
+  }
+  SHOAL_RETURN_IF_ERROR(r.Finish());
+  return Message(std::move(m));
+}
+
+StatusOr<Message> DecodeRendezvous(Reader& r) {
+  Rendezvous m;
+  m.group = r.GetString("group", 256);
+  m.rank = r.Get<uint32_t>("rank");
+  m.size = r.Get<uint32_t>("size");
+  m.model = r.GetString("model", 1024);
+  m.token = r.GetString("token", 256);
+  m.id = r.GetString("id", kMaxRendezvousIdBytes);
+  if (r.ok()) {
+    if (m.group.empty()) r.Fail("group", "is empty");
+    CheckRankAndSize(r, m.rank, m.size);
+    if (m.rank == 0 && m.id.empty()) r.Fail("id", "is empty: rank 0 posts the group's id");
+    if (m.rank != 0 && !m.id.empty()) r.Fail("id", "only rank 0 posts an id");
   }
   SHOAL_RETURN_IF_ERROR(r.Finish());
   return Message(std::move(m));
@@ -295,6 +328,8 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kWake: return "Wake";
     case MessageType::kShutdown: return "Shutdown";
     case MessageType::kBye: return "Bye";
+    case MessageType::kRendezvous: return "Rendezvous";
+    case MessageType::kRendezvousId: return "RendezvousId";
   }
   return "unknown";
 }
@@ -334,7 +369,7 @@ StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t> bytes) {
     return InvalidArgument("frame header: protocol version " + std::to_string(h.version) + ", this build speaks " +
                            std::to_string(kProtocolVersion) + " (coordinator and workers must run the same shoal)");
   }
-  if (h.type < static_cast<uint16_t>(MessageType::kHello) || h.type > static_cast<uint16_t>(MessageType::kBye)) {
+  if (h.type < static_cast<uint16_t>(MessageType::kHello) || h.type > static_cast<uint16_t>(MessageType::kRendezvousId)) {
     return InvalidArgument("frame header: unknown message type " + std::to_string(h.type));
   }
   if (h.payload_bytes > kMaxPayloadBytes) {
@@ -373,6 +408,13 @@ StatusOr<Message> DecodePayload(MessageType type, std::span<const uint8_t> paylo
     case MessageType::kShutdown: SHOAL_RETURN_IF_ERROR(r.Finish()); return Message(Shutdown{});
     case MessageType::kBye: {
       Bye m{r.GetString("reason")};
+      SHOAL_RETURN_IF_ERROR(r.Finish());
+      return Message(std::move(m));
+    }
+    case MessageType::kRendezvous: return DecodeRendezvous(r);
+    case MessageType::kRendezvousId: {
+      RendezvousId m{r.GetString("id", kMaxRendezvousIdBytes)};
+      if (r.ok() && m.id.empty()) r.Fail("id", "is empty");
       SHOAL_RETURN_IF_ERROR(r.Finish());
       return Message(std::move(m));
     }

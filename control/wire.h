@@ -10,6 +10,10 @@
 //   worker → coordinator: Tokens (a batch of per-request events after each step), Heartbeat, Bye
 // Heartbeats go every heartbeat_ms from a thread of their own, so a busy step does not look like a
 // dead worker, while a stopped process (or machine) does.
+// A second kind of connection is the rendezvous of a group launched without MPI: its only frame is
+// Rendezvous (worker → coordinator), answered by RendezvousId or Reject. Rank 0 posts the bytes its
+// data plane's ranks must share (NCCL's unique id: rank 0's bootstrap address, data only); the other
+// ranks wait for them. The connection then closes; the rank later opens its serving connection.
 // Recovery and migration (a later issue) fit in: requests carry their full token history in Submit,
 // so a coordinator can resubmit one elsewhere; groups carry an incarnation so a re-formed group's
 // workers are told apart from a dead one's.
@@ -26,7 +30,7 @@
 namespace shoal::control {
 
 inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr size_t kHeaderBytes = 12;
 // Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
 inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
@@ -35,6 +39,8 @@ inline constexpr uint32_t kMaxStopIds = 1024;
 inline constexpr uint32_t kMaxStringBytes = 4096;
 inline constexpr uint32_t kMaxEventsPerFrame = 1u << 16;
 inline constexpr uint32_t kMaxExperts = 1u << 16;
+inline constexpr uint32_t kMaxGroupRanks = 65536;
+inline constexpr uint32_t kMaxRendezvousIdBytes = 1024;  // NCCL's unique id is 128
 
 enum class MessageType : uint16_t {
   kHello = 1,
@@ -47,6 +53,8 @@ enum class MessageType : uint16_t {
   kWake = 8,
   kShutdown = 9,
   kBye = 10,
+  kRendezvous = 11,
+  kRendezvousId = 12,
 };
 const char* MessageTypeName(MessageType t);
 
@@ -140,7 +148,22 @@ struct Bye {
   std::string reason;
 };
 
-using Message = std::variant<Hello, Welcome, Reject, Submit, Cancel, Tokens, Heartbeat, Wake, Shutdown, Bye>;
+// Worker → coordinator, the one frame of a rendezvous connection (see above).
+struct Rendezvous {
+  std::string group;
+  uint32_t rank = 0, size = 1;
+  std::string model;  // must match the coordinator's, as in Hello
+  std::string token;  // SHOAL_CONTROL_TOKEN, as in Hello
+  std::string id;     // rank 0: the id to share (non-empty); other ranks: empty
+};
+
+// Coordinator → worker: the group's id (rank 0 gets its own back as the acknowledgement).
+struct RendezvousId {
+  std::string id;
+};
+
+using Message = std::variant<Hello, Welcome, Reject, Submit, Cancel, Tokens, Heartbeat, Wake, Shutdown, Bye, Rendezvous,
+                             RendezvousId>;
 
 MessageType TypeOf(const Message& m);
 

@@ -133,6 +133,10 @@ void Coordinator::Impl::BeginStop(int64_t grace_ms) {
   boost::system::error_code ignored;
   http_acceptor.close(ignored);
   control_acceptor.close(ignored);
+  // Ranks parked in a rendezvous wake up, see `stopping` and are refused.
+  std::vector<std::string> waiting;
+  for (const auto& [group, timers] : rendezvous_waiters) waiting.push_back(group);
+  for (const std::string& group : waiting) WakeRendezvous(group);
   // In-flight requests end now with an explicit error; the workers free them when they stop.
   std::vector<std::shared_ptr<RequestState>> live;
   for (const auto& [id, r] : requests) live.push_back(r);

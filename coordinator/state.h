@@ -18,6 +18,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/metrics.h"
 #include "coordinator/openai_api.h"
+#include "coordinator/rendezvous.h"
 #include "model/jinja/template.h"
 #include "model/tokenizer.h"
 
@@ -128,6 +129,11 @@ struct Coordinator::Impl {
   coord::tcp::acceptor http_acceptor{io};
   coord::tcp::acceptor control_acceptor{io};
   std::map<std::string, coord::GroupState> groups;
+  // Groups launched without MPI meet here to share their data plane's id (worker_link.cc).
+  coord::RendezvousTable rendezvous;
+  // Ranks waiting for their rank 0's post: their timers are cancelled to wake them.
+  std::map<std::string, std::vector<std::weak_ptr<coord::asio::steady_timer>>> rendezvous_waiters;
+  size_t rendezvous_parked = 0;
   std::unordered_map<uint64_t, std::shared_ptr<RequestState>> requests;
   uint64_t next_request = 1;
   bool stopping = false;
@@ -159,6 +165,11 @@ struct Coordinator::Impl {
   coord::awaitable<void> AcceptWorkers();
   coord::awaitable<void> WorkerSession(std::shared_ptr<WorkerLink> link);
   coord::awaitable<void> Watchdog();
+  // A rendezvous connection (its first frame was Rendezvous): answers it, then closes.
+  coord::awaitable<void> RendezvousSession(std::shared_ptr<WorkerLink> link, control::Rendezvous rv);
+  // One decision for a rendezvous request: the reply, or nullopt when the rank must wait for a post.
+  std::optional<control::Message> RendezvousStep(const control::Rendezvous& rv, coord::Clock::time_point until);
+  void WakeRendezvous(const std::string& group);
   void Send(const std::shared_ptr<WorkerLink>& link, const control::Message& m);
   void LinkDied(const std::shared_ptr<WorkerLink>& link, const std::string& why);
   void UpdateReady();

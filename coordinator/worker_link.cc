@@ -131,6 +131,12 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
     link->out.push_back(control::EncodeFrame(control::Reject{why}));
   };
   if (!first.ok()) co_return;
+  if (auto* rv = std::get_if<control::Rendezvous>(&*first)) {
+    // Made outside the co_await expression (GCC 12 and temporaries there, see RendezvousSession).
+    awaitable<void> session = RendezvousSession(link, std::move(*rv));
+    co_await std::move(session);
+    co_return;
+  }
   auto* hello = std::get_if<control::Hello>(&*first);
   if (hello == nullptr) co_return;
   link->hello = *hello;
@@ -199,6 +205,79 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
       break;
     }
   }
+}
+
+void Coordinator::Impl::WakeRendezvous(const std::string& group) {
+  auto it = rendezvous_waiters.find(group);
+  if (it == rendezvous_waiters.end()) return;
+  for (const auto& w : it->second) {
+    if (auto t = w.lock()) t->cancel();
+  }
+  rendezvous_waiters.erase(it);
+}
+
+std::optional<control::Message> Coordinator::Impl::RendezvousStep(const control::Rendezvous& rv,
+                                                                  Clock::time_point until) {
+  const std::string who = "rank " + std::to_string(rv.rank) + "/" + std::to_string(rv.size) + " of group " + rv.group;
+  auto refuse = [&](const std::string& why) {
+    std::fprintf(stderr, "shoal serve: rendezvous of %s refused: %s\n", who.c_str(), why.c_str());
+    return control::Message(control::Reject{why});
+  };
+  if (stopping) return refuse("the coordinator is shutting down");
+  if (!control_token.empty() && !SecretsEqual(control_token, rv.token)) {
+    return refuse("wrong or missing control token (SHOAL_CONTROL_TOKEN)");
+  }
+  if (rv.model != model_name) return refuse("worker serves model '" + rv.model + "', the coordinator serves '" + model_name + "'");
+  // A group whose workers are connected is serving (or joining): a second launch under its name would
+  // take their id.
+  if (auto g = groups.find(rv.group); g != groups.end() && !g->second.broken) {
+    for (const auto& r : g->second.ranks) {
+      if (r && !r->dead) return refuse("group " + rv.group + " already has connected workers");
+    }
+  }
+  if (rv.rank == 0) {
+    const Status posted = rendezvous.Post(rv.group, rv.size, rv.id);
+    if (!posted.ok()) return refuse(posted.message());
+    std::fprintf(stderr, "shoal serve: rendezvous: %s posted its data-plane id\n", who.c_str());
+    WakeRendezvous(rv.group);
+    return control::Message(control::RendezvousId{rv.id});
+  }
+  StatusOr<std::optional<std::string>> got = rendezvous.Take(rv.group, rv.rank, rv.size);
+  if (!got.ok()) return refuse(got.status().message());
+  if (got->has_value()) {
+    std::fprintf(stderr, "shoal serve: rendezvous: %s took the data-plane id\n", who.c_str());
+    return control::Message(control::RendezvousId{std::move(**got)});
+  }
+  if (Clock::now() >= until) {
+    return refuse("rank 0 of group " + rv.group + " did not post its id within " + std::to_string(cfg.startup_timeout_s) +
+                  " s (parallel.startup_timeout_s)");
+  }
+  // Bounded: each parked rank holds a socket until its rank 0 posts.
+  if (rendezvous_parked >= 4 * RendezvousTable::kMaxPending) return refuse("too many workers are waiting for their rank 0");
+  return std::nullopt;
+}
+
+awaitable<void> Coordinator::Impl::RendezvousSession(std::shared_ptr<WorkerLink> link, control::Rendezvous rv) {
+  // Other ranks wait for rank 0's post, at most the startup timeout (rank 0 may still be loading).
+  const auto until = Clock::now() + std::chrono::seconds(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600);
+  std::string frame;
+  while (true) {
+    // The decision is a plain function and the reply a named local: GCC 12 may destroy temporaries
+    // inside a co_await expression twice.
+    std::optional<control::Message> reply = RendezvousStep(rv, until);
+    if (reply.has_value()) {
+      frame = control::EncodeFrame(*reply);
+      break;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(io, until);
+    rendezvous_waiters[rv.group].push_back(timer);
+    ++rendezvous_parked;
+    boost::system::error_code ec;
+    co_await timer->async_wait(asio::redirect_error(use_awaitable, ec));
+    --rendezvous_parked;
+  }
+  boost::system::error_code ec;
+  co_await asio::async_write(link->socket, asio::buffer(frame), asio::redirect_error(use_awaitable, ec));
 }
 
 awaitable<void> Coordinator::Impl::Watchdog() {

@@ -107,10 +107,10 @@ else
 fi
 
 # Bad input: exit status non-zero, the error named, and no rank left waiting for a timeout.
-check_error() {  # expected-substring, np, args...
-  local want=$1 np=$2; shift 2
+expect_failure() {  # expected-substring, command...: fails promptly (not a timeout) saying it
+  local want=$1; shift
   set +e
-  out=$(timeout 60 "$mpirun" --allow-run-as-root --oversubscribe -np "$np" "$shoal" worker "$@" 2>&1)
+  out=$(timeout 60 "$@" 2>&1)
   rc=$?
   set -e
   if [ $rc -eq 0 ] || [ $rc -eq 124 ] || ! grep -qF -- "$want" <<<"$out"; then
@@ -118,6 +118,10 @@ check_error() {  # expected-substring, np, args...
   else
     echo "ok   error: $want"
   fi
+}
+check_error() {  # expected-substring, np, worker args... (under mpirun)
+  local want=$1 np=$2; shift 2
+  expect_failure "$want" "$mpirun" --allow-run-as-root --oversubscribe -np "$np" "$shoal" worker "$@"
 }
 model="$root/tests/fixtures/qwen3-moe-f32"
 printf '{"prompt_ids": [1, 2]}\n{"prompt_ids": [1, 99999]}\n' > "$tmp/bad.jsonl"
@@ -135,4 +139,13 @@ check_error "expected cpu, cuda or cuda:N" 2 --model "$model" --batch "$tmp/one.
 if ! nvidia-smi >/dev/null 2>&1; then
   check_error "CUDA" 2 --model "$model" --batch "$tmp/one.jsonl" --device cuda  # no usable CUDA device / built without CUDA
 fi
+# Launches without MPI (--rank/--world-size): the flags are checked before anything starts.
+check_plain_error() {  # expected-substring, worker args... (no mpirun)
+  local want=$1; shift
+  expect_failure "$want" "$shoal" worker "$@"
+}
+check_plain_error "--rank and --world-size go together" --model "$model" --coordinator 127.0.0.1:1 --rank 0
+check_plain_error "--rank 2 is not below --world-size 2" --model "$model" --coordinator 127.0.0.1:1 --rank 2 --world-size 2
+check_plain_error "need --coordinator HOST:PORT" --model "$model" --batch "$tmp/one.jsonl" --rank 0 --world-size 1
+check_plain_error "so it needs --device cuda" --model "$model" --coordinator 127.0.0.1:1 --rank 0 --world-size 2 --device cpu
 exit $fail

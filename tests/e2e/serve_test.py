@@ -10,6 +10,8 @@ usage: serve_test.py SHOAL_BINARY SOURCE_DIR
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,8 +169,90 @@ def main():
         mixtral_checks(s)
     finally:
         stop_cluster(proc, log, "serving Mixtral on 3 ranks")
+    launch_without_mpi_checks(tmp, prompts)
     print("%d failure(s)" % len(FAILURES))
     sys.exit(1 if FAILURES else 0)
+
+
+def launch_without_mpi_checks(tmp, prompts):
+    """Workers started without mpirun (--rank/--world-size): a CPU rank serving alone, and a GPU pair
+    meeting at the coordinator, which hands rank 0's NCCL id to rank 1 (on a machine without a GPU the
+    pair then stops at device selection, after the rendezvous)."""
+    cfg = os.path.join(tmp, "nompi.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model:\n  path: {FIXTURE}\n  name: tiny-qwen3-moe\nengine:\n  threads: 1\n"
+                f"kv_cache:\n  num_blocks: 64\nserver:\n  port: 0\n  api_keys: [{API_KEY}]\n"
+                f"  control_token: nompi-secret\nparallel:\n  startup_timeout_s: 60\n")
+    err = open(os.path.join(tmp, "nompi-serve.log"), "w+")
+    serve = subprocess.Popen([SHOAL, "serve", "--config", cfg], stdout=subprocess.DEVNULL, stderr=err, text=True)
+    env = dict(os.environ, SHOAL_CONTROL_TOKEN="nompi-secret")
+    workers = []
+    try:
+        line, t0 = "", time.time()
+        while "workers connect to" not in line and time.time() - t0 < 30:
+            time.sleep(0.1)
+            err.seek(0)
+            line = next((l for l in err.read().splitlines() if "workers connect to" in l), "")
+        if not check(bool(line), "shoal serve (for workers launched without MPI) is up"):
+            return
+        url = line.split(" on http://")[1].split(";")[0]
+        control = line.rsplit(" ", 1)[1]
+        s = Server(url.rsplit(":", 1)[0], int(url.rsplit(":", 1)[1]))
+
+        def worker(*args, token=True):
+            e = env if token else {k: v for k, v in env.items() if k != "SHOAL_CONTROL_TOKEN"}
+            return subprocess.Popen([SHOAL, "worker", "--config", cfg, "--coordinator", control, "--connect-timeout", "10",
+                                     *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e, text=True)
+
+        solo = worker("--rank", "0", "--world-size", "1", "--group", "solo")
+        workers.append(solo)
+        t0 = time.time()
+        while s.request("GET", "/ready", key=None)[0] != 200 and time.time() - t0 < 30 and solo.poll() is None:
+            time.sleep(0.1)
+        prompt, greedy = prompts[0]
+        ids, _ = completion_ids(s, prompt, len(greedy))
+        check(ids == greedy, "a CPU worker launched without MPI (--rank 0 --world-size 1) serves transformers' tokens")
+
+        # A GPU pair without MPI: rank 1 asks first and waits; rank 0 posts its NCCL id.
+        r1 = worker("--rank", "1", "--world-size", "2", "--device", "cuda", "--group", "gpus")
+        workers.append(r1)
+        time.sleep(0.5)
+        r0 = worker("--rank", "0", "--world-size", "2", "--device", "cuda", "--group", "gpus")
+        workers.append(r0)
+        _, e0 = r0.communicate(timeout=60)
+        if "built without CUDA" in e0:
+            r1.kill()
+            check(r0.returncode == 1, "without CUDA in this build, a GPU rank launched without MPI says so")
+        elif shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0:
+            r1.kill()
+            print("skip the GPU pair: this machine has a GPU (two ranks on one GPU are NCCL's to refuse)")
+        else:
+            _, e1 = r1.communicate(timeout=60)
+            fp = [re.search(r"data-plane id ([0-9a-f]{16}) from the coordinator", e) for e in (e0, e1)]
+            check(all(fp) and fp[0].group(1) == fp[1].group(1),
+                  "without MPI, rank 1 gets rank 0's NCCL id through the coordinator (same fingerprint on both)")
+            check(r0.returncode == 1 and r1.returncode == 1 and "CUDA device" in e0 and "CUDA device" in e1,
+                  "then both ranks stop at device selection with an error naming the CUDA device (no GPU here)")
+        # A rank without the join secret learns nothing.
+        intruder = worker("--rank", "1", "--world-size", "2", "--device", "cuda", "--group", "gpus", token=False)
+        workers.append(intruder)
+        _, e = intruder.communicate(timeout=60)
+        check(intruder.returncode == 1 and "refused the rendezvous: wrong or missing control token" in e,
+              "a rank without the control token is refused the rendezvous")
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        if FAILURES:
+            err.seek(0)
+            print("---- shoal serve log (workers without MPI) ----")
+            print(err.read()[-4000:])
 
 
 def mixtral_checks(s):

@@ -56,7 +56,9 @@ std::vector<Message> Samples() {
   hb.kv_blocks_total = 100;
   hb.preemptions = 2;
   hb.expert_tokens = {1, 2, 3};
-  return {h, Welcome{3, 500}, Reject{"no"}, s, Cancel{77}, t, hb, Wake{}, Shutdown{}, Bye{"done"}};
+  Rendezvous rv{"g0", 0, 4, "tiny", "s3cret", std::string(128, '\x07')};
+  return {h,  Welcome{3, 500}, Reject{"no"}, s, Cancel{77}, t, hb, Wake{}, Shutdown{}, Bye{"done"}, rv,
+          RendezvousId{std::string(128, '\x07')}};
 }
 
 TEST(Wire, EveryMessageRoundTrips) {
@@ -122,6 +124,20 @@ TEST(Wire, FieldsAreChecked) {
   h = std::get<Hello>(Samples()[0]);
   h.local_experts = {10};
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.local_experts"));
+
+  Rendezvous rv = std::get<Rendezvous>(Samples()[10]);
+  rv.id.clear();
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rv)).status(), "Rendezvous.id: is empty: rank 0 posts"));
+  rv = std::get<Rendezvous>(Samples()[10]);
+  rv.rank = 1;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rv)).status(), "Rendezvous.id: only rank 0 posts"));
+  rv.id.clear();
+  rv.rank = 4;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rv)).status(), "Rendezvous.rank: 4 is not below size 4"));
+  rv = std::get<Rendezvous>(Samples()[10]);
+  rv.id = std::string(kMaxRendezvousIdBytes + 1, 'x');
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rv)).status(), "Rendezvous.id: length 1025 exceeds"));
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(RendezvousId{})).status(), "RendezvousId.id: is empty"));
 
   // A count that claims more elements than the bytes present fails before allocating.
   std::string f = EncodeFrame(Cancel{1});

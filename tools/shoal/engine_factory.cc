@@ -13,6 +13,7 @@ namespace shoal::cli {
 
 namespace {
 
+#ifdef SHOAL_WITH_CUDA
 // The rank's index among the ranks on its node, from the launcher's environment.
 int LocalRank() {
   // MPI_LOCALRANKID: MPICH / Intel MPI's launcher (before SLURM_LOCALID, which inside an allocation
@@ -24,26 +25,53 @@ int LocalRank() {
   return 0;
 }
 
+// The GPU a rank uses: the one named, or — a launcher that gives each rank its own GPU (srun
+// --gpus-per-task, CUDA_VISIBLE_DEVICES per rank) leaves fewer visible devices than local ranks — the
+// local rank wrapped around the visible devices.
+int CudaIndex(const DeviceSpec& device) {
+  if (device.index >= 0) return device.index;
+  int index = LocalRank();
+  const int visible = cuda::CudaDeviceCount();
+  if (visible > 0) index %= visible;
+  return index;
+}
+#endif
+
+constexpr const char* kNoCuda = "--device cuda: this shoal was built without CUDA (configure with nvcc present, SHOAL_CUDA=ON)";
+
 }  // namespace
+
+StatusOr<std::string> NewDataPlaneId() {
+#ifdef SHOAL_WITH_CUDA
+  return comm::NcclGroup::MakeUniqueId();
+#else
+  return Unimplemented(kNoCuda);
+#endif
+}
+
+StatusOr<std::unique_ptr<comm::Group>> JoinDataPlane(const DeviceSpec& device, const std::string& id, int rank,
+                                                     int size, Deadline deadline) {
+  if (!device.cuda) return InvalidArgument("a data plane shared through the coordinator is NCCL's: it needs --device cuda");
+#ifdef SHOAL_WITH_CUDA
+  SHOAL_ASSIGN_OR_RETURN(auto nccl, comm::NcclGroup::CreateFromId(id, rank, size, CudaIndex(device), deadline));
+  return std::unique_ptr<comm::Group>(std::move(nccl));
+#else
+  (void)id, (void)rank, (void)size, (void)deadline;
+  return Unimplemented(kNoCuda);
+#endif
+}
 
 StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, ModelConfig model, ModelWeights weights,
                                                      const EngineConfig& cfg, comm::Group* group,
-                                                     const Placement* placement) {
+                                                     const Placement* placement,
+                                                     std::unique_ptr<comm::Group> data_plane) {
   if (!device.cuda) {
     SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, Engine::Create(std::move(model), std::move(weights), cfg, group, placement));
     return std::unique_ptr<StepEngine>(std::move(e));
   }
 #ifdef SHOAL_WITH_CUDA
-  int index = device.index;
-  if (index < 0) {
-    // A launcher that gives each rank its own GPU (srun --gpus-per-task, CUDA_VISIBLE_DEVICES per
-    // rank) leaves fewer visible devices than local ranks: the local rank then wraps around them.
-    index = LocalRank();
-    const int visible = cuda::CudaDeviceCount();
-    if (visible > 0) index %= visible;
-  }
-  std::unique_ptr<comm::Group> data_plane;
-  if (group != nullptr && group->size() > 1) {
+  const int index = CudaIndex(device);
+  if (data_plane == nullptr && group != nullptr && group->size() > 1) {
     // The expert exchange moves device buffers: an NCCL communicator over the same ranks, its unique
     // id bootstrapped over `group` (MPI).
     const Deadline deadline = Deadline::AfterMs(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s * 1000 : 600000);
@@ -54,7 +82,8 @@ StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, M
                          cuda::CudaEngine::Create(std::move(model), weights, cfg, index, std::move(data_plane), placement));
   return std::unique_ptr<StepEngine>(std::move(e));
 #else
-  return Unimplemented("--device cuda: this shoal was built without CUDA (configure with nvcc present, SHOAL_CUDA=ON)");
+  (void)data_plane;
+  return Unimplemented(kNoCuda);
 #endif
 }
 

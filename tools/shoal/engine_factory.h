@@ -17,10 +17,20 @@
 namespace shoal::cli {
 
 // The engine for `device`. `group` (may be null: a group of one) and `placement` as Engine::Create.
-// On a GPU, a group of more than one rank gets an NCCL data plane over the same ranks (its id
-// bootstrapped over `group`), and the engine exchanges expert rows over it.
+// On a GPU, the engine exchanges expert rows over `data_plane` when one is given (JoinDataPlane);
+// otherwise a group of more than one rank gets an NCCL data plane over the same ranks, its id
+// bootstrapped over `group` (MPI).
 StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, ModelConfig model, ModelWeights weights,
                                                      const EngineConfig& cfg, comm::Group* group,
-                                                     const Placement* placement);
+                                                     const Placement* placement,
+                                                     std::unique_ptr<comm::Group> data_plane = nullptr);
+
+// For launches without MPI, whose ranks share the data plane's id through the coordinator
+// (control/rendezvous_client.h). NewDataPlaneId is called on rank 0 only; JoinDataPlane on every
+// rank, with the same id, selects this rank's GPU (`device`, as MakeStepEngine picks it) and waits
+// for the other ranks until `deadline`. Unimplemented in a build without CUDA.
+StatusOr<std::string> NewDataPlaneId();
+StatusOr<std::unique_ptr<comm::Group>> JoinDataPlane(const DeviceSpec& device, const std::string& id, int rank,
+                                                     int size, Deadline deadline);
 
 }  // namespace shoal::cli

@@ -4,6 +4,11 @@
 // requests and exchanges rows with the group at every MoE layer. With --batch the group runs a file
 // of prompts without a coordinator: rank 0 reads the file and broadcasts it, request i goes to rank
 // i mod N, the ranks generate in lockstep, and rank 0 writes every result in input order.
+//
+// Without MPI (--rank R --world-size N, e.g. from srun's SLURM_PROCID / SLURM_NTASKS): a GPU group
+// whose ranks meet at the coordinator. Rank 0 makes the NCCL id, the coordinator hands it to the other
+// ranks (control/rendezvous_client.h), and every collective — the load and start agreements, the serve
+// loop's — then runs over that NCCL communicator.
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -18,6 +23,7 @@
 #include "kernels/kernels.h"
 #include "model/model_config.h"
 #include "model/weights.h"
+#include "control/rendezvous_client.h"
 #include "tools/shoal/commands.h"
 #include "tools/shoal/engine_factory.h"
 #include "worker/batch_file.h"
@@ -40,6 +46,9 @@ struct WorkerOptions {
   std::string group = "g0";
   int connect_timeout_s = 120;
   std::string device;  // --device; empty: engine.device from the config
+  // A launch without MPI: this rank and the group's size (both given, or neither).
+  int rank = -1;
+  int world_size = -1;
 };
 
 // "0-3,7" for the sorted experts of a rank.
@@ -100,7 +109,8 @@ int RanksOnThisNode() {
   return std::max(n, 1);
 }
 
-StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, int ranks_on_node, EngineConfig* cfg) {
+// The config (file, then flags); engine.threads 0 shares the node's cores among its ranks.
+Status LoadConfig(const WorkerOptions& o, int ranks_on_node, EngineConfig* cfg) {
   if (!o.config_path.empty()) {
     SHOAL_ASSIGN_OR_RETURN(*cfg, LoadEngineConfig(o.config_path));
   }
@@ -108,17 +118,30 @@ StatusOr<Loaded> LoadRank(const WorkerOptions& o, comm::Group& g, int ranks_on_n
   if (o.threads >= 0) cfg->threads = o.threads;
   if (cfg->threads == 0) cfg->threads = std::max(1, cfg->ResolvedThreads() / ranks_on_node);
   if (cfg->model_path.empty()) return InvalidArgument("no model: pass --model DIR or a --config with model.path");
+  return Status::Ok();
+}
+
+// The model's config, the dense weights and rank `rank`'s experts of a group of `size`.
+StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size) {
   Loaded l;
-  SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg->model_path));
-  SHOAL_ASSIGN_OR_RETURN(Placement placement, Placement::Balanced(l.model.num_experts, g.size()));
-  const int rank = g.rank();
+  SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg.model_path));
+  SHOAL_ASSIGN_OR_RETURN(Placement placement, Placement::Balanced(l.model.num_experts, size));
   l.experts = placement.local_experts(rank);
   SHOAL_ASSIGN_OR_RETURN(ModelWeights weights,
-                         LoadModelWeights(l.model, cfg->model_path, [&](int, int e) { return placement.Holds(rank, e); }));
+                         LoadModelWeights(l.model, cfg.model_path, [&](int, int e) { return placement.Holds(rank, e); }));
   l.resident_bytes = weights.MatrixBytes();
   l.weights = std::move(weights);
   l.placement = std::move(placement);
   return l;
+}
+
+int64_t StartupMs(const EngineConfig& cfg) { return (cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000; }
+Deadline StartupDeadline(const EngineConfig& cfg) { return Deadline::AfterMs(StartupMs(cfg)); }
+
+void ReportStarted(const std::string& me, const Loaded& l) {
+  std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %s\n", me.c_str(),
+               ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
+               l.resident_bytes / 1e6, l.engine->Describe().c_str());
 }
 
 // "host:port" → its parts.
@@ -156,9 +179,9 @@ Status RunGroup(const WorkerOptions& o) {
 
   // Load; the first agreement waits for the slowest rank's load (parallel.startup_timeout_s).
   EngineConfig cfg;
-  StatusOr<Loaded> loaded = LoadRank(o, g, RanksOnThisNode(), &cfg);
-  const Deadline startup = Deadline::AfterMs((cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000);
-  SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", startup).WithContext(me));
+  Status configured = LoadConfig(o, RanksOnThisNode(), &cfg);
+  StatusOr<Loaded> loaded = configured.ok() ? LoadRank(cfg, rank, size) : StatusOr<Loaded>(configured);
+  SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", StartupDeadline(cfg)).WithContext(me));
   Loaded& l = *loaded;
   // The engine only after every rank has loaded: a GPU group's engines bootstrap NCCL over `g`, and a
   // rank that failed its load must not meet those collectives with the agreement's.
@@ -171,12 +194,9 @@ Status RunGroup(const WorkerOptions& o) {
   }
   // A fresh deadline: a rank that loaded early must not give up while a slower one is still in its
   // NCCL bootstrap or weight upload.
-  const Deadline started = Deadline::AfterMs((cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000);
-  SHOAL_RETURN_IF_ERROR(Agree(g, made, "starting the engine", started).WithContext(me));
+  SHOAL_RETURN_IF_ERROR(Agree(g, made, "starting the engine", StartupDeadline(cfg)).WithContext(me));
   const auto step_deadline = [&] { return Deadline::AfterMs(cfg.collective_timeout_ms); };
-  std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %s\n", me.c_str(),
-               ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
-               l.resident_bytes / 1e6, l.engine->Describe().c_str());
+  ReportStarted(me, l);
 
   if (!o.coordinator.empty()) return ServeCoordinator(o, cfg, l);
 
@@ -241,7 +261,76 @@ Status RunGroup(const WorkerOptions& o) {
   return Status::Ok();
 }
 
+// A launch without MPI (--rank/--world-size): the ranks meet at the coordinator, which hands rank 0's
+// NCCL id to the others; every agreement then runs over NCCL. Groups of more than one rank need the
+// GPU engine (the CPU engine's exchange is MPI's).
+Status RunWithoutMpi(const WorkerOptions& o) {
+  const int rank = o.rank, size = o.world_size;
+  const std::string me = "rank " + std::to_string(rank) + "/" + std::to_string(size);
+  EngineConfig cfg;
+  SHOAL_RETURN_IF_ERROR(LoadConfig(o, /*ranks_on_node=*/1, &cfg).WithContext(me));
+  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg.device : o.device));
+  if (size > 1 && !device.cuda) {
+    return InvalidArgument(me + ": a group launched without MPI exchanges expert rows over NCCL, so it needs "
+                                "--device cuda (engine.device); CPU groups of more than one rank run under mpirun or srun with MPI");
+  }
+  SHOAL_ASSIGN_OR_RETURN(auto hp, ParseHostPort(o.coordinator));
+
+  // The data plane first: a rank that cannot reach the coordinator or its GPU fails before a long load.
+  std::unique_ptr<comm::Group> plane;
+  if (size > 1) {
+    control::Rendezvous rv;
+    rv.group = o.group;
+    rv.rank = static_cast<uint32_t>(rank);
+    rv.size = static_cast<uint32_t>(size);
+    rv.model = ServedModelName(cfg);
+    if (const char* t = std::getenv("SHOAL_CONTROL_TOKEN"); t != nullptr) rv.token = t;
+    if (rank == 0) {
+      SHOAL_ASSIGN_OR_RETURN(rv.id, NewDataPlaneId());
+    }
+    SHOAL_ASSIGN_OR_RETURN(std::string id, control::ShareGroupId(hp.first, hp.second, rv, int64_t{1000} * o.connect_timeout_s,
+                                                                 StartupMs(cfg)));
+    std::fprintf(stderr, "shoal worker %s: data-plane id %s from the coordinator; joining the NCCL group\n", me.c_str(),
+                 control::IdFingerprint(id).c_str());
+    SHOAL_ASSIGN_OR_RETURN(plane, JoinDataPlane(device, id, rank, size, StartupDeadline(cfg)));
+  }
+  comm::Group* g = plane.get();  // null for a group of one
+
+  StatusOr<Loaded> loaded = LoadRank(cfg, rank, size);
+  if (g != nullptr) {
+    SHOAL_RETURN_IF_ERROR(Agree(*g, loaded.status(), "loading the model", StartupDeadline(cfg)).WithContext(me));
+  } else {
+    SHOAL_RETURN_IF_ERROR(loaded.status().WithContext(me));
+  }
+  Loaded& l = *loaded;
+  StatusOr<std::unique_ptr<StepEngine>> engine =
+      MakeStepEngine(device, l.model, std::move(l.weights), cfg, nullptr, &*l.placement, std::move(plane));
+  // The engine owns the data plane, so a rank whose engine failed to start (device memory, uploads)
+  // has nothing left to tell its peers with: it ends, and they end at the agreement's deadline
+  // (parallel.startup_timeout_s) or on NCCL's report of the lost peer, whichever comes first.
+  SHOAL_RETURN_IF_ERROR(engine.status().WithContext(me));
+  if (size > 1) {
+    SHOAL_RETURN_IF_ERROR(Agree((*engine)->group(), Status::Ok(), "starting the engine", StartupDeadline(cfg)).WithContext(me));
+  }
+  l.engine = std::move(*engine);
+  ReportStarted(me, l);
+  return ServeCoordinator(o, cfg, l);
+}
+
 Status RunWorker(const WorkerOptions& o) {
+  if ((o.rank >= 0) != (o.world_size >= 0)) {
+    return InvalidArgument("--rank and --world-size go together (a launch without MPI)");
+  }
+  if (o.world_size >= 0) {
+    if (o.world_size < 1 || o.rank >= o.world_size) {
+      return InvalidArgument("--rank " + std::to_string(o.rank) + " is not below --world-size " + std::to_string(o.world_size));
+    }
+    if (o.coordinator.empty()) {
+      return InvalidArgument("--rank/--world-size (a launch without MPI) need --coordinator HOST:PORT: the coordinator "
+                             "is where the ranks meet; --batch runs under mpirun");
+    }
+    return RunWithoutMpi(o);
+  }
   if (o.batch.empty() == o.coordinator.empty()) {
     return InvalidArgument("give exactly one of --coordinator HOST:PORT (serve requests from `shoal serve`) and "
                            "--batch FILE (run a file of prompts without a coordinator)");
@@ -267,6 +356,12 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--group", opts->group, "Engine group name this job forms (default g0)");
   cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device): the GPU engine (a build "
                                             "with CUDA); ranks exchange expert rows over NCCL");
+  cmd->add_option("--rank", opts->rank, "This rank, for a launch without MPI (with --world-size and --coordinator; "
+                                        "e.g. srun's $SLURM_PROCID): the ranks meet at the coordinator")
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--world-size", opts->world_size, "Ranks in this group, for a launch without MPI (e.g. $SLURM_NTASKS); "
+                                                    "more than one needs --device cuda")
+      ->check(CLI::Range(1, 65536));
   cmd->add_option("--connect-timeout", opts->connect_timeout_s, "Seconds to keep trying to reach the coordinator")
       ->check(CLI::Range(1, 24 * 3600));
   cmd->add_option("--threads", opts->threads,

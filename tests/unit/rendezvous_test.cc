@@ -1,0 +1,149 @@
+// The rendezvous of groups launched without MPI: the coordinator's bookkeeping (coordinator/
+// rendezvous.h) and the whole exchange over real sockets — an in-process coordinator and worker ranks
+// on threads using the client the worker uses (control/rendezvous_client.h).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "control/rendezvous_client.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/rendezvous.h"
+#include "tests/unit/fixture_util.h"
+#include "tests/unit/test_files.h"
+
+namespace shoal {
+namespace {
+
+using coord::RendezvousTable;
+using testing::MessageHas;
+
+TEST(RendezvousTable, EveryRankGetsRankZerosIdOnceThenItIsDropped) {
+  RendezvousTable t;
+  auto early = t.Take("g", 1, 3);
+  ASSERT_TRUE(early.ok());
+  EXPECT_FALSE(early->has_value()) << "nothing posted yet: wait";
+  EXPECT_EQ(t.posts("g"), 0u);
+  ASSERT_TRUE(t.Post("g", 3, "id-1").ok());
+  EXPECT_EQ(t.posts("g"), 1u);
+  EXPECT_EQ(t.Take("g", 2, 3)->value(), "id-1");
+  // A rank that already has this id restarted: it must wait for rank 0's next post.
+  EXPECT_FALSE(t.Take("g", 2, 3)->has_value());
+  EXPECT_EQ(t.pending(), 1u);
+  EXPECT_EQ(t.Take("g", 1, 3)->value(), "id-1");
+  EXPECT_EQ(t.pending(), 0u) << "every rank has it";
+  EXPECT_FALSE(t.Take("g", 1, 3)->has_value());
+}
+
+TEST(RendezvousTable, ANewPostReplacesTheOldIdAndWhoTookIt) {
+  RendezvousTable t;
+  ASSERT_TRUE(t.Post("g", 2, "old").ok());
+  ASSERT_TRUE(t.Post("g", 2, "new").ok());
+  EXPECT_EQ(t.posts("g"), 2u);
+  EXPECT_EQ(t.Take("g", 1, 2)->value(), "new");
+  ASSERT_TRUE(t.Post("g", 2, "newer").ok());
+  EXPECT_EQ(t.Take("g", 1, 2)->value(), "newer") << "the restarted group's rank 1 takes the new id";
+}
+
+TEST(RendezvousTable, BadRequestsAreRefused) {
+  RendezvousTable t;
+  EXPECT_TRUE(MessageHas(t.Post("g", 0, "x"), "at least one rank"));
+  EXPECT_TRUE(MessageHas(t.Post("g", 2, ""), "empty id"));
+  ASSERT_TRUE(t.Post("g", 4, "x").ok());
+  EXPECT_TRUE(MessageHas(t.Take("g", 1, 2).status(), "rank 0 started a group of 4 ranks, this worker says 2"));
+  EXPECT_TRUE(MessageHas(t.Take("g", 0, 4).status(), "rank 0 cannot take"));
+  EXPECT_TRUE(MessageHas(t.Take("g", 4, 4).status(), "rank 4 cannot take"));
+  ASSERT_TRUE(t.Post("solo", 1, "x").ok());
+  EXPECT_EQ(t.pending(), 1u) << "a group of one keeps nothing";
+  for (size_t i = 1; i < RendezvousTable::kMaxPending; ++i) ASSERT_TRUE(t.Post("g" + std::to_string(i), 2, "x").ok());
+  EXPECT_TRUE(MessageHas(t.Post("one-too-many", 2, "x"), "already waiting"));
+  EXPECT_TRUE(t.Post("g", 2, "y").ok()) << "a group that is already pending may post again";
+}
+
+// A coordinator serving the tiny fixture on loopback, run on its own thread.
+class LiveCoordinator {
+ public:
+  explicit LiveCoordinator(const std::string& token = "") {
+    EngineConfig cfg;
+    cfg.model_path = testing::FixturesDir() + "/qwen3-moe-f32";
+    cfg.server.port = 0;
+    cfg.server.control_token = token;
+    cfg.startup_timeout_s = 30;
+    auto c = Coordinator::Create(cfg);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    c_ = std::move(*c);
+    runner_ = std::thread([this] { (void)c_->Run(); });
+  }
+  ~LiveCoordinator() {
+    c_->Stop(100);
+    runner_.join();
+  }
+  int port() const { return c_->control_port(); }
+  const std::string& model() const { return c_->model_name(); }
+
+ private:
+  std::unique_ptr<Coordinator> c_;
+  std::thread runner_;
+};
+
+control::Rendezvous Ask(const LiveCoordinator& c, const std::string& group, uint32_t rank, uint32_t size,
+                        const std::string& id = "", const std::string& token = "") {
+  return control::Rendezvous{group, rank, size, c.model(), token, id};
+}
+
+StatusOr<std::string> Share(const LiveCoordinator& c, const control::Rendezvous& r, int64_t wait_ms = 10000) {
+  return control::ShareGroupId("127.0.0.1", c.port(), r, 5000, wait_ms);
+}
+
+TEST(Rendezvous, RanksThatAskBeforeRankZeroGetItsIdWhenItPosts) {
+  LiveCoordinator c;
+  const std::string id(128, '\x5a');
+  auto r1 = std::async(std::launch::async, [&] { return Share(c, Ask(c, "g0", 1, 3)); });
+  auto r2 = std::async(std::launch::async, [&] { return Share(c, Ask(c, "g0", 2, 3)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both parked at the coordinator
+  auto r0 = Share(c, Ask(c, "g0", 0, 3, id));
+  ASSERT_TRUE(r0.ok()) << r0.status().ToString();
+  EXPECT_EQ(*r0, id);
+  for (auto* f : {&r1, &r2}) {
+    auto got = f->get();
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, id);
+  }
+  EXPECT_EQ(control::IdFingerprint(id), control::IdFingerprint(*r0));
+  EXPECT_NE(control::IdFingerprint(id), control::IdFingerprint(std::string(128, '\x5b')));
+  // The id was handed to every rank: a rank asking again (a restart) waits for a new post.
+  auto again = Share(c, Ask(c, "g0", 1, 3), 300);
+  EXPECT_EQ(again.status().code(), StatusCode::kDeadlineExceeded) << again.status().ToString();
+  EXPECT_TRUE(MessageHas(again.status(), "has rank 0 started?"));
+  // A rank that comes after the post gets it at once; groups do not see each other's ids.
+  ASSERT_TRUE(Share(c, Ask(c, "g1", 0, 2, "other")).ok());
+  EXPECT_EQ(*Share(c, Ask(c, "g1", 1, 2)), "other");
+}
+
+TEST(Rendezvous, TheCoordinatorRefusesWhatDoesNotMatch) {
+  LiveCoordinator c("s3cret");
+  // No token, a wrong token, a wrong model: refused with the reason, before anything is posted.
+  EXPECT_TRUE(MessageHas(Share(c, Ask(c, "g0", 0, 2, "id")).status(), "wrong or missing control token"));
+  EXPECT_TRUE(MessageHas(Share(c, Ask(c, "g0", 0, 2, "id", "nope")).status(), "wrong or missing control token"));
+  control::Rendezvous wrong_model = Ask(c, "g0", 0, 2, "id", "s3cret");
+  wrong_model.model = "another-model";
+  EXPECT_TRUE(MessageHas(Share(c, wrong_model).status(), "the coordinator serves"));
+  // Ranks that disagree with rank 0 about the group's size.
+  ASSERT_TRUE(Share(c, Ask(c, "g0", 0, 4, "id", "s3cret")).ok());
+  EXPECT_TRUE(MessageHas(Share(c, Ask(c, "g0", 1, 2, "", "s3cret")).status(), "rank 0 started a group of 4 ranks"));
+}
+
+TEST(Rendezvous, AParkedRankIsRefusedWhenTheCoordinatorStops) {
+  auto c = std::make_unique<LiveCoordinator>();
+  auto r1 = std::async(std::launch::async, [&] { return Share(*c, Ask(*c, "g0", 1, 2)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  c.reset();  // Stop()
+  auto got = r1.get();
+  EXPECT_FALSE(got.ok());
+  EXPECT_TRUE(MessageHas(got.status(), "shutting down") || got.status().code() == StatusCode::kUnavailable)
+      << got.status().ToString();
+}
+
+}  // namespace
+}  // namespace shoal
