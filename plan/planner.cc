@@ -80,7 +80,7 @@ double TpAllReduceSeconds(const PlanRequest& r, double tokens_per_group) {
 }
 
 void Finish(const PlanRequest& r, const std::vector<Term>& terms, double overhead_s, double extra_s,
-            const CommTimes& comm, StepBreakdown* s) {
+            const CommTimes& comm, double output_tokens, StepBreakdown* s) {
   double mem_bound = 0, flop_bound = 0;
   for (const Term& t : terms) (t.byte_s >= t.flop_s ? mem_bound : flop_bound) += t.t();
   s->overhead_ms = (overhead_s + extra_s) * 1e3;
@@ -90,8 +90,11 @@ void Finish(const PlanRequest& r, const std::vector<Term>& terms, double overhea
   s->comm_ms = comm.total_s * 1e3;
   s->net_bytes = comm.net_bytes;
   s->nvlink_bytes = comm.nvl_bytes;
-  s->step_ms = r.overlap ? std::max(s->compute_ms, s->comm_ms) : s->compute_ms + s->comm_ms;
-  s->tokens_per_s = s->step_ms > 0 ? s->batch / (s->step_ms * 1e-3) : 0;
+  s->step_ms = r.overlap ? std::max(s->compute_ms, s->comm_ms) +
+                               (1.0 - r.calib.overlap_eff) * std::min(s->compute_ms, s->comm_ms)
+                         : s->compute_ms + s->comm_ms;
+  s->output_tokens = output_tokens;
+  s->tokens_per_s = s->step_ms > 0 ? output_tokens / (s->step_ms * 1e-3) : 0;
   if (s->comm_ms > s->compute_ms && (r.overlap || s->comm_ms > 0.5 * s->step_ms)) {
     s->bound = comm.net_s >= comm.nvl_s ? "all-to-all (IB)" : "all-to-all (NVLink)";
   } else {
@@ -121,11 +124,25 @@ Status ValidateRequest(const PlanRequest& r) {
   for (auto [v, name] : {std::pair{c.hbm_eff, "hbm_eff"}, {c.flops_eff, "flops_eff"}, {c.net_eff, "net_eff"},
                          {c.nvlink_eff, "nvlink_eff"}, {c.hbm_usable, "hbm_usable"}})
     if (!(v > 0 && v <= 1)) return InvalidArgument(std::string("calibration ") + name + ": must be in (0, 1]");
+  if (r.mtp_draft_tokens < 0 || r.mtp_draft_tokens > 8) return InvalidArgument("--mtp: draft tokens must be in 0..8");
+  if (!(r.mtp_accept >= 0 && r.mtp_accept <= 1)) return InvalidArgument("--mtp-accept: must be in [0, 1]");
+  if (!(c.overlap_eff >= 0 && c.overlap_eff <= 1)) return InvalidArgument("calibration overlap_eff: must be in [0, 1]");
   if (!(c.expert_imbalance >= 1)) return InvalidArgument("calibration expert_imbalance: must be >= 1");
   if (c.layer_overhead_us < 0 || c.a2a_latency_us < 0)
     return InvalidArgument("calibration layer_overhead_us/a2a_latency_us: must not be negative");
   return Status::Ok();
 }
+
+namespace {
+
+// Expected tokens a sequence emits per decode step: its own, plus each draft while all before it held.
+double AcceptedPerStep(const PlanRequest& r) {
+  double accepted = 1, p = 1;
+  for (int k = 0; k < r.mtp_draft_tokens; ++k) accepted += (p *= r.mtp_accept);
+  return accepted;
+}
+
+}  // namespace
 
 StepBreakdown DecodeStep(const PlanRequest& req, int n, int b) {
   PlanRequest r = req;
@@ -134,28 +151,37 @@ StepBreakdown DecodeStep(const PlanRequest& req, int n, int b) {
   const MemoryPlan mem = Memory(r, n);
   const int mb = (r.overlap && n > 1 && b >= 2) ? 2 : 1;
   const double ctx = DecodeContext(r);
+  // Tokens through the model: each sequence's own plus its drafts to verify. Drafting them runs the
+  // MTP module (one more layer) once per draft, which `draft` adds as a share of a whole pass.
+  const double t = double(b) * (1 + r.mtp_draft_tokens);
+  const double draft = double(r.mtp_draft_tokens) * b / (t * r.model.num_layers);
   StepBreakdown s;
   s.batch = b;
+  s.tokens = t;
 
-  Term dense{2.0 * p.dense_active * b / ExpFlops(r), mb * mem.dense_weight_bytes / Bw(r)};
-  // Distinct local experts touched: each of the b*n/mb tokens of a micro-batch routes to top_k of E.
+  Term dense{(1 + draft) * 2.0 * p.dense_active * t / ExpFlops(r), mb * mem.dense_weight_bytes / Bw(r)};
+  // Distinct local experts touched: each of the t*n/mb tokens of a micro-batch routes to top_k of E.
   double touched_frac = 0;
   if (r.model.num_experts > 0) {
     const double miss = 1.0 - double(r.model.top_k) / r.model.num_experts;
-    touched_frac = 1.0 - std::pow(miss, double(b) * n / mb);
+    touched_frac = 1.0 - std::pow(miss, t * n / mb);
   }
   const double expert_bytes = mb * mem.expert_weight_bytes * touched_frac;
-  Term experts{2.0 * p.routed_active * b * r.calib.expert_imbalance / ExpFlops(r), expert_bytes / Bw(r)};
+  Term experts{(1 + draft) * 2.0 * p.routed_active * t * r.calib.expert_imbalance / ExpFlops(r), expert_bytes / Bw(r)};
+  // The KV of a sequence is read once per step however many of its tokens attend to it.
   const double kv_bytes = double(b) * r.attn_tp / KvSplit(r) * ctx * mem.kv_bytes_per_token;
-  Term attn{double(b) * ctx * DecodeAttentionFlopsPerContextToken(r.model) / AttnFlops(r), kv_bytes / Bw(r)};
+  const double attn_flops = (1 + draft) * t * ctx * DecodeAttentionFlopsPerContextToken(r.model);
+  Term attn{attn_flops / AttnFlops(r), kv_bytes / Bw(r)};
   s.dense_ms = dense.t() * 1e3;
   s.experts_ms = experts.t() * 1e3;
   s.attention_ms = attn.t() * 1e3;
   s.hbm_bytes = mb * mem.dense_weight_bytes + expert_bytes + kv_bytes;
-  s.flops = 2.0 * p.dense_active * b + 2.0 * p.routed_active * b + b * ctx * DecodeAttentionFlopsPerContextToken(r.model);
-  const double overhead = r.model.num_layers * mb * r.calib.layer_overhead_us * 1e-6;
-  const CommTimes comm = AllToAll(r, n, b, mb);
-  Finish(r, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, double(b) * r.attn_tp), comm, &s);
+  s.flops = (1 + draft) * (2.0 * p.dense_active * t + 2.0 * p.routed_active * t) + attn_flops;
+  const double overhead = (r.model.num_layers + r.mtp_draft_tokens) * mb * r.calib.layer_overhead_us * 1e-6;
+  const CommTimes comm = AllToAll(r, n, (1 + draft) * t, mb);
+  const double accepted = AcceptedPerStep(r);
+  Finish(r, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, t * r.attn_tp), comm, b * accepted, &s);
+  s.tpot_ms = s.step_ms / accepted;
   return s;
 }
 
@@ -181,7 +207,8 @@ StepBreakdown PrefillStep(const PlanRequest& r, int n, int prompts) {
   s.flops = 2.0 * p.active() * tokens + pairs * PrefillAttentionFlopsPerPair(r.model);
   s.hbm_bytes = mb * mem.weight_bytes() + tokens * mem.kv_bytes_per_token;
   const double overhead = r.model.num_layers * mb * r.calib.layer_overhead_us * 1e-6;
-  Finish(r, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, tokens), AllToAll(r, n, tokens, mb), &s);
+  s.tokens = tokens;
+  Finish(r, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, tokens), AllToAll(r, n, tokens, mb), tokens, &s);
   return s;
 }
 
@@ -222,16 +249,16 @@ StatusOr<LayoutPlan> EvaluateLayout(const PlanRequest& req, int n) {
     bmax = r.max_batch_per_gpu;
     lp.decode_limit = "max batch";
   }
-  if (r.tpot_ms > 0 && DecodeStep(r, n, bmax).step_ms > r.tpot_ms) {
+  if (r.tpot_ms > 0 && DecodeStep(r, n, bmax).tpot_ms > r.tpot_ms) {
     lp.decode_limit = "TPOT SLO";
     int lo = 1, hi = bmax;  // step time grows with the batch: find the largest b within the SLO
-    if (DecodeStep(r, n, 1).step_ms > r.tpot_ms) {
+    if (DecodeStep(r, n, 1).tpot_ms > r.tpot_ms) {
       hi = 1;
       lp.tpot_met = false;
     }
     while (lo < hi) {
       const int mid = lo + (hi - lo + 1) / 2;
-      if (DecodeStep(r, n, mid).step_ms <= r.tpot_ms) {
+      if (DecodeStep(r, n, mid).tpot_ms <= r.tpot_ms) {
         lo = mid;
       } else {
         hi = mid - 1;
@@ -319,7 +346,8 @@ StatusOr<PlanResult> Plan(const PlanRequest& r) {
 namespace {
 
 nlohmann::json StepJson(const StepBreakdown& s) {
-  return {{"batch_tokens", s.batch},      {"step_ms", s.step_ms},       {"tokens_per_s_per_gpu", s.tokens_per_s},
+  return {{"batch", s.batch},             {"tokens_per_step", s.tokens}, {"output_tokens_per_step", s.output_tokens},
+          {"tpot_ms", s.tpot_ms},         {"step_ms", s.step_ms},       {"tokens_per_s_per_gpu", s.tokens_per_s},
           {"bound", s.bound},             {"compute_ms", s.compute_ms}, {"dense_ms", s.dense_ms},
           {"experts_ms", s.experts_ms},   {"attention_ms", s.attention_ms}, {"overhead_ms", s.overhead_ms},
           {"comm_ms", s.comm_ms},         {"ib_ms", s.net_ms},          {"nvlink_ms", s.nvlink_ms},
@@ -375,11 +403,13 @@ nlohmann::json PlanToJson(const PlanResult& p) {
                    {"net_bw", r.hw.net_bw},      {"gpus_per_node", r.hw.gpus_per_node}};
   j["workload"] = {{"weight_dtype", r.weight_dtype}, {"kv_dtype", r.kv_dtype},   {"input_len", r.input_len},
                    {"output_len", r.output_len},     {"decode_context", DecodeContext(r)},
-                   {"ttft_ms", r.ttft_ms},           {"tpot_ms", r.tpot_ms},     {"overlap", r.overlap}};
+                   {"ttft_ms", r.ttft_ms},           {"tpot_ms", r.tpot_ms},     {"overlap", r.overlap},
+                   {"mtp_draft_tokens", r.mtp_draft_tokens}, {"mtp_accept", r.mtp_accept}};
   j["calibration"] = {{"hbm_eff", c.hbm_eff},         {"flops_eff", c.flops_eff},
                       {"net_eff", c.net_eff},         {"nvlink_eff", c.nvlink_eff},
                       {"expert_imbalance", c.expert_imbalance}, {"layer_overhead_us", c.layer_overhead_us},
-                      {"a2a_latency_us", c.a2a_latency_us},     {"hbm_usable", c.hbm_usable}};
+                      {"a2a_latency_us", c.a2a_latency_us},     {"hbm_usable", c.hbm_usable},
+                      {"overlap_eff", c.overlap_eff}};
   j["smallest"] = LayoutJson(p.smallest);
   j["chosen"] = LayoutJson(p.chosen);
   if (p.decode_gpus_for_load > 0) j["decode_gpus_for_load"] = p.decode_gpus_for_load;
@@ -415,13 +445,24 @@ std::string FormatPlan(const PlanResult& p) {
                   Gib(m.kv_free_bytes).c_str(), m.kv_free_bytes / m.kv_bytes_per_token / 1e3, m.max_sequences);
     o << buf;
     const StepBreakdown& d = l.decode;
+    char combine[96];
+    if (r.overlap) {
+      std::snprintf(combine, sizeof combine, "overlapped: %.0f%% of the shorter hidden", 100 * r.calib.overlap_eff);
+    } else {
+      std::snprintf(combine, sizeof combine, "in sequence");
+    }
+    char mtp[96] = "";
+    if (r.mtp_draft_tokens > 0) {
+      std::snprintf(mtp, sizeof mtp, " + %d MTP draft%s each, %.2f tokens out per step, TPOT %.1f ms", r.mtp_draft_tokens,
+                    r.mtp_draft_tokens > 1 ? "s" : "", d.batch > 0 ? d.output_tokens / d.batch : 0.0, d.tpot_ms);
+    }
     std::snprintf(buf, sizeof buf,
-                  "  decode   batch %d/GPU (limit: %s%s)  step %.1f ms = max(compute %.1f [dense %.1f, experts %.1f, "
-                  "attn %.1f, overhead %.1f], a2a %.1f [IB %.1f, NVLink %.1f])\n"
+                  "  decode   batch %d/GPU%s (limit: %s%s)\n           step %.1f ms: compute %.1f [dense %.1f, experts %.1f, "
+                  "attn %.1f, overhead %.1f], a2a %.1f [IB %.1f, NVLink %.1f], %s\n"
                   "           %.0f tok/s/GPU, %.0f tok/s/node, bound by %s\n",
-                  d.batch, l.decode_limit.c_str(), l.tpot_met ? "" : ", TPOT SLO NOT MET even at batch 1", d.step_ms,
+                  d.batch, mtp, l.decode_limit.c_str(), l.tpot_met ? "" : ", TPOT SLO NOT MET even at batch 1", d.step_ms,
                   d.compute_ms, d.dense_ms, d.experts_ms, d.attention_ms, d.overhead_ms, d.comm_ms, d.net_ms,
-                  d.nvlink_ms, d.tokens_per_s, d.tokens_per_s * l.num_gpus / l.nodes, d.bound.c_str());
+                  d.nvlink_ms, combine, d.tokens_per_s, d.tokens_per_s * l.num_gpus / l.nodes, d.bound.c_str());
     o << buf;
     const StepBreakdown& f = l.prefill;
     std::snprintf(buf, sizeof buf,

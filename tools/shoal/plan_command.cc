@@ -105,7 +105,12 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--prefill-chunk", q.prefill_chunk, "Prompt tokens per GPU per prefill step")
       ->check(CLI::Range(1, 1 << 24));
-  cmd->add_flag("--no-overlap", [&q](int64_t) { q.overlap = false; }, "Comm and compute do not overlap (sum, not max)");
+  cmd->add_flag("--no-overlap", [&q](int64_t) { q.overlap = false; }, "One micro-batch: comm and compute do not overlap (their sum)");
+  cmd->add_option("--mtp", q.mtp_draft_tokens, "Draft tokens per sequence per decode step (multi-token prediction; 0 = off)")
+      ->check(CLI::Range(0, 8));
+  cmd->add_option("--mtp-accept", q.mtp_accept, "Chance each draft is accepted (DeepSeek-V3: 0.85-0.9)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--target-output-tps", q.target_output_tps, "Load: total output tokens/s to serve")
       ->check(CLI::Range(0.0, 1e12));
   cmd->add_option("--target-input-tps", q.target_input_tps, "Load: total prompt tokens/s to serve")
@@ -120,6 +125,9 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--layer-overhead-us", c.layer_overhead_us, "Fixed cost per layer per micro-batch")
       ->capture_default_str();
   cmd->add_option("--hbm-usable", c.hbm_usable, "Fraction of HBM for weights + KV")->capture_default_str();
+  cmd->add_option("--overlap-eff", c.overlap_eff,
+                  "With overlap: fraction of the shorter of compute and all-to-all hidden behind the longer (1 = max, 0 = sum)")
+      ->capture_default_str();
   cmd->add_option("--calibrate", opts->calibrate,
                   "JSON of bench/gpu_decode_bench or bench/gpu_kernels_bench (--json) run on --hardware: sets "
                   "hbm_eff/flops_eff from the measurement; repeatable; explicit --hbm-eff/--flops-eff/--layer-overhead-us win");
