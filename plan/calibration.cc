@@ -31,6 +31,47 @@ Status CheckFraction(double v, const std::string& what, const std::string& path)
   return Status::Ok();
 }
 
+// `shoal bench a2a --json`: the network's achieved share of the NIC, from MPI_Alltoallv (the raw side:
+// the fabric, not shoal's CPU exchange) at its best size.
+Status FromAllToAll(const nlohmann::json& j, const std::string& path, const HardwareSpec& hw, CalibrationSource* src) {
+  src->kind = CalibrationSource::Kind::kFabric;
+  if (!j.value("ok", false)) return InvalidArgument(path + ": the benchmark's own checks failed (\"ok\": false)");
+  const int ranks = j.at("ranks").get<int>(), hosts = j.at("hosts").get<int>();
+  const int per_host = j.at("max_ranks_per_host").get<int>();
+  if (hosts < 2) {
+    return InvalidArgument(path + ": all " + std::to_string(ranks) +
+                           " ranks ran on one host, which measures shared memory, not the network: run it across "
+                           "hosts (one rank per NIC) to calibrate net_eff");
+  }
+  if (per_host != j.at("min_ranks_per_host").get<int>() || ranks != hosts * per_host) {
+    return InvalidArgument(path + ": hosts ran different numbers of ranks; run the same number on every host");
+  }
+  src->device = std::to_string(hosts) + " hosts x " + std::to_string(per_host) + " ranks (" +
+                j.value("backend", std::string("mpi")) + ")";
+  // Per rank and second, the bytes addressed to ranks on other hosts: (ranks - per_host) of its ranks
+  // peers get an equal share of a uniform all-to-all.
+  const double off_host = double(ranks - per_host) / ranks;
+  double best = 0;
+  std::string at;
+  for (const auto& r : j.at("results")) {
+    const double us = r.at("raw_us").get<double>();
+    if (!(us > 0)) continue;
+    const double bps = r.at("bytes").get<double>() * off_host / (us * 1e-6);
+    if (bps > best) {
+      best = bps;
+      at = "hidden " + std::to_string(r.at("hidden").get<int64_t>()) + ", top-" + std::to_string(r.at("topk").get<int>()) +
+           ", " + std::to_string(r.at("tokens").get<int64_t>()) + " tokens/rank";
+    }
+  }
+  if (best <= 0) return InvalidArgument(path + ": no all-to-all size with a time");
+  const double eff = best / hw.net_bw;
+  SHOAL_RETURN_IF_ERROR(CheckFraction(eff, "net_eff", path));
+  src->net_eff = eff;
+  src->notes.push_back(Fmt("net_eff = %.3f (MPI_Alltoallv, %.1f GB/s leaving each rank", eff, best / 1e9) + ", " + at +
+                       ", " + src->device + ")");
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, const std::string& path,
@@ -41,7 +82,9 @@ StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, cons
   src.path = path;
   try {
     src.device = j.contains("device") ? j.at("device").get<std::string>() : "unknown device";
-    if (j.contains("runs")) {  // gpu_decode_bench
+    if (j.value("tool", std::string()) == "shoal bench a2a") {
+      SHOAL_RETURN_IF_ERROR(FromAllToAll(j, path, hw, &src));
+    } else if (j.contains("runs")) {  // gpu_decode_bench
       src.kind = CalibrationSource::Kind::kDecodeRun;
       if (!j.value("ok", false)) return InvalidArgument(path + ": the benchmark's own checks failed (\"ok\": false)");
       const double copy_gbs = j.at("copy_bandwidth_gbs").get<double>();
@@ -82,12 +125,12 @@ StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, cons
         src.notes.push_back(Fmt("flops_eff = %.3f (prefill expert GEMM, %.0f TFLOP/s)", eff, prefill));
       }
     } else {
-      return InvalidArgument(path + ": not a gpu_decode_bench or gpu_kernels_bench JSON (no \"runs\" or \"results\")");
+      return InvalidArgument(path + ": not a gpu_decode_bench, gpu_kernels_bench or shoal bench a2a JSON");
     }
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(path + ": " + e.what());
   }
-  if (!src.hbm_eff && !src.flops_eff) return InvalidArgument(path + ": no measurement the planner can use");
+  if (!src.hbm_eff && !src.flops_eff && !src.net_eff) return InvalidArgument(path + ": no measurement the planner can use");
   return src;
 }
 
@@ -101,8 +144,8 @@ StatusOr<CalibrationSource> CalibrateFromBenchFile(const std::string& path, cons
 }
 
 std::vector<std::string> ApplyCalibration(const std::vector<CalibrationSource>& sources, Calibration* calib) {
-  std::optional<double> decode_hbm, gemm_hbm, flops;
-  const CalibrationSource *decode_src = nullptr, *gemm_src = nullptr, *flops_src = nullptr;
+  std::optional<double> decode_hbm, gemm_hbm, flops, net;
+  const CalibrationSource *decode_src = nullptr, *gemm_src = nullptr, *flops_src = nullptr, *net_src = nullptr;
   for (const CalibrationSource& s : sources) {
     if (s.hbm_eff && s.kind == CalibrationSource::Kind::kDecodeRun && (!decode_hbm || *s.hbm_eff > *decode_hbm)) {
       decode_hbm = s.hbm_eff, decode_src = &s;
@@ -111,6 +154,7 @@ std::vector<std::string> ApplyCalibration(const std::vector<CalibrationSource>& 
       gemm_hbm = s.hbm_eff, gemm_src = &s;
     }
     if (s.flops_eff && (!flops || *s.flops_eff > *flops)) flops = s.flops_eff, flops_src = &s;
+    if (s.net_eff && (!net || *s.net_eff > *net)) net = s.net_eff, net_src = &s;
   }
   std::vector<std::string> applied;
   if (decode_hbm) {
@@ -125,6 +169,10 @@ std::vector<std::string> ApplyCalibration(const std::vector<CalibrationSource>& 
   if (flops) {
     calib->flops_eff = *flops;
     applied.push_back(Fmt1("flops_eff = %.3f from the prefill expert GEMM in ", *flops) + flops_src->path);
+  }
+  if (net) {
+    calib->net_eff = *net;
+    applied.push_back(Fmt1("net_eff = %.3f from the all-to-all across hosts in ", *net) + net_src->path);
   }
   return applied;
 }

@@ -8,9 +8,14 @@
 //   gpu_kernels_bench: hbm_eff from the best decode-size expert GEMM (weight bytes / s) when no decode
 //                     run gave one; flops_eff = best prefill expert GEMM's TFLOP/s / the preset's dense
 //                     bf16 peak.
+//   shoal bench a2a --json: net_eff = the best MPI_Alltoallv size's bytes leaving each rank for other
+//                     hosts per second / the preset's per-GPU NIC bandwidth. Only a run across hosts
+//                     measures the network (one host is shared memory: refused), and it stands for
+//                     the GPUs' fabric when the hosts are those nodes with one rank per NIC (e.g. 8
+//                     per 8-NIC node): host-memory MPI over the same InfiniBand. NVLink is not
+//                     calibrated from it.
 // A run whose own checks failed ("ok"/"verified" false) is refused: a wrong kernel's speed calibrates
-// nothing. Network efficiencies are not calibrated from these files (shoal bench a2a measures the CPU
-// MPI exchange, not a GPU fabric); set them with --net-eff / --nvlink-eff.
+// nothing.
 #pragma once
 
 #include <optional>
@@ -25,8 +30,8 @@ namespace shoal::plan {
 
 struct CalibrationSource {
   std::string path, device;
-  enum class Kind { kDecodeRun, kKernels } kind = Kind::kDecodeRun;
-  std::optional<double> hbm_eff, flops_eff;  // what the file measures (nothing is applied yet)
+  enum class Kind { kDecodeRun, kKernels, kFabric } kind = Kind::kDecodeRun;
+  std::optional<double> hbm_eff, flops_eff, net_eff;  // what the file measures (nothing is applied yet)
   std::vector<std::string> notes;            // "hbm_eff = 0.78 (decode, 2451 GB/s, batch 32)"
 };
 
@@ -40,7 +45,8 @@ StatusOr<CalibrationSource> CalibrateFromBenchFile(const std::string& path, cons
 // Applies sources to *calib whatever their order: hbm_eff from a whole decode run wins over one from a
 // GEMM benchmark (the best of each kind is used); flops_eff from the kernel benchmark. A whole decode
 // run's bandwidth already contains the per-layer overheads, so then layer_overhead_us becomes 0 (the
-// planner would otherwise count them twice). Returns what it applied, one line each.
+// planner would otherwise count them twice); net_eff from the best all-to-all run across hosts.
+// Returns what it applied, one line each.
 std::vector<std::string> ApplyCalibration(const std::vector<CalibrationSource>& sources, Calibration* calib);
 
 }  // namespace shoal::plan

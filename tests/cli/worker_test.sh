@@ -148,4 +148,15 @@ check_plain_error "--rank and --world-size go together" --model "$model" --coord
 check_plain_error "--rank 2 is not below --world-size 2" --model "$model" --coordinator 127.0.0.1:1 --rank 2 --world-size 2
 check_plain_error "need --coordinator HOST:PORT" --model "$model" --batch "$tmp/one.jsonl" --rank 0 --world-size 1
 check_plain_error "so it needs --device cuda" --model "$model" --coordinator 127.0.0.1:1 --rank 0 --world-size 2 --device cpu
+
+# shoal bench a2a --json on 2 ranks of this one host: correct rows, the job's shape recorded, and
+# `shoal plan --calibrate` refusing it for net_eff (one host measures shared memory, not the network).
+if run 2 "$shoal" bench a2a --hidden 64 --topk 2 --experts 8 --max-tokens 8 --seconds 0.01 --json "$tmp/a2a.json" \
+     > "$tmp/a2a.txt" 2>&1 &&
+   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j["ok"] and j["ranks"] == 2 and j["hosts"] == 1 and len(j["results"]) == 4))' "$tmp/a2a.json"; then
+  echo "ok   bench a2a --json records 4 sizes, 2 ranks on 1 host"
+else
+  echo "FAIL bench a2a --json"; cat "$tmp/a2a.txt"; fail=1
+fi
+expect_failure "measures shared memory, not the network" "$shoal" plan --model deepseek-v3 --hardware h100 --calibrate "$tmp/a2a.json"
 exit $fail

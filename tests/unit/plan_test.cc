@@ -299,5 +299,43 @@ TEST(PlanCalibration, RefusesFailedRunsImpossibleRatesAndOtherFiles) {
   EXPECT_EQ(CalibrateFromBenchFile("/nonexistent.json", hw).status().code(), StatusCode::kNotFound);
 }
 
+// shoal bench a2a --json across hosts: net_eff from MPI_Alltoallv's bytes that leave each rank's host.
+TEST(PlanCalibration, AllToAllAcrossHostsGivesNetEfficiency) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];  // 50 GB/s per GPU NIC
+  // 4 hosts x 8 ranks: 24 of 32 destinations are off-host. Best size: 64 MiB per rank in 2 ms =
+  // 32 GiB/s sent, 3/4 of it leaving the host = 25.2 GB/s per rank = 0.503 of the NIC.
+  const std::string across = R"({"tool": "shoal bench a2a", "backend": "mpi", "ranks": 32, "hosts": 4,
+      "max_ranks_per_host": 8, "min_ranks_per_host": 8, "ok": true, "results": [
+      {"hidden": 7168, "topk": 8, "tokens": 64, "bytes": 1048576, "raw_us": 400, "ours_us": 500},
+      {"hidden": 7168, "topk": 8, "tokens": 4096, "bytes": 67108864, "raw_us": 2000, "ours_us": 2100}]})";
+  auto src = CalibrateFromBenchJson(across, "a2a.json", hw);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  ASSERT_TRUE(src->net_eff.has_value());
+  EXPECT_NEAR(*src->net_eff, 67108864.0 * 0.75 / 2e-3 / 50e9, 1e-9);
+  EXPECT_FALSE(src->hbm_eff.has_value());
+  EXPECT_NE(src->notes[0].find("4096 tokens/rank"), std::string::npos) << src->notes[0];
+  Calibration c;
+  const auto applied = ApplyCalibration({*src}, &c);
+  EXPECT_NEAR(c.net_eff, *src->net_eff, 1e-12);
+  ASSERT_EQ(applied.size(), 1u);
+
+  // One host measures shared memory; uneven hosts and failed runs calibrate nothing.
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string j = across;
+    j.replace(j.find(from), from.size(), to);
+    return j;
+  };
+  EXPECT_TRUE(MessageHas(CalibrateFromBenchJson(with("\"hosts\": 4", "\"hosts\": 1"), "a2a.json", hw).status(),
+                         "shared memory, not the network"));
+  EXPECT_TRUE(MessageHas(CalibrateFromBenchJson(with("\"min_ranks_per_host\": 8", "\"min_ranks_per_host\": 7"),
+                                                "a2a.json", hw).status(),
+                         "different numbers of ranks"));
+  EXPECT_TRUE(MessageHas(CalibrateFromBenchJson(with("\"ok\": true", "\"ok\": false"), "a2a.json", hw).status(),
+                         "checks failed"));
+  // Faster than the preset's NIC: the preset is not this fabric.
+  const std::string fast = with("\"raw_us\": 2000", "\"raw_us\": 900");
+  EXPECT_TRUE(MessageHas(CalibrateFromBenchJson(fast, "a2a.json", hw).status(), "net_eff"));
+}
+
 }  // namespace
 }  // namespace shoal::plan

@@ -9,12 +9,15 @@
 // Bytes: what a rank sends in both phases, self included (nccl-tests' "size"); algbw = bytes / time,
 // busbw = algbw × (N-1)/N. Times: the slowest rank's mean per round, median of 8 alternating rounds. "wrong" counts elements of the
 // dispatched rows and combined outputs that differ from what their encoded origin implies.
+// --json FILE (rank 0) records every size with the job's shape — ranks, hosts, ranks per host — so
+// that `shoal plan --calibrate` can take the network efficiency from a run across hosts.
 #include <mpi.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <numeric>
 #include <random>
 #include <string>
@@ -24,6 +27,8 @@
 #include "comm/mpi/mpi_group.h"
 #include "comm/placement.h"
 #include "tools/shoal/commands.h"
+
+#include <nlohmann/json.hpp>
 
 namespace shoal::cli {
 
@@ -40,7 +45,30 @@ struct A2aOptions {
   double seconds_per_size = 0.3;  // iterations per size: enough to fill this, between 8 and 400
   int64_t max_mib = 3072;         // skip sizes whose buffers would exceed this per rank
   int64_t timeout_ms = 120000;
+  std::string json_path;  // rank 0 writes the results here
 };
+
+// Hosts of the job and ranks per host (MPI's shared-memory split), for the JSON: bytes to ranks on
+// other hosts cross the network, the rest stays in the host.
+struct JobShape {
+  int hosts = 1, max_per_host = 1, min_per_host = 1;
+};
+
+StatusOr<JobShape> ShapeOfJob(comm::Group& g, Deadline deadline) {
+  MPI_Comm node;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) {
+    return Internal("MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) failed");
+  }
+  int local_rank = 0, local_size = 1;
+  MPI_Comm_rank(node, &local_rank);
+  MPI_Comm_size(node, &local_size);
+  MPI_Comm_free(&node);
+  std::vector<int64_t> hosts = {local_rank == 0 ? 1 : 0};
+  std::vector<int64_t> sizes = {local_size, -local_size};
+  SHOAL_RETURN_IF_ERROR(g.AllReduceSum(hosts, deadline));
+  SHOAL_RETURN_IF_ERROR(g.AllReduceMax(sizes, deadline));
+  return JobShape{static_cast<int>(hosts[0]), static_cast<int>(sizes[0]), static_cast<int>(-sizes[1])};
+}
 
 struct Routing {
   std::vector<int32_t> ids;
@@ -233,6 +261,8 @@ Status RunA2aInGroup(const A2aOptions& o) {
     std::printf("# %6s %4s %6s %9s %9s | %10s %8s %8s %7s | %10s %8s %8s | %9s\n", "hidden", "topk", "tokens",
                 "bytes", "per-peer", "ours(us)", "algbw", "busbw", "#wrong", "raw(us)", "algbw", "busbw", "raw/ours");
   }
+  SHOAL_ASSIGN_OR_RETURN(JobShape shape, ShapeOfJob(g, Deadline::AfterMs(o.timeout_ms)));
+  nlohmann::json sizes = nlohmann::json::array();
   int64_t total_wrong = 0;
   std::vector<double> bw_ratios;       // raw/ours time (= ours/raw bandwidth) at >= 256 KiB per peer
   std::vector<double> latency_excess;  // ours - (1.3 raw + 10 us) at <= 128 tokens per rank
@@ -264,6 +294,8 @@ Status RunA2aInGroup(const A2aOptions& o) {
                       r.raw_us, raw_bw, raw_bw * bus, r.raw_us / r.ours_us);
           std::fflush(stdout);
         }
+        sizes.push_back({{"hidden", H}, {"topk", K}, {"tokens", T}, {"bytes", r.bytes}, {"per_peer", r.per_peer},
+                         {"ours_us", r.ours_us}, {"raw_us", r.raw_us}, {"wrong", r.wrong}});
         if (r.per_peer >= 256 * 1024) bw_ratios.push_back(r.raw_us / r.ours_us);
         if (T <= 128) latency_excess.push_back(r.ours_us - (1.3 * r.raw_us + 10.0));
       }
@@ -289,6 +321,17 @@ Status RunA2aInGroup(const A2aOptions& o) {
                   static_cast<long long>(met), latency_excess.size(), median(latency_excess),
                   *std::max_element(latency_excess.begin(), latency_excess.end()));
     }
+  }
+  if (root && !o.json_path.empty()) {
+    const nlohmann::json j = {{"tool", "shoal bench a2a"}, {"backend", g.backend()},   {"ranks", R},
+                              {"hosts", shape.hosts},     {"max_ranks_per_host", shape.max_per_host},
+                              {"min_ranks_per_host", shape.min_per_host},          {"experts", o.experts},
+                              {"wrong", total_wrong},     {"ok", total_wrong == 0}, {"results", sizes}};
+    std::ofstream out(o.json_path);
+    out << j.dump(2) << "\n";
+    if (!out) return IoError(o.json_path + ": cannot write the results");
+    std::printf("# results in %s (%d hosts, %d-%d ranks per host)\n", o.json_path.c_str(), shape.hosts,
+                shape.min_per_host, shape.max_per_host);
   }
   if (total_wrong != 0) return Internal(std::to_string(total_wrong) + " wrong elements");
   return Status::Ok();
@@ -318,6 +361,7 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   a2a->add_option("--seconds", opts->seconds_per_size, "Target timed seconds per size")->check(CLI::Range(0.01, 60.0));
   a2a->add_option("--max-mib", opts->max_mib, "Skip sizes needing more buffer memory per rank")
       ->check(CLI::Range(int64_t{16}, int64_t{1} << 20));
+  a2a->add_option("--json", opts->json_path, "Rank 0 writes every size and the job's hosts here (for shoal plan --calibrate)");
   a2a->add_option("--timeout-ms", opts->timeout_ms, "Deadline of every collective")
       ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
   a2a->callback([opts, exit_code] {

@@ -25,7 +25,7 @@ struct PlanOptions {
   bool json = false;
   bool list = false;
   std::vector<std::string> calibrate;     // benchmark JSON files (plan/calibration.h)
-  bool hbm_eff_given = false, flops_eff_given = false, layer_overhead_given = false;  // win over --calibrate
+  bool hbm_eff_given = false, flops_eff_given = false, layer_overhead_given = false, net_eff_given = false;  // win over --calibrate
 };
 
 Status RunPlan(const PlanOptions& o) {
@@ -59,6 +59,7 @@ Status RunPlan(const PlanOptions& o) {
   if (o.hbm_eff_given) calib.hbm_eff = o.req.calib.hbm_eff;
   if (o.flops_eff_given) calib.flops_eff = o.req.calib.flops_eff;
   if (o.layer_overhead_given) calib.layer_overhead_us = o.req.calib.layer_overhead_us;
+  if (o.net_eff_given) calib.net_eff = o.req.calib.net_eff;
   nlohmann::json all = nlohmann::json::array();
   for (const auto& name : models) {
     plan::PlanRequest r = o.req;
@@ -129,14 +130,16 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
                   "With overlap: fraction of the shorter of compute and all-to-all hidden behind the longer (1 = max, 0 = sum)")
       ->capture_default_str();
   cmd->add_option("--calibrate", opts->calibrate,
-                  "JSON of bench/gpu_decode_bench or bench/gpu_kernels_bench (--json) run on --hardware: sets "
-                  "hbm_eff/flops_eff from the measurement; repeatable; explicit --hbm-eff/--flops-eff/--layer-overhead-us win");
+                  "JSON of bench/gpu_decode_bench or bench/gpu_kernels_bench (--json) run on --hardware (sets hbm_eff/flops_eff), "
+                  "or of shoal bench a2a --json run across its hosts (sets net_eff); repeatable; explicit "
+                  "--hbm-eff/--flops-eff/--layer-overhead-us/--net-eff win");
   cmd->add_flag("--json", opts->json, "Print JSON instead of tables");
   cmd->add_flag("--list", opts->list, "List model and hardware presets");
   cmd->callback([opts, exit_code, cmd] {
     opts->hbm_eff_given = cmd->count("--hbm-eff") > 0;
     opts->flops_eff_given = cmd->count("--flops-eff") > 0;
     opts->layer_overhead_given = cmd->count("--layer-overhead-us") > 0;
+    opts->net_eff_given = cmd->count("--net-eff") > 0;
     const Status st = RunPlan(*opts);
     if (!st.ok()) {
       std::fprintf(stderr, "shoal plan: error: %s\n", st.ToString().c_str());
