@@ -1,6 +1,9 @@
 // Coordinator set-up (tokenizer, chat template, model limits, listening sockets), Run and Stop.
 #include "coordinator/coordinator.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -59,6 +62,13 @@ Coordinator::~Coordinator() = default;
 StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const EngineConfig& cfg) {
   auto c = std::make_unique<Impl>();
   c->cfg = cfg;
+  c->rendezvous = coord::RendezvousTable(std::chrono::seconds(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600));
+  // Each parked rank holds a descriptor until its rank 0 posts: at most half of what the process may
+  // open, so parked ranks cannot starve the HTTP and control listeners.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    c->rendezvous_parked_limit = std::max<size_t>(16, static_cast<size_t>(nofile.rlim_cur) / 2);
+  }
   if (cfg.model_path.empty()) return InvalidArgument("no model: the config needs model.path (or pass --model)");
   c->model_name = ServedModelName(cfg);
   SHOAL_ASSIGN_OR_RETURN(ModelConfig mc, LoadModelConfig(cfg.model_path));
@@ -153,7 +163,7 @@ void Coordinator::Impl::BeginStop(int64_t grace_ms) {
 }
 
 void Coordinator::Impl::StopWhenWorkersGone(std::shared_ptr<asio::steady_timer> timer, int64_t left_ms) {
-  bool all_gone = true;
+  bool all_gone = rendezvous_sessions == 0;  // woken parked ranks still have their refusal to write
   for (const auto& [name, g] : groups) {
     for (const auto& r : g.ranks) all_gone = all_gone && (!r || r->dead);
   }

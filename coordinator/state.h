@@ -130,10 +130,13 @@ struct Coordinator::Impl {
   coord::tcp::acceptor control_acceptor{io};
   std::map<std::string, coord::GroupState> groups;
   // Groups launched without MPI meet here to share their data plane's id (worker_link.cc).
-  coord::RendezvousTable rendezvous;
+  // Ids live parallel.startup_timeout_s (set in Create).
+  coord::RendezvousTable rendezvous{std::chrono::minutes(10)};
   // Ranks waiting for their rank 0's post: their timers are cancelled to wake them.
   std::map<std::string, std::vector<std::weak_ptr<coord::asio::steady_timer>>> rendezvous_waiters;
   size_t rendezvous_parked = 0;
+  size_t rendezvous_parked_limit = 1024;  // from the descriptor limit (Create)
+  size_t rendezvous_sessions = 0;         // answering or parked: a stop waits for their replies
   std::unordered_map<uint64_t, std::shared_ptr<RequestState>> requests;
   uint64_t next_request = 1;
   bool stopping = false;
@@ -169,6 +172,7 @@ struct Coordinator::Impl {
   coord::awaitable<void> RendezvousSession(std::shared_ptr<WorkerLink> link, control::Rendezvous rv);
   // One decision for a rendezvous request: the reply, or nullopt when the rank must wait for a post.
   std::optional<control::Message> RendezvousStep(const control::Rendezvous& rv, coord::Clock::time_point until);
+  void PruneRendezvousWaiters(const std::string& group);
   void WakeRendezvous(const std::string& group);
   void Send(const std::shared_ptr<WorkerLink>& link, const control::Message& m);
   void LinkDied(const std::shared_ptr<WorkerLink>& link, const std::string& why);

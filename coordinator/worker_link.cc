@@ -216,6 +216,13 @@ void Coordinator::Impl::WakeRendezvous(const std::string& group) {
   rendezvous_waiters.erase(it);
 }
 
+void Coordinator::Impl::PruneRendezvousWaiters(const std::string& group) {
+  auto it = rendezvous_waiters.find(group);
+  if (it == rendezvous_waiters.end()) return;
+  std::erase_if(it->second, [](const std::weak_ptr<asio::steady_timer>& w) { return w.expired(); });
+  if (it->second.empty()) rendezvous_waiters.erase(it);
+}
+
 std::optional<control::Message> Coordinator::Impl::RendezvousStep(const control::Rendezvous& rv,
                                                                   Clock::time_point until) {
   const std::string who = "rank " + std::to_string(rv.rank) + "/" + std::to_string(rv.size) + " of group " + rv.group;
@@ -235,49 +242,79 @@ std::optional<control::Message> Coordinator::Impl::RendezvousStep(const control:
       if (r && !r->dead) return refuse("group " + rv.group + " already has connected workers");
     }
   }
+  const auto now = Clock::now();
   if (rv.rank == 0) {
-    const Status posted = rendezvous.Post(rv.group, rv.size, rv.id);
+    const Status posted = rendezvous.Post(rv.group, rv.size, rv.id, now);
     if (!posted.ok()) return refuse(posted.message());
     std::fprintf(stderr, "shoal serve: rendezvous: %s posted its data-plane id\n", who.c_str());
     WakeRendezvous(rv.group);
     return control::Message(control::RendezvousId{rv.id});
   }
-  StatusOr<std::optional<std::string>> got = rendezvous.Take(rv.group, rv.rank, rv.size);
+  StatusOr<std::optional<std::string>> got = rendezvous.Take(rv.group, rv.rank, rv.size, now);
   if (!got.ok()) return refuse(got.status().message());
   if (got->has_value()) {
     std::fprintf(stderr, "shoal serve: rendezvous: %s took the data-plane id\n", who.c_str());
     return control::Message(control::RendezvousId{std::move(**got)});
   }
-  if (Clock::now() >= until) {
+  if (now >= until) {
     return refuse("rank 0 of group " + rv.group + " did not post its id within " + std::to_string(cfg.startup_timeout_s) +
                   " s (parallel.startup_timeout_s)");
   }
-  // Bounded: each parked rank holds a socket until its rank 0 posts.
-  if (rendezvous_parked >= 4 * RendezvousTable::kMaxPending) return refuse("too many workers are waiting for their rank 0");
+  // Bounded: each parked rank holds a descriptor until its rank 0 posts.
+  if (rendezvous_parked >= rendezvous_parked_limit) {
+    return refuse("too many workers (" + std::to_string(rendezvous_parked) +
+                  ") are waiting for their rank 0 (half the coordinator's open-file limit)");
+  }
   return std::nullopt;
 }
 
 awaitable<void> Coordinator::Impl::RendezvousSession(std::shared_ptr<WorkerLink> link, control::Rendezvous rv) {
+  ++rendezvous_sessions;
   // Other ranks wait for rank 0's post, at most the startup timeout (rank 0 may still be loading).
   const auto until = Clock::now() + std::chrono::seconds(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600);
-  std::string frame;
-  while (true) {
+  // The worker sends nothing after its Rendezvous: a read that completes means it went away (or broke
+  // the protocol), and a rank that is gone must not take its group's id for a relaunched one.
+  auto gone = std::make_shared<bool>(false);
+  auto parked_timer = std::make_shared<std::shared_ptr<asio::steady_timer>>();
+  auto probe = std::make_shared<char>(0);
+  link->socket.async_read_some(asio::buffer(probe.get(), 1), [gone, parked_timer, probe](const boost::system::error_code&, size_t) {
+    *gone = true;
+    if (*parked_timer) (*parked_timer)->cancel();
+  });
+  std::string frame, given;
+  while (!*gone) {
     // The decision is a plain function and the reply a named local: GCC 12 may destroy temporaries
     // inside a co_await expression twice.
     std::optional<control::Message> reply = RendezvousStep(rv, until);
     if (reply.has_value()) {
+      if (auto* id = std::get_if<control::RendezvousId>(&*reply); id != nullptr && rv.rank != 0) given = id->id;
       frame = control::EncodeFrame(*reply);
       break;
     }
     auto timer = std::make_shared<asio::steady_timer>(io, until);
+    *parked_timer = timer;
     rendezvous_waiters[rv.group].push_back(timer);
     ++rendezvous_parked;
     boost::system::error_code ec;
     co_await timer->async_wait(asio::redirect_error(use_awaitable, ec));
     --rendezvous_parked;
+    parked_timer->reset();
+    timer.reset();
+    PruneRendezvousWaiters(rv.group);
   }
   boost::system::error_code ec;
-  co_await asio::async_write(link->socket, asio::buffer(frame), asio::redirect_error(use_awaitable, ec));
+  if (!frame.empty() && !*gone) {
+    co_await asio::async_write(link->socket, asio::buffer(frame), asio::redirect_error(use_awaitable, ec));
+  }
+  if (!given.empty() && (*gone || ec)) {
+    // The id never reached this rank: its relaunch may take it.
+    rendezvous.GiveBack(rv.group, rv.rank, given);
+    std::fprintf(stderr, "shoal serve: rendezvous: rank %u of group %s left before it got the id\n", rv.rank,
+                 rv.group.c_str());
+  }
+  boost::system::error_code ignored;
+  link->socket.close(ignored);  // ends the probe read
+  --rendezvous_sessions;
 }
 
 awaitable<void> Coordinator::Impl::Watchdog() {

@@ -79,7 +79,8 @@ double TpAllReduceSeconds(const PlanRequest& r, double tokens_per_group) {
   return r.model.num_layers * 2.0 * bytes / (r.hw.nvlink_bw * r.calib.nvlink_eff);
 }
 
-void Finish(const PlanRequest& r, const std::vector<Term>& terms, double overhead_s, double extra_s,
+// `micro_batches` 1: nothing to overlap with, so compute and comm add up even when overlap is on.
+void Finish(const PlanRequest& r, int micro_batches, const std::vector<Term>& terms, double overhead_s, double extra_s,
             const CommTimes& comm, double output_tokens, StepBreakdown* s) {
   double mem_bound = 0, flop_bound = 0;
   for (const Term& t : terms) (t.byte_s >= t.flop_s ? mem_bound : flop_bound) += t.t();
@@ -90,12 +91,12 @@ void Finish(const PlanRequest& r, const std::vector<Term>& terms, double overhea
   s->comm_ms = comm.total_s * 1e3;
   s->net_bytes = comm.net_bytes;
   s->nvlink_bytes = comm.nvl_bytes;
-  s->step_ms = r.overlap ? std::max(s->compute_ms, s->comm_ms) +
+  s->step_ms = r.overlap && micro_batches > 1 ? std::max(s->compute_ms, s->comm_ms) +
                                (1.0 - r.calib.overlap_eff) * std::min(s->compute_ms, s->comm_ms)
                          : s->compute_ms + s->comm_ms;
   s->output_tokens = output_tokens;
   s->tokens_per_s = s->step_ms > 0 ? output_tokens / (s->step_ms * 1e-3) : 0;
-  if (s->comm_ms > s->compute_ms && (r.overlap || s->comm_ms > 0.5 * s->step_ms)) {
+  if (s->comm_ms > s->compute_ms && ((r.overlap && micro_batches > 1) || s->comm_ms > 0.5 * s->step_ms)) {
     s->bound = comm.net_s >= comm.nvl_s ? "all-to-all (IB)" : "all-to-all (NVLink)";
   } else {
     s->bound = mem_bound >= flop_bound ? "HBM bandwidth" : "compute";
@@ -152,35 +153,40 @@ StepBreakdown DecodeStep(const PlanRequest& req, int n, int b) {
   const int mb = (r.overlap && n > 1 && b >= 2) ? 2 : 1;
   const double ctx = DecodeContext(r);
   // Tokens through the model: each sequence's own plus its drafts to verify. Drafting them runs the
-  // MTP module (one more layer) once per draft, which `draft` adds as a share of a whole pass.
+  // MTP module (one more layer) once per draft at b tokens: `draft` adds that as a share of the pass's
+  // per-token work (FLOPs, all-to-all), `draft_bytes` as a share of what a pass reads (one layer's
+  // weights and KV per draft).
   const double t = double(b) * (1 + r.mtp_draft_tokens);
   const double draft = double(r.mtp_draft_tokens) * b / (t * r.model.num_layers);
+  const double draft_bytes = double(r.mtp_draft_tokens) / r.model.num_layers;
   StepBreakdown s;
   s.batch = b;
   s.tokens = t;
 
-  Term dense{(1 + draft) * 2.0 * p.dense_active * t / ExpFlops(r), mb * mem.dense_weight_bytes / Bw(r)};
+  const double dense_bytes = (1 + draft_bytes) * mb * mem.dense_weight_bytes;
+  Term dense{(1 + draft) * 2.0 * p.dense_active * t / ExpFlops(r), dense_bytes / Bw(r)};
   // Distinct local experts touched: each of the t*n/mb tokens of a micro-batch routes to top_k of E.
   double touched_frac = 0;
   if (r.model.num_experts > 0) {
     const double miss = 1.0 - double(r.model.top_k) / r.model.num_experts;
     touched_frac = 1.0 - std::pow(miss, t * n / mb);
   }
-  const double expert_bytes = mb * mem.expert_weight_bytes * touched_frac;
+  const double expert_bytes = (1 + draft_bytes) * mb * mem.expert_weight_bytes * touched_frac;
   Term experts{(1 + draft) * 2.0 * p.routed_active * t * r.calib.expert_imbalance / ExpFlops(r), expert_bytes / Bw(r)};
   // The KV of a sequence is read once per step however many of its tokens attend to it.
-  const double kv_bytes = double(b) * r.attn_tp / KvSplit(r) * ctx * mem.kv_bytes_per_token;
+  const double kv_bytes = (1 + draft_bytes) * double(b) * r.attn_tp / KvSplit(r) * ctx * mem.kv_bytes_per_token;
   const double attn_flops = (1 + draft) * t * ctx * DecodeAttentionFlopsPerContextToken(r.model);
   Term attn{attn_flops / AttnFlops(r), kv_bytes / Bw(r)};
   s.dense_ms = dense.t() * 1e3;
   s.experts_ms = experts.t() * 1e3;
   s.attention_ms = attn.t() * 1e3;
-  s.hbm_bytes = mb * mem.dense_weight_bytes + expert_bytes + kv_bytes;
+  s.hbm_bytes = dense_bytes + expert_bytes + kv_bytes;
   s.flops = (1 + draft) * (2.0 * p.dense_active * t + 2.0 * p.routed_active * t) + attn_flops;
   const double overhead = (r.model.num_layers + r.mtp_draft_tokens) * mb * r.calib.layer_overhead_us * 1e-6;
   const CommTimes comm = AllToAll(r, n, (1 + draft) * t, mb);
   const double accepted = AcceptedPerStep(r);
-  Finish(r, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, t * r.attn_tp), comm, b * accepted, &s);
+  Finish(r, mb, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, (1 + draft) * t * r.attn_tp), comm, b * accepted,
+         &s);
   s.tpot_ms = s.step_ms / accepted;
   return s;
 }
@@ -208,7 +214,7 @@ StepBreakdown PrefillStep(const PlanRequest& r, int n, int prompts) {
   s.hbm_bytes = mb * mem.weight_bytes() + tokens * mem.kv_bytes_per_token;
   const double overhead = r.model.num_layers * mb * r.calib.layer_overhead_us * 1e-6;
   s.tokens = tokens;
-  Finish(r, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, tokens), AllToAll(r, n, tokens, mb), tokens, &s);
+  Finish(r, mb, {dense, experts, attn}, overhead, TpAllReduceSeconds(r, tokens), AllToAll(r, n, tokens, mb), tokens, &s);
   return s;
 }
 
@@ -346,7 +352,8 @@ StatusOr<PlanResult> Plan(const PlanRequest& r) {
 namespace {
 
 nlohmann::json StepJson(const StepBreakdown& s) {
-  return {{"batch", s.batch},             {"tokens_per_step", s.tokens}, {"output_tokens_per_step", s.output_tokens},
+  // batch_tokens: tokens per GPU per step, as before MTP existed (= batch without drafts).
+  return {{"batch", s.batch},             {"batch_tokens", s.tokens},   {"output_tokens_per_step", s.output_tokens},
           {"tpot_ms", s.tpot_ms},         {"step_ms", s.step_ms},       {"tokens_per_s_per_gpu", s.tokens_per_s},
           {"bound", s.bound},             {"compute_ms", s.compute_ms}, {"dense_ms", s.dense_ms},
           {"experts_ms", s.experts_ms},   {"attention_ms", s.attention_ms}, {"overhead_ms", s.overhead_ms},

@@ -19,46 +19,63 @@ namespace {
 using coord::RendezvousTable;
 using testing::MessageHas;
 
-TEST(RendezvousTable, EveryRankGetsRankZerosIdOnceThenItIsDropped) {
-  RendezvousTable t;
-  auto early = t.Take("g", 1, 3);
+using Clock = RendezvousTable::Clock;
+using std::chrono::seconds;
+
+TEST(RendezvousTable, EveryRankGetsRankZerosIdOnce) {
+  RendezvousTable t(seconds(60));
+  const Clock::time_point now = Clock::now();
+  auto early = t.Take("g", 1, 3, now);
   ASSERT_TRUE(early.ok());
   EXPECT_FALSE(early->has_value()) << "nothing posted yet: wait";
-  EXPECT_EQ(t.posts("g"), 0u);
-  ASSERT_TRUE(t.Post("g", 3, "id-1").ok());
-  EXPECT_EQ(t.posts("g"), 1u);
-  EXPECT_EQ(t.Take("g", 2, 3)->value(), "id-1");
+  ASSERT_TRUE(t.Post("g", 3, "id-1", now).ok());
+  EXPECT_EQ(t.Take("g", 2, 3, now)->value(), "id-1");
   // A rank that already has this id restarted: it must wait for rank 0's next post.
-  EXPECT_FALSE(t.Take("g", 2, 3)->has_value());
-  EXPECT_EQ(t.pending(), 1u);
-  EXPECT_EQ(t.Take("g", 1, 3)->value(), "id-1");
-  EXPECT_EQ(t.pending(), 0u) << "every rank has it";
-  EXPECT_FALSE(t.Take("g", 1, 3)->has_value());
+  EXPECT_FALSE(t.Take("g", 2, 3, now)->has_value());
+  EXPECT_EQ(t.Take("g", 1, 3, now)->value(), "id-1");
+  EXPECT_FALSE(t.Take("g", 1, 3, now)->has_value());
+  // An answer that never reached its rank is given back, and only for the id it was.
+  t.GiveBack("g", 1, "another-id");
+  EXPECT_FALSE(t.Take("g", 1, 3, now)->has_value());
+  t.GiveBack("g", 1, "id-1");
+  EXPECT_EQ(t.Take("g", 1, 3, now)->value(), "id-1");
 }
 
 TEST(RendezvousTable, ANewPostReplacesTheOldIdAndWhoTookIt) {
-  RendezvousTable t;
-  ASSERT_TRUE(t.Post("g", 2, "old").ok());
-  ASSERT_TRUE(t.Post("g", 2, "new").ok());
-  EXPECT_EQ(t.posts("g"), 2u);
-  EXPECT_EQ(t.Take("g", 1, 2)->value(), "new");
-  ASSERT_TRUE(t.Post("g", 2, "newer").ok());
-  EXPECT_EQ(t.Take("g", 1, 2)->value(), "newer") << "the restarted group's rank 1 takes the new id";
+  RendezvousTable t(seconds(60));
+  const Clock::time_point now = Clock::now();
+  ASSERT_TRUE(t.Post("g", 2, "old", now).ok());
+  ASSERT_TRUE(t.Post("g", 2, "new", now).ok());
+  EXPECT_EQ(t.Take("g", 1, 2, now)->value(), "new");
+  ASSERT_TRUE(t.Post("g", 2, "newer", now).ok());
+  EXPECT_EQ(t.Take("g", 1, 2, now)->value(), "newer") << "the restarted group's rank 1 takes the new id";
+}
+
+TEST(RendezvousTable, AnIdIsForgottenAfterItsTimeToLive) {
+  RendezvousTable t(seconds(60));
+  const Clock::time_point t0 = Clock::now();
+  ASSERT_TRUE(t.Post("g", 3, "id", t0).ok());
+  EXPECT_EQ(t.Take("g", 1, 3, t0 + seconds(59))->value(), "id");
+  // Rank 2 never came in time: a later launch's rank 2 must not be handed the dead id.
+  EXPECT_FALSE(t.Take("g", 2, 3, t0 + seconds(60))->has_value());
+  EXPECT_EQ(t.pending(), 0u);
+  // Expired ids do not count against the limit.
+  for (size_t i = 0; i < RendezvousTable::kMaxPending; ++i) ASSERT_TRUE(t.Post("g" + std::to_string(i), 2, "x", t0).ok());
+  EXPECT_TRUE(MessageHas(t.Post("one-too-many", 2, "x", t0), "already waiting"));
+  EXPECT_TRUE(t.Post("one-too-many", 2, "x", t0 + seconds(61)).ok());
 }
 
 TEST(RendezvousTable, BadRequestsAreRefused) {
-  RendezvousTable t;
-  EXPECT_TRUE(MessageHas(t.Post("g", 0, "x"), "at least one rank"));
-  EXPECT_TRUE(MessageHas(t.Post("g", 2, ""), "empty id"));
-  ASSERT_TRUE(t.Post("g", 4, "x").ok());
-  EXPECT_TRUE(MessageHas(t.Take("g", 1, 2).status(), "rank 0 started a group of 4 ranks, this worker says 2"));
-  EXPECT_TRUE(MessageHas(t.Take("g", 0, 4).status(), "rank 0 cannot take"));
-  EXPECT_TRUE(MessageHas(t.Take("g", 4, 4).status(), "rank 4 cannot take"));
-  ASSERT_TRUE(t.Post("solo", 1, "x").ok());
+  RendezvousTable t(seconds(60));
+  const Clock::time_point now = Clock::now();
+  EXPECT_TRUE(MessageHas(t.Post("g", 0, "x", now), "at least one rank"));
+  EXPECT_TRUE(MessageHas(t.Post("g", 2, "", now), "empty id"));
+  ASSERT_TRUE(t.Post("g", 4, "x", now).ok());
+  EXPECT_TRUE(MessageHas(t.Take("g", 1, 2, now).status(), "rank 0 started a group of 4 ranks, this worker says 2"));
+  EXPECT_TRUE(MessageHas(t.Take("g", 0, 4, now).status(), "rank 0 cannot take"));
+  EXPECT_TRUE(MessageHas(t.Take("g", 4, 4, now).status(), "rank 4 cannot take"));
+  ASSERT_TRUE(t.Post("solo", 1, "x", now).ok());
   EXPECT_EQ(t.pending(), 1u) << "a group of one keeps nothing";
-  for (size_t i = 1; i < RendezvousTable::kMaxPending; ++i) ASSERT_TRUE(t.Post("g" + std::to_string(i), 2, "x").ok());
-  EXPECT_TRUE(MessageHas(t.Post("one-too-many", 2, "x"), "already waiting"));
-  EXPECT_TRUE(t.Post("g", 2, "y").ok()) << "a group that is already pending may post again";
 }
 
 // A coordinator serving the tiny fixture on loopback, run on its own thread.
@@ -140,9 +157,20 @@ TEST(Rendezvous, AParkedRankIsRefusedWhenTheCoordinatorStops) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   c.reset();  // Stop()
   auto got = r1.get();
-  EXPECT_FALSE(got.ok());
-  EXPECT_TRUE(MessageHas(got.status(), "shutting down") || got.status().code() == StatusCode::kUnavailable)
-      << got.status().ToString();
+  EXPECT_TRUE(MessageHas(got.status(), "refused the rendezvous: the coordinator is shutting down"));
+}
+
+TEST(Rendezvous, ARankThatLeftWhileParkedDoesNotTakeItsSuccessorsId) {
+  LiveCoordinator c;
+  // Rank 1 parks, gives up (its client times out and closes), and is relaunched; then rank 0 posts.
+  auto gave_up = Share(c, Ask(c, "g0", 1, 2), 200);
+  EXPECT_EQ(gave_up.status().code(), StatusCode::kDeadlineExceeded) << gave_up.status().ToString();
+  auto relaunched = std::async(std::launch::async, [&] { return Share(c, Ask(c, "g0", 1, 2)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_TRUE(Share(c, Ask(c, "g0", 0, 2, "fresh")).ok());
+  auto got = relaunched.get();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, "fresh");
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 // loop's — then runs over that NCCL communicator.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -122,6 +123,16 @@ Status LoadConfig(const WorkerOptions& o, int ranks_on_node, EngineConfig* cfg) 
 }
 
 // The model's config, the dense weights and rank `rank`'s experts of a group of `size`.
+// The same without MPI, from the launcher's environment: torchrun's LOCAL_WORLD_SIZE, or Slurm's tasks
+// per node ("8", or "8(x2)" for two nodes of 8); 1 when neither says.
+int RanksOnThisNodeFromEnv() {
+  for (const char* var : {"LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"}) {
+    const char* v = std::getenv(var);
+    if (v != nullptr && *v >= '1' && *v <= '9') return std::max(1, std::atoi(v));
+  }
+  return 1;
+}
+
 StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size) {
   Loaded l;
   SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg.model_path));
@@ -268,7 +279,7 @@ Status RunWithoutMpi(const WorkerOptions& o) {
   const int rank = o.rank, size = o.world_size;
   const std::string me = "rank " + std::to_string(rank) + "/" + std::to_string(size);
   EngineConfig cfg;
-  SHOAL_RETURN_IF_ERROR(LoadConfig(o, /*ranks_on_node=*/1, &cfg).WithContext(me));
+  SHOAL_RETURN_IF_ERROR(LoadConfig(o, RanksOnThisNodeFromEnv(), &cfg).WithContext(me));
   SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg.device : o.device));
   if (size > 1 && !device.cuda) {
     return InvalidArgument(me + ": a group launched without MPI exchanges expert rows over NCCL, so it needs "
