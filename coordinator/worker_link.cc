@@ -303,10 +303,13 @@ awaitable<void> Coordinator::Impl::RendezvousSession(std::shared_ptr<WorkerLink>
     PruneRendezvousWaiters(rv.group);
   }
   boost::system::error_code ec;
-  if (!frame.empty() && !*gone) {
+  // Whether the rank had left before its answer was written: a close after the write is the rank
+  // going away with its id, as it should.
+  const bool left = *gone;
+  if (!frame.empty() && !left) {
     co_await asio::async_write(link->socket, asio::buffer(frame), asio::redirect_error(use_awaitable, ec));
   }
-  if (!given.empty() && (*gone || ec)) {
+  if (!given.empty() && (left || ec)) {
     // The id never reached this rank: its relaunch may take it.
     rendezvous.GiveBack(rv.group, rv.rank, given);
     std::fprintf(stderr, "shoal serve: rendezvous: rank %u of group %s left before it got the id\n", rv.rank,

@@ -2,7 +2,8 @@
 # shoal under a real Slurm (label slurm): starts munge, slurmctld and slurmd on this machine with a
 # throw-away config, submits deploy/slurm/shoal.sbatch (coordinator + a 2-task srun worker group over
 # PMIx), checks over HTTP that the group serves transformers' greedy tokens, then scancels the job and
-# checks that everything stopped. Needs root and Debian's slurmctld/slurmd/slurm-client/munge
+# checks that everything stopped — after scancel, after a TERM to the batch script, and at a real
+# 3-minute time limit (Slurm's warning signal before it). Needs root and Debian's slurmctld/slurmd/slurm-client/munge
 # (scripts/setup.sh installs them); exits 77 (skipped) without them.
 set -euo pipefail
 shoal=$1
@@ -16,22 +17,41 @@ started_munge=0
 cleanup() {
   set +e
   [ -n "${job:-}" ] && scancel "$job" 2>/dev/null
+  local pids=""
   for p in slurmd slurmctld; do
-    [ -f "$tmp/$p.pid" ] && kill "$(cat "$tmp/$p.pid")" 2>/dev/null
+    [ -f "$tmp/$p.pid" ] && pids="$pids $(cat "$tmp/$p.pid")"
   done
-  sleep 0.5
-  [ "$started_munge" = 1 ] && pkill -u munge -x munged 2>/dev/null
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && kill $pids 2>/dev/null
+  # Gone before the next run binds the same ports (a lingering slurmd would keep its node down).
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+  if [ "$started_munge" = 1 ]; then
+    pkill -u munge -x munged 2>/dev/null
+    # Gone before this returns: a next run that still saw it would not start its own.
+    for _ in $(seq 1 50); do pgrep -x munged >/dev/null || break; sleep 0.1; done
+  fi
   [ -n "${SHOAL_KEEP_TMP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
 fail() { echo "FAIL $*"; [ -f "$tmp/job.out" ] && { echo "---- job output"; cat "$tmp/job.out"; }; exit 1; }
 
-# munge: the key and the daemon (as user munge), unless one is already running.
-if ! pgrep -x munged >/dev/null; then
+# munge: the key and the daemon (as user munge), unless one already answers. Asked, not looked up by
+# name: a munged that an earlier run is still stopping has a process but soon no socket.
+if ! munge -n </dev/null >/dev/null 2>&1; then
+  for _ in $(seq 1 50); do pgrep -x munged >/dev/null || break; sleep 0.1; done
   [ -f /etc/munge/munge.key ] || mungekey --create >/dev/null
   mkdir -p /run/munge && chown munge:munge /run/munge
   runuser -u munge -- /usr/sbin/munged
   started_munge=1
+  for _ in $(seq 1 50); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.1; done
+  munge -n </dev/null >/dev/null 2>&1 || fail "munged did not start"
 fi
 
 mkdir -p "$tmp/state" "$tmp/spool"
@@ -82,14 +102,20 @@ server:
 YAML
 cd "$tmp"
 export SHOAL_BIN=$shoal
-job=$(sbatch --parsable --ntasks=2 --output="$tmp/job.out" "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
-for _ in $(seq 1 600); do
-  [ -s "$tmp/shoal-$job.url" ] && break
-  state=$(squeue -h -j "$job" -o %T 2>/dev/null || true)
-  [ -z "$state" ] && fail "job $job ended before it was ready"
-  sleep 0.1
-done
-[ -s "$tmp/shoal-$job.url" ] || fail "job $job was not ready within 60 s"
+# Submits the batch script with extra sbatch options (output to $tmp/$1) and waits until its URL file
+# appears; sets $job.
+submit() {
+  local out=$1; shift
+  job=$(sbatch --parsable --ntasks=2 --output="$tmp/$out" "$@" "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
+  for _ in $(seq 1 600); do
+    [ -s "$tmp/shoal-$job.url" ] && return 0
+    [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null || true)" ] && fail "job $job ended before it was ready"
+    sleep 0.1
+  done
+  fail "job $job was not ready within 60 s"
+}
+
+submit job.out
 url=$(cat "$tmp/shoal-$job.url")
 echo "ok   job $job ready at $url"
 
@@ -128,13 +154,7 @@ job=""
 # The orderly path: what Slurm does a minute before the time limit (the script's --signal=B:TERM@60)
 # is a TERM to the batch shell alone, which scancel --batch --signal=TERM sends now. The script must
 # have the coordinator shut the workers down (no TERM to them), then end the job.
-job=$(sbatch --parsable --ntasks=2 --output="$tmp/job2.out" "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
-for _ in $(seq 1 600); do
-  [ -s "$tmp/shoal-$job.url" ] && break
-  [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null || true)" ] && fail "job $job ended before it was ready"
-  sleep 0.1
-done
-[ -s "$tmp/shoal-$job.url" ] || fail "job $job was not ready within 60 s"
+submit job2.out
 scancel --batch --signal=TERM "$job"
 for _ in $(seq 1 300); do
   [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
@@ -145,4 +165,23 @@ grep -q "the workers stopped on the coordinator's shutdown" "$tmp/job2.out" ||
   fail "TERM to the batch script did not shut the workers down through the coordinator: $(cat "$tmp/job2.out")"
 if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left: $(pgrep -af "$shoal")"; fi
 echo "ok   TERM to the batch script (the time-limit path) shut the workers down through the coordinator"
+job=""
+
+# A real time limit: --time=3 with the script's warning moved to 90 s before it. Slurm may send the
+# warning up to 60 s early (its periodic check), so it comes 30-90 s after the start — after the
+# group is ready — and the orderly shutdown must end the job before the limit kills it.
+start=$(date +%s)
+submit job3.out --time=3 --signal=B:TERM@90
+echo "ok   job $job (3-minute limit) ready; waiting for Slurm's warning signal"
+for _ in $(seq 1 2400); do
+  [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
+  sleep 0.1
+done
+elapsed=$(( $(date +%s) - start ))
+[ -z "$(squeue -h -j "$job" 2>/dev/null)" ] || fail "job $job still running after ${elapsed} s"
+grep -q "DUE TO TIME LIMIT" "$tmp/job3.out" && fail "job $job was killed by its time limit: $(cat "$tmp/job3.out")"
+grep -q "the workers stopped on the coordinator's shutdown" "$tmp/job3.out" ||
+  fail "the time-limit warning did not shut the workers down through the coordinator: $(cat "$tmp/job3.out")"
+if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left: $(pgrep -af "$shoal")"; fi
+echo "ok   Slurm's time-limit warning (TERM 90 s before the 3-minute limit) shut the job down in order after ${elapsed} s"
 job=""
