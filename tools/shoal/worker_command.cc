@@ -21,10 +21,10 @@
 #include "comm/mpi/mpi_group.h"
 #include "comm/placement.h"
 #include "common/config.h"
+#include "control/rendezvous_client.h"
 #include "kernels/kernels.h"
 #include "model/model_config.h"
 #include "model/weights.h"
-#include "control/rendezvous_client.h"
 #include "tools/shoal/commands.h"
 #include "tools/shoal/engine_factory.h"
 #include "worker/batch_file.h"
@@ -122,8 +122,7 @@ Status LoadConfig(const WorkerOptions& o, int ranks_on_node, EngineConfig* cfg) 
   return Status::Ok();
 }
 
-// The model's config, the dense weights and rank `rank`'s experts of a group of `size`.
-// The same without MPI, from the launcher's environment: torchrun's LOCAL_WORLD_SIZE, or Slurm's tasks
+// RanksOnThisNode without MPI, from the launcher's environment: torchrun's LOCAL_WORLD_SIZE, or Slurm's tasks
 // per node ("8", or "8(x2)" for two nodes of 8); 1 when neither says.
 int RanksOnThisNodeFromEnv() {
   for (const char* var : {"LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"}) {
@@ -133,6 +132,7 @@ int RanksOnThisNodeFromEnv() {
   return 1;
 }
 
+// The model's config, the dense weights and rank `rank`'s experts of a group of `size`.
 StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size) {
   Loaded l;
   SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg.model_path));
