@@ -37,11 +37,22 @@ MemoryPlan Memory(const PlanRequest& r, int n) {
   const ParamCounts p = CountParams(r.model);
   MemoryPlan mp;
   const int wb = DtypeBytes(r.weight_dtype);
-  mp.dense_weight_bytes = p.dense_total * wb / r.attn_tp;
+  // With MTP, the draft module as DeepSeek-V3's: one more transformer layer of the model's MoE kind
+  // (its own attention, KV and experts) plus a 2h x h projection; embedding and head are shared. One
+  // module however many drafts: it runs once per draft.
+  const bool mtp = r.mtp_draft_tokens > 0;
+  const bool moe = r.model.num_moe_layers > 0;
+  const double h = r.model.hidden_size;
+  const double mtp_dense = !mtp ? 0
+                                : p.attention_per_layer + 2 * h * h +
+                                      (moe ? p.shared_per_moe_layer + p.router_per_moe_layer : p.dense_mlp_per_layer);
+  mp.mtp_dense_bytes = mtp_dense * wb / r.attn_tp;
+  mp.dense_weight_bytes = p.dense_total * wb / r.attn_tp + mp.mtp_dense_bytes;
   mp.expert_slots_per_layer = ExpertSlots(r.model, n);
-  mp.expert_weight_bytes = double(mp.expert_slots_per_layer) * r.model.num_moe_layers * p.expert * wb;
+  mp.mtp_expert_bytes = mtp && moe ? double(mp.expert_slots_per_layer) * p.expert * wb : 0;
+  mp.expert_weight_bytes = double(mp.expert_slots_per_layer) * r.model.num_moe_layers * p.expert * wb + mp.mtp_expert_bytes;
   mp.usable_bytes = r.hw.hbm_bytes * r.calib.hbm_usable;
-  mp.kv_bytes_per_token = KvElementsPerTokenPerLayer(r.model) * r.model.num_layers * DtypeBytes(r.kv_dtype);
+  mp.kv_bytes_per_token = KvElementsPerTokenPerLayer(r.model) * (r.model.num_layers + (mtp ? 1 : 0)) * DtypeBytes(r.kv_dtype);
   mp.kv_free_bytes = mp.usable_bytes - mp.weight_bytes();
   const double per_seq = mp.kv_bytes_per_token * DecodeContext(r) * r.attn_tp / KvSplit(r);
   mp.max_sequences = mp.kv_free_bytes > 0 ? int(std::min(1e9, std::floor(mp.kv_free_bytes / per_seq))) : 0;
@@ -153,28 +164,32 @@ StepBreakdown DecodeStep(const PlanRequest& req, int n, int b) {
   const int mb = (r.overlap && n > 1 && b >= 2) ? 2 : 1;
   const double ctx = DecodeContext(r);
   // Tokens through the model: each sequence's own plus its drafts to verify. Drafting them runs the
-  // MTP module (one more layer) once per draft at b tokens: `draft` adds that as a share of the pass's
-  // per-token work (FLOPs, all-to-all), `draft_bytes` as a share of what a pass reads (one layer's
-  // weights and KV per draft).
-  const double t = double(b) * (1 + r.mtp_draft_tokens);
-  const double draft = double(r.mtp_draft_tokens) * b / (t * r.model.num_layers);
-  const double draft_bytes = double(r.mtp_draft_tokens) / r.model.num_layers;
+  // MTP module (one more layer, Memory) once per draft at b tokens: `draft` adds that as a share of
+  // the pass's per-token work (FLOPs, all-to-all); its reads (its weights and its layer's KV, once per
+  // draft) are counted apart from the main pass's.
+  const int d = r.mtp_draft_tokens;
+  const double t = double(b) * (1 + d);
+  const double draft = double(d) * b / (t * r.model.num_layers);
   StepBreakdown s;
   s.batch = b;
   s.tokens = t;
 
-  const double dense_bytes = (1 + draft_bytes) * mb * mem.dense_weight_bytes;
+  const double dense_bytes = mb * (mem.dense_weight_bytes - mem.mtp_dense_bytes) + d * mem.mtp_dense_bytes;
   Term dense{(1 + draft) * 2.0 * p.dense_active * t / ExpFlops(r), dense_bytes / Bw(r)};
-  // Distinct local experts touched: each of the t*n/mb tokens of a micro-batch routes to top_k of E.
-  double touched_frac = 0;
-  if (r.model.num_experts > 0) {
-    const double miss = 1.0 - double(r.model.top_k) / r.model.num_experts;
-    touched_frac = 1.0 - std::pow(miss, t * n / mb);
-  }
-  const double expert_bytes = (1 + draft_bytes) * mb * mem.expert_weight_bytes * touched_frac;
+  // Distinct local experts touched: each of the t*n/mb tokens of a micro-batch routes to top_k of E
+  // (a draft pass: b*n tokens).
+  auto touched = [&](double tokens) {
+    if (r.model.num_experts <= 0) return 0.0;
+    return 1.0 - std::pow(1.0 - double(r.model.top_k) / r.model.num_experts, tokens);
+  };
+  const double expert_bytes = mb * (mem.expert_weight_bytes - mem.mtp_expert_bytes) * touched(t * n / mb) +
+                              d * mem.mtp_expert_bytes * touched(double(b) * n);
   Term experts{(1 + draft) * 2.0 * p.routed_active * t * r.calib.expert_imbalance / ExpFlops(r), expert_bytes / Bw(r)};
-  // The KV of a sequence is read once per step however many of its tokens attend to it.
-  const double kv_bytes = (1 + draft_bytes) * double(b) * r.attn_tp / KvSplit(r) * ctx * mem.kv_bytes_per_token;
+  // The KV of a sequence is read once per step however many of its tokens attend to it; with MTP,
+  // kv_bytes_per_token includes the module's layer, which each draft reads once more.
+  const double kv_layers = r.model.num_layers + (d > 0 ? 1 : 0);
+  const double kv_bytes = (r.model.num_layers + d) / kv_layers * double(b) * r.attn_tp / KvSplit(r) * ctx *
+                          mem.kv_bytes_per_token;
   const double attn_flops = (1 + draft) * t * ctx * DecodeAttentionFlopsPerContextToken(r.model);
   Term attn{attn_flops / AttnFlops(r), kv_bytes / Bw(r)};
   s.dense_ms = dense.t() * 1e3;
@@ -448,7 +463,8 @@ std::string FormatPlan(const PlanResult& p) {
                   "  memory   weights %s/GPU (dense %s + %d expert slots x %d layers %s), KV %.1f KiB/token, "
                   "KV room %s = %.0fk tokens = %d seqs\n",
                   Gib(m.weight_bytes()).c_str(), Gib(m.dense_weight_bytes).c_str(), m.expert_slots_per_layer,
-                  r.model.num_moe_layers, Gib(m.expert_weight_bytes).c_str(), m.kv_bytes_per_token / 1024,
+                  r.model.num_moe_layers + (m.mtp_expert_bytes > 0 ? 1 : 0), Gib(m.expert_weight_bytes).c_str(),
+                  m.kv_bytes_per_token / 1024,
                   Gib(m.kv_free_bytes).c_str(), m.kv_free_bytes / m.kv_bytes_per_token / 1e3, m.max_sequences);
     o << buf;
     const StepBreakdown& d = l.decode;

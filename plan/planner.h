@@ -82,7 +82,9 @@ struct MemoryPlan {
   double expert_weight_bytes = 0;  // per GPU
   int expert_slots_per_layer = 0;  // per GPU
   double usable_bytes = 0;
-  double kv_bytes_per_token = 0;   // whole model, one sequence token, before any TP split
+  double kv_bytes_per_token = 0;   // whole model (MTP layer included), one sequence token, before any TP split
+  double mtp_dense_bytes = 0;      // the MTP module's share of dense_weight_bytes (0 without --mtp)
+  double mtp_expert_bytes = 0;     // its share of expert_weight_bytes
   double kv_free_bytes = 0;        // per GPU
   int max_sequences = 0;           // per GPU at the decode context (0: does not fit)
   double weight_bytes() const { return dense_weight_bytes + expert_weight_bytes; }

@@ -223,6 +223,17 @@ TEST(PlanModel, MtpEmitsAcceptedTokensAndChargesTheDrafts) {
   EXPECT_DOUBLE_EQ(DecodeStep(r, 144, 64).output_tokens, 64 * (1 + 0.8 + 0.64));
   r.mtp_draft_tokens = 9;
   EXPECT_TRUE(MessageHas(ValidateRequest(r), "--mtp"));
+
+  // The MTP module is one more MoE layer in memory: its KV, its expert slots, its dense weights.
+  r.mtp_draft_tokens = 1;
+  auto with = EvaluateLayout(r, 144);
+  r.mtp_draft_tokens = 0;
+  auto without = EvaluateLayout(r, 144);
+  ASSERT_TRUE(with.ok() && without.ok());
+  EXPECT_NEAR(with->memory.kv_bytes_per_token / without->memory.kv_bytes_per_token, 62.0 / 61, 1e-12);
+  EXPECT_NEAR(with->memory.expert_weight_bytes / without->memory.expert_weight_bytes, 59.0 / 58, 1e-12);
+  EXPECT_GT(with->memory.dense_weight_bytes, without->memory.dense_weight_bytes);
+  EXPECT_LT(with->memory.max_sequences, without->memory.max_sequences);
 }
 
 // Calibration from our own GPU benchmarks' JSON (plan/calibration.h).
