@@ -6,6 +6,9 @@
 //       time ÷ (a), in both ExpertGemmMode modes, target ≥ 0.6;
 //   (d) a prefill expert GEMM (many rows per expert) in both modes against one Gemm::Linear of the
 //       same total shape: time(Linear) / time(experts), target ≥ 0.85.
+// The expert GEMMs run with the engine's f32 output and with a bf16 output, the type combination
+// cuBLAS documents for grouped GEMMs; a grouped combination that this cuBLAS refused when Gemm::Create
+// probed it is a row marked "unsupported", not a failure.
 // Each measurement is the median of several cudaEvent-timed repetitions after a warm-up. Before its
 // numbers count, every op is checked on a sample of its output (outputs are poisoned first), so a
 // kernel that does nothing cannot post a fast time; cuda_ops_test is the precision test.
@@ -13,6 +16,8 @@
 //   build/bench/gpu_kernels_bench [--json FILE] [--strict]
 // Exit: 0, or 1 on an error or a failed check (--strict: also when a target is missed); 77 with a
 // SKIP line when there is no CUDA device. Runs in well under a minute (a few GB of device memory).
+// An error in one section (a CUDA or cuBLAS failure) is recorded as a FAILED row and the sections
+// after it still run, so the table and the JSON always come out.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +25,7 @@
 #include <fstream>
 #include <random>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +45,9 @@ namespace {
 using gpu_util::DeviceBuffer;
 
 struct Result {
+  Result() = default;
+  Result(std::string n, double m, const char* u, double r, double t, double time_ms)
+      : name(std::move(n)), measured(m), unit(u), ratio(r), target(t), ms(time_ms) {}
   std::string name;
   double measured = 0;
   const char* unit = "";
@@ -46,7 +55,10 @@ struct Result {
   double target = 0;  // 0: informational, no target
   double ms = 0;
   bool output_ok = true;  // the sampled output checks of this measurement passed
-  bool pass() const { return output_ok && (target <= 0 || ratio >= target); }
+  std::string status;     // empty: measured; "unsupported: ..." or "FAILED: ..." otherwise
+  bool measured_ok() const { return status.empty(); }
+  bool pass() const { return measured_ok() && output_ok && (target <= 0 || ratio >= target); }
+  bool failed() const { return status.rfind("FAILED", 0) == 0; }
 };
 
 std::vector<Result> g_results;
@@ -58,11 +70,23 @@ void Record(Result r) {
   g_results.push_back(std::move(r));
 }
 
+// An error ends the current section (Main catches it per section and records a FAILED row).
+struct SectionFailure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 void Must(const Status& st, const char* what) {
   if (st.ok()) return;
-  std::fflush(stdout);
-  std::fprintf(stderr, "gpu_kernels_bench: %s failed: %s\n", what, st.ToString().c_str());
-  std::exit(1);
+  throw SectionFailure(std::string(what) + ": " + st.ToString());
+}
+
+// A row that was not measured: the combination is unsupported, or its section failed.
+void RecordNotMeasured(const std::string& name, const std::string& status, double target) {
+  Result r;
+  r.name = name;
+  r.status = status;
+  r.target = target;
+  Record(std::move(r));
 }
 
 // A sanity check on an op's output (not a precision test): records a failure and says which.
@@ -157,8 +181,8 @@ Routing Route(int64_t m, int k, int E, std::mt19937_64& rng) {
   return r;
 }
 
-// y[r, c] against a double-precision dot product of x row r and W row c (all fetched back).
-bool DotMatches(const bf16* x_row, const bf16* w_row, int64_t k, const float* y_elem) {
+// The double-precision dot product of x row r and W row c (fetched back) and Σ|x·w|.
+std::pair<double, double> HostDot(const bf16* x_row, const bf16* w_row, int64_t k) {
   const auto xs = Fetch(reinterpret_cast<const uint16_t*>(x_row), k);
   const auto ws = Fetch(reinterpret_cast<const uint16_t*>(w_row), k);
   double dot = 0, mag = 0;
@@ -166,8 +190,20 @@ bool DotMatches(const bf16* x_row, const bf16* w_row, int64_t k, const float* y_
     const double p = static_cast<double>(Bf16ToF32(xs[i])) * Bf16ToF32(ws[i]);
     dot += p, mag += std::fabs(p);
   }
-  const float y = Fetch(y_elem, 1)[0];
-  return std::fabs(y - dot) <= 1e-3 * mag + 1e-3;  // loose: a sanity check, not a precision test
+  return {dot, mag};
+}
+
+// y[r, c] against HostDot; loose: a sanity check, not a precision test.
+bool DotMatches(const bf16* x_row, const bf16* w_row, int64_t k, const float* y_elem) {
+  const auto [dot, mag] = HostDot(x_row, w_row, k);
+  return std::fabs(Fetch(y_elem, 1)[0] - dot) <= 1e-3 * mag + 1e-3;
+}
+
+// The same for a bf16 output element (its rounding adds 2^-8 of |y|).
+bool DotMatchesBf16(const bf16* x_row, const bf16* w_row, int64_t k, const bf16* y_elem) {
+  const auto [dot, mag] = HostDot(x_row, w_row, k);
+  const float y = Bf16ToF32(Fetch(reinterpret_cast<const uint16_t*>(y_elem), 1)[0]);
+  return std::fabs(y - dot) <= 1e-3 * mag + std::ldexp(std::fabs(dot), -8) + 1e-3;
 }
 
 // (a) The roofline: one 1 GiB device-to-device copy reads and writes 1 GiB each.
@@ -245,20 +281,42 @@ void BenchPermuteCombine(double copy_gbs, const RandomFill& fill, std::mt19937_6
 
 const char* ModeName(ExpertGemmMode mode) { return mode == ExpertGemmMode::kGrouped ? "grouped" : "per_expert"; }
 
-// Poisons y, times ExpertLinear in `mode`, then checks the first row of a few experts that have rows
-// (the last output of the timed runs: beta is 0, so every run writes the same values).
-double TimeExperts(Gemm& gemm, ExpertGemmMode mode, const bf16* x, std::span<const int64_t> offsets,
+// The expert GEMM variants timed: each mode with the engine's f32 output and with a bf16 output.
+struct ExpertVariant {
+  ExpertGemmMode mode;
+  bool bf16_out;
+  std::string Name() const { return std::string(ModeName(mode)) + (bf16_out ? "_bf16out" : ""); }
+  // Empty when Gemm::Create's probe found this combination supported.
+  std::string Unsupported(const Gemm& gemm) const {
+    if (mode != ExpertGemmMode::kGrouped) return "";
+    const GroupedGemmSupport& g = gemm.grouped_support();
+    if (bf16_out ? g.bf16_out : g.f32_out) return "";
+    return "unsupported: cuBLAS refused grouped bf16→" + std::string(bf16_out ? "bf16" : "f32") + " (" + g.why_not + ")";
+  }
+};
+const ExpertVariant kExpertVariants[] = {{ExpertGemmMode::kGrouped, false},
+                                         {ExpertGemmMode::kPerExpert, false},
+                                         {ExpertGemmMode::kGrouped, true},
+                                         {ExpertGemmMode::kPerExpert, true}};
+
+// Poisons y, times ExpertLinear in the variant, then checks the first row of a few experts that have
+// rows (the last output of the timed runs: beta is 0, so every run writes the same values). y holds
+// rows × n f32 values; a bf16-out variant uses its first half.
+double TimeExperts(Gemm& gemm, const ExpertVariant& v, const bf16* x, std::span<const int64_t> offsets,
                    const std::vector<const bf16*>& w, int64_t n, int64_t k, DeviceBuffer<float>& y, int reps) {
   y.Poison(g_stream);
+  bf16* y16 = reinterpret_cast<bf16*>(y.get());
   const double ms = MedianMs("ExpertLinear", 3, reps, [&] {
-    return gemm.ExpertLinear(x, offsets, w.data(), n, k, y.get(), mode);
+    return v.bf16_out ? gemm.ExpertLinear(x, offsets, w.data(), n, k, y16, v.mode)
+                      : gemm.ExpertLinear(x, offsets, w.data(), n, k, y.get(), v.mode);
   });
   const int E = static_cast<int>(offsets.size()) - 1;
   for (int e : {0, E / 2, E - 1}) {
     if (offsets[e + 1] == offsets[e]) continue;
     const int64_t row = offsets[e], col = (e * 7919) % n;
-    Verify(DotMatches(x + row * k, w[e] + col * k, k, y.get() + row * n + col),
-           std::string("ExpertLinear ") + ModeName(mode) + " expert " + std::to_string(e));
+    const bool ok = v.bf16_out ? DotMatchesBf16(x + row * k, w[e] + col * k, k, y16 + row * n + col)
+                               : DotMatches(x + row * k, w[e] + col * k, k, y.get() + row * n + col);
+    Verify(ok, "ExpertLinear " + v.Name() + " expert " + std::to_string(e));
   }
   return ms;
 }
@@ -281,11 +339,15 @@ void BenchDecodeExperts(double copy_gbs, Gemm& gemm, const RandomFill& fill, std
     w[e] = weights.get() + static_cast<int64_t>(e) * n * k;
     weight_bytes += static_cast<double>(n) * k * sizeof(uint16_t);
   }
-  for (ExpertGemmMode mode : {ExpertGemmMode::kGrouped, ExpertGemmMode::kPerExpert}) {
-    const double ms = TimeExperts(gemm, mode, x.get(), r.offsets, w, n, k, y, 20);
+  for (const ExpertVariant& v : kExpertVariants) {
+    const std::string name = "expert_gemm_decode_128x8_e64_2048x7168_" + v.Name();
+    if (const std::string why = v.Unsupported(gemm); !why.empty()) {
+      RecordNotMeasured(name, why, 0.6);
+      continue;
+    }
+    const double ms = TimeExperts(gemm, v, x.get(), r.offsets, w, n, k, y, 20);
     const double gbs = weight_bytes / (ms * 1e-3) / 1e9;
-    Record({std::string("expert_gemm_decode_128x8_e64_2048x7168_") + ModeName(mode), gbs, "GB/s", gbs / copy_gbs,
-            0.6, ms});
+    Record({name, gbs, "GB/s", gbs / copy_gbs, 0.6, ms});
   }
 }
 
@@ -308,10 +370,14 @@ void BenchPrefillExperts(Gemm& gemm, const RandomFill& fill) {
   const double linear_ms = MedianMs("Linear", 3, 10, [&] { return gemm.Linear(x.get(), rows, k, w[0], n, y.get()); });
   Verify(DotMatches(x.get() + 12345 * k, w[0] + 777 * k, k, y.get() + 12345 * n + 777), "Linear");
   Record({"linear_16384x7168x4096", tflop / (linear_ms * 1e-3), "TFLOP/s", 1.0, 0, linear_ms});
-  for (ExpertGemmMode mode : {ExpertGemmMode::kGrouped, ExpertGemmMode::kPerExpert}) {
-    const double ms = TimeExperts(gemm, mode, x.get(), offsets, w, n, k, y, 10);
-    Record({std::string("expert_gemm_prefill_16384_e32_4096x7168_") + ModeName(mode), tflop / (ms * 1e-3),
-            "TFLOP/s", linear_ms / ms, 0.85, ms});
+  for (const ExpertVariant& v : kExpertVariants) {
+    const std::string name = "expert_gemm_prefill_16384_e32_4096x7168_" + v.Name();
+    if (const std::string why = v.Unsupported(gemm); !why.empty()) {
+      RecordNotMeasured(name, why, 0.85);
+      continue;
+    }
+    const double ms = TimeExperts(gemm, v, x.get(), offsets, w, n, k, y, 10);
+    Record({name, tflop / (ms * 1e-3), "TFLOP/s", linear_ms / ms, 0.85, ms});
   }
 }
 
@@ -354,13 +420,37 @@ int Main(int argc, char** argv) {
   std::mt19937_64 rng(seed);
   const RandomFill fill(rng);
   auto gemm_or = Gemm::Create(g_stream);
-  Must(gemm_or.status(), "Gemm::Create");
-  Gemm& gemm = **gemm_or;
+  if (gemm_or.ok()) {
+    const GroupedGemmSupport& g = (*gemm_or)->grouped_support();
+    std::printf("cuBLAS %d grouped GEMM: bf16→f32 %s, bf16→bf16 %s%s%s\n", CUBLAS_VERSION,
+                g.f32_out ? "supported" : "refused", g.bf16_out ? "supported" : "refused",
+                g.why_not.empty() ? "" : " — ", g.why_not.c_str());
+  }
 
-  const double copy_gbs = BenchCopy();
-  BenchPermuteCombine(copy_gbs, fill, rng);
-  BenchDecodeExperts(copy_gbs, gemm, fill, rng);
-  BenchPrefillExperts(gemm, fill);
+  // Each section on its own: an error records a FAILED row and the next section still runs (after a
+  // sticky CUDA error they fail too, each saying so).
+  double copy_gbs = 0;
+  auto section = [&](const char* name, auto&& body) {
+    try {
+      body();
+    } catch (const std::exception& e) {
+      g_verified = false;
+      std::printf("SECTION FAILED: %s: %s\n", name, e.what());
+      RecordNotMeasured(name, std::string("FAILED: ") + e.what(), 0);
+    }
+    std::fflush(stdout);
+  };
+  section("d2d_copy", [&] { copy_gbs = BenchCopy(); });
+  if (copy_gbs <= 0) copy_gbs = 1;  // ratios of later rows are then meaningless, and the run has failed
+  section("permute_combine", [&] { BenchPermuteCombine(copy_gbs, fill, rng); });
+  section("expert_gemm_decode", [&] {
+    Must(gemm_or.status(), "Gemm::Create");
+    BenchDecodeExperts(copy_gbs, **gemm_or, fill, rng);
+  });
+  section("expert_gemm_prefill", [&] {
+    Must(gemm_or.status(), "Gemm::Create");
+    BenchPrefillExperts(**gemm_or, fill);
+  });
 
   // The table as markdown rows (scripts/gpu-check.sh shows the lines that start with '|').
   bool all_met = true;
@@ -370,13 +460,21 @@ int Main(int argc, char** argv) {
               std::string(9, '-').c_str(), std::string(7, '-').c_str(), std::string(7, '-').c_str(),
               std::string(12, '-').c_str());
   for (const Result& r : g_results) {
-    all_met = all_met && r.pass();
     char target[16] = "-";
     if (r.target > 0) std::snprintf(target, sizeof target, "%.2f", r.target);
+    if (!r.measured_ok()) {
+      all_met = all_met && !r.failed();  // an unsupported combination is not a missed target
+      std::printf("| %-52s | %10s | %-7s | %6s | %6s | %-10s |\n", r.name.c_str(), "-", "", "-", target,
+                  r.failed() ? "FAILED" : "unsupported");
+      continue;
+    }
+    all_met = all_met && r.pass();
     const char* pass = !r.output_ok ? "BAD OUTPUT" : r.target <= 0 ? "-" : r.pass() ? "yes" : "NO";
     std::printf("| %-52s | %10.1f | %-7s | %6.3f | %6s | %-10s |\n", r.name.c_str(), r.measured, r.unit, r.ratio,
                 target, pass);
   }
+  for (const Result& r : g_results)
+    if (!r.measured_ok()) std::printf("# %s: %s\n", r.name.c_str(), r.status.c_str());
   std::printf("# output checks: %s\n", g_verified ? "OK" : "FAILED");
   if (!json.empty()) {
     std::ofstream js(json);
@@ -385,7 +483,12 @@ int Main(int argc, char** argv) {
        << ",\"results\":[";
     for (size_t i = 0; i < g_results.size(); ++i) {
       const Result& r = g_results[i];
-      js << (i ? "," : "") << "{\"name\":\"" << r.name << "\",\"measured\":" << r.measured << ",\"unit\":\""
+      js << (i ? "," : "") << "{\"name\":\"" << r.name << "\",";
+      if (!r.measured_ok()) {
+        js << "\"status\":\"" << JsonEscape(r.status) << "\",\"pass\":" << (r.failed() ? "false" : "null") << "}";
+        continue;
+      }
+      js << "\"measured\":" << r.measured << ",\"unit\":\""
          << r.unit << "\",\"ratio\":" << r.ratio << ",\"ms\":" << r.ms
          << ",\"output_ok\":" << (r.output_ok ? "true" : "false") << ",\"target\":";
       if (r.target > 0)
@@ -396,7 +499,7 @@ int Main(int argc, char** argv) {
     js << "]}\n";
     if (!js) std::fprintf(stderr, "gpu_kernels_bench: could not write %s\n", json.c_str());
   }
-  gemm_or->reset();  // the handle and its forked streams go before the stream they are bound to
+  if (gemm_or.ok()) gemm_or->reset();  // the handle and its forked streams go before their stream
   SHOAL_GPU_CHECK(cudaStreamDestroy(g_stream));
   if (!g_verified) return 1;
   return strict && !all_met ? 1 : 0;

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "comm/nccl/nccl_group.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace shoal::comm {
@@ -28,6 +29,12 @@ StatusOr<std::unique_ptr<DeviceExpertExchange>> DeviceExpertExchange::Create(Gro
   if (!ranges.ok()) return ranges.status().WithContext("device expert exchange");
   std::unique_ptr<DeviceExpertExchange> ex(
       new DeviceExpertExchange(group, placement, std::move(ranges).value(), hidden, top_k, stream));
+  // An NCCL group told about this stream orders its transfers after the work queued on it (an event,
+  // no host wait); any other group gets a finished stream before each transfer instead.
+  if (auto* nccl = dynamic_cast<NcclGroup*>(group)) {
+    nccl->set_compute_stream(stream);
+    ex->group_follows_stream_ = true;
+  }
   // On failure the destructor frees what was allocated (nothing has been transferred yet).
   SHOAL_RETURN_IF_ERROR(ex->Allocate());
   return ex;
@@ -126,9 +133,9 @@ Status DeviceExpertExchange::BlockWeights(std::span<const cuda::bf16* const> loc
 }
 
 Status DeviceExpertExchange::Transfer(const TransferPlan& plan, Deadline deadline) {
-  // The group may run its transfers on a stream of its own, ordered only after the compute stream it
-  // was told about: with this one finished, every buffer handed over is complete whatever that is.
-  SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  // An NCCL group whose compute stream is stream_ orders its transfers after everything queued here;
+  // any other group may read the buffers from the host or another stream, so stream_ must be done.
+  if (!group_follows_stream_) SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   const Status st = group_->SendRecv(plan.sends, plan.recvs, deadline);
   if (!st.ok()) {
     transfer_failed_ = true;
@@ -247,7 +254,7 @@ Status DeviceExpertExchange::CombineSteps(Deadline deadline) {
   // destination r into combined at r's run of the permuted layout.
   SHOAL_RETURN_IF_ERROR(PlanCombine(rank_, rank_first_, offsets, block_offsets_, expert_out_.ptr, combined_.ptr,
                                     hidden_ * static_cast<int64_t>(sizeof(float)), &plan_));
-  // Transfer syncs the stream first: the caller's FFN has just written expert_out on it.
+  // Transfer orders the sends after the caller's FFN, which has just written expert_out on stream_.
   SHOAL_RETURN_IF_ERROR(Transfer(plan_, deadline));
   counters_.bytes_sent += plan_.bytes_to_peers;
   counters_.bytes_received += plan_.bytes_from_peers;

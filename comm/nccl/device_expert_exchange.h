@@ -22,11 +22,11 @@
 //                             residual, stream) — the single-GPU path's own last step and summation
 //                             order, so 1 and N ranks add a token's expert outputs the same way.
 //
-// Streams: everything this class enqueues goes on `stream` (the caller's compute stream). Before each
-// SendRecv it synchronizes `stream`, so the group's transfers see finished buffers whatever compute
-// stream the group itself was given (the call blocks until the transfers are done anyway, so the
-// sync costs little); an NcclGroup drains its own stream before SendRecv returns, so work enqueued on
-// `stream` afterwards sees the received data. Dispatch returns with x no longer needed; topk_ids stays
+// Streams: everything this class enqueues goes on `stream` (the caller's compute stream). An
+// NcclGroup is given `stream` as its compute stream at Create (set_compute_stream), so its transfers
+// wait for the work queued there on the device; with any other group each SendRecv is preceded by a
+// synchronize of `stream`. An NcclGroup drains its own stream before SendRecv returns, so work
+// enqueued on `stream` afterwards sees the received data. Dispatch returns with x no longer needed; topk_ids stays
 // the caller's, for UnpermuteCombine. Rows a rank routes to itself never enter the group: they are
 // copied on `stream` right after each SendRecv. Dispatch and Combine select the device that was
 // current at Create, as NcclGroup selects its own for every call.
@@ -132,6 +132,9 @@ class DeviceExpertExchange {
   int64_t hidden_;
   int top_k_;
   cudaStream_t stream_;
+  // The group is an NcclGroup whose compute stream is stream_ (Create sets it): its transfers wait for
+  // stream_ on the device, so Transfer need not synchronize stream_ first.
+  bool group_follows_stream_ = false;
   int device_ = 0;
   int rank_ = 0, num_ranks_ = 1, num_experts_ = 1, num_local_ = 0;
   std::vector<int> local_experts_;

@@ -3,10 +3,14 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <thread>
 
 #include "kernels/cuda/cuda_check.h"
@@ -74,6 +78,52 @@ Status SelectDevice(int device, const std::string& prefix) {
   }
   return Status::Ok();
 }
+
+std::string PciName(int64_t pci) {
+  const int64_t v = pci - 1;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04x:%02x:%02x.0", static_cast<unsigned>((v >> 16) & 0xffff),
+                static_cast<unsigned>((v >> 8) & 0xff), static_cast<unsigned>(v & 0xff));
+  return buf;
+}
+
+}  // namespace
+
+DeviceIdentity IdentifyDevice(int device) {
+  DeviceIdentity id;
+  // The boot id is per kernel boot: processes in different containers or UTS namespaces of one
+  // machine share it (and its GPUs), processes on different machines do not.
+  std::string boot;
+  std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
+  if (boot.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) == 0) boot = host;
+  }
+  if (!boot.empty()) id.machine = static_cast<int64_t>(std::hash<std::string>{}(boot) | 1);
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) {
+    id.pci = ((int64_t{prop.pciDomainID} & 0xffff) << 16 | (int64_t{prop.pciBusID} & 0xff) << 8 |
+              (int64_t{prop.pciDeviceID} & 0xff)) + 1;
+  } else {
+    (void)cudaGetLastError();
+  }
+  return id;
+}
+
+std::string DescribeSharedDevice(std::span<const DeviceIdentity> ranks) {
+  for (size_t a = 0; a < ranks.size(); ++a) {
+    if (ranks[a].machine == 0 || ranks[a].pci == 0) continue;
+    for (size_t b = a + 1; b < ranks.size(); ++b) {
+      if (ranks[b].machine == ranks[a].machine && ranks[b].pci == ranks[a].pci) {
+        return "ranks " + std::to_string(a) + " and " + std::to_string(b) + " both use the GPU at PCI " +
+               PciName(ranks[a].pci) + " on one machine";
+      }
+    }
+  }
+  return "";
+}
+
+namespace {
 
 // First scratch size of the all-reduce buffers, in int64 values: the step agreement and counters the
 // engine reduces fit, so the buffers rarely grow (growing frees the old device buffer, which syncs).
@@ -181,18 +231,29 @@ StatusOr<std::unique_ptr<NcclGroup>> NcclGroup::Create(Group& bootstrap, int dev
 
   // Every rank learns whether all devices are usable before anyone enters the NCCL init, which
   // would otherwise wait for the failed ranks until the deadline.
+  // The same exchange tells every rank which GPU each uses: NCCL refuses two ranks on one GPU, and
+  // saying so here names the ranks and the device before any NCCL call.
   const Status device_status = SelectDevice(device, prefix);
-  std::vector<int64_t> failed(static_cast<size_t>(size), 0);
-  failed[rank] = device_status.ok() ? 0 : 1;
-  Status agreed = bootstrap.AllReduceSum(failed, deadline);
+  const DeviceIdentity me = device_status.ok() ? IdentifyDevice(device) : DeviceIdentity{};
+  std::vector<int64_t> shared(static_cast<size_t>(3) * size, 0);  // per rank: failed, machine, pci
+  shared[3 * rank] = device_status.ok() ? 0 : 1;
+  shared[3 * rank + 1] = me.machine;
+  shared[3 * rank + 2] = me.pci;
+  Status agreed = bootstrap.AllReduceSum(shared, deadline);
   if (!agreed.ok()) return agreed.WithContext(prefix + ": agreeing that every rank has its CUDA device");
   if (!device_status.ok()) return device_status;
   std::string bad;
+  std::vector<DeviceIdentity> ids(static_cast<size_t>(size));
   for (int r = 0; r < size; ++r) {
-    if (failed[r] != 0) bad += (bad.empty() ? "" : ", ") + std::to_string(r);
+    if (shared[3 * r] != 0) bad += (bad.empty() ? "" : ", ") + std::to_string(r);
+    ids[r] = DeviceIdentity{shared[3 * r + 1], shared[3 * r + 2]};
   }
   if (!bad.empty()) {
     return Unavailable(prefix + ": ranks " + bad + " cannot use their CUDA device; no communicator was created");
+  }
+  if (const std::string same = DescribeSharedDevice(ids); !same.empty()) {
+    return InvalidArgument(prefix + ": " + same + "; NCCL needs one GPU per rank (give each rank its own "
+                           "device: CUDA_VISIBLE_DEVICES, engine.device, or fewer ranks per node)");
   }
   return Join(*got, rank, size, device, deadline);
 }

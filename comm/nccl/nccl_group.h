@@ -56,6 +56,20 @@ struct SendRecvPlan {
 Status PlanSendRecv(int rank, int size, std::span<const Group::SendBlock> sends,
                     std::span<const Group::RecvBlock> recvs, SendRecvPlan* plan);
 
+// Which physical GPU a rank uses: the machine (a hash of the kernel's boot id, the same for every
+// process and container of one boot) and the device's PCI location (domain << 16 | bus << 8 | device,
+// plus 1, so that 0 means unknown).
+struct DeviceIdentity {
+  int64_t machine = 0;
+  int64_t pci = 0;
+};
+// The identity of CUDA device `device` in this process (pci = 0 when its properties cannot be read).
+DeviceIdentity IdentifyDevice(int device);
+// Empty when no two ranks share a GPU; otherwise a sentence naming the first pair and the device,
+// e.g. "ranks 0 and 1 both use the GPU at PCI 0000:1b:00.0 on one machine". Unknown identities
+// (machine or pci 0) never match.
+std::string DescribeSharedDevice(std::span<const DeviceIdentity> ranks);
+
 class NcclGroup final : public Group {
  public:
   // A fresh NCCL unique id (the 128 bytes of ncclUniqueId) for CreateFromId. Needs no GPU, but
@@ -65,7 +79,8 @@ class NcclGroup final : public Group {
   // Collective over `bootstrap` (any group, e.g. the MPI one): rank 0 makes the id, it travels by
   // BroadcastBytes, every rank selects `device` (its own local device index) and joins a communicator
   // of bootstrap.size() ranks with its bootstrap rank. If any rank cannot use its device, every rank
-  // returns Unavailable at once instead of waiting in the NCCL init until the deadline.
+  // returns Unavailable at once instead of waiting in the NCCL init until the deadline; if two ranks
+  // would use one GPU (NCCL needs a GPU per rank), every rank returns InvalidArgument naming them.
   static StatusOr<std::unique_ptr<NcclGroup>> Create(Group& bootstrap, int device, Deadline deadline);
 
   // For launchers that carry the id themselves (the coordinator's control plane): `id` is exactly

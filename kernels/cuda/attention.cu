@@ -177,6 +177,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
     const bf16* k_head = p.k + static_cast<int64_t>(kvh) * d_head;
     const bf16* v_head = p.v + static_cast<int64_t>(kvh) * d_head;
 
+    bool poisoned = false;
     float m_run = -INFINITY;  // running max of the scores seen so far
     float l_run = 0.0f;       // running Σ exp(score - m_run)
     float acc[kMaxCols][VEC];
@@ -188,9 +189,13 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
     for (int start = first; start <= pos; start += kTile) {
       const int n = min(kTile, pos - start + 1);  // ≥ 1
       float s = -INFINITY;
+      int no_block = 0;  // this thread's key lies in a table entry with no block (negative id)
       if (tid < n) {
         const int j = start + tid;
-        const int64_t slot = static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size;
+        const int32_t block = table[j / p.block_size];
+        no_block = block < 0;
+        // A key without a block reads slot 0 (never outside the cache) and the item is poisoned below.
+        const int64_t slot = no_block ? 0 : static_cast<int64_t>(block) * p.block_size + j % p.block_size;
         slot_s[tid] = slot;
         const bf16* k_row = k_head + slot * p.kv_stride;
         float dot = 0.0f;
@@ -202,6 +207,13 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
           for (int e = 0; e < VEC; ++e) dot += q_s[i + e] * kf[e];
         }
         s = dot * p.scale;  // scaled after the dot product, as the CPU kernel does
+      }
+      // Positions up to pos must all have blocks (the host reserves them; tables are padded with -1):
+      // a key without one means a broken table, and the item's output becomes NaN rather than a
+      // softmax over whatever slot 0 holds. The same answer on every thread, so the break is uniform.
+      if (__syncthreads_or(no_block)) {
+        poisoned = true;
+        break;
       }
       const float m_new = fmaxf(m_run, BlockMax(s, red_max, lane, warp));
       const float pj = tid < n ? expf(s - m_new) : 0.0f;
@@ -235,6 +247,10 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
       __syncthreads();  // p_s / slot_s / red_max are rewritten by the next tile
     }
 
+    if (poisoned) {
+      for (int d = tid; d < d_head; d += kThreads) out[d] = __float2bfloat16(nan);
+      continue;  // the next item's first barrier orders this item's shared-memory reads before reuse
+    }
     // Sum the key groups' partial accumulators (same scale m_run) and normalise.
     if (my_group < key_groups) {
 #pragma unroll

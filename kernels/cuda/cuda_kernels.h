@@ -69,6 +69,9 @@ Status WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_
 // it attends to positions j ≤ positions[t] (and positions[t] - j < sliding_window when > 0). Its own
 // step's keys must already be written. q[m, num_heads, head_dim] f32 → out[m, num_heads, head_dim] bf16.
 // max_positions bounds positions[t] + 1 over the batch (sizes the launch; the host knows it).
+// Table entries past a sequence's blocks are padding, -1 by convention; a token whose position is
+// outside [0, max_positions) or whose key range reaches a negative entry gets NaN outputs (a broken
+// table shows in the logits instead of as a read of another sequence's cache).
 Status PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* positions, const int32_t* token_seq,
                       const int32_t* block_tables, int max_blocks, int max_positions, const PagedKvLayer& layer,
                       float scale, int sliding_window, bf16* out, cudaStream_t stream);

@@ -11,11 +11,17 @@
 //   kPerExpert   one cublasGemmEx per expert, round-robin over a few streams forked from the caller's
 // Row offsets must be on the host: cuBLAS takes problem sizes from host memory (the expert exchange
 // brings the counts to the host anyway).
+//
+// cuBLAS documents cublasGemmGroupedBatchedEx with CUBLAS_COMPUTE_32F for matching input and output
+// types only (bf16→bf16, f16→f16, f32→f32), so a given cuBLAS may refuse bf16 inputs with an f32
+// output. Create probes both output types once with a tiny call; kGrouped with a refused output type
+// returns Unimplemented with the probe's reason, and nothing in the engine depends on kGrouped.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -27,9 +33,17 @@ namespace shoal::cuda {
 
 enum class ExpertGemmMode { kGrouped, kPerExpert };
 
+// What Gemm::Create found out about cublasGemmGroupedBatchedEx on this device and cuBLAS.
+struct GroupedGemmSupport {
+  bool f32_out = false;   // bf16 × bf16 → f32 (this class's usual output)
+  bool bf16_out = false;  // bf16 × bf16 → bf16, f32 accumulation
+  std::string why_not;    // the refusals, for logs ("bf16→f32: CUBLAS_STATUS_NOT_SUPPORTED")
+};
+
 class Gemm {
  public:
-  // A cuBLAS handle bound to `stream` (not owned), with its workspace. Needs a current device.
+  // A cuBLAS handle bound to `stream` (not owned), with its workspace. Needs a current device. Probes
+  // grouped-GEMM support with two tiny calls on `stream` (it synchronizes `stream` once).
   static StatusOr<std::unique_ptr<Gemm>> Create(cudaStream_t stream, int per_expert_streams = 4);
   ~Gemm();
   Gemm(const Gemm&) = delete;
@@ -45,15 +59,29 @@ class Gemm {
   // expert with no rows). x [rows, k] bf16, y [rows, n] f32.
   Status ExpertLinear(const bf16* x, std::span<const int64_t> host_offsets, const bf16* const* weights, int64_t n,
                       int64_t k, float* y, ExpertGemmMode mode);
+  // The same with a bf16 output (rounded from the f32 accumulator): the type combination cuBLAS
+  // documents for grouped GEMMs.
+  Status ExpertLinear(const bf16* x, std::span<const int64_t> host_offsets, const bf16* const* weights, int64_t n,
+                      int64_t k, bf16* y, ExpertGemmMode mode);
+
+  const GroupedGemmSupport& grouped_support() const { return grouped_; }
 
  private:
   Gemm() = default;
+  // One grouped call with the problems of the experts in fork_->active; `y_type` is CUDA_R_32F or
+  // CUDA_R_16BF. Returns cuBLAS's status as is (the probe needs NOT_SUPPORTED apart from errors).
+  Status Grouped(const bf16* x, std::span<const int64_t> host_offsets, const bf16* const* weights, int64_t n,
+                 int64_t k, void* y, cudaDataType y_type, cublasStatus_t* status);
+  Status ExpertLinearAny(const bf16* x, std::span<const int64_t> host_offsets, const bf16* const* weights, int64_t n,
+                         int64_t k, void* y, cudaDataType y_type, ExpertGemmMode mode);
+  Status ProbeGrouped();
   cudaStream_t stream_ = nullptr;
   cublasHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   // kPerExpert: forked streams, joined back to stream_ with events before the call returns.
   struct Fork;
   std::unique_ptr<Fork> fork_;
+  GroupedGemmSupport grouped_;
 };
 
 }  // namespace shoal::cuda

@@ -374,8 +374,13 @@ __device__ int DrawSorted(int count, float top_p, double denom, const Softmax& p
 }
 
 // Inverse-CDF draw over everything both cuts keep, in index order, without materialising it.
-__device__ int DrawInOrder(const Row& row, const Cut& a, const Cut& b, const Softmax& prob, Scratch& s) {
+// `fallback` (the row's argmax) is the answer when no draw is possible: NaN logits make the masses NaN,
+// so no warp owns the point drawn.
+__device__ int DrawInOrder(const Row& row, const Cut& a, const Cut& b, const Softmax& prob, int fallback, Scratch& s) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // Callers' last read of s.result is behind a barrier, and the barrier below orders this write
+  // before the owner warp's.
+  if (threadIdx.x == 0) s.result = -1;
   double mine = 0.0;
   ForEachGroup(row, [&](int i, const float(&v)[kGroup], int n) {
     for (int c = 0; c < n; ++c) {
@@ -445,7 +450,7 @@ __device__ int DrawInOrder(const Row& row, const Cut& a, const Cut& b, const Sof
   __syncthreads();
   const int result = s.result;
   __syncthreads();
-  return result;
+  return result >= 0 ? result : fallback;
 }
 
 // Mass of the kept tokens whose key is ≥ lo (and, with strict, > lo; `ties` counts those equal).
@@ -510,7 +515,7 @@ __device__ int SampleRow(const Row& row, const SamplingRow& p, const Best& best,
     __syncthreads();
     return token;
   }
-  if (!use_p) return DrawInOrder(row, top_k, KeepAll(), prob, sh.s);
+  if (!use_p) return DrawInOrder(row, top_k, KeepAll(), prob, best.index, sh.s);
 
   // Usually the nucleus lies within the kCap most likely tokens: check, then cut those exactly.
   const Cut head = SelectTop(row, kCap, sh);
@@ -543,7 +548,7 @@ __device__ int SampleRow(const Row& row, const SamplingRow& p, const Best& best,
   }
   // head ⊂ top_k, and the mass above head's key is below target, so τ lies in [top_k.key, head.key].
   const Cut top_p = BisectTopP(row, top_k, top_k.key, head.key, target, prob, sh.s);
-  return DrawInOrder(row, top_k, top_p, prob, sh.s);
+  return DrawInOrder(row, top_k, top_p, prob, best.index, sh.s);
 }
 
 __global__ void __launch_bounds__(kSampleThreads)

@@ -53,6 +53,14 @@ ThreadPool& Pool() {
   return pool;
 }
 
+// SHOAL_GPU_TEST_QUICK=1 leaves out the cases sized only to exceed the grids' block caps (their
+// indexing is the code the small cases run): scripts/gpu-check.sh sets it under compute-sanitizer,
+// which would take minutes over them.
+bool Quick() {
+  const char* v = std::getenv("SHOAL_GPU_TEST_QUICK");
+  return v != nullptr && *v != '\0' && *v != '0';
+}
+
 std::mt19937_64 TestRng() {
   const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();  // unique here
   return std::mt19937_64(g_seed ^ std::hash<std::string>{}(name));
@@ -122,30 +130,42 @@ std::string Dims(const char* name, std::initializer_list<int64_t> dims) {
 }
 
 // --- Element-wise and normalisation ---------------------------------------------------------------
+void EmbedCase(const DeviceBuffer<bf16>& dtable, const Bits& table, int64_t vocab, int64_t d, int64_t m,
+               std::mt19937_64& rng) {
+  std::vector<int32_t> ids(m);
+  for (auto& id : ids) id = Uniform(rng, 0, vocab - 1);
+  ids[0] = vocab - 1, ids[1] = 0, ids[m - 1] = ids[1];  // both ends of the table and a repeated id
+  auto dids = Dev<int32_t>(ids);
+  auto out = Out<float>(m * d);
+  ASSERT_OK(Embed(dtable.get(), d, dids.get(), m, out.get(), g_stream));
+  Floats want(m * d);
+  for (int64_t t = 0; t < m; ++t)
+    kernels::GatherRow({DType::kBF16, table.data(), vocab, d}, ids[t], want.data() + t * d);
+  EXPECT_TRUE(Close(Dims("Embed", {m, d}), Get(out), want, Exact()));  // widening bf16 is exact
+}
+
 TEST(CudaOps, Embed) {
   auto rng = TestRng();
   const int64_t vocab = 5000, d = 1024;
   const Bits table = NormalBf16(vocab * d, rng);
   auto dtable = Dev<bf16>(table);
-  for (int64_t m : {3, 300}) {
-    std::vector<int32_t> ids(m);
-    for (auto& id : ids) id = Uniform(rng, 0, vocab - 1);
-    ids[0] = vocab - 1, ids[1] = 0, ids[m - 1] = ids[1];  // both ends of the table and a repeated id
-    auto dids = Dev<int32_t>(ids);
-    auto out = Out<float>(m * d);
-    ASSERT_OK(Embed(dtable.get(), d, dids.get(), m, out.get(), g_stream));
-    Floats want(m * d);
-    for (int64_t t = 0; t < m; ++t)
-      kernels::GatherRow({DType::kBF16, table.data(), vocab, d}, ids[t], want.data() + t * d);
-    EXPECT_TRUE(Close(Dims("Embed", {m, d}), Get(out), want, Exact()));  // widening bf16 is exact
-  }
+  for (int64_t m : {3, 300}) EmbedCase(dtable, table, vocab, d, m, rng);
+  // Short rows, more than the 65,536 blocks the grid is capped at (the grid-stride loop), and an odd
+  // width (scalar loads).
+  const Bits narrow = NormalBf16(vocab * 8, rng), odd = NormalBf16(vocab * 13, rng);
+  EmbedCase(Dev<bf16>(narrow), narrow, vocab, 8, 600000, rng);
+  EmbedCase(Dev<bf16>(odd), odd, vocab, 13, 40, rng);
 }
 
 TEST(CudaOps, RmsNorm) {
   auto rng = TestRng();
   struct Shape { int64_t m, d; };
   // Decode- and prefill-sized hidden rows, then Qwen3's per-head q/k norm (rows = tokens × heads).
-  for (Shape s : {Shape{4, 2048}, Shape{257, 3584}, Shape{7 * 8, 128}, Shape{300 * 16, 128}}) {
+  // Then the edges of the two kernels: 1024 (the widest row a warp takes), 1025 (the block kernel,
+  // unaligned, scalar loads), a wide odd row, and 600,000 short rows (more than the 65,536 blocks the
+  // grid is capped at: the grid-stride loop).
+  for (Shape s : {Shape{4, 2048}, Shape{257, 3584}, Shape{7 * 8, 128}, Shape{300 * 16, 128}, Shape{9, 1024},
+                  Shape{9, 1025}, Shape{3, 8195}, Shape{600000, 8}}) {
     Floats x = Normal(s.m * s.d, rng), w = Normal(s.d, rng, 0.2f);
     for (int64_t r = 0; r < s.m; ++r) {  // rows of very different scale: the norm must remove it
       const float scale = std::exp(std::uniform_real_distribution<float>(-3.0f, 3.0f)(rng));
@@ -213,7 +233,8 @@ TEST(CudaOps, RopeTableAndApplyRope) {
 
 TEST(CudaOps, AddBiasAndAddSigmoidGated) {
   auto rng = TestRng();
-  for (auto [m, n] : {std::pair<int64_t, int64_t>{5, 4096}, {300, 640}}) {
+  // The last shape needs more than the 65,536 blocks the grid is capped at (the grid-stride loop).
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{5, 4096}, {300, 640}, {7, 6}, {600000, 4}}) {
     const Floats y = Normal(m * n, rng), bias = Normal(n, rng);
     Floats want = y;
     kernels::AddBias(want.data(), m, n, bias.data());
@@ -241,7 +262,7 @@ TEST(CudaOps, AddBiasAndAddSigmoidGated) {
 
 TEST(CudaOps, SiluMulToBf16) {
   auto rng = TestRng();
-  for (auto [rows, n] : {std::pair<int64_t, int64_t>{5, 768}, {1030, 1408}}) {
+  for (auto [rows, n] : {std::pair<int64_t, int64_t>{5, 768}, {1030, 1408}, {3, 7}, {600000, 4}}) {
     const Floats gu = Normal(rows * 2 * n, rng, 3.0f);
     Floats want(rows * n);
     for (int64_t r = 0; r < rows; ++r)
@@ -281,6 +302,7 @@ struct AttnCase {
   std::string name;
   int heads, kv_heads, head_dim, block_size, window;
   std::vector<AttnSeq> seqs;
+  int broken_seq = -1;  // ≥ 0: this sequence's first table entry is -1 (no block), so its outputs are NaN
 };
 
 // Writes each sequence's cached prefix (one WriteKv), then the step's tokens (a second WriteKv), into
@@ -296,9 +318,9 @@ void CheckAttention(const AttnCase& c, std::mt19937_64& rng) {
   std::vector<int32_t> ids(num_blocks);
   std::iota(ids.begin(), ids.end(), 0);
   std::shuffle(ids.begin(), ids.end(), rng);
-  // Table padding points at a spare (NaN-filled) block rather than -1: a kernel that reads past its
-  // sequence then produces NaN (a clear failure) instead of faulting and taking the context down.
-  std::vector<int32_t> tables(static_cast<size_t>(num_seqs) * max_blocks, ids.back());
+  // Table padding is -1, as the engine pads (kernels/cuda/cuda_kernels.h): never read for a valid
+  // position. The spare blocks stay NaN-filled, so a read of any block not in a table fails too.
+  std::vector<int32_t> tables(static_cast<size_t>(num_seqs) * max_blocks, -1);
   for (int s = 0, next = 0; s < num_seqs; ++s)
     for (int b = 0; b < (c.seqs[s].length + bs - 1) / bs; ++b) tables[s * max_blocks + b] = ids[next++];
 
@@ -352,15 +374,30 @@ void CheckAttention(const AttnCase& c, std::mt19937_64& rng) {
   Floats want(q.size());
   kernels::PagedAttention(q.data(), m, c.heads, positions.data(), cpu_tables.data(), cpu_layer, scale, c.window,
                           want.data(), Pool());
+  // A broken table (after the CPU reference, which needs the real one): the broken sequence's
+  // tokens must come out NaN in every element, whatever its window; the other tokens are unaffected.
+  if (c.broken_seq >= 0) {
+    tables[static_cast<size_t>(c.broken_seq) * max_blocks] = -1;
+    for (int64_t t = 0; t < m; ++t)
+      if (token_seq[t] == c.broken_seq)
+        std::fill_n(want.begin() + t * c.heads * c.head_dim, c.heads * c.head_dim, NAN);
+  }
   auto dq = Dev<float>(q);
   auto dpos = Dev<int32_t>(positions), dseq = Dev<int32_t>(token_seq), dtables = Dev<int32_t>(tables);
   auto out = Out<bf16>(q.size());
   ASSERT_OK(PagedAttention(dq.get(), m, c.heads, dpos.get(), dseq.get(), dtables.get(), max_blocks, max_positions,
                            layer, scale, c.window, out.get(), g_stream));
+  Floats got = Get(out);
+  if (c.broken_seq >= 0) {
+    size_t not_nan = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (std::isnan(want[i])) not_nan += !std::isnan(got[i]), got[i] = want[i] = 0.0f;
+    EXPECT_EQ(not_nan, 0u) << "outputs of the sequence with a -1 block that are not NaN";
+  }
   // bf16 output (2^-8 rel) + 1e-2 abs (values ~N(0,1)): f32 reordering of the softmax (online vs two
   // pass) is ~1e-6, and a tensor-core kernel rounding q and P to bf16 stays ≲ 5e-3 here, while a
   // wrong mask, window, head mapping or block lookup moves some outputs by ≥ 5e-2.
-  EXPECT_TRUE(Close("PagedAttention " + c.name, Get(out), want, Bf16Tol(want, 0.0, 1e-2)));
+  EXPECT_TRUE(Close("PagedAttention " + c.name, got, want, Bf16Tol(want, 0.0, 1e-2)));
 }
 
 TEST(CudaOps, PagedAttention) {
@@ -380,12 +417,38 @@ TEST(CudaOps, PagedAttention) {
                  rng);
 }
 
+// The narrower load paths: head_dim % 8 ≠ 0 takes 4-byte loads (VEC = 2) and an odd head_dim single
+// elements (VEC = 1, where a head wider than the block's 128 threads gives each thread two columns);
+// odd block sizes; more (token, head) items than the 2^20 blocks the grid is capped at.
+TEST(CudaOps, PagedAttentionNarrowLoadsAndLargeGrids) {
+  auto rng = TestRng();
+  CheckAttention({"hd36 (VEC 2)", 6, 3, 36, 16, 0, {{Uniform(rng, 20, 200), 1}, {50, 50}}}, rng);
+  CheckAttention({"hd18 bs5 (VEC 2)", 4, 2, 18, 5, 0, {{33, 1}, {12, 12}, {1, 1}}}, rng);
+  CheckAttention({"hd255 (VEC 1, two columns a thread)", 2, 1, 255, 8, 0, {{40, 40}, {Uniform(rng, 100, 300), 1}}},
+                 rng);
+  CheckAttention({"hd33 window 7 (VEC 1)", 3, 3, 33, 4, 7, {{30, 30}, {9, 1}}}, rng);
+  if (Quick()) return;
+  AttnCase many{"1.1M items (grid-stride)", 16, 1, 8, 1, 0, {}};
+  many.seqs.assign(70000, AttnSeq{1, 1});
+  CheckAttention(many, rng);
+}
+
+// A table entry of -1 inside a sequence's range (a broken table; the engine pads with -1 only past
+// it) gives that sequence's tokens NaN outputs instead of a read outside the cache.
+TEST(CudaOps, PagedAttentionNegativeBlockGivesNaN) {
+  auto rng = TestRng();
+  CheckAttention({"decode, broken table", 8, 2, 64, 16, 0, {{40, 1}, {70, 1}, {5, 1}}, 1}, rng);
+  CheckAttention({"prefill, broken table", 8, 2, 64, 16, 0, {{20, 20}, {64, 64}}, 0}, rng);
+}
+
 // --- MoE routing, permutation, combine ------------------------------------------------------------
 TEST(CudaOps, RouterTopK) {
   auto rng = TestRng();
   for (auto [E, k] : {std::pair<int, int>{8, 2}, {128, 8}})
-    for (int64_t m : {5, 600})
+    // 300,000 tokens of 8 experts need more than the 65,536 blocks the grid is capped at.
+    for (int64_t m : {int64_t{5}, int64_t{600}, E == 8 ? int64_t{300000} : int64_t{0}})
       for (bool renorm : {false, true}) {
+        if (m == 0) continue;
         SCOPED_TRACE(Dims(renorm ? "renormalised, m E k" : "m E k", {m, E, k}));
         Floats logits = Normal(m * E, rng, 2.0f);
         std::fill_n(logits.begin(), E, 0.5f);  // row 0: all tied → experts 0..k-1
@@ -453,14 +516,21 @@ Plan CpuPlan(const std::vector<int32_t>& ids, int64_t m, int k, int E) {
   return p;
 }
 
-// Decode-sized (Mixtral routing), prefill-sized (Qwen3 routing), and a skewed one where only 6 of 64
-// experts get rows.
+// Decode-sized (Mixtral routing), prefill-sized (Qwen3 routing), a skewed one where only 6 of 64
+// experts get rows, more experts than the router's 1024 (the plan has no such limit), and enough
+// short rows that PermuteRows and UnpermuteCombine need more than the 65,536 blocks their grids are
+// capped at (their grid-stride loops).
 struct MoeCase { int64_t m; int k, E, used; int64_t d; };
-const MoeCase kMoeCases[] = {{5, 2, 8, 8, 2048}, {1000, 8, 128, 128, 1024}, {64, 4, 64, 6, 3584}};
+const MoeCase kMoeCases[] = {{5, 2, 8, 8, 2048},
+                             {1000, 8, 128, 128, 1024},
+                             {64, 4, 64, 6, 3584},
+                             {1000, 4, 2048, 2048, 64},
+                             {300000, 2, 8, 8, 8}};
 
 TEST(CudaOps, MoePermutePlanAndPermuteRows) {
   auto rng = TestRng();
   for (const MoeCase& c : kMoeCases) {
+    if (Quick() && c.m * c.k > 100000) continue;
     SCOPED_TRACE(Dims("m k E d", {c.m, c.k, c.E, c.d}));
     const std::vector<int32_t> ids = RandomRouting(c.m, c.k, c.used, rng);
     const Plan want = CpuPlan(ids, c.m, c.k, c.E);
@@ -489,9 +559,21 @@ TEST(CudaOps, MoePermutePlanAndPermuteRows) {
   }
 }
 
+// No tokens (a rank of an expert-parallel group with nothing this step): every expert's range is
+// empty, written even though nothing is launched.
+TEST(CudaOps, MoePermutePlanWithNoTokens) {
+  for (int E : {8, 2048}) {
+    auto offsets = Out<int64_t>(E + 1);
+    auto scratch = Out<uint8_t>(MoePlanScratchBytes(E));
+    ASSERT_OK(MoePermutePlan(nullptr, 0, 2, E, offsets.get(), nullptr, nullptr, scratch.get(), g_stream));
+    EXPECT_TRUE(Equal(Dims("expert_offsets, no tokens, E", {E}), Get(offsets), std::vector<int64_t>(E + 1, 0)));
+  }
+}
+
 TEST(CudaOps, UnpermuteCombine) {
   auto rng = TestRng();
   for (const MoeCase& c : kMoeCases) {
+    if (Quick() && c.m * c.k > 100000) continue;
     SCOPED_TRACE(Dims("m k E d", {c.m, c.k, c.E, c.d}));
     std::vector<int32_t> ids = RandomRouting(c.m, c.k, c.used, rng);
     Plan plan = CpuPlan(ids, c.m, c.k, c.E);
@@ -562,6 +644,16 @@ TEST(CudaOps, ArgMax) {
       ASSERT_OK(ArgMax(dl.get(), m, vocab, out.get(), g_stream));
       EXPECT_TRUE(Equal(Dims("ArgMax", {m, vocab}), Get(out), want));  // exact, ties → lowest index
     }
+  // More rows than the 65,536 blocks the grid is capped at, with an odd vocabulary (scalar loads).
+  const int64_t m = 70000;
+  const int vocab = 13;
+  const Floats l = Normal(m * vocab, rng);
+  std::vector<int32_t> want(m);
+  for (int64_t r = 0; r < m; ++r) want[r] = kernels::ArgMax(l.data() + r * vocab, vocab);
+  auto dl = Dev<float>(l);
+  auto out = Out<int32_t>(m);
+  ASSERT_OK(ArgMax(dl.get(), m, vocab, out.get(), g_stream));
+  EXPECT_TRUE(Equal(Dims("ArgMax", {m, vocab}), Get(out), want));
 }
 
 // The tokens SampleToken (kernels/cpu/sampling.cc) could return for this row: the top_k largest
@@ -629,6 +721,32 @@ TEST(CudaOps, SampleRowsGreedyAndFilters) {
   std::vector<int32_t> got_rev = Sample(rev_logits, vocab, rev);
   std::reverse(got_rev.begin(), got_rev.end());
   EXPECT_EQ(got_rev, got) << "the same rows in another batch order";
+}
+
+// NaN logits (a diverged model): every row still gets a token inside the vocabulary, the same one for
+// the same seed, and an all-NaN row gets token 0 (the CPU ArgMax's answer). Each row is drawn without
+// filters over a vocabulary larger than the shared-memory cap (the in-order draw) and with top-k.
+TEST(CudaOps, SampleRowsWithNaNLogits) {
+  auto rng = TestRng();
+  const int vocab = 32000;
+  std::vector<SamplingRow> rows;
+  for (SamplingRow r : {SamplingRow{1.0f, 0, 1.0f}, SamplingRow{0.8f, 40, 1.0f}, SamplingRow{1.0f, 0, 0.9f}})
+    for (int kind = 0; kind < 3; ++kind) r.seed = rng(), rows.push_back(r);
+  Floats logits = Normal(rows.size() * vocab, rng, 2.0f);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    float* l = logits.data() + r * vocab;
+    if (r % 3 == 0) std::fill_n(l, vocab, NAN);                                // all NaN
+    if (r % 3 == 1) for (int i = 0; i < 50; ++i) l[Uniform(rng, 0, vocab - 1)] = NAN;  // some NaN
+    if (r % 3 == 2) for (int i = 0; i < vocab; i += 2) l[i] = NAN;                     // every other
+  }
+  const std::vector<int32_t> got = Sample(logits, vocab, rows);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    EXPECT_TRUE(got[r] >= 0 && got[r] < vocab) << "row " << r << ": token " << got[r];
+    if (r % 3 == 0) {
+      EXPECT_EQ(got[r], 0) << "row " << r << " is all NaN";
+    }
+  }
+  EXPECT_EQ(Sample(logits, vocab, rows), got) << "same logits and seeds";
 }
 
 // Wilson–Hilferty upper bound of χ² with `dof` degrees of freedom at z = 6.5: P(exceed) < 1e-10 for
@@ -757,15 +875,41 @@ TEST(CudaGemm, ExpertLinearBothModes) {
       if (nr > 0) CpuGemm(x.data() + r0 * k, nr, k, w[e], n, want.data() + r0 * n, mag.data() + r0 * n);
     }
     auto dx = Dev<bf16>(x);
+    const GroupedGemmSupport& grouped = gemm->grouped_support();
     for (ExpertGemmMode mode : {ExpertGemmMode::kGrouped, ExpertGemmMode::kPerExpert}) {
-      auto y = Out<float>(rows * n);
-      ASSERT_OK(gemm->ExpertLinear(dx.get(), offsets, ptrs.data(), n, k, y.get(), mode));
-      // Downloaded on the caller's stream only: the per-expert streams must have been joined to it.
-      EXPECT_TRUE(Close(Dims(mode == ExpertGemmMode::kGrouped ? "ExpertLinear grouped" : "ExpertLinear per-expert",
-                             {rows, k, n}),
-                        Get(y), want, [&](size_t i) { return kGemmRel * mag[i] + 1e-6; }));
+      const bool is_grouped = mode == ExpertGemmMode::kGrouped;
+      const std::string name = is_grouped ? "ExpertLinear grouped" : "ExpertLinear per-expert";
+      // f32 output (the engine's), then bf16 output (the grouped API's documented combination).
+      for (bool bf16_out : {false, true}) {
+        const std::string what = Dims((name + (bf16_out ? " bf16 out" : "")).c_str(), {rows, k, n});
+        if (is_grouped && !(bf16_out ? grouped.bf16_out : grouped.f32_out)) {
+          // A refusal the probe saw must be reported as Unimplemented, never as a wrong result.
+          auto y = Out<float>(rows * n);
+          const Status st = gemm->ExpertLinear(dx.get(), offsets, ptrs.data(), n, k, y.get(), mode);
+          if (!bf16_out) {
+            EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.ToString();
+          }
+          std::printf("[  SKIPPED ] %s: cuBLAS refused it when Gemm::Create probed (%s)\n", what.c_str(),
+                      grouped.why_not.c_str());
+          continue;
+        }
+        if (!bf16_out) {
+          auto y = Out<float>(rows * n);
+          ASSERT_OK(gemm->ExpertLinear(dx.get(), offsets, ptrs.data(), n, k, y.get(), mode));
+          // Downloaded on the caller's stream only: the per-expert streams must have been joined to it.
+          EXPECT_TRUE(Close(what, Get(y), want, [&](size_t i) { return kGemmRel * mag[i] + 1e-6; }));
+        } else {
+          auto y = Out<bf16>(rows * n);
+          ASSERT_OK(gemm->ExpertLinear(dx.get(), offsets, ptrs.data(), n, k, y.get(), mode));
+          // The f32 result rounded once to bf16: half an ulp of |y| on top of the f32 bound.
+          EXPECT_TRUE(Close(what, Get(y), want,
+                            [&](size_t i) { return kGemmRel * mag[i] + std::ldexp(std::fabs(want[i]), -8) + 1e-6; }));
+        }
+      }
     }
   }
+  const GroupedGemmSupport& g = gemm->grouped_support();
+  std::printf("[   info   ] grouped GEMM: bf16→f32 %s, bf16→bf16 %s\n", g.f32_out ? "yes" : "no", g.bf16_out ? "yes" : "no");
 }
 
 }  // namespace

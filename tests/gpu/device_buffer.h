@@ -3,7 +3,10 @@
 // side of random bf16 data (bf16 lives on the host as its raw bits, common/dtype.h conversions).
 //
 // Test helpers, not library code: a failed CUDA call here means the device or the context is gone, so
-// it prints the call and aborts instead of returning a Status (nothing after it could run anyway).
+// it prints the call and throws CudaFailure instead of returning a Status. A gtest test body that
+// throws fails on its own and the run goes on (scripts/gpu-check.sh runs cuda_ops_test one test per
+// process, as an illegal address is sticky for the whole context); a benchmark catches it per
+// section, so the sections before it keep their numbers and the JSON is still written.
 // Every transfer is enqueued on the caller's stream rather than the legacy default stream, so a test
 // observes exactly what the launchers ordered on that stream (a kernel left running on a stream the
 // launcher forgot to join shows up as a wrong result instead of being hidden by an implicit sync).
@@ -15,6 +18,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -24,12 +29,17 @@
 
 namespace shoal::gpu_util {
 
+struct CudaFailure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 inline void CheckCuda(cudaError_t err, const char* call, const char* file, int line) {
   if (err == cudaSuccess) return;
-  std::fflush(stdout);  // abort() does not flush: keep what was printed (the test seed) before the error
-  std::fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", file, line, call, cudaGetErrorName(err),
-               cudaGetErrorString(err));
-  std::abort();
+  const std::string what = std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " +
+                           cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")";
+  std::fflush(stdout);  // keep what was printed before (the test seed) ahead of the error
+  std::fprintf(stderr, "%s\n", what.c_str());
+  throw CudaFailure(what);
 }
 
 #define SHOAL_GPU_CHECK(call) ::shoal::gpu_util::CheckCuda((call), #call, __FILE__, __LINE__)
@@ -65,8 +75,8 @@ class DeviceBuffer {
   void Upload(const std::vector<U>& host, cudaStream_t stream) {
     static_assert(sizeof(U) == sizeof(T), "host and device element sizes differ");
     if (host.size() != count_) {
-      std::fprintf(stderr, "DeviceBuffer::Upload: %zu host elements into a buffer of %zu\n", host.size(), count_);
-      std::abort();
+      throw CudaFailure("DeviceBuffer::Upload: " + std::to_string(host.size()) + " host elements into a buffer of " +
+                        std::to_string(count_));
     }
     if (count_ > 0) SHOAL_GPU_CHECK(cudaMemcpyAsync(ptr_, host.data(), bytes(), cudaMemcpyHostToDevice, stream));
   }

@@ -20,6 +20,9 @@ using comm::Group;
 using comm::NcclGroup;
 using comm::PlanSendRecv;
 using comm::SendRecvPlan;
+using comm::DeviceIdentity;
+using comm::DescribeSharedDevice;
+using comm::IdentifyDevice;
 
 bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -191,6 +194,26 @@ ncclResult_t StillRunning() { return ncclInProgress; }
 Status InProgressCall() {
   SHOAL_NCCL_RETURN_IF_ERROR(StillRunning());
   return Status::Ok();
+}
+
+// Two ranks on one GPU are named before NCCL is asked (it would refuse them with a less specific
+// error); ranks on different machines with the same PCI location, or with unknown identities, are fine.
+TEST(NcclSharedDevice, NamesTheFirstPairOnOneGpuOfOneMachine) {
+  const int64_t host_a = 11, host_b = 22, gpu0 = (0x1b << 8) + 1, gpu1 = (0x2c << 8) + 1;
+  EXPECT_EQ(DescribeSharedDevice(std::vector<DeviceIdentity>{{host_a, gpu0}, {host_a, gpu1}, {host_b, gpu0}}), "");
+  EXPECT_EQ(DescribeSharedDevice(std::vector<DeviceIdentity>{{host_a, gpu0}, {host_b, gpu1}, {host_a, gpu0}}),
+            "ranks 0 and 2 both use the GPU at PCI 0000:1b:00.0 on one machine");
+  EXPECT_EQ(DescribeSharedDevice(std::vector<DeviceIdentity>{{0, 0}, {0, 0}, {host_a, 0}, {host_a, 0}}), "");
+  EXPECT_EQ(DescribeSharedDevice(std::vector<DeviceIdentity>{}), "");
+}
+
+// Without a device the identity still names the machine (the boot id), and the PCI part is unknown.
+TEST(NcclSharedDevice, IdentifyDeviceWithoutAGpuKnowsTheMachineOnly) {
+  if (cuda::CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present: covered by the GPU runs";
+  const DeviceIdentity id = IdentifyDevice(0);
+  EXPECT_NE(id.machine, 0);
+  EXPECT_EQ(id.pci, 0);
+  EXPECT_EQ(IdentifyDevice(0).machine, id.machine);
 }
 
 TEST(NcclStatusMapping, CodesBecomeStatusCodes) {

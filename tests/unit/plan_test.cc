@@ -241,8 +241,9 @@ constexpr const char* kDecodeJson = R"({"device": "NVIDIA H100 80GB HBM3", "copy
     "runs": [{"batch": 1, "ratio": 0.5}, {"batch": 32, "ratio": 0.8}]})";
 constexpr const char* kKernelsJson = R"({"device": "H100", "copy_gbs": 3000, "verified": true, "results": [
     {"name": "d2d_copy_1GiB", "measured": 3000},
-    {"name": "expert_gemm_decode_128x8_e64_2048x7168_grouped", "measured": 0},
+    {"name": "expert_gemm_decode_128x8_e64_2048x7168_grouped", "status": "unsupported: cuBLAS refused", "pass": null},
     {"name": "expert_gemm_decode_128x8_e64_2048x7168_per_expert", "measured": 2000},
+    {"name": "expert_gemm_decode_128x8_e64_2048x7168_per_expert_bf16out", "measured": 2900},
     {"name": "expert_gemm_prefill_16384_e32_4096x7168_per_expert", "measured": 600}]})";
 
 TEST(PlanCalibration, DecodeBenchGivesHbmEfficiencyOfItsBestRun) {

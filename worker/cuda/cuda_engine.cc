@@ -255,7 +255,9 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
   }
   Workspace& w = *ws_;
   const int64_t S = static_cast<int64_t>(batch.size()), B = max_blocks_per_seq_;
-  w.host_tables.assign(static_cast<size_t>(S * B), 0);
+  // Padding past a sequence's blocks is -1, not 0 (a real block): attention turns a read of it into
+  // NaN outputs instead of another sequence's keys (kernels/cuda/cuda_kernels.h PagedAttention).
+  w.host_tables.assign(static_cast<size_t>(S * B), -1);
   for (int64_t s = 0; s < S; ++s) {
     const std::vector<int32_t>& blocks = seqs_.Blocks(batch[s].seq);
     std::copy(blocks.begin(), blocks.end(), w.host_tables.begin() + s * B);
