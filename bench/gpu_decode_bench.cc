@@ -8,7 +8,10 @@
 // Verifies while it times: batch-B decode of B copies of one prompt must give B identical token
 // streams (footer says OK or FAILED); how many leading tokens equal the batch-1 stream is reported.
 //
-//   build/bench/gpu_decode_bench [--layers N] [--steps N] [--json FILE]     (exit 77: no device)
+//   build/bench/gpu_decode_bench [--layers N] [--steps N] [--batches 1,8,64,256] [--json FILE] [--profile 1]
+//                                [--experimental 1]
+// (exit 77: no device). --profile 1: the default path only, its timed steps between cudaProfilerStart
+// and cudaProfilerStop (scripts/gpu-profile.sh runs it under ncu --profile-from-start off).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include "bench/synthetic_model.h"
@@ -28,6 +32,9 @@ namespace {
 
 struct Options {
   int layers = 24, steps = 32, prompt = 128;
+  bool profile = false;  // only the default path, and cudaProfilerStart/Stop around its timed steps
+  bool experimental = false;  // --experimental 1: that path is the one profiled
+  std::vector<int> batches = {1, 8, 64, 256};
   std::string json;
 };
 
@@ -77,7 +84,7 @@ int Run(const Options& o) {
   EngineConfig cfg;
   cfg.kv_block_size = 16;
   cfg.kv_cache_mib = 8192;
-  cfg.max_num_seqs = 256;
+  cfg.max_num_seqs = 512;
   auto made = cuda::CudaEngine::CreateSynthetic(c, cfg, 0, 42);
   if (!made.ok()) {
     std::fprintf(stderr, "gpu_decode_bench: %s\n", made.status().ToString().c_str());
@@ -93,12 +100,28 @@ int Run(const Options& o) {
   std::vector<Result> results;
   std::vector<int32_t> batch1_tokens;
   bool ok = true;
-  for (const auto& [B, mode] : std::vector<std::pair<int, cuda::ExpertGemmMode>>{
-           {1, cuda::ExpertGemmMode::kPerExpert}, {8, cuda::ExpertGemmMode::kPerExpert},
-           {32, cuda::ExpertGemmMode::kPerExpert}, {32, cuda::ExpertGemmMode::kGrouped},
-           {128, cuda::ExpertGemmMode::kPerExpert}}) {
-    engine.set_expert_gemm_mode(mode);
-    const char* mode_name = mode == cuda::ExpertGemmMode::kGrouped ? "grouped" : "per-expert";
+  // Each batch size with the engine's default path (for batches up to kDeviceMoeMaxTokens: the
+  // device-offset MoE kernels and a replayed CUDA graph), and the small ones also without (cuBLAS
+  // per-expert GEMMs with one host synchronisation per MoE layer), so both are measured in one run.
+  // Small batches also with engine.experimental_gpu_kernels (not yet run on a GPU when written).
+  struct Config {
+    int batch;
+    bool fast, experimental;
+  };
+  std::vector<Config> configs;
+  for (int B : o.batches) {
+    const bool small = B <= cuda::CudaEngine::kDeviceMoeMaxTokens && engine.device_moe_available();
+    if (small && !o.profile) configs.push_back({B, false, false});
+    configs.push_back({B, true, o.experimental});
+    if (small && !o.profile && !o.experimental) configs.push_back({B, true, true});
+  }
+  for (const auto& [B, fast, experimental] : configs) {
+    engine.set_device_moe(fast);
+    engine.set_decode_graphs(fast);
+    engine.set_experimental_kernels(experimental);
+    const bool graphed = fast && B <= cuda::CudaEngine::kDeviceMoeMaxTokens && engine.device_moe_available();
+    const char* mode_name = graphed ? (experimental ? "graph+exp" : "graph") : "per-expert";
+    const int64_t replays_before = engine.graph_replays();
     std::vector<SeqId> seqs;
     std::vector<ForwardInput> batch;
     for (int b = 0; b < B; ++b) {
@@ -114,6 +137,7 @@ int Run(const Options& o) {
         streams[b].push_back(next[b]);
         batch[b] = {seqs[b], std::span<const int32_t>(&streams[b].back(), 1), false};
       }
+      if (o.profile && s == 2) cudaProfilerStart();  // ncu --profile-from-start off: the timed steps only
       const auto t0 = std::chrono::steady_clock::now();
       st = engine.ForwardGreedy(batch, &next);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -123,13 +147,17 @@ int Run(const Options& o) {
                  static_cast<double>(B) * (o.prompt + s + 1) * kv_bytes_per_token;
       }
     }
+    if (o.profile) cudaProfilerStop();
     for (SeqId s : seqs) engine.ReleaseSequence(s);
     if (!st.ok()) {
       std::printf("batch %d (%s): %s\n", B, mode_name, st.ToString().c_str());
-      // A cuBLAS that refuses grouped bf16 → f32 (Gemm says Unimplemented) is a skipped row, not a
-      // wrong result; the engine's default is per-expert.
-      if (!(mode == cuda::ExpertGemmMode::kGrouped && st.code() == StatusCode::kUnimplemented)) ok = false;
+      ok = false;
       continue;
+    }
+    if (graphed && engine.graph_replays() - replays_before < o.steps) {
+      std::printf("batch %d: expected %d graph replays, saw %lld\n", B, o.steps,
+                  static_cast<long long>(engine.graph_replays() - replays_before));
+      ok = false;
     }
     for (int b = 1; b < B; ++b) ok &= streams[b] == streams[0];
     if (B == 1) batch1_tokens = streams[0];
@@ -178,8 +206,22 @@ int main(int argc, char** argv) {
     if (k == "--layers") o.layers = std::atoi(argv[i + 1]);
     else if (k == "--steps") o.steps = std::max(4, std::atoi(argv[i + 1]));
     else if (k == "--json") o.json = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: gpu_decode_bench [--layers N] [--steps N] [--json FILE]\n");
+    else if (k == "--profile") o.profile = std::string(argv[i + 1]) == "1";
+    else if (k == "--experimental") o.experimental = std::string(argv[i + 1]) == "1";
+    else if (k == "--batches") {
+      o.batches.clear();
+      for (const char* p = argv[i + 1]; *p;) {
+        char* end = nullptr;
+        const long b = std::strtol(p, &end, 10);
+        if (end == p || b < 1 || b > 512) {
+          std::fprintf(stderr, "gpu_decode_bench: --batches takes sizes 1..512 separated by commas\n");
+          return 2;
+        }
+        o.batches.push_back(static_cast<int>(b));
+        p = *end == ',' ? end + 1 : end;
+      }
+    } else {
+      std::fprintf(stderr, "usage: gpu_decode_bench [--layers N] [--steps N] [--batches 1,8,64,256] [--json FILE]\n");
       return 2;
     }
   }

@@ -339,6 +339,38 @@ void BenchDecodeExperts(double copy_gbs, Gemm& gemm, const RandomFill& fill, std
     w[e] = weights.get() + static_cast<int64_t>(e) * n * k;
     weight_bytes += static_cast<double>(n) * k * sizeof(uint16_t);
   }
+  // The device-offset kernel of small steps (MoeDown: the same [2048, 7168] weight shape, counts read
+  // on the device), at this shape and at one token (8 experts of 64, one row each).
+  for (const int64_t toks : {tokens, int64_t{1}}) {
+    const Routing rr = toks == tokens ? r : Route(toks, top_k, E, rng);
+    std::vector<const bf16*> ptrs(E, nullptr);
+    double bytes = 0;
+    for (int e = 0; e < E; ++e) {
+      if (rr.offsets[e + 1] == rr.offsets[e]) continue;
+      ptrs[e] = weights.get() + static_cast<int64_t>(e) * n * k;
+      bytes += static_cast<double>(n) * k * sizeof(uint16_t);
+    }
+    auto dptrs = gpu_util::ToDevice<const bf16*>(ptrs, g_stream);
+    auto doff = gpu_util::ToDevice<int64_t>(rr.offsets, g_stream);
+    // The CUDA-core kernel the engine runs, and the experimental tensor-core one (MoeDownTc).
+    for (const bool tc : {false, true}) {
+      y.Poison(g_stream);
+      const double ms = MedianMs("MoeDown", 3, 20, [&] {
+        return tc ? MoeDownTc(x.get(), k, doff.get(), E, dptrs.get(), n, y.get(), g_stream)
+                  : MoeDown(x.get(), k, doff.get(), E, dptrs.get(), n, y.get(), g_stream);
+      });
+      for (int e = 0; e < E; ++e) {
+        if (rr.offsets[e + 1] == rr.offsets[e]) continue;
+        const int64_t row = rr.offsets[e], col = (e * 7919) % n;
+        Verify(DotMatches(x.get() + row * k, ptrs[e] + col * k, k, y.get() + row * n + col),
+               std::string(tc ? "MoeDownTc" : "MoeDown") + " expert " + std::to_string(e));
+        break;
+      }
+      const double gbs = bytes / (ms * 1e-3) / 1e9;
+      Record({"expert_gemm_decode_" + std::to_string(toks) + "x8_e64_2048x7168_device_offsets" + (tc ? "_tc" : ""), gbs,
+              "GB/s", gbs / copy_gbs, 0.6, ms});
+    }
+  }
   for (const ExpertVariant& v : kExpertVariants) {
     const std::string name = "expert_gemm_decode_128x8_e64_2048x7168_" + v.Name();
     if (const std::string why = v.Unsupported(gemm); !why.empty()) {

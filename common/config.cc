@@ -146,6 +146,9 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                                  {"device", [&](const YAML::Node& v, const std::string& where) {
                                     SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &cfg.device, "a string"));
                                     return ParseDevice(cfg.device).status().WithContext(where);
+                                  }},
+                                 {"experimental_gpu_kernels", [&](const YAML::Node& v, const std::string& where) {
+                                    return ReadScalar(v, where, &cfg.experimental_gpu_kernels, "true or false");
                                   }}});
            }},
           {"kv_cache",

@@ -16,6 +16,9 @@
 //                            # also bounds how long group peers wait for each other in one step
 //     device: cpu          # cpu, cuda or cuda:N (the GPU engine, in a build with CUDA; cuda alone
 //                          # picks the rank's local index on its node; groups exchange over NCCL)
+//     experimental_gpu_kernels: false  # GPU small steps (≤ 16 tokens): tensor-core skinny GEMMs, a
+//                          # fused attention prologue, one-launch routing, split attention — written
+//                          # but not yet run on a GPU (docs/architecture.md); off by default
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process
@@ -64,6 +67,7 @@ struct EngineConfig {
   int max_num_seqs = 64;
   int max_step_tokens = 8192;
   std::string device = "cpu";  // engine.device, checked by ParseDevice
+  bool experimental_gpu_kernels = false;  // engine.experimental_gpu_kernels
   int kv_block_size = 16;
   int64_t kv_cache_mib = 256;
   int64_t kv_cache_blocks = 0;  // kv_cache.num_blocks: overrides memory_mib when > 0 (tests, tuning)

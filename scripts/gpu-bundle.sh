@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${SHOAL_GPU_BUILD_DIR:-build-gpu}
-targets="cuda_ops_test cuda_engine_test nccl_group_test gpu_kernels_bench gpu_decode_bench shoal"
+targets="cuda_ops_test cuda_moe_test cuda_gemm_test cuda_engine_test nccl_group_test gpu_kernels_bench gpu_decode_bench shoal"
 limit_mib=60
 
 if [ ! -f "$build/CMakeCache.txt" ]; then

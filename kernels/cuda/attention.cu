@@ -110,6 +110,64 @@ __global__ void WriteKvKernel(const float* __restrict__ k, const float* __restri
   }
 }
 
+// A warp per (token, head) row of q and k: the per-head RMSNorm (Qwen3), then RoPE, and for k rows
+// the k and v rows into the cache slot. The row is staged in the warp's shared memory, so RoPE's pairs
+// (i, i + half) need not be owned by one lane.
+constexpr int kPrologueWarps = 4;
+
+__global__ void __launch_bounds__(kPrologueWarps * 32)
+    AttentionPrologueKernel(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, int64_t m,
+                            int heads, int kv_heads, int head_dim, const float* __restrict__ q_norm,
+                            const float* __restrict__ k_norm, float eps, const float* __restrict__ cos_t,
+                            const float* __restrict__ sin_t, const int64_t* __restrict__ slots,
+                            bf16* __restrict__ k_cache, bf16* __restrict__ v_cache) {
+  __shared__ float row_s[kPrologueWarps][kMaxHeadDim];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* buf = row_s[warp];
+  const int per_token = heads + kv_heads, half = head_dim / 2;
+  const int64_t kv_width = static_cast<int64_t>(kv_heads) * head_dim;
+  const int64_t rows = m * per_token;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kPrologueWarps + warp; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kPrologueWarps) {
+    const int64_t t = r / per_token;
+    const int hh = static_cast<int>(r - t * per_token);
+    const bool is_q = hh < heads;
+    const int kvh = hh - heads;
+    float* x = is_q ? q + (t * heads + hh) * head_dim : k + t * kv_width + static_cast<int64_t>(kvh) * head_dim;
+    const float* norm = is_q ? q_norm : k_norm;
+    float ss = 0.0f;
+    for (int i = lane; i < head_dim; i += 32) {
+      const float a = x[i];
+      buf[i] = a;
+      ss += a * a;
+    }
+    if (norm != nullptr) {
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      const float inv = 1.0f / sqrtf(ss / static_cast<float>(head_dim) + eps);
+      for (int i = lane; i < head_dim; i += 32) buf[i] = norm[i] * (buf[i] * inv);  // RmsNormF32's order
+    }
+    __syncwarp();
+    const float* c = cos_t + t * half;
+    const float* sn = sin_t + t * half;
+    const int64_t slot = is_q ? -1 : slots[t];
+    bf16* kc = slot >= 0 ? k_cache + slot * kv_width + static_cast<int64_t>(kvh) * head_dim : nullptr;
+    for (int i = lane; i < half; i += 32) {
+      const float a = buf[i], b = buf[i + half];
+      const float ra = __fsub_rn(__fmul_rn(a, c[i]), __fmul_rn(b, sn[i]));  // ApplyRope's arithmetic
+      const float rb = __fadd_rn(__fmul_rn(b, c[i]), __fmul_rn(a, sn[i]));
+      x[i] = ra;
+      x[i + half] = rb;
+      if (kc != nullptr) kc[i] = __float2bfloat16(ra), kc[i + half] = __float2bfloat16(rb);
+    }
+    if (slot >= 0) {
+      const float* vr = v + t * kv_width + static_cast<int64_t>(kvh) * head_dim;
+      bf16* vc = v_cache + slot * kv_width + static_cast<int64_t>(kvh) * head_dim;
+      for (int i = lane; i < head_dim; i += 32) vc[i] = __float2bfloat16(vr[i]);
+    }
+    __syncwarp();  // buf is rewritten by the warp's next row
+  }
+}
+
 struct AttentionParams {
   const float* q;
   int64_t items;  // m · num_heads
@@ -128,9 +186,26 @@ struct AttentionParams {
   float scale;
   int sliding_window;
   bf16* out;
+  // splits > 1: work unit (item, split) covers the split-th of `splits` equal parts of the item's key
+  // range and writes its unnormalised partial (m, l, acc[head_dim]) to partial[unit]; the combine
+  // kernel then writes out. splits = 1: the unit is the item and writes out itself.
+  int splits;
+  float* partial;
 };
 
-template <int VEC>
+// A poisoned unit: NaN in its output (one pass) or its partial (split).
+__device__ __forceinline__ void WriteNaN(bf16* out, float* partial, int d_head, int tid, float nan) {
+  if (partial != nullptr) {
+    for (int d = tid; d < d_head + 2; d += kThreads) partial[d] = nan;
+  } else {
+    for (int d = tid; d < d_head; d += kThreads) out[d] = __float2bfloat16(nan);
+  }
+}
+
+// kSplit = false: the one-pass kernel as it ran on an H200 (docs/benchmarks.md); every `if constexpr
+// (kSplit)` below keeps that instantiation's statements as they were. kSplit = true: the experimental
+// split (flash-decoding) variant, with more loads in flight — not yet run on a GPU.
+template <int VEC, bool kSplit>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const AttentionParams p) {
   // Columns of VEC dims a thread owns in P·V: two only when VEC = 1 and head_dim > kThreads.
   constexpr int kMaxCols = (kMaxHeadDim / VEC + kThreads - 1) / kThreads;
@@ -154,8 +229,13 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
   const int my_col = tid % group_width;
   const float nan = __int_as_float(0x7fc00000);
 
-  for (int64_t item = blockIdx.x; item < p.items; item += gridDim.x) {
-    __syncthreads();  // the previous item's reads of q_s / comb_s are done
+  const int splits = kSplit ? p.splits : 1;
+  const int64_t units = p.items * splits;
+  for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
+    __syncthreads();  // the previous unit's reads of q_s / comb_s are done
+    const int64_t item = unit / splits;
+    const int split = static_cast<int>(unit - item * splits);
+    float* partial = kSplit ? p.partial + unit * (d_head + 2) : nullptr;
     const int64_t t = item / p.num_heads;
     const int h = static_cast<int>(item - t * p.num_heads);
     const int kvh = h / p.group;
@@ -166,13 +246,21 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
     // read outside the block table, so the fault shows in the logits instead of as a wild read.
     // Uniform across the block, so the `continue` keeps the barriers matched.
     if (pos < 0 || pos >= p.max_positions || seq < 0) {
-      for (int d = tid; d < d_head; d += kThreads) out[d] = __float2bfloat16(nan);
+      WriteNaN(out, partial, d_head, tid, nan);
       continue;
     }
     for (int d = tid; d < d_head; d += kThreads) q_s[d] = p.q[item * d_head + d];
     __syncthreads();
 
-    const int first = p.sliding_window > 0 ? max(0, pos - p.sliding_window + 1) : 0;
+    const int window_first = p.sliding_window > 0 ? max(0, pos - p.sliding_window + 1) : 0;
+    // This unit's share of the keys [window_first, pos]: the split-th of `splits` parts (the last
+    // parts may be empty when the range is short); all of it in one pass.
+    int first = window_first, last = pos;
+    if constexpr (kSplit) {
+      const int per = (pos - window_first + 1 + splits - 1) / splits;
+      first = window_first + split * per;
+      last = min(pos, first + per - 1);
+    }
     const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks;
     const bf16* k_head = p.k + static_cast<int64_t>(kvh) * d_head;
     const bf16* v_head = p.v + static_cast<int64_t>(kvh) * d_head;
@@ -186,8 +274,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
 #pragma unroll
       for (int e = 0; e < VEC; ++e) acc[c][e] = 0.0f;
 
-    for (int start = first; start <= pos; start += kTile) {
-      const int n = min(kTile, pos - start + 1);  // ≥ 1
+    for (int start = first; start <= last; start += kTile) {
+      const int n = min(kTile, last - start + 1);  // ≥ 1
       float s = -INFINITY;
       int no_block = 0;  // this thread's key lies in a table entry with no block (negative id)
       if (tid < n) {
@@ -199,12 +287,24 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
         slot_s[tid] = slot;
         const bf16* k_row = k_head + slot * p.kv_stride;
         float dot = 0.0f;
-#pragma unroll 4
-        for (int i = 0; i < d_head; i += VEC) {
-          float kf[VEC];
-          LoadBf16<VEC>(k_row + i, kf);
+        if constexpr (kSplit) {
+          // Fully unrolled to the largest head, so all of the row's loads can be in flight at once.
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) dot += q_s[i + e] * kf[e];
+          for (int i = 0; i < kMaxHeadDim; i += VEC) {
+            if (i >= d_head) break;
+            float kf[VEC];
+            LoadBf16<VEC>(k_row + i, kf);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) dot += q_s[i + e] * kf[e];
+          }
+        } else {
+#pragma unroll 4
+          for (int i = 0; i < d_head; i += VEC) {
+            float kf[VEC];
+            LoadBf16<VEC>(k_row + i, kf);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) dot += q_s[i + e] * kf[e];
+          }
         }
         s = dot * p.scale;  // scaled after the dot product, as the CPU kernel does
       }
@@ -229,17 +329,48 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
         for (int c = 0; c < kMaxCols; ++c)
 #pragma unroll
           for (int e = 0; e < VEC; ++e) acc[c][e] *= corr;
-        for (int jj = my_group; jj < n; jj += key_groups) {
-          const float w = p_s[jj];
-          const bf16* v_row = v_head + slot_s[jj] * p.kv_stride;
+        if constexpr (!kSplit) {
+          for (int jj = my_group; jj < n; jj += key_groups) {
+            const float w = p_s[jj];
+            const bf16* v_row = v_head + slot_s[jj] * p.kv_stride;
 #pragma unroll
-          for (int c = 0; c < kMaxCols; ++c) {
-            const int col = my_col + c * group_width;
-            if (col < cols) {
-              float vf[VEC];
-              LoadBf16<VEC>(v_row + col * VEC, vf);
+            for (int c = 0; c < kMaxCols; ++c) {
+              const int col = my_col + c * group_width;
+              if (col < cols) {
+                float vf[VEC];
+                LoadBf16<VEC>(v_row + col * VEC, vf);
 #pragma unroll
-              for (int e = 0; e < VEC; ++e) acc[c][e] += w * vf[e];
+                for (int e = 0; e < VEC; ++e) acc[c][e] += w * vf[e];
+              }
+            }
+          }
+        }
+        // kKeysInFlight keys' V pieces are loaded before any is used (the keys are independent),
+        // then added in key order, as one key at a time would.
+        constexpr int kKeysInFlight = 4;
+        for (int j0 = my_group; kSplit && j0 < n; j0 += key_groups * kKeysInFlight) {
+          float vf[kKeysInFlight][kMaxCols][VEC];
+#pragma unroll
+          for (int u = 0; u < kKeysInFlight; ++u) {
+            const int jj = j0 + u * key_groups;
+            const bf16* v_row = v_head + (jj < n ? slot_s[jj] : 0) * p.kv_stride;
+#pragma unroll
+            for (int c = 0; c < kMaxCols; ++c) {
+              const int col = my_col + c * group_width;
+              if (jj < n && col < cols) LoadBf16<VEC>(v_row + col * VEC, vf[u][c]);
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kKeysInFlight; ++u) {
+            const int jj = j0 + u * key_groups;
+            if (jj >= n) break;
+            const float w = p_s[jj];
+#pragma unroll
+            for (int c = 0; c < kMaxCols; ++c) {
+              if (my_col + c * group_width < cols) {
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[c][e] += w * vf[u][c][e];
+              }
             }
           }
         }
@@ -248,8 +379,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
     }
 
     if (poisoned) {
-      for (int d = tid; d < d_head; d += kThreads) out[d] = __float2bfloat16(nan);
-      continue;  // the next item's first barrier orders this item's shared-memory reads before reuse
+      WriteNaN(out, partial, d_head, tid, nan);
+      continue;  // the next unit's first barrier orders this unit's shared-memory reads before reuse
     }
     // Sum the key groups' partial accumulators (same scale m_run) and normalise.
     if (my_group < key_groups) {
@@ -263,6 +394,16 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
       }
     }
     __syncthreads();
+    if constexpr (kSplit) {
+      // An empty share (first > last) leaves m = -inf, l = 0 and a zero accumulator: no weight.
+      if (tid == 0) partial[0] = m_run, partial[1] = l_run;
+      for (int d = tid; d < d_head; d += kThreads) {
+        float sum = 0.0f;
+        for (int g = 0; g < key_groups; ++g) sum += comb_s[g * d_head + d];
+        partial[2 + d] = sum;
+      }
+      continue;
+    }
     const float inv = 1.0f / l_run;
     for (int d = tid; d < d_head; d += kThreads) {
       float sum = 0.0f;
@@ -272,11 +413,49 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(const Attention
   }
 }
 
+// The splits' partials of each item into its output: every split rescaled to the largest running max.
+// A NaN partial (a poisoned split) makes the whole item NaN.
+__global__ void __launch_bounds__(kThreads)
+    CombineSplitsKernel(const float* __restrict__ partial, int64_t items, int splits, int d_head, bf16* __restrict__ out) {
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const float* part = partial + item * splits * (d_head + 2);
+    float m = -INFINITY;
+    bool nan = false;
+    for (int s = 0; s < splits; ++s) {
+      const float ms = part[s * (d_head + 2)], ls = part[s * (d_head + 2) + 1];
+      nan |= ls != ls || ms != ms;
+      m = fmaxf(m, ms);
+    }
+    for (int d = threadIdx.x; d < d_head; d += blockDim.x) {
+      float l = 0.0f, a = 0.0f;
+      for (int s = 0; s < splits; ++s) {
+        const float* ps = part + s * (d_head + 2);
+        if (!(ps[1] > 0.0f)) continue;  // empty share
+        const float f = expf(ps[0] - m);
+        l += ps[1] * f;
+        a += ps[2 + d] * f;
+      }
+      out[item * d_head + d] = __float2bfloat16(nan ? __int_as_float(0x7fc00000) : a / l);
+    }
+  }
+}
+
 template <int VEC>
 Status LaunchPagedAttention(const AttentionParams& params, cudaStream_t stream) {
-  const int64_t blocks = params.items < kMaxGridBlocks ? params.items : kMaxGridBlocks;
-  PagedAttentionKernel<VEC><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(params);
+  const int64_t units = params.items * params.splits;
+  const int64_t blocks = units < kMaxGridBlocks ? units : kMaxGridBlocks;
+  if (params.splits > 1) {
+    PagedAttentionKernel<VEC, true><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(params);
+  } else {
+    PagedAttentionKernel<VEC, false><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(params);
+  }
   SHOAL_CUDA_RETURN_IF_LAUNCH_FAILED("PagedAttentionKernel");
+  if (params.splits > 1) {
+    const int64_t combine = params.items < kMaxGridBlocks ? params.items : kMaxGridBlocks;
+    CombineSplitsKernel<<<static_cast<unsigned>(combine), kThreads, 0, stream>>>(
+        params.partial, params.items, params.splits, params.head_dim, params.out);
+    SHOAL_CUDA_RETURN_IF_LAUNCH_FAILED("CombineSplitsKernel");
+  }
   return Status::Ok();
 }
 
@@ -297,6 +476,28 @@ bool AlignedTo(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintp
 
 }  // namespace
 
+Status AttentionPrologue(float* q, float* k, const float* v, int64_t m, int num_heads, const float* q_norm,
+                         const float* k_norm, float eps, const float* cos, const float* sin, const int64_t* slots,
+                         const PagedKvLayer& layer, cudaStream_t stream) {
+  if (m < 0) return InvalidArgument("AttentionPrologue: m " + std::to_string(m) + " is negative");
+  SHOAL_RETURN_IF_ERROR(CheckLayer(layer, "AttentionPrologue"));
+  if (num_heads <= 0 || layer.head_dim % 2 != 0)
+    return InvalidArgument("AttentionPrologue: num_heads " + std::to_string(num_heads) + " and head_dim " +
+                           std::to_string(layer.head_dim) + " (even) must be positive");
+  if (m == 0) return Status::Ok();
+  if (q == nullptr || k == nullptr || v == nullptr || cos == nullptr || sin == nullptr || slots == nullptr ||
+      layer.k == nullptr || layer.v == nullptr)
+    return InvalidArgument("AttentionPrologue: null input, table, slot or cache pointer with m " + std::to_string(m));
+  const int64_t rows = m * (num_heads + layer.num_kv_heads);
+  int64_t blocks = (rows + kPrologueWarps - 1) / kPrologueWarps;
+  if (blocks > kMaxGridBlocks) blocks = kMaxGridBlocks;
+  AttentionPrologueKernel<<<static_cast<unsigned>(blocks), kPrologueWarps * 32, 0, stream>>>(
+      q, k, v, m, num_heads, layer.num_kv_heads, layer.head_dim, q_norm, k_norm, eps, cos, sin, slots, layer.k,
+      layer.v);
+  SHOAL_CUDA_RETURN_IF_LAUNCH_FAILED("AttentionPrologueKernel");
+  return Status::Ok();
+}
+
 Status WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_t m, const int64_t* slots,
                cudaStream_t stream) {
   if (m < 0) return InvalidArgument("WriteKv: m " + std::to_string(m) + " is negative");
@@ -316,8 +517,12 @@ Status WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_
 
 Status PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* positions, const int32_t* token_seq,
                       const int32_t* block_tables, int max_blocks, int max_positions, const PagedKvLayer& layer,
-                      float scale, int sliding_window, bf16* out, cudaStream_t stream) {
+                      float scale, int sliding_window, bf16* out, cudaStream_t stream, int splits,
+                      float* split_scratch) {
   if (m < 0) return InvalidArgument("PagedAttention: m " + std::to_string(m) + " is negative");
+  if (splits < 1 || splits > kMaxAttentionSplits || (splits > 1 && split_scratch == nullptr))
+    return InvalidArgument("PagedAttention: splits " + std::to_string(splits) + " outside [1, " +
+                           std::to_string(kMaxAttentionSplits) + "], or no scratch for them");
   SHOAL_RETURN_IF_ERROR(CheckLayer(layer, "PagedAttention"));
   if (num_heads <= 0 || num_heads % layer.num_kv_heads != 0)
     return InvalidArgument("PagedAttention: num_heads " + std::to_string(num_heads) +
@@ -353,6 +558,8 @@ Status PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* p
   params.scale = scale;
   params.sliding_window = sliding_window;
   params.out = out;
+  params.splits = splits;
+  params.partial = split_scratch;
 
   // The widest load every row offset keeps aligned: offsets are multiples of head_dim elements.
   const int d = layer.head_dim;
@@ -360,6 +567,16 @@ Status PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* p
     return LaunchPagedAttention<8>(params, stream);
   if (d % 2 == 0 && AlignedTo(layer.k, 4) && AlignedTo(layer.v, 4)) return LaunchPagedAttention<2>(params, stream);
   return LaunchPagedAttention<1>(params, stream);
+}
+
+int PagedAttentionSplits(int64_t items, int multiprocessors) {
+  if (items <= 0) return 1;
+  const int64_t want = (2 * static_cast<int64_t>(multiprocessors) + items - 1) / items;
+  return static_cast<int>(want < 1 ? 1 : want > kMaxAttentionSplits ? kMaxAttentionSplits : want);
+}
+
+int64_t PagedAttentionScratchFloats(int64_t items, int splits, int head_dim) {
+  return splits > 1 ? items * splits * (head_dim + 2) : 0;
 }
 
 }  // namespace shoal::cuda

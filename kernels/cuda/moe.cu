@@ -44,58 +44,124 @@ __device__ __forceinline__ unsigned LaneMaskLt() {
 
 constexpr int kRouterWarps = 4;
 
+// Token t's top_k experts by the calling warp; p: the warp's shared scratch of num_experts floats.
+__device__ void RouteToken(const float* __restrict__ logits, int64_t t, int num_experts, int top_k, bool renormalize,
+                           float* p, int32_t* __restrict__ ids, float* __restrict__ weights) {
+  const int lane = threadIdx.x % 32;
+  const float* l = logits + t * num_experts;
+  float mx = -INFINITY;
+  for (int e = lane; e < num_experts; e += 32) mx = fmaxf(mx, l[e]);
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = 0.0f;
+  for (int e = lane; e < num_experts; e += 32) {
+    const float v = expf(l[e] - mx);
+    p[e] = v;
+    sum += v;
+  }
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  // Dividing every exp by the same sum keeps the CPU's order and ties among the probabilities.
+  for (int e = lane; e < num_experts; e += 32) p[e] /= sum;
+  __syncwarp();
+
+  // top_k rounds of a warp arg-max. A chosen expert is marked -2 and a NaN ranks as -1, both below
+  // every probability, so each round finds a valid unchosen id (top_k ≤ E) even for NaN logits.
+  int my_id = 0;
+  float my_p = 0.0f, chosen = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    float best = -3.0f;
+    int best_e = 0;
+    for (int e = lane; e < num_experts; e += 32) {
+      const float v = p[e];
+      const float rank = v != v ? -1.0f : v;
+      if (rank > best) best = rank, best_e = e;  // e rises within a lane, so ties keep the lower id
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+      if (ov > best || (ov == best && oe < best_e)) best = ov, best_e = oe;
+    }
+    const float pv = p[best_e];
+    if (lane == j) my_id = best_e, my_p = pv;
+    chosen += pv;  // the CPU's order: j ascending
+    __syncwarp();
+    if (lane == best_e % 32) p[best_e] = -2.0f;
+    __syncwarp();
+  }
+  if (lane < top_k) {
+    ids[t * top_k + lane] = my_id;
+    weights[t * top_k + lane] = renormalize ? my_p / chosen : my_p;
+  }
+  __syncwarp();  // the next token rewrites p
+}
+
 __global__ void __launch_bounds__(kRouterWarps * 32)
     RouterTopKKernel(const float* __restrict__ logits, int64_t m, int num_experts, int top_k, bool renormalize,
                      int32_t* __restrict__ ids, float* __restrict__ weights) {
   __shared__ float probs[kRouterWarps][kMaxExperts];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* p = probs[warp];
+  const int warp = threadIdx.x / 32;
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * kRouterWarps + warp; t < m;
        t += static_cast<int64_t>(gridDim.x) * kRouterWarps) {
-    const float* l = logits + t * num_experts;
-    float mx = -INFINITY;
-    for (int e = lane; e < num_experts; e += 32) mx = fmaxf(mx, l[e]);
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    float sum = 0.0f;
-    for (int e = lane; e < num_experts; e += 32) {
-      const float v = expf(l[e] - mx);
-      p[e] = v;
-      sum += v;
-    }
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    // Dividing every exp by the same sum keeps the CPU's order and ties among the probabilities.
-    for (int e = lane; e < num_experts; e += 32) p[e] /= sum;
-    __syncwarp();
+    RouteToken(logits, t, num_experts, top_k, renormalize, probs[warp], ids, weights);
+  }
+}
 
-    // top_k rounds of a warp arg-max. A chosen expert is marked -2 and a NaN ranks as -1, both below
-    // every probability, so each round finds a valid unchosen id (top_k ≤ E) even for NaN logits.
-    int my_id = 0;
-    float my_p = 0.0f, chosen = 0.0f;
-    for (int j = 0; j < top_k; ++j) {
-      float best = -3.0f;
-      int best_e = 0;
-      for (int e = lane; e < num_experts; e += 32) {
-        const float v = p[e];
-        const float rank = v != v ? -1.0f : v;
-        if (rank > best) best = rank, best_e = e;  // e rises within a lane, so ties keep the lower id
-      }
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
-        if (ov > best || (ov == best && oe < best_e)) best = ov, best_e = oe;
-      }
-      const float pv = p[best_e];
-      if (lane == j) my_id = best_e, my_p = pv;
-      chosen += pv;  // the CPU's order: j ascending
-      __syncwarp();
-      if (lane == best_e % 32) p[best_e] = -2.0f;
-      __syncwarp();
-    }
-    if (lane < top_k) {
-      ids[t * top_k + lane] = my_id;
-      weights[t * top_k + lane] = renormalize ? my_p / chosen : my_p;
-    }
-    __syncwarp();  // the next token rewrites p
+// RouterTopK and MoePermutePlan of a small step in one block: the warps route the tokens, then the
+// block counts the pairs per expert, scans the counts and hands out rows in pair order (the same
+// stable order as the three-kernel plan).
+constexpr int kRoutePlanThreads = kRouterWarps * 32;
+
+__global__ void __launch_bounds__(kRoutePlanThreads)
+    RouteAndPlanKernel(const float* __restrict__ logits, int64_t m, int num_experts, int top_k, bool renormalize,
+                       int32_t* __restrict__ ids, float* __restrict__ weights, int64_t* __restrict__ expert_offsets,
+                       int32_t* __restrict__ row_of, int32_t* __restrict__ row_token) {
+  __shared__ float probs[kRouterWarps][kMaxExperts];
+  __shared__ int count[kMaxExperts];
+  __shared__ int first_row[kMaxExperts];
+  __shared__ int warp_total[kRouterWarps];
+  __shared__ int32_t pair_expert[kMaxRoutePlanPairs];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int64_t t = warp; t < m; t += kRouterWarps) {
+    RouteToken(logits, t, num_experts, top_k, renormalize, probs[warp], ids, weights);
+  }
+  for (int e = threadIdx.x; e < num_experts; e += kRoutePlanThreads) count[e] = 0;
+  __syncthreads();  // ids (global, written by this block) and count are ready
+  const int pairs = static_cast<int>(m) * top_k;
+  for (int i = threadIdx.x; i < pairs; i += kRoutePlanThreads) {
+    const int e = ids[i];
+    pair_expert[i] = e;
+    atomicAdd(&count[e], 1);
+  }
+  __syncthreads();
+  // Exclusive scan of the counts: each thread a run of consecutive experts, then the runs' totals
+  // across the block (warp shuffles, then the warps' totals).
+  constexpr int kPer = (kMaxExperts + kRoutePlanThreads - 1) / kRoutePlanThreads;
+  const int e0 = threadIdx.x * kPer;
+  int run = 0;
+  for (int j = 0; j < kPer; ++j) run += e0 + j < num_experts ? count[e0 + j] : 0;
+  int incl = run;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int u = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += u;
+  }
+  if (lane == 31) warp_total[warp] = incl;
+  __syncthreads();
+  int before = incl - run;
+  for (int w = 0; w < warp; ++w) before += warp_total[w];
+  for (int j = 0; j < kPer && e0 + j < num_experts; ++j) {
+    first_row[e0 + j] = before;
+    expert_offsets[e0 + j] = before;
+    before += count[e0 + j];
+  }
+  if (threadIdx.x == kRoutePlanThreads - 1) expert_offsets[num_experts] = pairs;
+  __syncthreads();
+  // Pair i's row: its expert's first row plus the pairs of that expert before it.
+  for (int i = threadIdx.x; i < pairs; i += kRoutePlanThreads) {
+    const int e = pair_expert[i];
+    int rank = 0;
+    for (int j = 0; j < i; ++j) rank += pair_expert[j] == e;
+    const int row = first_row[e] + rank;
+    row_of[i] = row;
+    row_token[row] = i / top_k;
   }
 }
 
@@ -365,6 +431,24 @@ int ThreadsPerRow(int64_t items) {
 }
 
 }  // namespace
+
+Status RouteAndPlan(const float* logits, int64_t m, int num_experts, int top_k, bool renormalize, int32_t* ids,
+                    float* weights, int64_t* expert_offsets, int32_t* row_of, int32_t* row_token, cudaStream_t stream) {
+  if (m < 0 || num_experts <= 0 || num_experts > kMaxExperts || top_k <= 0 || top_k > kMaxTopK ||
+      top_k > num_experts || m * top_k > kMaxRoutePlanPairs)
+    return InvalidArgument("RouteAndPlan: need 0 < top_k ≤ min(32, E), E ≤ 1024 and m · top_k ≤ " +
+                           std::to_string(kMaxRoutePlanPairs) + ", got m " + std::to_string(m) + ", top_k " +
+                           std::to_string(top_k) + ", E " + std::to_string(num_experts));
+  if (m == 0) {
+    SHOAL_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(expert_offsets, 0, sizeof(int64_t) * (static_cast<size_t>(num_experts) + 1), stream));
+    return Status::Ok();
+  }
+  RouteAndPlanKernel<<<1, kRoutePlanThreads, 0, stream>>>(logits, m, num_experts, top_k, renormalize, ids, weights,
+                                                          expert_offsets, row_of, row_token);
+  SHOAL_CUDA_RETURN_IF_LAUNCH_FAILED("RouteAndPlanKernel");
+  return Status::Ok();
+}
 
 Status RouterTopK(const float* logits, int64_t m, int num_experts, int top_k, bool renormalize, int32_t* ids,
                   float* weights, cudaStream_t stream) {

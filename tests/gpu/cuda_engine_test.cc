@@ -28,7 +28,7 @@ constexpr double kMeanRel = 0.01;
 // Three times the mean error allowed: a top-two gap this wide is not closed by bf16 rounding.
 constexpr double kDecisiveGap = 3 * kMeanRel;
 
-std::unique_ptr<cuda::CudaEngine> MakeCudaEngine(const std::string& dir) {
+std::unique_ptr<cuda::CudaEngine> MakeCudaEngine(const std::string& dir, bool experimental = false) {
   auto config = LoadModelConfig(dir);
   if (!config.ok()) return nullptr;
   auto weights = LoadModelWeights(*config, dir);
@@ -36,6 +36,7 @@ std::unique_ptr<cuda::CudaEngine> MakeCudaEngine(const std::string& dir) {
   EngineConfig cfg;
   cfg.kv_block_size = 4;  // small blocks: every fixture prompt spans several
   cfg.kv_cache_mib = 16;
+  cfg.experimental_gpu_kernels = experimental;
   auto engine = cuda::CudaEngine::Create(*config, *weights, cfg, 0);
   if (!engine.ok()) ADD_FAILURE() << engine.status().ToString();
   return engine.ok() ? std::move(engine).value() : nullptr;
@@ -81,12 +82,12 @@ void ExpectClose(const Agreement& a, const std::string& what) {
 
 class CudaFixtureTest : public ::testing::TestWithParam<std::string> {};
 
-// All prompts in one batch (prefill logits at every position), then teacher-forced decode steps.
-TEST_P(CudaFixtureTest, BatchedPrefillAndDecodeStayCloseToTransformers) {
-  Fixture f = LoadFixture(GetParam());
-  ASSERT_TRUE(f.expected);
-  auto engine = MakeCudaEngine(f.dir);
+// All prompts in one batch (prefill logits at every position), then teacher-forced decode steps; with
+// the default kernels and with engine.experimental_gpu_kernels.
+void CheckAgainstTransformers(const Fixture& f, bool experimental) {
+  auto engine = MakeCudaEngine(f.dir, experimental);
   ASSERT_TRUE(engine) << f.dir;
+  const std::string tag = f.name + (experimental ? " (experimental kernels)" : "");
   const int V = engine->config().vocab_size;
   const size_t n = f.prompts.size();
   std::vector<SeqId> seqs;
@@ -100,7 +101,7 @@ TEST_P(CudaFixtureTest, BatchedPrefillAndDecodeStayCloseToTransformers) {
   for (size_t i = 0; i < n; ++i) {
     const std::vector<float> want = f.Tensor("prompt" + std::to_string(i) + ".prefill_logits");
     ASSERT_EQ(out[i].logits.size(), want.size());
-    ExpectClose(Compare(out[i].logits, want, V), f.name + " prompt " + std::to_string(i) + " prefill");
+    ExpectClose(Compare(out[i].logits, want, V), tag + " prompt " + std::to_string(i) + " prefill");
   }
   std::vector<std::vector<float>> got(n), want(n);
   for (size_t i = 0; i < n; ++i) want[i] = f.Tensor("prompt" + std::to_string(i) + ".decode_logits");
@@ -112,8 +113,20 @@ TEST_P(CudaFixtureTest, BatchedPrefillAndDecodeStayCloseToTransformers) {
   }
   for (size_t i = 0; i < n; ++i) {
     ASSERT_EQ(got[i].size(), want[i].size());
-    ExpectClose(Compare(got[i], want[i], V), f.name + " prompt " + std::to_string(i) + " decode");
+    ExpectClose(Compare(got[i], want[i], V), tag + " prompt " + std::to_string(i) + " decode");
   }
+}
+
+TEST_P(CudaFixtureTest, BatchedPrefillAndDecodeStayCloseToTransformers) {
+  Fixture f = LoadFixture(GetParam());
+  ASSERT_TRUE(f.expected);
+  CheckAgainstTransformers(f, false);
+}
+
+TEST_P(CudaFixtureTest, ExperimentalKernelsStayCloseToTransformers) {
+  Fixture f = LoadFixture(GetParam());
+  ASSERT_TRUE(f.expected);
+  CheckAgainstTransformers(f, true);
 }
 
 // ForwardGreedy (argmax on the device) equals the argmax of Forward's logits, and a rejected batch
@@ -185,6 +198,60 @@ TEST_P(CudaFixtureTest, ExchangePathAtOneRankMatchesInPlacePath) {
   int moe_layers = 0;
   for (bool m : (*ep)->config().layer_is_moe) moe_layers += m;
   EXPECT_EQ(rows, static_cast<uint64_t>(tokens * (*ep)->config().num_experts_per_tok * moe_layers)) << f.name;
+}
+
+// Decode steps through the device-offset MoE kernels and a replayed CUDA graph against the cuBLAS
+// path step by step (the same teacher-forced tokens): logits within bf16 noise of each other, the same
+// argmax wherever it is decisive, and the graphs really captured once and replayed.
+void CheckGraphsAgainstStepByStep(const Fixture& f, bool experimental) {
+  auto graphed = MakeCudaEngine(f.dir, experimental);
+  auto plain = MakeCudaEngine(f.dir);
+  ASSERT_TRUE(graphed && plain);
+  if (!graphed->device_moe_available()) {
+    std::printf("%s: widths or layout outside the device MoE kernels, not checked\n", f.name.c_str());
+    return;
+  }
+  plain->set_device_moe(false);
+  const int V = graphed->config().vocab_size;
+  const size_t n = f.prompts.size();
+  std::vector<ForwardInput> a, b;
+  for (const auto& p : f.prompts) {
+    a.push_back({*graphed->NewSequence(), p.prompt, false});
+    b.push_back({*plain->NewSequence(), p.prompt, false});
+  }
+  std::vector<ForwardOutput> oa, ob;
+  ASSERT_OK(graphed->Forward(a, &oa));
+  ASSERT_OK(plain->Forward(b, &ob));
+  std::vector<float> ga, gb;
+  for (int s = 0; s < f.decode_steps; ++s) {
+    for (size_t i = 0; i < n; ++i) {
+      a[i] = {a[i].seq, std::span<const int32_t>(&f.prompts[i].greedy[s], 1), false};
+      b[i] = {b[i].seq, std::span<const int32_t>(&f.prompts[i].greedy[s], 1), false};
+    }
+    ASSERT_OK(graphed->Forward(a, &oa));
+    ASSERT_OK(plain->Forward(b, &ob));
+    for (size_t i = 0; i < n; ++i) {
+      ga.insert(ga.end(), oa[i].logits.begin(), oa[i].logits.end());
+      gb.insert(gb.end(), ob[i].logits.begin(), ob[i].logits.end());
+    }
+    EXPECT_EQ(graphed->last_step_weight_bytes(), plain->last_step_weight_bytes()) << "step " << s;
+  }
+  const Agreement g = Compare(ga, gb, V);
+  EXPECT_LE(g.mean_abs, 1e-3 * g.range) << f.name;
+  EXPECT_EQ(g.decisive_agree, g.decisive) << f.name;
+  EXPECT_EQ(graphed->expert_rows_total(), plain->expert_rows_total()) << f.name;
+  EXPECT_EQ(graphed->graphs_captured(), 1) << "one batch size, one graph";
+  EXPECT_EQ(graphed->graph_replays(), f.decode_steps);
+  EXPECT_EQ(plain->graph_replays(), 0);
+  std::printf("%-22s graph%s vs step-by-step: mean |Δlogit| %.2e (%.4f %% of range), decisive argmax %zu/%zu\n",
+              f.name.c_str(), experimental ? " (experimental kernels)" : "", g.mean_abs, 100 * g.mean_abs / g.range,
+              g.decisive_agree, g.decisive);
+}
+
+TEST_P(CudaFixtureTest, DecodeGraphsMatchTheStepByStepPath) { CheckGraphsAgainstStepByStep(LoadFixture(GetParam()), false); }
+
+TEST_P(CudaFixtureTest, ExperimentalDecodeGraphsMatchTheStepByStepPath) {
+  CheckGraphsAgainstStepByStep(LoadFixture(GetParam()), true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::ValuesIn(ListFixtures()),

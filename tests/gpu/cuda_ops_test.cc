@@ -1,133 +1,9 @@
-// Every CUDA op (kernels/cuda/cuda_kernels.h, gemm.h) against the CPU backend (kernels/kernels.h).
-//
-// Inputs are random and fresh per run: the seed comes from std::random_device, is printed first, and
-// SHOAL_GPU_TEST_SEED=<n> replays a run (each test derives its generator from the seed and its own
-// name, so --gtest_filter reproduces one test alone). Device outputs are poisoned (all bytes 0xFF: NaN)
-// before each launch, so an op that writes nothing, or only part of its output, fails. The CPU
-// reference always computes on exactly the bf16-rounded values the GPU reads. Each check states its
-// tolerance and why; every float comparison prints its worst error as a fraction of the tolerance so
-// the margins can be judged from a passing run's log.
-//
-// Without a CUDA device it prints "SKIP: no CUDA device (<why>)" and exits 77 (ctest SKIP_RETURN_CODE).
-#include <gtest/gtest.h>
+// The element-wise, normalisation, attention and sampling ops of the CUDA backend against the CPU
+// backend (conventions: tests/gpu/op_test_util.h).
+#include "tests/gpu/op_test_util.h"
 
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <functional>
-#include <memory>
-#include <numeric>
-#include <random>
-#include <string>
-#include <thread>
-#include <vector>
-
-#include "common/dtype.h"
-#include "common/thread_pool.h"
-#include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/gemm.h"
-#include "kernels/kernels.h"
-#include "tests/gpu/device_buffer.h"
-
-namespace shoal::cuda {
+namespace shoal::cuda::op_test {
 namespace {
-
-using gpu_util::Bits;
-using gpu_util::DeviceBuffer;
-using gpu_util::Floats;
-using gpu_util::Normal;
-using gpu_util::ToBits;
-using gpu_util::Widen;
-
-uint64_t g_seed = 0;
-cudaStream_t g_stream = nullptr;
-
-#define ASSERT_OK(expr) \
-  do { const ::shoal::Status st_ = (expr); ASSERT_TRUE(st_.ok()) << #expr << " -> " << st_.ToString(); } while (0)
-
-ThreadPool& Pool() {
-  static ThreadPool pool(static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 16u)));
-  return pool;
-}
-
-// SHOAL_GPU_TEST_QUICK=1 leaves out the cases sized only to exceed the grids' block caps (their
-// indexing is the code the small cases run): scripts/gpu-check.sh sets it under compute-sanitizer,
-// which would take minutes over them.
-bool Quick() {
-  const char* v = std::getenv("SHOAL_GPU_TEST_QUICK");
-  return v != nullptr && *v != '\0' && *v != '0';
-}
-
-std::mt19937_64 TestRng() {
-  const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();  // unique here
-  return std::mt19937_64(g_seed ^ std::hash<std::string>{}(name));
-}
-
-Bits NormalBf16(size_t n, std::mt19937_64& rng, float stddev = 1.0f) { return ToBits(Normal(n, rng, stddev)); }
-int Uniform(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
-
-template <class T, class U>
-DeviceBuffer<T> Dev(const std::vector<U>& host) { return gpu_util::ToDevice<T>(host, g_stream); }
-// An output buffer, poisoned (NaN), so anything the op leaves unwritten fails the comparison.
-template <class T>
-DeviceBuffer<T> Out(size_t n) {
-  DeviceBuffer<T> b(n);
-  b.Poison(g_stream);
-  return b;
-}
-template <class T>
-std::vector<T> Get(const DeviceBuffer<T>& b) { return b.template Download<T>(g_stream); }
-Bits GetBits(const DeviceBuffer<bf16>& b) { return b.Download<uint16_t>(g_stream); }
-Floats Get(const DeviceBuffer<bf16>& b) { return Widen(GetBits(b)); }
-
-// |got - want| <= tol(i) for every i (NaN never passes). Prints the worst error relative to its
-// tolerance either way: the margins of a passing run are how the tolerances get reviewed.
-::testing::AssertionResult Close(const std::string& what, const Floats& got, const Floats& want,
-                                 const std::function<double(size_t)>& tol) {
-  if (got.size() != want.size()) return ::testing::AssertionFailure() << what << ": " << got.size() << " values";
-  size_t bad = 0, worst = 0;
-  double worst_ratio = -1.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - want[i]), t = tol(i);
-    const double ratio = std::isnan(err) ? INFINITY : (t > 0 ? err / t : (err == 0 ? 0.0 : INFINITY));
-    if (!(err <= t)) ++bad;
-    if (ratio > worst_ratio) worst_ratio = ratio, worst = i;
-  }
-  std::printf("[   info   ] %s: %zu values, worst |err|/tol = %.3g\n", what.c_str(), got.size(), worst_ratio);
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << got.size()
-                                       << " values outside tolerance; worst at " << worst << ": got " << got[worst]
-                                       << ", want " << want[worst] << ", tol " << tol(worst);
-}
-
-template <class T>
-::testing::AssertionResult Equal(const std::string& what, const std::vector<T>& got, const std::vector<T>& want) {
-  if (got.size() != want.size()) return ::testing::AssertionFailure() << what << ": " << got.size() << " values";
-  size_t bad = 0, first = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (got[i] != want[i] && bad++ == 0) first = i;
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << got.size() << " differ; first at "
-                                       << first << ": got " << +got[first] << ", want " << +want[first];
-}
-
-// A bf16 output against the unrounded f32 reference: rounding to bf16 moves a value by at most half
-// an ulp = 2^-8 of its magnitude; `rel` covers the f32 differences before rounding, `abs` values near 0.
-std::function<double(size_t)> Bf16Tol(const Floats& want, double rel, double abs) {
-  return [&want, rel, abs](size_t i) { return std::fabs(want[i]) * (std::ldexp(1.0, -8) + rel) + abs; };
-}
-std::function<double(size_t)> F32Tol(const Floats& want, double rel, double abs) {
-  return [&want, rel, abs](size_t i) { return std::fabs(want[i]) * rel + abs; };
-}
-std::function<double(size_t)> Exact() { return [](size_t) { return 0.0; }; }
-std::string Dims(const char* name, std::initializer_list<int64_t> dims) {
-  std::string s = name;
-  for (int64_t d : dims) s += (s == name ? " " : "x") + std::to_string(d);
-  return s;
-}
 
 // --- Element-wise and normalisation ---------------------------------------------------------------
 void EmbedCase(const DeviceBuffer<bf16>& dtable, const Bits& table, int64_t vocab, int64_t d, int64_t m,
@@ -296,6 +172,7 @@ TEST(CudaOps, ToBf16) {
   EXPECT_TRUE(Equal("ToBf16 bits", GetBits(y), ToBits(x)));
 }
 
+
 // --- Attention ------------------------------------------------------------------------------------
 struct AttnSeq { int length, queries; };  // the last `queries` positions are this step's tokens
 struct AttnCase {
@@ -384,20 +261,27 @@ void CheckAttention(const AttnCase& c, std::mt19937_64& rng) {
   }
   auto dq = Dev<float>(q);
   auto dpos = Dev<int32_t>(positions), dseq = Dev<int32_t>(token_seq), dtables = Dev<int32_t>(tables);
-  auto out = Out<bf16>(q.size());
-  ASSERT_OK(PagedAttention(dq.get(), m, c.heads, dpos.get(), dseq.get(), dtables.get(), max_blocks, max_positions,
-                           layer, scale, c.window, out.get(), g_stream));
-  Floats got = Get(out);
-  if (c.broken_seq >= 0) {
-    size_t not_nan = 0;
-    for (size_t i = 0; i < got.size(); ++i)
-      if (std::isnan(want[i])) not_nan += !std::isnan(got[i]), got[i] = want[i] = 0.0f;
-    EXPECT_EQ(not_nan, 0u) << "outputs of the sequence with a -1 block that are not NaN";
+  // One pass, then the key ranges split across blocks (flash-decoding): 3 parts, and the most parts,
+  // which leaves many of them empty on short sequences.
+  for (int splits : {1, 3, kMaxAttentionSplits}) {
+    if (splits > 1 && m * c.heads > 100000) continue;  // the grid-stride case: one pass is the point there
+    auto out = Out<bf16>(q.size());
+    auto scratch = Out<float>(std::max<int64_t>(PagedAttentionScratchFloats(m * c.heads, splits, c.head_dim), 1));
+    ASSERT_OK(PagedAttention(dq.get(), m, c.heads, dpos.get(), dseq.get(), dtables.get(), max_blocks, max_positions,
+                             layer, scale, c.window, out.get(), g_stream, splits, splits > 1 ? scratch.get() : nullptr));
+    Floats got = Get(out), expected = want;
+    if (c.broken_seq >= 0) {
+      size_t not_nan = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        if (std::isnan(expected[i])) not_nan += !std::isnan(got[i]), got[i] = expected[i] = 0.0f;
+      EXPECT_EQ(not_nan, 0u) << "outputs of the sequence with a -1 block that are not NaN (" << splits << " splits)";
+    }
+    // bf16 output (2^-8 rel) + 1e-2 abs (values ~N(0,1)): f32 reordering of the softmax (online vs two
+    // pass, split partials) is ~1e-6, and a tensor-core kernel rounding q and P to bf16 stays ≲ 5e-3
+    // here, while a wrong mask, window, head mapping or block lookup moves some outputs by ≥ 5e-2.
+    EXPECT_TRUE(Close("PagedAttention " + c.name + (splits > 1 ? ", " + std::to_string(splits) + " splits" : ""),
+                      got, expected, Bf16Tol(expected, 0.0, 1e-2)));
   }
-  // bf16 output (2^-8 rel) + 1e-2 abs (values ~N(0,1)): f32 reordering of the softmax (online vs two
-  // pass) is ~1e-6, and a tensor-core kernel rounding q and P to bf16 stays ≲ 5e-3 here, while a
-  // wrong mask, window, head mapping or block lookup moves some outputs by ≥ 5e-2.
-  EXPECT_TRUE(Close("PagedAttention " + c.name, got, want, Bf16Tol(want, 0.0, 1e-2)));
 }
 
 TEST(CudaOps, PagedAttention) {
@@ -441,188 +325,79 @@ TEST(CudaOps, PagedAttentionNegativeBlockGivesNaN) {
   CheckAttention({"prefill, broken table", 8, 2, 64, 16, 0, {{20, 20}, {64, 64}}, 0}, rng);
 }
 
-// --- MoE routing, permutation, combine ------------------------------------------------------------
-TEST(CudaOps, RouterTopK) {
+// AttentionPrologue against the CPU's RmsNorm (per head), ApplyRope and WriteKv: with and without the
+// q/k norm, a head_dim whose half is not a multiple of the warp, and padding rows (slot -1) that must
+// leave the cache untouched.
+TEST(CudaOps, AttentionPrologue) {
   auto rng = TestRng();
-  for (auto [E, k] : {std::pair<int, int>{8, 2}, {128, 8}})
-    // 300,000 tokens of 8 experts need more than the 65,536 blocks the grid is capped at.
-    for (int64_t m : {int64_t{5}, int64_t{600}, E == 8 ? int64_t{300000} : int64_t{0}})
-      for (bool renorm : {false, true}) {
-        if (m == 0) continue;
-        SCOPED_TRACE(Dims(renorm ? "renormalised, m E k" : "m E k", {m, E, k}));
-        Floats logits = Normal(m * E, rng, 2.0f);
-        std::fill_n(logits.begin(), E, 0.5f);  // row 0: all tied → experts 0..k-1
-        for (int i = 0; i < 3; ++i) logits[E + Uniform(rng, 0, E - 1)] = 9.0f;  // row 1: tied maxima
-        std::vector<int32_t> want_ids(m * k);
-        Floats want_w(m * k);
-        kernels::RouterTopK(logits.data(), m, E, k, renorm, want_ids.data(), want_w.data());
-        auto dl = Dev<float>(logits);
-        auto ids = Out<int32_t>(m * k);
-        auto w = Out<float>(m * k);
-        ASSERT_OK(RouterTopK(dl.get(), m, E, k, renorm, ids.get(), w.get(), g_stream));
-        const auto got_ids = Get(ids);
-        const auto got_w = Get(w);
-        int bad = 0;
-        for (int64_t t = 0; t < m; ++t) {
-          // The CPU router's probabilities (f32 softmax, max subtracted).
-          const float* l = logits.data() + t * E;
-          const float mx = *std::max_element(l, l + E);
-          Floats p(E);
-          float sum = 0.0f, chosen = 0.0f;
-          for (int e = 0; e < E; ++e) sum += p[e] = std::exp(l[e] - mx);
-          for (float& v : p) v /= sum;
-          for (int j = 0; j < k; ++j) chosen += p[want_ids[t * k + j]];
-          for (int j = 0; j < k; ++j) {
-            const int a = got_ids[t * k + j], b = want_ids[t * k + j];
-            bool ok = a >= 0 && a < E && std::count(&got_ids[t * k], &got_ids[t * k] + k, a) == 1;
-            // Order: exact, except that two experts whose (distinct) logits give probabilities within
-            // 1e-6 rel may swap — the GPU's expf rounds differently. Exact logit ties are never excused.
-            if (ok && a != b) ok = l[a] != l[b] && std::fabs(p[a] - p[b]) <= 1e-6f * p[b];
-            // Weights: f32 softmax with another exp and summation order, ≤ 2e-5 rel.
-            const double want_weight = renorm ? p[ok ? a : b] / chosen : p[ok ? a : b];
-            ok = ok && std::fabs(got_w[t * k + j] - want_weight) <= 2e-5 * want_weight + 1e-7;
-            if (!ok && bad++ < 5)
-              ADD_FAILURE() << "token " << t << " choice " << j << ": got expert " << a << " weight "
-                            << got_w[t * k + j] << ", want expert " << b << " weight " << want_w[t * k + j];
-          }
-        }
-      }
-}
-
-// k distinct experts per token in random order (as a router emits them), drawn from the first
-// `used` experts only (so the rest get no rows).
-std::vector<int32_t> RandomRouting(int64_t m, int k, int used, std::mt19937_64& rng) {
-  std::vector<int32_t> all(used), ids(m * k);
-  std::iota(all.begin(), all.end(), 0);
-  for (int64_t t = 0; t < m; ++t) {
-    std::shuffle(all.begin(), all.end(), rng);
-    std::copy_n(all.begin(), k, ids.begin() + t * k);
-  }
-  return ids;
-}
-
-struct Plan { std::vector<int64_t> offsets; std::vector<int32_t> row_of, row_token; };
-// Pairs (t, j) stably sorted by expert: expert-major, then by token (the CPU exchange's order).
-Plan CpuPlan(const std::vector<int32_t>& ids, int64_t m, int k, int E) {
-  Plan p;
-  std::vector<int32_t> order(m * k);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
-  p.offsets.assign(E + 1, 0);
-  for (int32_t e : ids) ++p.offsets[e + 1];
-  std::partial_sum(p.offsets.begin(), p.offsets.end(), p.offsets.begin());
-  p.row_of.resize(m * k), p.row_token.resize(m * k);
-  for (int32_t r = 0; r < m * k; ++r) p.row_of[order[r]] = r, p.row_token[r] = order[r] / k;
-  return p;
-}
-
-// Decode-sized (Mixtral routing), prefill-sized (Qwen3 routing), a skewed one where only 6 of 64
-// experts get rows, more experts than the router's 1024 (the plan has no such limit), and enough
-// short rows that PermuteRows and UnpermuteCombine need more than the 65,536 blocks their grids are
-// capped at (their grid-stride loops).
-struct MoeCase { int64_t m; int k, E, used; int64_t d; };
-const MoeCase kMoeCases[] = {{5, 2, 8, 8, 2048},
-                             {1000, 8, 128, 128, 1024},
-                             {64, 4, 64, 6, 3584},
-                             {1000, 4, 2048, 2048, 64},
-                             {300000, 2, 8, 8, 8}};
-
-TEST(CudaOps, MoePermutePlanAndPermuteRows) {
-  auto rng = TestRng();
-  for (const MoeCase& c : kMoeCases) {
-    if (Quick() && c.m * c.k > 100000) continue;
-    SCOPED_TRACE(Dims("m k E d", {c.m, c.k, c.E, c.d}));
-    const std::vector<int32_t> ids = RandomRouting(c.m, c.k, c.used, rng);
-    const Plan want = CpuPlan(ids, c.m, c.k, c.E);
-    auto dids = Dev<int32_t>(ids);
-    auto offsets = Out<int64_t>(c.E + 1);
-    auto row_of = Out<int32_t>(c.m * c.k), row_token = Out<int32_t>(c.m * c.k);
-    // Scratch is poisoned too: the plan may not rely on it arriving zeroed.
-    auto scratch = Out<uint8_t>(std::max<int64_t>(MoePlanScratchBytes(c.E), 1));
-    ASSERT_OK(MoePermutePlan(dids.get(), c.m, c.k, c.E, offsets.get(), row_of.get(), row_token.get(), scratch.get(),
-                             g_stream));
-    // Exact: the plan is a permutation fully specified by the stable order.
-    EXPECT_TRUE(Equal("expert_offsets", Get(offsets), want.offsets));
-    EXPECT_TRUE(Equal("row_of", Get(row_of), want.row_of));
-    EXPECT_TRUE(Equal("row_token", Get(row_token), want.row_token));
-
-    const Bits x = NormalBf16(c.m * c.d, rng);
-    auto dx = Dev<bf16>(x);
-    auto drow_token = Dev<int32_t>(want.row_token);  // the CPU plan: PermuteRows is checked on its own
-    const int64_t rows = c.m * c.k;
-    auto out = Out<bf16>(rows * c.d);
-    ASSERT_OK(PermuteRows(dx.get(), c.d, drow_token.get(), rows, out.get(), g_stream));
-    Bits want_out(rows * c.d);
-    for (int64_t r = 0; r < rows; ++r)
-      std::copy_n(x.begin() + want.row_token[r] * c.d, c.d, want_out.begin() + r * c.d);
-    EXPECT_TRUE(Equal("PermuteRows bits", GetBits(out), want_out));  // exact: a copy
-  }
-}
-
-// No tokens (a rank of an expert-parallel group with nothing this step): every expert's range is
-// empty, written even though nothing is launched.
-TEST(CudaOps, MoePermutePlanWithNoTokens) {
-  for (int E : {8, 2048}) {
-    auto offsets = Out<int64_t>(E + 1);
-    auto scratch = Out<uint8_t>(MoePlanScratchBytes(E));
-    ASSERT_OK(MoePermutePlan(nullptr, 0, 2, E, offsets.get(), nullptr, nullptr, scratch.get(), g_stream));
-    EXPECT_TRUE(Equal(Dims("expert_offsets, no tokens, E", {E}), Get(offsets), std::vector<int64_t>(E + 1, 0)));
-  }
-}
-
-TEST(CudaOps, UnpermuteCombine) {
-  auto rng = TestRng();
-  for (const MoeCase& c : kMoeCases) {
-    if (Quick() && c.m * c.k > 100000) continue;
-    SCOPED_TRACE(Dims("m k E d", {c.m, c.k, c.E, c.d}));
-    std::vector<int32_t> ids = RandomRouting(c.m, c.k, c.used, rng);
-    Plan plan = CpuPlan(ids, c.m, c.k, c.E);
-    Floats w(c.m * c.k);
-    for (float& v : w) v = std::uniform_real_distribution<float>(0.01f, 1.0f)(rng);
-    const Floats eo = Normal(c.m * c.k * c.d, rng), residual = Normal(c.m * c.d, rng);
-    Floats want(residual.size()), mag(residual.size());
+  struct Case { int64_t m; int heads, kv_heads, head_dim; bool norm; };
+  for (Case c : {Case{5, 8, 2, 128, true}, Case{3, 4, 4, 36, false}, Case{300, 16, 4, 64, true}}) {
+    SCOPED_TRACE(Dims("m heads kv hd", {c.m, c.heads, c.kv_heads, c.head_dim}));
+    const int half = c.head_dim / 2;
+    const int64_t kv_w = int64_t{c.kv_heads} * c.head_dim, slots_n = c.m + 7;
+    const Floats q = Normal(c.m * c.heads * c.head_dim, rng), k = Normal(c.m * kv_w, rng), v = Normal(c.m * kv_w, rng);
+    const Floats qn = Normal(c.head_dim, rng, 0.2f), kn = Normal(c.head_dim, rng, 0.2f);
+    std::vector<int32_t> pos(c.m);
+    for (auto& p : pos) p = Uniform(rng, 0, 30000);
+    Floats inv_freq(half), cos(c.m * half), sin(c.m * half);
+    for (int i = 0; i < half; ++i) inv_freq[i] = static_cast<float>(1.0 / std::pow(1e6, 2.0 * i / c.head_dim));
+    kernels::RopeTable(pos.data(), c.m, inv_freq.data(), half, 1.0f, cos.data(), sin.data());
+    std::vector<int64_t> slots(c.m);
+    std::vector<int64_t> order(slots_n);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int64_t t = 0; t < c.m; ++t) slots[t] = t % 4 == 3 ? -1 : order[t];  // every fourth row is padding
+    // CPU: the three steps the kernel fuses.
+    Floats want_q = q, want_k = k;
+    const float eps = 1e-6f;
+    if (c.norm) {
+      kernels::RmsNorm(want_q.data(), c.m * c.heads, c.head_dim, qn.data(), eps, want_q.data());
+      kernels::RmsNorm(want_k.data(), c.m * c.kv_heads, c.head_dim, kn.data(), eps, want_k.data());
+    }
+    kernels::ApplyRope(want_q.data(), c.m, c.heads, c.head_dim, cos.data(), sin.data());
+    kernels::ApplyRope(want_k.data(), c.m, c.kv_heads, c.head_dim, cos.data(), sin.data());
+    Floats want_kc(slots_n * kv_w, NAN), want_vc(slots_n * kv_w, NAN);
     for (int64_t t = 0; t < c.m; ++t) {
-      std::vector<int> js(c.k);
-      std::iota(js.begin(), js.end(), 0);
-      std::sort(js.begin(), js.end(), [&](int a, int b) { return ids[t * c.k + a] < ids[t * c.k + b]; });
-      for (int64_t i = 0; i < c.d; ++i) {
-        float acc = 0.0f, abs_sum = std::fabs(residual[t * c.d + i]);
-        for (int j : js) {  // ascending expert id, as the CPU WeightedSum
-          const float term = eo[plan.row_of[t * c.k + j] * c.d + i] * w[t * c.k + j];
-          acc += term, abs_sum += std::fabs(term);
-        }
-        want[t * c.d + i] = residual[t * c.d + i] + acc;
-        mag[t * c.d + i] = abs_sum;
+      if (slots[t] < 0) continue;
+      for (int64_t i = 0; i < kv_w; ++i) {
+        want_kc[slots[t] * kv_w + i] = want_k[t * kv_w + i];
+        want_vc[slots[t] * kv_w + i] = Bf16ToF32(F32ToBf16(v[t * kv_w + i]));
       }
     }
-    auto deo = Dev<float>(eo), dres = Dev<float>(residual);
-    auto run = [&] {
-      auto di = Dev<int32_t>(ids), dr = Dev<int32_t>(plan.row_of);
-      auto dw = Dev<float>(w);
-      dres.Upload(residual, g_stream);
-      const Status st = UnpermuteCombine(deo.get(), c.d, dr.get(), di.get(), dw.get(), c.m, c.k, dres.get(), g_stream);
-      EXPECT_TRUE(st.ok()) << st.ToString();
-      return Get(dres);
-    };
-    const Floats got = run();
-    // k+1 f32 additions in another association (or fused): each rounding ≤ 2^-24 of the running sum
-    // ≤ Σ|terms|, so ≤ 2·9·2^-24·Σ|terms| ≈ 1.1e-6·Σ|terms| between the two sides; 2e-6 of it.
-    EXPECT_TRUE(Close("UnpermuteCombine", got, want, [&](size_t i) { return 2e-6 * mag[i] + 1e-7; }));
-    // The sum runs in ascending expert id whatever order the router listed the choices in: the same
-    // choices listed in another order must give the same bits.
-    std::vector<int> perm(c.k);
-    std::iota(perm.begin(), perm.end(), 0);
-    for (int64_t t = 0; t < c.m; ++t) {
-      std::shuffle(perm.begin(), perm.end(), rng);
-      auto permute = [&](auto& v) {
-        const auto row = std::vector(v.begin() + t * c.k, v.begin() + (t + 1) * c.k);
-        for (int j = 0; j < c.k; ++j) v[t * c.k + j] = row[perm[j]];
+    auto dq = Dev<float>(q), dk = Dev<float>(k), dv = Dev<float>(v), dqn = Dev<float>(qn), dkn = Dev<float>(kn);
+    auto dcos = Dev<float>(cos), dsin = Dev<float>(sin);
+    auto dslots = Dev<int64_t>(slots);
+    auto kc = Out<bf16>(slots_n * kv_w), vc = Out<bf16>(slots_n * kv_w);
+    const PagedKvLayer layer{kc.get(), vc.get(), 1, c.kv_heads, c.head_dim};
+    ASSERT_OK(AttentionPrologue(dq.get(), dk.get(), dv.get(), c.m, c.heads, c.norm ? dqn.get() : nullptr,
+                                c.norm ? dkn.get() : nullptr, eps, dcos.get(), dsin.get(), dslots.get(), layer, g_stream));
+    // f32: the norm's sum of squares in another order (2e-5 rel, as RmsNormF32's test) carried through
+    // the rotation (|cos| + |sin| ≤ 1.5 of the row's values).
+    const auto row_tol = [&](const Floats& want, int64_t width) {
+      return [&want, width](size_t i) {
+        const size_t r = i / width * width;
+        float mx = 0.0f;
+        for (int64_t j = 0; j < width; ++j) mx = std::max(mx, std::fabs(want[r + j]));
+        return 4e-5 * mx + 1e-6;
       };
-      permute(ids), permute(plan.row_of), permute(w);
+    };
+    EXPECT_TRUE(Close("AttentionPrologue q", Get(dq), want_q, row_tol(want_q, c.head_dim)));
+    EXPECT_TRUE(Close("AttentionPrologue k", Get(dk), want_k, row_tol(want_k, c.head_dim)));
+    // The cache: k rounded to bf16 (half an ulp more), v exact; untouched slots still NaN.
+    Floats got_kc = Get(kc), got_vc = Get(vc);
+    size_t written_nan = 0;
+    for (size_t i = 0; i < got_kc.size(); ++i) {
+      if (std::isnan(want_kc[i])) {
+        written_nan += !std::isnan(got_kc[i]) || !std::isnan(got_vc[i]);
+        got_kc[i] = want_kc[i] = got_vc[i] = want_vc[i] = 0.0f;
+      }
     }
-    EXPECT_TRUE(Close("UnpermuteCombine, choices reordered (bitwise)", run(), got, Exact()));
+    EXPECT_EQ(written_nan, 0u) << "slots that no row (or only a padding row) owns were written";
+    EXPECT_TRUE(Close("AttentionPrologue k cache", got_kc, want_kc, Bf16Tol(want_kc, 4e-5, 1e-6)));
+    EXPECT_TRUE(Close("AttentionPrologue v cache", got_vc, want_vc, Exact()));
   }
 }
+
 
 // --- Sampling -------------------------------------------------------------------------------------
 TEST(CudaOps, ArgMax) {
@@ -803,138 +578,7 @@ TEST(CudaOps, SampleRowsFrequencies) {
   }
 }
 
-// --- GEMMs ----------------------------------------------------------------------------------------
-// y = x · Wᵀ on the CPU from the same bf16 values, and Σ|x·w| per output (the scale of the f32
-// accumulation error), both with kernels::MatMul.
-void CpuGemm(const uint16_t* x, int64_t m, int64_t k, const Bits& w, int64_t n, float* y, float* mag) {
-  Floats xf(m * k), xa(m * k), wa = Widen(w);
-  for (int64_t i = 0; i < m * k; ++i) xf[i] = Bf16ToF32(x[i]), xa[i] = std::fabs(xf[i]);
-  for (float& v : wa) v = std::fabs(v);
-  kernels::MatMul(xf.data(), m, {DType::kBF16, w.data(), n, k}, y, Pool());
-  kernels::MatMul(xa.data(), m, {DType::kF32, wa.data(), n, k}, mag, Pool());
-}
-
-// bf16 products are exact in f32; only the summation order differs (cuBLAS tiles, split-K), which
-// moves a sum by ~1e-7·Σ|x·w|. 3e-5·Σ|x·w| leaves room for tensor-core accumulators that truncate
-// (a bias of a fraction of an ulp of the running sum per step, k ≤ 2048 here) and the CPU's own
-// rounding, while a wrong row, expert or transpose is off by O(1)·Σ|x·w|.
-constexpr double kGemmRel = 3e-5;
-
-TEST(CudaGemm, Linear) {
-  auto rng = TestRng();
-  auto created = Gemm::Create(g_stream);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  Gemm* gemm = created->get();
-  struct Shape { int64_t m, k, n; };
-  for (Shape s : {Shape{1, 2048, 1024}, Shape{7, 1024, 1536}, Shape{300, 2048, 768}}) {
-    const Bits x = NormalBf16(s.m * s.k, rng), w = NormalBf16(s.n * s.k, rng, 0.05f);
-    Floats want(s.m * s.n), mag(s.m * s.n);
-    CpuGemm(x.data(), s.m, s.k, w, s.n, want.data(), mag.data());
-    auto dx = Dev<bf16>(x), dw = Dev<bf16>(w);
-    auto y = Out<float>(s.m * s.n);  // poisoned: beta = 0 must not read y (cuBLAS: C need not be valid)
-    ASSERT_OK(gemm->Linear(dx.get(), s.m, s.k, dw.get(), s.n, y.get()));
-    EXPECT_TRUE(Close(Dims("Linear", {s.m, s.k, s.n}), Get(y), want,
-                      [&](size_t i) { return kGemmRel * mag[i] + 1e-6; }));
-    // beta = 1 accumulates into y (the residual stream); one more f32 add: 1e-6 of |y0|.
-    const Floats y0 = Normal(s.m * s.n, rng);
-    y.Upload(y0, g_stream);
-    ASSERT_OK(gemm->Linear(dx.get(), s.m, s.k, dw.get(), s.n, y.get(), 1.0f));
-    for (size_t i = 0; i < want.size(); ++i) want[i] += y0[i];
-    EXPECT_TRUE(Close(Dims("Linear beta=1", {s.m, s.k, s.n}), Get(y), want,
-                      [&](size_t i) { return kGemmRel * mag[i] + 1e-6 * std::fabs(y0[i]) + 1e-6; }));
-  }
-  DeviceBuffer<float> none(1);  // m = 0 is a no-op that succeeds
-  ASSERT_OK(gemm->Linear(nullptr, 0, 64, nullptr, 64, none.get()));
-}
-
-TEST(CudaGemm, ExpertLinearBothModes) {
-  auto rng = TestRng();
-  auto created = Gemm::Create(g_stream);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  Gemm* gemm = created->get();
-  const int E = 8;
-  const int64_t k = 1024, n = 768;
-  std::vector<Bits> w(E);
-  std::vector<DeviceBuffer<bf16>> dw;
-  for (int e = 0; e < E; ++e) w[e] = NormalBf16(n * k, rng, 0.05f), dw.push_back(Dev<bf16>(w[e]));
-  // Decode-sized (1–3 rows per expert) and prefill-sized (up to 150); the first, a middle and the
-  // last expert get none (null weight pointers, as for experts that are not loaded).
-  for (int max_rows : {3, 150}) {
-    std::vector<int64_t> offsets(E + 1, 0);
-    std::vector<const bf16*> ptrs(E, nullptr);
-    for (int e = 0; e < E; ++e) {
-      const bool empty = e == 0 || e == 5 || e == E - 1;
-      offsets[e + 1] = offsets[e] + (empty ? 0 : Uniform(rng, 1, max_rows));
-      if (!empty) ptrs[e] = dw[e].get();
-    }
-    const int64_t rows = offsets[E];
-    const Bits x = NormalBf16(rows * k, rng);
-    Floats want(rows * n), mag(rows * n);
-    for (int e = 0; e < E; ++e) {
-      const int64_t r0 = offsets[e], nr = offsets[e + 1] - r0;
-      if (nr > 0) CpuGemm(x.data() + r0 * k, nr, k, w[e], n, want.data() + r0 * n, mag.data() + r0 * n);
-    }
-    auto dx = Dev<bf16>(x);
-    const GroupedGemmSupport& grouped = gemm->grouped_support();
-    for (ExpertGemmMode mode : {ExpertGemmMode::kGrouped, ExpertGemmMode::kPerExpert}) {
-      const bool is_grouped = mode == ExpertGemmMode::kGrouped;
-      const std::string name = is_grouped ? "ExpertLinear grouped" : "ExpertLinear per-expert";
-      // f32 output (the engine's), then bf16 output (the grouped API's documented combination).
-      for (bool bf16_out : {false, true}) {
-        const std::string what = Dims((name + (bf16_out ? " bf16 out" : "")).c_str(), {rows, k, n});
-        if (is_grouped && !(bf16_out ? grouped.bf16_out : grouped.f32_out)) {
-          // A refusal the probe saw must be reported as Unimplemented, never as a wrong result.
-          auto y = Out<float>(rows * n);
-          const Status st = gemm->ExpertLinear(dx.get(), offsets, ptrs.data(), n, k, y.get(), mode);
-          if (!bf16_out) {
-            EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.ToString();
-          }
-          std::printf("[  SKIPPED ] %s: cuBLAS refused it when Gemm::Create probed (%s)\n", what.c_str(),
-                      grouped.why_not.c_str());
-          continue;
-        }
-        if (!bf16_out) {
-          auto y = Out<float>(rows * n);
-          ASSERT_OK(gemm->ExpertLinear(dx.get(), offsets, ptrs.data(), n, k, y.get(), mode));
-          // Downloaded on the caller's stream only: the per-expert streams must have been joined to it.
-          EXPECT_TRUE(Close(what, Get(y), want, [&](size_t i) { return kGemmRel * mag[i] + 1e-6; }));
-        } else {
-          auto y = Out<bf16>(rows * n);
-          ASSERT_OK(gemm->ExpertLinear(dx.get(), offsets, ptrs.data(), n, k, y.get(), mode));
-          // The f32 result rounded once to bf16: half an ulp of |y| on top of the f32 bound.
-          EXPECT_TRUE(Close(what, Get(y), want,
-                            [&](size_t i) { return kGemmRel * mag[i] + std::ldexp(std::fabs(want[i]), -8) + 1e-6; }));
-        }
-      }
-    }
-  }
-  const GroupedGemmSupport& g = gemm->grouped_support();
-  std::printf("[   info   ] grouped GEMM: bf16→f32 %s, bf16→bf16 %s\n", g.f32_out ? "yes" : "no", g.bf16_out ? "yes" : "no");
-}
-
 }  // namespace
-}  // namespace shoal::cuda
+}  // namespace shoal::cuda::op_test
 
-int main(int argc, char** argv) {
-  std::string why;
-  if (shoal::cuda::CudaDeviceCount(&why) == 0) {
-    std::printf("SKIP: no CUDA device (%s)\n", why.c_str());
-    return 77;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  const char* env = std::getenv("SHOAL_GPU_TEST_SEED");
-  std::random_device rd;
-  const unsigned long long seed = env && *env ? std::strtoull(env, nullptr, 0) : (uint64_t{rd()} << 32) ^ rd();
-  shoal::cuda::g_seed = seed;
-  std::printf("cuda_ops_test seed %llu (replay with SHOAL_GPU_TEST_SEED=%llu)\n", seed, seed);
-  cudaDeviceProp prop{};
-  SHOAL_GPU_CHECK(cudaSetDevice(0));
-  SHOAL_GPU_CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device 0: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-  std::fflush(stdout);
-  // Non-blocking: no implicit sync with the legacy stream; only what the launchers order here counts.
-  SHOAL_GPU_CHECK(cudaStreamCreateWithFlags(&shoal::cuda::g_stream, cudaStreamNonBlocking));
-  const int rc = RUN_ALL_TESTS();
-  SHOAL_GPU_CHECK(cudaStreamDestroy(shoal::cuda::g_stream));
-  return rc;
-}
+int main(int argc, char** argv) { return shoal::cuda::op_test::RunOpTests(argc, argv, "cuda_ops_test"); }

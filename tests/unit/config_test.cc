@@ -109,6 +109,18 @@ TEST(ConfigTest, EngineDeviceIsCheckedAtLoad) {
   EXPECT_EQ(d->index, -1);
 }
 
+// The experimental GPU kernels are off unless asked for, and the key takes booleans only.
+TEST(ConfigTest, ExperimentalGpuKernelsIsAnOptInBoolean) {
+  EXPECT_FALSE(Parse("").value().experimental_gpu_kernels);
+  auto on = Parse("engine:\n  device: cuda\n  experimental_gpu_kernels: true\n");
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  EXPECT_TRUE(on->experimental_gpu_kernels);
+  auto bad = Parse("engine:\n  experimental_gpu_kernels: sometimes\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(MessageHas(bad.status(), "engine.experimental_gpu_kernels")) << bad.status().ToString();
+  EXPECT_TRUE(MessageHas(bad.status(), "true or false")) << bad.status().ToString();
+}
+
 // threads: 0 means every online core, never 0 threads.
 TEST(ConfigTest, ZeroThreadsResolvesToAtLeastOne) {
   auto r = Parse("engine:\n  threads: 0\n");

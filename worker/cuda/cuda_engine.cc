@@ -23,6 +23,8 @@ struct CudaEngine::Workspace {
   int32_t *topk_ids = nullptr, *row_of = nullptr, *row_token = nullptr, *tokens_dev = nullptr, *positions = nullptr;
   int32_t *token_seq = nullptr, *tables = nullptr, *logit_rows = nullptr, *argmax = nullptr;
   int64_t *offsets = nullptr, *slots = nullptr;
+  int64_t* layer_offsets = nullptr;  // [layers][E + 1]: the device-MoE path's plan offsets, kept per layer
+  float* attn_partial = nullptr;     // split attention's partials on small steps
   void* plan_scratch = nullptr;
   std::vector<int32_t> host_tables, host_seq, host_logit_rows, host_argmax;
 
@@ -48,6 +50,7 @@ CudaEngine::CudaEngine(ModelConfig config, const EngineConfig& cfg, int64_t num_
     : config_(std::move(config)),
       device_(device),
       max_step_tokens_(cfg.max_step_tokens),
+      experimental_(cfg.experimental_gpu_kernels),
       collective_timeout_ms_(cfg.collective_timeout_ms),
       group_(comm::MakeSelfGroup()),
       blocks_(cfg.kv_block_size, num_blocks),
@@ -61,6 +64,9 @@ std::string CudaEngine::Describe() const {
 }
 
 CudaEngine::~CudaEngine() {
+  ClearGraphs();
+  if (expert_ptrs_) cudaFree(expert_ptrs_);
+  if (layer_offsets_host_) cudaFreeHost(layer_offsets_host_);
   ws_.reset();
   gemm_.reset();
   if (kv_base_) cudaFree(kv_base_);
@@ -152,6 +158,7 @@ Status CudaEngine::Init(const ModelWeights* host, uint64_t seed) {
   const ModelConfig& c = config_;
   SHOAL_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
   SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_));
   SHOAL_ASSIGN_OR_RETURN(gemm_, Gemm::Create(stream_));
   if (host) {
     SHOAL_ASSIGN_OR_RETURN(weights_, DeviceWeights::Upload(c, *host, stream_));
@@ -179,8 +186,45 @@ Status CudaEngine::Init(const ModelWeights* host, uint64_t seed) {
                                                                           c.num_experts_per_tok, stream_));
     expert_rows_total_.assign(exchange_->local_experts().size(), 0);
   }
+  SHOAL_RETURN_IF_ERROR(InitDeviceMoe());
   ws_ = std::make_unique<Workspace>();
   return EnsureWorkspace(64);
+}
+
+// The device-offset MoE kernels need every expert of every MoE layer here (a group of one), widths
+// that are multiples of 8 and 16-byte aligned weights (DeviceWeights aligns every tensor to 256).
+Status CudaEngine::InitDeviceMoe() {
+  const ModelConfig& c = config_;
+  const int E = c.num_experts;
+  // The small-step path also runs every dense projection with SkinnyLinear: every input width (hidden,
+  // q_dim, the dense and shared FFNs' intermediate sizes) must be a multiple of 8.
+  bool ok = !exchange_ && E > 0 && c.hidden_size % 8 == 0 && c.moe_intermediate_size % 8 == 0 &&
+            c.q_dim() % 8 == 0 && c.intermediate_size % 8 == 0 && c.shared_expert_intermediate_size % 8 == 0;
+  std::vector<const bf16*> ptrs(static_cast<size_t>(c.num_layers) * 2 * std::max(E, 1), nullptr);
+  bool any_moe = false;
+  for (int l = 0; ok && l < c.num_layers; ++l) {
+    const DeviceLayer& L = weights_.layers[l];
+    if (!L.is_moe) continue;
+    any_moe = true;
+    for (int e = 0; e < E && ok; ++e) {
+      const bf16* gu = L.expert_gate_up[e];
+      const bf16* dn = L.expert_down[e];
+      ok = gu != nullptr && dn != nullptr && reinterpret_cast<uintptr_t>(gu) % 16 == 0 &&
+           reinterpret_cast<uintptr_t>(dn) % 16 == 0;
+      ptrs[(static_cast<size_t>(l) * 2) * E + e] = gu;
+      ptrs[(static_cast<size_t>(l) * 2 + 1) * E + e] = dn;
+    }
+  }
+  device_moe_ = ok && any_moe;
+  if (!device_moe_) return Status::Ok();
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&expert_ptrs_), ptrs.size() * sizeof(bf16*)));
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(expert_ptrs_, ptrs.data(), ptrs.size() * sizeof(bf16*),
+                                             cudaMemcpyHostToDevice, stream_));
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&layer_offsets_host_),
+                                            static_cast<size_t>(c.num_layers) * (E + 1) * sizeof(int64_t)));
+  // The upload reads a host vector that goes away on return.
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return Status::Ok();
 }
 
 Status CudaEngine::EnsureWorkspace(int64_t tokens) {
@@ -196,6 +240,7 @@ Status CudaEngine::EnsureWorkspace(int64_t tokens) {
   const int64_t S = T, B = max_blocks_per_seq_;
   Workspace& w = *ws_;
   if (w.base) {
+    ClearGraphs();  // they hold the old buffers' addresses
     SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(w.base));
     w.base = nullptr;
@@ -217,6 +262,9 @@ Status CudaEngine::EnsureWorkspace(int64_t tokens) {
     w.row_of = Carve<int32_t>(base, &off, T * K);
     w.row_token = Carve<int32_t>(base, &off, T * K);
     w.plan_scratch = Carve<char>(base, &off, MoePlanScratchBytes(static_cast<int>(E)));
+    w.layer_offsets = Carve<int64_t>(base, &off, int64_t{c.num_layers} * (E + 1));
+    w.attn_partial = Carve<float>(base, &off, PagedAttentionScratchFloats(kDeviceMoeMaxTokens * c.num_heads,
+                                                                          kMaxAttentionSplits, c.head_dim));
     w.expert_in = Carve<bf16>(base, &off, T * K * H);
     w.gate_up = Carve<float>(base, &off, 2 * T * I);
     w.hidden = Carve<bf16>(base, &off, T * I);
@@ -248,10 +296,14 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
     return valid;
   }
   seqs_.BuildRows(batch, blocks_.block_size(), &rows_);
-  if (Status st = EnsureWorkspace(std::max<int64_t>(T, 1)); !st.ok()) {
+  const int64_t R = static_cast<int64_t>(rows_.logit_rows.size());
+  *logit_rows = R;
+  Status sized = EnsureWorkspace(std::max<int64_t>(T, 1));
+  if (sized.ok()) sized = EnsureLogits(R);
+  if (!sized.ok()) {
     // The peers still expect every exchange; T = 0 layers never touch the (now null) workspace.
     JoinLayersWithoutTokens();
-    return st;
+    return sized;
   }
   Workspace& w = *ws_;
   const int64_t S = static_cast<int64_t>(batch.size()), B = max_blocks_per_seq_;
@@ -263,11 +315,8 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
     std::copy(blocks.begin(), blocks.end(), w.host_tables.begin() + s * B);
   }
   w.host_logit_rows.assign(rows_.logit_rows.begin(), rows_.logit_rows.end());
-  step_max_positions_ = 0;
-  for (int32_t p : rows_.positions) step_max_positions_ = std::max(step_max_positions_, p + 1);
-  const int64_t R = static_cast<int64_t>(rows_.logit_rows.size());
-  *logit_rows = R;
   step_weight_bytes_ = 0;  // an empty batch reads nothing (not the previous step's count)
+  step_device_moe_ = false;
   // A rank with no tokens still runs its layers when it has peers: they expect it in every exchange.
   if (T == 0 && !exchange_) return Status::Ok();
 
@@ -276,18 +325,53 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
     if (bytes == 0) return cudaSuccess;
     return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_);
   };
-  const int64_t H = c.hidden_size;
-  const Status prepared = [&]() -> Status {
+  const Status uploaded = [&]() -> Status {
     SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tokens_dev, rows_.tokens.data(), T * sizeof(int32_t)));
     SHOAL_CUDA_RETURN_IF_ERROR(upload(w.positions, rows_.positions.data(), T * sizeof(int32_t)));
     SHOAL_CUDA_RETURN_IF_ERROR(upload(w.token_seq, rows_.input.data(), T * sizeof(int32_t)));
     SHOAL_CUDA_RETURN_IF_ERROR(upload(w.slots, rows_.slots.data(), T * sizeof(int64_t)));
     SHOAL_CUDA_RETURN_IF_ERROR(upload(w.tables, w.host_tables.data(), w.host_tables.size() * sizeof(int32_t)));
     SHOAL_CUDA_RETURN_IF_ERROR(upload(w.logit_rows, w.host_logit_rows.data(), R * sizeof(int32_t)));
-    SHOAL_RETURN_IF_ERROR(Embed(weights_.embed, H, w.tokens_dev, T, w.x, stream_));
-    return RopeTable(w.positions, T, inv_freq_, c.head_dim / 2, static_cast<float>(c.rope.attention_factor), w.cos,
-                     w.sin, stream_);
+    return Status::Ok();
   }();
+  if (!uploaded.ok()) {
+    JoinLayersWithoutTokens();  // no layer has run yet: the peers expect all of this step's exchanges
+    return uploaded;
+  }
+
+  // Decode-sized steps take the device-offset MoE path; decode steps of that size replay a graph.
+  // A graph bakes in its launch parameters, so attention gets the table's capacity as its position
+  // bound (a constant) rather than this step's largest position.
+  step_device_moe_ = device_moe_ && use_device_moe_ && !exchange_ && T <= kDeviceMoeMaxTokens;
+  const bool decode = R == T && S == T;  // one token per input, each asking for its next token's logits
+  step_max_positions_ = 0;
+  for (int32_t p : rows_.positions) step_max_positions_ = std::max(step_max_positions_, p + 1);
+  Status ran;
+  if (step_device_moe_ && use_graphs_ && decode) {
+    step_max_positions_ = max_blocks_per_seq_ * blocks_.block_size();
+    ran = LaunchDecodeGraph(T, R);
+  } else {
+    ran = Body(T, R);
+  }
+  SHOAL_RETURN_IF_ERROR(ran);
+  if (step_device_moe_) {
+    // The offsets of every layer, for AccountDeviceMoe once the caller has synchronised.
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(layer_offsets_host_, w.layer_offsets,
+                                               static_cast<size_t>(c.num_layers) * (c.num_experts + 1) * sizeof(int64_t),
+                                               cudaMemcpyDeviceToHost, stream_));
+  }
+  return Status::Ok();
+}
+
+Status CudaEngine::Body(int64_t T, int64_t R) {
+  const ModelConfig& c = config_;
+  Workspace& w = *ws_;
+  const int64_t H = c.hidden_size;
+  Status prepared = Embed(weights_.embed, H, w.tokens_dev, T, w.x, stream_);
+  if (prepared.ok()) {
+    prepared = RopeTable(w.positions, T, inv_freq_, c.head_dim / 2, static_cast<float>(c.rope.attention_factor),
+                         w.cos, w.sin, stream_);
+  }
   if (!prepared.ok()) {
     JoinLayersWithoutTokens();  // no layer has run yet: the peers expect all of this step's exchanges
     return prepared;
@@ -309,20 +393,91 @@ Status CudaEngine::Step(const std::vector<ForwardInput>& batch, int64_t* logit_r
 
   // Final norm on every row (cheap), then only the rows asked for through lm_head.
   SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, weights_.final_norm, static_cast<float>(c.rms_norm_eps), w.normed, stream_));
-  if (R > w.logit_capacity) {
-    int64_t cap = std::max<int64_t>(w.logit_capacity, 16);
-    while (cap < R) cap *= 2;
-    SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    if (w.logits) SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(w.logits));
-    w.logits = nullptr;
-    w.logit_capacity = 0;
-    SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&w.logits),
-                                          static_cast<size_t>(cap * c.vocab_size) * sizeof(float)));
-    w.logit_capacity = cap;
-  }
   SHOAL_RETURN_IF_ERROR(PermuteRows(w.normed, H, w.logit_rows, R, w.logit_in, stream_));
   SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.logit_in, R, H, weights_.lm_head, c.vocab_size, w.logits));
   step_weight_bytes_ += int64_t{c.vocab_size} * H * 2;
+  return Status::Ok();
+}
+
+Status CudaEngine::EnsureLogits(int64_t rows) {
+  Workspace& w = *ws_;
+  if (rows <= w.logit_capacity) return Status::Ok();
+  // At least kDeviceMoeMaxTokens rows, so that decode graphs never see this buffer move.
+  int64_t cap = std::max<int64_t>({w.logit_capacity, 16, kDeviceMoeMaxTokens});
+  while (cap < rows) cap *= 2;
+  ClearGraphs();
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (w.logits) SHOAL_CUDA_RETURN_IF_ERROR(cudaFree(w.logits));
+  w.logits = nullptr;
+  w.logit_capacity = 0;
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&w.logits),
+                                        static_cast<size_t>(cap * config_.vocab_size) * sizeof(float)));
+  w.logit_capacity = cap;
+  return Status::Ok();
+}
+
+Status CudaEngine::LaunchDecodeGraph(int64_t T, int64_t R) {
+  if (graphs_.size() < static_cast<size_t>(T)) graphs_.resize(static_cast<size_t>(T));
+  DecodeGraph& g = graphs_[static_cast<size_t>(T - 1)];
+  if (g.exec == nullptr) {
+    // Capture: the body's launches are recorded, not run (the host-side code, weight-byte counting
+    // included, runs once here). Thread-local mode: other threads' CUDA calls are not affected.
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    const Status body = Body(T, R);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (!body.ok() || ended != cudaSuccess) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      if (!body.ok()) return body.WithContext("capturing the decode graph of " + std::to_string(T) + " tokens");
+      return CudaStatus(ended, "cudaStreamEndCapture(stream_, &graph)", __FILE__, __LINE__);
+    }
+    const cudaError_t made = cudaGraphInstantiate(&g.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (made != cudaSuccess) {
+      g.exec = nullptr;
+      return CudaStatus(made, "cudaGraphInstantiate(&exec, graph, 0)", __FILE__, __LINE__);
+    }
+    g.weight_bytes = step_weight_bytes_;
+    ++graphs_captured_;
+  }
+  step_weight_bytes_ = g.weight_bytes;
+  SHOAL_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, stream_));
+  ++graph_replays_;
+  return Status::Ok();
+}
+
+void CudaEngine::ClearGraphs() {
+  for (DecodeGraph& g : graphs_) {
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+  }
+  graphs_.clear();
+}
+
+void CudaEngine::AccountDeviceMoe() {
+  if (!step_device_moe_) return;
+  const ModelConfig& c = config_;
+  const int E = c.num_experts;
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size;
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (!weights_.layers[l].is_moe) continue;
+    const int64_t* off = layer_offsets_host_ + static_cast<size_t>(l) * (E + 1);
+    for (int e = 0; e < E; ++e) {
+      const int64_t n = off[e + 1] - off[e];
+      expert_rows_total_[e] += static_cast<uint64_t>(n);
+      if (n > 0) step_weight_bytes_ += 3 * I * H * 2;
+    }
+  }
+}
+
+Status CudaEngine::Project(const bf16* x, int64_t T, int64_t k, std::initializer_list<SkinnyOutput> outputs) {
+  if (step_device_moe_ && experimental_) {
+    return SkinnyLinear(x, T, k, std::span<const SkinnyOutput>(outputs.begin(), outputs.size()), stream_);
+  }
+  for (const SkinnyOutput& o : outputs) {
+    SHOAL_RETURN_IF_ERROR(gemm_->Linear(x, T, k, o.w, o.n, o.y, o.accumulate ? 1.0f : 0.0f));
+    if (o.bias) SHOAL_RETURN_IF_ERROR(AddBias(o.y, T, o.n, o.bias, stream_));
+  }
   return Status::Ok();
 }
 
@@ -338,26 +493,28 @@ Status CudaEngine::Layer(int l, int64_t T) {
   // aligned; otherwise this rank would be one exchange behind its peers.
   const Status attention = [&]() -> Status {
     SHOAL_RETURN_IF_ERROR(RmsNormToBf16(w.x, T, H, L.input_norm, eps, w.normed, stream_));
-    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.q, Q, w.q));
-    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.k, KV, w.k));
-    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.v, KV, w.v));
-    if (L.q_bias) {
-      SHOAL_RETURN_IF_ERROR(AddBias(w.q, T, Q, L.q_bias, stream_));
-      SHOAL_RETURN_IF_ERROR(AddBias(w.k, T, KV, L.k_bias, stream_));
-      SHOAL_RETURN_IF_ERROR(AddBias(w.v, T, KV, L.v_bias, stream_));
+    SHOAL_RETURN_IF_ERROR(Project(w.normed, T, H, {{L.q, Q, w.q, L.q_bias}, {L.k, KV, w.k, L.k_bias}, {L.v, KV, w.v, L.v_bias}}));
+    if (experimental_) {
+      // q/k norm (Qwen3), RoPE and the KV write in one launch.
+      SHOAL_RETURN_IF_ERROR(AttentionPrologue(w.q, w.k, w.v, T, c.num_heads, L.q_norm, L.k_norm, eps, w.cos, w.sin,
+                                              w.slots, kv_layers_[l], stream_));
+    } else {
+      if (L.q_norm) {
+        SHOAL_RETURN_IF_ERROR(RmsNormF32(w.q, T * c.num_heads, c.head_dim, L.q_norm, eps, w.q, stream_));
+        SHOAL_RETURN_IF_ERROR(RmsNormF32(w.k, T * c.num_kv_heads, c.head_dim, L.k_norm, eps, w.k, stream_));
+      }
+      SHOAL_RETURN_IF_ERROR(ApplyRope(w.q, T, c.num_heads, c.head_dim, w.cos, w.sin, stream_));
+      SHOAL_RETURN_IF_ERROR(ApplyRope(w.k, T, c.num_kv_heads, c.head_dim, w.cos, w.sin, stream_));
+      SHOAL_RETURN_IF_ERROR(WriteKv(kv_layers_[l], w.k, w.v, T, w.slots, stream_));
     }
-    if (L.q_norm) {
-      SHOAL_RETURN_IF_ERROR(RmsNormF32(w.q, T * c.num_heads, c.head_dim, L.q_norm, eps, w.q, stream_));
-      SHOAL_RETURN_IF_ERROR(RmsNormF32(w.k, T * c.num_kv_heads, c.head_dim, L.k_norm, eps, w.k, stream_));
-    }
-    SHOAL_RETURN_IF_ERROR(ApplyRope(w.q, T, c.num_heads, c.head_dim, w.cos, w.sin, stream_));
-    SHOAL_RETURN_IF_ERROR(ApplyRope(w.k, T, c.num_kv_heads, c.head_dim, w.cos, w.sin, stream_));
-    SHOAL_RETURN_IF_ERROR(WriteKv(kv_layers_[l], w.k, w.v, T, w.slots, stream_));
+    // Small steps split every token's key range across blocks: a decode step has few (token, head)
+    // pairs, too few blocks to keep the GPU busy (the split depends on T alone, so graphs keep it).
+    const int splits =
+        step_device_moe_ && experimental_ ? PagedAttentionSplits(T * c.num_heads, multiprocessors_) : 1;
     SHOAL_RETURN_IF_ERROR(PagedAttention(w.q, T, c.num_heads, w.positions, w.token_seq, w.tables, max_blocks_per_seq_,
                                          step_max_positions_, kv_layers_[l], 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
-                                         c.sliding_window, w.attn, stream_));
-    SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.attn, T, Q, L.o, H, w.x, /*beta=*/1.0f));  // residual add in the GEMM
-    if (L.o_bias) SHOAL_RETURN_IF_ERROR(AddBias(w.x, T, H, L.o_bias, stream_));
+                                         c.sliding_window, w.attn, stream_, splits, w.attn_partial));
+    SHOAL_RETURN_IF_ERROR(Project(w.attn, T, Q, {{L.o, H, w.x, L.o_bias, /*accumulate=*/true}}));  // the residual add
     step_weight_bytes_ += (2 * Q * H + 2 * KV * H) * 2;
 
     return RmsNormToBf16(w.x, T, H, L.post_attn_norm, eps, w.normed, stream_);
@@ -368,9 +525,9 @@ Status CudaEngine::Layer(int l, int64_t T) {
   }
   if (L.is_moe) return Moe(l, T);
   const int64_t I = L.dense_mlp.intermediate;
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.dense_mlp.gate_up, 2 * I, w.gate_up));
+  SHOAL_RETURN_IF_ERROR(Project(w.normed, T, H, {{L.dense_mlp.gate_up, 2 * I, w.gate_up}}));
   SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, T, I, w.hidden, stream_));
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.hidden, T, I, L.dense_mlp.down, H, w.x, /*beta=*/1.0f));
+  SHOAL_RETURN_IF_ERROR(Project(w.hidden, T, I, {{L.dense_mlp.down, H, w.x, nullptr, /*accumulate=*/true}}));
   step_weight_bytes_ += 3 * I * H * 2;
   return Status::Ok();
 }
@@ -382,14 +539,41 @@ Status CudaEngine::Moe(int l, int64_t T) {
   const int E = c.num_experts, K = c.num_experts_per_tok;
   const int64_t H = c.hidden_size, I = c.moe_intermediate_size, rows = T * K;
 
-  Status routed = gemm_->Linear(w.normed, T, H, L.router, E, w.router_logits);
-  if (routed.ok()) routed = RouterTopK(w.router_logits, T, E, K, c.norm_topk_prob, w.topk_ids, w.topk_weights, stream_);
+  // Small steps route and plan in one launch, into this layer's offsets (kept for AccountDeviceMoe).
+  const bool route_and_plan = step_device_moe_ && experimental_ && T * K <= kMaxRoutePlanPairs;
+  int64_t* layer_offsets = w.layer_offsets + static_cast<int64_t>(l) * (E + 1);
+  Status routed = Project(w.normed, T, H, {{L.router, E, w.router_logits}});
+  if (routed.ok()) {
+    routed = route_and_plan ? RouteAndPlan(w.router_logits, T, E, K, c.norm_topk_prob, w.topk_ids, w.topk_weights,
+                                           layer_offsets, w.row_of, w.row_token, stream_)
+                            : RouterTopK(w.router_logits, T, E, K, c.norm_topk_prob, w.topk_ids, w.topk_weights,
+                                         stream_);
+  }
   if (!routed.ok()) {
     if (exchange_) (void)ExchangeExperts(l, 0);  // the peers expect this layer's exchange (see Layer)
     return routed;
   }
   if (exchange_) {
     SHOAL_RETURN_IF_ERROR(ExchangeExperts(l, T));
+    return SharedExpert(L, T);
+  }
+  step_weight_bytes_ += int64_t{E} * H * 2;  // the router
+  if (step_device_moe_) {
+    // Row counts stay on the device: no synchronisation, so the step can be a graph. The experts'
+    // rows and bytes are counted after the step (AccountDeviceMoe), from this layer's offsets.
+    int64_t* offsets = layer_offsets;
+    const bf16* const* ptrs = expert_ptrs_ + static_cast<int64_t>(l) * 2 * E;
+    if (!route_and_plan) {
+      SHOAL_RETURN_IF_ERROR(MoePermutePlan(w.topk_ids, T, K, E, offsets, w.row_of, w.row_token, w.plan_scratch, stream_));
+    }
+    if (experimental_) {
+      SHOAL_RETURN_IF_ERROR(MoeGateUpSiluTc(w.normed, H, w.row_token, offsets, E, ptrs, I, w.hidden, stream_));
+      SHOAL_RETURN_IF_ERROR(MoeDownTc(w.hidden, I, offsets, E, ptrs + E, H, w.expert_out, stream_));
+    } else {
+      SHOAL_RETURN_IF_ERROR(MoeGateUpSilu(w.normed, H, w.row_token, offsets, E, ptrs, I, w.hidden, stream_));
+      SHOAL_RETURN_IF_ERROR(MoeDown(w.hidden, I, offsets, E, ptrs + E, H, w.expert_out, stream_));
+    }
+    SHOAL_RETURN_IF_ERROR(UnpermuteCombine(w.expert_out, H, w.row_of, w.topk_ids, w.topk_weights, T, K, w.x, stream_));
     return SharedExpert(L, T);
   }
   SHOAL_RETURN_IF_ERROR(MoePermutePlan(w.topk_ids, T, K, E, w.offsets, w.row_of, w.row_token, w.plan_scratch, stream_));
@@ -405,7 +589,6 @@ Status CudaEngine::Moe(int l, int64_t T) {
     expert_rows_total_[e] += static_cast<uint64_t>(n);
     if (n > 0) step_weight_bytes_ += 3 * I * H * 2;
   }
-  step_weight_bytes_ += int64_t{E} * H * 2;
   SHOAL_RETURN_IF_ERROR(PermuteRows(w.normed, H, w.row_token, rows, w.expert_in, stream_));
   SHOAL_RETURN_IF_ERROR(gemm_->ExpertLinear(w.expert_in, host_offsets_, L.expert_gate_up.data(), 2 * I, H, w.gate_up,
                                             expert_mode_));
@@ -419,10 +602,10 @@ Status CudaEngine::SharedExpert(const DeviceLayer& L, int64_t T) {
   if (!L.shared_expert.present()) return Status::Ok();
   Workspace& w = *ws_;
   const int64_t H = config_.hidden_size, S = L.shared_expert.intermediate;
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert.gate_up, 2 * S, w.gate_up));
+  SHOAL_RETURN_IF_ERROR(Project(w.normed, T, H,
+                                {{L.shared_expert.gate_up, 2 * S, w.gate_up}, {L.shared_expert_gate, 1, w.gate_logit}}));
   SHOAL_RETURN_IF_ERROR(SiluMulToBf16(w.gate_up, T, S, w.hidden, stream_));
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.hidden, T, S, L.shared_expert.down, H, w.expert_out));
-  SHOAL_RETURN_IF_ERROR(gemm_->Linear(w.normed, T, H, L.shared_expert_gate, 1, w.gate_logit));
+  SHOAL_RETURN_IF_ERROR(Project(w.hidden, T, S, {{L.shared_expert.down, H, w.expert_out}}));
   SHOAL_RETURN_IF_ERROR(AddSigmoidGated(w.expert_out, w.gate_logit, T, H, w.x, stream_));
   step_weight_bytes_ += (3 * S + 1) * H * 2;
   return Status::Ok();
@@ -509,6 +692,7 @@ Status CudaEngine::Forward(const std::vector<ForwardInput>& batch, std::vector<F
                                                cudaMemcpyDeviceToHost, stream_));
   }
   SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  AccountDeviceMoe();
   out->assign(batch.size(), ForwardOutput{});
   int64_t r = 0;
   for (size_t b = 0; b < batch.size(); ++b) {
@@ -538,6 +722,7 @@ Status CudaEngine::ForwardGreedy(const std::vector<ForwardInput>& batch, std::ve
                                                cudaMemcpyDeviceToHost, stream_));
   }
   SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  AccountDeviceMoe();
   tokens->assign(w.host_argmax.begin(), w.host_argmax.end());
   seqs_.Advance(batch);
   last_step_weight_bytes_ = step_weight_bytes_;

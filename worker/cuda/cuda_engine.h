@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -67,6 +68,26 @@ class CudaEngine final : public StepEngine {
   int64_t collective_timeout_ms() const override { return collective_timeout_ms_; }
   std::string Describe() const override;
   void set_expert_gemm_mode(ExpertGemmMode mode) { expert_mode_ = mode; }
+  // Decode-sized steps (at most kDeviceMoeMaxTokens tokens, a group of one) run the routed experts
+  // with the device-offset kernels (MoeGateUpSilu / MoeDown: no host synchronisation), and decode
+  // steps of that size — every input one token, no all_logits — replay a CUDA graph captured once per
+  // batch size. Both on by default where the model allows (device_moe_available()); off for
+  // comparisons and benchmarks. Turning the device MoE path off turns graphs off too.
+  static constexpr int64_t kDeviceMoeMaxTokens = 16;
+  void set_device_moe(bool on) { use_device_moe_ = on; }
+  // engine.experimental_gpu_kernels: on small steps, SkinnyLinear for the dense projections, the
+  // tensor-core expert kernels, the fused attention prologue (every step), one-launch routing and
+  // split attention (kernels/cuda/cuda_kernels.h) — compiled and unit-tested code that has NOT YET RUN
+  // ON A GPU. Changing it drops the captured graphs.
+  void set_experimental_kernels(bool on) {
+    if (on != experimental_) ClearGraphs();
+    experimental_ = on;
+  }
+  void set_decode_graphs(bool on) { use_graphs_ = on; }
+  bool device_moe_available() const { return device_moe_; }
+  // Steps that replayed a captured graph, and graphs captured, since creation.
+  int64_t graph_replays() const { return graph_replays_; }
+  int64_t graphs_captured() const { return graphs_captured_; }
 
   StatusOr<SeqId> NewSequence() override { return seqs_.New(); }
   void ReleaseSequence(SeqId seq) override { seqs_.Release(seq, blocks_); }
@@ -88,9 +109,20 @@ class CudaEngine final : public StepEngine {
   struct Workspace;
   CudaEngine(ModelConfig config, const EngineConfig& cfg, int64_t num_blocks, int device);
   Status Init(const ModelWeights* host, uint64_t seed);
+  Status InitDeviceMoe();
   Status EnsureWorkspace(int64_t tokens);
   // Runs the step up to the logits of the rows asked for (on the device, in the workspace).
   Status Step(const std::vector<ForwardInput>& batch, int64_t* logit_rows);
+  // The device work of a step whose inputs are uploaded: embedding, every layer, final norm, lm_head
+  // over the R logit rows. What a decode graph captures.
+  Status Body(int64_t T, int64_t R);
+  // Replays the graph of a decode step of T tokens, capturing it first if there is none.
+  Status LaunchDecodeGraph(int64_t T, int64_t R);
+  void ClearGraphs();
+  Status EnsureLogits(int64_t rows);
+  // After a device-MoE step has synchronised: its experts' rows and weight bytes, from the per-layer
+  // offsets copied back at the end of the step.
+  void AccountDeviceMoe();
   // Runs every layer with no tokens, so the peers of an expert-parallel group are not left waiting in
   // an exchange after this rank rejected its batch. Nothing for a group of one.
   void JoinLayersWithoutTokens();
@@ -99,11 +131,16 @@ class CudaEngine final : public StepEngine {
   // Qwen2-MoE's sigmoid-gated shared expert, added into the residual (nothing for other models).
   Status SharedExpert(const DeviceLayer& L, int64_t T);
   Status Layer(int l, int64_t T);
+  // Projections of one input: SkinnyLinear in one launch on small steps with the experimental kernels,
+  // else one cuBLAS GEMM each (plus AddBias).
+  Status Project(const bf16* x, int64_t T, int64_t k, std::initializer_list<SkinnyOutput> outputs);
   Status Moe(int l, int64_t T);
 
   ModelConfig config_;
   int device_;
+  int multiprocessors_ = 1;
   int max_step_tokens_;
+  bool experimental_ = false;
   int64_t collective_timeout_ms_;
   std::unique_ptr<comm::Group> group_;
   cudaStream_t stream_ = nullptr;
@@ -129,6 +166,18 @@ class CudaEngine final : public StepEngine {
   std::unique_ptr<comm::DeviceExpertExchange> exchange_;
   std::vector<const bf16*> local_gate_up_, local_down_, block_gate_up_, block_down_;
   std::vector<uint8_t> local_used_;  // per layer: which local experts got rows (no allocation per step)
+  // Device-offset MoE and decode graphs (group of one).
+  bool device_moe_ = false;            // the model fits the kernels (widths, alignment, every expert here)
+  bool use_device_moe_ = true, use_graphs_ = true;
+  bool step_device_moe_ = false;       // the current step runs its experts on the device path
+  const bf16** expert_ptrs_ = nullptr; // device, [layers][2][E]: gate|up then down weight pointers
+  int64_t* layer_offsets_host_ = nullptr;  // pinned, [layers][E + 1]: the step's expert offsets
+  struct DecodeGraph {
+    cudaGraphExec_t exec = nullptr;
+    int64_t weight_bytes = 0;  // what the step reads besides the routed experts (fixed per batch size)
+  };
+  std::vector<DecodeGraph> graphs_;  // by T - 1
+  int64_t graph_replays_ = 0, graphs_captured_ = 0;
   void* ep_base_ = nullptr;  // expert-side FFN buffers for the rows other ranks send, grown on demand
   int64_t ep_rows_ = 0;
   float* ep_gate_up_ = nullptr;
