@@ -90,15 +90,21 @@ void SiluMul(float* gate, const float* up, int64_t count);
 void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& up, const Matrix& down, float* scratch,
                   float* out, ThreadPool& pool);
 
-// Sampling of one token from logits[vocab] (modified in place).
+// Sampling of one token from logits[vocab] (modified in place: NaN logits, from a diverged model,
+// become -inf, so they are never drawn; an all-NaN row gives 0, as ArgMax does).
 struct SamplingParams {
-  float temperature = 0.0f;  // 0 = greedy
+  float temperature = 0.0f;  // below kGreedyBelowTemperature (0, NaN) = greedy: ArgMax
   int top_k = 0;             // 0 = off
   float top_p = 1.0f;        // 1 = off
 };
+// Temperatures below this are greedy. Above it l/T stays far from float overflow (|l/T| ≤ 1e9 for
+// |l| ≤ 1e4), where tinier ones turn the softmax into inf − inf = NaN (1e-38 overflows for l ≥ 3.41).
+// Below it sampling is greedy in effect anyway: a logit gap of 1e-3 already gives p2/p1 = e^-100.
+// vLLM uses the same cutoff. kernels/cuda/cuda_kernels.h mirrors it for the CUDA sampler.
+inline constexpr float kGreedyBelowTemperature = 1e-5f;
 int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std::mt19937_64& rng);
 
-// Index of the largest element (ties → lowest index): greedy decoding.
+// Index of the largest element (ties → lowest index; NaNs never win, all NaN → 0): greedy decoding.
 int32_t ArgMax(const float* x, int n);
 
 }  // namespace shoal::kernels

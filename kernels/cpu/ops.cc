@@ -115,10 +115,11 @@ void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& u
 }
 
 int32_t ArgMax(const float* x, int n) {
-  int32_t best = 0;
-  for (int i = 1; i < n; ++i)
-    if (x[i] > x[best]) best = i;
-  return best;
+  // Skips NaNs: a NaN first element would otherwise win every comparison against it.
+  int32_t best = -1;
+  for (int i = 0; i < n; ++i)
+    if (!std::isnan(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+  return best < 0 ? 0 : best;
 }
 
 }  // namespace shoal::kernels

@@ -1,6 +1,6 @@
 // Token sampling: temperature, then top-k, then top-p (nucleus: the smallest set of most likely tokens
-// whose probability reaches p), then a draw from the caller's seeded generator. Greedy when
-// temperature is 0.
+// whose probability reaches p), then a draw from the caller's seeded generator. Greedy when the
+// temperature is below kGreedyBelowTemperature, and whenever the scaled logits overflow.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -11,7 +11,11 @@
 namespace shoal::kernels {
 
 int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std::mt19937_64& rng) {
-  if (params.temperature <= 0.0f) return ArgMax(logits, vocab);
+  // Negated so that a NaN temperature is greedy too.
+  if (!(params.temperature >= kGreedyBelowTemperature)) return ArgMax(logits, vocab);
+  // A NaN would get NaN mass and break the sort's strict weak ordering; -inf gets none.
+  for (int i = 0; i < vocab; ++i)
+    if (std::isnan(logits[i])) logits[i] = -INFINITY;
   std::vector<int32_t> idx(vocab);
   std::iota(idx.begin(), idx.end(), 0);
   auto by_logit = [&](int32_t a, int32_t b) { return logits[a] != logits[b] ? logits[a] > logits[b] : a < b; };
@@ -25,6 +29,10 @@ int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std:
   // Softmax over the kept tokens at this temperature (sorted descending, so idx[0] is the max).
   std::vector<double> p(keep);
   const double mx = logits[idx[0]] / params.temperature;
+  // A +inf maximum (or one that overflows at this temperature) makes exp(inf − inf) NaN, and an all
+  // -inf row has no mass: no draw could land. The limit of the softmax is the argmax, which idx[0]
+  // is (ties → lowest index, as ArgMax; an all-NaN row, now all -inf, gives 0).
+  if (!std::isfinite(mx)) return idx[0];
   double sum = 0.0;
   for (int i = 0; i < keep; ++i) sum += p[i] = std::exp(logits[idx[i]] / params.temperature - mx);
   if (params.top_p < 1.0f) {
@@ -44,7 +52,11 @@ int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std:
     c += p[i];
     if (r < c) return idx[i];
   }
-  return idx[keep - 1];
+  // Only rounding gets here (a draw of `sum` itself): the last kept token with mass, never one with
+  // none (a -inf, formerly NaN, logit).
+  for (int i = keep - 1; i > 0; --i)
+    if (p[i] > 0.0) return idx[i];
+  return idx[0];
 }
 
 }  // namespace shoal::kernels

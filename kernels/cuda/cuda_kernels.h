@@ -174,11 +174,15 @@ Status AddSigmoidGated(const float* shared, const float* gate_logit, int64_t m, 
 
 // --- Sampling (kernels/cuda/sampling.cu) --------------------------------------------------------
 
-// out[r] = index of the largest of logits[r, :vocab] (ties → lowest index).
+// out[r] = index of the largest of logits[r, :vocab] (ties → lowest index; NaNs never win, all NaN → 0).
 Status ArgMax(const float* logits, int64_t m, int vocab, int32_t* out, cudaStream_t stream);
 
+// Temperatures below this are greedy: kernels::kGreedyBelowTemperature (kernels/kernels.h, which says
+// why 1e-5), repeated because this header stays free of the CPU backend's; tests/gpu checks they match.
+inline constexpr float kGreedyBelowTemperature = 1e-5f;
+
 struct SamplingRow {
-  float temperature = 0.0f;  // 0 = greedy
+  float temperature = 0.0f;  // below kGreedyBelowTemperature (0, NaN) = greedy, as ArgMax
   int top_k = 0;             // 0 = off
   float top_p = 1.0f;        // 1 = off
   uint64_t seed = 0;         // with `offset`: a Philox stream, so a row's draw is independent of the batch
@@ -186,7 +190,8 @@ struct SamplingRow {
 };
 // One token per row from logits[m, vocab] (modified in place): greedy rows as ArgMax; others keep the
 // top_k largest, then the smallest prefix (by probability) holding top_p of the mass, and draw from
-// softmax(logits / temperature) over what is kept. rows: device array [m].
+// softmax(logits / temperature) over what is kept. NaN logits are never kept (the CPU's -inf); a row
+// with no finite logit, or whose largest logit / temperature overflows, is greedy. rows: device array [m].
 Status SampleRows(float* logits, int64_t m, int vocab, const SamplingRow* rows, int32_t* out, cudaStream_t stream);
 
 }  // namespace shoal::cuda

@@ -13,6 +13,9 @@
 // The draw is inverse-CDF with one Philox uniform per row (curand_init(seed, 0, offset)). Every sum is
 // accumulated in a fixed order (per lane in index order, then fixed trees), so a row's token depends
 // only on its logits and its own seed/offset, never on the batch or on timing.
+//
+// NaN logits (a diverged model) are never kept, so never drawn: as on the CPU, which turns them into
+// -inf. Temperatures below kGreedyBelowTemperature, and rows whose scaled maximum overflows, are greedy.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -37,9 +40,12 @@ constexpr int kMaxVocab = 1 << 30;     // keeps every index and chunk bound in i
 constexpr int64_t kMaxBlocks = int64_t{1} << 16;
 constexpr uint32_t kAllLanes = 0xffffffffu;
 
-// Order-preserving map of floats onto uint32. -0 maps as +0: the CPU compares them equal.
+// Order-preserving map of floats onto uint32. -0 maps as +0: the CPU compares them equal. Every NaN
+// maps to 0, below -inf's key (0x007fffff) and no real float's key, and Kept() never keeps key 0; left
+// to the bit pattern a positive NaN would rank above +inf and be kept first.
 __device__ __forceinline__ uint32_t Key(float f) {
   uint32_t b = __float_as_uint(f);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return 0;
   if (b == 0x80000000u) b = 0;
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
@@ -91,14 +97,14 @@ __device__ __forceinline__ void ForEachGroup(const Row& r, F&& f) {
   }
 }
 
-// Keep every key above `key`, and the ones equal to it whose index is ≤ `last`.
+// Keep every key above `key`, and the ones equal to it whose index is ≤ `last`; never a NaN (key 0).
 struct Cut {
   uint32_t key;
   int last;
 };
 __device__ __forceinline__ Cut KeepAll() { return Cut{0u, INT32_MAX}; }
 __device__ __forceinline__ bool Kept(const Cut& c, uint32_t key, int i) {
-  return key > c.key || (key == c.key && i <= c.last);
+  return key != 0u && (key > c.key || (key == c.key && i <= c.last));
 }
 
 struct Scratch {
@@ -144,8 +150,7 @@ struct Best {
   int index;
 };
 
-// The CPU's `x[i] > x[best]` scan: the first index of the largest value. NaNs never win (the CPU
-// keeps a NaN at index 0; with NaN logits the result is unspecified anyway).
+// The CPU's ArgMax: the first index of the largest value; NaNs never win.
 __device__ __forceinline__ void Merge(Best& a, float v, int i) {
   if (v > a.value || (v == a.value && i < a.index)) a = Best{v, i};
 }
@@ -260,15 +265,17 @@ __device__ Cut SelectTop(const Row& row, int k, SampleShared& sh) {
     // sh.s.bin/above/equal are next written after two more barriers, when every thread has read them.
   }
   Cut cut{prefix, INT32_MAX};
-  if (equal > remaining) cut.last = NthTie(row, prefix, INT32_MAX, remaining, sh.s);
+  // prefix 0: fewer than k logits are not NaN, and the cut keeps all of those without a tie rule.
+  if (equal > remaining && prefix != 0u) cut.last = NthTie(row, prefix, INT32_MAX, remaining, sh.s);
   return cut;
 }
 
-// Probability weight of a logit relative to the row's maximum, as the CPU's exp(l/T − max/T).
+// Probability weight of a logit relative to the row's maximum, as the CPU's exp(l/T − max/T). A NaN
+// weighs 0 (the CPU's -inf), should one reach a sum despite Kept().
 struct Softmax {
   float temperature;
   float scaled_max;
-  __device__ float operator()(float l) const { return expf(l / temperature - scaled_max); }
+  __device__ float operator()(float l) const { return isnan(l) ? 0.0f : expf(l / temperature - scaled_max); }
 };
 
 // Copies the cut's tokens (≤ kCap of them) to shared memory sorted in the CPU's order.
@@ -326,6 +333,7 @@ __device__ int DrawSorted(int count, float top_p, double denom, const Softmax& p
   double* q = sh.cum;  // first p/denom per token, then its running sum for the draw
   double local = 0.0;
   for (int r = lo; r < hi; ++r) {
+    // Never NaN: CompactSorted copies kept tokens only, and Kept() rejects NaN keys.
     const float scaled = KeyValue(static_cast<uint32_t>(sh.sorted[r] >> 32)) / prob.temperature;
     q[r] = exp(static_cast<double>(scaled) - static_cast<double>(prob.scaled_max));
     local += q[r];
@@ -374,8 +382,8 @@ __device__ int DrawSorted(int count, float top_p, double denom, const Softmax& p
 }
 
 // Inverse-CDF draw over everything both cuts keep, in index order, without materialising it.
-// `fallback` (the row's argmax) is the answer when no draw is possible: NaN logits make the masses NaN,
-// so no warp owns the point drawn.
+// `fallback` (the row's argmax) is the answer should no warp own the point drawn, which only a bug
+// could cause: the row maximum is always kept, with mass 1, and NaNs never are.
 __device__ int DrawInOrder(const Row& row, const Cut& a, const Cut& b, const Softmax& prob, int fallback, Scratch& s) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   // Callers' last read of s.result is behind a barrier, and the barrier below orders this write
@@ -493,7 +501,9 @@ __device__ Cut BisectTopP(const Row& row, const Cut& kept, uint32_t lo, uint32_t
 
 __device__ int SampleRow(const Row& row, const SamplingRow& p, const Best& best, SampleShared& sh) {
   const Softmax prob{p.temperature, best.value / p.temperature};
-  if (!isfinite(prob.scaled_max)) return best.index;  // ±inf logits or T → 0: the greedy limit
+  // A +inf maximum, or one that overflows at this temperature (the greedy limit), or a row without
+  // a finite logit (best.value -inf: all -inf or NaN, best.index 0).
+  if (!isfinite(prob.scaled_max)) return best.index;
   if (threadIdx.x == 0) {
     curandStatePhilox4_32_10_t state;
     curand_init(p.seed, 0, p.offset, &state);
@@ -560,7 +570,8 @@ __global__ void __launch_bounds__(kSampleThreads)
     const SamplingRow p = rows[r];
     const Row row = MakeRow(logits + r * vocab, vocab, vec);
     const Best best = RowArgMax(row, sh.s);
-    const int token = p.temperature > 0.0f ? SampleRow(row, p, best, sh) : best.index;
+    // Negated so that a NaN temperature is greedy too.
+    const int token = !(p.temperature >= kGreedyBelowTemperature) ? best.index : SampleRow(row, p, best, sh);
     if (threadIdx.x == 0) out[r] = token;
   }
 }

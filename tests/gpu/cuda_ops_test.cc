@@ -431,13 +431,22 @@ TEST(CudaOps, ArgMax) {
   EXPECT_TRUE(Equal(Dims("ArgMax", {m, vocab}), Get(out), want));
 }
 
+static_assert(kGreedyBelowTemperature == kernels::kGreedyBelowTemperature, "the CPU and CUDA greedy cutoffs differ");
+
 // The tokens SampleToken (kernels/cpu/sampling.cc) could return for this row: the top_k largest
 // (any token tied with the k-th too: the tie-break is not part of the contract), then the top_p
 // prefix by probability, with 1e-3 of slack on the cumulative sum because the GPU sums up to 150k
-// small f32 probabilities in its own order.
-std::vector<char> Allowed(const float* logits, int vocab, const SamplingRow& r) {
+// small f32 probabilities in its own order. Greedy rows, and rows whose scaled maximum overflows,
+// allow only the argmax; NaN logits count as -inf and are never allowed.
+std::vector<char> Allowed(const float* raw, int vocab, const SamplingRow& r) {
   std::vector<char> ok(vocab, 0);
-  if (r.temperature <= 0.0f) return ok[kernels::ArgMax(logits, vocab)] = 1, ok;
+  const int32_t best = kernels::ArgMax(raw, vocab);
+  if (!(r.temperature >= kGreedyBelowTemperature) || !std::isfinite(raw[best] / r.temperature))
+    return ok[best] = 1, ok;
+  Floats l(raw, raw + vocab);
+  for (float& v : l)
+    if (std::isnan(v)) v = -INFINITY;
+  const float* logits = l.data();
   std::vector<int32_t> idx(vocab);
   std::iota(idx.begin(), idx.end(), 0);
   std::sort(idx.begin(), idx.end(),
@@ -450,7 +459,7 @@ std::vector<char> Allowed(const float* logits, int vocab, const SamplingRow& r) 
   for (int i = 0; i < vocab; ++i) {
     const bool in_k = i < keep || logits[idx[i]] == logits[idx[keep - 1]];
     if (!in_k || (r.top_p < 1.0f && cum >= r.top_p + 1e-3)) break;
-    ok[idx[i]] = 1;
+    ok[idx[i]] = !std::isnan(raw[idx[i]]);
     if (i < keep) cum += p[i] / sum;
   }
   return ok;
@@ -498,30 +507,94 @@ TEST(CudaOps, SampleRowsGreedyAndFilters) {
   EXPECT_EQ(got_rev, got) << "the same rows in another batch order";
 }
 
-// NaN logits (a diverged model): every row still gets a token inside the vocabulary, the same one for
-// the same seed, and an all-NaN row gets token 0 (the CPU ArgMax's answer). Each row is drawn without
-// filters over a vocabulary larger than the shared-memory cap (the in-order draw) and with top-k.
+// NaN logits (a diverged model): every row still gets a token inside the vocabulary, never a NaN one
+// (a positive NaN's bits rank above +inf), the same one for the same seed, and an all-NaN row gets
+// token 0 (the CPU ArgMax's answer). Each row is drawn without filters over a vocabulary larger than
+// the shared-memory cap (the in-order draw), with top-k (also above the count of real logits), with
+// top-p, and greedily.
 TEST(CudaOps, SampleRowsWithNaNLogits) {
   auto rng = TestRng();
-  const int vocab = 32000;
+  const int vocab = 32000, kinds = 4;
   std::vector<SamplingRow> rows;
-  for (SamplingRow r : {SamplingRow{1.0f, 0, 1.0f}, SamplingRow{0.8f, 40, 1.0f}, SamplingRow{1.0f, 0, 0.9f}})
-    for (int kind = 0; kind < 3; ++kind) r.seed = rng(), rows.push_back(r);
+  for (SamplingRow r : {SamplingRow{1.0f, 0, 1.0f}, SamplingRow{0.8f, 40, 1.0f}, SamplingRow{1.0f, 0, 0.9f},
+                        SamplingRow{1.0f, 3000, 0.95f}, SamplingRow{0.0f, 0, 1.0f}, SamplingRow{1e-38f, 40, 1.0f}})
+    for (int kind = 0; kind < kinds; ++kind) r.seed = rng(), rows.push_back(r);
   Floats logits = Normal(rows.size() * vocab, rng, 2.0f);
+  const float neg_nan = std::copysign(NAN, -1.0f);
   for (size_t r = 0; r < rows.size(); ++r) {
     float* l = logits.data() + r * vocab;
-    if (r % 3 == 0) std::fill_n(l, vocab, NAN);                                // all NaN
-    if (r % 3 == 1) for (int i = 0; i < 50; ++i) l[Uniform(rng, 0, vocab - 1)] = NAN;  // some NaN
-    if (r % 3 == 2) for (int i = 0; i < vocab; i += 2) l[i] = NAN;                     // every other
+    if (r % kinds == 0) std::fill_n(l, vocab, NAN);  // all NaN
+    if (r % kinds == 1)                              // some NaN, either sign, one at index 0
+      for (int i = 0; i < 50; ++i) l[i == 0 ? 0 : Uniform(rng, 0, vocab - 1)] = i % 2 ? neg_nan : NAN;
+    if (r % kinds == 2) for (int i = 0; i < vocab; i += 2) l[i] = NAN;  // every other
+    if (r % kinds == 3)  // 10 real logits: fewer than top_k, and the kept set is smaller than asked
+      for (int i = 0; i < vocab; ++i) l[i] = i % (vocab / 10) == 7 ? l[i] : NAN;
   }
   const std::vector<int32_t> got = Sample(logits, vocab, rows);
   for (size_t r = 0; r < rows.size(); ++r) {
-    EXPECT_TRUE(got[r] >= 0 && got[r] < vocab) << "row " << r << ": token " << got[r];
-    if (r % 3 == 0) {
+    const float* l = logits.data() + r * vocab;
+    ASSERT_TRUE(got[r] >= 0 && got[r] < vocab) << "row " << r << ": token " << got[r];
+    if (r % kinds == 0) {
       EXPECT_EQ(got[r], 0) << "row " << r << " is all NaN";
+      continue;
+    }
+    EXPECT_FALSE(std::isnan(l[got[r]])) << "row " << r << ": token " << got[r] << " has a NaN logit";
+    EXPECT_TRUE(Allowed(l, vocab, rows[r])[got[r]]) << "row " << r << ": token " << got[r]
+                                                    << " is outside the top-k/top-p set";
+    if (!(rows[r].temperature >= kGreedyBelowTemperature)) {
+      EXPECT_EQ(got[r], kernels::ArgMax(l, vocab)) << "row " << r << " is greedy";
     }
   }
   EXPECT_EQ(Sample(logits, vocab, rows), got) << "same logits and seeds";
+}
+
+// Temperatures below kGreedyBelowTemperature (down to the smallest denormal, and NaN) are greedy:
+// 1e-38 used to overflow logit/T, and the draw then fell through to a least likely token. So are
+// rows whose scaled maximum overflows (huge or infinite logits); all-equal rows at a tiny temperature
+// give token 0. T = 2 still samples. Each over a vocabulary within the shared-memory cap and one
+// beyond it, with and without filters.
+TEST(CudaOps, SampleRowsExtremeTemperaturesAndLogits) {
+  auto rng = TestRng();
+  for (int vocab : {5, 32000}) {
+    SCOPED_TRACE("vocab " + std::to_string(vocab));
+    const std::pair<int, float> filters[] = {{0, 1.0f}, {40, 1.0f}, {0, 0.9f}, {3000, 0.95f}};
+    std::vector<SamplingRow> rows;
+    Floats logits;
+    auto add = [&](const Floats& l, float t) {
+      for (auto [k, p] : filters) {
+        rows.push_back(SamplingRow{t, k, p, rng(), static_cast<uint64_t>(Uniform(rng, 0, 999))});
+        logits.insert(logits.end(), l.begin(), l.end());
+      }
+    };
+    const Floats normal = vocab == 5 ? Floats{0.1f, 2.0f, 1.9f, -1.0f, 0.5f} : Normal(vocab, rng, 2.0f);
+    Floats huge = Normal(vocab, rng, 2.0f), inf = huge, equal(vocab, 1.5f);
+    for (float& v : huge) v = v < 0.0f ? -1e30f : v;
+    huge[Uniform(rng, 0, vocab - 1)] = 1e30f;         // mass 1 at any temperature: exp(−1e30) is 0
+    inf[vocab - 1] = INFINITY, inf[vocab / 2] = INFINITY;  // the first +inf
+    for (float t : {1e-45f, 1e-38f, 1e-20f, 1e-6f, NAN}) add(normal, t), add(equal, t);
+    for (float t : {1e-38f, 1e-9f, kGreedyBelowTemperature, 1.0f, 2.0f}) add(huge, t), add(inf, t);
+    Floats over = normal;  // 3e38 / 1e-5 overflows a float
+    over[vocab / 3] = 3e38f;
+    add(over, kGreedyBelowTemperature);
+    const size_t deterministic = rows.size();
+    for (int i = 0; i < 64; ++i) add(normal, 2.0f);
+    const std::vector<int32_t> got = Sample(logits, vocab, rows);
+    size_t not_argmax = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const float* l = logits.data() + r * vocab;
+      const int32_t want = kernels::ArgMax(l, vocab);
+      ASSERT_TRUE(got[r] >= 0 && got[r] < vocab) << "row " << r << ": token " << got[r];
+      if (r < deterministic) {
+        EXPECT_EQ(got[r], want) << "row " << r << " (T " << rows[r].temperature << ", top_k " << rows[r].top_k
+                                << ", top_p " << rows[r].top_p << ") is greedy";
+      } else {
+        EXPECT_TRUE(Allowed(l, vocab, rows[r])[got[r]]) << "row " << r << ": token " << got[r]
+                                                        << " is outside the top-k/top-p set";
+        not_argmax += got[r] != want;
+      }
+    }
+    EXPECT_GT(not_argmax, 0u) << "T=2 always drew the argmax";
+  }
 }
 
 // Wilson–Hilferty upper bound of χ² with `dof` degrees of freedom at z = 6.5: P(exceed) < 1e-10 for

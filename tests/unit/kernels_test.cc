@@ -244,5 +244,84 @@ TEST(Sampling, FollowsTheSoftmaxDistribution) {
   EXPECT_NEAR(ones / static_cast<double>(n), 0.75, 0.015);
 }
 
+int32_t Draw(std::vector<float> logits, SamplingParams p, std::mt19937_64& rng) {
+  return SampleToken(logits.data(), static_cast<int>(logits.size()), p, rng);
+}
+
+// Below kGreedyBelowTemperature sampling is greedy: 1e-38 used to overflow logit/T, turn the softmax
+// into NaN and return the least likely kept token. NaN temperatures are greedy too.
+TEST(Sampling, TinyTemperaturesAreGreedy) {
+  const std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f, 0.5f};
+  std::mt19937_64 rng(7);
+  for (float t : {1e-45f, 1e-38f, 1e-20f, 1e-6f, NAN})
+    for (SamplingParams p : {SamplingParams{t, 0, 1.0f}, SamplingParams{t, 3, 1.0f}, SamplingParams{t, 0, 0.9f}})
+      for (int i = 0; i < 100; ++i)
+        ASSERT_EQ(Draw(logits, p, rng), 1) << "T=" << t << " top_k=" << p.top_k << " top_p=" << p.top_p;
+  // A logit/T that overflows above the cutoff is greedy too (1e34 / 1e-5 > FLT_MAX).
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(Draw({1.0f, 1e34f, 0.0f}, {kGreedyBelowTemperature, 0, 1.0f}, rng), 1);
+  // T = 2 still samples: 200 draws over these logits are not all the argmax.
+  int not_argmax = 0;
+  for (int i = 0; i < 200; ++i) {
+    const int32_t tok = Draw(logits, {2.0f, 0, 1.0f}, rng);
+    ASSERT_TRUE(tok >= 0 && tok < 5) << tok;
+    not_argmax += tok != 1;
+  }
+  EXPECT_GT(not_argmax, 0) << "T=2 always drew the argmax";
+}
+
+TEST(Sampling, HugeInfiniteAndEqualLogits) {
+  std::mt19937_64 rng(11);
+  for (float t : {1e-38f, 1e-9f, 1e-5f, 1.0f, 2.0f})
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_EQ(Draw({1e30f, -1e30f, 0.0f}, {t, 0, 1.0f}, rng), 0) << "T=" << t;
+      ASSERT_EQ(Draw({-1e30f, 3e38f, -3e38f}, {t, 0, 0.5f}, rng), 1) << "T=" << t;
+      ASSERT_EQ(Draw({1.0f, INFINITY, 2.0f, INFINITY}, {t, 0, 1.0f}, rng), 1) << "T=" << t << ": the first +inf";
+      ASSERT_EQ(Draw({-INFINITY, -INFINITY, 5.0f}, {t, 0, 1.0f}, rng), 2) << "T=" << t;
+      ASSERT_EQ(Draw({-INFINITY, -INFINITY, -INFINITY}, {t, 2, 0.9f}, rng), 0) << "T=" << t << ": all -inf";
+    }
+  // All equal at a tiny temperature: greedy, ties → lowest index.
+  for (float t : {1e-45f, 1e-38f, 1e-6f})
+    for (float v : {0.0f, 3.5f, -7.0f, 1e30f}) ASSERT_EQ(Draw({v, v, v, v}, {t, 0, 1.0f}, rng), 0) << "T=" << t;
+}
+
+// NaN logits (a diverged model) are never drawn; an all-NaN row gives token 0, as ArgMax does.
+TEST(Sampling, NaNLogitsAreNeverDrawn) {
+  const std::vector<float> logits = {NAN, 0.5f, NAN, 0.4f, 0.3f, NAN, -0.2f};
+  std::mt19937_64 rng(5);
+  const SamplingParams kinds[] = {{1.0f, 0, 1.0f}, {2.0f, 0, 1.0f}, {1.0f, 2, 1.0f}, {1.0f, 6, 1.0f},
+                                  {1.0f, 0, 0.9f}, {0.5f, 5, 0.95f}, {1e-38f, 0, 1.0f}, {0.0f, 0, 1.0f}};
+  for (const SamplingParams& p : kinds) {
+    std::vector<int> count(logits.size(), 0);
+    for (int i = 0; i < 500; ++i) {
+      const int32_t tok = Draw(logits, p, rng);
+      ASSERT_TRUE(tok >= 0 && tok < static_cast<int32_t>(logits.size())) << tok;
+      ++count[tok];
+      ASSERT_FALSE(std::isnan(logits[tok])) << "T=" << p.temperature << " top_k=" << p.top_k << " top_p=" << p.top_p
+                                            << ": drew NaN token " << tok;
+    }
+    if (p.temperature >= 1.0f && p.top_k != 2) {
+      EXPECT_GT(count[6], 0) << "the real tokens are still sampled";
+    }
+  }
+  for (const SamplingParams& p : kinds)
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(Draw({NAN, NAN, NAN}, p, rng), 0) << "all NaN, T=" << p.temperature;
+  // The contract: NaNs are overwritten in place with -inf when sampling.
+  std::vector<float> l = {NAN, 1.0f};
+  SampleToken(l.data(), 2, {1.0f, 0, 1.0f}, rng);
+  EXPECT_EQ(l[0], -INFINITY);
+}
+
+TEST(ArgMax, SkipsNaNTiesToLowestIndex) {
+  auto argmax = [](std::vector<float> x) { return ArgMax(x.data(), static_cast<int>(x.size())); };
+  EXPECT_EQ(argmax({NAN, 1.0f, 2.0f}), 2);
+  EXPECT_EQ(argmax({1.0f, NAN, 2.0f, NAN}), 2);
+  EXPECT_EQ(argmax({NAN, 3.0f, NAN, 3.0f}), 1);
+  EXPECT_EQ(argmax({NAN, NAN, NAN}), 0);
+  EXPECT_EQ(argmax({-INFINITY, NAN, -INFINITY}), 0);
+  EXPECT_EQ(argmax({NAN, -INFINITY, -INFINITY}), 1);
+  EXPECT_EQ(argmax({2.0f, 2.0f, 1.0f}), 0);
+  EXPECT_EQ(argmax({1.0f, INFINITY, INFINITY}), 1);
+}
+
 }  // namespace
 }  // namespace shoal::kernels
