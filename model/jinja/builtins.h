@@ -14,8 +14,6 @@
 
 namespace shoal::jinja {
 
-// The largest string or list any single operation may build; bounds memory on hostile input.
-inline constexpr size_t kMaxValueBytes = 4u << 20;
 // jinja2.sandbox.MAX_RANGE.
 inline constexpr int64_t kMaxRange = 100000;
 

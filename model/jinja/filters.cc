@@ -41,6 +41,12 @@ StatusOr<Value> AttrPath(const Value& v, const std::string& path) {
   }
 }
 
+// The attribute argument of sort/map/join/sum, printed as jinja2 does before splitting it at dots.
+StatusOr<Value> AttrPath(const Value& v, const Value& attribute) {
+  SHOAL_ASSIGN_OR_RETURN(std::string path, attribute.ToString());
+  return AttrPath(v, path);
+}
+
 StatusOr<std::string> StringArg(const Value* v, const char* what) {
   if (!v || !v->is_string()) return InvalidArgument(std::string(what) + " must be a string");
   return v->str();
@@ -50,7 +56,7 @@ StatusOr<std::string> StringArg(const Value* v, const char* what) {
 StatusOr<Value> SortKey(const Value& v, const Value* attribute, bool case_sensitive) {
   Value k = v;
   if (attribute && !attribute->is_none()) {
-    SHOAL_ASSIGN_OR_RETURN(k, AttrPath(v, attribute->ToString()));
+    SHOAL_ASSIGN_OR_RETURN(k, AttrPath(v, *attribute));
   }
   if (!case_sensitive && k.is_string()) k = Value::String(PyLower(k.str()));
   return k;
@@ -194,7 +200,6 @@ StatusOr<Value> ToJsonFilter(const Value& v, const CallArgs& a) {
     o.key_sep = sep->list()[1].str();
   }
   SHOAL_ASSIGN_OR_RETURN(std::string s, ToJson(v, o));
-  if (s.size() > kMaxValueBytes) return ResourceExhausted("tojson output exceeds the size limit");
   return Value::String(std::move(s));
 }
 
@@ -229,14 +234,20 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
       default: return InvalidArgument("object of type '" + v.TypeName() + "' has no len()");
     }
   }
-  if (name == "string") return Value::String(v.ToString());
-  if (name == "trim") return Value::String(PyStrip(v.ToString(), a.Get(0, "chars"), true, true));
-  if (name == "upper") return Value::String(PyUpper(v.ToString()));
-  if (name == "lower") return Value::String(PyLower(v.ToString()));
-  if (name == "capitalize") return Value::String(PyCapitalize(v.ToString()));
+  if (name == "string") {
+    SHOAL_ASSIGN_OR_RETURN(std::string s, v.ToString());
+    return Value::String(std::move(s));
+  }
+  if (name == "trim" || name == "upper" || name == "lower" || name == "capitalize") {
+    SHOAL_ASSIGN_OR_RETURN(std::string s, v.ToString());
+    if (name == "trim") return Value::String(PyStrip(s, a.Get(0, "chars"), true, true));
+    if (name == "upper") return Value::String(PyUpper(std::move(s)));
+    if (name == "lower") return Value::String(PyLower(std::move(s)));
+    return Value::String(PyCapitalize(s));
+  }
   if (name == "title") {
     // jinja2's do_title: capitalise each chunk that follows whitespace or one of -({[<.
-    std::string s = v.ToString();
+    SHOAL_ASSIGN_OR_RETURN(std::string s, v.ToString());
     bool start = true;
     for (char& c : s) {
       const auto u = static_cast<unsigned char>(c);
@@ -250,8 +261,9 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
     return Value::String(s);
   }
   if (name == "escape" || name == "e" || name == "forceescape") {
+    SHOAL_ASSIGN_OR_RETURN(const std::string s, v.ToString());
     std::string out;
-    for (char c : v.ToString()) {
+    for (char c : s) {
       switch (c) {
         case '&': out += "&amp;"; break;
         case '<': out += "&lt;"; break;
@@ -266,7 +278,8 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
   if (name == "replace") {
     CallArgs r = a;
     if (v.is_undefined()) return Value::String("");
-    return CallFunction(Value::Function("replace", Value::String(v.ToString())), r);
+    SHOAL_ASSIGN_OR_RETURN(std::string s, v.ToString());
+    return CallFunction(Value::Function("replace", Value::String(std::move(s))), r);
   }
   if (name == "int") {
     const Value* def = a.Get(0, "default");
@@ -289,7 +302,10 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
     if (!v.is_number()) return v.is_undefined() ? UndefinedError(v) : InvalidArgument("round() needs a number");
     const Value* prec = a.Get(0, "precision");
     const Value* method = a.Get(1, "method");
-    const std::string m = method ? method->ToString() : "common";
+    std::string m = "common";
+    if (method) {
+      SHOAL_ASSIGN_OR_RETURN(m, method->ToString());
+    }
     const int64_t digits = prec && prec->is_int() ? std::clamp<int64_t>(prec->as_int(), -308, 308) : 0;
     if (m == "common" && digits > 0 && std::isfinite(v.as_double())) {
       // Python's round() rounds the exact binary value, half to even, as printf does: round(2.675, 2)
@@ -338,7 +354,11 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
     ValueList out;
     for (const auto& [k, x] : v.dict()) out.push_back(Value::List({k, x}, true));
     if (name == "items") return Value::List(std::move(out));
-    const bool by_value = a.Get(1, "by") && a.Get(1, "by")->ToString() == "value";
+    std::string by = "key";
+    if (const Value* b = a.Get(1, "by")) {
+      SHOAL_ASSIGN_OR_RETURN(by, b->ToString());
+    }
+    const bool by_value = by == "value";
     ValueList keyed;
     // Sort pairs by their key (or value), case-insensitively unless asked otherwise.
     std::vector<std::pair<Value, Value>> tmp;
@@ -363,14 +383,19 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
     SHOAL_ASSIGN_OR_RETURN(ValueList items, Iterate(v));
     const Value* sep = a.Get(0, "d");
     const Value* attr = a.Get(1, "attribute");
+    std::string sep_text;
+    if (sep) {
+      SHOAL_ASSIGN_OR_RETURN(sep_text, sep->ToString());
+    }
     std::string out;
     for (size_t i = 0; i < items.size(); ++i) {
-      if (i && sep) out += sep->ToString();
+      if (i) out += sep_text;
       Value item = items[i];
       if (attr && !attr->is_none()) {
-        SHOAL_ASSIGN_OR_RETURN(item, AttrPath(item, attr->ToString()));
+        SHOAL_ASSIGN_OR_RETURN(item, AttrPath(item, *attr));
       }
-      out += item.ToString();
+      SHOAL_ASSIGN_OR_RETURN(const std::string text, item.ToString());
+      out += text;
       if (out.size() > kMaxValueBytes) return ResourceExhausted("join result exceeds the size limit");
     }
     return Value::String(std::move(out));
@@ -383,7 +408,7 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
       if (!attr) return InvalidArgument("map needs a filter name or attribute=");
       const Value* def = a.Get(99, "default");
       for (const auto& item : items) {
-        SHOAL_ASSIGN_OR_RETURN(Value x, AttrPath(item, attr->ToString()));
+        SHOAL_ASSIGN_OR_RETURN(Value x, AttrPath(item, *attr));
         if (x.is_undefined() && def) x = *def;
         out.push_back(std::move(x));
       }
@@ -416,7 +441,11 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
     ValueList out, seen;
     for (const auto& item : items) {
       SHOAL_ASSIGN_OR_RETURN(Value k, SortKey(item, a.Get(1, "attribute"), cs));
-      if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return Equal(s, k); })) continue;
+      bool dup = false;
+      for (size_t i = 0; i < seen.size() && !dup; ++i) {
+        SHOAL_ASSIGN_OR_RETURN(dup, Equal(seen[i], k));
+      }
+      if (dup) continue;
       seen.push_back(k);
       out.push_back(item);
     }
@@ -431,7 +460,7 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
     for (const auto& item : items) {
       Value x = item;
       if (attr && !attr->is_none()) {
-        SHOAL_ASSIGN_OR_RETURN(x, AttrPath(item, attr->ToString()));
+        SHOAL_ASSIGN_OR_RETURN(x, AttrPath(item, *attr));
       }
       SHOAL_ASSIGN_OR_RETURN(total, BinaryOp("+", total, x));
     }
@@ -447,12 +476,13 @@ StatusOr<Value> ApplyFilter(const std::string& name, const Value& v, const CallA
     if (width) ind = width->is_string() ? width->str() : std::string(static_cast<size_t>(std::clamp<int64_t>(
                                                                         width->is_int() ? width->as_int() : 4, 0, 256)),
                                                                     ' ');
-    std::string out = Indent(v.ToString(), ind, BoolArg(a.Get(1, "first"), false), BoolArg(a.Get(2, "blank"), false));
+    SHOAL_ASSIGN_OR_RETURN(std::string s, v.ToString());
+    std::string out = Indent(std::move(s), ind, BoolArg(a.Get(1, "first"), false), BoolArg(a.Get(2, "blank"), false));
     if (out.size() > kMaxValueBytes) return ResourceExhausted("indent result exceeds the size limit");
     return Value::String(std::move(out));
   }
   if (name == "wordcount") {
-    const std::string s = v.ToString();
+    SHOAL_ASSIGN_OR_RETURN(const std::string s, v.ToString());
     int64_t n = 0;
     bool in_word = false;
     for (unsigned char c : s) {
@@ -501,12 +531,14 @@ StatusOr<bool> ApplyTest(const std::string& name, const Value& v, const CallArgs
       d = *arg;
     }
     SHOAL_ASSIGN_OR_RETURN(Value r, BinaryOp("%", v, d));
-    if (name == "odd") return Equal(r, Value::Int(1));
-    return Equal(r, Value::Int(0));
+    return Equal(r, Value::Int(name == "odd" ? 1 : 0));
   }
   SHOAL_RETURN_IF_ERROR(need_arg());
   if (name == "equalto" || name == "eq") return Equal(v, *arg);
-  if (name == "ne") return !Equal(v, *arg);
+  if (name == "ne") {
+    SHOAL_ASSIGN_OR_RETURN(bool eq, Equal(v, *arg));
+    return !eq;
+  }
   if (name == "sameas") {
     if (v.kind() != arg->kind()) return false;
     return (v.is_none() || v.is_bool() || v.is_undefined()) ? Equal(v, *arg) : false;

@@ -4,6 +4,7 @@
 // template's top frame only.
 #include "model/jinja/interpreter.h"
 
+#include <memory>
 #include <unordered_map>
 
 #include "model/jinja/builtins.h"
@@ -16,6 +17,19 @@ namespace {
 class Renderer {
  public:
   Renderer(const std::string& name, const RenderLimits& limits) : name_(name), limits_(limits) {}
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
+
+  // A namespace that holds itself, directly or through other values, keeps itself alive; emptying every
+  // namespace that may be on such a cycle frees them all once the render is over.
+  ~Renderer() {
+    for (auto& [storage, weak] : cycle_candidates_) {
+      if (std::shared_ptr<ValueDict> ns = weak.lock()) {
+        ValueDict dead;
+        dead.swap(*ns);  // freed here, after the namespace no longer points at it
+      }
+    }
+  }
 
   StatusOr<std::string> Run(const Body& body, const nlohmann::ordered_json& context) {
     if (!context.is_object() && !context.is_null()) {
@@ -23,7 +37,13 @@ class Renderer {
     }
     frames_.emplace_back();
     if (context.is_object()) {
-      for (auto it = context.begin(); it != context.end(); ++it) frames_[0].vars[it.key()] = Value::FromJson(it.value());
+      for (auto it = context.begin(); it != context.end(); ++it) {
+        auto v = Value::FromJson(it.value());
+        if (!v.ok()) {
+          return Status(v.status().code(), name_ + ": context variable '" + it.key() + "': " + v.status().message());
+        }
+        frames_[0].vars[it.key()] = std::move(*v);
+      }
     }
     std::string out;
     out_ = &out;
@@ -71,6 +91,33 @@ class Renderer {
     return Status::Ok();
   }
 
+  // Output of a printed value, as `{{ }}` and filter blocks write it.
+  Status EmitValue(int line, const Value& v) {
+    auto s = v.ToString();
+    if (!s.ok()) return Error(line, "output", s.status());
+    return Emit(line, *s);
+  }
+
+  // Every namespace cycle is closed by a `set ns.attr = value` whose value holds other values (a
+  // namespace's constructor can only take values older than itself), so remembering the namespaces such
+  // assignments write to finds at least one namespace on every cycle.
+  void NoteCycleCandidate(const Value& ns, const Value& assigned) {
+    switch (assigned.kind()) {
+      case Kind::kList:
+      case Kind::kDict:
+      case Kind::kNamespace:
+      case Kind::kFunction: break;
+      default: return;
+    }
+    auto [it, inserted] = cycle_candidates_.try_emplace(&ns.ns(), ns.ns_storage());
+    if (!inserted && it->second.expired()) it->second = ns.ns_storage();  // the address was reused
+    // Forget namespaces freed since, so a loop that makes a namespace per iteration costs no memory.
+    if (cycle_candidates_.size() > 2 * live_candidates_ + 64) {
+      std::erase_if(cycle_candidates_, [](const auto& kv) { return kv.second.expired(); });
+      live_candidates_ = cycle_candidates_.size();
+    }
+  }
+
   Status Unpack(const std::vector<std::string>& targets, const Value& v, int line) {
     if (targets.size() == 1) {
       Assign(targets[0], v);
@@ -113,7 +160,7 @@ class Renderer {
       case NodeKind::kText: return Emit(n.line, n.text);
       case NodeKind::kOutput: {
         SHOAL_ASSIGN_OR_RETURN(Value v, Eval(*n.expr));
-        return Emit(n.line, v.ToString());
+        return EmitValue(n.line, v);
       }
       case NodeKind::kIf:
         for (const auto& b : n.branches) {
@@ -133,6 +180,7 @@ class Renderer {
         if (ns.kind() != Kind::kNamespace) {
           return Error(n.line, "set", "cannot assign attribute on non-namespace object");
         }
+        NoteCycleCandidate(ns, v);
         for (auto& kv : ns.ns()) {
           if (kv.first.is_string() && kv.first.str() == n.attr) {
             kv.second = std::move(v);
@@ -154,7 +202,7 @@ class Renderer {
         SHOAL_ASSIGN_OR_RETURN(std::string s, Capture(n.body));
         block_value_ = Value::String(std::move(s));
         SHOAL_ASSIGN_OR_RETURN(Value v, Eval(*n.expr));
-        return Emit(n.line, v.ToString());
+        return EmitValue(n.line, v);
       }
       case NodeKind::kScope: return Exec(n.body);
     }
@@ -302,7 +350,9 @@ class Renderer {
           if (k.is_dict()) return Error(e.line, "dict literal", "unhashable type: 'dict'");
           bool replaced = false;
           for (auto& kv : d) {
-            if (Equal(kv.first, k)) {
+            auto same = Equal(kv.first, k);
+            if (!same.ok()) return Error(e.line, "dict literal", same.status());
+            if (*same) {
               kv.second = v;
               replaced = true;
             }
@@ -392,7 +442,9 @@ class Renderer {
       case Kind::kFunction: {
         if (fn.str() == "raise_exception" && fn.self().is_undefined()) {
           const Value* msg = args.Get(0, "message");
-          return Error(e.line, "raise_exception", msg ? msg->ToString() : "");
+          auto text = msg ? msg->ToString() : StatusOr<std::string>(std::string());
+          if (!text.ok()) return Error(e.line, "raise_exception", text.status());
+          return Error(e.line, "raise_exception", *text);
         }
         auto r = CallFunction(fn, args);
         if (!r.ok()) return Error(e.line, fn.str() + "()", r.status());
@@ -411,6 +463,9 @@ class Renderer {
   Value block_value_;
   int depth_ = 0;
   int64_t iterations_ = 0;
+  // Namespaces assigned values that hold other values, by storage address; see NoteCycleCandidate.
+  std::unordered_map<const ValueDict*, std::weak_ptr<ValueDict>> cycle_candidates_;
+  size_t live_candidates_ = 0;
 };
 
 }  // namespace

@@ -281,7 +281,9 @@ StatusOr<Value> StrMethod(const std::string& name, const std::string& s, const C
           }
         }
         if (!v) return InvalidArgument("str.format(): no argument for field '{" + field + "}'");
-        out += v->ToString();
+        SHOAL_ASSIGN_OR_RETURN(const std::string text, v->ToString());
+        out += text;
+        if (out.size() > kMaxValueBytes) return ResourceExhausted("str.format() result exceeds the size limit");
         i = close;
       } else if (s[i] == '}') {
         return InvalidArgument("Single '}' encountered in format string");
@@ -372,7 +374,8 @@ StatusOr<Value> CallFunction(const Value& fn, const CallArgs& a) {
       SHOAL_RETURN_IF_ERROR(a.Check(2, {}, what));
       const Value* key = a.Get(0, "key");
       if (!key) return InvalidArgument("get expected at least 1 argument, got 0");
-      if (const Value* v = self.Find(*key)) return *v;
+      SHOAL_ASSIGN_OR_RETURN(const Value* v, self.Find(*key));
+      if (v) return *v;
       const Value* def = a.Get(1, "default");
       return def ? *def : Value::None();
     }
@@ -390,11 +393,12 @@ StatusOr<Value> CallFunction(const Value& fn, const CallArgs& a) {
     if (!x) return InvalidArgument("list." + name + "() takes exactly one argument");
     int64_t n = 0;
     for (size_t i = 0; i < self.list().size(); ++i) {
-      if (!Equal(self.list()[i], *x)) continue;
+      SHOAL_ASSIGN_OR_RETURN(bool eq, Equal(self.list()[i], *x));
+      if (!eq) continue;
       if (name == "index") return Value::Int(static_cast<int64_t>(i));
       ++n;
     }
-    if (name == "index") return InvalidArgument(x->Repr() + " is not in list");
+    if (name == "index") return InvalidArgument(x->ReprForMessage() + " is not in list");
     return Value::Int(n);
   }
   if (name == "cycle" && self.is_int()) {  // loop.cycle(...): self holds loop.index0

@@ -45,7 +45,7 @@ Value NoAttribute(const Value& obj, const std::string& name) {
 
 Value NoElement(const Value& obj, const Value& key) {
   if (key.is_string()) return NoAttribute(obj, key.str());
-  return Value::Undefined(TypeRepr(obj) + " has no element " + key.Repr());
+  return Value::Undefined(TypeRepr(obj) + " has no element " + key.ReprForMessage());
 }
 
 Status TypeError(const std::string& op, const Value& a, const Value& b) {
@@ -94,9 +94,15 @@ StatusOr<Value> Repeat(const Value& seq, int64_t n) {
 }  // namespace
 
 StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Value& b) {
-  if (op == "~") return CheckedString(a.ToString() + b.ToString());
-  if (op == "==") return Value::Bool(Equal(a, b));
-  if (op == "!=") return Value::Bool(!Equal(a, b));
+  if (op == "~") {
+    SHOAL_ASSIGN_OR_RETURN(std::string left, a.ToString());
+    SHOAL_ASSIGN_OR_RETURN(std::string right, b.ToString());
+    return CheckedString(left + right);
+  }
+  if (op == "==" || op == "!=") {
+    SHOAL_ASSIGN_OR_RETURN(bool eq, Equal(a, b));
+    return Value::Bool(eq == (op == "=="));
+  }
   if (op == "in" || op == "not in") {
     SHOAL_ASSIGN_OR_RETURN(bool in, Contains(b, a));
     return Value::Bool(op == "in" ? in : !in);
@@ -106,6 +112,8 @@ StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Value& b) 
   if (op == "<" || op == ">" || op == "<=" || op == ">=") {
     const bool swap = op == ">" || op == "<=";
     auto lt = swap ? Less(b, a) : Less(a, b);
+    // A TypeError is restated with the operator as written; a comparison past its limits is passed on.
+    if (!lt.ok() && lt.status().code() != StatusCode::kInvalidArgument) return lt.status();
     if (!lt.ok()) {
       return InvalidArgument("'" + op + "' not supported between instances of '" + a.TypeName() + "' and '" +
                              b.TypeName() + "'");
@@ -211,10 +219,14 @@ StatusOr<bool> Contains(const Value& c, const Value& item) {
       return c.str().find(item.str()) != std::string::npos;
     case Kind::kList:
       for (const auto& v : c.list()) {
-        if (Equal(v, item)) return true;
+        SHOAL_ASSIGN_OR_RETURN(bool eq, Equal(v, item));
+        if (eq) return true;
       }
       return false;
-    case Kind::kDict: return c.Find(item) != nullptr;
+    case Kind::kDict: {
+      SHOAL_ASSIGN_OR_RETURN(const Value* v, c.Find(item));
+      return v != nullptr;
+    }
     default: return InvalidArgument("argument of type '" + c.TypeName() + "' is not iterable");
   }
 }
@@ -261,9 +273,11 @@ StatusOr<Value> GetItem(const Value& obj, const Value& key) {
   if (obj.is_undefined()) return UndefinedError(obj);
   switch (obj.kind()) {
     case Kind::kDict:
-    case Kind::kNamespace:
-      if (const Value* v = obj.Find(key)) return *v;
+    case Kind::kNamespace: {
+      SHOAL_ASSIGN_OR_RETURN(const Value* v, obj.Find(key));
+      if (v) return *v;
       break;
+    }
     case Kind::kList:
     case Kind::kString:
       if (key.is_int() || key.is_bool()) {

@@ -13,9 +13,11 @@
 // extends/block/call, recursive loops, printf-style '%' on strings.
 //
 // Both the template and the context are untrusted: parsing and rendering never crash and bound nesting
-// (kMaxDepth), output size (RenderLimits) and loop iterations, failing with a Status instead. Errors
-// read "<template name>:<line>: <construct>: <message>", with jinja2's message where jinja2 has one
-// (raise_exception's text verbatim).
+// (kMaxDepth), output size (RenderLimits) and loop iterations, failing with a Status instead. Values are
+// bounded too (value.h): a namespace that holds itself prints as Python prints it and is freed when
+// the render ends; printing or comparing a value nested deeper than kMaxValueDepth, or printing more
+// than kMaxValueBytes of it, is ResourceExhausted. Errors read "<template name>:<line>: <construct>:
+// <message>", with jinja2's message where jinja2 has one (raise_exception's text verbatim).
 //
 // Thread-safety: a parsed Template is immutable; Render may run concurrently from many threads.
 #pragma once

@@ -10,37 +10,108 @@
 
 namespace shoal::jinja {
 
-Value Value::FromJson(const nlohmann::ordered_json& j) {
+namespace {
+
+StatusOr<Value> FromJsonAt(const nlohmann::ordered_json& j, int depth) {
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::object: {
+      if (depth >= kMaxValueDepth) {
+        return InvalidArgument("JSON nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
+      }
       ValueDict d;
       d.reserve(j.size());
-      for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(String(it.key()), FromJson(it.value()));
-      return Dict(std::move(d));
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        SHOAL_ASSIGN_OR_RETURN(Value v, FromJsonAt(it.value(), depth + 1));
+        d.emplace_back(Value::String(it.key()), std::move(v));
+      }
+      return Value::Dict(std::move(d));
     }
     case nlohmann::ordered_json::value_t::array: {
+      if (depth >= kMaxValueDepth) {
+        return InvalidArgument("JSON nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
+      }
       ValueList l;
       l.reserve(j.size());
-      for (const auto& e : j) l.push_back(FromJson(e));
-      return List(std::move(l));
+      for (const auto& e : j) {
+        SHOAL_ASSIGN_OR_RETURN(Value v, FromJsonAt(e, depth + 1));
+        l.push_back(std::move(v));
+      }
+      return Value::List(std::move(l));
     }
     case nlohmann::ordered_json::value_t::string:
-      return String(j.get<std::string>());
+      return Value::String(j.get<std::string>());
     case nlohmann::ordered_json::value_t::boolean:
-      return Bool(j.get<bool>());
+      return Value::Bool(j.get<bool>());
     case nlohmann::ordered_json::value_t::number_integer:
-      return Int(j.get<int64_t>());
+      return Value::Int(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       const uint64_t u = j.get<uint64_t>();
-      if (u <= static_cast<uint64_t>(INT64_MAX)) return Int(static_cast<int64_t>(u));
-      return Float(static_cast<double>(u));
+      if (u <= static_cast<uint64_t>(INT64_MAX)) return Value::Int(static_cast<int64_t>(u));
+      return Value::Float(static_cast<double>(u));
     }
     case nlohmann::ordered_json::value_t::number_float:
-      return Float(j.get<double>());
+      return Value::Float(j.get<double>());
     default:
-      return None();
+      return Value::None();
   }
 }
+
+// Values freed by nested ReclaimStorage calls on this thread, waiting for the outermost call to free
+// them; nullptr while none runs.
+thread_local std::vector<Value>* t_reclaim_pending = nullptr;
+
+// Moves `v` to `pending` when it holds storage whose freeing could recurse.
+void Defer(Value& v, std::vector<Value>& pending) {
+  switch (v.kind()) {
+    case Kind::kList:
+    case Kind::kDict:
+    case Kind::kNamespace:
+    case Kind::kFunction:
+      try {
+        pending.push_back(std::move(v));
+      } catch (...) {  // out of memory: push_back left `v` in place, to be freed recursively
+      }
+      return;
+    default: return;
+  }
+}
+
+void Defer(ValueList& l, std::vector<Value>& pending) {
+  for (auto& v : l) Defer(v, pending);
+}
+
+void Defer(ValueDict& d, std::vector<Value>& pending) {
+  for (auto& [k, v] : d) {
+    Defer(k, pending);
+    Defer(v, pending);
+  }
+}
+
+template <class T>
+void Reclaim(T* p) noexcept {
+  if (t_reclaim_pending) {  // nested: the outermost call frees what p held
+    Defer(*p, *t_reclaim_pending);
+    delete p;
+    return;
+  }
+  std::vector<Value> pending;
+  t_reclaim_pending = &pending;
+  Defer(*p, pending);
+  delete p;
+  while (!pending.empty()) {
+    Value last = std::move(pending.back());
+    pending.pop_back();
+  }  // `last` is freed here; what only it held joins `pending`
+  t_reclaim_pending = nullptr;
+}
+
+}  // namespace
+
+void ReclaimStorage::operator()(ValueList* p) const noexcept { Reclaim(p); }
+void ReclaimStorage::operator()(ValueDict* p) const noexcept { Reclaim(p); }
+void ReclaimStorage::operator()(Value* p) const noexcept { Reclaim(p); }
+
+StatusOr<Value> Value::FromJson(const nlohmann::ordered_json& j) { return FromJsonAt(j, 0); }
 
 bool Value::Truthy() const {
   switch (kind_) {
@@ -190,71 +261,173 @@ std::string Value::TypeName() const {
   return "object";
 }
 
-static std::string ReprDict(const ValueDict& d) {
-  std::string out = "{";
-  for (size_t i = 0; i < d.size(); ++i) {
-    if (i) out += ", ";
-    out += d[i].first.Repr() + ": " + d[i].second.Repr();
-  }
-  return out + "}";
-}
+namespace {
 
-std::string Value::ToString() const {
-  switch (kind_) {
+// str() of a value that holds no other values.
+std::string ScalarText(const Value& v) {
+  switch (v.kind()) {
     case Kind::kUndefined: return "";
     case Kind::kNone: return "None";
-    case Kind::kBool: return int_ ? "True" : "False";
-    case Kind::kInt: return std::to_string(int_);
-    case Kind::kFloat: return FormatFloat(float_);
-    case Kind::kString: return str_;
-    case Kind::kList:
-    case Kind::kDict: return Repr();
-    case Kind::kNamespace: return "<Namespace " + ReprDict(*ns_) + ">";
-    case Kind::kMacro: return "<Macro '" + macro_->name + "'>";
+    case Kind::kBool: return v.as_bool() ? "True" : "False";
+    case Kind::kInt: return std::to_string(v.as_int());
+    case Kind::kFloat: return FormatFloat(v.as_double());
+    case Kind::kString: return v.str();
+    case Kind::kMacro: return "<Macro '" + v.macro()->name + "'>";
     case Kind::kFunction:
-      return self_->is_undefined() ? "<built-in function " + str_ + ">"
-                                   : "<built-in method " + str_ + " of " + self_->TypeName() + " object>";
+      return v.self().is_undefined() ? "<built-in function " + v.str() + ">"
+                                     : "<built-in method " + v.str() + " of " + v.self().TypeName() + " object>";
+    default: return "";
   }
-  return "";
 }
 
-std::string Value::Repr() const {
-  switch (kind_) {
-    case Kind::kUndefined: return "Undefined";
-    case Kind::kString: return ReprString(str_);
-    case Kind::kList: {
-      std::string out = tuple_ ? "(" : "[";
-      for (size_t i = 0; i < list_->size(); ++i) {
-        if (i) out += ", ";
-        out += (*list_)[i].Repr();
-      }
-      if (tuple_ && list_->size() == 1) out += ",";
-      return out + (tuple_ ? ")" : "]");
+// repr() of any value, the one walk behind all printing. As CPython's Py_ReprEnter arranges, each
+// list, dict and namespace marks itself while its items print, and one met again inside itself prints
+// as `[...]`, `(...)` or `{...}`; jinja2's Namespace.__repr__ is f"<Namespace {attrs!r}>", so a
+// namespace inside itself prints `<Namespace {...}>`. Nesting deeper than kMaxValueDepth or output
+// past max_bytes ends the walk with an error, after which the printer is done.
+class Printer {
+ public:
+  explicit Printer(size_t max_bytes) : max_bytes_(max_bytes) {}
+
+  Status Repr(const Value& v) {
+    switch (v.kind()) {
+      case Kind::kUndefined: return Append("Undefined");
+      case Kind::kString: return Append(ReprString(v.str()));
+      case Kind::kList: return List(v.list(), v.is_tuple());
+      case Kind::kDict: return Items(v.dict(), false);
+      case Kind::kNamespace:
+        SHOAL_RETURN_IF_ERROR(Append("<Namespace "));
+        SHOAL_RETURN_IF_ERROR(Items(v.ns(), true));
+        return Append(">");
+      default: return Append(ScalarText(v));
     }
-    case Kind::kDict: return ReprDict(*dict_);
-    default: return ToString();
+  }
+
+  std::string& out() { return out_; }
+
+ private:
+  Status Append(std::string_view s) {
+    out_ += s;
+    if (out_.size() > max_bytes_) {
+      return ResourceExhausted("the printed value exceeds the " + std::to_string(max_bytes_) + "-byte limit");
+    }
+    return Status::Ok();
+  }
+
+  // True when `storage` is already being printed further up. Only a cycle leads back to a container,
+  // and every cycle passes through a namespace, so with no namespace open there is nothing to search.
+  bool Open(const void* storage) const {
+    return open_namespaces_ > 0 && std::find(open_.begin(), open_.end(), storage) != open_.end();
+  }
+
+  Status Enter(const void* storage, bool is_namespace) {
+    if (open_.size() >= static_cast<size_t>(kMaxValueDepth)) {
+      return ResourceExhausted("maximum recursion depth exceeded while getting the repr of an object: "
+                               "values nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
+    }
+    open_.push_back(storage);
+    open_namespaces_ += is_namespace;
+    return Status::Ok();
+  }
+
+  void Leave(bool is_namespace) {
+    open_.pop_back();
+    open_namespaces_ -= is_namespace;
+  }
+
+  Status List(const ValueList& l, bool tuple) {
+    if (Open(&l)) return Append(tuple ? "(...)" : "[...]");
+    SHOAL_RETURN_IF_ERROR(Enter(&l, false));
+    SHOAL_RETURN_IF_ERROR(Append(tuple ? "(" : "["));
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (i) SHOAL_RETURN_IF_ERROR(Append(", "));
+      SHOAL_RETURN_IF_ERROR(Repr(l[i]));
+    }
+    if (tuple && l.size() == 1) SHOAL_RETURN_IF_ERROR(Append(","));
+    SHOAL_RETURN_IF_ERROR(Append(tuple ? ")" : "]"));
+    Leave(false);
+    return Status::Ok();
+  }
+
+  Status Items(const ValueDict& d, bool is_namespace) {
+    if (Open(&d)) return Append("{...}");
+    SHOAL_RETURN_IF_ERROR(Enter(&d, is_namespace));
+    SHOAL_RETURN_IF_ERROR(Append("{"));
+    for (size_t i = 0; i < d.size(); ++i) {
+      if (i) SHOAL_RETURN_IF_ERROR(Append(", "));
+      SHOAL_RETURN_IF_ERROR(Repr(d[i].first));
+      SHOAL_RETURN_IF_ERROR(Append(": "));
+      SHOAL_RETURN_IF_ERROR(Repr(d[i].second));
+    }
+    SHOAL_RETURN_IF_ERROR(Append("}"));
+    Leave(is_namespace);
+    return Status::Ok();
+  }
+
+  const size_t max_bytes_;
+  std::string out_;
+  std::vector<const void*> open_;  // the containers being printed, outermost first
+  int open_namespaces_ = 0;
+};
+
+}  // namespace
+
+StatusOr<std::string> Value::ToString() const {
+  switch (kind_) {
+    case Kind::kList:
+    case Kind::kDict:
+    case Kind::kNamespace: return Repr();
+    default: return ScalarText(*this);
   }
 }
 
-const Value* Value::Find(const Value& key) const {
-  const ValueDict* d = kind_ == Kind::kDict ? dict_.get() : kind_ == Kind::kNamespace ? ns_.get() : nullptr;
-  if (!d) return nullptr;
-  for (const auto& [k, v] : *d) {
-    if (Equal(k, key)) return &v;
-  }
-  return nullptr;
+StatusOr<std::string> Value::Repr() const {
+  Printer p(kMaxValueBytes);
+  SHOAL_RETURN_IF_ERROR(p.Repr(*this));
+  return std::move(p.out());
 }
 
-const Value* Value::Find(std::string_view key) const {
-  const ValueDict* d = kind_ == Kind::kDict ? dict_.get() : kind_ == Kind::kNamespace ? ns_.get() : nullptr;
-  if (!d) return nullptr;
-  for (const auto& [k, v] : *d) {
-    if (k.is_string() && k.str() == key) return &v;
-  }
-  return nullptr;
+std::string Value::ReprForMessage() const {
+  constexpr size_t kMaxBytes = 200;
+  Printer p(kMaxBytes);
+  std::string& s = p.out();
+  if (p.Repr(*this).ok()) return std::move(s);
+  size_t n = std::min(s.size(), kMaxBytes);
+  while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // keep UTF-8 whole
+  s.resize(n);
+  return s + "...";
 }
 
-bool Equal(const Value& a, const Value& b) {
+namespace {
+
+// One comparison's walk over two values: how deep it is and how many values it may still visit.
+struct CompareWalk {
+  int64_t steps_left = kMaxCompareSteps;
+
+  Status Visit(int depth) {
+    if (depth > kMaxValueDepth) {
+      return ResourceExhausted("maximum recursion depth exceeded in comparison: values nested deeper than " +
+                               std::to_string(kMaxValueDepth) + " levels");
+    }
+    if (--steps_left < 0) {
+      return ResourceExhausted("comparison visits more than " + std::to_string(kMaxCompareSteps) + " values");
+    }
+    return Status::Ok();
+  }
+};
+
+StatusOr<bool> EqualAt(const Value& a, const Value& b, int depth, CompareWalk& w);
+
+StatusOr<const Value*> FindAt(const ValueDict& d, const Value& key, int depth, CompareWalk& w) {
+  for (const auto& [k, v] : d) {
+    SHOAL_ASSIGN_OR_RETURN(bool eq, EqualAt(k, key, depth, w));
+    if (eq) return &v;
+  }
+  return static_cast<const Value*>(nullptr);
+}
+
+StatusOr<bool> EqualAt(const Value& a, const Value& b, int depth, CompareWalk& w) {
+  SHOAL_RETURN_IF_ERROR(w.Visit(depth));
   if (a.is_number() && b.is_number()) {
     if (!a.is_float() && !b.is_float()) return a.as_int() == b.as_int();
     return a.as_double() == b.as_double();
@@ -266,16 +439,21 @@ bool Equal(const Value& a, const Value& b) {
     case Kind::kString: return a.str() == b.str();
     case Kind::kList: {
       if (a.is_tuple() != b.is_tuple() || a.list().size() != b.list().size()) return false;
+      if (&a.list() == &b.list()) return true;
       for (size_t i = 0; i < a.list().size(); ++i) {
-        if (!Equal(a.list()[i], b.list()[i])) return false;
+        SHOAL_ASSIGN_OR_RETURN(bool eq, EqualAt(a.list()[i], b.list()[i], depth + 1, w));
+        if (!eq) return false;
       }
       return true;
     }
     case Kind::kDict: {
       if (a.dict().size() != b.dict().size()) return false;
+      if (&a.dict() == &b.dict()) return true;
       for (const auto& [k, v] : a.dict()) {
-        const Value* other = b.Find(k);
-        if (!other || !Equal(v, *other)) return false;
+        SHOAL_ASSIGN_OR_RETURN(const Value* other, FindAt(b.dict(), k, depth + 1, w));
+        if (!other) return false;
+        SHOAL_ASSIGN_OR_RETURN(bool eq, EqualAt(v, *other, depth + 1, w));
+        if (!eq) return false;
       }
       return true;
     }
@@ -285,7 +463,8 @@ bool Equal(const Value& a, const Value& b) {
   }
 }
 
-StatusOr<bool> Less(const Value& a, const Value& b) {
+StatusOr<bool> LessAt(const Value& a, const Value& b, int depth, CompareWalk& w) {
+  SHOAL_RETURN_IF_ERROR(w.Visit(depth));
   if (a.is_number() && b.is_number()) {
     if (!a.is_float() && !b.is_float()) return a.as_int() < b.as_int();
     return a.as_double() < b.as_double();
@@ -294,14 +473,44 @@ StatusOr<bool> Less(const Value& a, const Value& b) {
   if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
     const auto& x = a.list();
     const auto& y = b.list();
+    if (&x == &y) return false;
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      if (Equal(x[i], y[i])) continue;
-      return Less(x[i], y[i]);
+      SHOAL_ASSIGN_OR_RETURN(bool eq, EqualAt(x[i], y[i], depth + 1, w));
+      if (eq) continue;
+      return LessAt(x[i], y[i], depth + 1, w);
     }
     return x.size() < y.size();
   }
   return InvalidArgument("'<' not supported between instances of '" + a.TypeName() + "' and '" + b.TypeName() +
                          "'");
+}
+
+}  // namespace
+
+StatusOr<const Value*> Value::Find(const Value& key) const {
+  const ValueDict* d = kind_ == Kind::kDict ? dict_.get() : kind_ == Kind::kNamespace ? ns_.get() : nullptr;
+  if (!d) return static_cast<const Value*>(nullptr);
+  CompareWalk w;
+  return FindAt(*d, key, 0, w);
+}
+
+const Value* Value::Find(std::string_view key) const {
+  const ValueDict* d = kind_ == Kind::kDict ? dict_.get() : kind_ == Kind::kNamespace ? ns_.get() : nullptr;
+  if (!d) return nullptr;
+  for (const auto& [k, v] : *d) {
+    if (k.is_string() && k.str() == key) return &v;
+  }
+  return nullptr;
+}
+
+StatusOr<bool> Equal(const Value& a, const Value& b) {
+  CompareWalk w;
+  return EqualAt(a, b, 0, w);
+}
+
+StatusOr<bool> Less(const Value& a, const Value& b) {
+  CompareWalk w;
+  return LessAt(a, b, 0, w);
 }
 
 namespace {
@@ -356,8 +565,16 @@ Status JsonKey(const Value& k, const JsonOptions& o, std::string* out) {
   }
 }
 
+// Every call writes at least one byte, so checking the size on entry bounds the walk by kMaxValueBytes
+// even on a value built by doubling, which has 2^n paths through n distinct lists.
 Status Json(const Value& v, const JsonOptions& o, int level, std::string* out) {
   if (level > 64) return InvalidArgument("tojson: nesting deeper than 64 levels");
+  if (out->size() > kMaxValueBytes) {
+    return ResourceExhausted("tojson output exceeds the " + std::to_string(kMaxValueBytes) + "-byte limit");
+  }
+  if (o.has_indent && o.indent.size() * static_cast<size_t>(level + 1) > kMaxValueBytes) {
+    return ResourceExhausted("tojson indentation exceeds the " + std::to_string(kMaxValueBytes) + "-byte limit");
+  }
   const std::string nl = o.has_indent ? "\n" : "";
   auto indent = [&](int n) {
     std::string s = nl;
@@ -418,6 +635,9 @@ Status Json(const Value& v, const JsonOptions& o, int level, std::string* out) {
 StatusOr<std::string> ToJson(const Value& v, const JsonOptions& opts) {
   std::string out;
   SHOAL_RETURN_IF_ERROR(Json(v, opts, 0, &out));
+  if (out.size() > kMaxValueBytes) {
+    return ResourceExhausted("tojson output exceeds the " + std::to_string(kMaxValueBytes) + "-byte limit");
+  }
   return out;
 }
 

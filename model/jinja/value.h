@@ -8,6 +8,12 @@
 //
 // Printing follows Python's str()/repr() and tojson follows json.dumps(ensure_ascii=False), because the
 // rendered prompt must match transformers byte for byte.
+//
+// A namespace can end up holding itself (`{% set ns.me = ns %}`), and `{% set ns.x = [ns.x] %}` in a loop
+// builds values nested arbitrarily deep, so nothing that walks a value trusts its shape: printing and
+// comparison track the containers they are inside (a container met again inside itself prints as
+// CPython prints it, `[...]` or `{...}`), fail past kMaxValueDepth levels or kMaxValueBytes of output,
+// and storage is freed without recursion.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +34,22 @@ using ValueList = std::vector<Value>;
 // Insertion-ordered, like a Python dict; keys compare with Python ==, so lookups are linear (chat
 // template dicts hold a handful of keys).
 using ValueDict = std::vector<std::pair<Value, Value>>;
+
+// The largest string or list any single operation may build (a printed value, a tojson result); bounds
+// memory on hostile input.
+inline constexpr size_t kMaxValueBytes = 4u << 20;
+// How deep printing, comparison and FromJson follow nested lists, dicts and namespaces before failing;
+// CPython would raise RecursionError somewhat deeper (~1000), no chat template nests near either.
+inline constexpr int kMaxValueDepth = 256;
+
+// The deleter of every value's shared storage. Freeing a value frees what it alone holds, and so on
+// down: on a chain a million links long plain recursion would overflow the stack, so nested frees hand
+// their items to the outermost one on the thread, which frees them in a loop (value.cc).
+struct ReclaimStorage {
+  void operator()(ValueList* p) const noexcept;
+  void operator()(ValueDict* p) const noexcept;
+  void operator()(Value* p) const noexcept;
+};
 
 enum class Kind : uint8_t {
   kUndefined,
@@ -74,18 +96,18 @@ class Value {
   }
   static Value List(ValueList items, bool is_tuple = false) {
     Value v(Kind::kList);
-    v.list_ = std::make_shared<const ValueList>(std::move(items));
+    v.list_ = std::shared_ptr<const ValueList>(new ValueList(std::move(items)), ReclaimStorage{});
     v.tuple_ = is_tuple;
     return v;
   }
   static Value Dict(ValueDict items) {
     Value v(Kind::kDict);
-    v.dict_ = std::make_shared<const ValueDict>(std::move(items));
+    v.dict_ = std::shared_ptr<const ValueDict>(new ValueDict(std::move(items)), ReclaimStorage{});
     return v;
   }
   static Value Namespace(ValueDict items) {
     Value v(Kind::kNamespace);
-    v.ns_ = std::make_shared<ValueDict>(std::move(items));
+    v.ns_ = std::shared_ptr<ValueDict>(new ValueDict(std::move(items)), ReclaimStorage{});
     return v;
   }
   static Value Macro(const MacroNode* m) {
@@ -97,10 +119,11 @@ class Value {
   static Value Function(std::string name, const Value& self) {
     Value v(Kind::kFunction);
     v.str_ = std::move(name);
-    v.self_ = std::make_shared<const Value>(self);
+    v.self_ = std::shared_ptr<const Value>(new Value(self), ReclaimStorage{});
     return v;
   }
-  static Value FromJson(const nlohmann::ordered_json& j);
+  // Fails on JSON nested deeper than kMaxValueDepth.
+  static StatusOr<Value> FromJson(const nlohmann::ordered_json& j);
 
   Kind kind() const { return kind_; }
   bool is_undefined() const { return kind_ == Kind::kUndefined; }
@@ -121,20 +144,26 @@ class Value {
   const ValueList& list() const { return *list_; }
   const ValueDict& dict() const { return *dict_; }
   ValueDict& ns() const { return *ns_; }
+  // The namespace's storage, without keeping it alive (the renderer breaks namespace cycles with it).
+  std::weak_ptr<ValueDict> ns_storage() const { return ns_; }
   const MacroNode* macro() const { return macro_; }
   const Value& self() const { return *self_; }
 
   // Python truthiness.
   bool Truthy() const;
-  // Python str(): what `{{ x }}` prints. Undefined prints as "".
-  std::string ToString() const;
-  // Python repr(): how a value looks inside a printed list or dict.
-  std::string Repr() const;
+  // Python str(): what `{{ x }}` prints. Undefined prints as "". Fails (ResourceExhausted) on a list,
+  // dict or namespace nested deeper than kMaxValueDepth or printing to more than kMaxValueBytes.
+  StatusOr<std::string> ToString() const;
+  // Python repr(): how a value looks inside a printed list or dict. Fails as ToString does.
+  StatusOr<std::string> Repr() const;
+  // repr() for an error message: never fails; a value too deep or too long is cut short, ending "...".
+  std::string ReprForMessage() const;
   // "dict", "list", "str", "int", "NoneType", ...: the Python type name used in error messages.
   std::string TypeName() const;
 
-  // dict/namespace lookup by key (Python ==); nullptr when absent.
-  const Value* Find(const Value& key) const;
+  // dict/namespace lookup by key (Python ==); nullptr when absent. Fails when comparing keys does (Equal).
+  StatusOr<const Value*> Find(const Value& key) const;
+  // Lookup by a str key, which never fails.
   const Value* Find(std::string_view key) const;
 
  private:
@@ -152,9 +181,15 @@ class Value {
   std::shared_ptr<const Value> self_;
 };
 
-// Python ==.
-bool Equal(const Value& a, const Value& b);
-// Python <: numbers with numbers, str with str, list with list; anything else is a TypeError.
+// How many values one Equal or Less may visit.
+inline constexpr int64_t kMaxCompareSteps = 4'000'000;
+// Python ==. Containers sharing storage are equal without a walk (CPython's identity shortcut), and
+// namespaces compare by identity, so a walk never meets a cycle; it fails (ResourceExhausted) past
+// kMaxValueDepth levels or after visiting kMaxCompareSteps values (two distinct lists built by
+// doubling `[x, x]` forty times would otherwise take 2^40 steps).
+StatusOr<bool> Equal(const Value& a, const Value& b);
+// Python <: numbers with numbers, str with str, list with list; anything else is a TypeError
+// (InvalidArgument). Bounded as Equal is.
 StatusOr<bool> Less(const Value& a, const Value& b);
 
 // Python float repr: shortest round-trip digits, "1.0", "1e+16", "1e-05", "inf", "nan".
@@ -169,7 +204,8 @@ struct JsonOptions {
   std::string item_sep = ", ", key_sep = ": ";
   bool sort_keys = false;
 };
-// json.dumps(v, ...) as Python writes it; fails on values JSON cannot hold (undefined, macros, ...).
+// json.dumps(v, ...) as Python writes it; fails on values JSON cannot hold (undefined, namespaces, so
+// never on a cycle, macros, ...), nested deeper than 64 levels, or writing more than kMaxValueBytes.
 StatusOr<std::string> ToJson(const Value& v, const JsonOptions& opts);
 
 // UTF-8 helpers: code point count and the byte offset of each code point (plus the end).

@@ -226,6 +226,72 @@ TEST(Jinja, HostileTemplatesFailCleanly) {
   EXPECT_TRUE(MessageHas(Render("{{ 9223372036854775807 + 1 }}").status(), "overflow"));
 }
 
+// A namespace is the one mutable value, so it can hold itself; and `set ns.x = [ns.x]` in a loop
+// builds values of any depth. Each of these used to overflow the stack or run for hours.
+TEST(Jinja, SelfReferenceAndDeepValuesFailCleanly) {
+  // Printed as jinja2 prints it: Namespace.__repr__ is f"<Namespace {attrs!r}>", and CPython prints a
+  // container met again inside itself as {...} or [...].
+  const std::string self = "{% set ns = namespace(a=1) %}{% set ns.me = ns %}";
+  EXPECT_EQ(R(self + "{{ ns }}"), "<Namespace {'a': 1, 'me': <Namespace {...}>}>");
+  EXPECT_EQ(R(self + "{{ ns ~ '' }}|{{ [ns] | join }}|{{ ns | string | length }}"),
+            "<Namespace {'a': 1, 'me': <Namespace {...}>}>|<Namespace {'a': 1, 'me': <Namespace {...}>}>|45");
+  EXPECT_EQ(R("{% set ns = namespace(a=1) %}{% set ns.l = [ns, (ns,)] %}{{ ns.l }}"),
+            "[<Namespace {'a': 1, 'l': [...]}>, (<Namespace {'a': 1, 'l': [...]}>,)]");
+  EXPECT_EQ(R(self + "{{ ns == ns }}{{ ns.me == ns }}{{ [ns] == [ns.me] }}{{ ns != namespace() }}{{ ns in [ns] }}"),
+            "TrueTrueTrueTrueTrue");
+  EXPECT_TRUE(MessageHas(Render(self + "{{ [1].index(ns) }}").status(),
+                         "<Namespace {'a': 1, 'me': <Namespace {...}>}> is not in list"));
+  auto json_cycle = Render(self + "{{ [ns] | tojson }}");
+  EXPECT_EQ(json_cycle.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(json_cycle.status(),
+                         "t.jinja:1: filter 'tojson': Object of type Namespace is not JSON serializable"));
+
+  // Chains of lists and of namespaces 250000 deep: freeing them at the end of the render does not
+  // recurse, and printing stops at kMaxValueDepth (both overflowed the stack before).
+  const std::string chain = "{% for i in range(250) %}{% for j in range(1000) %}{% set ns.x = [ns.x] %}"
+                            "{% set ns.z = namespace(z=ns.z) %}{% endfor %}{% endfor %}";
+  const std::string init = "{% set ns = namespace(x=none, y=none, z=none) %}";
+  EXPECT_EQ(R(init + chain + "freed"), "freed");
+  auto deep = Render(init + chain + "\n{{ ns.x }}");
+  EXPECT_EQ(deep.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(MessageHas(deep.status(), "t.jinja:2: output: maximum recursion depth exceeded while getting the repr"));
+  // Each walk stops at its bound, shown on shorter chains.
+  const std::string short_chain = init + "{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% set ns.y = [ns.y] %}"
+                                  "{% set ns.z = namespace(z=ns.z) %}{% endfor %}";
+  EXPECT_TRUE(MessageHas(Render(short_chain + "{{ ns.z }}").status(), "values nested deeper than 256 levels"));
+  EXPECT_TRUE(MessageHas(Render(short_chain + "{{ ns.x | tojson }}").status(), "nesting deeper than 64 levels"));
+  EXPECT_EQ(R(short_chain + "{{ ns.x == ns.x }}"), "True");
+  auto cmp = Render(short_chain + "{{ ns.x == ns.y }}");
+  EXPECT_EQ(cmp.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(MessageHas(cmp.status(), "operator '==': maximum recursion depth exceeded in comparison"));
+  EXPECT_TRUE(MessageHas(Render(short_chain + "{{ ns.x < ns.y }}").status(),
+                         "maximum recursion depth exceeded in comparison"));
+
+  // Doubling: forty lists, 2^40 paths through them. Output and comparison stop at their limits.
+  const std::string doubled =
+      "{% set ns = namespace(x=1, y=1) %}{% for i in range(40) %}{% set ns.x = [ns.x, ns.x] %}"
+      "{% set ns.y = [ns.y, ns.y] %}{% endfor %}";
+  auto big = Render(doubled + "{{ ns.x }}");
+  EXPECT_EQ(big.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(MessageHas(big.status(), "output: the printed value exceeds the 4194304-byte limit"));
+  EXPECT_TRUE(MessageHas(Render(doubled + "{{ ns.x | join(',') }}").status(), "exceeds the 4194304-byte limit"));
+  EXPECT_TRUE(MessageHas(Render(doubled + "{{ ns.x | tojson }}").status(),
+                         "tojson output exceeds the 4194304-byte limit"));
+  EXPECT_EQ(R(doubled + "{{ ns.x == ns.x }}{{ ns.x in [ns.x] }}"), "TrueTrue");
+  EXPECT_TRUE(MessageHas(Render(doubled + "{{ ns.x == ns.y }}").status(),
+                         "comparison visits more than 4000000 values"));
+  auto index = Render(doubled + "{{ [1].index(ns.x) }}");  // the message shows the value cut short
+  EXPECT_TRUE(MessageHas(index.status(), "[[[[[[[[[[1, 1], [1, 1]], [[1, 1], [1, 1]]]"));
+  EXPECT_TRUE(MessageHas(index.status(), "... is not in list"));
+  EXPECT_LT(index.status().message().size(), 400u);
+
+  // A context deeper than the bound is refused before rendering.
+  json ctx = 1;
+  for (int i = 0; i < 300; ++i) ctx = json::array({ctx});
+  EXPECT_TRUE(MessageHas(Render("{{ x }}", {{"x", ctx}}).status(),
+                         "t.jinja: context variable 'x': JSON nested deeper than 256 levels"));
+}
+
 TEST(ChatTemplate, RenderChatTemplateValidatesItsInputs) {
   auto t = jinja::Template::Parse("{{ messages | length }}{{ bos_token is defined }}{{ tools is none }}", "c");
   ASSERT_TRUE(t.ok());
@@ -236,6 +302,27 @@ TEST(ChatTemplate, RenderChatTemplateValidatesItsInputs) {
   EXPECT_FALSE(RenderChatTemplate(**t, json::object(), o).ok());
   o.extra = json::array();
   EXPECT_FALSE(RenderChatTemplate(**t, json::array(), o).ok());
+}
+
+TEST(ChatTemplate, ReservedNamesCannotBeKwargs) {
+  auto t = jinja::Template::Parse("{{ messages | length }}{{ bos_token }}{{ range(2) | list | length }}", "c");
+  ASSERT_TRUE(t.ok());
+  const json messages = json::array({{{"role", "user"}, {"content", "hi"}}});
+  ChatTemplateOptions o;
+  o.bos_token = "<s>";
+  o.extra = {{"enable_thinking", false}};
+  auto out = RenderChatTemplate(**t, messages, o);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(*out, "1<s>2");
+  for (std::string_view name : kReservedChatTemplateNames) {
+    SCOPED_TRACE(std::string(name));
+    EXPECT_TRUE(IsReservedChatTemplateName(name));
+    o.extra = {{"enable_thinking", false}, {std::string(name), "x"}};
+    auto refused = RenderChatTemplate(**t, messages, o);
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_TRUE(MessageHas(refused.status(), "'" + std::string(name) + "' is reserved"));
+  }
+  EXPECT_FALSE(IsReservedChatTemplateName("enable_thinking"));
 }
 
 }  // namespace
