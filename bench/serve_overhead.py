@@ -119,11 +119,11 @@ def main():
     p.send_signal(2)
     p.wait(timeout=60)
 
-    steps0, steps1 = per_rank(m0, "shoal_worker_steps"), per_rank(m1, "shoal_worker_steps")
-    secs0, secs1 = per_rank(m0, "shoal_worker_step_seconds_sum"), per_rank(m1, "shoal_worker_step_seconds_sum")
+    steps0, steps1 = per_rank(m0, "shoal_worker_steps_total"), per_rank(m1, "shoal_worker_steps_total")
+    secs0, secs1 = per_rank(m0, "shoal_worker_step_seconds_total"), per_rank(m1, "shoal_worker_step_seconds_total")
     steps = max(steps1[k] - steps0.get(k, 0) for k in steps1)
     step_time = max((secs1[k] - secs0.get(k, 0)) / max(steps1[k] - steps0.get(k, 0), 1) for k in steps1)
-    coord_cpu = total(m1, "shoal_coordinator_cpu_seconds") - total(m0, "shoal_coordinator_cpu_seconds")
+    coord_cpu = total(m1, "shoal_coordinator_cpu_seconds_total") - total(m0, "shoal_coordinator_cpu_seconds_total")
     tokens = total(m1, "shoal_generation_tokens_total") - total(m0, "shoal_generation_tokens_total")
     per_step = coord_cpu / max(steps, 1)
 

@@ -191,7 +191,12 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"max_queued_requests", IntIn<int>(&sv.max_queued_requests, 0, 1 << 20)},
                   {"heartbeat_ms", IntIn<int>(&sv.heartbeat_ms, 10, 60000)},
                   {"heartbeat_timeout_ms", IntIn<int>(&sv.heartbeat_timeout_ms, 100, 3600 * 1000)},
-                  {"step_timeout_ms", IntIn<int>(&sv.step_timeout_ms, 100, 24 * 3600 * 1000)}});
+                  {"step_timeout_ms", IntIn<int>(&sv.step_timeout_ms, 100, 24 * 3600 * 1000)},
+                  {"max_connections", IntIn<int>(&sv.max_connections, 1, 1 << 20)},
+                  {"max_control_connections", IntIn<int>(&sv.max_control_connections, 1, 1 << 20)},
+                  {"keepalive_timeout_s", IntIn<int>(&sv.keepalive_timeout_s, 1, 3600)},
+                  {"request_timeout_s", IntIn<int>(&sv.request_timeout_s, 0, 7 * 24 * 3600)},
+                  {"group_forget_s", IntIn<int>(&sv.group_forget_s, 1, 7 * 24 * 3600)}});
            }},
           {"cluster",
            [&](const YAML::Node& m, const std::string&) {

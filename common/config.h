@@ -36,6 +36,12 @@
 //     heartbeat_timeout_ms: 3000 # a worker silent this long is dead: its group goes unready
 //     step_timeout_ms: 300000    # a worker that heartbeats but finishes no step this long while it
 //                                # has requests is hung: its group goes unready
+//     max_connections: 4096      # open HTTP connections at once; more get 503 and are closed
+//     max_control_connections: 4096  # open control-plane connections (worker ranks, rendezvous)
+//     keepalive_timeout_s: 30    # an HTTP connection idle (or still sending its header) this long is closed
+//     request_timeout_s: 0       # a non-streamed request not finished after this gets 504 (0: no limit)
+//     group_forget_s: 60         # a group whose ranks are all gone is forgotten after this (so /ready
+//                                # stops waiting for a group that is not coming back)
 //   cluster:               # what `shoal up` starts on this machine
 //     groups: 1
 //     ranks_per_group: 2
@@ -91,6 +97,11 @@ struct EngineConfig {
     int heartbeat_ms = 500;
     int heartbeat_timeout_ms = 3000;
     int step_timeout_ms = 300000;
+    int max_connections = 4096;          // open HTTP connections; more are answered 503 and closed
+    int max_control_connections = 4096;  // open control-plane connections (workers, rendezvous)
+    int keepalive_timeout_s = 30;        // an idle HTTP connection (or one sending a header) is closed after this
+    int request_timeout_s = 0;           // a non-streamed request unfinished after this gets 504 (0 = no limit)
+    int group_forget_s = 60;             // a broken group with no live rank is forgotten after this
   } server;
   struct Cluster {
     int groups = 1;

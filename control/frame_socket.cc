@@ -19,7 +19,7 @@ namespace {
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
-StatusOr<int> TryConnect(const std::string& host, int port) {
+StatusOr<int> TryConnect(const std::string& host, int port, int64_t send_timeout_ms) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -41,10 +41,11 @@ StatusOr<int> TryConnect(const std::string& host, int port) {
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // token frames are small and latency-bound
       // A coordinator whose machine vanishes without closing the connection must still end the
       // worker's reads and sends in bounded time: keepalive probes after 10 s idle, unacknowledged
-      // data failing after 30 s, and no send blocking longer than that.
+      // data failing after 30 s, and no send blocking longer than send_timeout_ms (30 s by default).
       int idle = 10, interval = 5, count = 3;
       unsigned int user_timeout_ms = 30000;
-      timeval send_timeout{30, 0};
+      timeval send_timeout{static_cast<time_t>(send_timeout_ms / 1000),
+                           static_cast<suseconds_t>(send_timeout_ms % 1000 * 1000)};
       setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
       setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
       setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
@@ -62,10 +63,11 @@ StatusOr<int> TryConnect(const std::string& host, int port) {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<FrameSocket>> FrameSocket::Connect(const std::string& host, int port, int64_t timeout_ms) {
+StatusOr<std::unique_ptr<FrameSocket>> FrameSocket::Connect(const std::string& host, int port, int64_t timeout_ms,
+                                                            int64_t send_timeout_ms) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (true) {
-    StatusOr<int> fd = TryConnect(host, port);
+    StatusOr<int> fd = TryConnect(host, port, send_timeout_ms);
     if (fd.ok()) return std::unique_ptr<FrameSocket>(new FrameSocket(*fd, host + ":" + std::to_string(port)));
     if (std::chrono::steady_clock::now() >= until) {
       return Unavailable("coordinator " + host + ":" + std::to_string(port) + " not reachable within " +
@@ -82,11 +84,18 @@ void FrameSocket::Shutdown() { ::shutdown(fd_, SHUT_RDWR); }
 Status FrameSocket::SendMessage(const Message& m) {
   const std::string frame = EncodeFrame(m);
   std::lock_guard<std::mutex> lock(write_mu_);
+  if (!send_error_.empty()) return Unavailable(send_error_);
   size_t off = 0;
   while (off < frame.size()) {
     ssize_t n = ::send(fd_, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Unavailable(Errno(("sending to coordinator " + peer_).c_str()));
+    if (n <= 0) {
+      // A frame may be half written (a send timeout) or lost: nothing after it could be read right, so
+      // the connection is over — later sends fail at once, and the reader wakes with Unavailable.
+      send_error_ = Errno(("sending to coordinator " + peer_).c_str());
+      ::shutdown(fd_, SHUT_RDWR);
+      return Unavailable(send_error_);
+    }
     off += static_cast<size_t>(n);
   }
   return Status::Ok();

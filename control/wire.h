@@ -41,6 +41,10 @@ inline constexpr uint32_t kMaxEventsPerFrame = 1u << 16;
 inline constexpr uint32_t kMaxExperts = 1u << 16;
 inline constexpr uint32_t kMaxGroupRanks = 65536;
 inline constexpr uint32_t kMaxRendezvousIdBytes = 1024;  // NCCL's unique id is 128
+// Upper bound of a Hello's or a Rendezvous's payload with every field at its limit (a Hello with
+// kMaxExperts local experts and its strings at their decoders' limits is ~264 KB; wire_test checks
+// the bound): the coordinator reads no larger first frame from a peer it has not authenticated yet.
+inline constexpr uint32_t kMaxHandshakePayloadBytes = 320u << 10;
 
 enum class MessageType : uint16_t {
   kHello = 1,

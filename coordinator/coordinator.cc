@@ -18,6 +18,22 @@ namespace shoal {
 
 using namespace coord;
 
+namespace coord {
+
+awaitable<void> AcceptBackoff(asio::io_context& io, int* delay_ms, const char* listener,
+                              const boost::system::error_code& ec) {
+  if (*delay_ms == 0) {
+    std::fprintf(stderr, "shoal serve: accepting %s connections failed (%s); retrying with back-off\n", listener,
+                 ec.message().c_str());
+  }
+  *delay_ms = *delay_ms == 0 ? 10 : std::min(*delay_ms * 2, 1000);
+  asio::steady_timer t(io, std::chrono::milliseconds(*delay_ms));
+  boost::system::error_code ignored;
+  co_await t.async_wait(asio::redirect_error(use_awaitable, ignored));
+}
+
+}  // namespace coord
+
 namespace {
 
 // EOS ids from config.json and generation_config.json (an int or a list in either), so generation
@@ -63,10 +79,17 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const EngineConfig& c
   auto c = std::make_unique<Impl>();
   c->cfg = cfg;
   c->rendezvous = coord::RendezvousTable(std::chrono::seconds(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600));
+  // Every connection is a descriptor: take the hard limit (the soft one is often 1024) so the
+  // connection caps, not the process limit, decide when clients are turned away.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    rlimit raised = nofile;
+    raised.rlim_cur = nofile.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) nofile = raised;
+  }
   // Each parked rank holds a descriptor until its rank 0 posts: at most half of what the process may
   // open, so parked ranks cannot starve the HTTP and control listeners.
-  rlimit nofile{};
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+  if (nofile.rlim_cur != 0 && nofile.rlim_cur != RLIM_INFINITY) {
     c->rendezvous_parked_limit = std::max<size_t>(16, static_cast<size_t>(nofile.rlim_cur) / 2);
   }
   if (cfg.model_path.empty()) return InvalidArgument("no model: the config needs model.path (or pass --model)");
@@ -121,6 +144,7 @@ int Coordinator::control_port() const { return impl_->control_acceptor.local_end
 const std::string& Coordinator::model_name() const { return impl_->model_name; }
 
 bool Coordinator::ReadyGroups(int groups) const {
+  // Read from other threads: the atomics UpdateReady keeps, not the group map.
   return impl_->ready_groups.load() >= groups && impl_->known_groups.load() == impl_->ready_groups.load();
 }
 

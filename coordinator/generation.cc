@@ -1,5 +1,6 @@
 #include "coordinator/generation.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <random>
@@ -38,9 +39,31 @@ struct Common {
   bool stream = false, include_usage = false, return_token_ids = false;
 };
 
+void CountClientGone(Coordinator::Impl& c) {
+  c.metrics.counter("shoal_requests_client_gone_total", "Requests abandoned because the client disconnected").Inc();
+}
+
+// After the client sent bytes the request's response has not consumed yet (a pipelined request, or a
+// stray byte), the socket stays readable and a wait for readability tells nothing: poll for the
+// peer's hang-up instead (POLLRDHUP sees a FIN even behind unread data), every 250 ms.
+void PollForDisconnect(Coordinator::Impl& c, int fd, const std::shared_ptr<RequestState>& r) {
+  if (!r->disconnect_poll) r->disconnect_poll = std::make_unique<asio::steady_timer>(c.io);
+  r->disconnect_poll->expires_after(std::chrono::milliseconds(250));
+  r->disconnect_poll->async_wait([&c, fd, r](const boost::system::error_code& ec) {
+    if (ec || r->done) return;  // cancelled with the watch: the socket may already be gone
+    pollfd p{fd, POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+      CountClientGone(c);
+      c.Abandon(*r);
+      return;
+    }
+    PollForDisconnect(c, fd, r);
+  });
+}
+
 // Watches the client's connection while its request runs: when the client closes it, the request is
 // abandoned (the worker frees its KV blocks at its next step). Stopped by cancelling the socket's
-// pending wait once the response is complete.
+// pending wait (and the poll timer) once the response is complete.
 void WatchForDisconnect(Coordinator::Impl& c, beast::tcp_stream& stream, const std::shared_ptr<RequestState>& r) {
   tcp::socket& s = stream.socket();
   s.async_wait(tcp::socket::wait_read, [&c, &stream, &s, r](const boost::system::error_code& ec) {
@@ -48,13 +71,15 @@ void WatchForDisconnect(Coordinator::Impl& c, beast::tcp_stream& stream, const s
     char byte;
     const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-      c.metrics.counter("shoal_requests_client_gone_total", "Requests abandoned because the client disconnected").Inc();
+      CountClientGone(c);
       c.Abandon(*r);
     } else if (n < 0) {
       WatchForDisconnect(c, stream, r);  // spurious wake-up: keep watching
+    } else {
+      // Bytes beyond this request (pipelined, or stray): they stay unread for the next parse, and the
+      // watch goes on by polling for a hang-up.
+      PollForDisconnect(c, s.native_handle(), r);
     }
-    // n > 0: the client pipelined its next request; its bytes stay unread for the next parse, and a
-    // later disconnect shows up when the response is written.
   });
 }
 
@@ -195,8 +220,7 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
   r->max_tokens = static_cast<int>(max_tokens);
   r->worker = worker;
   r->detok = std::make_unique<IncrementalDetokenizer>(*c.tokenizer, so.skip_special_tokens);
-  r->stops = so.stop;
-  for (const std::string& s : r->stops) r->max_stop_bytes = std::max(r->max_stop_bytes, s.size());
+  r->stops = StopMatcher(so.stop);
   control::SamplingWire s;
   s.temperature = so.temperature;
   s.top_p = so.top_p;
@@ -204,6 +228,9 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
   s.presence_penalty = so.presence_penalty;
   s.frequency_penalty = so.frequency_penalty;
   s.seed = so.seed ? *so.seed : RandomSeed();
+  if (!r->stream && c.cfg.server.request_timeout_s > 0) {
+    r->deadline = r->arrival + std::chrono::seconds(c.cfg.server.request_timeout_s);  // Watchdog enforces it
+  }
   c.Start(r, s, so.ignore_eos, so.stop_token_ids);
   WatchForDisconnect(c, stream, r);
   const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
@@ -212,6 +239,7 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
   auto stop_watching = [&] {
     boost::system::error_code ignored;
     stream.socket().cancel(ignored);
+    if (r->disconnect_poll) r->disconnect_poll->cancel();
   };
 
   if (!r->stream) {

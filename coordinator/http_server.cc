@@ -108,21 +108,23 @@ void RefreshWorkerMetrics(Coordinator::Impl& c) {
       const Labels l = {{"group", name}, {"rank", std::to_string(r->hello.rank)}};
       c.metrics.gauge("shoal_worker_up", "1 while the rank is connected and heartbeating", l).Set(r->dead ? 0 : 1);
       c.metrics.gauge("shoal_kv_cache_blocks_used", "KV cache blocks in use", l).Set(static_cast<double>(r->hb.kv_blocks_used));
-      c.metrics.gauge("shoal_kv_cache_blocks_total", "KV cache blocks", l).Set(static_cast<double>(r->hello.kv_blocks));
+      c.metrics.gauge("shoal_kv_cache_blocks_capacity", "KV cache blocks", l).Set(static_cast<double>(r->hello.kv_blocks));
       c.metrics.gauge("shoal_kv_cache_usage_ratio", "Share of KV cache blocks in use", l)
           .Set(r->hello.kv_blocks ? static_cast<double>(r->hb.kv_blocks_used) / static_cast<double>(r->hello.kv_blocks) : 0);
       c.metrics.gauge("shoal_num_requests_running", "Requests in the rank's running batch", l).Set(r->hb.running);
       c.metrics.gauge("shoal_num_requests_waiting", "Requests queued on the rank (waiting for KV or a slot)", l)
           .Set(r->hb.waiting);
-      c.metrics.gauge("shoal_worker_steps", "Steps the rank has taken", l).Set(static_cast<double>(r->hb.steps));
-      c.metrics.gauge("shoal_worker_step_seconds_sum", "Wall time inside steps", l).Set(r->hb.step_seconds_total);
+      // The rank's running totals, as counters (they reset when the rank restarts).
+      c.metrics.counter("shoal_worker_steps_total", "Steps the rank has taken", l).SetTotal(static_cast<double>(r->hb.steps));
+      c.metrics.counter("shoal_worker_step_seconds_total", "Wall time inside steps", l).SetTotal(r->hb.step_seconds_total);
       c.metrics.gauge("shoal_worker_last_step_seconds", "Duration of the rank's latest step", l).Set(r->hb.last_step_seconds);
-      c.metrics.gauge("shoal_worker_preemptions", "Requests preempted for KV blocks", l).Set(static_cast<double>(r->hb.preemptions));
+      c.metrics.counter("shoal_worker_preemptions_total", "Requests preempted for KV blocks", l)
+          .SetTotal(static_cast<double>(r->hb.preemptions));
       const auto& experts = r->hello.local_experts;
       for (size_t i = 0; i < experts.size() && i < r->hb.expert_tokens.size(); ++i) {
-        c.metrics.gauge("shoal_expert_tokens", "Token rows each expert processed (all layers)",
-                        {{"group", name}, {"expert", std::to_string(experts[i])}})
-            .Set(static_cast<double>(r->hb.expert_tokens[i]));
+        c.metrics.counter("shoal_expert_tokens_total", "Token rows each expert processed (all layers)",
+                          {{"group", name}, {"expert", std::to_string(experts[i])}})
+            .SetTotal(static_cast<double>(r->hb.expert_tokens[i]));
       }
     }
   }
@@ -133,18 +135,54 @@ void RefreshWorkerMetrics(Coordinator::Impl& c) {
     }
   }
   c.metrics.gauge("shoal_queue_depth", "Requests waiting on all ranks for a slot or KV blocks").Set(static_cast<double>(queued));
+  c.metrics.gauge("shoal_http_connections", "Open HTTP connections").Set(c.http_connections);
+  c.metrics.gauge("shoal_control_connections", "Open control-plane connections").Set(c.control_connections);
   c.metrics.gauge("shoal_ready_groups", "Engine groups complete and healthy").Set(c.ready_groups.load());
   // CPU time of the coordinator's I/O thread (this function runs on it): divided by the steps taken,
   // the coordinator's cost per step, which `bench/serve_overhead.py` compares with the step time.
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  c.metrics.gauge("shoal_coordinator_cpu_seconds", "CPU time of the coordinator's I/O thread")
-      .Set(static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec));
+  c.metrics.counter("shoal_coordinator_cpu_seconds_total", "CPU time of the coordinator's I/O thread")
+      .SetTotal(static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec));
 }
 
+// The request counter's path label comes from this fixed set, never from the request: counted before
+// any API key is checked, a label per distinct path would let anyone grow /metrics without bound.
+constexpr const char* kRoutes[] = {"/health",    "/ready",          "/metrics",           "/v1/models",
+                                   "/v1/cluster", "/v1/completions", "/v1/chat/completions"};
+
 void CountHttpRequest(Metrics& m, const std::string& path) {
-  const bool known = path.rfind("/v1/", 0) == 0 || path == "/health" || path == "/ready" || path == "/metrics";
-  m.counter("shoal_http_requests_total", "HTTP requests received", {{"path", known ? path : "other"}}).Inc();
+  const char* label = "other";
+  for (const char* r : kRoutes) {
+    if (path == r) label = r;
+  }
+  m.counter("shoal_http_requests_total", "HTTP requests received", {{"path", label}}).Inc();
+}
+
+// API keys guard /v1 (like vLLM's --api-key); /health, /ready and /metrics stay open for probes.
+bool HasApiKey(const http::request_header<>& head, const std::vector<std::string>& keys) {
+  const auto field = head[http::field::authorization];
+  const std::string_view auth(field.data(), field.size());
+  bool allowed = false;
+  if (auth.size() > 7 && auth.substr(0, 7) == "Bearer ") {
+    for (const std::string& k : keys) allowed = allowed || SecretsEqual(k, auth.substr(7));
+  }
+  return allowed;
+}
+
+// A connection over server.max_connections: a short 503 (best effort, bounded in time) and close.
+awaitable<void> RefuseConnection(tcp::socket socket) {
+  const std::string body =
+      R"json({"error":{"message":"too many connections (server.max_connections)","type":"server_error","code":503}})json"
+      "\n";
+  const std::string reply = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+                            "Content-Type: application/json\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
+  beast::tcp_stream stream(std::move(socket));
+  stream.expires_after(std::chrono::seconds(2));
+  boost::system::error_code ec;
+  co_await asio::async_write(stream, asio::buffer(reply), asio::redirect_error(use_awaitable, ec));
+  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
 }
 
 // Built outside the coroutine: GCC 12 miscompiles some initializer lists inside coroutine frames.
@@ -159,7 +197,7 @@ struct Reply {
 Reply ReadyReply(const Coordinator::Impl& c) {
   const int expected = std::max(1, c.cfg.cluster.groups);
   const int n = c.ready_groups.load();
-  const bool ready = !c.stopping && n >= expected && n == static_cast<int>(c.groups.size());
+  const bool ready = c.IsReady();
   nlohmann::ordered_json j = {{"status", ready ? "ready" : "unready"},
                               {"ready_groups", n},
                               {"known_groups", c.groups.size()},
@@ -171,29 +209,65 @@ Reply ReadyReply(const Coordinator::Impl& c) {
 
 }  // namespace
 
+bool Coordinator::Impl::IsReady() const {
+  const int n = ready_groups.load();
+  return !stopping && n >= std::max(1, cfg.cluster.groups) && n == static_cast<int>(groups.size());
+}
+
 awaitable<void> Coordinator::Impl::AcceptHttp() {
+  int backoff_ms = 0;
   while (!stopping) {
     boost::system::error_code ec;
     tcp::socket s = co_await http_acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (stopping || ec == asio::error::operation_aborted) co_return;
+      // Out of descriptors (EMFILE) or another transient failure: the listener stays readable, so
+      // retrying at once would spin. Wait, longer each time, until an accept succeeds again.
+      co_await AcceptBackoff(io, &backoff_ms, "HTTP", ec);
       continue;
     }
+    backoff_ms = 0;
     s.set_option(tcp::no_delay(true), ec);
+    if (http_connections >= cfg.server.max_connections) {
+      metrics.counter("shoal_http_connections_rejected_total", "HTTP connections refused at server.max_connections").Inc();
+      asio::co_spawn(io, RefuseConnection(std::move(s)), asio::detached);
+      continue;
+    }
     asio::co_spawn(io, HttpSession(std::move(s)), asio::detached);
   }
 }
 
 awaitable<void> Coordinator::Impl::HttpSession(tcp::socket socket) {
+  const ConnectionCount counted(&http_connections);
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   while (!stopping) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(64 * 1024);
     parser.body_limit(static_cast<uint64_t>(cfg.server.max_body_bytes));
-    stream.expires_after(std::chrono::seconds(120));  // idle keep-alive and slow senders
+    // The header first, within the keep-alive timeout (an idle connection and a slow sender alike):
+    // the API key is checked before any body is read.
+    stream.expires_after(std::chrono::seconds(cfg.server.keepalive_timeout_s));
     boost::system::error_code ec;
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    if (!ec) {
+      const auto& head = parser.get();
+      const std::string target(head.target().data(), head.target().size());
+      const std::string path = target.substr(0, target.find('?'));
+      if (!api_keys.empty() && path.rfind("/v1/", 0) == 0 && !HasApiKey(head, api_keys)) {
+        stream.expires_never();
+        CountHttpRequest(metrics, path);
+        Request stub;
+        stub.version(head.version());
+        stub.keep_alive(false);  // the body (if any) is never read: the connection cannot be reused
+        const api::ApiError e{401, "a valid API key is required (Authorization: Bearer <key>)", "authentication_error",
+                              "", "invalid_api_key"};
+        co_await WriteError(stream, stub, e);
+        break;
+      }
+      stream.expires_after(std::chrono::seconds(120));  // the body of an authenticated request
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    }
     if (ec == http::error::body_limit) {
       stream.expires_never();
       Request stub;
@@ -222,23 +296,6 @@ awaitable<void> Coordinator::Impl::HttpSession(tcp::socket socket) {
     const bool get = req.method() == http::verb::get, post = req.method() == http::verb::post;
     bool ok = true;
     CountHttpRequest(metrics, path);
-
-    // API keys guard /v1 (like vLLM's --api-key); /health, /ready and /metrics stay open for probes.
-    if (!api_keys.empty() && path.rfind("/v1/", 0) == 0) {
-      const auto auth_field = req[http::field::authorization];
-      const std::string_view auth(auth_field.data(), auth_field.size());
-      bool allowed = false;
-      if (auth.size() > 7 && auth.substr(0, 7) == "Bearer ") {
-        for (const std::string& k : api_keys) allowed = allowed || SecretsEqual(k, auth.substr(7));
-      }
-      if (!allowed) {
-        const api::ApiError e{401, "a valid API key is required (Authorization: Bearer <key>)", "authentication_error",
-                              "", "invalid_api_key"};
-        ok = co_await WriteError(stream, req, e);
-        if (!ok || !req.keep_alive()) break;
-        continue;
-      }
-    }
 
     if (path == "/health" && get) {
       std::string body = R"({"status":"alive"})";

@@ -36,6 +36,9 @@ class Counter {
  public:
   // Adds v; negative or NaN increments are ignored (a counter only goes up).
   void Inc(double v = 1.0);
+  // Sets the running total kept elsewhere (a worker's heartbeat reports its own counts). A smaller
+  // value than before is a reset, as Prometheus reads it: the source restarted. Negative or NaN: ignored.
+  void SetTotal(double total);
   double value() const { return value_.load(std::memory_order_relaxed); }
 
  private:

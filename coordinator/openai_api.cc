@@ -6,6 +6,8 @@
 #include <limits>
 #include <utility>
 
+#include "model/chat_template.h"
+
 namespace shoal::api {
 namespace {
 
@@ -164,11 +166,19 @@ std::variant<json, ApiError> ParseBody(std::string_view body) {
   return j;
 }
 
+Err CheckStopBytes(size_t total) {
+  if (total <= kMaxStopBytes) return std::nullopt;
+  return InvalidRequest("stop sequences may total at most " + std::to_string(kMaxStopBytes) + " bytes, got " +
+                            std::to_string(total),
+                        "stop");
+}
+
 Err ParseStop(const json& obj, std::vector<std::string>* out) {
   const json* v = Field(obj, "stop");
   if (v == nullptr) return std::nullopt;
   if (v->is_string()) {
     if (v->get_ref<const std::string&>().empty()) return InvalidRequest("stop must not be an empty string", "stop");
+    if (auto e = CheckStopBytes(v->get_ref<const std::string&>().size())) return e;
     out->push_back(v->get<std::string>());
     return std::nullopt;
   }
@@ -178,15 +188,17 @@ Err ParseStop(const json& obj, std::vector<std::string>* out) {
                               std::to_string(v->size()),
                           "stop");
   }
+  size_t total = 0;
   for (size_t i = 0; i < v->size(); ++i) {
     const json& s = (*v)[i];
     if (!s.is_string()) return TypeError("stop", "a string or an array of strings", *v);
     if (s.get_ref<const std::string&>().empty()) {
       return InvalidRequest("stop[" + std::to_string(i) + "] must not be an empty string", "stop");
     }
+    total += s.get_ref<const std::string&>().size();
     out->push_back(s.get<std::string>());
   }
-  return std::nullopt;
+  return CheckStopBytes(total);
 }
 
 Err ParseStopTokenIds(const json& obj, std::vector<int32_t>* out) {
@@ -474,6 +486,15 @@ std::variant<ChatRequest, ApiError> ParseChatImpl(std::string_view body) {
   if (auto e = ParseTools(obj, &req.tools)) return std::move(*e);
   if (const json* kw = Field(obj, "chat_template_kwargs")) {
     if (!kw->is_object()) return TypeError("chat_template_kwargs", "an object", *kw);
+    for (auto it = kw->begin(); it != kw->end(); ++it) {
+      // Such a key would replace what the server validated or sets itself (see chat_template.h).
+      if (IsReservedChatTemplateName(it.key())) {
+        const std::string param = "chat_template_kwargs." + it.key();
+        return InvalidRequest(param + " is reserved: the chat template gets '" + it.key() +
+                                  "' from shoal itself, not from chat_template_kwargs",
+                              param);
+      }
+    }
     req.chat_template_kwargs = *kw;
   }
   if (auto e = GetBool(obj, "add_generation_prompt", &req.add_generation_prompt)) return std::move(*e);

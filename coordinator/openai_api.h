@@ -51,6 +51,10 @@ std::string ErrorBody(const ApiError& e);  // the JSON text, no trailing newline
 inline constexpr int kMaxJsonDepth = 64;
 // OpenAI's limit on stop sequences.
 inline constexpr int kMaxStopSequences = 4;
+// Total bytes of a request's stop sequences. Real ones are a few to a few hundred bytes; the cap bounds
+// what matching them costs the coordinator per request in flight (the strings, a KMP table of 8 bytes
+// per byte, and held-back text up to the longest) at about 0.6 MiB, whatever max_body_bytes allows.
+inline constexpr size_t kMaxStopBytes = 64 << 10;
 // stop_token_ids entries (the control protocol carries at most 1024 stop ids, EOS ids included).
 inline constexpr size_t kMaxStopTokenIds = 512;
 
@@ -64,7 +68,7 @@ struct SamplingOptions {
   float frequency_penalty = 0.0f;  // [-2, 2]
   int top_k = -1;                  // vLLM extension: -1 = off (0 is accepted as off too), else ≥ 1
   std::optional<uint64_t> seed;    // any int64 or uint64; negative seeds keep their two's-complement bits
-  std::vector<std::string> stop;   // ≤ kMaxStopSequences non-empty strings
+  std::vector<std::string> stop;   // ≤ kMaxStopSequences non-empty strings, ≤ kMaxStopBytes in all
   std::vector<int32_t> stop_token_ids;  // vLLM extension; ≥ 0 (the vocabulary bound is the server's check)
   bool ignore_eos = false;              // vLLM extension
   bool skip_special_tokens = true;      // vLLM extension

@@ -1,8 +1,5 @@
 // Requests on the coordinator: routing to a worker, token events from workers (detokenized, checked
 // against stop strings, handed to the HTTP side), and every request's single final outcome.
-#include <algorithm>
-#include <limits>
-
 #include "coordinator/state.h"
 
 namespace shoal {
@@ -12,12 +9,6 @@ using namespace coord;
 namespace {
 
 double SecondsBetween(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-// Where `cut` may split UTF-8 text without breaking a character.
-size_t BackToCharStart(const std::string& s, size_t cut) {
-  while (cut > 0 && cut < s.size() && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
-  return cut;
-}
 
 }  // namespace
 
@@ -80,30 +71,15 @@ void Coordinator::Impl::Start(const std::shared_ptr<RequestState>& r, const cont
   hot.in_flight->Set(static_cast<double>(requests.size()));
 }
 
-void Coordinator::Impl::AppendText(RequestState& r, std::string text, bool final) {
-  r.held += text;
-  if (!r.stops.empty()) {
-    size_t at = std::string::npos;
-    for (const std::string& s : r.stops) at = std::min(at, r.held.find(s));
-    if (at != std::string::npos) {
-      // OpenAI semantics: the output ends just before the stop string, which is not included.
-      r.ready_text += r.held.substr(0, at);
-      r.held.clear();
-      CancelOnWorker(r);  // it is still generating
-      Finish(r, "stop");
-      return;
-    }
-    if (!final) {
-      const size_t keep = std::min(r.held.size(), r.max_stop_bytes - 1);
-      const size_t cut = BackToCharStart(r.held, r.held.size() - keep);
-      r.ready_text += r.held.substr(0, cut);
-      r.held.erase(0, cut);
-      r.Notify();
-      return;
-    }
+void Coordinator::Impl::AppendText(RequestState& r, std::string_view text, bool final) {
+  StopMatcher::Result out = r.stops.Append(text, final);
+  r.ready_text += out.text;
+  if (out.stop) {
+    // OpenAI semantics: the output ends just before the stop string, which is not included.
+    CancelOnWorker(r);  // it is still generating
+    Finish(r, "stop");
+    return;
   }
-  r.ready_text += r.held;
-  r.held.clear();
   r.Notify();
 }
 
@@ -161,10 +137,7 @@ void Coordinator::Impl::OnTokens(WorkerLink& link, control::Tokens& t) {
 
 void Coordinator::Impl::Finish(RequestState& r, const std::string& reason, std::optional<api::ApiError> error) {
   if (r.done) return;
-  if (!error && !r.held.empty()) {
-    r.ready_text += r.held;
-    r.held.clear();
-  }
+  if (!error) r.ready_text += r.stops.Flush();
   r.done = true;
   r.finish_reason = reason;
   r.error = std::move(error);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "coordinator/metrics.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/rendezvous.h"
+#include "coordinator/stop_strings.h"
 #include "model/jinja/template.h"
 #include "model/tokenizer.h"
 
@@ -38,6 +40,25 @@ inline std::vector<double> E2eBuckets() {
 }
 
 struct GroupState;
+
+// Counts an open connection for the lifetime of its session (a local of the session coroutine). The
+// I/O thread alone touches the count; a session destroyed with the io_context (at shutdown) still
+// decrements it, so the count must outlive the io_context (Impl declares it first).
+class ConnectionCount {
+ public:
+  explicit ConnectionCount(int* count) : count_(count) { ++*count_; }
+  ~ConnectionCount() { --*count_; }
+  ConnectionCount(const ConnectionCount&) = delete;
+  ConnectionCount& operator=(const ConnectionCount&) = delete;
+
+ private:
+  int* count_;
+};
+
+// After a failed accept (out of descriptors, say): waits before the next try — 10 ms, doubling to 1 s
+// while accepts keep failing — and logs the first failure of a run. *delay_ms is 0 after a success.
+awaitable<void> AcceptBackoff(asio::io_context& io, int* delay_ms, const char* listener,
+                              const boost::system::error_code& ec);
 
 // One worker rank's control connection.
 struct WorkerLink {
@@ -70,6 +91,15 @@ struct GroupState {
   std::vector<std::shared_ptr<WorkerLink>> ranks;  // [size]; null until that rank connected
   bool broken = false;
   std::string broken_reason;
+  // The last time the group had a live rank: a group broken with none for server.group_forget_s is
+  // forgotten (Watchdog), so /ready does not wait for a group that is not coming back.
+  Clock::time_point last_live = Clock::now();
+  bool HasLiveRank() const {
+    for (const auto& r : ranks) {
+      if (r && !r->dead) return true;
+    }
+    return false;
+  }
   int64_t in_flight = 0;
   bool Complete() const {
     if (broken || ranks.empty()) return false;
@@ -94,14 +124,16 @@ struct RequestState {
   std::shared_ptr<WorkerLink> worker;
   std::vector<int32_t> output_ids;
   std::unique_ptr<IncrementalDetokenizer> detok;
-  std::vector<std::string> stops;
-  size_t max_stop_bytes = 0;
-  std::string held;        // text withheld while it could be the start of a stop string
+  StopMatcher stops;       // holds back text while it could be the start of a stop string
   std::string ready_text;  // text the HTTP side has not taken yet
   bool done = false;
   std::string finish_reason;
   std::optional<api::ApiError> error;
   asio::steady_timer signal;  // cancelled whenever there is news for the HTTP side
+  // Polls the client's socket for a hang-up once it holds unread bytes (generation.cc); null until then.
+  std::unique_ptr<asio::steady_timer> disconnect_poll;
+  // server.request_timeout_s for a non-streamed request: Watchdog ends it with 504 after this.
+  Clock::time_point deadline = Clock::time_point::max();
   Clock::time_point arrival = Clock::now(), first_token{}, last_token{};
   void Notify() { signal.cancel(); }
 };
@@ -125,6 +157,12 @@ struct Coordinator::Impl {
   std::vector<std::string> api_keys;
   std::string control_token;  // "" = workers need none (only allowed on loopback)
 
+  // Touched by sessions' destructors, which run when `io` is destroyed: declared before it, so they
+  // outlive it.
+  int http_connections = 0;     // open, against server.max_connections
+  int control_connections = 0;  // open, against server.max_control_connections
+  int pending_handshakes = 0;   // control connections whose first frame has not been read yet
+
   coord::asio::io_context io;
   coord::tcp::acceptor http_acceptor{io};
   coord::tcp::acceptor control_acceptor{io};
@@ -137,6 +175,7 @@ struct Coordinator::Impl {
   size_t rendezvous_parked = 0;
   size_t rendezvous_parked_limit = 1024;  // from the descriptor limit (Create)
   size_t rendezvous_sessions = 0;         // answering or parked: a stop waits for their replies
+  uint64_t last_incarnation = 0;  // across all groups: a group forgotten and made again never reuses one
   std::unordered_map<uint64_t, std::shared_ptr<RequestState>> requests;
   uint64_t next_request = 1;
   bool stopping = false;
@@ -176,6 +215,8 @@ struct Coordinator::Impl {
   void WakeRendezvous(const std::string& group);
   void Send(const std::shared_ptr<WorkerLink>& link, const control::Message& m);
   void LinkDied(const std::shared_ptr<WorkerLink>& link, const std::string& why);
+  // Drops a broken group whose ranks are all gone, and its per-rank metrics (Watchdog).
+  void ForgetGroup(const std::string& name);
   void UpdateReady();
 
   // requests.cc: admission, routing, token events, outcomes.
@@ -189,11 +230,13 @@ struct Coordinator::Impl {
   void Abandon(RequestState& r);
   // Tells the worker to drop a request that is still live there (before Finish marks it done).
   void CancelOnWorker(RequestState& r);
-  void AppendText(RequestState& r, std::string text, bool final);
+  void AppendText(RequestState& r, std::string_view text, bool final);
 
   // http_server.cc
   coord::awaitable<void> AcceptHttp();
   coord::awaitable<void> HttpSession(coord::tcp::socket socket);
+  // /ready's rule: every known group complete, and at least as many as cluster.groups.
+  bool IsReady() const;
 
   void BeginStop(int64_t grace_ms);
   void StopWhenWorkersGone(std::shared_ptr<coord::asio::steady_timer> timer, int64_t left_ms);

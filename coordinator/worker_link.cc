@@ -12,18 +12,38 @@ using namespace coord;
 
 namespace {
 
-// Reads one frame; an error_code or a decode Status ends the link.
-awaitable<StatusOr<control::Message>> ReadFrame(tcp::socket& s) {
+// Reads one frame; an error_code or a decode Status ends the link. `first`: the handshake frame of a
+// connection not yet authenticated — only a Hello or a Rendezvous, and no larger than those can be
+// (control::kMaxHandshakePayloadBytes), checked before anything is allocated for its payload.
+awaitable<StatusOr<control::Message>> ReadFrame(tcp::socket& s, bool first = false) {
   uint8_t header[control::kHeaderBytes];
   boost::system::error_code ec;
   co_await asio::async_read(s, asio::buffer(header), asio::redirect_error(use_awaitable, ec));
   if (ec) co_return Unavailable(ec == asio::error::eof ? "connection closed" : ec.message());
   StatusOr<control::FrameHeader> h = control::DecodeHeader(header);
   if (!h.ok()) co_return h.status();
+  if (first) {
+    const auto type = static_cast<control::MessageType>(h->type);
+    if (type != control::MessageType::kHello && type != control::MessageType::kRendezvous) {
+      co_return InvalidArgument(std::string("the first frame must be a Hello or a Rendezvous, not ") +
+                                control::MessageTypeName(type));
+    }
+    if (h->payload_bytes > control::kMaxHandshakePayloadBytes) {
+      co_return InvalidArgument("a first frame of " + std::to_string(h->payload_bytes) +
+                                " bytes exceeds the handshake limit of " +
+                                std::to_string(control::kMaxHandshakePayloadBytes));
+    }
+  }
   std::vector<uint8_t> payload(h->payload_bytes);
   co_await asio::async_read(s, asio::buffer(payload), asio::redirect_error(use_awaitable, ec));
   if (ec) co_return Unavailable(ec == asio::error::eof ? "connection closed mid-frame" : ec.message());
   co_return control::DecodePayload(static_cast<control::MessageType>(h->type), payload);
+}
+
+std::string PeerName(const tcp::socket& s) {
+  boost::system::error_code ec;
+  const auto ep = s.remote_endpoint(ec);
+  return ec ? std::string("an unknown peer") : ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
 }  // namespace
@@ -102,20 +122,36 @@ void Coordinator::Impl::LinkDied(const std::shared_ptr<WorkerLink>& link, const 
   UpdateReady();
 }
 
+// Handshakes in progress at once: each may hold a first frame of up to kMaxHandshakePayloadBytes
+// before its secret is checked.
+constexpr int kMaxPendingHandshakes = 128;
+
 awaitable<void> Coordinator::Impl::AcceptWorkers() {
+  int backoff_ms = 0;
   while (!stopping) {
     boost::system::error_code ec;
     tcp::socket s = co_await control_acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (stopping || ec == asio::error::operation_aborted) co_return;
+      co_await AcceptBackoff(io, &backoff_ms, "control", ec);  // EMFILE would otherwise spin
       continue;
     }
+    backoff_ms = 0;
     s.set_option(tcp::no_delay(true), ec);
+    if (control_connections >= cfg.server.max_control_connections || pending_handshakes >= kMaxPendingHandshakes) {
+      std::fprintf(stderr, "shoal serve: refused a control connection from %s: %s\n", PeerName(s).c_str(),
+                   pending_handshakes >= kMaxPendingHandshakes ? "too many handshakes in progress"
+                                                               : "server.max_control_connections reached");
+      s.close(ec);
+      continue;
+    }
     asio::co_spawn(io, WorkerSession(std::make_shared<WorkerLink>(std::move(s))), asio::detached);
   }
 }
 
 awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> link) {
+  const ConnectionCount counted(&control_connections);
+  const std::string peer = PeerName(link->socket);
   // The handshake must come promptly: a silent connection is not allowed to hold a slot.
   asio::steady_timer hello_timer(io, std::chrono::seconds(10));
   hello_timer.async_wait([link](const boost::system::error_code& ec) {
@@ -124,13 +160,23 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
       link->socket.close(ignored);
     }
   });
-  StatusOr<control::Message> first = co_await ReadFrame(link->socket);
+  ++pending_handshakes;
+  StatusOr<control::Message> first = co_await ReadFrame(link->socket, /*first=*/true);
+  --pending_handshakes;
   hello_timer.cancel();
   auto reject = [&](const std::string& why) {
-    std::fprintf(stderr, "shoal serve: rejected a worker: %s\n", why.c_str());
+    std::fprintf(stderr, "shoal serve: rejected a worker from %s: %s\n", peer.c_str(), why.c_str());
     link->out.push_back(control::EncodeFrame(control::Reject{why}));
   };
-  if (!first.ok()) co_return;
+  if (!first.ok()) {
+    // A peer that closed says nothing more; any other bad first frame (another protocol version, a
+    // wrong type, too large) gets a Reject it can show, and a log line here.
+    if (first.status().code() == StatusCode::kUnavailable) co_return;
+    reject(first.status().message());
+    boost::system::error_code ec;
+    co_await asio::async_write(link->socket, asio::buffer(link->out.front()), asio::redirect_error(use_awaitable, ec));
+    co_return;
+  }
   if (auto* rv = std::get_if<control::Rendezvous>(&*first)) {
     // Made outside the co_await expression (GCC 12 and temporaries there, see RendezvousSession).
     awaitable<void> session = RendezvousSession(link, std::move(*rv));
@@ -156,8 +202,9 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
     bool old_gone = true;
     for (const auto& r : g->ranks) old_gone = old_gone && (!r || r->dead);
     if (fresh || (g->broken && old_gone)) {
-      // A new group, or a new incarnation of one whose previous workers are all gone.
-      const uint64_t inc = fresh ? 1 : g->incarnation + 1;
+      // A new group, or a new incarnation of one whose previous workers are all gone. Incarnations
+      // are numbered across all groups, so one forgotten and made again never repeats a number.
+      const uint64_t inc = ++last_incarnation;
       *g = GroupState{};
       g->name = h.group;
       g->size = h.size;
@@ -345,7 +392,54 @@ awaitable<void> Coordinator::Impl::Watchdog() {
       }
     }
     for (const auto& [r, why] : late) LinkDied(r, why);
+    // Non-streamed requests past server.request_timeout_s: 504, and the worker drops them.
+    std::vector<std::shared_ptr<RequestState>> overdue;
+    for (const auto& [id, r] : requests) {
+      if (!r->done && now >= r->deadline) overdue.push_back(r);
+    }
+    for (const auto& r : overdue) {
+      CancelOnWorker(*r);
+      Finish(*r, "error",
+             api::ApiError{504, "the request did not finish within server.request_timeout_s (" +
+                                    std::to_string(cfg.server.request_timeout_s) + " s)",
+                           "timeout_error", "", "request_timeout"});
+    }
+    // Groups that broke and have had no live rank for server.group_forget_s are forgotten (a mistyped
+    // --group, a one-off launch): /ready then counts only the groups that are configured or alive.
+    const auto forget_after = std::chrono::seconds(cfg.server.group_forget_s);
+    std::vector<std::string> forgotten;
+    for (auto& [name, g] : groups) {
+      if (g.HasLiveRank()) {
+        g.last_live = now;
+      } else if (g.broken && now - g.last_live > forget_after) {
+        forgotten.push_back(name);
+      }
+    }
+    for (const std::string& name : forgotten) ForgetGroup(name);
   }
+}
+
+void Coordinator::Impl::ForgetGroup(const std::string& name) {
+  auto it = groups.find(name);
+  if (it == groups.end()) return;
+  std::fprintf(stderr, "shoal serve: forgot group %s (no live rank for %d s; it was: %s)\n", name.c_str(),
+               cfg.server.group_forget_s, it->second.broken_reason.c_str());
+  // Its requests already ended when it broke (LinkDied); its per-rank series go with it.
+  for (const auto& r : it->second.ranks) {
+    if (!r) continue;
+    const Labels l = {{"group", name}, {"rank", std::to_string(r->hello.rank)}};
+    for (const char* gauge : {"shoal_worker_up", "shoal_kv_cache_blocks_used", "shoal_kv_cache_blocks_capacity",
+                              "shoal_kv_cache_usage_ratio", "shoal_num_requests_running", "shoal_num_requests_waiting",
+                              "shoal_worker_last_step_seconds", "shoal_worker_steps_total",
+                              "shoal_worker_step_seconds_total", "shoal_worker_preemptions_total"}) {
+      metrics.RemoveSeries(gauge, l);
+    }
+    for (uint32_t e : r->hello.local_experts) {
+      metrics.RemoveSeries("shoal_expert_tokens_total", {{"group", name}, {"expert", std::to_string(e)}});
+    }
+  }
+  groups.erase(it);
+  UpdateReady();
 }
 
 }  // namespace shoal

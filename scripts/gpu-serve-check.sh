@@ -16,6 +16,8 @@ config=${3:-configs/local-gpu.yaml}
 mkdir -p "$dir"
 if ! nvidia-smi -L >/dev/null 2>&1; then echo "SKIP: no GPU (nvidia-smi -L failed)"; exit 77; fi
 port=18080 control=18081
+# The join secret the worker presents (shoal serve requires one; it would make one up otherwise).
+export SHOAL_CONTROL_TOKEN=${SHOAL_CONTROL_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
 rm -f "$dir/url"
 "$shoal" serve --config "$config" --port "$port" --control-port "$control" --print-url "$dir/url" \
   > "$dir/serve.log" 2>&1 &

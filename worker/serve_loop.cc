@@ -147,7 +147,10 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
     while (!hb_stop) {
       control::Heartbeat copy = hb_state;
       lock.unlock();
-      if (!sock->SendMessage(copy).ok()) return;  // the reader notices the broken connection
+      if (Status sent = sock->SendMessage(copy); !sent.ok()) {
+        inbox.Lose(sent.message());  // the serve loop stops the group at its next agreement
+        return;
+      }
       lock.lock();
       hb_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_ms), [&] { return hb_stop; });
     }
@@ -173,13 +176,18 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
   std::string lost;
   auto send_events = [&] {
     // Frames of at most kEventsPerFrame events, so even a FailAll of every queued request (each with
-    // an error message) stays far below the frame size limit. A failed send shows up as a lost reader.
+    // an error message) stays far below the frame size limit. A failed send loses the coordinator:
+    // a finish that never arrived would leave its request open there, so the group stops instead
+    // (the coordinator sees the connection close and fails the group's requests).
     constexpr size_t kEventsPerFrame = 512;
     for (size_t i = 0; i < events.size(); i += kEventsPerFrame) {
       control::Tokens t;
       t.events.assign(std::make_move_iterator(events.begin() + i),
                       std::make_move_iterator(events.begin() + std::min(events.size(), i + kEventsPerFrame)));
-      (void)sock->SendMessage(t);
+      if (Status sent = sock->SendMessage(t); !sent.ok()) {
+        inbox.Lose(sent.message());
+        break;
+      }
     }
     events.clear();
   };

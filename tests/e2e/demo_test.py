@@ -85,7 +85,7 @@ def main():
         while time.time() < deadline:
             metrics = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
             rows = {}
-            for m in re.finditer(r'^shoal_expert_tokens\{[^}]*expert="(\d+)"[^}]*\} (\S+)$', metrics, re.M):
+            for m in re.finditer(r'^shoal_expert_tokens_total\{[^}]*expert="(\d+)"[^}]*\} (\S+)$', metrics, re.M):
                 rows[int(m.group(1))] = rows.get(int(m.group(1)), 0) + float(m.group(2))
             if len(rows) == 8 and sum(rows.values()) > 0:
                 break

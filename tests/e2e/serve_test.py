@@ -85,7 +85,7 @@ class Server:
         return 200, events, done
 
 
-def start_cluster(tmp, fixture=FIXTURE, name="tiny-qwen3-moe", ranks=2):
+def start_cluster(tmp, fixture=FIXTURE, name="tiny-qwen3-moe", ranks=2, heartbeat_timeout_ms=1500):
     cfg = os.path.join(tmp, "cluster-%s.yaml" % name)
     with open(cfg, "w") as f:
         f.write(f"""
@@ -105,7 +105,7 @@ server:
   max_body_bytes: 65536
   max_queued_requests: 16
   heartbeat_ms: 200
-  heartbeat_timeout_ms: 1500
+  heartbeat_timeout_ms: {heartbeat_timeout_ms}
 cluster:
   groups: 1
   ranks_per_group: {ranks}
@@ -151,7 +151,8 @@ def main():
     check(r.returncode == 1 and "SHOAL_CONTROL_TOKEN" in r.stderr,
           "shoal serve refuses a control plane open to other machines without a join secret")
     t0 = time.time()
-    proc, s, log = start_cluster(tmp)
+    # A long heartbeat timeout: the queue check holds a rank stopped for a while (run_checks).
+    proc, s, log = start_cluster(tmp, heartbeat_timeout_ms=15000)
     print("cluster ready in %.1f s" % (time.time() - t0), flush=True)
     try:
         run_checks(s, prompts, proc)
@@ -170,8 +171,63 @@ def main():
     finally:
         stop_cluster(proc, log, "serving Mixtral on 3 ranks")
     launch_without_mpi_checks(tmp, prompts)
+    generated_token_checks(tmp)
     print("%d failure(s)" % len(FAILURES))
     sys.exit(1 if FAILURES else 0)
+
+
+def generated_token_checks(tmp):
+    """shoal serve with no join secret configured makes one (any local user could otherwise join as a
+    worker and receive prompts), prints it and writes it to --control-token-file; a worker without it
+    is refused, one with it joins."""
+    cfg = os.path.join(tmp, "tokenless.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"model:\n  path: {FIXTURE}\nengine:\n  threads: 1\nkv_cache:\n  num_blocks: 64\nserver:\n  port: 0\n")
+    token_file = os.path.join(tmp, "control.token")
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_CONTROL_TOKEN"}
+    err = open(os.path.join(tmp, "tokenless-serve.log"), "w+")
+    serve = subprocess.Popen([SHOAL, "serve", "--config", cfg, "--control-token-file", token_file],
+                             stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
+    try:
+        log, t0 = "", time.time()
+        while "SHOAL_CONTROL_TOKEN=" not in log and time.time() - t0 < 30:
+            time.sleep(0.1)
+            err.seek(0)
+            log = err.read()
+        m = re.search(r"workers join with SHOAL_CONTROL_TOKEN=([0-9a-f]+)", log)
+        if not check(m is not None, "shoal serve without a configured secret makes one and says so"):
+            return
+        token = m.group(1)
+        check(len(token) == 32 and open(token_file).read().strip() == token and
+              (os.stat(token_file).st_mode & 0o777) == 0o600,
+              "the generated secret is 128 bits, also in --control-token-file (mode 0600)")
+        control = re.search(r"workers connect to (\S+)", log).group(1)
+
+        def worker(token_env):
+            e = dict(env, SHOAL_CONTROL_TOKEN=token_env) if token_env else env
+            return subprocess.run([SHOAL, "worker", "--config", cfg, "--coordinator", control, "--rank", "0",
+                                   "--world-size", "1", "--connect-timeout", "10"], capture_output=True, text=True,
+                                  env=e, timeout=60)
+        r = worker(None)
+        check(r.returncode != 0 and "control token" in r.stderr,
+              "a worker without the generated secret is refused (%s)" % r.stderr.strip()[-120:])
+        joined = subprocess.Popen([SHOAL, "worker", "--config", cfg, "--coordinator", control, "--rank", "0",
+                                   "--world-size", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=dict(env, SHOAL_CONTROL_TOKEN=token))
+        t0, ok = time.time(), False
+        while time.time() - t0 < 30 and not ok and joined.poll() is None:
+            time.sleep(0.1)
+            err.seek(0)
+            ok = "connected" in err.read()
+        check(ok, "a worker with the generated secret joins")
+        joined.kill()
+        joined.wait()
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
 
 
 def launch_without_mpi_checks(tmp, prompts):
@@ -463,11 +519,19 @@ def run_checks(s, prompts, proc):
     check_error(st, j, 404, "unknown endpoint")
 
     # Queue full: fill every slot and the queue with long streams, then one more gets 429 + Retry-After.
+    # A rank is stopped (SIGSTOP) the moment the first token arrives, so no stream can finish while
+    # the queue fills, however fast the model or slow the machine; it resumes after the check.
     holders, stop_holders = [], threading.Event()
     started = threading.Semaphore(0)
+    paused_pid = s.request("GET", "/v1/cluster")[1]["groups"][0]["ranks"][1]["pid"]
+    first, first_lock = threading.Event(), threading.Lock()
 
     def hold():
         def on_event(ev, conn):
+            with first_lock:
+                if not first.is_set():
+                    os.kill(paused_pid, signal.SIGSTOP)
+                    first.set()
             started.release()
             stop_holders.wait()
             conn.sock.shutdown(socket.SHUT_RDWR)  # the client goes away mid-stream
@@ -487,6 +551,7 @@ def run_checks(s, prompts, proc):
     st, j, _, headers = s.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
     check_error(st, j, 429, "one request beyond the queue", code="queue_full")
     check(headers.get("Retry-After") is not None, "429 carries Retry-After")
+    os.kill(paused_pid, signal.SIGCONT)
 
     # Cancellation: clients that disconnect free their requests and KV blocks within a step or so.
     for _ in range(capacity):
@@ -508,7 +573,7 @@ def run_checks(s, prompts, proc):
     m = s.request("GET", "/metrics", key=None)[2]
     for series in ["shoal_time_to_first_token_seconds_bucket", "shoal_inter_token_latency_seconds_bucket",
                    "shoal_e2e_request_latency_seconds_count", "shoal_generation_tokens_total", "shoal_kv_cache_usage_ratio",
-                   "shoal_worker_last_step_seconds", "shoal_expert_tokens", "shoal_requests_total", "shoal_queue_depth"]:
+                   "shoal_worker_last_step_seconds", "shoal_expert_tokens_total", "shoal_requests_total", "shoal_queue_depth"]:
         check(series in m, "/metrics has " + series)
 
     # A killed worker: its in-flight streams end with an error event, /ready goes 503 within seconds,

@@ -121,6 +121,30 @@ TEST(ConfigTest, ExperimentalGpuKernelsIsAnOptInBoolean) {
   EXPECT_TRUE(MessageHas(bad.status(), "true or false")) << bad.status().ToString();
 }
 
+// The limits on what comes from outside: defaults, and their ranges checked at load.
+TEST(ConfigTest, ServerLimits) {
+  const EngineConfig d = Parse("").value();
+  EXPECT_EQ(d.server.max_connections, 4096);
+  EXPECT_EQ(d.server.max_control_connections, 4096);
+  EXPECT_EQ(d.server.keepalive_timeout_s, 30);
+  EXPECT_EQ(d.server.request_timeout_s, 0);
+  EXPECT_EQ(d.server.group_forget_s, 60);
+  auto set = Parse("server:\n  max_connections: 10\n  max_control_connections: 20\n  keepalive_timeout_s: 5\n"
+                   "  request_timeout_s: 600\n  group_forget_s: 7\n");
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->server.max_connections, 10);
+  EXPECT_EQ(set->server.max_control_connections, 20);
+  EXPECT_EQ(set->server.keepalive_timeout_s, 5);
+  EXPECT_EQ(set->server.request_timeout_s, 600);
+  EXPECT_EQ(set->server.group_forget_s, 7);
+  for (const char* bad : {"max_connections: 0", "keepalive_timeout_s: 0", "request_timeout_s: -1", "group_forget_s: 0"}) {
+    auto b = Parse(std::string("server:\n  ") + bad + "\n");
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_TRUE(MessageHas(b.status(), std::string("server.") + std::string(bad).substr(0, std::string(bad).find(':'))))
+        << b.status().ToString();
+  }
+}
+
 // threads: 0 means every online core, never 0 threads.
 TEST(ConfigTest, ZeroThreadsResolvesToAtLeastOne) {
   auto r = Parse("engine:\n  threads: 0\n");

@@ -74,6 +74,30 @@ TEST(Metrics, Escaping) {
                                }));
 }
 
+// Label values come from outside: invalid UTF-8 (a stray byte, a truncated or overlong sequence, a
+// surrogate) becomes U+FFFD so the exposition stays valid; valid multi-byte characters pass through.
+TEST(Metrics, LabelValuesStayValidUtf8) {
+  Metrics m;
+  m.gauge("g", "h", {{"v", std::string("ok \xc3\xa9 \xff \xc3 \xe0\x80\x80 \xed\xa0\x80 \xf0\x9f\x98\x80")}}).Set(1);
+  const auto lines = Lines(m.Render());
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[2], "g{v=\"ok \xc3\xa9 \xef\xbf\xbd \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                      "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xf0\x9f\x98\x80\"} 1");
+}
+
+// Totals kept elsewhere (a worker's heartbeat) are set as they come; a smaller value is a reset.
+TEST(Metrics, CounterSetTotal) {
+  Metrics m;
+  Counter& c = m.counter("steps_total", "h");
+  c.SetTotal(10);
+  EXPECT_EQ(c.value(), 10);
+  c.SetTotal(3);  // the rank restarted
+  EXPECT_EQ(c.value(), 3);
+  c.SetTotal(-1);
+  c.SetTotal(std::nan(""));
+  EXPECT_EQ(c.value(), 3);
+}
+
 TEST(Metrics, SpecialValues) {
   Metrics m;
   m.gauge("a", "h").Set(std::numeric_limits<double>::infinity());

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -174,6 +175,23 @@ TEST(OpenAiParse, SamplingRanges) {
   EXPECT_EQ(Completion("{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\"]}").sampling.stop.size(), 4u);
 }
 
+TEST(OpenAiParse, StopSequencesAreCappedInTotalBytes) {
+  auto stop_array = [](const std::vector<size_t>& sizes) {
+    std::string a = ",\"stop\":[";
+    for (size_t i = 0; i < sizes.size(); ++i) a += (i ? ",\"" : "\"") + std::string(sizes[i], 'x') + "\"";
+    return a + "]";
+  };
+  const size_t quarter = kMaxStopBytes / 4;
+  EXPECT_EQ(Completion("{\"prompt\":\"x\",\"stop\":\"" + std::string(kMaxStopBytes, 'x') + "\"}").sampling.stop[0].size(),
+            kMaxStopBytes);
+  EXPECT_EQ(Completion("{\"prompt\":\"x\"" + stop_array({quarter, quarter, quarter, quarter}) + "}").sampling.stop.size(),
+            4u);
+  ApiError e = CompletionError(",\"stop\":\"" + std::string(kMaxStopBytes + 1, 'x') + "\"", "stop");
+  EXPECT_NE(e.message.find(std::to_string(kMaxStopBytes)), std::string::npos) << e.message;
+  CompletionError(stop_array({quarter, quarter, quarter, quarter + 1}), "stop");
+  ChatError(std::string(kUserHi) + stop_array({kMaxStopBytes, 1}) + "}", "stop");
+}
+
 TEST(OpenAiParse, UnsupportedFieldsAreRejectedNotIgnored) {
   CompletionError(",\"n\":2", "n");
   CompletionError(",\"n\":0", "n");
@@ -298,6 +316,15 @@ TEST(OpenAiParse, ChatValidation) {
   ChatError(std::string(kUserHi) + ",\"tools\":[{\"type\":\"retrieval\"}]}", "tools[0]");
   ChatError(std::string(kUserHi) + ",\"tools\":[{\"type\":\"function\",\"function\":{}}]}", "tools[0].function.name");
   ChatError(std::string(kUserHi) + ",\"chat_template_kwargs\":[]}", "chat_template_kwargs");
+  // Keys that would replace what shoal validated or sets, or shadow the template's built-ins.
+  for (const char* key : {"messages", "tools", "documents", "add_generation_prompt", "bos_token", "eos_token",
+                          "range", "namespace", "dict", "strftime_now", "raise_exception"}) {
+    SCOPED_TRACE(key);
+    ApiError e = ChatError(std::string(kUserHi) + ",\"chat_template_kwargs\":{\"enable_thinking\":true,\"" + key +
+                               "\":[]}}",
+                           std::string("chat_template_kwargs.") + key);
+    EXPECT_NE(e.message.find("reserved"), std::string::npos) << e.message;
+  }
   ChatError(std::string(kUserHi) + ",\"add_generation_prompt\":\"yes\"}", "add_generation_prompt");
   ChatError(std::string(kUserHi) + ",\"max_completion_tokens\":0}", "max_completion_tokens");
   ChatError(std::string(kUserHi) + ",\"temperature\":3}", "temperature");

@@ -11,12 +11,14 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/rendezvous.h"
 #include "tests/unit/fixture_util.h"
+#include "tests/unit/live_coordinator.h"
 #include "tests/unit/test_files.h"
 
 namespace shoal {
 namespace {
 
 using coord::RendezvousTable;
+using testing::LiveCoordinator;
 using testing::MessageHas;
 
 using Clock = RendezvousTable::Clock;
@@ -77,32 +79,6 @@ TEST(RendezvousTable, BadRequestsAreRefused) {
   ASSERT_TRUE(t.Post("solo", 1, "x", now).ok());
   EXPECT_EQ(t.pending(), 1u) << "a group of one keeps nothing";
 }
-
-// A coordinator serving the tiny fixture on loopback, run on its own thread.
-class LiveCoordinator {
- public:
-  explicit LiveCoordinator(const std::string& token = "") {
-    EngineConfig cfg;
-    cfg.model_path = testing::FixturesDir() + "/qwen3-moe-f32";
-    cfg.server.port = 0;
-    cfg.server.control_token = token;
-    cfg.startup_timeout_s = 30;
-    auto c = Coordinator::Create(cfg);
-    EXPECT_TRUE(c.ok()) << c.status().ToString();
-    c_ = std::move(*c);
-    runner_ = std::thread([this] { (void)c_->Run(); });
-  }
-  ~LiveCoordinator() {
-    c_->Stop(100);
-    runner_.join();
-  }
-  int port() const { return c_->control_port(); }
-  const std::string& model() const { return c_->model_name(); }
-
- private:
-  std::unique_ptr<Coordinator> c_;
-  std::thread runner_;
-};
 
 control::Rendezvous Ask(const LiveCoordinator& c, const std::string& group, uint32_t rank, uint32_t size,
                         const std::string& id = "", const std::string& token = "") {

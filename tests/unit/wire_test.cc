@@ -88,6 +88,32 @@ TEST(Wire, EveryTruncationIsACleanError) {
   }
 }
 
+// The coordinator reads no first frame larger than kMaxHandshakePayloadBytes from an unauthenticated
+// peer: a Hello and a Rendezvous with every field at its limit must still fit.
+TEST(Wire, LargestHandshakesFitTheHandshakeBound) {
+  // Every field at the limit its decoder allows (group 256, model 1024, host and token 256 bytes).
+  Hello h;
+  h.group = std::string(256, 'g');
+  h.model = std::string(1024, 'm');
+  h.host = h.token = std::string(256, 'h');
+  h.rank = 0, h.size = 1;
+  h.vocab_size = h.max_context = h.max_num_seqs = h.block_size = 1;
+  h.num_experts = kMaxExperts;
+  h.local_experts.assign(kMaxExperts, 7);
+  Rendezvous r;
+  r.group = std::string(256, 'g');
+  r.model = std::string(1024, 'm');
+  r.token = std::string(256, 't');
+  r.rank = 0, r.size = 2;
+  r.id = std::string(kMaxRendezvousIdBytes, 'i');
+  for (const Message& m : {Message(h), Message(r)}) {
+    const std::string frame = EncodeFrame(m);
+    EXPECT_LE(frame.size() - kHeaderBytes, kMaxHandshakePayloadBytes) << MessageTypeName(TypeOf(m));
+    const auto decoded = Decode(frame);
+    EXPECT_TRUE(decoded.ok()) << MessageTypeName(TypeOf(m)) << ": " << decoded.status().ToString();
+  }
+}
+
 TEST(Wire, BadHeadersAreRejected) {
   std::string f = EncodeFrame(Wake{});
   auto bytes = [&] { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(f.data()), kHeaderBytes); };

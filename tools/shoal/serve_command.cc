@@ -3,6 +3,8 @@
 // `shoal up`: a whole local cluster from one YAML file — the coordinator in this process and one
 // `mpirun -np R shoal worker` job per engine group; waits until every group is ready, prints the URL,
 // and on Ctrl-C (SIGINT/SIGTERM) stops the workers and the server cleanly.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -11,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <cstdio>
@@ -49,6 +52,7 @@ struct ServeOptions {
   int control_port = -1;
   std::string control_host;
   std::string print_url;  // serve: write the URL here once every configured group is ready
+  std::string control_token_file;  // serve: write the control token here (mode 0600)
   std::string mpirun = "mpirun";
   int ready_timeout_s = 600;
 };
@@ -71,6 +75,13 @@ StatusOr<EngineConfig> LoadConfig(const ServeOptions& o, bool up) {
 
 std::string HostForUrl(const std::string& h) { return h == "0.0.0.0" ? "127.0.0.1" : h; }
 
+// A numeric loopback address (127.0.0.0/8, ::1) or "localhost": reachable from this machine alone.
+bool IsLoopback(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr a{};
+  return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
 void PrintTryIt(const Coordinator& c, const EngineConfig& cfg) {
   std::fprintf(stderr,
                "  try:  curl -N http://%s:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
@@ -78,13 +89,62 @@ void PrintTryIt(const Coordinator& c, const EngineConfig& cfg) {
                HostForUrl(cfg.server.host).c_str(), c.http_port(), c.model_name().c_str());
 }
 
+// 128 random bits as hex: the join secret shoal up and shoal serve make when none is given.
+std::string RandomToken() {
+  std::random_device rd;
+  std::string s;
+  for (int i = 0; i < 8; ++i) {
+    char buf[9];
+    std::snprintf(buf, sizeof(buf), "%08x", rd());
+    s += std::string(buf).substr(0, 4);
+  }
+  return s;
+}
+
+// The control token the coordinator will require: SHOAL_CONTROL_TOKEN (when not empty), else
+// server.control_token, else — for a control plane on loopback — a fresh random one, so that no other
+// local user can join as a worker and receive prompts. (Off loopback an explicit token stays
+// required: Coordinator::Create refuses to start without one.) Sets SHOAL_CONTROL_TOKEN for the
+// processes this one starts; *generated says whether it was made here.
+std::string EnsureControlToken(EngineConfig& cfg, bool* generated) {
+  *generated = false;
+  if (const char* env = std::getenv("SHOAL_CONTROL_TOKEN"); env != nullptr && *env != '\0') {
+    cfg.server.control_token = env;
+  }
+  if (cfg.server.control_token.empty() && IsLoopback(cfg.server.control_host)) {
+    cfg.server.control_token = RandomToken();
+    *generated = true;
+  }
+  if (!cfg.server.control_token.empty()) setenv("SHOAL_CONTROL_TOKEN", cfg.server.control_token.c_str(), 1);
+  return cfg.server.control_token;
+}
+
+// Writes the token to `path`, readable by this user alone.
+Status WriteTokenFile(const std::string& path, const std::string& token) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return Unavailable("--control-token-file " + path + ": " + std::strerror(errno));
+  const std::string line = token + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  if (!ok) return Unavailable("--control-token-file " + path + ": write failed");
+  return Status::Ok();
+}
+
 Status RunServe(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, false));
+  bool generated = false;
+  const std::string token = EnsureControlToken(cfg, &generated);
   SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
+  if (!o.control_token_file.empty()) SHOAL_RETURN_IF_ERROR(WriteTokenFile(o.control_token_file, token));
   InstallStopHandlers();
   std::fprintf(stderr, "shoal serve: model %s on http://%s:%d; workers connect to %s:%d\n", coord->model_name().c_str(),
                HostForUrl(cfg.server.host).c_str(), coord->http_port(), cfg.server.control_host.c_str(),
                coord->control_port());
+  if (generated) {
+    std::fprintf(stderr, "shoal serve: workers join with SHOAL_CONTROL_TOKEN=%s (generated%s; set SHOAL_CONTROL_TOKEN or "
+                 "server.control_token to choose it)\n",
+                 token.c_str(), o.control_token_file.empty() ? "" : (", also in " + o.control_token_file).c_str());
+  }
   std::thread loop([&] { (void)coord->Run(); });
   bool announced = o.print_url.empty();
   while (g_stop_signal == 0) {
@@ -174,24 +234,14 @@ void ReapGroups(std::vector<pid_t>& pids, int64_t grace_ms) {
   }
 }
 
-// 128 random bits as hex: the join secret shoal up gives its own workers.
-std::string RandomToken() {
-  std::random_device rd;
-  std::string s;
-  for (int i = 0; i < 8; ++i) {
-    char buf[9];
-    std::snprintf(buf, sizeof(buf), "%08x", rd());
-    s += std::string(buf).substr(0, 4);
-  }
-  return s;
-}
-
 Status RunUp(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, true));
-  if (cfg.server.control_token.empty() && std::getenv("SHOAL_CONTROL_TOKEN") == nullptr) {
+  // shoal up's workers are its own children: a token always (an empty SHOAL_CONTROL_TOKEN is unset).
+  bool generated = false;
+  if (EnsureControlToken(cfg, &generated).empty()) {
     cfg.server.control_token = RandomToken();
+    setenv("SHOAL_CONTROL_TOKEN", cfg.server.control_token.c_str(), 1);
   }
-  if (!cfg.server.control_token.empty()) setenv("SHOAL_CONTROL_TOKEN", cfg.server.control_token.c_str(), 1);
   SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
   InstallStopHandlers();
   std::thread loop([&] { (void)coord->Run(); });
@@ -259,6 +309,9 @@ void AddServeCommands(CLI::App& app, int* exit_code) {
   CLI::App* s = app.add_subcommand("serve", "The coordinator: an OpenAI-compatible server in front of engine groups");
   AddCommonOptions(s, serve.get());
   s->add_option("--print-url", serve->print_url, "Write the URL to this file once every configured group is ready");
+  s->add_option("--control-token-file", serve->control_token_file,
+                "Write the control token workers must present to this file (mode 0600); without SHOAL_CONTROL_TOKEN "
+                "or server.control_token, shoal serve makes a random one");
   s->callback([serve, exit_code] {
     Status st = RunServe(*serve);
     if (!st.ok()) {
