@@ -5,6 +5,14 @@
 
 #include <utility>
 
+// Boost 1.74 enables co_await on clang only with libc++'s <experimental/coroutine>; clang with
+// libstdc++'s <coroutine> (the fuzz build: Debian's clang 14) works the same way GCC does. Every
+// Asio user includes this header, so the choice is the same in every translation unit.
+#if defined(__clang__) && defined(__cpp_impl_coroutine) && __has_include(<coroutine>) && !defined(BOOST_ASIO_HAS_CO_AWAIT)
+#define BOOST_ASIO_HAS_CO_AWAIT 1
+#define BOOST_ASIO_HAS_STD_COROUTINE 1
+#endif
+
 #include <boost/asio.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) into build-fuzz/ and runs each for
 # SHOAL_FUZZ_SECONDS (default 60) each on a copy of the committed corpus. New crashes land in build-fuzz/.
+# SHOAL_FUZZ_TARGETS (space-separated, e.g. "http_request jinja") picks a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SHOAL_FUZZ_SECONDS:-60}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHOAL_CUDA=OFF \
   -DSHOAL_BUILD_FUZZ=ON -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF >/dev/null
-targets=(safetensors_header batch_file control_frame openai_request tokenizer jinja)
+read -r -a targets <<<"${SHOAL_FUZZ_TARGETS:-safetensors_header batch_file control_frame openai_request tokenizer jinja http_request}"
 cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/%/_fuzz}"
 for t in "${targets[@]}"; do
   work=build-fuzz/corpus-$t

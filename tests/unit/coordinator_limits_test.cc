@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "model/tokenizer.h"
 #include "tests/unit/live_coordinator.h"
 #include "tests/unit/test_files.h"
 
@@ -33,18 +34,7 @@ std::string Completion(int max_tokens, bool stream = false) {
          std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
-bool ValidUtf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
-}
+bool ValidUtf8(const std::string& s) { return shoal::ValidUtf8(s) == s; }
 
 size_t CountLines(const std::string& text, const std::string& prefix) {
   size_t n = 0;
