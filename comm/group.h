@@ -85,6 +85,13 @@ StatusOr<std::vector<std::string>> GatherBytes(Group& group, const std::string& 
 Status CopySelfBlocks(int rank, std::span<const Group::SendBlock> sends, std::span<const Group::RecvBlock> recvs,
                       bool copy = true);
 
+// Whether `st`, from a collective or from work that ran one, means the group itself failed (a peer
+// missed the deadline, or the group was already broken): the group cannot run another collective,
+// unlike a local failure, after which a rank still joins the rest of the step's collectives.
+inline bool IsGroupFailure(const Status& st) {
+  return st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
+}
+
 // A group of one rank: collectives are local copies. Used by single-process engines, so that one
 // code path serves 1 and N ranks.
 std::unique_ptr<Group> MakeSelfGroup();

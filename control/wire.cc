@@ -5,6 +5,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/utf8.h"
+
 namespace shoal::control {
 
 static_assert(std::endian::native == std::endian::little, "the wire format is little-endian; add byte swaps");
@@ -155,13 +157,7 @@ void Encode(Writer& w, const Tokens& m) {
     w.Put(e.request);
     w.Put(e.token);
     w.Put(static_cast<uint8_t>(e.finish));
-    if (e.error.size() <= kMaxStringBytes) {
-      w.PutString(e.error);
-    } else {
-      size_t cut = kMaxStringBytes;  // on a UTF-8 character boundary
-      while (cut > 0 && (static_cast<unsigned char>(e.error[cut]) & 0xC0) == 0x80) --cut;
-      w.PutString(e.error.substr(0, cut));
-    }
+    w.PutString(e.error.substr(0, Utf8PrefixLength(e.error, kMaxStringBytes)));
   }
 }
 void Encode(Writer& w, const Heartbeat& m) {

@@ -25,6 +25,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/sampling_params.h"
 #include "common/status.h"
 
 namespace shoal::control {
@@ -98,20 +99,11 @@ struct Reject {
   std::string reason;
 };
 
-struct SamplingWire {
-  float temperature = 0.0f;  // 0 = greedy
-  float top_p = 1.0f;
-  int32_t top_k = 0;         // 0 = off
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
-  uint64_t seed = 0;
-};
-
 struct Submit {
   uint64_t request = 0;
   uint32_t max_tokens = 0;  // new tokens
   bool ignore_eos = false;
-  SamplingWire sampling;
+  SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // generation ends after one of these (EOS included by the coordinator)
   std::vector<int32_t> prompt;
 };

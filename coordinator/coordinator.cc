@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/log.h"
 #include "coordinator/state.h"
 #include "model/model_config.h"
 
@@ -23,7 +24,7 @@ namespace coord {
 awaitable<void> AcceptBackoff(asio::io_context& io, int* delay_ms, const char* listener,
                               const boost::system::error_code& ec) {
   if (*delay_ms == 0) {
-    std::fprintf(stderr, "shoal serve: accepting %s connections failed (%s); retrying with back-off\n", listener,
+    log::Warn("accepting %s connections failed (%s); retrying with back-off", listener,
                  ec.message().c_str());
   }
   *delay_ms = *delay_ms == 0 ? 10 : std::min(*delay_ms * 2, 1000);

@@ -221,13 +221,8 @@ awaitable<bool> HandleGeneration(Coordinator::Impl& c, beast::tcp_stream& stream
   r->worker = worker;
   r->detok = std::make_unique<IncrementalDetokenizer>(*c.tokenizer, so.skip_special_tokens);
   r->stops = StopMatcher(so.stop);
-  control::SamplingWire s;
-  s.temperature = so.temperature;
-  s.top_p = so.top_p;
-  s.top_k = so.top_k > 0 ? so.top_k : 0;
-  s.presence_penalty = so.presence_penalty;
-  s.frequency_penalty = so.frequency_penalty;
-  s.seed = so.seed ? *so.seed : RandomSeed();
+  SamplingParams s = so.params;
+  if (!so.has_seed) s.seed = RandomSeed();
   if (!r->stream && c.cfg.server.request_timeout_s > 0) {
     r->deadline = r->arrival + std::chrono::seconds(c.cfg.server.request_timeout_s);  // Watchdog enforces it
   }

@@ -230,17 +230,19 @@ Err ParseSampling(const json& obj, bool chat, SamplingOptions* s) {
     if (auto e = GetInt(obj, "max_completion_tokens", 1, kInt32Max, "an integer >= 1", &i)) return e;
     if (Field(obj, "max_completion_tokens") != nullptr) s->max_tokens = static_cast<int>(i);
   }
-  if (auto e = GetFloat(obj, "temperature", 0.0, 2.0, false, &s->temperature)) return e;
-  if (auto e = GetFloat(obj, "top_p", 0.0, 1.0, true, &s->top_p)) return e;
-  if (auto e = GetFloat(obj, "presence_penalty", -2.0, 2.0, false, &s->presence_penalty)) return e;
-  if (auto e = GetFloat(obj, "frequency_penalty", -2.0, 2.0, false, &s->frequency_penalty)) return e;
+  SamplingParams& p = s->params;
+  if (auto e = GetFloat(obj, "temperature", 0.0, 2.0, false, &p.temperature)) return e;
+  if (auto e = GetFloat(obj, "top_p", 0.0, 1.0, true, &p.top_p)) return e;
+  if (auto e = GetFloat(obj, "presence_penalty", -2.0, 2.0, false, &p.presence_penalty)) return e;
+  if (auto e = GetFloat(obj, "frequency_penalty", -2.0, 2.0, false, &p.frequency_penalty)) return e;
   if (auto e = GetInt(obj, "top_k", -1, kInt32Max, "-1 (off), 0 (off) or an integer >= 1", &i)) return e;
-  if (Field(obj, "top_k") != nullptr) s->top_k = i == 0 ? -1 : static_cast<int>(i);
+  if (Field(obj, "top_k") != nullptr) p.top_k = i <= 0 ? 0 : static_cast<int32_t>(i);
   if (const json* v = Field(obj, "seed")) {
+    s->has_seed = true;
     if (v->is_number_unsigned()) {
-      s->seed = v->get<uint64_t>();
+      p.seed = v->get<uint64_t>();
     } else if (int64_t seed = 0; AsInt64(*v, &seed)) {
-      s->seed = static_cast<uint64_t>(seed);
+      p.seed = static_cast<uint64_t>(seed);
     } else {
       return InvalidRequest("seed must be a 64-bit integer, got " + Show(*v), "seed");
     }

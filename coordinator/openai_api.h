@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/sampling_params.h"
 #include "common/status.h"
 
 namespace shoal::api {
@@ -59,15 +60,19 @@ inline constexpr size_t kMaxStopBytes = 64 << 10;
 inline constexpr size_t kMaxStopTokenIds = 512;
 
 struct SamplingOptions {
+  static SamplingParams OpenAiDefaults() {
+    SamplingParams p;
+    p.temperature = 1.0f;
+    return p;
+  }
   // -1 = not given: the server applies its default (vLLM: 16 for /v1/completions, the rest of the
   // context for chat). max_completion_tokens, chat's newer name, wins over max_tokens when both given.
   int max_tokens = -1;
-  float temperature = 1.0f;  // [0, 2]; OpenAI's default
-  float top_p = 1.0f;        // (0, 1]
-  float presence_penalty = 0.0f;   // [-2, 2]
-  float frequency_penalty = 0.0f;  // [-2, 2]
-  int top_k = -1;                  // vLLM extension: -1 = off (0 is accepted as off too), else ≥ 1
-  std::optional<uint64_t> seed;    // any int64 or uint64; negative seeds keep their two's-complement bits
+  // What the worker draws with (common/sampling_params.h): temperature in [0, 2] (OpenAI's default 1),
+  // top_p in (0, 1], penalties in [-2, 2], top_k (vLLM extension; -1 and 0 both mean off, stored as 0)
+  // and the seed (any int64 or uint64; negative seeds keep their two's-complement bits).
+  SamplingParams params = OpenAiDefaults();
+  bool has_seed = false;  // without one the server draws a random seed per request
   std::vector<std::string> stop;   // ≤ kMaxStopSequences non-empty strings, ≤ kMaxStopBytes in all
   std::vector<int32_t> stop_token_ids;  // vLLM extension; ≥ 0 (the vocabulary bound is the server's check)
   bool ignore_eos = false;              // vLLM extension

@@ -44,7 +44,7 @@ std::variant<std::shared_ptr<WorkerLink>, api::ApiError> Coordinator::Impl::Rout
   return pick;
 }
 
-void Coordinator::Impl::Start(const std::shared_ptr<RequestState>& r, const control::SamplingWire& s, bool ignore_eos,
+void Coordinator::Impl::Start(const std::shared_ptr<RequestState>& r, const SamplingParams& s, bool ignore_eos,
                               const std::vector<int32_t>& stop_ids) {
   WorkerLink& w = *r->worker;
   GroupState& g = groups.at(w.group);

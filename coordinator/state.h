@@ -222,7 +222,7 @@ struct Coordinator::Impl {
   // requests.cc: admission, routing, token events, outcomes.
   // Picks a worker for a request of `tokens` total tokens; ApiError 503/429 when none can take it.
   std::variant<std::shared_ptr<WorkerLink>, api::ApiError> Route();
-  void Start(const std::shared_ptr<RequestState>& r, const control::SamplingWire& s, bool ignore_eos,
+  void Start(const std::shared_ptr<RequestState>& r, const SamplingParams& s, bool ignore_eos,
              const std::vector<int32_t>& stop_ids);
   void OnTokens(WorkerLink& link, control::Tokens& t);
   void Finish(RequestState& r, const std::string& reason, std::optional<api::ApiError> error = std::nullopt);

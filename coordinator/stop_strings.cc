@@ -3,33 +3,24 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/utf8.h"
+
 namespace shoal::coord {
 namespace {
 
-bool IsContinuationByte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
-
-// Bytes in the UTF-8 sequence a lead byte starts; 1 for ASCII and for bytes no valid sequence starts
-// with, so invalid text is released rather than held.
-size_t SequenceLength(char lead) {
-  const auto b = static_cast<unsigned char>(lead);
-  if ((b & 0xE0) == 0xC0) return 2;
-  if ((b & 0xF0) == 0xE0) return 3;
-  if ((b & 0xF8) == 0xF0) return 4;
-  return 1;
-}
-
 // The largest cut <= `cut` (and >= `lo`) that splits s neither inside a character nor before an
-// unfinished one at the end. Looks back at most 3 bytes: a longer run of continuation bytes is not
+// unfinished one at the end (bytes no sequence starts with count as whole, so invalid text is
+// released rather than held). Looks back at most 3 bytes: a longer run of continuation bytes is not
 // UTF-8, and holding it would let invalid output pile up unreleased.
 size_t CharBoundaryAtOrBefore(const std::string& s, size_t lo, size_t cut) {
   // A multi-byte character whose last bytes have not arrived yet stays held.
   for (size_t lead = s.size(), back = 0; lead > lo && back < 4; ++back) {
     --lead;
-    if (IsContinuationByte(s[lead])) continue;
-    if (s.size() - lead < SequenceLength(s[lead])) cut = std::min(cut, lead);
+    if (IsUtf8Continuation(s[lead])) continue;
+    if (s.size() - lead < Utf8LeadLength(s[lead])) cut = std::min(cut, lead);
     break;
   }
-  for (size_t back = 0; back < 3 && cut > lo && cut < s.size() && IsContinuationByte(s[cut]); ++back) --cut;
+  for (size_t back = 0; back < 3 && cut > lo && cut < s.size() && IsUtf8Continuation(s[cut]); ++back) --cut;
   return cut;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "common/secret.h"
+#include "common/log.h"
 #include "coordinator/state.h"
 
 namespace shoal {
@@ -88,7 +89,7 @@ void Coordinator::Impl::LinkDied(const std::shared_ptr<WorkerLink>& link, const 
   if (it == groups.end() || it->second.incarnation != link->incarnation) return;  // never registered
   GroupState& g = it->second;
   if (!g.broken && !stopping) {
-    std::fprintf(stderr, "shoal serve: %s failed: %s; group %s is unready\n", link->Name().c_str(), why.c_str(),
+    log::Warn("%s failed: %s; group %s is unready", link->Name().c_str(), why.c_str(),
                  g.name.c_str());
   }
   // One rank down stops the whole group (every step needs every rank): its requests end now, with
@@ -139,7 +140,7 @@ awaitable<void> Coordinator::Impl::AcceptWorkers() {
     backoff_ms = 0;
     s.set_option(tcp::no_delay(true), ec);
     if (control_connections >= cfg.server.max_control_connections || pending_handshakes >= kMaxPendingHandshakes) {
-      std::fprintf(stderr, "shoal serve: refused a control connection from %s: %s\n", PeerName(s).c_str(),
+      log::Warn("refused a control connection from %s: %s", PeerName(s).c_str(),
                    pending_handshakes >= kMaxPendingHandshakes ? "too many handshakes in progress"
                                                                : "server.max_control_connections reached");
       s.close(ec);
@@ -165,7 +166,7 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
   --pending_handshakes;
   hello_timer.cancel();
   auto reject = [&](const std::string& why) {
-    std::fprintf(stderr, "shoal serve: rejected a worker from %s: %s\n", peer.c_str(), why.c_str());
+    log::Warn("rejected a worker from %s: %s", peer.c_str(), why.c_str());
     link->out.push_back(control::EncodeFrame(control::Reject{why}));
   };
   if (!first.ok()) {
@@ -226,10 +227,10 @@ awaitable<void> Coordinator::Impl::WorkerSession(std::shared_ptr<WorkerLink> lin
   g->ranks[h.rank] = link;
   link->last_seen = Clock::now();
   Send(link, control::Welcome{g->incarnation, static_cast<uint32_t>(cfg.server.heartbeat_ms)});
-  std::fprintf(stderr, "shoal serve: %s connected (%u KV blocks of %u tokens, %u sequences)\n", link->Name().c_str(),
+  log::Info("%s connected (%u KV blocks of %u tokens, %u sequences)", link->Name().c_str(),
                static_cast<unsigned>(h.kv_blocks), h.block_size, h.max_num_seqs);
   UpdateReady();
-  if (g->Complete()) std::fprintf(stderr, "shoal serve: group %s is ready (%u ranks)\n", g->name.c_str(), g->size);
+  if (g->Complete()) log::Info("group %s is ready (%u ranks)", g->name.c_str(), g->size);
 
   while (!link->dead) {
     StatusOr<control::Message> m = co_await ReadFrame(link->socket);
@@ -274,7 +275,7 @@ std::optional<control::Message> Coordinator::Impl::RendezvousStep(const control:
                                                                   Clock::time_point until) {
   const std::string who = "rank " + std::to_string(rv.rank) + "/" + std::to_string(rv.size) + " of group " + rv.group;
   auto refuse = [&](const std::string& why) {
-    std::fprintf(stderr, "shoal serve: rendezvous of %s refused: %s\n", who.c_str(), why.c_str());
+    log::Warn("rendezvous of %s refused: %s", who.c_str(), why.c_str());
     return control::Message(control::Reject{why});
   };
   if (stopping) return refuse("the coordinator is shutting down");
@@ -293,14 +294,14 @@ std::optional<control::Message> Coordinator::Impl::RendezvousStep(const control:
   if (rv.rank == 0) {
     const Status posted = rendezvous.Post(rv.group, rv.size, rv.id, now);
     if (!posted.ok()) return refuse(posted.message());
-    std::fprintf(stderr, "shoal serve: rendezvous: %s posted its data-plane id\n", who.c_str());
+    log::Info("rendezvous: %s posted its data-plane id", who.c_str());
     WakeRendezvous(rv.group);
     return control::Message(control::RendezvousId{rv.id});
   }
   StatusOr<std::optional<std::string>> got = rendezvous.Take(rv.group, rv.rank, rv.size, now);
   if (!got.ok()) return refuse(got.status().message());
   if (got->has_value()) {
-    std::fprintf(stderr, "shoal serve: rendezvous: %s took the data-plane id\n", who.c_str());
+    log::Info("rendezvous: %s took the data-plane id", who.c_str());
     return control::Message(control::RendezvousId{std::move(**got)});
   }
   if (now >= until) {
@@ -359,7 +360,7 @@ awaitable<void> Coordinator::Impl::RendezvousSession(std::shared_ptr<WorkerLink>
   if (!given.empty() && (left || ec)) {
     // The id never reached this rank: its relaunch may take it.
     rendezvous.GiveBack(rv.group, rv.rank, given);
-    std::fprintf(stderr, "shoal serve: rendezvous: rank %u of group %s left before it got the id\n", rv.rank,
+    log::Warn("rendezvous: rank %u of group %s left before it got the id", rv.rank,
                  rv.group.c_str());
   }
   boost::system::error_code ignored;
@@ -422,7 +423,7 @@ awaitable<void> Coordinator::Impl::Watchdog() {
 void Coordinator::Impl::ForgetGroup(const std::string& name) {
   auto it = groups.find(name);
   if (it == groups.end()) return;
-  std::fprintf(stderr, "shoal serve: forgot group %s (no live rank for %d s; it was: %s)\n", name.c_str(),
+  log::Info("forgot group %s (no live rank for %d s; it was: %s)", name.c_str(),
                cfg.server.group_forget_s, it->second.broken_reason.c_str());
   // Its requests already ended when it broke (LinkDied); its per-rank series go with it.
   for (const auto& r : it->second.ranks) {

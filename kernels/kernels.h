@@ -15,6 +15,7 @@
 #include <random>
 
 #include "common/dtype.h"
+#include "common/sampling_params.h"
 #include "common/thread_pool.h"
 
 namespace shoal::kernels {
@@ -91,17 +92,8 @@ void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& u
                   float* out, ThreadPool& pool);
 
 // Sampling of one token from logits[vocab] (modified in place: NaN logits, from a diverged model,
-// become -inf, so they are never drawn; an all-NaN row gives 0, as ArgMax does).
-struct SamplingParams {
-  float temperature = 0.0f;  // below kGreedyBelowTemperature (0, NaN) = greedy: ArgMax
-  int top_k = 0;             // 0 = off
-  float top_p = 1.0f;        // 1 = off
-};
-// Temperatures below this are greedy. Above it l/T stays far from float overflow (|l/T| ≤ 1e9 for
-// |l| ≤ 1e4), where tinier ones turn the softmax into inf − inf = NaN (1e-38 overflows for l ≥ 3.41).
-// Below it sampling is greedy in effect anyway: a logit gap of 1e-3 already gives p2/p1 = e^-100.
-// vLLM uses the same cutoff. kernels/cuda/cuda_kernels.h mirrors it for the CUDA sampler.
-inline constexpr float kGreedyBelowTemperature = 1e-5f;
+// become -inf, so they are never drawn; an all-NaN row gives 0, as ArgMax does). Reads temperature,
+// top_k and top_p; the penalties are applied by the caller (the scheduler), the seed is in `rng`.
 int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std::mt19937_64& rng);
 
 // Index of the largest element (ties → lowest index; NaNs never win, all NaN → 0): greedy decoding.

@@ -93,8 +93,7 @@ size_t LeadingSpaceBytes(std::string_view s) {
 size_t TrailingSpaceStart(std::string_view s) {
   size_t e = s.size();
   while (e > 0) {
-    size_t start = e - 1;
-    while (start > 0 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
+    size_t start = Utf8CharStart(s, e - 1);
     size_t pos = start;
     if (!IsWhitespace(NextCodepoint(s, pos))) break;
     e = start;
@@ -104,8 +103,7 @@ size_t TrailingSpaceStart(std::string_view s) {
 
 bool EndsWithWord(std::string_view s) {
   if (s.empty()) return false;
-  size_t start = s.size() - 1;
-  while (start > 0 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
+  size_t start = Utf8CharStart(s, s.size() - 1);
   return IsWordChar(NextCodepoint(s, start));
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/utf8.h"
 
 namespace shoal::tok_internal {
 

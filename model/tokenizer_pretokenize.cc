@@ -334,8 +334,7 @@ Status Normalize(const Normalizer& n, std::string& s) {
       }
       if (n.right) {
         while (e > b) {
-          size_t start = e - 1;
-          while (start > b && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
+          size_t start = Utf8CharStart(s, e - 1, b);
           size_t pos = start;
           if (!IsWhitespace(NextCodepoint(s, pos))) break;
           e = start;

@@ -77,7 +77,7 @@ size_t IncompleteUtf8Tail(std::string_view s) {
   const size_t n = s.size();
   for (size_t back = 1; back <= 3 && back <= n; ++back) {
     const auto b = static_cast<uint8_t>(s[n - back]);
-    if ((b & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
+    if (IsUtf8Continuation(static_cast<char>(b))) continue;  // keep looking for the lead
     size_t need = 0;
     if (b >= 0xC2 && b <= 0xDF) need = 2;
     else if (b >= 0xE0 && b <= 0xEF) need = 3;

@@ -85,7 +85,7 @@ Status ParseLine(const std::string& line, const std::string& where, int64_t line
       if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0)) {
         return InvalidArgument(at + ": expected a non-negative integer");
       }
-      r.seed = v.get<uint64_t>();
+      r.sampling.seed = v.get<uint64_t>();
     } else if (key == "stop_ids") {
       SHOAL_ASSIGN_OR_RETURN(r.stop_ids, TokenArray(v, at, vocab, 1024));
     } else {

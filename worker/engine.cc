@@ -113,8 +113,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
     if (Status st = Layer(l, T); !st.ok()) {
       // A local failure (not the group's): still join the remaining layers' exchanges with no tokens,
       // so the peers finish the step. After a group failure there is nothing left to join.
-      const bool group_failed = st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
-      if (!group_failed) JoinLayersWithoutTokens(l + 1);
+      if (!comm::IsGroupFailure(st)) JoinLayersWithoutTokens(l + 1);
       return st;
     }
     const LayerWeights& L = weights_.layers[l];

@@ -42,7 +42,6 @@ StatusOr<std::vector<GenerateResult>> Generate(StepEngine& engine, const std::ve
     r.prompt = g.prompt;
     r.max_tokens = g.max_tokens;
     r.sampling = g.sampling;
-    r.seed = g.seed;
     r.stop_ids = g.stop_ids;
     local = sched.Submit(std::move(r));
     stats->prompt_tokens += static_cast<int64_t>(g.prompt.size());

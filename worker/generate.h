@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/kernels.h"
+#include "common/sampling_params.h"
 #include "worker/step_engine.h"
 
 namespace shoal {
@@ -21,8 +21,7 @@ namespace shoal {
 struct GenerateRequest {
   std::vector<int32_t> prompt;
   int max_tokens = 16;
-  kernels::SamplingParams sampling;
-  uint64_t seed = 0;                 // per request, so a request's tokens do not depend on its batch
+  SamplingParams sampling;           // greedy unless set; the seed is per request
   std::vector<int32_t> stop_ids;     // generation ends after emitting one of these
 };
 

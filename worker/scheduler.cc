@@ -3,15 +3,13 @@
 #include <algorithm>
 #include <chrono>
 
+#include "control/admission.h"
+
 namespace shoal {
 
 namespace {
 
 std::string Name(uint64_t id) { return "request " + std::to_string(id); }
-
-bool IsGroupError(const Status& st) {
-  return st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
-}
 
 }  // namespace
 
@@ -43,19 +41,17 @@ Status Scheduler::Submit(ScheduledRequest r) {
                              std::to_string(c.vocab_size));
     }
   }
-  const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_tokens;
-  if (total > c.max_position_embeddings) {
-    return InvalidArgument(name + ": prompt (" + std::to_string(r.prompt.size()) + " tokens) + max_tokens (" +
-                           std::to_string(r.max_tokens) + ") exceeds the model's context of " +
-                           std::to_string(c.max_position_embeddings));
+  // The same check the coordinator admitted the request with (control/admission.h).
+  const control::Fit fit = control::CheckFit(
+      static_cast<int64_t>(r.prompt.size()), r.max_tokens,
+      {c.max_position_embeddings, engine_.kv_blocks().num_blocks() * engine_.kv_blocks().block_size()});
+  if (fit.exceeded == control::Limit::kKvCache) {
+    return ResourceExhausted(name + ": " + fit.message + " (raise kv_cache.memory_mib)");
   }
-  if (BlocksFor(total) > engine_.kv_blocks().num_blocks()) {
-    return ResourceExhausted(name + ": needs " + std::to_string(BlocksFor(total)) + " KV blocks, the cache has " +
-                             std::to_string(engine_.kv_blocks().num_blocks()) + " (raise kv_cache.memory_mib)");
-  }
+  if (!fit.ok()) return InvalidArgument(name + ": " + fit.message);
   auto s = std::make_unique<Seq>();
   s->tokens = r.prompt;
-  s->rng.seed(r.seed);
+  s->rng.seed(r.sampling.seed);
   s->req = std::move(r);
   waiting_.push_back(s.get());
   all_.emplace(s->req.id, std::move(s));
@@ -98,9 +94,9 @@ void Scheduler::FailAll(const std::string& why, std::vector<control::TokenEvent>
 
 void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events) {
   const ScheduledRequest& r = s->req;
-  if (r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f) {
+  if (r.sampling.presence_penalty != 0.0f || r.sampling.frequency_penalty != 0.0f) {
     for (const auto& [tok, n] : s->output_counts) {
-      logits[tok] -= r.presence_penalty + r.frequency_penalty * static_cast<float>(n);
+      logits[tok] -= r.sampling.presence_penalty + r.sampling.frequency_penalty * static_cast<float>(n);
     }
   }
   const int32_t tok = kernels::SampleToken(logits.data(), engine_.config().vocab_size, r.sampling, s->rng);
@@ -179,7 +175,7 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
   stats_.step_seconds_total += secs;
   stats_.last_step_seconds = secs;
   if (!st.ok()) {
-    if (IsGroupError(st)) return st;
+    if (comm::IsGroupFailure(st)) return st;
     // The engine rejected this rank's batch (nothing changed); its requests end with the reason.
     for (Seq* s : batch_seqs_) {
       events->push_back({s->req.id, -1, control::FinishReason::kError, st.message()});

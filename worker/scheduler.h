@@ -26,10 +26,7 @@ struct ScheduledRequest {
   uint64_t id = 0;
   std::vector<int32_t> prompt;
   int max_tokens = 16;
-  kernels::SamplingParams sampling;
-  uint64_t seed = 0;
-  float presence_penalty = 0.0f;   // OpenAI semantics, over the tokens generated so far
-  float frequency_penalty = 0.0f;
+  SamplingParams sampling;
   std::vector<int32_t> stop_ids;   // generation ends after emitting one of these
 };
 

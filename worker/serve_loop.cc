@@ -52,12 +52,7 @@ ScheduledRequest FromSubmit(control::Submit&& m) {
   r.id = m.request;
   r.prompt = std::move(m.prompt);
   r.max_tokens = static_cast<int>(std::min<uint32_t>(m.max_tokens, 1u << 30));
-  r.sampling.temperature = m.sampling.temperature;
-  r.sampling.top_p = m.sampling.top_p;
-  r.sampling.top_k = m.sampling.top_k;
-  r.seed = m.sampling.seed;
-  r.presence_penalty = m.sampling.presence_penalty;
-  r.frequency_penalty = m.sampling.frequency_penalty;
+  r.sampling = m.sampling;
   r.stop_ids = std::move(m.stop_ids);
   return r;
 }

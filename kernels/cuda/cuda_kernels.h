@@ -18,6 +18,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include "common/sampling_params.h"
 #include "common/status.h"
 
 namespace shoal::cuda {
@@ -177,12 +178,8 @@ Status AddSigmoidGated(const float* shared, const float* gate_logit, int64_t m, 
 // out[r] = index of the largest of logits[r, :vocab] (ties → lowest index; NaNs never win, all NaN → 0).
 Status ArgMax(const float* logits, int64_t m, int vocab, int32_t* out, cudaStream_t stream);
 
-// Temperatures below this are greedy: kernels::kGreedyBelowTemperature (kernels/kernels.h, which says
-// why 1e-5), repeated because this header stays free of the CPU backend's; tests/gpu checks they match.
-inline constexpr float kGreedyBelowTemperature = 1e-5f;
-
 struct SamplingRow {
-  float temperature = 0.0f;  // below kGreedyBelowTemperature (0, NaN) = greedy, as ArgMax
+  float temperature = 0.0f;  // below shoal::kGreedyBelowTemperature (0, NaN) = greedy, as ArgMax
   int top_k = 0;             // 0 = off
   float top_p = 1.0f;        // 1 = off
   uint64_t seed = 0;         // with `offset`: a Philox stream, so a row's draw is independent of the batch

@@ -1,6 +1,7 @@
 // Methods of str, dict and list reachable from templates, and the callable globals (see builtins.h).
 #include <ctime>
 
+#include "common/utf8.h"
 #include "model/jinja/builtins.h"
 #include "model/jinja/lexer.h"
 
@@ -26,7 +27,7 @@ bool PySpace(uint32_t c) {
 // Code point index of byte offset `byte` in s.
 int64_t CpIndex(const std::string& s, size_t byte) {
   int64_t n = 0;
-  for (size_t i = 0; i < byte && i < s.size(); ++i) n += (static_cast<unsigned char>(s[i]) & 0xC0) != 0x80;
+  for (size_t i = 0; i < byte && i < s.size(); ++i) n += !IsUtf8Continuation(s[i]);
   return n;
 }
 

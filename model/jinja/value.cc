@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "common/utf8.h"
 #include "model/jinja/ast.h"
 
 namespace shoal::jinja {
@@ -177,10 +178,9 @@ std::vector<size_t> CodepointOffsets(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
     off.push_back(i);
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    const size_t n = Utf8LeadLength(s[i]);
     size_t k = 1;
-    while (k < n && i + k < s.size() && (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80) ++k;
+    while (k < n && i + k < s.size() && IsUtf8Continuation(s[i + k])) ++k;
     i += k;
   }
   off.push_back(s.size());
@@ -392,9 +392,7 @@ std::string Value::ReprForMessage() const {
   Printer p(kMaxBytes);
   std::string& s = p.out();
   if (p.Repr(*this).ok()) return std::move(s);
-  size_t n = std::min(s.size(), kMaxBytes);
-  while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // keep UTF-8 whole
-  s.resize(n);
+  s.resize(Utf8PrefixLength(s, kMaxBytes));  // keep UTF-8 whole
   return s + "...";
 }
 

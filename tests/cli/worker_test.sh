@@ -85,7 +85,7 @@ python3 -c 'import json,sys; [print(json.dumps({"prompt_ids": [1, 2, 3], "max_to
   >/dev/null 2>"$tmp/stall.err" &
 launcher=$!
 for _ in $(seq 1 600); do  # until every rank has loaded (its line is printed after the start-up barrier)
-  [ "$(grep -c '^shoal worker rank' "$tmp/stall.err")" -ge 3 ] && break
+  [ "$(grep -c '\] started: ' "$tmp/stall.err")" -ge 3 ] && break
   sleep 0.05
 done
 victim=$(pgrep -P "$launcher" -x shoal | tail -n 1)

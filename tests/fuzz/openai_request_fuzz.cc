@@ -31,11 +31,12 @@ void CheckError(const ApiError& e) {
 
 void CheckSampling(const shoal::api::SamplingOptions& s) {
   Check(s.max_tokens == -1 || s.max_tokens >= 1);
-  Check(std::isfinite(s.temperature) && s.temperature >= 0.0f && s.temperature <= 2.0f);
-  Check(s.top_p > 0.0f && s.top_p <= 1.0f);
-  Check(s.presence_penalty >= -2.0f && s.presence_penalty <= 2.0f);
-  Check(s.frequency_penalty >= -2.0f && s.frequency_penalty <= 2.0f);
-  Check(s.top_k == -1 || s.top_k >= 1);
+  const shoal::SamplingParams& p = s.params;
+  Check(std::isfinite(p.temperature) && p.temperature >= 0.0f && p.temperature <= 2.0f);
+  Check(p.top_p > 0.0f && p.top_p <= 1.0f);
+  Check(p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f);
+  Check(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f);
+  Check(p.top_k >= 0);
   Check(s.stop.size() <= static_cast<size_t>(shoal::api::kMaxStopSequences));
   for (const auto& stop : s.stop) Check(!stop.empty());
   for (int32_t id : s.stop_token_ids) Check(id >= 0);

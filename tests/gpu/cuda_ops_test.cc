@@ -431,8 +431,6 @@ TEST(CudaOps, ArgMax) {
   EXPECT_TRUE(Equal(Dims("ArgMax", {m, vocab}), Get(out), want));
 }
 
-static_assert(kGreedyBelowTemperature == kernels::kGreedyBelowTemperature, "the CPU and CUDA greedy cutoffs differ");
-
 // The tokens SampleToken (kernels/cpu/sampling.cc) could return for this row: the top_k largest
 // (any token tied with the k-th too: the tie-break is not part of the contract), then the top_p
 // prefix by probability, with 1e-3 of slack on the cumulative sum because the GPU sums up to 150k

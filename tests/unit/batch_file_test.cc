@@ -26,7 +26,7 @@ TEST(BatchFile, ParsesEveryFieldAndDefaults) {
   EXPECT_FLOAT_EQ(a.sampling.temperature, 0.5f);
   EXPECT_EQ(a.sampling.top_k, 4);
   EXPECT_FLOAT_EQ(a.sampling.top_p, 0.9f);
-  EXPECT_EQ(a.seed, 18446744073709551615ull);
+  EXPECT_EQ(a.sampling.seed, 18446744073709551615ull);
   EXPECT_EQ(a.stop_ids, (std::vector<int32_t>{7}));
   EXPECT_EQ((*r)[1].id_json, "4");  // default id: the line number
   EXPECT_EQ((*r)[1].request.max_tokens, 16);

@@ -50,7 +50,7 @@ TEST(DemoModel, PromptIdsAndGreedyContinuationsMatchTransformers) {
       ids = *enc;
     }
     EXPECT_EQ(ids, c["prompt_ids"].get<std::vector<int32_t>>()) << c.dump();
-    reqs.push_back({c["prompt_ids"].get<std::vector<int32_t>>(), ref["max_new_tokens"].get<int>(), {}, 0,
+    reqs.push_back({c["prompt_ids"].get<std::vector<int32_t>>(), ref["max_new_tokens"].get<int>(), {},
                     ref["eos_token_ids"].get<std::vector<int32_t>>()});
   }
   ASSERT_GE(reqs.size(), 6u);

@@ -103,7 +103,7 @@ TEST(Engine, ReleasedSequencesReturnTheirBlocks) {
   ASSERT_TRUE(engine);
   const int64_t free0 = engine->kv_cache().free_blocks();
   GenerateStats stats;
-  std::vector<GenerateRequest> reqs(3, GenerateRequest{{1, 2, 3, 4, 5}, 9, {}, 0, {}});
+  std::vector<GenerateRequest> reqs(3, GenerateRequest{{1, 2, 3, 4, 5}, 9, {}, {}});
   auto r = Generate(*engine, reqs, &stats);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(engine->kv_cache().free_blocks(), free0);
@@ -116,7 +116,7 @@ TEST(Generate, StopTokensEndASequenceEarly) {
   auto engine = MakeEngine(FixturesDir() + "/" + kModel);
   ASSERT_TRUE(engine);
   Fixture f = LoadFixture(kModel);
-  GenerateRequest req{f.prompts[0].prompt, 7, {}, 0, {f.prompts[0].greedy[2]}};
+  GenerateRequest req{f.prompts[0].prompt, 7, {}, {f.prompts[0].greedy[2]}};
   GenerateStats stats;
   auto r = Generate(*engine, {req}, &stats);
   ASSERT_TRUE(r.ok());
@@ -127,8 +127,8 @@ TEST(Generate, StopTokensEndASequenceEarly) {
 TEST(Generate, SeededSamplingIsReproducibleAndIndependentOfTheBatch) {
   auto engine = MakeEngine(FixturesDir() + "/" + kModel);
   ASSERT_TRUE(engine);
-  GenerateRequest r{{3, 1, 4, 1, 5}, 10, {0.9f, 50, 0.95f}, 1234, {}};
-  GenerateRequest other{{2, 7, 1, 8}, 6, {1.0f, 0, 1.0f}, 99, {}};
+  GenerateRequest r{{3, 1, 4, 1, 5}, 10, {.temperature = 0.9f, .top_k = 50, .top_p = 0.95f, .seed = 1234}, {}};
+  GenerateRequest other{{2, 7, 1, 8}, 6, {.temperature = 1.0f, .seed = 99}, {}};
   GenerateStats st;
   auto alone = Generate(*engine, {r}, &st);
   auto batched = Generate(*engine, {other, r}, &st);

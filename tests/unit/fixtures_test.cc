@@ -103,7 +103,7 @@ TEST_P(FixtureTest, BatchedEqualsAloneBitwise) {
   auto alone = MakeEngine(f.dir, /*threads=*/1);
   ASSERT_TRUE(batched && alone);
   std::vector<GenerateRequest> reqs;
-  for (const auto& p : f.prompts) reqs.push_back({p.prompt, f.decode_steps + 1, {}, 0, {}});
+  for (const auto& p : f.prompts) reqs.push_back({p.prompt, f.decode_steps + 1, {}, {}});
   GenerateStats st;
   auto together = Generate(*batched, reqs, &st);
   ASSERT_TRUE(together.ok());
@@ -130,7 +130,7 @@ TEST_P(FixtureTest, ChunkedPrefillGivesTheSameTokens) {
   auto engine = MakeEngine(f.dir, 2, /*max_step_tokens=*/3);
   ASSERT_TRUE(engine);
   std::vector<GenerateRequest> reqs;
-  for (const auto& p : f.prompts) reqs.push_back({p.prompt, f.decode_steps + 1, {}, 0, {}});
+  for (const auto& p : f.prompts) reqs.push_back({p.prompt, f.decode_steps + 1, {}, {}});
   GenerateStats st;
   auto out = Generate(*engine, reqs, &st);
   ASSERT_TRUE(out.ok()) << out.status().ToString();

@@ -66,10 +66,10 @@ TEST(OpenAiParse, CompletionDefaults) {
   EXPECT_EQ(r.model, "m");
   EXPECT_EQ(std::get<std::string>(r.prompt), "Hello");
   EXPECT_EQ(r.sampling.max_tokens, -1);
-  EXPECT_FLOAT_EQ(r.sampling.temperature, 1.0f);
-  EXPECT_FLOAT_EQ(r.sampling.top_p, 1.0f);
-  EXPECT_EQ(r.sampling.top_k, -1);
-  EXPECT_FALSE(r.sampling.seed.has_value());
+  EXPECT_FLOAT_EQ(r.sampling.params.temperature, 1.0f);
+  EXPECT_FLOAT_EQ(r.sampling.params.top_p, 1.0f);
+  EXPECT_EQ(r.sampling.params.top_k, 0);  // off
+  EXPECT_FALSE(r.sampling.has_seed);
   EXPECT_TRUE(r.sampling.stop.empty());
   EXPECT_TRUE(r.sampling.skip_special_tokens);
   EXPECT_FALSE(r.sampling.ignore_eos);
@@ -87,12 +87,13 @@ TEST(OpenAiParse, CompletionEveryField) {
       R"("some_future_field":{"x":[1]}})");
   EXPECT_EQ(std::get<std::vector<int32_t>>(r.prompt), (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(r.sampling.max_tokens, 7);
-  EXPECT_FLOAT_EQ(r.sampling.temperature, 0.0f);
-  EXPECT_FLOAT_EQ(r.sampling.top_p, 0.5f);
-  EXPECT_FLOAT_EQ(r.sampling.presence_penalty, -2.0f);
-  EXPECT_FLOAT_EQ(r.sampling.frequency_penalty, 2.0f);
-  EXPECT_EQ(r.sampling.top_k, 40);
-  EXPECT_EQ(r.sampling.seed, 18446744073709551615ull);
+  EXPECT_FLOAT_EQ(r.sampling.params.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(r.sampling.params.top_p, 0.5f);
+  EXPECT_FLOAT_EQ(r.sampling.params.presence_penalty, -2.0f);
+  EXPECT_FLOAT_EQ(r.sampling.params.frequency_penalty, 2.0f);
+  EXPECT_EQ(r.sampling.params.top_k, 40);
+  EXPECT_TRUE(r.sampling.has_seed);
+  EXPECT_EQ(r.sampling.params.seed, 18446744073709551615ull);
   EXPECT_EQ(r.sampling.stop, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(r.sampling.stop_token_ids, (std::vector<int32_t>{5}));
   EXPECT_TRUE(r.sampling.ignore_eos);
@@ -108,7 +109,7 @@ TEST(OpenAiParse, NullMeansDefault) {
       R"({"prompt":"x","model":null,"max_tokens":null,"temperature":null,"top_p":null,"top_k":null,)"
       R"("seed":null,"stop":null,"stream":null,"stream_options":null,"n":null,"user":null})");
   EXPECT_EQ(r.sampling.max_tokens, -1);
-  EXPECT_FLOAT_EQ(r.sampling.temperature, 1.0f);
+  EXPECT_FLOAT_EQ(r.sampling.params.temperature, 1.0f);
   EXPECT_EQ(r.model, "");
 }
 
@@ -168,10 +169,10 @@ TEST(OpenAiParse, SamplingRanges) {
   CompletionRequest r = Completion(R"({"prompt":"x","temperature":2,"top_p":1,"max_tokens":5.0,"top_k":0,)"
                                    R"("seed":-1,"stop":"END","presence_penalty":2})");
   EXPECT_EQ(r.sampling.max_tokens, 5);  // an integral float, as pydantic accepts
-  EXPECT_EQ(r.sampling.top_k, -1);      // 0 means off, as in vLLM
-  EXPECT_EQ(r.sampling.seed, 0xffffffffffffffffull);
+  EXPECT_EQ(r.sampling.params.top_k, 0);  // 0 means off, as in vLLM
+  EXPECT_EQ(r.sampling.params.seed, 0xffffffffffffffffull);
   EXPECT_EQ(r.sampling.stop, (std::vector<std::string>{"END"}));
-  EXPECT_EQ(Completion("{\"prompt\":\"x\",\"top_k\":-1}").sampling.top_k, -1);
+  EXPECT_EQ(Completion("{\"prompt\":\"x\",\"top_k\":-1}").sampling.params.top_k, 0);  // -1: off too
   EXPECT_EQ(Completion("{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\"]}").sampling.stop.size(), 4u);
 }
 

@@ -170,13 +170,13 @@ TEST(Scheduler, StopIdsAndSeededSampling) {
   a.max_tokens = 12;
   a.sampling.temperature = 0.9f;
   a.sampling.top_p = 0.9f;
-  a.seed = 1234;
+  a.sampling.seed = 1234;
   std::vector<ScheduledRequest> alone = {a}, crowd;
   alone[0].id = 1;
   for (int i = 0; i < 5; ++i) {
     crowd.push_back(a);
     crowd.back().id = 10 + i;
-    crowd.back().seed = i == 2 ? 1234 : 99 + i;
+    crowd.back().sampling.seed = i == 2 ? 1234 : 99 + i;
   }
   Scheduler s2(*engine);
   auto o1 = RunAll(s2, alone, 0);
@@ -185,8 +185,8 @@ TEST(Scheduler, StopIdsAndSeededSampling) {
   ScheduledRequest p = f.prompts.size() > 0 ? alone[0] : a;
   p.id = 50;
   p.sampling.temperature = 0;
-  p.frequency_penalty = 2.0f;
-  p.presence_penalty = 2.0f;
+  p.sampling.frequency_penalty = 2.0f;
+  p.sampling.presence_penalty = 2.0f;
   p.max_tokens = 16;
   auto o3 = RunAll(s2, {p}, 0);
   std::map<int32_t, int> counts;

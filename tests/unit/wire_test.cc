@@ -41,7 +41,7 @@ std::vector<Message> Samples() {
   s.request = 77;
   s.max_tokens = 9;
   s.ignore_eos = true;
-  s.sampling = {0.7f, 0.9f, 40, 0.5f, -0.5f, 123456789};
+  s.sampling = {.temperature = 0.7f, .top_k = 40, .top_p = 0.9f, .presence_penalty = 0.5f, .frequency_penalty = -0.5f, .seed = 123456789};
   s.stop_ids = {2, 3};
   s.prompt = {1, 2, 3, 4};
   Tokens t;

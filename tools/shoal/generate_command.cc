@@ -67,8 +67,10 @@ Status RunGenerate(const GenerateOptions& o) {
     GenerateRequest r;
     SHOAL_ASSIGN_OR_RETURN(r.prompt, ParseIds(o.prompts[i], "--prompt-ids #" + std::to_string(i)));
     r.max_tokens = o.max_tokens;
-    r.sampling = {o.temperature, o.top_k, o.top_p};
-    r.seed = o.seed + i;
+    r.sampling.temperature = o.temperature;
+    r.sampling.top_k = o.top_k;
+    r.sampling.top_p = o.top_p;
+    r.sampling.seed = o.seed + i;
     r.stop_ids = stop;
     requests.push_back(std::move(r));
   }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/log.h"
 #include "coordinator/coordinator.h"
 #include "tools/shoal/commands.h"
 
@@ -137,12 +138,12 @@ Status RunServe(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
   if (!o.control_token_file.empty()) SHOAL_RETURN_IF_ERROR(WriteTokenFile(o.control_token_file, token));
   InstallStopHandlers();
-  std::fprintf(stderr, "shoal serve: model %s on http://%s:%d; workers connect to %s:%d\n", coord->model_name().c_str(),
+  log::Info("model %s on http://%s:%d; workers connect to %s:%d", coord->model_name().c_str(),
                HostForUrl(cfg.server.host).c_str(), coord->http_port(), cfg.server.control_host.c_str(),
                coord->control_port());
   if (generated) {
-    std::fprintf(stderr, "shoal serve: workers join with SHOAL_CONTROL_TOKEN=%s (generated%s; set SHOAL_CONTROL_TOKEN or "
-                 "server.control_token to choose it)\n",
+    log::Info("workers join with SHOAL_CONTROL_TOKEN=%s (generated%s; set SHOAL_CONTROL_TOKEN or "
+              "server.control_token to choose it)",
                  token.c_str(), o.control_token_file.empty() ? "" : (", also in " + o.control_token_file).c_str());
   }
   std::thread loop([&] { (void)coord->Run(); });
@@ -161,15 +162,15 @@ Status RunServe(const ServeOptions& o) {
       FILE* f = std::fopen(tmp.c_str(), "w");
       if (f != nullptr && std::fprintf(f, "%s\n", url.c_str()) > 0 && std::fclose(f) == 0 &&
           std::rename(tmp.c_str(), o.print_url.c_str()) == 0) {
-        std::fprintf(stderr, "shoal serve: every group is ready: %s\n", url.c_str());
+        log::Info("every group is ready: %s", url.c_str());
       } else {
-        std::fprintf(stderr, "shoal serve: cannot write %s\n", o.print_url.c_str());
+        log::Error("cannot write %s", o.print_url.c_str());
       }
       announced = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  std::fprintf(stderr, "shoal serve: stopping\n");
+  log::Info("stopping");
   coord->Stop();
   loop.join();
   return Status::Ok();
@@ -251,7 +252,7 @@ Status RunUp(const ServeOptions& o) {
     StatusOr<pid_t> pid = SpawnGroup(o, cfg, coord->control_port(), g);
     if (pid.ok()) pids.push_back(*pid); else st = pid.status();
   }
-  std::fprintf(stderr, "shoal up: model %s, %d group(s) of %d rank(s); loading...\n", coord->model_name().c_str(),
+  log::Info("model %s, %d group(s) of %d rank(s); loading...", coord->model_name().c_str(),
                cfg.cluster.groups, cfg.cluster.ranks_per_group);
   const auto t0 = std::chrono::steady_clock::now();
   bool ready = false;
@@ -267,14 +268,14 @@ Status RunUp(const ServeOptions& o) {
         } else {
           // The coordinator has already made the group unready and failed its requests; keep serving
           // so /ready and /v1/cluster show what happened (restarting groups comes later).
-          std::fprintf(stderr, "shoal up: a worker group %s; /ready now reports 503\n", how.c_str());
+          log::Warn("a worker group %s; /ready now reports 503", how.c_str());
         }
       }
     }
     if (!ready && coord->ReadyGroups(cfg.cluster.groups)) {
       ready = true;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "shoal up: ready in %.1f s: http://%s:%d (Ctrl-C stops)\n", secs,
+      log::Info("ready in %.1f s: http://%s:%d (Ctrl-C stops)", secs,
                    HostForUrl(cfg.server.host).c_str(), coord->http_port());
       std::printf("http://%s:%d\n", HostForUrl(cfg.server.host).c_str(), coord->http_port());
       std::fflush(stdout);
@@ -285,7 +286,7 @@ Status RunUp(const ServeOptions& o) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  std::fprintf(stderr, "shoal up: stopping\n");
+  log::Info("stopping");
   coord->Stop(5000);
   loop.join();
   ReapGroups(pids, 5000);
@@ -313,9 +314,10 @@ void AddServeCommands(CLI::App& app, int* exit_code) {
                 "Write the control token workers must present to this file (mode 0600); without SHOAL_CONTROL_TOKEN "
                 "or server.control_token, shoal serve makes a random one");
   s->callback([serve, exit_code] {
+    log::SetTag("serve");
     Status st = RunServe(*serve);
     if (!st.ok()) {
-      std::fprintf(stderr, "shoal serve: error: %s\n", st.ToString().c_str());
+      log::Error("%s", st.ToString().c_str());
       *exit_code = 1;
     }
   });
@@ -327,9 +329,10 @@ void AddServeCommands(CLI::App& app, int* exit_code) {
   u->add_option("--ready-timeout", up->ready_timeout_s, "Seconds to wait for every group to be ready")
       ->check(CLI::Range(1, 24 * 3600));
   u->callback([up, exit_code] {
+    log::SetTag("up");
     Status st = RunUp(*up);
     if (!st.ok()) {
-      std::fprintf(stderr, "shoal up: error: %s\n", st.ToString().c_str());
+      log::Error("%s", st.ToString().c_str());
       *exit_code = 1;
     }
   });

@@ -21,6 +21,7 @@
 #include "comm/mpi/mpi_group.h"
 #include "comm/placement.h"
 #include "common/config.h"
+#include "common/log.h"
 #include "control/rendezvous_client.h"
 #include "kernels/kernels.h"
 #include "model/model_config.h"
@@ -149,9 +150,9 @@ StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size) {
 int64_t StartupMs(const EngineConfig& cfg) { return (cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000; }
 Deadline StartupDeadline(const EngineConfig& cfg) { return Deadline::AfterMs(StartupMs(cfg)); }
 
-void ReportStarted(const std::string& me, const Loaded& l) {
-  std::fprintf(stderr, "shoal worker %s: %s, experts %s of %d, resident weights %.2f MB, %s\n", me.c_str(),
-               ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
+void ReportStarted(const Loaded& l) {
+  log::Info("started: %s, experts %s of %d, resident weights %.2f MB, %s",
+            ArchitectureName(l.model.arch), ExpertRanges(l.experts).c_str(), l.model.num_experts,
                l.resident_bytes / 1e6, l.engine->Describe().c_str());
 }
 
@@ -187,6 +188,7 @@ Status RunGroup(const WorkerOptions& o) {
   comm::Group& g = *world;
   const int rank = g.rank(), size = g.size();
   const std::string me = "rank " + std::to_string(rank) + "/" + std::to_string(size);
+  log::SetTag("worker " + o.group + " " + me);
 
   // Load; the first agreement waits for the slowest rank's load (parallel.startup_timeout_s).
   EngineConfig cfg;
@@ -207,7 +209,7 @@ Status RunGroup(const WorkerOptions& o) {
   // NCCL bootstrap or weight upload.
   SHOAL_RETURN_IF_ERROR(Agree(g, made, "starting the engine", StartupDeadline(cfg)).WithContext(me));
   const auto step_deadline = [&] { return Deadline::AfterMs(cfg.collective_timeout_ms); };
-  ReportStarted(me, l);
+  ReportStarted(l);
 
   if (!o.coordinator.empty()) return ServeCoordinator(o, cfg, l);
 
@@ -243,8 +245,8 @@ Status RunGroup(const WorkerOptions& o) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<int64_t> totals = {stats.prompt_tokens, stats.generated_tokens};
   SHOAL_RETURN_IF_ERROR(g.AllReduceSum(totals, step_deadline()));
-  std::fprintf(stderr, "shoal worker %s: %zu requests, %lld prompt + %lld generated tokens\n", me.c_str(), mine.size(),
-               static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens));
+  log::Info("%zu requests, %lld prompt + %lld generated tokens", mine.size(),
+            static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens));
 
   // Results to rank 0, written in input order.
   SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> gathered, comm::GatherBytes(g, lines, 0, step_deadline()));
@@ -266,8 +268,8 @@ Status RunGroup(const WorkerOptions& o) {
   }
   for (const std::string& line : ordered) std::fputs(line.c_str(), out);
   if (out != stdout && std::fclose(out) != 0) return IoError(o.output + ": write failed");
-  std::fprintf(stderr, "shoal worker: group of %d, %zu requests: %lld prompt tokens, %lld generated in %.2f s (%.1f tok/s)\n",
-               size, requests.size(), static_cast<long long>(totals[0]), static_cast<long long>(totals[1]), seconds,
+  log::Info("group of %d, %zu requests: %lld prompt tokens, %lld generated in %.2f s (%.1f tok/s)",
+            size, requests.size(), static_cast<long long>(totals[0]), static_cast<long long>(totals[1]), seconds,
                seconds > 0 ? totals[1] / seconds : 0.0);
   return Status::Ok();
 }
@@ -278,6 +280,7 @@ Status RunGroup(const WorkerOptions& o) {
 Status RunWithoutMpi(const WorkerOptions& o) {
   const int rank = o.rank, size = o.world_size;
   const std::string me = "rank " + std::to_string(rank) + "/" + std::to_string(size);
+  log::SetTag("worker " + o.group + " " + me);
   EngineConfig cfg;
   SHOAL_RETURN_IF_ERROR(LoadConfig(o, RanksOnThisNodeFromEnv(), &cfg).WithContext(me));
   SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg.device : o.device));
@@ -301,8 +304,8 @@ Status RunWithoutMpi(const WorkerOptions& o) {
     }
     SHOAL_ASSIGN_OR_RETURN(std::string id, control::ShareGroupId(hp.first, hp.second, rv, int64_t{1000} * o.connect_timeout_s,
                                                                  StartupMs(cfg)));
-    std::fprintf(stderr, "shoal worker %s: data-plane id %s from the coordinator; joining the NCCL group\n", me.c_str(),
-                 control::IdFingerprint(id).c_str());
+    log::Info("data-plane id %s from the coordinator; joining the NCCL group",
+              control::IdFingerprint(id).c_str());
     SHOAL_ASSIGN_OR_RETURN(plane, JoinDataPlane(device, id, rank, size, StartupDeadline(cfg)));
   }
   comm::Group* g = plane.get();  // null for a group of one
@@ -324,7 +327,7 @@ Status RunWithoutMpi(const WorkerOptions& o) {
     SHOAL_RETURN_IF_ERROR(Agree((*engine)->group(), Status::Ok(), "starting the engine", StartupDeadline(cfg)).WithContext(me));
   }
   l.engine = std::move(*engine);
-  ReportStarted(me, l);
+  ReportStarted(l);
   return ServeCoordinator(o, cfg, l);
 }
 
@@ -382,7 +385,7 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
     // Errors from inside the group were printed by FinishGroupCommand already.
     Status st = RunWorker(*opts);
     if (!st.ok() && !comm::MpiRuntime::WasInitialized()) {
-      std::fprintf(stderr, "shoal worker: error: %s\n", st.ToString().c_str());
+      log::Error("%s", st.ToString().c_str());
     }
     if (!st.ok()) *exit_code = 1;
   });

@@ -381,8 +381,7 @@ Status CudaEngine::Body(int64_t T, int64_t R) {
     if (Status st = Layer(l, T); !st.ok()) {
       // A local failure (not the group's): still join the remaining layers' exchanges, as the CPU
       // engine does, so the peers finish the step.
-      const bool group_failed = st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
-      if (exchange_ && !group_failed) {
+      if (exchange_ && !comm::IsGroupFailure(st)) {
         for (int rest = l + 1; rest < c.num_layers; ++rest) {
           if (!Layer(rest, 0).ok()) break;
         }

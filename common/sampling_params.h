@@ -1,0 +1,27 @@
+// How one request's tokens are drawn: the one type the OpenAI parser fills, the control protocol
+// carries (control/wire.h's Submit) and the worker's scheduler and samplers read. Plain data, no
+// dependencies, so the CUDA sampler's header can include it too.
+#pragma once
+
+#include <cstdint>
+
+namespace shoal {
+
+// Temperatures below this are greedy. Above it l/T stays far from float overflow (|l/T| ≤ 1e9 for
+// |l| ≤ 1e4), where tinier ones turn the softmax into inf − inf = NaN (1e-38 overflows for l ≥ 3.41).
+// Below it sampling is greedy in effect anyway: a logit gap of 1e-3 already gives p2/p1 = e^-100.
+// vLLM uses the same cutoff.
+inline constexpr float kGreedyBelowTemperature = 1e-5f;
+
+struct SamplingParams {
+  // Below kGreedyBelowTemperature (0, NaN): greedy, ArgMax. The default draws nothing at random; the
+  // OpenAI parser applies OpenAI's default of 1 itself.
+  float temperature = 0.0f;
+  int32_t top_k = 0;               // 0 = off
+  float top_p = 1.0f;              // (0, 1]; 1 = off
+  float presence_penalty = 0.0f;   // [-2, 2], OpenAI semantics over the tokens generated so far
+  float frequency_penalty = 0.0f;  // [-2, 2]
+  uint64_t seed = 0;               // per request, so its tokens do not depend on its batch
+};
+
+}  // namespace shoal
