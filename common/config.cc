@@ -196,7 +196,9 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"max_control_connections", IntIn<int>(&sv.max_control_connections, 1, 1 << 20)},
                   {"keepalive_timeout_s", IntIn<int>(&sv.keepalive_timeout_s, 1, 3600)},
                   {"request_timeout_s", IntIn<int>(&sv.request_timeout_s, 0, 7 * 24 * 3600)},
-                  {"group_forget_s", IntIn<int>(&sv.group_forget_s, 1, 7 * 24 * 3600)}});
+                  {"group_forget_s", IntIn<int>(&sv.group_forget_s, 1, 7 * 24 * 3600)},
+                  {"http_threads", IntIn<int>(&sv.http_threads, 0, 256)},
+                  {"text_threads", IntIn<int>(&sv.text_threads, 0, 256)}});
            }},
           {"cluster",
            [&](const YAML::Node& m, const std::string&) {

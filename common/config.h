@@ -42,6 +42,8 @@
 //     request_timeout_s: 0       # a non-streamed request not finished after this gets 504 (0: no limit)
 //     group_forget_s: 60         # a group whose ranks are all gone is forgotten after this (so /ready
 //                                # stops waiting for a group that is not coming back)
+//     http_threads: 0            # threads serving HTTP sessions (0 = a quarter of the cores, 1..8)
+//     text_threads: 0            # threads rendering chat templates and tokenizing prompts (0 = 2)
 //   cluster:               # what `shoal up` starts on this machine
 //     groups: 1
 //     ranks_per_group: 2
@@ -102,6 +104,8 @@ struct EngineConfig {
     int keepalive_timeout_s = 30;        // an idle HTTP connection (or one sending a header) is closed after this
     int request_timeout_s = 0;           // a non-streamed request unfinished after this gets 504 (0 = no limit)
     int group_forget_s = 60;             // a broken group with no live rank is forgotten after this
+    int http_threads = 0;                // HTTP session threads; 0 = a quarter of the cores, 1 to 8
+    int text_threads = 0;                // threads for templates and tokenizing; 0 = 2
   } server;
   struct Cluster {
     int groups = 1;

@@ -4,9 +4,10 @@
 // streams detokenized text back (SSE). Workers connect to it; it watches their heartbeats, and a
 // worker that dies or stalls makes its group unready and ends the group's requests with an error.
 //
-// Everything runs on one I/O thread (Asio); Run() is that thread. Stop() may be called from any
-// thread or a signal-handling context that is not async-signal-only (shoal up calls it from its
-// main thread).
+// Threads: Run()'s caller becomes the control thread (ranks, routing, the request table, the
+// watchdog); HTTP sessions run on server.http_threads threads and chat templates and tokenizing on
+// server.text_threads (docs/architecture.md draws them). Stop() may be called from any thread or a
+// signal-handling context that is not async-signal-only (shoal up calls it from its main thread).
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,7 @@
 //
 // Names follow vLLM's metrics with a `shoal_` prefix instead of `vllm:` (shoal_num_requests_running,
 // shoal_prompt_tokens_total, shoal_time_to_first_token_seconds, ...); the coordinator owns the names
-// and the bucket boundaries (coordinator/state.h).
+// and the bucket boundaries (coordinator/request_table.cc).
 //
 // Thread safety: every method of Metrics, Counter, Gauge and Histogram may be called from any thread.
 // Counter and Gauge updates are lock-free atomics; a Histogram observation takes that histogram's own

@@ -525,19 +525,6 @@ json Head(const std::string& id, const char* object, int64_t created, const std:
   return j;
 }
 
-json ChunkHead(const StreamContext& ctx) {
-  const bool chat = ctx.endpoint == StreamContext::Endpoint::kChat;
-  return Head(ctx.id, chat ? "chat.completion.chunk" : "text_completion", ctx.created, ctx.model);
-}
-
-std::string Event(const json& j) { return "data: " + Dump(j) + "\n\n"; }
-
-// Adds "usage": null when the stream reports usage at its end, as OpenAI does on every other chunk.
-std::string ChunkEvent(const StreamContext& ctx, json j) {
-  if (ctx.include_usage) j["usage"] = nullptr;
-  return Event(j);
-}
-
 json ErrorJson(const ApiError& e) {
   json inner = json::object();
   inner["message"] = e.message;
@@ -592,8 +579,6 @@ std::variant<ChatRequest, ApiError> ParseChatRequest(std::string_view body) {
 
 std::string ErrorBody(const ApiError& e) { return Dump(ErrorJson(e)); }
 
-std::string ErrorEvent(const ApiError& e) { return Event(ErrorJson(e)); }
-
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                const std::string& text, const std::string& finish_reason, const Usage& usage,
                                const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids) {
@@ -629,95 +614,6 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
   j["system_fingerprint"] = nullptr;
   if (prompt_ids != nullptr) j["prompt_token_ids"] = Ids(*prompt_ids);
   return Dump(j);
-}
-
-std::string CompletionChunk(const StreamContext& ctx, std::string_view text, std::string_view finish_reason,
-                            const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids) {
-  json choice = json::object();
-  choice["index"] = 0;
-  choice["text"] = std::string(text);
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = FinishReason(finish_reason);
-  if (prompt_ids != nullptr) choice["prompt_token_ids"] = Ids(*prompt_ids);
-  if (token_ids != nullptr) choice["token_ids"] = Ids(*token_ids);
-  json j = ChunkHead(ctx);
-  j["choices"] = json::array({std::move(choice)});
-  return ChunkEvent(ctx, std::move(j));
-}
-
-namespace {
-json ChatChoice(json delta, std::string_view finish_reason) {
-  json choice = json::object();
-  choice["index"] = 0;
-  choice["delta"] = std::move(delta);
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = FinishReason(finish_reason);
-  return choice;
-}
-}  // namespace
-
-std::string ChatRoleChunk(const StreamContext& ctx, const std::vector<int32_t>* prompt_ids) {
-  json delta = json::object();
-  delta["role"] = "assistant";
-  delta["content"] = "";
-  json j = ChunkHead(ctx);
-  j["choices"] = json::array({ChatChoice(std::move(delta), "")});
-  if (prompt_ids != nullptr) j["prompt_token_ids"] = Ids(*prompt_ids);
-  return ChunkEvent(ctx, std::move(j));
-}
-
-std::string ChatChunk(const StreamContext& ctx, std::string_view content, const std::vector<int32_t>* token_ids) {
-  json delta = json::object();
-  delta["content"] = std::string(content);
-  json choice = ChatChoice(std::move(delta), "");
-  if (token_ids != nullptr) choice["token_ids"] = Ids(*token_ids);
-  json j = ChunkHead(ctx);
-  j["choices"] = json::array({std::move(choice)});
-  return ChunkEvent(ctx, std::move(j));
-}
-
-std::string ChatFinishChunk(const StreamContext& ctx, std::string_view finish_reason) {
-  json j = ChunkHead(ctx);
-  j["choices"] = json::array({ChatChoice(json::object(), finish_reason)});
-  return ChunkEvent(ctx, std::move(j));
-}
-
-std::string UsageChunk(const StreamContext& ctx, const Usage& usage) {
-  json j = ChunkHead(ctx);
-  j["choices"] = json::array();
-  j["usage"] = UsageJson(usage);
-  return Event(j);
-}
-
-namespace {
-StreamContext Context(StreamContext::Endpoint endpoint, const std::string& id, int64_t created,
-                      const std::string& model, bool include_usage) {
-  return StreamContext{endpoint, id, created, model, include_usage};
-}
-}  // namespace
-
-std::string CompletionChunk(const std::string& id, int64_t created, const std::string& model, std::string_view text,
-                            std::string_view finish_reason, bool include_usage) {
-  return CompletionChunk(Context(StreamContext::Endpoint::kCompletion, id, created, model, include_usage), text,
-                         finish_reason);
-}
-
-std::string ChatChunk(const std::string& id, int64_t created, const std::string& model, std::string_view content,
-                      bool role_chunk, std::string_view finish_reason, bool include_usage) {
-  const StreamContext ctx = Context(StreamContext::Endpoint::kChat, id, created, model, include_usage);
-  if (role_chunk) return ChatRoleChunk(ctx);
-  if (content.empty() && !finish_reason.empty()) return ChatFinishChunk(ctx, finish_reason);
-  json delta = json::object();
-  delta["content"] = std::string(content);
-  json j = ChunkHead(ctx);
-  j["choices"] = json::array({ChatChoice(std::move(delta), finish_reason)});
-  return ChunkEvent(ctx, std::move(j));
-}
-
-std::string UsageChunk(const std::string& id, int64_t created, const std::string& model, bool chat,
-                       const Usage& usage) {
-  const auto endpoint = chat ? StreamContext::Endpoint::kChat : StreamContext::Endpoint::kCompletion;
-  return UsageChunk(Context(endpoint, id, created, model, false), usage);
 }
 
 std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created) {

@@ -131,48 +131,7 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
                          const std::string& finish_reason, const Usage& usage,
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids);
 
-// Streaming (server-sent events). Each function returns one whole event: "data: {...}\n\n".
-// A completions stream is CompletionChunk* [UsageChunk] kDoneEvent; the last CompletionChunk carries
-// the finish_reason. A chat stream is ChatRoleChunk ChatChunk* ChatFinishChunk [UsageChunk] kDoneEvent.
-// With include_usage every chunk carries "usage": null and UsageChunk (choices []) comes last, as
-// OpenAI documents.
-struct StreamContext {
-  enum class Endpoint { kCompletion, kChat };
-  Endpoint endpoint = Endpoint::kCompletion;
-  std::string id;
-  int64_t created = 0;
-  std::string model;
-  bool include_usage = false;
-};
-
-// choices[{index, text, logprobs:null, finish_reason}] ("" → null); prompt_ids (first chunk) and
-// token_ids (this chunk's tokens) are added to the choice when non-null.
-std::string CompletionChunk(const StreamContext& ctx, std::string_view text, std::string_view finish_reason,
-                            const std::vector<int32_t>* prompt_ids = nullptr,
-                            const std::vector<int32_t>* token_ids = nullptr);
-// delta {role:"assistant", content:""}; prompt_ids go at the top level when non-null.
-std::string ChatRoleChunk(const StreamContext& ctx, const std::vector<int32_t>* prompt_ids = nullptr);
-// delta {content}; token_ids go in the choice when non-null.
-std::string ChatChunk(const StreamContext& ctx, std::string_view content,
-                      const std::vector<int32_t>* token_ids = nullptr);
-// delta {} with the finish_reason.
-std::string ChatFinishChunk(const StreamContext& ctx, std::string_view finish_reason);
-// choices [] and the usage; object matches the endpoint.
-std::string UsageChunk(const StreamContext& ctx, const Usage& usage);
-
-// Positional forms of the above, without token ids (what coordinator/generation.cc calls).
-std::string CompletionChunk(const std::string& id, int64_t created, const std::string& model, std::string_view text,
-                            std::string_view finish_reason, bool include_usage);
-// role_chunk: ChatRoleChunk. Otherwise delta {content}, or delta {} when content is empty and a
-// finish_reason is given; the finish_reason ("" → null) goes in the same chunk.
-std::string ChatChunk(const std::string& id, int64_t created, const std::string& model, std::string_view content,
-                      bool role_chunk, std::string_view finish_reason, bool include_usage);
-std::string UsageChunk(const std::string& id, int64_t created, const std::string& model, bool chat,
-                       const Usage& usage);
-
-// What vLLM sends when a stream fails mid-way: "data: {\"error\":{...}}\n\n".
-std::string ErrorEvent(const ApiError& e);
-inline constexpr std::string_view kDoneEvent = "data: [DONE]\n\n";
+// Streamed responses: coordinator/openai_stream.h.
 
 // GET /v1/models: {"object":"list","data":[{id, object:"model", created, owned_by:"shoal"}]}.
 std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coordinator/openai_api.h"
+#include "coordinator/openai_stream.h"
 
 namespace {
 

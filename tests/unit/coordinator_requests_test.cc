@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 
 #include "model/tokenizer.h"
 #include "tests/unit/live_coordinator.h"
+#include "tests/unit/test_files.h"
 
 namespace shoal {
 namespace {
@@ -272,6 +274,121 @@ TEST_F(CoordinatorRequests, AWorkerThatDiesFailsItsRequests) {
   const std::string r3 = HttpOnce(c.http_port(), Post("/v1/completions", CompletionBody(1)), 5000);
   EXPECT_NE(r3.find("503"), std::string::npos) << r3;
   EXPECT_NE(r3.find("no engine group is ready"), std::string::npos) << r3;
+}
+
+// With return_token_ids, a stream carries the prompt's ids in its first chunk and each chunk's token
+// ids in that chunk (vLLM's extension); they add up to every token, the stop token included.
+TEST_F(CoordinatorRequests, StreamsCarryTokenIdsWhenAsked) {
+  FakeWorker& w = *worker;
+  RawConnection client(c.http_port());
+  ASSERT_TRUE(client.Send(Post("/v1/completions", CompletionBody(8, /*stream=*/true))));
+  auto submit = Submitted();
+  ASSERT_TRUE(submit.has_value());
+  SendTokens(w, submit->request, {40, 41}, control::FinishReason::kNone);
+  std::string all = client.Read(3000, "\n\n");
+  EXPECT_FALSE(all.empty());
+  SendTokens(w, submit->request, {42, 2}, control::FinishReason::kStop);
+  all += client.Read(3000, "[DONE]");
+  std::vector<int32_t> ids, prompt_ids;
+  for (const std::string& e : Events(all)) {
+    if (e == "[DONE]") continue;
+    const auto j = nlohmann::json::parse(e);
+    const auto& choice = j.at("choices").at(0);
+    if (choice.contains("prompt_token_ids")) {
+      EXPECT_TRUE(prompt_ids.empty()) << "the prompt's ids come once";
+      prompt_ids = choice["prompt_token_ids"].get<std::vector<int32_t>>();
+    }
+    if (choice.contains("token_ids")) {
+      for (int32_t t : choice["token_ids"]) ids.push_back(t);
+    }
+  }
+  EXPECT_EQ(prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(ids, (std::vector<int32_t>{40, 41, 42, 2}));
+}
+
+// Text work runs off the thread that reads heartbeats: a chat template that takes several heartbeat
+// timeouts to render must not get a healthy rank declared dead.
+TEST(CoordinatorThreads, ASlowTemplateDoesNotStarveHeartbeats) {
+  testing::ScratchDir dir;
+  const std::string fixture = testing::FixturesDir() + "/qwen3-moe-f32";
+  for (const char* f : {"config.json", "tokenizer.json"}) {
+    std::filesystem::copy_file(fixture + "/" + f, dir.path() / f);
+  }
+  // Nearly 10^6 loop iterations (the renderer's limit), each serializing the client's message.
+  const nlohmann::json tokenizer_config = {
+      {"eos_token", "<|im_end|>"},
+      {"chat_template",
+       "{% for i in range(1000) %}{% for j in range(990) %}{% set x = messages | tojson %}{% endfor %}{% endfor %}"
+       "{{ messages[0]['content'] }}"}};
+  testing::WriteText(dir.path() / "tokenizer_config.json", tokenizer_config.dump());
+  LiveCoordinator c("", [&](EngineConfig& cfg) {
+    cfg.model_path = dir.path().string();
+    cfg.server.heartbeat_ms = 50;
+    cfg.server.heartbeat_timeout_ms = 300;
+  });
+  FakeWorker w(c, "g0");
+  ASSERT_TRUE(w.joined());
+  w.StartHeartbeats(50, /*steps=*/0);
+  const nlohmann::json body = {{"messages", {{{"role", "user"}, {"content", std::string(100, 'x')}}}}, {"max_tokens", 1}};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto reply = std::async(std::launch::async, [&] { return HttpOnce(c.http_port(), Post("/v1/chat/completions", body), 60000); });
+  auto submit = w.Next<control::Submit>(20000);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(submit.has_value()) << "no Submit after " << seconds << " s: " << reply.get();
+  EXPECT_GT(seconds, 0.6) << "the render was too quick to test anything (" << seconds << " s)";
+  SendTokens(w, submit->request, {7}, control::FinishReason::kLength);
+  EXPECT_NE(reply.get().find("200 OK"), std::string::npos);
+  EXPECT_NE(HttpOnce(c.http_port(), "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").find("200 OK"),
+            std::string::npos);
+}
+
+// Many streams at once over several session threads: each gets exactly its own tokens, in order.
+TEST(CoordinatorThreads, ConcurrentStreamsOnSeveralSessionThreadsGetTheirOwnTokens) {
+  LiveCoordinator c("", [](EngineConfig& cfg) {
+    Patient(cfg);
+    cfg.server.http_threads = 3;
+  });
+  FakeWorker w(c, "g0");
+  ASSERT_TRUE(w.joined());
+  constexpr int kStreams = 12, kSteps = 20;
+  std::vector<std::unique_ptr<RawConnection>> clients;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.push_back(std::make_unique<RawConnection>(c.http_port()));
+    nlohmann::json body = CompletionBody(kSteps, /*stream=*/true);
+    body["prompt"] = std::vector<int>{1, 2, 3 + i};
+    ASSERT_TRUE(clients.back()->Send(Post("/v1/completions", body)));
+    auto submit = w.Next<control::Submit>(5000);
+    ASSERT_TRUE(submit.has_value());
+    ASSERT_EQ(submit->prompt.back(), 3 + i);
+    ids.push_back(submit->request);
+  }
+  // One frame per step, with a token for every stream: stream i gets 10 + i, 11 + i, ...
+  for (int step = 0; step < kSteps; ++step) {
+    control::Tokens t;
+    for (int i = 0; i < kStreams; ++i) {
+      t.events.push_back({ids[i], 10 + i + step, step + 1 == kSteps ? control::FinishReason::kLength : control::FinishReason::kNone, ""});
+    }
+    ASSERT_TRUE(w.socket().SendMessage(t).ok());
+  }
+  for (int i = 0; i < kStreams; ++i) {
+    const std::string all = clients[i]->Read(10000, "[DONE]");
+    std::vector<int32_t> got;
+    std::string finish;
+    for (const std::string& e : Events(all)) {
+      if (e == "[DONE]") continue;
+      const auto j = nlohmann::json::parse(e);
+      const auto& choice = j.at("choices").at(0);
+      if (choice.contains("token_ids")) {
+        for (int32_t id : choice["token_ids"]) got.push_back(id);
+      }
+      if (choice["finish_reason"].is_string()) finish = choice["finish_reason"];
+    }
+    std::vector<int32_t> want;
+    for (int step = 0; step < kSteps; ++step) want.push_back(10 + i + step);
+    EXPECT_EQ(got, want) << "stream " << i;
+    EXPECT_EQ(finish, "length") << "stream " << i;
+  }
 }
 
 }  // namespace

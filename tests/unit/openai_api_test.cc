@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coordinator/openai_api.h"
+#include "coordinator/openai_stream.h"
 
 namespace shoal::api {
 namespace {
@@ -483,27 +484,45 @@ TEST(OpenAiStream, ChatChunks) {
   EXPECT_EQ(EventJson(ChatChunk(ctx, "a\nb\n\n"))["choices"][0]["delta"]["content"], "a\nb\n\n");
 }
 
-TEST(OpenAiStream, PositionalFormsMatchContextForms) {
-  StreamContext chat{StreamContext::Endpoint::kChat, "c1", 3, "m", true};
-  StreamContext cmpl{StreamContext::Endpoint::kCompletion, "c1", 3, "m", true};
-  EXPECT_EQ(ChatChunk("c1", 3, "m", "", true, "", true), ChatRoleChunk(chat));
-  EXPECT_EQ(ChatChunk("c1", 3, "m", "tok", false, "", true), ChatChunk(chat, "tok"));
-  EXPECT_EQ(ChatChunk("c1", 3, "m", "", false, "stop", true), ChatFinishChunk(chat, "stop"));
-  json both = EventJson(ChatChunk("c1", 3, "m", "end", false, "length", false));  // vLLM-style last chunk
-  EXPECT_EQ(both["choices"][0]["delta"]["content"], "end");
-  EXPECT_EQ(both["choices"][0]["finish_reason"], "length");
-  EXPECT_FALSE(both.contains("usage"));
-  EXPECT_EQ(CompletionChunk("c1", 3, "m", "x", "stop", true), CompletionChunk(cmpl, "x", "stop"));
-  EXPECT_EQ(UsageChunk("c1", 3, "m", true, Usage{1, 2}), UsageChunk(chat, Usage{1, 2}));
-  EXPECT_EQ(UsageChunk("c1", 3, "m", false, Usage{1, 2}), UsageChunk(cmpl, Usage{1, 2}));
-}
-
 TEST(OpenAiResponse, Models) {
   json j = json::parse(ModelsResponse({"a", "b"}, 123));
   EXPECT_EQ(j["object"], "list");
   ASSERT_EQ(j["data"].size(), 2u);
   EXPECT_EQ(j["data"][1], json::parse(R"({"id":"b","object":"model","created":123,"owned_by":"shoal"})"));
   EXPECT_TRUE(json::parse(ModelsResponse({}, 1))["data"].empty());
+}
+
+}  // namespace
+}  // namespace shoal::api
+
+namespace shoal::api {
+namespace {
+
+// StreamWriter writes JSON by hand: its strings must read back exactly, byte for byte what
+// nlohmann writes for valid UTF-8, and stay valid JSON for invalid bytes.
+TEST(OpenAiStream, HandWrittenStringsMatchNlohmann) {
+  std::string all_controls;
+  for (int c = 0; c < 0x20; ++c) all_controls.push_back(static_cast<char>(c));
+  const std::vector<std::string> texts = {"", "plain", "quote \" backslash \\ slash /", all_controls,
+                                          "\x7f del", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "a\nb\r\n\tc"};
+  for (const std::string& t : texts) {
+    std::string mine;
+    AppendJsonString(&mine, t);
+    EXPECT_EQ(mine, json(t).dump()) << "for " << json(t).dump();
+  }
+  for (const std::string bad : {std::string("\xff"), std::string("ok\xc3"), std::string("\xed\xa0\x80 surrogate"),
+                                std::string("\xc0\xaf overlong")}) {
+    std::string mine;
+    AppendJsonString(&mine, bad);
+    ASSERT_TRUE(json::accept(mine)) << mine;
+    EXPECT_NE(json::parse(mine).get<std::string>().find("\xef\xbf\xbd"), std::string::npos);
+  }
+  // A whole chunk: the same fields, in the same order, as a JSON tree would give.
+  StreamContext ctx{StreamContext::Endpoint::kCompletion, "cmpl-\"x\"", 5, "m\n", true};
+  const std::string event = CompletionChunk(ctx, "t\"", "length");
+  const json want = json::parse(R"({"id":"cmpl-\"x\"","object":"text_completion","created":5,"model":"m\n",)"
+                                R"("choices":[{"index":0,"text":"t\"","logprobs":null,"finish_reason":"length"}],"usage":null})");
+  EXPECT_EQ(event, "data: " + want.dump() + "\n\n");
 }
 
 }  // namespace

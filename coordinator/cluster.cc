@@ -1,0 +1,338 @@
+#include "coordinator/cluster.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+#include "common/secret.h"
+
+namespace shoal::coord {
+
+std::string Rank::Name() const {
+  return "rank " + std::to_string(hello.rank) + " of group " + group + " (" + hello.host + " pid " +
+         std::to_string(hello.pid) + ")";
+}
+
+bool Group::Complete() const {
+  if (broken || ranks.empty()) return false;
+  for (const auto& r : ranks) {
+    if (!r || r->dead) return false;
+  }
+  return true;
+}
+
+bool Group::HasLiveRank() const {
+  for (const auto& r : ranks) {
+    if (r && !r->dead) return true;
+  }
+  return false;
+}
+
+int64_t Group::InFlight() const {
+  int64_t n = 0;
+  for (const auto& r : ranks) n += r ? r->requests : 0;
+  return n;
+}
+
+Cluster::Cluster(Options options, Metrics& metrics) : options_(std::move(options)), metrics_(metrics) {
+  metrics_.gauge("shoal_ready_groups", "Engine groups complete and healthy").Set(0);
+}
+
+StatusOr<std::shared_ptr<Rank>> Cluster::Join(const control::Hello& h, std::shared_ptr<RankChannel> channel,
+                                              Clock::time_point now, bool stopping) {
+  if (stopping) return Unavailable("the coordinator is shutting down");
+  if (h.size == 0 || h.rank >= h.size || h.group.empty()) {
+    return InvalidArgument("rank " + std::to_string(h.rank) + " of " + std::to_string(h.size) + " in group '" + h.group +
+                           "' is not a rank of a group");
+  }
+  if (!options_.control_token.empty() && !SecretsEqual(options_.control_token, h.token)) {
+    return InvalidArgument("wrong or missing control token (SHOAL_CONTROL_TOKEN)");
+  }
+  if (h.model != options_.model_name) {
+    return InvalidArgument("worker serves model '" + h.model + "', the coordinator serves '" + options_.model_name + "'");
+  }
+  if (static_cast<int64_t>(h.vocab_size) != options_.model_vocab) {
+    return InvalidArgument("worker's model has a vocabulary of " + std::to_string(h.vocab_size) + ", the coordinator's " +
+                           std::to_string(options_.model_vocab));
+  }
+  auto [it, fresh] = groups_.try_emplace(h.group);
+  Group& g = it->second;
+  bool old_gone = true;
+  for (const auto& r : g.ranks) old_gone = old_gone && (!r || r->dead);
+  if (fresh || (g.broken && old_gone)) {
+    // A new group, or a new incarnation of one whose previous workers are all gone. Incarnations are
+    // numbered across all groups, so one forgotten and made again never repeats a number.
+    g = Group{};
+    g.name = h.group;
+    g.size = h.size;
+    g.incarnation = ++last_incarnation_;
+    g.ranks.assign(h.size, nullptr);
+    g.last_live = now;
+  }
+  if (g.broken) return Unavailable("group " + h.group + " is still shutting down its previous workers");
+  if (g.size != h.size) {
+    return InvalidArgument("group " + h.group + " has " + std::to_string(g.size) + " ranks, this worker says " +
+                           std::to_string(h.size));
+  }
+  if (g.ranks[h.rank] && !g.ranks[h.rank]->dead) {
+    return InvalidArgument("rank " + std::to_string(h.rank) + " of group " + h.group + " is already connected");
+  }
+  auto rank = std::make_shared<Rank>();
+  rank->hello = h;
+  rank->hello.token.clear();  // not kept past the check
+  rank->group = h.group;
+  rank->incarnation = g.incarnation;
+  rank->channel = std::move(channel);
+  rank->last_seen = rank->last_progress = now;
+  g.ranks[h.rank] = rank;
+  log::Info("%s connected (%u KV blocks of %u tokens, %u sequences)", rank->Name().c_str(),
+            static_cast<unsigned>(h.kv_blocks), h.block_size, h.max_num_seqs);
+  UpdateReady();
+  if (g.Complete()) log::Info("group %s is ready (%u ranks)", g.name.c_str(), g.size);
+  return rank;
+}
+
+void Cluster::OnHeartbeat(Rank& rank, control::Heartbeat hb, Clock::time_point now) {
+  rank.last_seen = now;
+  if (hb.steps != rank.hb.steps) rank.last_progress = now;
+  rank.hb = std::move(hb);
+}
+
+std::optional<GroupFailure> Cluster::RankFailed(const std::shared_ptr<Rank>& rank, const std::string& why,
+                                                bool stopping) {
+  if (rank->dead) return std::nullopt;
+  rank->dead = true;
+  rank->dead_reason = why;
+  if (rank->channel) rank->channel->Close();
+  auto it = groups_.find(rank->group);
+  if (it == groups_.end() || it->second.incarnation != rank->incarnation) return std::nullopt;
+  Group& g = it->second;
+  metrics_.counter("shoal_worker_failures_total", "Worker ranks declared dead (connection lost or heartbeats stopped)")
+      .Inc();
+  const std::string reason = rank->Name() + " failed: " + why;
+  std::optional<GroupFailure> failure;
+  if (!g.broken) {
+    if (!stopping) log::Warn("%s; group %s is unready", reason.c_str(), g.name.c_str());
+    g.broken = true;
+    g.broken_reason = reason;
+    failure = GroupFailure{g.name, g.incarnation, reason};
+  }
+  // The group's other ranks cannot go on without this one: close them too, so they stop.
+  for (const auto& other : g.ranks) {
+    if (other && !other->dead) {
+      other->dead = true;
+      other->dead_reason = "group " + g.name + " failed";
+      if (other->channel) other->channel->Close();
+    }
+  }
+  UpdateReady();
+  return failure;
+}
+
+std::vector<std::pair<std::shared_ptr<Rank>, std::string>> Cluster::LateRanks(
+    Clock::time_point now, std::chrono::milliseconds heartbeat_timeout, std::chrono::milliseconds step_timeout) const {
+  std::vector<std::pair<std::shared_ptr<Rank>, std::string>> late;
+  auto ms = [&](Clock::time_point t) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - t).count());
+  };
+  for (const auto& [name, g] : groups_) {
+    for (const auto& r : g.ranks) {
+      if (!r || r->dead) continue;
+      if (now - r->last_seen > heartbeat_timeout) {
+        late.emplace_back(r, "no heartbeat for " + ms(r->last_seen) + " ms (stalled or unreachable)");
+      } else if (r->requests > 0 && now - r->last_progress > step_timeout) {
+        late.emplace_back(r, "heartbeating but no step finished for " + ms(r->last_progress) +
+                                 " ms with requests in flight (hung in a step; server.step_timeout_ms)");
+      }
+    }
+  }
+  return late;
+}
+
+void Cluster::ForgetAbandonedGroups(Clock::time_point now, std::chrono::seconds after) {
+  std::vector<std::string> forgotten;
+  for (auto& [name, g] : groups_) {
+    if (g.HasLiveRank()) {
+      g.last_live = now;
+    } else if (g.broken && now - g.last_live > after) {
+      forgotten.push_back(name);
+    }
+  }
+  for (const std::string& name : forgotten) {
+    Group& g = groups_.at(name);
+    log::Info("forgot group %s (no live rank for %lld s; it was: %s)", name.c_str(), static_cast<long long>(after.count()),
+              g.broken_reason.c_str());
+    // Its requests ended when it broke; its per-rank series go with it.
+    for (const auto& r : g.ranks) {
+      if (r) RemoveRankSeries(name, *r);
+    }
+    groups_.erase(name);
+  }
+  if (!forgotten.empty()) UpdateReady();
+}
+
+StatusOr<std::shared_ptr<Rank>> Cluster::Route(bool stopping) const {
+  if (stopping) return Unavailable("the server is shutting down");
+  const Group* best = nullptr;
+  int64_t capacity = options_.max_queued_requests, in_flight = 0;
+  for (const auto& [name, g] : groups_) {
+    if (!g.Complete()) continue;
+    for (const auto& r : g.ranks) capacity += r->hello.max_num_seqs;
+    const int64_t load = g.InFlight();
+    in_flight += load;
+    // The least loaded per rank among the complete groups.
+    if (best == nullptr || load * static_cast<int64_t>(best->size) < best->InFlight() * static_cast<int64_t>(g.size)) {
+      best = &g;
+    }
+  }
+  if (best == nullptr) return Unavailable("no engine group is ready to serve (see GET /v1/cluster)");
+  if (in_flight >= capacity) {
+    return ResourceExhausted("the server is at capacity (" + std::to_string(in_flight) +
+                             " requests in flight); retry later");
+  }
+  std::shared_ptr<Rank> pick;
+  for (const auto& r : best->ranks) {
+    if (!pick || r->requests < pick->requests ||
+        (r->requests == pick->requests && r->outstanding_tokens < pick->outstanding_tokens)) {
+      pick = r;
+    }
+  }
+  return pick;
+}
+
+Group* Cluster::GroupOf(const Rank& rank) {
+  auto it = groups_.find(rank.group);
+  if (it == groups_.end() || it->second.incarnation != rank.incarnation) return nullptr;
+  return &it->second;
+}
+
+bool Cluster::IsReady(bool stopping) const {
+  const int n = ready_groups_.load();
+  return !stopping && n >= std::max(1, options_.expected_groups) && n == static_cast<int>(groups_.size());
+}
+
+bool Cluster::HasConnectedRanks(const std::string& group) const {
+  auto g = groups_.find(group);
+  return g != groups_.end() && !g->second.broken && g->second.HasLiveRank();
+}
+
+bool Cluster::AllRanksGone() const {
+  for (const auto& [name, g] : groups_) {
+    if (g.HasLiveRank()) return false;
+  }
+  return true;
+}
+
+std::vector<std::shared_ptr<Rank>> Cluster::LiveRanks() const {
+  std::vector<std::shared_ptr<Rank>> out;
+  for (const auto& [name, g] : groups_) {
+    for (const auto& r : g.ranks) {
+      if (r && !r->dead) out.push_back(r);
+    }
+  }
+  return out;
+}
+
+void Cluster::UpdateReady() {
+  int n = 0;
+  for (const auto& [name, g] : groups_) n += g.Complete() ? 1 : 0;
+  ready_groups_.store(n);
+  known_groups_.store(static_cast<int>(groups_.size()));
+  metrics_.gauge("shoal_ready_groups", "Engine groups complete and healthy").Set(n);
+}
+
+nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
+  using nlohmann::ordered_json;
+  ordered_json groups = ordered_json::array();
+  for (const auto& [name, g] : groups_) {
+    ordered_json ranks = ordered_json::array();
+    for (size_t i = 0; i < g.ranks.size(); ++i) {
+      const auto& r = g.ranks[i];
+      ordered_json j = {{"rank", i}};
+      if (!r) {
+        j["state"] = "not connected";
+        ranks.push_back(j);
+        continue;
+      }
+      j["state"] = r->dead ? "dead" : "up";
+      if (r->dead) j["error"] = r->dead_reason;
+      j["host"] = r->hello.host;
+      j["pid"] = r->hello.pid;
+      j["experts"] = r->hello.local_experts;
+      j["last_heartbeat_ms_ago"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - r->last_seen).count();
+      j["requests_in_flight"] = r->requests;
+      j["running"] = r->hb.running;
+      j["waiting"] = r->hb.waiting;
+      j["kv_blocks_used"] = r->hb.kv_blocks_used;
+      j["kv_blocks_total"] = r->hello.kv_blocks;
+      j["kv_block_size"] = r->hello.block_size;
+      j["max_num_seqs"] = r->hello.max_num_seqs;
+      j["steps"] = r->hb.steps;
+      j["last_step_seconds"] = r->hb.last_step_seconds;
+      j["preemptions"] = r->hb.preemptions;
+      ranks.push_back(j);
+    }
+    groups.push_back({{"name", name},
+                      {"incarnation", g.incarnation},
+                      {"size", g.size},
+                      {"ready", g.Complete()},
+                      {"error", g.broken ? ordered_json(g.broken_reason) : ordered_json(nullptr)},
+                      {"requests_in_flight", g.InFlight()},
+                      {"ranks", ranks}});
+  }
+  return groups;
+}
+
+namespace {
+constexpr const char* kRankGauges[] = {"shoal_worker_up",
+                                       "shoal_kv_cache_blocks_used",
+                                       "shoal_kv_cache_blocks_capacity",
+                                       "shoal_kv_cache_usage_ratio",
+                                       "shoal_num_requests_running",
+                                       "shoal_num_requests_waiting",
+                                       "shoal_worker_last_step_seconds",
+                                       "shoal_worker_steps_total",
+                                       "shoal_worker_step_seconds_total",
+                                       "shoal_worker_preemptions_total"};
+}  // namespace
+
+void Cluster::RemoveRankSeries(const std::string& group, const Rank& r) {
+  const Labels l = {{"group", group}, {"rank", std::to_string(r.hello.rank)}};
+  for (const char* name : kRankGauges) metrics_.RemoveSeries(name, l);
+  for (uint32_t e : r.hello.local_experts) {
+    metrics_.RemoveSeries("shoal_expert_tokens_total", {{"group", group}, {"expert", std::to_string(e)}});
+  }
+}
+
+void Cluster::RefreshMetrics() const {
+  int64_t queued = 0;
+  for (const auto& [name, g] : groups_) {
+    for (const auto& r : g.ranks) {
+      if (!r) continue;
+      if (!r->dead) queued += r->hb.waiting;
+      const Labels l = {{"group", name}, {"rank", std::to_string(r->hello.rank)}};
+      metrics_.gauge("shoal_worker_up", "1 while the rank is connected and heartbeating", l).Set(r->dead ? 0 : 1);
+      metrics_.gauge("shoal_kv_cache_blocks_used", "KV cache blocks in use", l).Set(static_cast<double>(r->hb.kv_blocks_used));
+      metrics_.gauge("shoal_kv_cache_blocks_capacity", "KV cache blocks", l).Set(static_cast<double>(r->hello.kv_blocks));
+      metrics_.gauge("shoal_kv_cache_usage_ratio", "Share of KV cache blocks in use", l)
+          .Set(r->hello.kv_blocks ? static_cast<double>(r->hb.kv_blocks_used) / static_cast<double>(r->hello.kv_blocks) : 0);
+      metrics_.gauge("shoal_num_requests_running", "Requests in the rank's running batch", l).Set(r->hb.running);
+      metrics_.gauge("shoal_num_requests_waiting", "Requests queued on the rank (waiting for KV or a slot)", l)
+          .Set(r->hb.waiting);
+      // The rank's running totals, as counters (they reset when the rank restarts).
+      metrics_.counter("shoal_worker_steps_total", "Steps the rank has taken", l).SetTotal(static_cast<double>(r->hb.steps));
+      metrics_.counter("shoal_worker_step_seconds_total", "Wall time inside steps", l).SetTotal(r->hb.step_seconds_total);
+      metrics_.gauge("shoal_worker_last_step_seconds", "Duration of the rank's latest step", l).Set(r->hb.last_step_seconds);
+      metrics_.counter("shoal_worker_preemptions_total", "Requests preempted for KV blocks", l)
+          .SetTotal(static_cast<double>(r->hb.preemptions));
+      const auto& experts = r->hello.local_experts;
+      for (size_t i = 0; i < experts.size() && i < r->hb.expert_tokens.size(); ++i) {
+        metrics_.counter("shoal_expert_tokens_total", "Token rows each expert processed (all layers)",
+                         {{"group", name}, {"expert", std::to_string(experts[i])}})
+            .SetTotal(static_cast<double>(r->hb.expert_tokens[i]));
+      }
+    }
+  }
+  metrics_.gauge("shoal_queue_depth", "Requests waiting on all ranks for a slot or KV blocks").Set(static_cast<double>(queued));
+}
+
+}  // namespace shoal::coord

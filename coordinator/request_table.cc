@@ -1,0 +1,212 @@
+#include "coordinator/request_table.h"
+
+#include <algorithm>
+
+#include "control/admission.h"
+
+namespace shoal::coord {
+
+namespace {
+
+double SecondsBetween(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Histogram buckets (seconds), close to vLLM's so dashboards built for it read ours the same way.
+std::vector<double> TtftBuckets() {
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+}
+std::vector<double> ItlBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
+}
+std::vector<double> E2eBuckets() {
+  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0};
+}
+
+std::shared_ptr<const api::ApiError> ServerError(std::string message, const char* code, int status = 500) {
+  return std::make_shared<const api::ApiError>(api::ApiError{status, std::move(message), "server_error", "", code});
+}
+
+}  // namespace
+
+RequestTable::RequestTable(Options options, Cluster& cluster, Delivery& delivery, Metrics& metrics)
+    : options_(std::move(options)), cluster_(cluster), delivery_(delivery), metrics_(metrics) {
+  prompt_tokens_ = &metrics_.counter("shoal_prompt_tokens_total", "Prompt tokens of admitted requests");
+  generation_tokens_ = &metrics_.counter("shoal_generation_tokens_total", "Tokens generated");
+  in_flight_ = &metrics_.gauge("shoal_requests_in_flight", "Requests admitted and not finished");
+  ttft_ = &metrics_.histogram("shoal_time_to_first_token_seconds", "Time to first token (TTFT)", TtftBuckets());
+  itl_ = &metrics_.histogram("shoal_inter_token_latency_seconds", "Time between consecutive tokens of a request (ITL)",
+                             ItlBuckets());
+  e2e_ = &metrics_.histogram("shoal_e2e_request_latency_seconds", "End-to-end request latency", E2eBuckets());
+}
+
+std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admission a, bool stopping) {
+  const int64_t prompt_tokens = static_cast<int64_t>(a.prompt->size());
+  StatusOr<std::shared_ptr<Rank>> routed = cluster_.Route(stopping);
+  control::RequestLimits limits{options_.max_context, -1};
+  if (routed.ok()) limits.kv_tokens = static_cast<int64_t>((*routed)->hello.kv_blocks) * (*routed)->hello.block_size;
+  const int64_t max_tokens = a.max_tokens >= 0 ? a.max_tokens : control::DefaultMaxTokens(prompt_tokens, a.chat, limits);
+  // Whether it fits comes first: a request that can never run is the client's to fix, not to retry.
+  if (const control::Fit fit = control::CheckFit(prompt_tokens, max_tokens, limits); !fit.ok()) {
+    const std::string param = fit.exceeded == control::Limit::kKvCache || (fit.exceeded == control::Limit::kContext && a.max_tokens >= 0)
+                                  ? "max_tokens"
+                                  : a.prompt_param;
+    return api::ApiError{400, fit.message, "invalid_request_error", param, "context_length_exceeded"};
+  }
+  if (!routed.ok()) {
+    if (routed.status().code() == StatusCode::kResourceExhausted) {
+      return api::ApiError{429, routed.status().message(), "rate_limit_error", "", "queue_full"};
+    }
+    return api::ApiError{503, routed.status().message(), "server_error", "", "service_unavailable"};
+  }
+  const std::shared_ptr<Rank>& rank = *routed;
+  Group* group = cluster_.GroupOf(*rank);
+  const bool group_idle = group != nullptr && group->InFlight() == 0;
+
+  const uint64_t id = next_id_++;
+  Entry& e = entries_[id];
+  e.rank = rank;
+  e.sink = std::move(a.sink);
+  e.prompt_tokens = prompt_tokens;
+  e.max_tokens = max_tokens;
+  e.arrival = a.arrival;
+  e.deadline = a.deadline;
+  if (rank->requests == 0) rank->last_progress = Clock::now();  // the step clock starts when work arrives
+  rank->requests += 1;
+  rank->outstanding_tokens += prompt_tokens + max_tokens;
+
+  control::Submit m;
+  m.request = id;
+  m.max_tokens = static_cast<uint32_t>(max_tokens);
+  m.ignore_eos = a.ignore_eos;
+  m.sampling = a.sampling;
+  m.stop_ids = std::move(a.stop_ids);
+  if (!a.ignore_eos) m.stop_ids.insert(m.stop_ids.end(), options_.eos_ids.begin(), options_.eos_ids.end());
+  m.prompt = *a.prompt;
+  rank->channel->Send(m);
+  // An idle group's other ranks wait for input up to a poll interval before stepping; wake them.
+  if (group_idle) {
+    for (const auto& other : group->ranks) {
+      if (other && other != rank && !other->dead) other->channel->Send(control::Wake{});
+    }
+  }
+  prompt_tokens_->Inc(static_cast<double>(prompt_tokens));
+  in_flight_->Set(static_cast<double>(entries_.size()));
+  return Admitted{id, max_tokens};
+}
+
+void RequestTable::OnTokens(Rank& from, const control::Tokens& t, Clock::time_point now) {
+  for (const control::TokenEvent& ev : t.events) {
+    auto it = entries_.find(ev.request);
+    if (it == entries_.end()) continue;  // ended here already
+    Entry& e = it->second;
+    if (e.rank.get() != &from) continue;  // not this rank's: ignored rather than trusted
+    if (ev.token >= 0) {
+      if (ev.token >= options_.model_vocab) {
+        CancelOnRank(e, ev.request);
+        Finish(it, "error",
+               ServerError(from.Name() + " returned token " + std::to_string(ev.token) + " outside the vocabulary",
+                           "worker_error"),
+               true);
+        continue;
+      }
+      if (e.generated == 0) {
+        ttft_->Observe(SecondsBetween(e.arrival, now));
+      } else {
+        itl_->Observe(SecondsBetween(e.last_token, now));
+      }
+      e.last_token = now;
+      e.generated += 1;
+      from.outstanding_tokens -= 1;
+      generation_tokens_->Inc();
+      RequestEvent out;
+      out.token = ev.token;
+      out.stop_token = ev.finish == control::FinishReason::kStop;
+      delivery_.Deliver(e.sink, std::move(out));
+    }
+    switch (ev.finish) {
+      case control::FinishReason::kNone: break;
+      case control::FinishReason::kStop: Finish(it, "stop", nullptr, true); break;
+      case control::FinishReason::kLength: Finish(it, "length", nullptr, true); break;
+      case control::FinishReason::kCancelled:  // only the coordinator cancels; from a rank it is a fault
+        Finish(it, "error", ServerError("worker " + from.Name() + " cancelled the request", "worker_error"), true);
+        break;
+      case control::FinishReason::kError:
+        Finish(it, "error", ServerError("worker " + from.Name() + ": " + ev.error, "worker_error"), true);
+        break;
+    }
+  }
+  delivery_.Flush();
+}
+
+void RequestTable::EndFromClient(uint64_t id, const char* reason) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  CancelOnRank(it->second, id);
+  Finish(it, reason, nullptr, false);
+}
+
+void RequestTable::FailGroup(const GroupFailure& f, bool stopping) {
+  const auto error = ServerError(stopping ? "the server is shutting down" : "engine group " + f.group + " failed: " + f.reason,
+                                 "worker_failed", 503);
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    auto next = std::next(it);
+    const Rank& r = *it->second.rank;
+    if (r.group == f.group && r.incarnation == f.incarnation) Finish(it, "error", error, true);
+    it = next;
+  }
+  delivery_.Flush();
+}
+
+void RequestTable::FailAll(const api::ApiError& error) {
+  const auto shared = std::make_shared<const api::ApiError>(error);
+  while (!entries_.empty()) Finish(entries_.begin(), "error", shared, true);
+  delivery_.Flush();
+}
+
+void RequestTable::ExpireOverdue(Clock::time_point now, int request_timeout_s) {
+  std::shared_ptr<const api::ApiError> error;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    auto next = std::next(it);
+    if (now >= it->second.deadline) {
+      if (!error) {
+        error = std::make_shared<const api::ApiError>(
+            api::ApiError{504, "the request did not finish within server.request_timeout_s (" +
+                                   std::to_string(request_timeout_s) + " s)",
+                          "timeout_error", "", "request_timeout"});
+      }
+      CancelOnRank(it->second, it->first);
+      Finish(it, "error", error, true);
+    }
+    it = next;
+  }
+  if (error) delivery_.Flush();
+}
+
+void RequestTable::CancelOnRank(const Entry& e, uint64_t id) {
+  if (!e.rank->dead) e.rank->channel->Send(control::Cancel{id});
+}
+
+Counter& RequestTable::Outcome(const char* reason) {
+  return metrics_.counter("shoal_requests_total", "Requests by final outcome", {{"finish_reason", reason}});
+}
+
+void RequestTable::Finish(Entries::iterator it, const char* reason, std::shared_ptr<const api::ApiError> error,
+                          bool deliver) {
+  Entry e = std::move(it->second);
+  entries_.erase(it);
+  Rank& r = *e.rank;
+  r.requests -= 1;
+  r.outstanding_tokens -= e.prompt_tokens + e.max_tokens - e.generated;
+  Outcome(reason).Inc();
+  if (!error) e2e_->Observe(SecondsBetween(e.arrival, Clock::now()));
+  in_flight_->Set(static_cast<double>(entries_.size()));
+  if (deliver) {
+    RequestEvent out;
+    out.end = true;
+    out.finish_reason = reason;
+    out.error = std::move(error);
+    delivery_.Deliver(e.sink, std::move(out));
+  }
+  delivery_.Release(std::move(e.sink));
+}
+
+}  // namespace shoal::coord

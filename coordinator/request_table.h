@@ -1,0 +1,131 @@
+// Every request's life on the coordinator, in one place: admission (routing and the one fit check),
+// the Submit to its rank, the tokens the rank sends back, and its single end — finished, failed with
+// its group, timed out, or ended by its client. The rank's request counts (cluster.h) change here and
+// nowhere else.
+//
+// The table lives on the control thread and touches no sockets: it reaches ranks through their
+// RankChannel and hands what a request's client should see to a Delivery (the HTTP front end, which
+// moves it to the client's session thread; a recorder in tests). Events for one request are
+// delivered in order, and after its end event nothing more.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "common/sampling_params.h"
+#include "control/wire.h"
+#include "coordinator/cluster.h"
+#include "coordinator/metrics.h"
+#include "coordinator/openai_api.h"
+
+namespace shoal::coord {
+
+// One step of a request as its client sees it: a token, or the end, or both.
+struct RequestEvent {
+  int32_t token = -1;       // a sampled token; -1 when the event only ends the request
+  bool stop_token = false;  // the token matched a stop id (EOS included): counted, never printed
+  bool end = false;         // nothing follows
+  const char* finish_reason = "";  // with end: "stop", "length" or "error"
+  std::shared_ptr<const api::ApiError> error;  // with an "error" end
+};
+
+// The HTTP side of one request; the table only carries it.
+class RequestSink {
+ public:
+  virtual ~RequestSink() = default;
+};
+
+// Takes events off the control thread. The table calls Deliver for each event of a batch and Flush
+// once after it, both on the control thread; neither may call back into the table.
+class Delivery {
+ public:
+  virtual ~Delivery() = default;
+  virtual void Deliver(const std::shared_ptr<RequestSink>& sink, RequestEvent event) = 0;
+  virtual void Flush() = 0;
+  // The table is done with `sink`: its reference is dropped where the sink lives (a session's objects
+  // are destroyed on the session's thread).
+  virtual void Release(std::shared_ptr<RequestSink> sink) { sink.reset(); }
+};
+
+class RequestTable {
+ public:
+  struct Options {
+    int64_t max_context = 0;  // the model's
+    int32_t model_vocab = 0;
+    std::vector<int32_t> eos_ids;  // added to every request's stop ids unless it ignores EOS
+  };
+  RequestTable(Options options, Cluster& cluster, Delivery& delivery, Metrics& metrics);
+
+  struct Admission {
+    const std::vector<int32_t>* prompt = nullptr;  // read during Admit only
+    int64_t max_tokens = -1;                       // -1: what the context and the rank's KV cache leave
+    bool chat = false;                             // chat's default max_tokens is the whole rest
+    SamplingParams sampling;
+    bool ignore_eos = false;
+    std::vector<int32_t> stop_ids;  // the client's
+    std::shared_ptr<RequestSink> sink;
+    Clock::time_point arrival{};
+    Clock::time_point deadline = Clock::time_point::max();  // server.request_timeout_s (504 after it)
+    std::string prompt_param = "prompt";                    // the field a context error names
+  };
+  struct Admitted {
+    uint64_t id = 0;
+    int64_t max_tokens = 0;
+  };
+  // Routes the request, decides once whether it fits there (control/admission.h), and submits it.
+  // Every refusal happens before a rank sees the request: 400 (does not fit), 503 (no group ready,
+  // stopping) or 429 (every rank's batch and the queue are full).
+  std::variant<Admitted, api::ApiError> Admit(Admission a, bool stopping);
+
+  // A Tokens frame from `from`. Events for requests `from` does not hold are ignored; a token outside
+  // the vocabulary fails its request (and the rank is told to drop it).
+  void OnTokens(Rank& from, const control::Tokens& tokens, Clock::time_point now);
+  // The HTTP side ended the request: its client left ("cancelled"), a stop string matched ("stop"),
+  // or its text could not be made ("error"). The rank drops it; nothing is delivered back.
+  void EndFromClient(uint64_t id, const char* reason);
+  // A group broke: its requests end with 503 naming the failure (or the shutdown).
+  void FailGroup(const GroupFailure& failure, bool stopping);
+  // Every request ends with `error` (the server stops; the ranks are shut down separately).
+  void FailAll(const api::ApiError& error);
+  // Requests past their deadline end with 504; their ranks drop them.
+  void ExpireOverdue(Clock::time_point now, int request_timeout_s);
+
+  size_t in_flight() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    std::shared_ptr<Rank> rank;
+    std::shared_ptr<RequestSink> sink;
+    int64_t prompt_tokens = 0;
+    int64_t max_tokens = 0;
+    int64_t generated = 0;
+    Clock::time_point arrival{}, last_token{}, deadline{};
+  };
+  using Entries = std::unordered_map<uint64_t, Entry>;
+
+  // Ends the request once: its rank's counts, the outcome metrics, the end event (unless the HTTP
+  // side ended it). `it` is erased.
+  void Finish(Entries::iterator it, const char* reason, std::shared_ptr<const api::ApiError> error, bool deliver);
+  void CancelOnRank(const Entry& e, uint64_t id);
+  Counter& Outcome(const char* reason);
+
+  Options options_;
+  Cluster& cluster_;
+  Delivery& delivery_;
+  Metrics& metrics_;
+  Entries entries_;
+  uint64_t next_id_ = 1;
+  // Series touched per token or per request, looked up once.
+  Counter* prompt_tokens_;
+  Counter* generation_tokens_;
+  Gauge* in_flight_;
+  Histogram* ttft_;
+  Histogram* itl_;
+  Histogram* e2e_;
+};
+
+}  // namespace shoal::coord

@@ -1,0 +1,90 @@
+// The route table, and the operational endpoints: /health, /ready, /metrics, /v1/models and
+// /v1/cluster. The generation endpoints are in generation.cc.
+#include <time.h>
+
+#include <nlohmann/json.hpp>
+
+#include "coordinator/control_plane.h"
+#include "coordinator/generation.h"
+#include "coordinator/http_server.h"
+
+namespace shoal::coord {
+
+namespace {
+
+const std::vector<std::pair<std::string, std::string>> kNoHeaders;
+
+awaitable<bool> Health(HandlerEnv& env, Exchange& x) {
+  std::string body = R"({"status":"alive"})";
+  co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
+}
+
+// Built outside the coroutine: GCC 12 miscompiles some initializer lists inside coroutine frames.
+struct Reply {
+  http::status status;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Ready only when every group is complete and healthy, and at least as many as configured.
+Reply ReadyReply(const HandlerEnv& env) {
+  const bool ready = env.control.IsReady();
+  nlohmann::ordered_json j = {{"status", ready ? "ready" : "unready"},
+                              {"ready_groups", env.control.ready_groups()},
+                              {"known_groups", env.control.known_groups()},
+                              {"expected_groups", std::max(1, env.cfg.cluster.groups)}};
+  Reply r{ready ? http::status::ok : http::status::service_unavailable, j.dump(), {}};
+  if (!ready) r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+awaitable<bool> Ready(HandlerEnv& env, Exchange& x) {
+  Reply r = ReadyReply(env);
+  co_return co_await WriteResponse(x.stream, x.req, r.status, "application/json", std::move(r.body), r.headers);
+}
+
+void SetProcessGauges(HandlerEnv& env) {
+  env.metrics.gauge("shoal_http_connections", "Open HTTP connections").Set(env.front.connections());
+  // CPU time of the whole coordinator process (every thread: control, HTTP sessions, text pool).
+  // Divided by the tokens streamed, the coordinator's cost per token, which bench/serve_overhead.py
+  // reports beside the workers' step time.
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  env.metrics.counter("shoal_coordinator_cpu_seconds_total", "CPU time of the coordinator process (all its threads)")
+      .SetTotal(static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec));
+}
+
+awaitable<bool> MetricsEndpoint(HandlerEnv& env, Exchange& x) {
+  co_await env.control.RefreshMetrics();
+  SetProcessGauges(env);
+  std::string body = env.metrics.Render();
+  co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
+                                   std::move(body), kNoHeaders);
+}
+
+awaitable<bool> Models(HandlerEnv& env, Exchange& x) {
+  const std::vector<std::string> ids = {env.model.name};
+  std::string body = api::ModelsResponse(ids, env.model.created_unix);
+  co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
+}
+
+awaitable<bool> ClusterEndpoint(HandlerEnv& env, Exchange& x) {
+  std::string body = co_await env.control.DescribeCluster();
+  co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
+}
+
+constexpr Route kRoutes[] = {
+    {"/health", http::verb::get, Health},
+    {"/ready", http::verb::get, Ready},
+    {"/metrics", http::verb::get, MetricsEndpoint},
+    {"/v1/models", http::verb::get, Models},
+    {"/v1/cluster", http::verb::get, ClusterEndpoint},
+    {"/v1/completions", http::verb::post, HandleCompletion},
+    {"/v1/chat/completions", http::verb::post, HandleChatCompletion},
+};
+
+}  // namespace
+
+std::span<const Route> Routes() { return kRoutes; }
+
+}  // namespace shoal::coord

@@ -1,0 +1,33 @@
+// The model the coordinator serves, as the HTTP side needs it: its name, tokenizer, chat template,
+// special tokens and limits. Loaded once by Coordinator::Create and read-only afterwards, so every
+// thread may read it (Tokenizer and jinja::Template are safe to use concurrently).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+#include "model/jinja/template.h"
+#include "model/tokenizer.h"
+
+namespace shoal::coord {
+
+struct ServedModel {
+  std::string name;  // model.name, or the directory's name
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<const jinja::Template> chat_template;  // null without tokenizer_config.json's chat_template
+  std::string bos_token, eos_token;                      // texts, for the template
+  std::vector<int32_t> eos_ids;  // from generation_config.json, config.json and the EOS token, as generate() stops
+  int64_t max_context = 0;       // max_position_embeddings
+  int32_t vocab = 0;             // the model's vocab_size (≥ the tokenizer's)
+  int64_t created_unix = 0;      // for /v1/models
+
+  // Reads cfg.model_path: config.json, the tokenizer, the chat template (parsed now, so a broken one
+  // fails the start), the EOS ids. Errors name the file.
+  static StatusOr<ServedModel> Load(const EngineConfig& cfg);
+};
+
+}  // namespace shoal::coord

@@ -1,0 +1,80 @@
+#include "coordinator/token_stream.h"
+
+namespace shoal::coord {
+
+TokenStream::TokenStream(asio::any_io_executor executor, size_t slot, const Tokenizer& tokenizer,
+                         bool skip_special_tokens, std::vector<std::string> stop_strings)
+    : slot_(slot), detok_(tokenizer, skip_special_tokens), stops_(std::move(stop_strings)), signal_(executor) {}
+
+void TokenStream::Push(RequestEvent event) {
+  pending_.push_back(std::move(event));
+  if (!news_) {
+    news_ = true;
+    signal_.cancel();  // completes a pending WaitForNews; a no-op when the session is busy
+  }
+}
+
+awaitable<void> TokenStream::WaitForNews() {
+  if (news_ || done) co_return;
+  signal_.expires_at(Clock::time_point::max());
+  boost::system::error_code ec;
+  co_await signal_.async_wait(asio::redirect_error(use_awaitable, ec));
+}
+
+void TokenStream::Process() {
+  news_ = false;
+  for (RequestEvent& e : pending_) {
+    if (done) break;
+    Accept(e);
+  }
+  pending_.clear();
+}
+
+void TokenStream::EndLocally(const char* reason) {
+  if (done) return;
+  done = true;
+  finish_reason = reason;
+  news_ = true;
+  signal_.cancel();
+}
+
+void TokenStream::Accept(RequestEvent& e) {
+  if (e.token >= 0) {
+    output_ids.push_back(e.token);
+    chunk_ids.push_back(e.token);
+    // The token that matched a stop id (EOS included) ends the text without appearing in it, as in
+    // OpenAI and vLLM.
+    if (!e.stop_token) {
+      StatusOr<std::string> piece = detok_.Append(e.token);
+      if (!piece.ok()) {
+        done = true;
+        finish_reason = "error";
+        error = std::make_shared<const api::ApiError>(
+            api::ApiError{500, piece.status().message(), "server_error", "", "detokenize_failed"});
+        ended_here = "error";
+        return;
+      }
+      StopMatcher::Result out = stops_.Append(*piece, /*is_final=*/false);
+      text += out.text;
+      if (out.stop) {
+        // OpenAI semantics: the output ends just before the stop string; the rank is still generating.
+        done = true;
+        finish_reason = "stop";
+        ended_here = "stop";
+        return;
+      }
+    }
+  }
+  if (!e.end) return;
+  done = true;
+  finish_reason = e.finish_reason;
+  if (e.error) {
+    error = std::move(e.error);
+    return;
+  }
+  StopMatcher::Result out = stops_.Append(detok_.Finish(), /*is_final=*/true);
+  text += out.text;
+  if (out.stop) finish_reason = "stop";
+}
+
+}  // namespace shoal::coord
