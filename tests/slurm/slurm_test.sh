@@ -40,7 +40,13 @@ cleanup() {
   [ -n "${SHOAL_KEEP_TMP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
-fail() { echo "FAIL $*"; [ -f "$tmp/job.out" ] && { echo "---- job output"; cat "$tmp/job.out"; }; exit 1; }
+job_out=job.out  # the output file of the job under test, printed on a failure
+fail() {
+  echo "FAIL $*"
+  [ -f "$tmp/$job_out" ] && { echo "---- $job_out"; cat "$tmp/$job_out"; }
+  [ -f "$tmp/slurmctld.log" ] && { echo "---- slurmctld.log (tail)"; tail -n 30 "$tmp/slurmctld.log"; }
+  exit 1
+}
 
 # munge: the key and the daemon (as user munge), unless one already answers. Asked, not looked up by
 # name: a munged that an earlier run is still stopping has a process but soon no socket.
@@ -54,7 +60,9 @@ if ! munge -n </dev/null >/dev/null 2>&1; then
   munge -n </dev/null >/dev/null 2>&1 || fail "munged did not start"
 fi
 
-mkdir -p "$tmp/state" "$tmp/spool"
+# TmpFS in $tmp: PMIx makes its per-step directories there (spmix_appdir_<uid>_<job>.<step>), and
+# job ids start at 1 in every run, so one left in /tmp by an earlier run would fail that step's launch.
+mkdir -p "$tmp/state" "$tmp/spool" "$tmp/tmpfs"
 cat > "$tmp/slurm.conf" <<CONF
 ClusterName=shoaltest
 SlurmctldHost=localhost(127.0.0.1)
@@ -71,6 +79,7 @@ SlurmctldPort=6917
 SlurmdPort=6918
 StateSaveLocation=$tmp/state
 SlurmdSpoolDir=$tmp/spool
+TmpFS=$tmp/tmpfs
 SlurmctldPidFile=$tmp/slurmctld.pid
 SlurmdPidFile=$tmp/slurmd.pid
 SlurmctldLogFile=$tmp/slurmctld.log
@@ -106,6 +115,7 @@ export SHOAL_BIN=$shoal
 # appears; sets $job.
 submit() {
   local out=$1; shift
+  job_out=$out
   job=$(sbatch --parsable --ntasks=2 --output="$tmp/$out" "$@" "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
   for _ in $(seq 1 600); do
     [ -s "$tmp/shoal-$job.url" ] && return 0
