@@ -542,22 +542,22 @@ ApiError InvalidRequest(std::string message, std::string param, std::string code
   return ApiError{400, std::move(message), "invalid_request_error", std::move(param), std::move(code)};
 }
 
-ApiError FromStatus(const Status& status) {
+ApiError FromStatus(const Status& status, std::string code) {
   switch (status.code()) {
     case StatusCode::kInvalidArgument:
     case StatusCode::kOutOfRange:
     case StatusCode::kUnimplemented:
-      return ApiError{400, status.message(), "invalid_request_error", "", ""};
+      return ApiError{400, status.message(), "invalid_request_error", "", code};
     case StatusCode::kNotFound:
-      return ApiError{404, status.message(), "not_found_error", "", ""};
+      return ApiError{404, status.message(), "not_found_error", "", code};
     case StatusCode::kResourceExhausted:
-      return ApiError{429, status.message(), "rate_limit_error", "", ""};
+      return ApiError{429, status.message(), "rate_limit_error", "", code};
     case StatusCode::kUnavailable:
-      return ApiError{503, status.message(), "server_error", "", ""};
+      return ApiError{503, status.message(), "server_error", "", code};
     case StatusCode::kDeadlineExceeded:
-      return ApiError{504, status.message(), "server_error", "", ""};
+      return ApiError{504, status.message(), "server_error", "", code};
     default:
-      return ApiError{500, status.message(), "server_error", "", ""};
+      return ApiError{500, status.message(), "server_error", "", code};
   }
 }
 

@@ -43,8 +43,9 @@ struct ApiError {
 ApiError InvalidRequest(std::string message, std::string param, std::string code = "");
 // Maps a shoal Status from deeper layers to an HTTP error: InvalidArgument/OutOfRange → 400,
 // Unimplemented → 400 (a valid request shoal cannot serve, as vLLM answers), NotFound → 404,
-// ResourceExhausted → 429, Unavailable → 503, DeadlineExceeded → 504, anything else → 500.
-ApiError FromStatus(const Status& status);
+// ResourceExhausted → 429, Unavailable → 503, DeadlineExceeded → 504, anything else → 500. `code`
+// becomes the error's code ("" renders as null).
+ApiError FromStatus(const Status& status, std::string code = "");
 
 std::string ErrorBody(const ApiError& e);  // the JSON text, no trailing newline
 

@@ -52,10 +52,8 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
     return api::ApiError{400, fit.message, "invalid_request_error", param, "context_length_exceeded"};
   }
   if (!routed.ok()) {
-    if (routed.status().code() == StatusCode::kResourceExhausted) {
-      return api::ApiError{429, routed.status().message(), "rate_limit_error", "", "queue_full"};
-    }
-    return api::ApiError{503, routed.status().message(), "server_error", "", "service_unavailable"};
+    const bool full = routed.status().code() == StatusCode::kResourceExhausted;
+    return api::FromStatus(routed.status(), full ? "queue_full" : "service_unavailable");
   }
   const std::shared_ptr<Rank>& rank = *routed;
   Group* group = cluster_.GroupOf(*rank);
