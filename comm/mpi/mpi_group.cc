@@ -187,6 +187,23 @@ Status MpiGroup::WaitAll(const std::string& what, Deadline deadline) {
   return Status::Ok();
 }
 
+Status MpiGroup::WaitForRequests(const std::string& what, size_t first, Deadline deadline) {
+  uint32_t polls = 0;
+  auto pending = [&] {
+    for (size_t i = first; i < requests_.size(); ++i) {
+      if (requests_[i] != MPI_REQUEST_NULL) return true;
+    }
+    return false;
+  };
+  while (pending()) {
+    int outcount = 0;
+    SHOAL_RETURN_IF_ERROR(Poll(what, &outcount));  // progresses every request, the receives too
+    if ((++polls & 15) == 0 && deadline.Expired()) return Abandon(what, "", StatusCode::kDeadlineExceeded);
+    if (outcount == 0) sched_yield();
+  }
+  return Status::Ok();
+}
+
 Status MpiGroup::AllReduce(std::span<int64_t> values, MPI_Op op, const char* name, Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(CheckUsable(name));
   if (size_ == 1 || values.empty()) return Status::Ok();
@@ -325,16 +342,30 @@ Status MpiGroup::Exchange(const std::string& what, std::span<const SendBlock> se
   // Peers in a rotated order (rank+1, rank+2, ...) so that not every rank sends to rank 0 first; a
   // poll after each peer lets MPI progress the transfers already posted while the caller fills the
   // next peer's buffer.
+  //
+  // Large sends are paced pairwise: the sends to rank+k are posted only once those to rank+k-1 have
+  // left (handed to the transport), so that at step k every rank sends to rank+k and receives from
+  // rank-k — one flow per link direction, as OpenMPI's pairwise MPI_Alltoallv does. Over TCP links
+  // with a bandwidth limit, all peers at once (competing flows, more drops) moved ~2/3 of the bytes
+  // per second that pairwise did at 3 hosts (docs/benchmarks.md, "Across hosts"). Receives are all
+  // posted above, so a step never waits on a peer that is still busy with its own earlier step.
   std::vector<std::vector<const SendBlock*>>& by_peer = by_peer_;
   by_peer.resize(static_cast<size_t>(size_));
   for (auto& v : by_peer) v.clear();
+  std::vector<int64_t>& peer_bytes = peer_bytes_;
+  peer_bytes.assign(static_cast<size_t>(size_), 0);
   for (const SendBlock& b : sends) {
-    if (b.bytes > 0) by_peer[b.peer].push_back(&b);
+    if (b.bytes > 0) by_peer[b.peer].push_back(&b), peer_bytes[b.peer] += b.bytes;
   }
+  size_t paced_from = requests_.size();  // sends of the previous large peer start here
+  bool pacing = false;
   for (int i = 1; i <= size_; ++i) {
     const int p = (rank_ + i) % size_;
     if (before_send) before_send(p);
     if (p == rank_) continue;
+    if (pacing) SHOAL_RETURN_IF_ERROR(WaitForRequests(what, paced_from, deadline));
+    pacing = peer_bytes[p] >= kPacedSendBytes;
+    paced_from = requests_.size();
     for (const SendBlock* b : by_peer[p]) SHOAL_RETURN_IF_ERROR(post(true, p, b->data, b->bytes, nullptr));
     if (before_send) {
       // Completed requests become MPI_REQUEST_NULL, which WaitAll skips.

@@ -72,6 +72,10 @@ class MpiGroup final : public Group {
   // Completes `requests_` by polling until the deadline. `peer_of[i]` names the peer of request i
   // (-1 for a collective request) for the timeout message.
   Status WaitAll(const std::string& what, Deadline deadline);
+  // Polls (progressing every request) until requests_[first, end) have all completed.
+  Status WaitForRequests(const std::string& what, size_t first, Deadline deadline);
+  // A peer's sends of at least this many bytes in one exchange are paced pairwise (see Exchange).
+  static constexpr int64_t kPacedSendBytes = 128 * 1024;
   // One MPI_Testsome over requests_: completed ones become MPI_REQUEST_NULL, the sizes of
   // completed capacity receives are written out, and other receives must have their exact size.
   Status Poll(const std::string& what, int* completed);
@@ -91,6 +95,7 @@ class MpiGroup final : public Group {
   std::vector<int64_t*> received_of_;   // capacity receives: where to write the size that arrived
   std::vector<int64_t> expected_bytes_;  // other receives: the size that must arrive
   std::vector<std::vector<const SendBlock*>> by_peer_;  // per-call scratch, reused
+  std::vector<int64_t> peer_bytes_;                      // per-call scratch: bytes sent to each peer
   std::vector<int> done_;
   std::vector<MPI_Status> statuses_;
   std::vector<MPI_Request> abandoned_;  // collective requests left behind by a timeout

@@ -1,0 +1,92 @@
+# The checks a shoal Slurm job must pass, shared by tests/slurm/slurm_test.sh (one node) and
+# tests/cluster/slurm_hosts_test.sh (three nodes on a test bed). Sourced once Slurm is up, with:
+#   $tmp          the submission directory: job outputs, shoal-<job>.url, slurmctld.log
+#   $root         the repository (deploy/slurm/shoal.sbatch)
+#   $shoal        the binary (pgrep looks for "$shoal serve|worker" left behind)
+#   SBATCH_ARGS   array of the allocation's options (e.g. --ntasks=2)
+#   check_job_serving URL JOB    a function: checks the ready job over HTTP (exits non-zero on failure)
+# Each check ends with nothing of shoal left running.
+
+job=""
+job_out=job.out  # the output file of the job under test, printed on a failure
+fail() {
+  echo "FAIL $*"
+  [ -f "$tmp/$job_out" ] && { echo "---- $job_out"; cat "$tmp/$job_out"; }
+  [ -f "$tmp/slurmctld.log" ] && { echo "---- slurmctld.log (tail)"; tail -n 30 "$tmp/slurmctld.log"; }
+  exit 1
+}
+
+# Submits the batch script with extra sbatch options (output to $tmp/$1) and waits until its URL file
+# appears; sets $job.
+submit() {
+  local out=$1; shift
+  job_out=$out
+  job=$(cd "$tmp" && sbatch --parsable "${SBATCH_ARGS[@]}" --output="$tmp/$out" "$@" \
+          "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
+  for _ in $(seq 1 600); do
+    [ -s "$tmp/shoal-$job.url" ] && return 0
+    [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null || true)" ] && fail "job $job ended before it was ready"
+    sleep 0.1
+  done
+  fail "job $job was not ready within 60 s"
+}
+
+wait_job_gone() {  # SECONDS
+  for _ in $(seq 1 $(($1 * 10))); do
+    [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+no_shoal_left() {
+  if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left: $(pgrep -af "$shoal")"; fi
+}
+
+# Serves, then scancel stops the coordinator and every worker and the script cleans up.
+check_serving_then_scancel() {
+  submit job.out
+  local url
+  url=$(cat "$tmp/shoal-$job.url")
+  echo "ok   job $job ready at $url"
+  check_job_serving "$url" "$job" || fail "requests to the Slurm job"
+  scancel "$job"
+  wait_job_gone 30 || fail "job $job still running 30 s after scancel"
+  grep -q "shoal.sbatch: stopping" "$tmp/job.out" || fail "the batch script did not run its shutdown"
+  no_shoal_left
+  [ -e "$tmp/shoal-$job.url" ] && fail "the URL file outlived the job"
+  echo "ok   scancel stopped the coordinator and every worker"
+  job=""
+}
+
+# The orderly path: what Slurm does a minute before the time limit (the script's --signal=B:TERM@60)
+# is a TERM to the batch shell alone, which scancel --batch --signal=TERM sends now. The script must
+# have the coordinator shut the workers down (no TERM to them), then end the job.
+check_batch_term() {
+  submit job2.out
+  scancel --batch --signal=TERM "$job"
+  wait_job_gone 30 || fail "job $job still running 30 s after TERM to its batch script"
+  grep -q "the workers stopped on the coordinator's shutdown" "$tmp/job2.out" ||
+    fail "TERM to the batch script did not shut the workers down through the coordinator"
+  no_shoal_left
+  echo "ok   TERM to the batch script (the time-limit path) shut the workers down through the coordinator"
+  job=""
+}
+
+# A real time limit: --time=3 with the script's warning moved to 90 s before it. Slurm may send the
+# warning up to 60 s early (its periodic check), so it comes 30-90 s after the start — after the
+# group is ready — and the orderly shutdown must end the job before the limit kills it.
+check_time_limit() {
+  local start elapsed
+  start=$(date +%s)
+  submit job3.out --time=3 --signal=B:TERM@90
+  echo "ok   job $job (3-minute limit) ready; waiting for Slurm's warning signal"
+  wait_job_gone 240 || fail "job $job still running after $(( $(date +%s) - start )) s"
+  elapsed=$(( $(date +%s) - start ))
+  grep -q "DUE TO TIME LIMIT" "$tmp/job3.out" && fail "job $job was killed by its time limit"
+  grep -q "the workers stopped on the coordinator's shutdown" "$tmp/job3.out" ||
+    fail "the time-limit warning did not shut the workers down through the coordinator"
+  no_shoal_left
+  echo "ok   Slurm's time-limit warning (TERM 90 s before the 3-minute limit) shut the job down in order after ${elapsed} s"
+  job=""
+}
