@@ -67,7 +67,7 @@ Status FromAllToAll(const nlohmann::json& j, const std::string& path, const Hard
   const double eff = best / hw.net_bw;
   SHOAL_RETURN_IF_ERROR(CheckFraction(eff, "net_eff", path));
   src->net_eff = eff;
-  src->notes.push_back(Fmt("net_eff = %.3f (MPI_Alltoallv, %.1f GB/s leaving each rank", eff, best / 1e9) + ", " + at +
+  src->notes.push_back(Fmt("net_eff = %.3f (MPI_Alltoallv, %.3g GB/s leaving each rank", eff, best / 1e9) + ", " + at +
                        ", " + src->device + ")");
   return Status::Ok();
 }

@@ -14,6 +14,7 @@ packages=(
   procps                     # pgrep, for the stalled-rank test (tests/cli/worker_test.sh)
   curl                       # the README's first request
   slurmctld slurmd slurm-client munge  # a real single-machine Slurm for the slurm test (not slurm-wlm: ~35 packages)
+  iproute2 util-linux        # ip, tc, nsenter, unshare: hosts as network namespaces (tests/cluster)
   python3                    # test helpers; the reference generator needs torch, see tools/reference
 )
 

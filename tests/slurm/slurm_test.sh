@@ -13,6 +13,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v slurmctld >/dev/null || ! command -v mun
   exit 77
 fi
 tmp=$(mktemp -d /tmp/shoal-slurm.XXXXXX)
+source "$root/tests/slurm/job_checks.sh"  # fail, submit and the job checks run below
 started_munge=0
 cleanup() {
   set +e
@@ -40,13 +41,6 @@ cleanup() {
   [ -n "${SHOAL_KEEP_TMP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
-job_out=job.out  # the output file of the job under test, printed on a failure
-fail() {
-  echo "FAIL $*"
-  [ -f "$tmp/$job_out" ] && { echo "---- $job_out"; cat "$tmp/$job_out"; }
-  [ -f "$tmp/slurmctld.log" ] && { echo "---- slurmctld.log (tail)"; tail -n 30 "$tmp/slurmctld.log"; }
-  exit 1
-}
 
 # munge: the key and the daemon (as user munge), unless one already answers. Asked, not looked up by
 # name: a munged that an earlier run is still stopping has a process but soon no socket.
@@ -111,87 +105,10 @@ server:
 YAML
 cd "$tmp"
 export SHOAL_BIN=$shoal
-# Submits the batch script with extra sbatch options (output to $tmp/$1) and waits until its URL file
-# appears; sets $job.
-submit() {
-  local out=$1; shift
-  job_out=$out
-  job=$(sbatch --parsable --ntasks=2 --output="$tmp/$out" "$@" "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
-  for _ in $(seq 1 600); do
-    [ -s "$tmp/shoal-$job.url" ] && return 0
-    [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null || true)" ] && fail "job $job ended before it was ready"
-    sleep 0.1
-  done
-  fail "job $job was not ready within 60 s"
+SBATCH_ARGS=(--ntasks=2)
+check_job_serving() {  # URL JOB
+  python3 "$root/tests/cluster/check_serving.py" "$1" "$fixture" "slurm-$2" "*,*"
 }
-
-submit job.out
-url=$(cat "$tmp/shoal-$job.url")
-echo "ok   job $job ready at $url"
-
-python3 - "$url" "$fixture" "slurm-$job" <<'PY' || fail "requests to the Slurm job"
-import http.client, json, sys
-url, fixture, group = sys.argv[1], sys.argv[2], sys.argv[3]
-host, port = url[len("http://"):].rsplit(":", 1)
-def req(method, path, body=None):
-    c = http.client.HTTPConnection(host, int(port), timeout=60)
-    c.request(method, path, body=json.dumps(body) if body is not None else None,
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    return r.status, json.loads(r.read() or b"null")
-st, j = req("GET", "/v1/cluster")
-assert st == 200 and j["groups"][0]["name"] == group and len(j["groups"][0]["ranks"]) == 2, j
-print("ok   /v1/cluster: group %s with 2 ranks" % group)
-for i, p in enumerate(json.load(open(fixture + "/expected.json"))["prompts"]):
-    st, j = req("POST", "/v1/completions", {"prompt": p["prompt_ids"], "max_tokens": len(p["greedy_tokens"]),
-                                            "temperature": 0, "ignore_eos": True, "return_token_ids": True})
-    assert st == 200 and j["choices"][0]["token_ids"] == p["greedy_tokens"], (st, j)
-    print("ok   prompt %d: greedy tokens through Slurm equal transformers'" % i)
-PY
-
-scancel "$job"
-for _ in $(seq 1 300); do
-  [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
-  sleep 0.1
-done
-[ -z "$(squeue -h -j "$job" 2>/dev/null)" ] || fail "job $job still running 30 s after scancel"
-grep -q "shoal.sbatch: stopping" "$tmp/job.out" || fail "the batch script did not run its shutdown"
-if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left after scancel: $(pgrep -af "$shoal")"; fi
-[ -e "$tmp/shoal-$job.url" ] && fail "the URL file outlived the job"
-echo "ok   scancel stopped the coordinator and every worker"
-job=""
-
-# The orderly path: what Slurm does a minute before the time limit (the script's --signal=B:TERM@60)
-# is a TERM to the batch shell alone, which scancel --batch --signal=TERM sends now. The script must
-# have the coordinator shut the workers down (no TERM to them), then end the job.
-submit job2.out
-scancel --batch --signal=TERM "$job"
-for _ in $(seq 1 300); do
-  [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
-  sleep 0.1
-done
-[ -z "$(squeue -h -j "$job" 2>/dev/null)" ] || fail "job $job still running 30 s after TERM to its batch script"
-grep -q "the workers stopped on the coordinator's shutdown" "$tmp/job2.out" ||
-  fail "TERM to the batch script did not shut the workers down through the coordinator: $(cat "$tmp/job2.out")"
-if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left: $(pgrep -af "$shoal")"; fi
-echo "ok   TERM to the batch script (the time-limit path) shut the workers down through the coordinator"
-job=""
-
-# A real time limit: --time=3 with the script's warning moved to 90 s before it. Slurm may send the
-# warning up to 60 s early (its periodic check), so it comes 30-90 s after the start — after the
-# group is ready — and the orderly shutdown must end the job before the limit kills it.
-start=$(date +%s)
-submit job3.out --time=3 --signal=B:TERM@90
-echo "ok   job $job (3-minute limit) ready; waiting for Slurm's warning signal"
-for _ in $(seq 1 2400); do
-  [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
-  sleep 0.1
-done
-elapsed=$(( $(date +%s) - start ))
-[ -z "$(squeue -h -j "$job" 2>/dev/null)" ] || fail "job $job still running after ${elapsed} s"
-grep -q "DUE TO TIME LIMIT" "$tmp/job3.out" && fail "job $job was killed by its time limit: $(cat "$tmp/job3.out")"
-grep -q "the workers stopped on the coordinator's shutdown" "$tmp/job3.out" ||
-  fail "the time-limit warning did not shut the workers down through the coordinator: $(cat "$tmp/job3.out")"
-if pgrep -f "$shoal (serve|worker)" >/dev/null; then fail "shoal processes left: $(pgrep -af "$shoal")"; fi
-echo "ok   Slurm's time-limit warning (TERM 90 s before the 3-minute limit) shut the job down in order after ${elapsed} s"
-job=""
+check_serving_then_scancel
+check_batch_term
+check_time_limit

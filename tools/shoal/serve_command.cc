@@ -76,6 +76,15 @@ StatusOr<EngineConfig> LoadConfig(const ServeOptions& o, bool up) {
 
 std::string HostForUrl(const std::string& h) { return h == "0.0.0.0" ? "127.0.0.1" : h; }
 
+// The host other machines reach this server by: a server bound to every interface is announced by
+// this machine's name (what a cluster's nodes resolve), any other by its bind address.
+std::string AnnouncedHost(const std::string& bind) {
+  if (bind != "0.0.0.0" && bind != "::") return bind;
+  char name[256] = {0};
+  if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0') return name;
+  return HostForUrl(bind);
+}
+
 // A numeric loopback address (127.0.0.0/8, ::1) or "localhost": reachable from this machine alone.
 bool IsLoopback(const std::string& host) {
   if (host == "localhost" || host == "::1") return true;
@@ -139,8 +148,8 @@ Status RunServe(const ServeOptions& o) {
   if (!o.control_token_file.empty()) SHOAL_RETURN_IF_ERROR(WriteTokenFile(o.control_token_file, token));
   InstallStopHandlers();
   log::Info("model %s on http://%s:%d; workers connect to %s:%d", coord->model_name().c_str(),
-               HostForUrl(cfg.server.host).c_str(), coord->http_port(), cfg.server.control_host.c_str(),
-               coord->control_port());
+            AnnouncedHost(cfg.server.host).c_str(), coord->http_port(), cfg.server.control_host.c_str(),
+            coord->control_port());
   if (generated) {
     log::Info("workers join with SHOAL_CONTROL_TOKEN=%s (generated%s; set SHOAL_CONTROL_TOKEN or "
               "server.control_token to choose it)",
@@ -150,13 +159,8 @@ Status RunServe(const ServeOptions& o) {
   bool announced = o.print_url.empty();
   while (g_stop_signal == 0) {
     if (!announced && coord->ReadyGroups(std::max(1, cfg.cluster.groups))) {
-      // Written whole, then renamed by whoever waits for it: a reader never sees half a URL. A server
-      // bound to every interface is announced by this machine's name, which other nodes can reach.
-      std::string host = HostForUrl(cfg.server.host);
-      if (cfg.server.host == "0.0.0.0") {
-        char name[256] = {0};
-        if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0') host = name;
-      }
+      // Written whole, then renamed by whoever waits for it: a reader never sees half a URL.
+      const std::string host = AnnouncedHost(cfg.server.host);
       const std::string url = "http://" + host + ":" + std::to_string(coord->http_port());
       const std::string tmp = o.print_url + ".partial";
       FILE* f = std::fopen(tmp.c_str(), "w");
