@@ -188,6 +188,29 @@ std::string SupportedArchitectures() {
   return s;
 }
 
+// transformers 5 writes "layer_types" (one "full_attention" or "sliding_attention" per layer). shoal
+// applies one attention kind to every layer, so the list must say the same as the other keys did.
+Status CheckLayerTypes(const Fields& f, const ModelConfig& c) {
+  const json* types = f.Find("layer_types");
+  if (!types || types->is_null()) return Status::Ok();
+  if (!types->is_array()) return f.Type("layer_types", "a list of strings", *types);
+  if (static_cast<int>(types->size()) != c.num_layers) {
+    return InvalidArgument(f.source() + ": field 'layer_types': " + std::to_string(types->size()) +
+                           " entries for " + std::to_string(c.num_layers) + " layers");
+  }
+  const std::string want = c.sliding_window > 0 ? "sliding_attention" : "full_attention";
+  for (size_t l = 0; l < types->size(); ++l) {
+    const json& t = (*types)[l];
+    if (!t.is_string()) return f.Type("layer_types", "a list of strings", *types);
+    if (t.get<std::string>() != want) {
+      return Unimplemented(f.source() + ": field 'layer_types': layer " + std::to_string(l) + " is '" +
+                           t.get<std::string>() + "' where the other fields give every layer '" + want +
+                           "' (attention kinds that differ by layer are not supported)");
+    }
+  }
+  return Status::Ok();
+}
+
 StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::string& source) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
@@ -258,7 +281,18 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
     SHOAL_RETURN_IF_ERROR(f.OptionalInt("sliding_window", &c.sliding_window, 0, 1, 1 << 30));
     c.layer_is_moe.assign(c.num_layers, true);
   } else {
-    SHOAL_RETURN_IF_ERROR(f.Int("num_experts", &c.num_experts, qwen2 ? 60 : 128));
+    // transformers 4 writes "num_experts" for Qwen; 5 writes "num_local_experts" (Mixtral's name).
+    const bool v4_name = f.Find("num_experts") != nullptr, v5_name = f.Find("num_local_experts") != nullptr;
+    SHOAL_RETURN_IF_ERROR(
+        f.Int(v4_name || !v5_name ? "num_experts" : "num_local_experts", &c.num_experts, qwen2 ? 60 : 128));
+    if (v4_name && v5_name) {
+      int other = 0;
+      SHOAL_RETURN_IF_ERROR(f.Int("num_local_experts", &other, std::nullopt));
+      if (other != c.num_experts) {
+        return InvalidArgument(source + ": fields 'num_experts' (" + std::to_string(c.num_experts) +
+                               ") and 'num_local_experts' (" + std::to_string(other) + ") disagree");
+      }
+    }
     SHOAL_RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c.num_experts_per_tok, qwen2 ? 4 : 8));
     SHOAL_RETURN_IF_ERROR(f.Int("moe_intermediate_size", &c.moe_intermediate_size, qwen2 ? 1408 : 768));
     SHOAL_RETURN_IF_ERROR(f.Int("intermediate_size", &c.intermediate_size, qwen2 ? 5632 : 6144));
@@ -295,6 +329,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
       if (use_sliding) SHOAL_RETURN_IF_ERROR(f.Int("sliding_window", &c.sliding_window, 4096));
     }
   }
+  SHOAL_RETURN_IF_ERROR(CheckLayerTypes(f, c));
   if (c.num_experts_per_tok > c.num_experts) {
     return InvalidArgument(source + ": num_experts_per_tok (" + std::to_string(c.num_experts_per_tok) +
                            ") exceeds the number of experts (" + std::to_string(c.num_experts) + ")");

@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -484,6 +486,124 @@ TEST(ModelFilesTest, UnsupportedRopeTypeIsUnimplemented) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented) << r.status().ToString();
   EXPECT_TRUE(MessageHas(r.status(), "config.json"));
   EXPECT_TRUE(MessageHas(r.status(), "longrope"));
+}
+
+// ---- config.json as transformers 4 and 5 write it -----------------------------------------------
+
+// What the engine computes with, compared field by field (a printed difference names the field).
+std::string Describe(const ModelConfig& c) {
+  std::ostringstream o;
+  o << "arch " << ArchitectureName(c.arch) << " vocab " << c.vocab_size << " hidden " << c.hidden_size << " layers "
+    << c.num_layers << " heads " << c.num_heads << "/" << c.num_kv_heads << " head_dim " << c.head_dim << " max_pos "
+    << c.max_position_embeddings << " eps " << c.rms_norm_eps << " tie " << c.tie_word_embeddings << " bias "
+    << c.qkv_bias << c.o_bias << " qk_norm " << c.qk_norm << " window " << c.sliding_window << " rope "
+    << static_cast<int>(c.rope.type) << "/" << c.rope.theta << "/" << c.rope.factor << "/" << c.rope.beta_fast << "/"
+    << c.rope.beta_slow << "/" << c.rope.attention_factor << "/" << c.rope.original_max_position_embeddings << "/"
+    << c.rope.low_freq_factor << "/" << c.rope.high_freq_factor << " experts " << c.num_experts << " top "
+    << c.num_experts_per_tok << " moe_inter " << c.moe_intermediate_size << " inter " << c.intermediate_size
+    << " shared " << c.shared_expert_intermediate_size << " norm_topk " << c.norm_topk_prob << " dtype "
+    << static_cast<int>(c.torch_dtype) << " moe layers";
+  for (bool m : c.layer_is_moe) o << m;
+  return o.str();
+}
+
+// transformers 5's spellings of a transformers-4 config.json: the expert count as num_local_experts,
+// RoPE in rope_parameters (theta inside), dtype for torch_dtype, head_dim null when it is the
+// default, layer_types listing each layer's attention. Each one alone, then all together.
+std::vector<std::pair<std::string, std::function<void(json&)>>> Transformers5Spellings() {
+  return {
+      {"num_local_experts",
+       [](json& j) {
+         if (j.contains("num_experts")) j["num_local_experts"] = j["num_experts"], j.erase("num_experts");
+       }},
+      {"rope_parameters",
+       [](json& j) {
+         json rp = j.contains("rope_scaling") && !j["rope_scaling"].is_null() ? j["rope_scaling"]
+                                                                               : json{{"rope_type", "default"}};
+         rp["rope_theta"] = j.value("rope_theta", 10000.0);
+         j.erase("rope_scaling");
+         j.erase("rope_theta");
+         j["rope_parameters"] = rp;
+       }},
+      {"dtype",
+       [](json& j) {
+         if (j.contains("torch_dtype")) j["dtype"] = j["torch_dtype"], j.erase("torch_dtype");
+       }},
+      {"head_dim null",
+       [](json& j) {
+         if (j.contains("head_dim") && j["head_dim"].is_number_integer() &&
+             j["head_dim"].get<int>() == j["hidden_size"].get<int>() / j["num_attention_heads"].get<int>()) {
+           j["head_dim"] = nullptr;
+         }
+       }},
+      {"layer_types",
+       [](json& j) {
+         const bool sliding = j.value("use_sliding_window", false) ||
+                              (j.value("architectures", json::array()).at(0) == "MixtralForCausalLM" &&
+                               j.contains("sliding_window") && !j["sliding_window"].is_null());
+         j["layer_types"] = json::array();
+         for (int l = 0; l < j["num_hidden_layers"].get<int>(); ++l) {
+           j["layer_types"].push_back(sliding ? "sliding_attention" : "full_attention");
+         }
+       }},
+  };
+}
+
+TEST(ModelFilesTest, Transformers5SpellingsParseLikeTransformers4) {
+  for (const char* fixture : {"mixtral-top1-f32", "mixtral-bf16", "qwen2-moe-f32", "qwen3-moe-f32"}) {
+    const std::string text = ReadJson(fs::path(FixturesDir()) / fixture / "config.json").dump();
+    auto v4 = ParseModelConfig(text, std::string(fixture) + "/config.json");
+    ASSERT_TRUE(v4.ok()) << v4.status().ToString();
+    json all = json::parse(text);
+    for (const auto& [name, rewrite] : Transformers5Spellings()) {
+      SCOPED_TRACE(std::string(fixture) + ", " + name);
+      json one = json::parse(text);
+      rewrite(one);
+      rewrite(all);
+      auto v5 = ParseModelConfig(one.dump(), "config.json");
+      ASSERT_TRUE(v5.ok()) << v5.status().ToString();
+      EXPECT_EQ(Describe(*v5), Describe(*v4));
+    }
+    SCOPED_TRACE(std::string(fixture) + ", every transformers-5 spelling");
+    auto v5 = ParseModelConfig(all.dump(), "config.json");
+    ASSERT_TRUE(v5.ok()) << v5.status().ToString();
+    EXPECT_EQ(Describe(*v5), Describe(*v4));
+  }
+}
+
+// The two names of the expert count must agree when both are written; attention kinds that differ
+// by layer are refused rather than computed as one kind; a wrong-length list is malformed.
+TEST(ModelFilesTest, Transformers5SpellingsThatContradictAreRefused) {
+  {
+    ScratchDir scratch;
+    auto r = LoadEditedConfig(scratch, [](json& j) { j["num_local_experts"] = 12; });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+    EXPECT_TRUE(MessageHas(r.status(), "'num_experts' (10)"));
+    EXPECT_TRUE(MessageHas(r.status(), "'num_local_experts' (12)"));
+  }
+  {
+    ScratchDir scratch;
+    auto r = LoadEditedConfig(scratch, [](json& j) { j["num_local_experts"] = 10; });
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->num_experts, 10);
+  }
+  {
+    ScratchDir scratch;
+    auto r = LoadEditedConfig(scratch, [](json& j) {
+      j["layer_types"] = json::array({"full_attention", "sliding_attention", "full_attention"});
+    });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented) << r.status().ToString();
+    EXPECT_TRUE(MessageHas(r.status(), "'layer_types': layer 1 is 'sliding_attention'"));
+  }
+  {
+    ScratchDir scratch;
+    auto r = LoadEditedConfig(scratch, [](json& j) { j["layer_types"] = json::array({"full_attention"}); });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+    EXPECT_TRUE(MessageHas(r.status(), "1 entries for 3 layers"));
+  }
 }
 
 // ---- partial (expert-parallel) loads -------------------------------------------------------------

@@ -7,11 +7,13 @@ Qwen-style ChatML template; Mixtral fixtures (vocab 320, <s>=1, </s>=2) get the 
 byte-fallback BPE and the Mistral-style [INST] template. Run after make_tokenizer_fixtures.py and
 make_chat_template_fixtures.py:
 
-    /tmp/refenv/bin/python tools/reference/attach_tokenizers.py
+    /tmp/refenv/bin/python tools/reference/attach_tokenizers.py              (transformers 4)
+    /tmp/refenv5/bin/python tools/reference/attach_tokenizers.py mixtral-top1-f32-tf5 qwen2-moe-f16-tf5 qwen3-moe-bf16-tf5
 """
 import json
 import os
 import shutil
+import sys
 
 from transformers import AutoTokenizer
 
@@ -43,6 +45,8 @@ def attach(model, tokenizer, template_name):
             pass  # the Mistral-style template folds the system prompt into the first user turn
         text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         ids = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)
+        if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding, 4 a list of ids
+            ids = ids["input_ids"]
         cases.append({"messages": msgs, "text": text, "prompt_ids": list(ids)})
     completions = []
     for p in ["Hello world", "  leading spaces, émojis 🎉 and digits 12345", "<|im_start|>user"]:
@@ -59,10 +63,15 @@ def attach(model, tokenizer, template_name):
 
 
 def main():
-    for m in ["qwen3-moe-f32", "qwen3-moe-bf16", "qwen2-moe-f32", "qwen2-moe-f16"]:
-        attach(m, "qwen-bytelevel", "qwen-style")
-    for m in ["mixtral-top1-f32", "mixtral-bf16"]:
-        attach(m, "spm-bytefallback", "mistral-style")
+    # Fixture names as arguments (default: the transformers-4 set); a -tf5 fixture gets its base's
+    # tokenizer, and its chat_expected.json from the transformers that runs this (5 for -tf5).
+    names = sys.argv[1:] or ["qwen3-moe-f32", "qwen3-moe-bf16", "qwen2-moe-f32", "qwen2-moe-f16",
+                             "mixtral-top1-f32", "mixtral-bf16"]
+    for m in names:
+        if m.startswith("mixtral"):
+            attach(m, "spm-bytefallback", "mistral-style")
+        else:
+            attach(m, "qwen-bytelevel", "qwen-style")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,17 @@ HF transformers is the oracle for every architecture shoal supports. For each mo
   4. for bf16/f16 checkpoints, also records the logits transformers computes natively in that dtype,
   5. writes expected.safetensors (logits) and expected.json (prompts, tokens, provenance).
 
-Usage:  python3 tools/reference/make_fixtures.py [--out tests/fixtures]
+Usage:  python3 tools/reference/make_fixtures.py [--out tests/fixtures]            (transformers 4)
+        python3 tools/reference/make_fixtures.py --transformers5 [--out tests/fixtures]
 Needs torch and transformers (see requirements.txt); CI only reads the committed outputs.
+
+Checkpoints on the Hub are written by transformers 4 and 5, whose config.json spells things
+differently (num_local_experts, rope_parameters, dtype, ...); shoal must read both. So the fixtures
+come in two sets, each made by the version it is named for:
+  <name>            transformers 4.57.6, torch 2.15.0 (requirements.txt)
+  <name>-tf5        transformers 5.25.0, torch 2.15.0 (requirements-tf5.txt): TF5_MODELS below, one per
+                    architecture, chosen for the config keys transformers 5 writes differently
+Each expected.json records the versions that made it.
 """
 import argparse
 import json
@@ -85,6 +94,11 @@ MODELS = {
 }
 
 
+# Made again by transformers 5 as "<name>-tf5": sliding window (Mixtral), linear RoPE in
+# rope_parameters and f16 (Qwen2-MoE), llama3 RoPE, tied embeddings, bf16 and shards (Qwen3-MoE).
+TF5_MODELS = ["mixtral-top1-f32", "qwen2-moe-f16", "qwen3-moe-bf16"]
+
+
 def reinit_(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -119,14 +133,16 @@ def run_reference(model, prompt):
     return prefill, torch.stack(step_logits), tokens
 
 
-def build(name, out_root, seed):
+def build(name, out_root, seed, suffix=""):
     make_cfg, dtype, save_kw, covers = MODELS[name]
+    covers += " (config.json written by transformers %s)" % transformers.__version__ if suffix else ""
     cfg, cls = make_cfg()
     cfg.torch_dtype = dtype
     torch.manual_seed(seed)
     model = cls(cfg).eval()
     reinit_(model, seed)
     model = model.to(dtype)
+    name += suffix
     out = os.path.join(out_root, name)
     shutil.rmtree(out, ignore_errors=True)
     model.save_pretrained(out, safe_serialization=True, **save_kw)
@@ -178,12 +194,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures"))
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--transformers5", action="store_true",
+                    help="make the -tf5 set (TF5_MODELS) with transformers 5")
     args = ap.parse_args()
+    major = int(transformers.__version__.split(".")[0])
+    if args.transformers5 != (major >= 5):
+        raise SystemExit("transformers %s: the %s set needs transformers %s" % (
+            transformers.__version__, "-tf5" if args.transformers5 else "plain", "5" if args.transformers5 else "4"))
     torch.set_num_threads(2)
     for k, name in enumerate(MODELS):
         if args.only and name not in args.only:
             continue
-        build(name, args.out, seed=1000 + k)
+        if args.transformers5 and name not in TF5_MODELS:
+            continue
+        # The same seed as the transformers-4 fixture: the same weights and prompts, written anew.
+        build(name, args.out, seed=1000 + k, suffix="-tf5" if args.transformers5 else "")
 
 
 if __name__ == "__main__":
