@@ -53,6 +53,16 @@ double KvElementsPerTokenPerLayer(const ModelSpec& m) {
   return 2.0 * m.attn.num_kv_heads * m.attn.head_dim;
 }
 
+double KvContextPerLayer(const ModelSpec& m, double ctx) {
+  if (m.num_chunked_layers <= 0 || m.attention_chunk_size <= 0 || m.num_layers <= 0) return ctx;
+  const double chunked = double(m.num_chunked_layers) / m.num_layers;
+  return (1 - chunked) * ctx + chunked * std::min(ctx, double(m.attention_chunk_size));
+}
+
+double PrefillPairsPerLayer(const ModelSpec& m, double len) {
+  return 0.5 * len * KvContextPerLayer(m, len);
+}
+
 double DecodeAttentionFlopsPerContextToken(const ModelSpec& m) {
   const AttentionSpec& a = m.attn;
   double per_layer;
@@ -92,6 +102,9 @@ Status ValidateModelSpec(const ModelSpec& m, const std::string& source) {
     if (m.attn.qk_nope_head_dim <= 0 || m.attn.qk_rope_head_dim <= 0 || m.attn.v_head_dim <= 0)
       return bad("qk_nope_head_dim/qk_rope_head_dim/v_head_dim", "must be positive for MLA");
   }
+  if (m.num_chunked_layers < 0 || m.num_chunked_layers > m.num_layers)
+    return bad("layer_types", "counts more chunked-attention layers than there are layers");
+  if (m.attention_chunk_size < 0) return bad("attention_chunk_size", "must not be negative");
   if (m.num_moe_layers < 0 || m.num_moe_layers > m.num_layers)
     return bad("MoE layer count", "must be in 0..num_hidden_layers (got " + std::to_string(m.num_moe_layers) + ")");
   if (m.num_moe_layers > 0) {
@@ -174,8 +187,20 @@ ModelSpec Llama4Maverick() {
   m.moe_intermediate_size = 8192;
   m.num_shared_experts = 1;
   m.shared_intermediate_size = 8192;
-  m.notes = "meta-llama/Llama-4-Maverick-17B-128E config.json text_config; chunked local attention "
-            "(3 of 4 layers) is treated as full attention, so long-context KV is over-estimated";
+  m.attention_chunk_size = 8192;
+  m.num_chunked_layers = 36;  // every layer but each 4th (no_rope_layers), whose attention is full
+  m.notes = "meta-llama/Llama-4-Maverick-17B-128E config.json text_config; 36 of 48 layers chunked "
+            "(8192), their KV bounded by the chunk";
+  return m;
+}
+
+ModelSpec Llama4Scout() {
+  ModelSpec m = Llama4Maverick();
+  m.name = "llama4-scout";
+  m.num_moe_layers = 48;  // interleave_moe_layer_step = 1: every layer's MLP is the MoE block
+  m.num_experts = 16;
+  m.notes = "meta-llama/Llama-4-Scout-17B-16E config.json text_config; 36 of 48 layers chunked "
+            "(8192), their KV bounded by the chunk";
   return m;
 }
 
@@ -299,6 +324,19 @@ StatusOr<ModelSpec> ParseConfigObject(const Json& j, const std::string& arch, co
     m.shared_intermediate_size = m.moe_intermediate_size;
     const int step = std::max(1, r.IntOr("interleave_moe_layer_step", 1));
     for (int l = 0; l < m.num_layers; ++l) m.num_moe_layers += ((l + 1) % step == 0);
+    // RoPE layers use chunked attention (transformers: layer_types, else no_rope_layers, else every
+    // layer but each no_rope_layer_interval-th); an attention_chunk_size of null makes them full.
+    m.attention_chunk_size = r.IntOr("attention_chunk_size", 0);
+    if (m.attention_chunk_size > 0) {
+      if (auto it = j.find("layer_types"); it != j.end() && it->is_array()) {
+        for (const auto& t : *it) m.num_chunked_layers += t.is_string() && t.get<std::string>() == "chunked_attention";
+      } else if (auto nr = j.find("no_rope_layers"); nr != j.end() && nr->is_array() && !nr->empty()) {
+        for (const auto& v : *nr) m.num_chunked_layers += v.is_number_integer() && v.get<int>() != 0;
+      } else {
+        const int interval = std::max(1, r.IntOr("no_rope_layer_interval", 4));
+        for (int l = 0; l < m.num_layers; ++l) m.num_chunked_layers += ((l + 1) % interval != 0);
+      }
+    }
   } else {
     // A dense decoder (Llama, Qwen2, Mistral, ...): no experts.
     m.num_moe_layers = 0;
@@ -309,7 +347,7 @@ StatusOr<ModelSpec> ParseConfigObject(const Json& j, const std::string& arch, co
 }  // namespace
 
 std::vector<std::string> ModelPresetNames() {
-  return {"mixtral-8x22b", "qwen3-235b-a22b", "deepseek-v3", "llama4-maverick", "frontier-405b-active"};
+  return {"mixtral-8x22b", "qwen3-235b-a22b", "deepseek-v3", "llama4-maverick", "llama4-scout", "frontier-405b-active"};
 }
 
 StatusOr<ModelSpec> GetModelPreset(const std::string& name) {
@@ -317,6 +355,7 @@ StatusOr<ModelSpec> GetModelPreset(const std::string& name) {
   if (name == "mixtral-8x22b") return Mixtral8x22B();
   if (name == "qwen3-235b-a22b") return Qwen3_235B();
   if (name == "llama4-maverick") return Llama4Maverick();
+  if (name == "llama4-scout") return Llama4Scout();
   if (name == "frontier-405b-active") return Frontier405BActive();
   std::string list;
   for (const auto& n : ModelPresetNames()) list += (list.empty() ? "" : ", ") + n;

@@ -47,6 +47,11 @@ struct ModelSpec {
   int moe_intermediate_size = 0;  // per routed expert
   int num_shared_experts = 0;     // always-on experts per MoE layer (DeepSeek, Llama 4, Qwen2-MoE)
   int shared_intermediate_size = 0;
+  // Chunked local attention (Llama 4's RoPE layers): a query sees only the keys of its own chunk of
+  // attention_chunk_size positions, so those layers keep at most that many tokens of KV (blocks of
+  // earlier chunks are freed) and read at most that many per query. 0 layers: all full attention.
+  int attention_chunk_size = 0;
+  int num_chunked_layers = 0;
 
   std::string notes;  // where the shape came from / what is approximate
 };
@@ -75,6 +80,13 @@ ParamCounts CountParams(const ModelSpec& m);
 
 // KV-cache elements per token per layer: 2*kv_heads*head_dim (GQA) or kv_lora_rank+qk_rope_head_dim (MLA).
 double KvElementsPerTokenPerLayer(const ModelSpec& m);
+// Tokens of KV a sequence keeps per layer, averaged over the layers, at context length `ctx`: full
+// layers keep ctx, chunked layers at most min(ctx, attention_chunk_size) (their bound, used for both
+// memory and reads). Equals ctx for a model without chunked layers.
+double KvContextPerLayer(const ModelSpec& m, double ctx);
+// Query-key pairs of causal attention over a prompt of `len` tokens, averaged over the layers: len²/2
+// in full layers, len·min(len, chunk)/2 in chunked ones.
+double PrefillPairsPerLayer(const ModelSpec& m, double len);
 // Attention-core FLOPs for one query token against one cached token, all layers, decode form (MLA with
 // the absorbed projections: scores over kv_lora+rope, values over kv_lora).
 double DecodeAttentionFlopsPerContextToken(const ModelSpec& m);
@@ -84,7 +96,7 @@ double PrefillAttentionFlopsPerPair(const ModelSpec& m);
 // Checks the shape is usable (positive sizes, top_k <= experts, ...); errors name `source` and field.
 Status ValidateModelSpec(const ModelSpec& m, const std::string& source);
 
-// "mixtral-8x22b, qwen3-235b-a22b, deepseek-v3, llama4-maverick, frontier-405b-active"
+// "mixtral-8x22b, qwen3-235b-a22b, deepseek-v3, llama4-maverick, llama4-scout, frontier-405b-active"
 std::vector<std::string> ModelPresetNames();
 StatusOr<ModelSpec> GetModelPreset(const std::string& name);
 

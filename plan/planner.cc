@@ -54,7 +54,7 @@ MemoryPlan Memory(const PlanRequest& r, int n) {
   mp.usable_bytes = r.hw.hbm_bytes * r.calib.hbm_usable;
   mp.kv_bytes_per_token = KvElementsPerTokenPerLayer(r.model) * (r.model.num_layers + (mtp ? 1 : 0)) * DtypeBytes(r.kv_dtype);
   mp.kv_free_bytes = mp.usable_bytes - mp.weight_bytes();
-  const double per_seq = mp.kv_bytes_per_token * DecodeContext(r) * r.attn_tp / KvSplit(r);
+  const double per_seq = mp.kv_bytes_per_token * KvContextPerLayer(r.model, DecodeContext(r)) * r.attn_tp / KvSplit(r);
   mp.max_sequences = mp.kv_free_bytes > 0 ? int(std::min(1e9, std::floor(mp.kv_free_bytes / per_seq))) : 0;
   return mp;
 }
@@ -162,7 +162,7 @@ StepBreakdown DecodeStep(const PlanRequest& req, int n, int b) {
   const ParamCounts p = CountParams(r.model);
   const MemoryPlan mem = Memory(r, n);
   const int mb = (r.overlap && n > 1 && b >= 2) ? 2 : 1;
-  const double ctx = DecodeContext(r);
+  const double ctx = KvContextPerLayer(r.model, DecodeContext(r));  // chunked layers keep and read less
   // Tokens through the model: each sequence's own plus its drafts to verify. Drafting them runs the
   // MTP module (one more layer, Memory) once per draft at b tokens: `draft` adds that as a share of
   // the pass's per-token work (FLOPs, all-to-all); its reads (its weights and its layer's KV, once per
@@ -218,8 +218,8 @@ StepBreakdown PrefillStep(const PlanRequest& r, int n, int prompts) {
   Term dense{2.0 * p.dense_active * tokens / ExpFlops(r), mb * mem.dense_weight_bytes / Bw(r)};
   Term experts{2.0 * p.routed_active * tokens * r.calib.expert_imbalance / ExpFlops(r),
                mb * mem.expert_weight_bytes / Bw(r)};
-  // Causal attention: a prompt of L tokens has L^2/2 query-key pairs.
-  const double pairs = prompts * 0.5 * double(r.input_len) * r.input_len;
+  // Causal attention: a prompt of L tokens has L^2/2 query-key pairs (chunked layers: L·chunk/2).
+  const double pairs = prompts * PrefillPairsPerLayer(r.model, r.input_len);
   Term attn{pairs * PrefillAttentionFlopsPerPair(r.model) / AttnFlops(r),
             tokens * mem.kv_bytes_per_token / KvSplit(r) / Bw(r)};
   s.dense_ms = dense.t() * 1e3;

@@ -85,6 +85,71 @@ TEST(PlanModel, ParsesDeepSeekAndQwenConfigJson) {
   EXPECT_TRUE(MessageHas(bad.status(), "num_hidden_layers"));
 }
 
+// Llama 4: the layer schedule and the chunked-attention layers come from config.json's text_config
+// (layer_types, else no_rope_layers, else every 4th layer full), and those layers' KV is bounded by
+// the chunk: at a 128k context a Maverick sequence keeps (12 x 128k + 36 x 8k) / 48 tokens per layer.
+TEST(PlanModel, Llama4ChunkedAttentionBoundsKv) {
+  const std::string base = R"({"architectures":["Llama4ForConditionalGeneration"],"text_config":{"hidden_size":5120,
+    "num_hidden_layers":48,"vocab_size":202048,"num_attention_heads":40,"num_key_value_heads":8,"head_dim":128,
+    "intermediate_size":8192,"intermediate_size_mlp":16384,"num_local_experts":128,"num_experts_per_tok":1,
+    "interleave_moe_layer_step":2,"attention_chunk_size":8192)";
+  auto parse = [&](const std::string& extra) { return ParseHfConfig(base + extra + "}}", "maverick.json"); };
+  for (const std::string& extra : {std::string(""), std::string(R"(,"no_rope_layer_interval":4)")}) {
+    auto m = parse(extra);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ(m->num_moe_layers, 24);
+    EXPECT_EQ(m->num_chunked_layers, 36);
+    EXPECT_EQ(m->attention_chunk_size, 8192);
+    EXPECT_DOUBLE_EQ(CountParams(*m).total, CountParams(*GetModelPreset("llama4-maverick")).total);
+  }
+  std::string types = R"(,"layer_types":[)";
+  for (int l = 0; l < 48; ++l) types += std::string(l ? "," : "") + (l % 2 ? "\"full_attention\"" : "\"chunked_attention\"");
+  auto alt = parse(types + "]");
+  ASSERT_TRUE(alt.ok()) << alt.status().ToString();
+  EXPECT_EQ(alt->num_chunked_layers, 24);
+  auto unchunked = ParseHfConfig(R"({"architectures":["Llama4ForCausalLM"],"hidden_size":64,"num_hidden_layers":4,
+    "vocab_size":100,"num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":32,"num_local_experts":4,
+    "num_experts_per_tok":1,"attention_chunk_size":null})", "u.json");
+  ASSERT_TRUE(unchunked.ok()) << unchunked.status().ToString();
+  EXPECT_EQ(unchunked->num_chunked_layers, 0);
+
+  const ModelSpec mav = *GetModelPreset("llama4-maverick");
+  EXPECT_DOUBLE_EQ(KvContextPerLayer(mav, 4096), 4096);  // shorter than a chunk: every layer keeps it all
+  EXPECT_DOUBLE_EQ(KvContextPerLayer(mav, 131072), (12.0 * 131072 + 36.0 * 8192) / 48);
+  EXPECT_DOUBLE_EQ(PrefillPairsPerLayer(mav, 16384), 0.5 * 16384 * (12.0 * 16384 + 36.0 * 8192) / 48);
+  ModelSpec full = mav;
+  full.num_chunked_layers = 0;
+  EXPECT_DOUBLE_EQ(KvContextPerLayer(full, 131072), 131072);
+
+  // The memory plan: at a 128k context, chunking multiplies the sequences an H200 holds by
+  // 131072 / KvContextPerLayer, and makes a decode step's KV reads that much smaller.
+  PlanRequest r;
+  r.model = mav;
+  r.hw = BuiltinHardware()["h200"];
+  r.input_len = 131072;
+  r.output_len = 2;  // decode context 131073
+  auto chunked_lp = EvaluateLayout(r, 8);
+  r.model = full;
+  auto full_lp = EvaluateLayout(r, 8);
+  ASSERT_TRUE(chunked_lp.ok() && full_lp.ok());
+  ASSERT_GT(full_lp->memory.max_sequences, 0);
+  for (const auto* lp : {&*chunked_lp, &*full_lp}) {
+    const ModelSpec& m = lp == &*chunked_lp ? mav : full;
+    const double per_seq = lp->memory.kv_bytes_per_token * KvContextPerLayer(m, 131073) * lp->attn_tp /
+                           std::min(lp->attn_tp, m.attn.num_kv_heads);
+    EXPECT_EQ(lp->memory.max_sequences, int(std::floor(lp->memory.kv_free_bytes / per_seq))) << m.name;
+  }
+  EXPECT_GT(chunked_lp->memory.max_sequences, 3 * full_lp->memory.max_sequences);  // 131073 / 38912 = 3.4x the room
+  const StepBreakdown a = DecodeStep(r, 8, 4);
+  r.model = mav;
+  const StepBreakdown b = DecodeStep(r, 8, 4);
+  EXPECT_LT(b.attention_ms, a.attention_ms / 2);
+  // Scout: 16 experts on every layer, ~109B total, 17B active.
+  const ParamCounts scout = CountParams(*GetModelPreset("llama4-scout"));
+  EXPECT_NEAR(scout.total / 1e9, 109, 0.03 * 109);
+  EXPECT_NEAR(scout.active() / 1e9, 17, 0.07 * 17);
+}
+
 TEST(PlanLayout, TooBigForOneGpuGetsAMultiGpuLayout) {
   PlanRequest r;
   r.model = *GetModelPreset("qwen3-235b-a22b");  // ~235 GB in FP8
