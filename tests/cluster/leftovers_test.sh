@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test bed cleans up after itself (label multihost; ctest runs it after the other multihost
 # tests): a test shell killed outright (SIGKILL, as a ctest timeout does) and one that runs past
-# TESTBED_TIMEOUT_S both leave no namespace, link, process or folder behind; and, the other multihost
-# tests having run, nothing of any test bed is left on this machine.
+# TESTBED_TIMEOUT_S both leave no namespace, link, process or folder behind; a cut link is a host
+# gone and a healed one is back; and, the other multihost tests having run, nothing of any test bed
+# is left on this machine.
 set -euo pipefail
 root=$(realpath "$2")
 source "$root/tests/cluster/testbed.sh"
@@ -65,6 +66,28 @@ msg=$(cat "/tmp/shoal-leftovers-late.$$"); rm -f "/tmp/shoal-leftovers-late.$$"
 grep -q "TESTBED_TIMEOUT_S (3 s) reached" <<<"$msg" || fail "the timeout was not reported: $msg"
 wait_clean late 10 || fail "after its timeout, the bed is still there: $(leftovers late)"
 echo "ok   a test past TESTBED_TIMEOUT_S is stopped and leaves nothing behind (${took} s)"
+
+# Cutting a host's link makes it unreachable, and healing it brings it back (the failure tests use it).
+bash -c '
+  set -e
+  source "$0/tests/cluster/testbed.sh"
+  testbed_up cut 2 107
+  "$TB_ENTER" 2 python3 -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((\"0.0.0.0\", 7000)); s.listen(8)
+while True: s.accept()[0].close()" &
+  reach() { testbed_run 1 python3 -c "import socket; socket.create_connection((\"$(testbed_addr 2)\", 7000), timeout=2)" 2>/dev/null; }
+  for _ in $(seq 1 50); do reach && break; sleep 0.1; done
+  reach || { echo "FAIL host 2 unreachable before the cut"; exit 1; }
+  testbed_cut 2
+  if reach; then echo "FAIL host 2 still reachable after testbed_cut"; exit 1; fi
+  testbed_heal 2
+  for _ in $(seq 1 50); do reach && break; sleep 0.1; done
+  reach || { echo "FAIL host 2 unreachable after testbed_heal"; exit 1; }
+' "$root" || fail "cutting and healing a host's link"
+wait_clean cut 10 || fail "the cut test left: $(leftovers cut)"
+echo "ok   testbed_cut makes a host unreachable and testbed_heal brings it back"
 
 # Everything the multihost label made is gone.
 wait_clean "" 10 || fail "left on this machine by the multihost tests: $(leftovers)"
