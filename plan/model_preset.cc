@@ -298,7 +298,11 @@ StatusOr<ModelSpec> ParseConfigObject(const Json& j, const std::string& arch, co
     m.moe_intermediate_size = m.dense_intermediate_size;
     m.num_moe_layers = m.num_layers;
   } else if (arch == "Qwen2MoeForCausalLM" || arch == "Qwen3MoeForCausalLM") {
-    SHOAL_ASSIGN_OR_RETURN(m.num_experts, r.Int("num_experts"));
+    // transformers 4 writes "num_experts"; 5 writes "num_local_experts".
+    SHOAL_ASSIGN_OR_RETURN(m.num_experts, r.Int(j.contains("num_experts") ? "num_experts" : "num_local_experts"));
+    if (j.contains("num_experts") && j.contains("num_local_experts") && r.IntOr("num_local_experts", -1) != m.num_experts) {
+      return InvalidArgument(source + ": fields 'num_experts' and 'num_local_experts' disagree");
+    }
     SHOAL_ASSIGN_OR_RETURN(m.top_k, r.Int("num_experts_per_tok"));
     SHOAL_ASSIGN_OR_RETURN(m.moe_intermediate_size, r.Int("moe_intermediate_size"));
     const int shared = r.IntOr("shared_expert_intermediate_size", 0);

@@ -461,11 +461,16 @@ std::string FormatPlan(const PlanResult& p) {
     const MemoryPlan& m = l.memory;
     std::snprintf(buf, sizeof buf,
                   "  memory   weights %s/GPU (dense %s + %d expert slots x %d layers %s), KV %.1f KiB/token, "
-                  "KV room %s = %.0fk tokens = %d seqs\n",
+                  "KV room %s = %.0fk tokens%s = %d seqs\n",
                   Gib(m.weight_bytes()).c_str(), Gib(m.dense_weight_bytes).c_str(), m.expert_slots_per_layer,
                   r.model.num_moe_layers + (m.mtp_expert_bytes > 0 ? 1 : 0), Gib(m.expert_weight_bytes).c_str(),
                   m.kv_bytes_per_token / 1024,
-                  Gib(m.kv_free_bytes).c_str(), m.kv_free_bytes / m.kv_bytes_per_token / 1e3, m.max_sequences);
+                  Gib(m.kv_free_bytes).c_str(), m.kv_free_bytes / m.kv_bytes_per_token / 1e3,
+                  r.model.num_chunked_layers > 0
+                      ? (" in every layer (" + std::to_string(r.model.num_chunked_layers) + " chunked layers keep <= " +
+                         std::to_string(r.model.attention_chunk_size) + " per sequence)").c_str()
+                      : "",
+                  m.max_sequences);
     o << buf;
     const StepBreakdown& d = l.decode;
     char combine[96];

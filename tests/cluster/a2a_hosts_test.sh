@@ -27,7 +27,7 @@ bench() {  # NP NAME: runs the bench from shoal-h1 over NP hosts, JSON to $tmp/N
     -x OMPI_MCA_mpi_yield_when_idle "$shoal" bench a2a --hidden 2048 --topk 8 --experts 64 \
     --min-tokens 16 --max-tokens 256 --seconds 0.2 --json "$tmp/$name.json" >"$tmp/$name.txt" 2>&1 ||
     { cat "$tmp/$name.txt"; fail "bench a2a at $np hosts ($name)"; }
-  grep -E '^ +[0-9]|goal' "$tmp/$name.txt" | sed "s/^/     [$name] /"
+  grep -E '^ +[0-9]|goal' "$tmp/$name.txt" | sed "s/^/     [$name] /" || { cat "$tmp/$name.txt"; fail "$name: no result rows"; }
   grep -q '^# wrong elements: 0$' "$tmp/$name.txt" || fail "$name: the exchange moved elements wrong"
   python3 - "$tmp/$name.json" "$np" <<'PY' || fail "$name: the JSON does not describe a run on $np hosts"
 import json, sys
@@ -50,7 +50,7 @@ bench 3 tbf3
 printf 'hardware:\n  h100:\n    net_gbps: 0.125\n' >"$tmp/bed-hw.yaml"
 "$shoal" plan --model mixtral-8x22b --hardware h100 --hardware-file "$tmp/bed-hw.yaml" \
   --calibrate "$tmp/tbf3.json" --json >"$tmp/plan.json" 2>"$tmp/plan.err" || { cat "$tmp/plan.err"; fail "plan --calibrate"; }
-grep "net_eff" "$tmp/plan.err" | sed 's/^/     /'
+grep "net_eff" "$tmp/plan.err" | sed 's/^/     /' || true
 python3 - "$tmp/plan.json" <<'PY' || fail "plan --calibrate did not take a plausible net_eff from the shaped run"
 import json, sys
 j = json.load(open(sys.argv[1]))

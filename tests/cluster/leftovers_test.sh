@@ -16,6 +16,7 @@ leftovers() {  # [TAG]: prints whatever of that bed (default: of any bed) still 
   ip netns list 2>/dev/null | awk '{print $1}' | grep -E "$ns_pat" | sed 's/^/namespace /' || true
   ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^$link_pat" | sed 's/^/link /' || true
   ls -d /tmp/shoal-testbed-"${tag}"* 2>/dev/null | sed 's/^/file /' || true
+  [ -z "$tag" ] && { ls -d /tmp/ompi.shoal-h* 2>/dev/null | sed 's/^/file /' || true; }  # MPI outside TMPDIR
   pgrep -af "^shoal-testbed-marker-${tag}" | sed 's/^/process /' || true
 }
 
@@ -48,18 +49,19 @@ kill -KILL "$victim"
 wait_clean kill 10 || fail "10 s after its shell was killed, the bed is still there: $(leftovers kill)"
 echo "ok   a test killed with SIGKILL leaves nothing behind (the guardian tore its bed down)"
 
-# A bed that outlives TESTBED_TIMEOUT_S: TERM to its shell, whose trap tears it down.
+# A bed that outlives TESTBED_TIMEOUT_S while its shell waits on a command in a host: TERM to the
+# shell, and since its trap cannot run before that command returns, the deadline tears the bed down
+# itself 5 s later, which ends the command.
 start=$(date +%s)
 set +e
 TESTBED_TIMEOUT_S=3 bash -c '
   source "$0/tests/cluster/testbed.sh"
   testbed_up late 2 106
   "$TB_ENTER" 1 bash -c "exec -a shoal-testbed-marker-late sleep 300" &
-  (exec -a shoal-testbed-waiter sleep 300) & wait $!
-' "$root" >/dev/null 2>"/tmp/shoal-leftovers-late.$$"
+  testbed_run 1 sleep 300  # stuck in the foreground: the TERM trap cannot run until it returns
+' "$root" >/dev/null 2>>"/tmp/shoal-leftovers-late.$$"  # append: the deadline appends too
 rc=$?
 set -e
-pkill -f "^shoal-testbed-waiter" || true  # the shell's own child, outside the bed
 took=$(( $(date +%s) - start ))
 msg=$(cat "/tmp/shoal-leftovers-late.$$"); rm -f "/tmp/shoal-leftovers-late.$$"
 [ $rc -eq 143 ] && [ $took -le 15 ] || fail "a bed past its timeout: rc=$rc after ${took} s ($msg)"

@@ -59,8 +59,6 @@ YAML
   rm -f "$tmp/url"
   "$TB_ENTER" 4 "$shoal" serve --config "$tmp/$name.yaml" --print-url "$tmp/url" >"$tmp/serve-$name.log" 2>&1 &
   local serve_pid=$!
-  local before
-  before=$(worker_bytes)
   # shellcheck disable=SC2046  # the bed's mpirun options are words
   "$TB_ENTER" 4 mpirun $(testbed_mpirun_args) --hostfile "$tmp/hostfile" -np 3 -x SHOAL_CONTROL_TOKEN -x OMPI_MCA_mpi_yield_when_idle \
     "$shoal" worker --config "$tmp/$name.yaml" --coordinator "$coord:29500" --group mh --connect-timeout 60 \
@@ -73,6 +71,8 @@ YAML
     sleep 0.1
   done
   [ -s "$tmp/url" ] || fail "$name: the group was not ready within 60 s"
+  local before  # from here on the workers move only requests' traffic (start-up is over)
+  before=$(worker_bytes)
   python3 "$root/tests/cluster/check_serving.py" "http://$coord:8000" "$dir" mh shoal-h1,shoal-h2,shoal-h3 "$key" ||
     fail "$name: serving across hosts"
   local moved=$(( $(worker_bytes) - before ))

@@ -29,7 +29,7 @@ TESTBED_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 testbed_require() {
   if [ "$(id -u)" -ne 0 ]; then echo "SKIP: the multihost test bed needs root (network namespaces)"; exit 77; fi
   local t
-  for t in ip tc nsenter unshare; do
+  for t in ip tc nsenter unshare flock setsid; do
     command -v "$t" >/dev/null || { echo "SKIP: $t is not installed (bash scripts/setup.sh installs it)"; exit 77; }
   done
   local probe="shoal-probe-$$"
@@ -47,6 +47,14 @@ testbed_up() {  # TAG N NET
   [[ "$TB_TAG" =~ ^[a-z0-9]{1,6}$ ]] || { echo "testbed_up: TAG must be 1-6 of [a-z0-9]" >&2; return 2; }
   [[ "$TB_N" =~ ^[0-9]+$ && "$TB_N" -ge 1 && "$TB_N" -le 32 ]] || { echo "testbed_up: N in 1..32" >&2; return 2; }
   [[ "$TB_NET" =~ ^[0-9]+$ && "$TB_NET" -ge 1 && "$TB_NET" -le 250 ]] || { echo "testbed_up: NET in 1..250" >&2; return 2; }
+  # What a killed earlier run of this tag may have left (its guardian normally removes it).
+  local stale
+  for stale in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^shoal-$TB_TAG-h[0-9]+$"); do
+    local pids; pids=$(ip netns pids "$stale" 2>/dev/null)
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+    ip netns del "$stale" 2>/dev/null
+  done
+  ip link del "shl-$TB_TAG" 2>/dev/null || true
   TB_DIR=$(mktemp -d "/tmp/shoal-testbed-$TB_TAG.XXXXXX")
   TB_BRIDGE="shl-$TB_TAG"
   TB_OWNER=$$
@@ -68,7 +76,10 @@ testbed_up() {  # TAG N NET
     echo "done"
     echo "for k in \$(seq 1 $TB_N); do"
     echo "  ns=shoal-$TB_TAG-h\$k"
-    echo "  pids=\$(ip netns pids \$ns 2>/dev/null); [ -n \"\$pids\" ] && kill -KILL \$pids 2>/dev/null"
+    echo "  for _ in \$(seq 1 50); do  # again until none is left: a dying daemon may still fork"
+    echo "    pids=\$(ip netns pids \$ns 2>/dev/null); [ -z \"\$pids\" ] && break"
+    echo "    kill -KILL \$pids 2>/dev/null; sleep 0.05"
+    echo "  done"
     echo "  ip netns del \$ns 2>/dev/null"
     echo "  ip link del shl-$TB_TAG-\$k 2>/dev/null"
     echo "done"
@@ -89,16 +100,23 @@ testbed_up() {  # TAG N NET
   # The bed's own deadline: TERM to this shell runs the trap before a ctest timeout would kill it.
   # It holds none of this shell's descriptors (a pipe reader would wait for it), and writes its one
   # line to the shell's stderr through /proc.
+  # The shell runs its TERM trap only once its foreground command returns; if that command is stuck
+  # (waiting on a host), the deadline tears the bed down itself after 5 s, which ends the command.
   ( setsid bash -c 'end=$((SECONDS + $1)); while [ $SECONDS -lt $end ]; do kill -0 "$0" 2>/dev/null || exit 0; sleep 1; done
-      echo "testbed: TESTBED_TIMEOUT_S ($1 s) reached; tearing down" >"/proc/$0/fd/2"; kill -TERM "$0"' \
-      "$TB_OWNER" "${TESTBED_TIMEOUT_S:-420}" </dev/null >/dev/null 2>&1 & )
+      echo "testbed: TESTBED_TIMEOUT_S ($1 s) reached; tearing down" >>"/proc/$0/fd/2"; kill -TERM "$0"
+      sleep 5; kill -0 "$0" 2>/dev/null && [ -x "$2" ] && "$2"' \
+      "$TB_OWNER" "${TESTBED_TIMEOUT_S:-420}" "$TB_DIR.teardown" </dev/null >/dev/null 2>&1 & )
 
+  mkdir -m 1777 "$TB_DIR/tmp"  # TMPDIR inside the hosts (OpenMPI's session directories): removed with the bed
   : >"$TB_DIR/hosts"
   echo "127.0.0.1 localhost" >>"$TB_DIR/hosts"
   local k
   for k in $(seq 1 "$TB_N"); do echo "10.77.$TB_NET.$k shoal-h$k" >>"$TB_DIR/hosts"; done
 
-  ip link add "$TB_BRIDGE" type bridge || return 1
+  # Frames between hosts are bridged, not routed: keep them out of the machine's iptables (a Docker
+  # host's FORWARD policy would drop them) where the kernel has br_netfilter.
+  ip link add "$TB_BRIDGE" type bridge nf_call_iptables 0 nf_call_ip6tables 0 2>/dev/null ||
+    ip link add "$TB_BRIDGE" type bridge || return 1
   ip addr add "10.77.$TB_NET.254/24" dev "$TB_BRIDGE"
   ip link set "$TB_BRIDGE" up
   for k in $(seq 1 "$TB_N"); do
@@ -119,7 +137,7 @@ testbed_up() {  # TAG N NET
 # enter K CMD...: runs CMD on host K of test bed $TB_TAG
 k=\$1; shift
 exec nsenter --net=/run/netns/shoal-$TB_TAG-h\$k unshare -u -m --propagation slave \\
-  bash -c 'hostname "shoal-h\$0"; mount --bind "$TB_DIR/hosts" /etc/hosts; exec "\$@"' "\$k" "\$@"
+  env TMPDIR="$TB_DIR/tmp" bash -c 'hostname "shoal-h\$0"; mount --bind "$TB_DIR/hosts" /etc/hosts; exec "\$@"' "\$k" "\$@"
 EOF
   # OpenMPI's rsh agent: "AGENT HOST COMMAND-WORDS..." where HOST is shoal-h<k>.
   cat >"$TB_DIR/mpi-agent" <<EOF

@@ -57,6 +57,35 @@ TEST(MpiGroup, AllToAllVWithUnevenAndEmptySizes) {
             StatusCode::kInvalidArgument);
 }
 
+// Sends of 128 KiB or more to a peer are paced pairwise (MpiGroup::Exchange); a mix of paced peers,
+// unpaced ones and an empty one must still pair every block with its receive.
+TEST(MpiGroup, AllToAllVWithPacedLargeSends) {
+  comm::Group& g = World();
+  const int R = g.size(), me = g.rank();
+  auto words = [](int from, int to) -> int64_t {
+    const int k = (from + 2 * to) % 3;
+    return k == 0 ? 0 : k == 1 ? 1000 : 80000;  // 0, 4 KB, 320 KB
+  };
+  std::vector<int64_t> send_bytes(R), recv_bytes(R);
+  std::vector<int32_t> send, recv;
+  for (int p = 0; p < R; ++p) {
+    for (int64_t i = 0; i < words(me, p); ++i) send.push_back(static_cast<int32_t>(me * 1000003 + p * 100003 + i));
+    send_bytes[p] = words(me, p) * 4;
+    recv_bytes[p] = words(p, me) * 4;
+  }
+  recv.resize(static_cast<size_t>(std::accumulate(recv_bytes.begin(), recv_bytes.end(), int64_t{0}) / 4));
+  for (int round = 0; round < 3; ++round) {
+    std::fill(recv.begin(), recv.end(), -1);
+    ASSERT_TRUE(g.AllToAllV(send.data(), send_bytes, recv.data(), recv_bytes, TestDeadline()).ok());
+    size_t k = 0;
+    for (int p = 0; p < R; ++p) {
+      for (int64_t i = 0; i < words(p, me); ++i, ++k) {
+        ASSERT_EQ(recv[k], static_cast<int32_t>(p * 1000003 + me * 100003 + i)) << "from rank " << p << " word " << i;
+      }
+    }
+  }
+}
+
 // A receive of unknown size: capacity given, the size that arrived reported (self included).
 TEST(MpiGroup, SendRecvReportsTheSizeOfCapacityReceives) {
   comm::Group& g = World();

@@ -79,6 +79,16 @@ TEST(PlanModel, ParsesDeepSeekAndQwenConfigJson) {
     "n_shared_experts":1,"first_k_dense_replace":3,"moe_layer_freq":1,"intermediate_size":18432})", "ds.json");
   ASSERT_TRUE(ds.ok()) << ds.status().ToString();
   EXPECT_DOUBLE_EQ(CountParams(*ds).total, CountParams(*GetModelPreset("deepseek-v3")).total);
+  // transformers 5 names Qwen's expert count num_local_experts.
+  const std::string qwen = R"({"architectures":["Qwen3MoeForCausalLM"],"hidden_size":4096,"num_hidden_layers":94,
+    "vocab_size":151936,"num_attention_heads":64,"num_key_value_heads":4,"head_dim":128,"moe_intermediate_size":1536,
+    "num_experts_per_tok":8,)";
+  auto v4 = ParseHfConfig(qwen + R"("num_experts":128})", "v4.json");
+  auto v5 = ParseHfConfig(qwen + R"("num_local_experts":128})", "v5.json");
+  ASSERT_TRUE(v4.ok() && v5.ok()) << v4.status().ToString() << " " << v5.status().ToString();
+  EXPECT_EQ(v5->num_experts, 128);
+  EXPECT_DOUBLE_EQ(CountParams(*v5).total, CountParams(*v4).total);
+  EXPECT_FALSE(ParseHfConfig(qwen + R"("num_experts":128,"num_local_experts":64})", "both.json").ok());
   auto bad = ParseHfConfig(R"({"architectures":["Qwen3MoeForCausalLM"],"hidden_size":4096})", "q.json");
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(MessageHas(bad.status(), "q.json"));
