@@ -52,7 +52,7 @@ testbed_up() {  # TAG N NET
   for stale in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^shoal-$TB_TAG-h[0-9]+$"); do
     local pids; pids=$(ip netns pids "$stale" 2>/dev/null)
     [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
-    ip netns del "$stale" 2>/dev/null
+    ip netns del "$stale" 2>/dev/null || true
   done
   ip link del "shl-$TB_TAG" 2>/dev/null || true
   TB_DIR=$(mktemp -d "/tmp/shoal-testbed-$TB_TAG.XXXXXX")
