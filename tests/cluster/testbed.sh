@@ -50,8 +50,8 @@ testbed_up() {  # TAG N NET
   # What a killed earlier run of this tag may have left (its guardian normally removes it).
   local stale
   for stale in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^shoal-$TB_TAG-h[0-9]+$"); do
-    local pids; pids=$(ip netns pids "$stale" 2>/dev/null)
-    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+    local pids; pids=$(ip netns pids "$stale" 2>/dev/null || true)
+    if [ -n "$pids" ]; then kill -KILL $pids 2>/dev/null || true; fi
     ip netns del "$stale" 2>/dev/null || true
   done
   ip link del "shl-$TB_TAG" 2>/dev/null || true
