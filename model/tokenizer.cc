@@ -475,6 +475,8 @@ std::optional<std::string> Tokenizer::TokenText(int32_t id) const {
   return s ? std::optional<std::string>(*s) : std::nullopt;
 }
 
+bool Tokenizer::HasToken(int32_t id) const { return impl_->TokenOf(id) != nullptr; }
+
 bool Tokenizer::IsSpecial(int32_t id) const {
   auto it = impl_->added_by_id.find(id);
   return it != impl_->added_by_id.end() && impl_->added[it->second].special;
@@ -490,7 +492,7 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tok, bool skip_s
     : tok_(tok), skip_special_(skip_special_tokens) {}
 
 StatusOr<std::string> IncrementalDetokenizer::Append(int32_t id) {
-  if (!tok_.TokenText(id)) {
+  if (!tok_.HasToken(id)) {  // per streamed token: no copy of the token's text
     return InvalidArgument("IncrementalDetokenizer: id " + std::to_string(id) + " names no token (vocab_size " +
                            std::to_string(tok_.vocab_size()) + ")");
   }

@@ -69,6 +69,7 @@ class Tokenizer {
   int32_t vocab_size() const;  // max id + 1 over the model vocab and the added tokens
   std::optional<int32_t> TokenId(std::string_view token) const;  // added token or vocab entry by text
   std::optional<std::string> TokenText(int32_t id) const;        // the inverse; nullopt if no such id
+  bool HasToken(int32_t id) const;                                // TokenText(id) has a value, without the copy
   bool IsSpecial(int32_t id) const;                               // an added token marked special
   const std::string& chat_template() const;                       // "" if none
   std::optional<std::string> bos_token() const;                   // token text from tokenizer_config.json
