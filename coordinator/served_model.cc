@@ -12,12 +12,15 @@ namespace shoal::coord {
 
 namespace {
 
-// EOS ids from config.json and generation_config.json (an int or a list in either), so generation
-// stops where transformers' generate() would.
+// EOS ids from config.json and generation_config.json (an int or a list in either; a multimodal
+// config.json keeps them in text_config), so generation stops where transformers' generate() would.
 void AddEosIds(const std::string& path, std::vector<int32_t>* ids) {
   std::ifstream in(path);
   if (!in) return;
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && !j.contains("eos_token_id") && j.contains("text_config") && j["text_config"].is_object()) {
+    j = nlohmann::json(j["text_config"]);
+  }
   if (!j.is_object() || !j.contains("eos_token_id")) return;
   auto add = [&](const nlohmann::json& v) {
     if (v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < (1 << 30)) {

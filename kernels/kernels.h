@@ -56,6 +56,10 @@ void RopeTable(const int32_t* positions, int64_t m, const float* inv_freq, int h
 // i < head_dim/2, (x_i, x_{i+h/2}) is rotated by the angle whose cos/sin are row t of the RopeTable.
 void ApplyRope(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin);
 
+// The same rotation in the interleaved (complex-pair) convention of Llama 4: (x_2i, x_2i+1) is
+// rotated by the angle of row t, column i of the RopeTable.
+void ApplyRopeInterleaved(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin);
+
 // The paged KV cache of one layer: blocks of block_size token slots, each slot [num_kv_heads, head_dim]
 // of K (and likewise V). Token slot s lives at k + s * num_kv_heads * head_dim.
 struct PagedKvLayer {
@@ -72,16 +76,22 @@ void WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_t 
 // Causal grouped-query attention of m query tokens over the paged cache. Token t has position
 // positions[t] and its sequence's block table block_tables[t] (block ids; slot of key position p is
 // table[p / block_size] * block_size + p % block_size). It attends to keys at positions j ≤ positions[t]
-// with, when sliding_window > 0, positions[t] - j < sliding_window. The keys of its own step must
-// already be written. q[m, num_heads, head_dim] → out[m, num_heads, head_dim].
+// with, when sliding_window > 0, positions[t] - j < sliding_window, and when attention_chunk > 0,
+// j in the same chunk: j / attention_chunk == positions[t] / attention_chunk (Llama 4's chunked
+// layers). The keys of its own step must already be written; block-table entries of positions it
+// cannot see are never read. q[m, num_heads, head_dim] → out[m, num_heads, head_dim].
 void PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* positions,
                     const int32_t* const* block_tables, const PagedKvLayer& layer, float scale, int sliding_window,
-                    float* out, ThreadPool& pool);
+                    float* out, ThreadPool& pool, int attention_chunk = 0);
 
 // Router: softmax over logits[m, num_experts] (f32), the top_k largest (descending; ties → lower id),
 // optionally renormalised to sum to 1. Writes ids[m, top_k] and weights[m, top_k].
 void RouterTopK(const float* logits, int64_t m, int num_experts, int top_k, bool renormalize, int32_t* ids,
                 float* weights);
+
+// Llama 4's router: the top_k largest logits (descending; ties → lower id), each scored
+// sigmoid(logit). Writes ids[m, top_k] and scores[m, top_k].
+void RouterTopKSigmoid(const float* logits, int64_t m, int num_experts, int top_k, int32_t* ids, float* scores);
 
 // h[m, n] = silu(gate[m, n]) * up[m, n], in place into gate.
 void SiluMul(float* gate, const float* up, int64_t count);

@@ -13,7 +13,10 @@ namespace {
 
 using json = nlohmann::json;
 
-const Architecture kAll[] = {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe};
+constexpr const char* kLlama4Multimodal = "Llama4ForConditionalGeneration";
+
+const Architecture kAll[] = {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe,
+                             Architecture::kLlama4};
 
 // Typed field access that names the file and key on every error.
 class Fields {
@@ -109,7 +112,10 @@ class Fields {
 
 Status ParseRope(const json& root, const Fields& f, ModelConfig* c) {
   SHOAL_RETURN_IF_ERROR(f.Double("rope_theta", &c->rope.theta,
-                                 c->arch == Architecture::kMixtral ? 1e6 : 10000.0, 1e-6, 1e30));
+                                 c->arch == Architecture::kMixtral ? 1e6
+                                 : c->arch == Architecture::kLlama4 ? 500000.0
+                                                                    : 10000.0,
+                                 1e-6, 1e30));
   // transformers ≤ 4.x writes "rope_scaling"; 5.x writes "rope_parameters" (which also carries theta).
   const json* rs = f.Find("rope_scaling");
   std::string section = "rope_scaling";
@@ -171,6 +177,115 @@ Status ParseRope(const json& root, const Fields& f, ModelConfig* c) {
   return Status::Ok();
 }
 
+
+// A list of layer indices or of per-layer 0/1 flags, as Llama 4's config writes them.
+Status IntList(const Fields& f, const char* key, std::vector<int>* out, bool* present) {
+  const json* v = f.Find(key);
+  *present = v && !v->is_null() && !(v->is_array() && v->empty());
+  out->clear();
+  if (!*present) return Status::Ok();
+  if (!v->is_array()) return f.Type(key, "a list of integers", *v);
+  for (const json& x : *v) {
+    if (!x.is_number_integer()) return f.Type(key, "a list of integers", *v);
+    out->push_back(x.get<int>());
+  }
+  return Status::Ok();
+}
+
+// Llama4TextConfig: the MoE schedule, iRoPE (NoPE layers, chunked attention, temperature tuning) and
+// the router, with transformers' defaults and derivations (its __post_init__).
+Status ParseLlama4(const Fields& f, ModelConfig* c) {
+  const int L = c->num_layers;
+  const std::string& src = f.source();
+  SHOAL_RETURN_IF_ERROR(f.Int("num_local_experts", &c->num_experts, 16));
+  SHOAL_RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c->num_experts_per_tok, 1));
+  // Routed and shared experts are intermediate_size wide; the dense layers intermediate_size_mlp.
+  SHOAL_RETURN_IF_ERROR(f.Int("intermediate_size", &c->moe_intermediate_size, 8192));
+  SHOAL_RETURN_IF_ERROR(f.Int("intermediate_size_mlp", &c->intermediate_size, 16384));
+  c->shared_expert_intermediate_size = c->moe_intermediate_size;
+  c->router_sigmoid_scales_input = true;
+  c->rope_interleaved = true;
+  bool bias = false;
+  SHOAL_RETURN_IF_ERROR(f.Bool("attention_bias", &bias, false));
+  c->qkv_bias = c->o_bias = bias;
+
+  std::vector<int> moe_layers;
+  bool listed = false;
+  SHOAL_RETURN_IF_ERROR(IntList(f, "moe_layers", &moe_layers, &listed));
+  c->layer_is_moe.assign(L, false);
+  if (listed || (f.Find("moe_layers") && f.Find("moe_layers")->is_array())) {
+    for (int l : moe_layers) {
+      if (l < 0 || l >= L) {
+        return InvalidArgument(src + ": field 'moe_layers': layer " + std::to_string(l) + " outside [0, " +
+                               std::to_string(L) + ")");
+      }
+      c->layer_is_moe[l] = true;
+    }
+  } else {
+    int step = 1;
+    SHOAL_RETURN_IF_ERROR(f.Int("interleave_moe_layer_step", &step, 1));
+    for (int l = step - 1; l < L; l += step) c->layer_is_moe[l] = true;
+  }
+
+  // no_rope_layers[l] is 1 where layer l uses RoPE (the name says the opposite); empty → every
+  // no_rope_layer_interval-th layer is NoPE.
+  std::vector<int> rope_flags;
+  SHOAL_RETURN_IF_ERROR(IntList(f, "no_rope_layers", &rope_flags, &listed));
+  c->layer_rope.assign(L, true);
+  if (listed) {
+    if (static_cast<int>(rope_flags.size()) < L) {
+      return InvalidArgument(src + ": field 'no_rope_layers': " + std::to_string(rope_flags.size()) +
+                             " entries for " + std::to_string(L) + " layers");
+    }
+    for (int l = 0; l < L; ++l) c->layer_rope[l] = rope_flags[l] != 0;
+  } else {
+    int interval = 4;
+    SHOAL_RETURN_IF_ERROR(f.Int("no_rope_layer_interval", &interval, 4));
+    for (int l = 0; l < L; ++l) c->layer_rope[l] = (l + 1) % interval != 0;
+  }
+
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("attention_chunk_size", &c->attention_chunk_size,
+                                      f.Find("attention_chunk_size") ? 0 : 8192, 1, 1 << 30));
+  c->layer_chunked.assign(L, false);
+  const json* types = f.Find("layer_types");
+  if (types && !types->is_null()) {
+    if (!types->is_array() || static_cast<int>(types->size()) != L) {
+      return InvalidArgument(src + ": field 'layer_types': expected a list of " + std::to_string(L) + " strings");
+    }
+    for (int l = 0; l < L; ++l) {
+      const json& t = (*types)[l];
+      const std::string kind = t.is_string() ? t.get<std::string>() : t.dump();
+      if (kind == "chunked_attention") {
+        if (c->attention_chunk_size == 0) {
+          return InvalidArgument(src + ": field 'layer_types': layer " + std::to_string(l) +
+                                 " is chunked_attention but attention_chunk_size is null");
+        }
+        c->layer_chunked[l] = true;
+      } else if (kind != "full_attention") {
+        return Unimplemented(src + ": field 'layer_types': layer " + std::to_string(l) + " is '" + kind +
+                             "' (supported: full_attention, chunked_attention)");
+      }
+    }
+  } else {
+    for (int l = 0; l < L; ++l) c->layer_chunked[l] = c->layer_rope[l] && c->attention_chunk_size > 0;
+  }
+  bool any_chunked = false;
+  for (int l = 0; l < L; ++l) any_chunked |= c->layer_chunked[l];
+  if (!any_chunked) c->attention_chunk_size = 0;
+
+  bool qk_norm = true;
+  SHOAL_RETURN_IF_ERROR(f.Bool("use_qk_norm", &qk_norm, true));
+  c->qk_l2_norm = qk_norm;
+  // Meta's own configs write attn_temperature_tuning as a number (4); transformers reads it as a flag.
+  if (const json* t = f.Find("attn_temperature_tuning"); t && t->is_number()) {
+    c->attn_temperature_tuning = t->get<double>() != 0;
+  } else {
+    SHOAL_RETURN_IF_ERROR(f.Bool("attn_temperature_tuning", &c->attn_temperature_tuning, true));
+  }
+  SHOAL_RETURN_IF_ERROR(f.Double("floor_scale", &c->floor_scale, 8192.0, 1e-9, 1e12));
+  SHOAL_RETURN_IF_ERROR(f.Double("attn_scale", &c->attn_scale, 0.1, -1e6, 1e6));
+  return Status::Ok();
+}
 }  // namespace
 
 const char* ArchitectureName(Architecture a) {
@@ -178,6 +293,7 @@ const char* ArchitectureName(Architecture a) {
     case Architecture::kMixtral: return "MixtralForCausalLM";
     case Architecture::kQwen2Moe: return "Qwen2MoeForCausalLM";
     case Architecture::kQwen3Moe: return "Qwen3MoeForCausalLM";
+    case Architecture::kLlama4: return "Llama4ForCausalLM";
   }
   return "?";
 }
@@ -185,7 +301,7 @@ const char* ArchitectureName(Architecture a) {
 std::string SupportedArchitectures() {
   std::string s;
   for (Architecture a : kAll) s += (s.empty() ? "" : ", ") + std::string(ArchitectureName(a));
-  return s;
+  return s + ", " + kLlama4Multimodal + " (text only)";
 }
 
 // transformers 5 writes "layer_types" (one "full_attention" or "sliding_attention" per layer). shoal
@@ -224,10 +340,10 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
     return InvalidArgument(source + ": malformed JSON");
   }
   if (!j.is_object()) return InvalidArgument(source + ": expected a JSON object");
-  Fields f(j, source);
+  Fields top(j, source);
   ModelConfig c;
 
-  const json* archs = f.Find("architectures");
+  const json* archs = top.Find("architectures");
   if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {
     return InvalidArgument(source + ": field 'architectures' must be a non-empty list of strings (supported: " +
                            SupportedArchitectures() + ")");
@@ -237,13 +353,32 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
   for (Architecture a : kAll) {
     if (arch_name == ArchitectureName(a)) c.arch = a, found = true;
   }
+  // The multimodal Llama 4 checkpoint: its text model's fields sit under "text_config" and its tensors
+  // under "language_model."; the vision tower is not served.
+  const json* text_config = nullptr;
+  if (arch_name == kLlama4Multimodal) {
+    c.arch = Architecture::kLlama4, found = true;
+    text_config = top.Find("text_config");
+    if (!text_config || !text_config->is_object()) {
+      return InvalidArgument(source + ": " + arch_name + " needs a 'text_config' object");
+    }
+    c.tensor_prefix = "language_model.";
+  }
   if (!found) {
     return Unimplemented(source + ": architecture '" + arch_name + "' is not supported (supported: " +
                          SupportedArchitectures() + ")");
   }
+  if (const json* q = top.Find("quantization_config"); q && !q->is_null()) {
+    const json* method = q->is_object() ? &(*q)["quant_method"] : nullptr;
+    return Unimplemented(source + ": field 'quantization_config': quantized checkpoints (" +
+                         (method && method->is_string() ? method->get<std::string>() : q->dump()) +
+                         ") are not supported; use the bf16 checkpoint");
+  }
+  const Fields f(text_config ? *text_config : j, text_config ? source + ": text_config" : source);
   const bool mixtral = c.arch == Architecture::kMixtral;
   const bool qwen2 = c.arch == Architecture::kQwen2Moe;
   const bool qwen3 = c.arch == Architecture::kQwen3Moe;
+  const bool llama4 = c.arch == Architecture::kLlama4;
 
   std::string act;
   SHOAL_RETURN_IF_ERROR(f.String("hidden_act", &act, "silu"));
@@ -255,25 +390,31 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
   SHOAL_RETURN_IF_ERROR(f.Int("hidden_size", &c.hidden_size, std::nullopt));
   SHOAL_RETURN_IF_ERROR(f.Int("num_hidden_layers", &c.num_layers, std::nullopt, 1, 100000));
   SHOAL_RETURN_IF_ERROR(f.Int("num_attention_heads", &c.num_heads, std::nullopt, 1, 65536));
-  SHOAL_RETURN_IF_ERROR(f.OptionalInt("num_key_value_heads", &c.num_kv_heads, c.num_heads, 1, 65536));
-  SHOAL_RETURN_IF_ERROR(f.OptionalInt("head_dim", &c.head_dim, c.hidden_size / c.num_heads, 1, 65536));
+  // Llama4TextConfig's defaults when the key is absent (null means the derived value, as elsewhere).
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("num_key_value_heads", &c.num_kv_heads,
+                                      llama4 && !f.Find("num_key_value_heads") ? 8 : c.num_heads, 1, 65536));
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("head_dim", &c.head_dim,
+                                      llama4 && !f.Find("head_dim") ? 128 : c.hidden_size / c.num_heads, 1, 65536));
   if (c.head_dim % 2 != 0) return InvalidArgument(source + ": field 'head_dim': must be even for RoPE");
   if (c.num_heads % c.num_kv_heads != 0) {
     return InvalidArgument(source + ": num_attention_heads (" + std::to_string(c.num_heads) +
                            ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
   }
   SHOAL_RETURN_IF_ERROR(f.Int("max_position_embeddings", &c.max_position_embeddings,
-                              mixtral ? 4096 * 32 : 32768));
-  SHOAL_RETURN_IF_ERROR(f.Double("rms_norm_eps", &c.rms_norm_eps, mixtral ? 1e-5 : 1e-6, 0, 1));
+                              mixtral || llama4 ? 4096 * 32 : 32768));
+  SHOAL_RETURN_IF_ERROR(f.Double("rms_norm_eps", &c.rms_norm_eps, mixtral || llama4 ? 1e-5 : 1e-6, 0, 1));
   SHOAL_RETURN_IF_ERROR(f.Bool("tie_word_embeddings", &c.tie_word_embeddings, false));
   SHOAL_RETURN_IF_ERROR(ParseRope(j, f, &c));
 
-  // transformers ≥ 4.56 writes "dtype"; older versions "torch_dtype".
+  // transformers ≥ 4.56 writes "dtype"; older versions "torch_dtype" (multimodal: either level).
   std::string dtype;
-  SHOAL_RETURN_IF_ERROR(f.String(f.Find("dtype") ? "dtype" : "torch_dtype", &dtype, "float32"));
+  const Fields& df = f.Find("dtype") || f.Find("torch_dtype") ? f : top;
+  SHOAL_RETURN_IF_ERROR(df.String(df.Find("dtype") ? "dtype" : "torch_dtype", &dtype, "float32"));
   c.torch_dtype = dtype == "bfloat16" ? DType::kBF16 : dtype == "float16" ? DType::kF16 : DType::kF32;
 
-  if (mixtral) {
+  if (llama4) {
+    SHOAL_RETURN_IF_ERROR(ParseLlama4(f, &c));
+  } else if (mixtral) {
     SHOAL_RETURN_IF_ERROR(f.Int("num_local_experts", &c.num_experts, 8));
     SHOAL_RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c.num_experts_per_tok, 2));
     SHOAL_RETURN_IF_ERROR(f.Int("intermediate_size", &c.moe_intermediate_size, std::nullopt));
@@ -315,6 +456,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
     if (qwen2) {
       SHOAL_RETURN_IF_ERROR(f.Bool("qkv_bias", &c.qkv_bias, true));
       SHOAL_RETURN_IF_ERROR(f.Int("shared_expert_intermediate_size", &c.shared_expert_intermediate_size, 5632));
+      c.shared_expert_gated = true;
       if (use_sliding) {
         // transformers applies it per layer (max_window_layers) in one attention path and to every layer
         // in another; shoal will not guess.
@@ -329,7 +471,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
       if (use_sliding) SHOAL_RETURN_IF_ERROR(f.Int("sliding_window", &c.sliding_window, 4096));
     }
   }
-  SHOAL_RETURN_IF_ERROR(CheckLayerTypes(f, c));
+  if (!llama4) SHOAL_RETURN_IF_ERROR(CheckLayerTypes(f, c));
   if (c.num_experts_per_tok > c.num_experts) {
     return InvalidArgument(source + ": num_experts_per_tok (" + std::to_string(c.num_experts_per_tok) +
                            ") exceeds the number of experts (" + std::to_string(c.num_experts) + ")");

@@ -1,8 +1,8 @@
 // HF config.json → ModelConfig: the shape of a supported MoE model and every option that changes its
 // arithmetic, with the defaults transformers applies when a key is absent.
 //
-// Supported: MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM. Anything else is an error
-// that lists these. A key that would change the maths in a way shoal does not implement (an unknown
+// Supported: MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, Llama4ForCausalLM and the
+// text part of Llama4ForConditionalGeneration. Anything else is an error that lists these. A key that would change the maths in a way shoal does not implement (an unknown
 // rope type, a non-SiLU activation, Qwen2-MoE's per-layer sliding window) is an error too: a model
 // that loads is a model shoal computes exactly.
 #pragma once
@@ -15,10 +15,10 @@
 
 namespace shoal {
 
-enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe };
+enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe, kLlama4 };
 
 const char* ArchitectureName(Architecture a);  // the HF class name
-// "MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM"
+// "MixtralForCausalLM, Qwen2MoeForCausalLM, ..."
 std::string SupportedArchitectures();
 
 // RoPE frequencies, following transformers' modeling_rope_utils (rope_scaling / rope_type).
@@ -55,20 +55,42 @@ struct ModelConfig {
   int sliding_window = 0; // 0: full causal attention; else a key is visible when q_pos - k_pos < window
 
   RopeConfig rope;
+  // Llama 4 (iRoPE). RoPE rotates interleaved pairs (x[2i], x[2i+1]) instead of halves; layers without
+  // RoPE ("NoPE") attend to the whole causal context and, with temperature tuning, scale q by
+  // log1p(floor((pos + 1) / floor_scale)) · attn_scale + 1; chunked layers see only keys of their own
+  // chunk of attention_chunk_size positions; q and k of RoPE layers get a weightless RMS norm after
+  // RoPE when qk_l2_norm.
+  bool rope_interleaved = false;
+  std::vector<bool> layer_rope;      // size num_layers; false: a NoPE layer
+  int attention_chunk_size = 0;      // 0: no chunked layers
+  std::vector<bool> layer_chunked;   // size num_layers
+  bool qk_l2_norm = false;
+  bool attn_temperature_tuning = false;
+  double floor_scale = 8192.0, attn_scale = 0.1;
 
   // MoE
   int num_experts = 0;
   int num_experts_per_tok = 0;
   int moe_intermediate_size = 0;     // per routed expert
   int intermediate_size = 0;         // dense MLP layers (Qwen mlp_only_layers / decoder_sparse_step)
-  int shared_expert_intermediate_size = 0;  // Qwen2-MoE shared expert (sigmoid-gated); 0 = none
+  int shared_expert_intermediate_size = 0;  // always-on shared expert; 0 = none
+  bool shared_expert_gated = false;  // Qwen2-MoE: its output scaled by sigmoid(shared_expert_gate · h)
   bool norm_topk_prob = false;       // renormalise the top-k softmax weights to sum to 1
+  // Llama 4: the top-k of the router logits, each scored sigmoid(logit); an expert's input is the row
+  // times its score and its output is added with weight 1 (instead of softmax weights on the outputs).
+  bool router_sigmoid_scales_input = false;
   std::vector<bool> layer_is_moe;    // size num_layers
 
   DType torch_dtype = DType::kF32;   // informational: the dtype config.json declares
+  // Prefix of the text model's tensors: "" or "language_model." (Llama4ForConditionalGeneration,
+  // whose vision tensors are never read).
+  std::string tensor_prefix;
 
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }
+  bool LayerUsesRope(int l) const { return layer_rope.empty() || layer_rope[l]; }
+  // The chunk size of layer l's attention, 0 when it is not chunked.
+  int LayerChunk(int l) const { return !layer_chunked.empty() && layer_chunked[l] ? attention_chunk_size : 0; }
 };
 
 // Parses config.json text; `source` names the file in errors.

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -15,6 +16,7 @@ struct Names {
 
 Names NamesFor(Architecture a) {
   if (a == Architecture::kMixtral) return {"block_sparse_moe", "w1", "w3", "w2"};
+  if (a == Architecture::kLlama4) return {"feed_forward", "gate_proj", "up_proj", "down_proj"};
   return {"mlp", "gate_proj", "up_proj", "down_proj"};
 }
 
@@ -53,9 +55,11 @@ class Loader {
   const Checkpoint& ck_;
 };
 
-// Parses "model.layers.L.<moe>.experts.E." from a tensor name; false if it is not an expert tensor.
-bool ParseExpertName(const std::string& name, const std::string& moe_prefix, int* layer, int* expert) {
-  static const std::string kLayers = "model.layers.";
+// Parses "<prefix>model.layers.L.<moe>.experts.E." from a tensor name; false if it is not an expert
+// tensor of one expert (Llama 4's fused expert tensors hold every expert of a layer).
+bool ParseExpertName(const std::string& name, const std::string& prefix, const std::string& moe_prefix, int* layer,
+                     int* expert) {
+  const std::string kLayers = prefix + "model.layers.";
   if (name.compare(0, kLayers.size(), kLayers) != 0) return false;
   size_t p = kLayers.size();
   size_t q = name.find('.', p);
@@ -72,6 +76,54 @@ bool ParseExpertName(const std::string& name, const std::string& moe_prefix, int
     return false;
   }
   return true;
+}
+
+// dst[c, r] = src[r, c] for a rows×cols matrix of `elem`-byte elements, in tiles so that both sides
+// are read and written a cache line at a time.
+void Transpose(const uint8_t* src, int64_t rows, int64_t cols, int64_t src_stride, size_t elem, uint8_t* dst) {
+  constexpr int64_t kTile = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) std::memcpy(dst + (c * rows + r) * elem, src + (r * src_stride + c) * elem, elem);
+      }
+    }
+  }
+}
+
+// Llama 4 keeps a layer's experts fused, in the x·W layout: gate_up_proj [E, H, 2I] (gate in the first
+// I columns) and down_proj [E, I, H]. Each expert this rank holds is copied out once into the nn.Linear
+// layout the kernels read ([I, H], [I, H], [H, I]); only that expert's slice of the mapping is touched,
+// so a rank reads its own experts' bytes and no others.
+Status LoadFusedExperts(const Checkpoint& ck, const std::string& m, int layer, const ModelConfig& c,
+                        const ExpertFilter& experts, LayerWeights* L, ModelWeights* w) {
+  const int64_t E = c.num_experts, H = c.hidden_size, I = c.moe_intermediate_size;
+  SHOAL_ASSIGN_OR_RETURN(TensorView gate_up, ck.Get(m + "experts.gate_up_proj", {E, H, 2 * I}));
+  SHOAL_ASSIGN_OR_RETURN(TensorView down, ck.Get(m + "experts.down_proj", {E, I, H}));
+  if (gate_up.dtype != down.dtype) {
+    return InvalidArgument(ck.dir() + ": " + m + "experts: gate_up_proj and down_proj have different dtypes");
+  }
+  const size_t elem = DTypeSize(gate_up.dtype);
+  const auto* gu = static_cast<const uint8_t*>(gate_up.data);
+  const auto* dn = static_cast<const uint8_t*>(down.data);
+  for (int64_t e = 0; e < E; ++e) {
+    if (experts && !experts(layer, static_cast<int>(e))) continue;
+    auto buf = std::make_unique<uint8_t[]>(3 * static_cast<size_t>(I * H) * elem);
+    uint8_t* g = buf.get();
+    uint8_t* u = g + I * H * elem;
+    uint8_t* d = u + I * H * elem;
+    const uint8_t* src = gu + e * H * 2 * I * elem;
+    Transpose(src, H, I, 2 * I, elem, g);
+    Transpose(src + I * elem, H, I, 2 * I, elem, u);
+    Transpose(dn + e * I * H * elem, I, H, H, elem, d);
+    FfnWeights& f = L->experts[e];
+    f.gate = {gate_up.dtype, g, I, H};
+    f.up = {gate_up.dtype, u, I, H};
+    f.down = {gate_up.dtype, d, H, I};
+    w->owned.push_back(std::move(buf));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -92,24 +144,32 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
   if (experts) {
     filter = [&](const std::string& tensor) {
       int layer = 0, expert = 0;
-      return !ParseExpertName(tensor, names.moe_prefix, &layer, &expert) || experts(layer, expert);
+      return !ParseExpertName(tensor, c.tensor_prefix, names.moe_prefix, &layer, &expert) || experts(layer, expert);
+    };
+  }
+  if (!c.tensor_prefix.empty()) {
+    // Only the text model: the vision tower's tensors (and shards holding nothing else) are never opened.
+    filter = [&, inner = std::move(filter)](const std::string& tensor) {
+      return tensor.compare(0, c.tensor_prefix.size(), c.tensor_prefix) == 0 && (!inner || inner(tensor));
     };
   }
   SHOAL_ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir, filter));
   ModelWeights w;
   Loader ld(*ck);
   const int64_t H = c.hidden_size;
-  SHOAL_RETURN_IF_ERROR(ld.Mat("model.embed_tokens.weight", c.vocab_size, H, &w.embed));
-  if (c.tie_word_embeddings && !ck->Has("lm_head.weight")) {
+  const std::string& pre = c.tensor_prefix;
+  SHOAL_RETURN_IF_ERROR(ld.Mat(pre + "model.embed_tokens.weight", c.vocab_size, H, &w.embed));
+  if (c.tie_word_embeddings && !ck->Has(pre + "lm_head.weight")) {
     w.lm_head = w.embed;
   } else {
-    SHOAL_RETURN_IF_ERROR(ld.Mat("lm_head.weight", c.vocab_size, H, &w.lm_head));
+    SHOAL_RETURN_IF_ERROR(ld.Mat(pre + "lm_head.weight", c.vocab_size, H, &w.lm_head));
   }
-  SHOAL_RETURN_IF_ERROR(ld.Vec("model.norm.weight", H, &w.final_norm));
+  SHOAL_RETURN_IF_ERROR(ld.Vec(pre + "model.norm.weight", H, &w.final_norm));
+  const bool llama4 = c.arch == Architecture::kLlama4;
   w.layers.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     LayerWeights& L = w.layers[l];
-    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string p = pre + "model.layers." + std::to_string(l) + ".";
     SHOAL_RETURN_IF_ERROR(ld.Vec(p + "input_layernorm.weight", H, &L.input_norm));
     SHOAL_RETURN_IF_ERROR(ld.Vec(p + "post_attention_layernorm.weight", H, &L.post_attn_norm));
     const std::string a = p + "self_attn.";
@@ -129,21 +189,27 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
     }
     L.is_moe = c.layer_is_moe[l];
     if (!L.is_moe) {
-      SHOAL_RETURN_IF_ERROR(ld.Ffn(p + "mlp.", names, H, c.intermediate_size, &L.dense_mlp));
+      SHOAL_RETURN_IF_ERROR(ld.Ffn(p + (llama4 ? "feed_forward." : "mlp."), names, H, c.intermediate_size, &L.dense_mlp));
       continue;
     }
     const std::string m = p + names.moe_prefix + ".";
-    SHOAL_RETURN_IF_ERROR(ld.Mat(m + "gate.weight", c.num_experts, H, &L.router));
+    SHOAL_RETURN_IF_ERROR(ld.Mat(m + (llama4 ? "router.weight" : "gate.weight"), c.num_experts, H, &L.router));
     L.experts.resize(c.num_experts);
-    for (int e = 0; e < c.num_experts; ++e) {
-      if (experts && !experts(l, e)) continue;
-      SHOAL_RETURN_IF_ERROR(
-          ld.Ffn(m + "experts." + std::to_string(e) + ".", names, H, c.moe_intermediate_size, &L.experts[e]));
+    if (llama4) {
+      SHOAL_RETURN_IF_ERROR(LoadFusedExperts(*ck, m, l, c, experts, &L, &w));
+    } else {
+      for (int e = 0; e < c.num_experts; ++e) {
+        if (experts && !experts(l, e)) continue;
+        SHOAL_RETURN_IF_ERROR(
+            ld.Ffn(m + "experts." + std::to_string(e) + ".", names, H, c.moe_intermediate_size, &L.experts[e]));
+      }
     }
     if (c.shared_expert_intermediate_size > 0) {
       SHOAL_RETURN_IF_ERROR(ld.Ffn(m + "shared_expert.", names, H, c.shared_expert_intermediate_size,
                                    &L.shared_expert));
-      SHOAL_RETURN_IF_ERROR(ld.Mat(m + "shared_expert_gate.weight", 1, H, &L.shared_expert_gate));
+      if (c.shared_expert_gated) {
+        SHOAL_RETURN_IF_ERROR(ld.Mat(m + "shared_expert_gate.weight", 1, H, &L.shared_expert_gate));
+      }
     }
   }
   w.checkpoint = std::move(ck);
@@ -206,7 +272,7 @@ ModelWeights MakeSyntheticWeights(const ModelConfig& c, DType dtype, uint64_t se
     for (int e = 0; e < c.num_experts; ++e) L.experts.push_back(ffn(c.moe_intermediate_size));
     if (c.shared_expert_intermediate_size > 0) {
       L.shared_expert = ffn(c.shared_expert_intermediate_size);
-      L.shared_expert_gate = mat(1, H);
+      if (c.shared_expert_gated) L.shared_expert_gate = mat(1, H);
     }
   }
   return w;

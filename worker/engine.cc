@@ -53,8 +53,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
         }
       }
     }
-    SHOAL_ASSIGN_OR_RETURN(comm::ExpertExchange ex, comm::ExpertExchange::Create(group, &*engine->placement_,
-                                                                                c.hidden_size, c.num_experts_per_tok));
+    // Llama 4 sends each (token, choice) as its own input-scaled row: an exchange of top-1 rows.
+    SHOAL_ASSIGN_OR_RETURN(comm::ExpertExchange ex,
+                           comm::ExpertExchange::Create(group, &*engine->placement_, c.hidden_size,
+                                                        c.router_sigmoid_scales_input ? 1 : c.num_experts_per_tok));
     engine->exchange_.emplace(std::move(ex));
   }
   return engine;
@@ -66,6 +68,7 @@ Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg
       pool_(cfg.ResolvedThreads()),
       kv_(config_, cfg.kv_block_size, num_blocks),
       inv_freq_(RopeInverseFrequencies(config_)),
+      unit_norm_(static_cast<size_t>(config_.head_dim), 1.0f),
       seqs_(cfg.max_num_seqs),
       max_step_tokens_(cfg.max_step_tokens),
       collective_timeout_ms_(cfg.collective_timeout_ms) {}
@@ -107,6 +110,16 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   rope_sin_.resize(static_cast<size_t>(T * half));
   kernels::RopeTable(rows_.positions.data(), T, inv_freq_.data(), half, static_cast<float>(c.rope.attention_factor),
                      rope_cos_.data(), rope_sin_.data());
+  if (c.attn_temperature_tuning) {
+    // Llama 4's NoPE layers: q scaled by log1p(floor((pos + 1) / floor_scale)) · attn_scale + 1, in f32
+    // as transformers computes it.
+    temperature_.resize(static_cast<size_t>(T));
+    const float floor_scale = static_cast<float>(c.floor_scale), attn_scale = static_cast<float>(c.attn_scale);
+    for (int64_t t = 0; t < T; ++t) {
+      const float p = static_cast<float>(rows_.positions[t]) + 1.0f;
+      temperature_[t] = std::log1p(std::floor(p / floor_scale)) * attn_scale + 1.0f;
+    }
+  }
 
   size_t bytes = T * static_cast<size_t>(H) * DTypeSize(weights_.embed.dtype);
   for (int l = 0; l < c.num_layers; ++l) {
@@ -177,12 +190,24 @@ Status Engine::Layer(int l, int64_t T) {
     kernels::RmsNorm(q_.data(), T * c.num_heads, c.head_dim, L.q_norm.data(), eps, q_.data());
     kernels::RmsNorm(k_.data(), T * c.num_kv_heads, c.head_dim, L.k_norm.data(), eps, k_.data());
   }
-  kernels::ApplyRope(q_.data(), T, c.num_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
-  kernels::ApplyRope(k_.data(), T, c.num_kv_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
+  if (c.LayerUsesRope(l)) {
+    const auto rope = c.rope_interleaved ? kernels::ApplyRopeInterleaved : kernels::ApplyRope;
+    rope(q_.data(), T, c.num_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
+    rope(k_.data(), T, c.num_kv_heads, c.head_dim, rope_cos_.data(), rope_sin_.data());
+    if (c.qk_l2_norm) {  // Llama 4: weightless, after RoPE
+      kernels::RmsNorm(q_.data(), T * c.num_heads, c.head_dim, unit_norm_.data(), eps, q_.data());
+      kernels::RmsNorm(k_.data(), T * c.num_kv_heads, c.head_dim, unit_norm_.data(), eps, k_.data());
+    }
+  } else if (c.attn_temperature_tuning) {
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t i = 0; i < Q; ++i) q_[t * Q + i] *= temperature_[t];
+    }
+  }
   const kernels::PagedKvLayer kv = kv_.Layer(l);
   kernels::WriteKv(kv, k_.data(), v_.data(), T, rows_.slots.data());
   kernels::PagedAttention(q_.data(), T, c.num_heads, rows_.positions.data(), tables_.data(), kv,
-                          1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window, attn_.data(), pool_);
+                          1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window, attn_.data(), pool_,
+                          c.LayerChunk(l));
   kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);
   if (!L.o_bias.empty()) kernels::AddBias(tmp_.data(), T, H, L.o_bias.data());
   for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];

@@ -87,6 +87,7 @@ class Engine final : public StepEngine {
   ThreadPool pool_;
   KvCache kv_;
   std::vector<float> inv_freq_;
+  std::vector<float> unit_norm_;  // [head_dim] ones: the weight of Llama 4's weightless q/k norm
   SequenceTable seqs_;
   int max_step_tokens_;
   int64_t collective_timeout_ms_;
@@ -100,6 +101,7 @@ class Engine final : public StepEngine {
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;
   StepRows rows_;
   std::vector<float> rope_cos_, rope_sin_;  // [T, head_dim / 2], computed once per step
+  std::vector<float> temperature_;          // [T] Llama 4 NoPE layers' q scale
   std::vector<const int32_t*> tables_;
   MoeWorkspace moe_ws_;
   std::vector<float> ffn_scratch_;

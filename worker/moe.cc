@@ -12,12 +12,31 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
   ws.router_logits.resize(static_cast<size_t>(T * E));
   ws.topk_ids.resize(static_cast<size_t>(T * K));
   ws.topk_weights.resize(static_cast<size_t>(T * K));
-  if (T > 0) {
-    kernels::MatMul(h, T, L.router, ws.router_logits.data(), pool);
-    kernels::RouterTopK(ws.router_logits.data(), T, E, K, c.norm_topk_prob, ws.topk_ids.data(), ws.topk_weights.data());
+  const bool scale_input = c.router_sigmoid_scales_input;
+  if (T > 0) kernels::MatMul(h, T, L.router, ws.router_logits.data(), pool);
+  if (!scale_input) {
+    if (T > 0) {
+      kernels::RouterTopK(ws.router_logits.data(), T, E, K, c.norm_topk_prob, ws.topk_ids.data(),
+                          ws.topk_weights.data());
+    }
+    SHOAL_RETURN_IF_ERROR(ex.Dispatch(h, T, ws.topk_ids.data(), ws.topk_weights.data(), Deadline::AfterMs(timeout_ms)));
+  } else {
+    // Llama 4: each (token, choice) is its own row h·score, sent with weight 1 through an exchange of
+    // top-1 rows (the engine creates it so), and the K outputs of a token are summed after Combine.
+    if (T > 0) {
+      kernels::RouterTopKSigmoid(ws.router_logits.data(), T, E, K, ws.topk_ids.data(), ws.topk_weights.data());
+    }
+    ws.scaled_rows.resize(static_cast<size_t>(T * K * H));
+    for (int64_t r = 0; r < T * K; ++r) {
+      const float s = ws.topk_weights[r];
+      const float* src = h + (r / K) * H;
+      float* dst = ws.scaled_rows.data() + r * H;
+      for (int64_t i = 0; i < H; ++i) dst[i] = src[i] * s;
+    }
+    std::fill(ws.topk_weights.begin(), ws.topk_weights.end(), 1.0f);
+    SHOAL_RETURN_IF_ERROR(ex.Dispatch(ws.scaled_rows.data(), T * K, ws.topk_ids.data(), ws.topk_weights.data(),
+                                      Deadline::AfterMs(timeout_ms)));
   }
-
-  SHOAL_RETURN_IF_ERROR(ex.Dispatch(h, T, ws.topk_ids.data(), ws.topk_weights.data(), Deadline::AfterMs(timeout_ms)));
 
   // This rank's experts on the rows the group sent it.
   const std::vector<int>& local = ex.local_experts();
@@ -47,18 +66,32 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
 
   SHOAL_RETURN_IF_ERROR(ex.Combine(Deadline::AfterMs(timeout_ms)));
   SHOAL_RETURN_IF_ERROR(missing);
-  ex.WeightedSum(out);
+  if (!scale_input) {
+    ex.WeightedSum(out);
+  } else {
+    std::fill(out, out + T * H, 0.0f);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int j = 0; j < K; ++j) {
+        const float* row = ex.combined_row(t * K + j, 0);
+        for (int64_t i = 0; i < H; ++i) out[t * H + i] += row[i];
+      }
+    }
+  }
 
   if (L.shared_expert.present() && T > 0) {
     ws.shared_out.resize(static_cast<size_t>(T * H));
-    ws.shared_gate.resize(static_cast<size_t>(T));
     ws.ffn_scratch.resize(static_cast<size_t>(2 * T * c.shared_expert_intermediate_size));
     kernels::SiluGatedFfn(h, T, L.shared_expert.gate, L.shared_expert.up, L.shared_expert.down, ws.ffn_scratch.data(),
                           ws.shared_out.data(), pool);
-    kernels::MatMul(h, T, L.shared_expert_gate, ws.shared_gate.data(), pool);
-    for (int64_t t = 0; t < T; ++t) {
-      const float g = 1.0f / (1.0f + std::exp(-ws.shared_gate[t]));
-      for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * ws.shared_out[t * H + i];
+    if (L.shared_expert_gate.empty()) {  // Llama 4: always on, unscaled
+      for (int64_t i = 0; i < T * H; ++i) out[i] += ws.shared_out[i];
+    } else {
+      ws.shared_gate.resize(static_cast<size_t>(T));
+      kernels::MatMul(h, T, L.shared_expert_gate, ws.shared_gate.data(), pool);
+      for (int64_t t = 0; t < T; ++t) {
+        const float g = 1.0f / (1.0f + std::exp(-ws.shared_gate[t]));
+        for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * ws.shared_out[t * H + i];
+      }
     }
   }
   return Status::Ok();

@@ -1,7 +1,8 @@
 // The MoE block of one layer on one rank of an expert-parallel group: router → top-k → dispatch (rows
 // to the ranks holding their experts) → this rank's expert FFNs on the rows it received, grouped by
-// expert → combine (weighted sums back in token order) → + the sigmoid-gated shared expert of
-// Qwen2-MoE. A single process is the group of one (comm::MakeSelfGroup): the same code path.
+// expert → combine (weighted sums back in token order) → + the shared expert (sigmoid-gated in
+// Qwen2-MoE, always on in Llama 4). Llama 4's router scales each expert's input by its sigmoid score
+// instead of weighting its output. A single process is the group of one (comm::MakeSelfGroup): the same code path.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,7 @@ namespace shoal {
 // Scratch reused across steps so the decode loop does not allocate.
 struct MoeWorkspace {
   std::vector<float> router_logits, topk_weights, ffn_scratch, shared_out, shared_gate;
+  std::vector<float> scaled_rows;       // Llama 4: [T·K, H] rows scaled by their router scores
   std::vector<int32_t> topk_ids;
   std::vector<uint8_t> expert_used;     // [E] experts this rank ran this step
   // [local experts] rows each of this rank's experts processed, summed over layers and steps (the

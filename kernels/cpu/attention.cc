@@ -19,7 +19,7 @@ void WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_t 
 
 void PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* positions,
                     const int32_t* const* block_tables, const PagedKvLayer& layer, float scale, int sliding_window,
-                    float* out, ThreadPool& pool) {
+                    float* out, ThreadPool& pool, int attention_chunk) {
   const int d = layer.head_dim;
   const int group = num_heads / layer.num_kv_heads;
   const int64_t kv_stride = static_cast<int64_t>(layer.num_kv_heads) * d;
@@ -32,7 +32,8 @@ void PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* pos
       const int h = static_cast<int>(it % num_heads);
       const int kvh = h / group;
       const int32_t pos = positions[t];
-      const int32_t first = sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0;
+      int32_t first = sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0;
+      if (attention_chunk > 0) first = std::max(first, pos / attention_chunk * attention_chunk);
       const int32_t* table = block_tables[t];
       const float* qh = q + (t * num_heads + h) * d;
       scores.resize(static_cast<size_t>(pos - first + 1));

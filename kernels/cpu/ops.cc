@@ -75,6 +75,36 @@ void ApplyRope(float* x, int64_t m, int heads, int head_dim, const float* cos, c
   }
 }
 
+void ApplyRopeInterleaved(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin) {
+  const int half = head_dim / 2;
+  for (int64_t t = 0; t < m; ++t) {
+    const float* cos_v = cos + t * half;
+    const float* sin_v = sin + t * half;
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[2 * i], b = v[2 * i + 1];
+        v[2 * i] = a * cos_v[i] - b * sin_v[i];
+        v[2 * i + 1] = b * cos_v[i] + a * sin_v[i];
+      }
+    }
+  }
+}
+
+void RouterTopKSigmoid(const float* logits, int64_t m, int num_experts, int top_k, int32_t* ids, float* scores) {
+  std::vector<int32_t> order(num_experts);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* l = logits + t * num_experts;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int32_t a, int32_t b) { return l[a] != l[b] ? l[a] > l[b] : a < b; });
+    for (int j = 0; j < top_k; ++j) {
+      ids[t * top_k + j] = order[j];
+      scores[t * top_k + j] = 1.0f / (1.0f + std::exp(-l[order[j]]));
+    }
+  }
+}
+
 void RouterTopK(const float* logits, int64_t m, int num_experts, int top_k, bool renormalize, int32_t* ids,
                 float* weights) {
   std::vector<float> p(num_experts);

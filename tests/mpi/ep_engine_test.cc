@@ -142,7 +142,9 @@ TEST_P(EpFixtureTest, RejectedBatchOnOneRankDoesNotStallTheGroup) {
 }
 
 // Resident weight bytes = the dense tensors + this rank's experts, counted independently from the
-// checkpoint's own tensor list (every 2-D tensor; an expert tensor only when placed here).
+// checkpoint's own tensor list (every 2-D tensor; an expert tensor only when placed here; Llama 4's
+// fused [E, ., .] expert tensors by the slices of the experts placed here; a multimodal checkpoint's
+// vision tensors not at all).
 TEST_P(EpFixtureTest, ResidentBytesAreDenseWeightsPlusOwnExperts) {
   comm::Group& g = World();
   Fixture f = LoadFixture(GetParam());
@@ -157,6 +159,14 @@ TEST_P(EpFixtureTest, ResidentBytesAreDenseWeightsPlusOwnExperts) {
   for (const std::string& name : (*ckpt)->TensorNames()) {
     auto t = (*ckpt)->Get(name);
     ASSERT_TRUE(t.ok());
+    if (name.compare(0, config->tensor_prefix.size(), config->tensor_prefix) != 0) continue;
+    if (t->shape.size() == 3 && name.find(".experts.") != std::string::npos) {
+      ASSERT_EQ(t->shape[0], config->num_experts) << name;
+      const size_t slice = t->nbytes / static_cast<size_t>(config->num_experts);
+      all_experts += t->nbytes;
+      for (int e = 0; e < config->num_experts; ++e) own += placement->Holds(g.rank(), e) ? slice : 0;
+      continue;
+    }
     if (t->shape.size() != 2) continue;  // norms and biases are not matrices
     std::smatch m;
     if (std::regex_search(name, m, expert_re)) {

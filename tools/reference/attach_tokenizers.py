@@ -2,13 +2,15 @@
 """Gives the tiny model fixtures a real tokenizer and chat template, and records what transformers
 makes of a few chat conversations with them (the e2e tests' oracle for prompt tokens).
 
-Qwen fixtures (vocab 320) get the byte-level BPE from tests/fixtures/tokenizers/qwen-bytelevel and the
+Llama 4 fixtures (vocab 320) get the byte-level BPE with Llama 4's split pattern and specials from
+tests/fixtures/tokenizers/llama4-style and the Llama-4-style template; Qwen fixtures (vocab 320) get the byte-level BPE from tests/fixtures/tokenizers/qwen-bytelevel and the
 Qwen-style ChatML template; Mixtral fixtures (vocab 320, <s>=1, </s>=2) get the SentencePiece-style
 byte-fallback BPE and the Mistral-style [INST] template. Run after make_tokenizer_fixtures.py and
 make_chat_template_fixtures.py:
 
     /tmp/refenv/bin/python tools/reference/attach_tokenizers.py              (transformers 4)
-    /tmp/refenv5/bin/python tools/reference/attach_tokenizers.py mixtral-top1-f32-tf5 qwen2-moe-f16-tf5 qwen3-moe-bf16-tf5
+    /tmp/refenv5/bin/python tools/reference/attach_tokenizers.py mixtral-top1-f32-tf5 qwen2-moe-f16-tf5 qwen3-moe-bf16-tf5 \
+        llama4-scout-bf16 llama4-maverick-f32
 """
 import json
 import os
@@ -70,6 +72,8 @@ def main():
     for m in names:
         if m.startswith("mixtral"):
             attach(m, "spm-bytefallback", "mistral-style")
+        elif m.startswith("llama4"):
+            attach(m, "llama4-style", "llama4-style")
         else:
             attach(m, "qwen-bytelevel", "qwen-style")
 

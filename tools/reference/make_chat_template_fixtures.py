@@ -2,7 +2,7 @@
 """Builds tests/fixtures/chat_templates/cases.json: chat templates and transformers' renderings of them.
 
 The templates below are written for shoal's tests in the style of the model families shoal serves
-(Qwen2.5/Qwen3 ChatML with tools and <think>, Llama-3.x with tools, Mistral/Mixtral [INST], DeepSeek-V3,
+(Qwen2.5/Qwen3 ChatML with tools and <think>, Llama-3.x with tools, Llama 4, Mistral/Mixtral [INST], DeepSeek-V3,
 Gemma, plain ChatML) plus one that exercises the rest of the Jinja subset. They are not copies of the
 models' templates. Each is rendered with transformers' own render_jinja_template (the environment
 apply_chat_template uses: sandboxed, trim_blocks, lstrip_blocks, loopcontrols, raise_exception,
@@ -348,10 +348,62 @@ lstripped
    
 """
 
+LLAMA4 = r"""{#- A chat template in the Llama 4 format, written for shoal's tests: <|header_start|>role<|header_end|>
+    headers, <|eot|> after each turn, content as a string or a list of text/image parts, tools offered
+    in the system turn, tool calls as JSON and tool results in ipython turns. -#}
+{{- bos_token }}
+{%- macro text(content) -%}
+    {%- if content is string -%}
+        {{- content }}
+    {%- else -%}
+        {%- for part in content -%}
+            {%- if part['type'] == 'text' -%}{{- part['text'] }}{%- elif part['type'] == 'image' -%}{{- '<|image|>' }}{%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+{%- endmacro -%}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system = text(messages[0]['content']) | trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system = none %}
+{%- endif %}
+{%- if system is not none or tools %}
+    {{- '<|header_start|>system<|header_end|>\n\n' }}
+    {%- if system is not none %}{{- system }}{%- endif %}
+    {%- if tools %}
+        {{- '\n\nTo call a function, answer with one JSON object {"name": ..., "parameters": {...}}. Functions:' }}
+        {%- for t in tools %}
+            {{- '\n' + (t | tojson(indent=2)) }}
+        {%- endfor %}
+    {%- endif %}
+    {{- '<|eot|>' }}
+{%- endif %}
+{%- for m in messages %}
+    {%- if m['role'] == 'tool' or m['role'] == 'ipython' %}
+        {{- '<|header_start|>ipython<|header_end|>\n\n' + (text(m['content']) | trim) + '<|eot|>' }}
+    {%- elif m['role'] == 'user' or m['role'] == 'assistant' %}
+        {{- '<|header_start|>' + m['role'] + '<|header_end|>\n\n' }}
+        {%- if m['content'] %}{{- text(m['content']) | trim }}{%- endif %}
+        {%- if m['tool_calls'] is defined and m['tool_calls'] %}
+            {%- for call in m['tool_calls'] %}
+                {{- '{"name": "' + call['function']['name'] + '", "parameters": ' + (call['function']['arguments'] | tojson) + '}' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|eot|>' }}
+    {%- else %}
+        {{- raise_exception('Unknown role: ' + m['role']) }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|header_start|>assistant<|header_end|>\n\n' }}
+{%- endif %}
+"""
+
 TEMPLATES = {
     "qwen-style": QWEN,
     "qwen3-think": QWEN3_THINK,
     "llama3-style": LLAMA3,
+    "llama4-style": LLAMA4,
     "mistral-style": MISTRAL,
     "deepseek-style": DEEPSEEK,
     "gemma-style": GEMMA,
@@ -431,6 +483,12 @@ CASES = [
     case("llama3/tools_system_prompt", "llama3-style", BASIC, tools=TOOLS,
          extra={"tools_in_user_message": False, "date_string": "01 Jan 2025"}),
     case("llama3/unicode", "llama3-style", UNICODE),
+    case("llama4/basic", "llama4-style", BASIC, bos="<|begin_of_text|>"),
+    case("llama4/no_system", "llama4-style", NO_SYSTEM, gen=False, bos="<|begin_of_text|>"),
+    case("llama4/tools", "llama4-style", TOOL_CALL, tools=TOOLS, bos="<|begin_of_text|>"),
+    case("llama4/parts", "llama4-style", PARTS, bos="<|begin_of_text|>"),
+    case("llama4/unicode", "llama4-style", UNICODE, bos="<|begin_of_text|>"),
+    case("llama4/unknown_role", "llama4-style", UNKNOWN_ROLE, bos="<|begin_of_text|>"),
     case("mistral/basic", "mistral-style", BASIC),
     case("mistral/no_system", "mistral-style", NO_SYSTEM),
     case("mistral/multi", "mistral-style", MULTI),

@@ -21,6 +21,7 @@ come in two sets, each made by the version it is named for:
   <name>            transformers 4.57.6, torch 2.15.0 (requirements.txt)
   <name>-tf5        transformers 5.25.0, torch 2.15.0 (requirements-tf5.txt): TF5_MODELS below, one per
                     architecture, chosen for the config keys transformers 5 writes differently
+  llama4-*          transformers 5.25.0 (LLAMA4_MODELS below), with the -tf5 set
 Each expected.json records the versions that made it.
 """
 import argparse
@@ -34,6 +35,12 @@ import transformers
 from safetensors.torch import save_file
 from transformers import (MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
                           Qwen3MoeConfig, Qwen3MoeForCausalLM)
+
+try:  # transformers >= 4.51
+    from transformers import (Llama4Config, Llama4ForCausalLM, Llama4ForConditionalGeneration,
+                              Llama4TextConfig)
+except ImportError:
+    Llama4Config = None
 
 VOCAB = 320          # not a power of two on purpose
 PROMPT_LENGTHS = [7, 3, 12]
@@ -65,6 +72,33 @@ def qwen3_moe(**kw):
     return Qwen3MoeConfig(**base), Qwen3MoeForCausalLM
 
 
+def llama4_text(**kw):
+    # Small attention_chunk_size and floor_scale: the prompts (7, 3, 12 tokens + 6 decoded) cross chunk
+    # boundaries and reach the temperature-tuning term of the NoPE layers.
+    base = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=32, intermediate_size_mlp=96,
+                num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                max_position_embeddings=256, rms_norm_eps=1e-5, attention_chunk_size=4,
+                attn_temperature_tuning=True, floor_scale=3, attn_scale=0.5, tie_word_embeddings=False,
+                bos_token_id=315, eos_token_id=[316, 319], pad_token_id=None)
+    base.update(kw)
+    return Llama4TextConfig(**base)
+
+
+def llama4_causal(**kw):
+    return llama4_text(**kw), Llama4ForCausalLM
+
+
+def llama4_multimodal(**kw):
+    # The text model inside Llama4ForConditionalGeneration (tensors under language_model.) with a
+    # one-layer vision tower that shoal must skip unread.
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  vision_output_dim=32, image_size=28, patch_size=14, projector_input_dim=32,
+                  projector_output_dim=32)
+    cfg = Llama4Config(text_config=llama4_text(**kw).to_dict(), vision_config=vision,
+                       tie_word_embeddings=False)
+    return cfg, Llama4ForConditionalGeneration
+
+
 # name -> (config builder, dtype to store, extra save kwargs, what it covers)
 MODELS = {
     "mixtral-top1-f32": (lambda: mixtral(num_local_experts=6, num_experts_per_tok=1, sliding_window=5),
@@ -94,6 +128,26 @@ MODELS = {
 }
 
 
+# Llama 4, made by transformers 5 only (no "-tf5" suffix: there is no transformers-4 twin).
+LLAMA4_MODELS = {
+    "llama4-scout-bf16": (lambda: llama4_multimodal(
+        num_local_experts=5, num_experts_per_tok=1, interleave_moe_layer_step=1, use_qk_norm=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+        torch.bfloat16, {"max_shard_size": "100KB"},
+        "Llama 4 Scout-like: Llama4ForConditionalGeneration (vision tower skipped), top-1 sigmoid routing of 5 "
+        "experts on every layer + shared expert, chunked attention (chunk 4) on RoPE layers, every 4th layer "
+        "NoPE with temperature tuning (floor_scale 3), L2 q/k norm, llama3 RoPE, bf16, sharded"),
+    "llama4-maverick-f32": (lambda: llama4_causal(
+        num_local_experts=6, num_experts_per_tok=2, interleave_moe_layer_step=2, use_qk_norm=False,
+        no_rope_layers=[1, 0, 1, 1], attention_chunk_size=5, floor_scale=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+        torch.float32, {},
+        "Llama 4 Maverick-like: Llama4ForCausalLM, MoE on every 2nd layer and the wide dense MLP on the "
+        "others, no q/k norm, NoPE layer 1 from an explicit no_rope_layers, chunk 5; top-2 sigmoid routing "
+        "(Maverick is top-1) to cover input scaling with more than one choice"),
+}
+
 # Made again by transformers 5 as "<name>-tf5": sliding window (Mixtral), linear RoPE in
 # rope_parameters and f16 (Qwen2-MoE), llama3 RoPE, tied embeddings, bf16 and shards (Qwen3-MoE).
 TF5_MODELS = ["mixtral-top1-f32", "qwen2-moe-f16", "qwen3-moe-bf16"]
@@ -109,6 +163,9 @@ def reinit_(model, seed):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
                 p.copy_(torch.randn(p.shape, generator=g))
+            elif name.endswith("experts.gate_up_proj") or name.endswith("experts.down_proj"):
+                # Llama 4's fused experts are x·W: the fan-in is the middle dimension.
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
             else:
                 scale = (2.0 if name.endswith("gate.weight") and "mlp.gate" in name else 1.0) / math.sqrt(p.shape[-1])
                 p.copy_(scale * torch.randn(p.shape, generator=g))
@@ -134,7 +191,7 @@ def run_reference(model, prompt):
 
 
 def build(name, out_root, seed, suffix=""):
-    make_cfg, dtype, save_kw, covers = MODELS[name]
+    make_cfg, dtype, save_kw, covers = {**MODELS, **LLAMA4_MODELS}[name]
     covers += " (config.json written by transformers %s)" % transformers.__version__ if suffix else ""
     cfg, cls = make_cfg()
     cfg.torch_dtype = dtype
@@ -166,6 +223,10 @@ def build(name, out_root, seed, suffix=""):
                            min_new_tokens=DECODE_STEPS + 1, pad_token_id=0, eos_token_id=None)
         generated = gen[0, len(prompt):].tolist()
         assert generated == tokens, f"{name} prompt {i}: generate() {generated} != greedy loop {tokens}"
+        # The cached greedy loop must equal one uncached pass over the same tokens (chunked attention
+        # and NoPE temperature depend on positions; both paths have to agree before they are an oracle).
+        whole = ref(torch.tensor([prompt + tokens[:-1]])).logits[0].float()
+        assert torch.allclose(whole, torch.cat([prefill, steps]), atol=1e-4, rtol=1e-4), f"{name} prompt {i}"
         tensors[f"prompt{i}.prefill_logits"] = prefill.contiguous()
         tensors[f"prompt{i}.decode_logits"] = steps.contiguous()
         if native is not None:
@@ -209,6 +270,10 @@ def main():
             continue
         # The same seed as the transformers-4 fixture: the same weights and prompts, written anew.
         build(name, args.out, seed=1000 + k, suffix="-tf5" if args.transformers5 else "")
+    if args.transformers5:
+        for k, name in enumerate(LLAMA4_MODELS):
+            if not args.only or name in args.only:
+                build(name, args.out, seed=2000 + k)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| 
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Llama 4's pre-tokenizer split (the o200k-style pattern: case-aware words with contractions).
+LLAMA4_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                  r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                  r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+                  r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                  r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 DEEPSEEK_PATTERNS = [
     r"\p{N}{1,3}",
     r"[一-龥぀-ゟ゠-ヿ]+",
@@ -176,6 +182,30 @@ def build_llama3():
     return tok, config, ["<|begin_of_text|>", "<|end_of_text|>", "<tool>", "moe", "<tool_end>"]
 
 
+def build_llama4():
+    # 320 ids in all, like the tiny Llama 4 model fixtures: 315 byte-level BPE tokens, then the specials
+    # a Llama 4 chat needs (bos 315; the model's eos ids are 316 and 319).
+    pre = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA4_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+    ])
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>"]
+    tok = train_bytelevel(pre, None, 315, specials)
+    assert [tok.token_to_id(s) for s in specials] == [315, 316, 317, 318, 319], tok.get_vocab_size()
+    spec = json.loads(tok.to_str())
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [315],
+                                                 "tokens": ["<|begin_of_text|>"]}}}
+    tok = Tokenizer.from_str(json.dumps(spec))
+    config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot|>", "model_max_length": 10485760,
+              "tokenizer_class": "PreTrainedTokenizerFast"}
+    return tok, config, specials
+
+
 def build_deepseek():
     # DeepSeek-V3's pre-tokenizer (a Sequence of three Splits before ByteLevel), an NFKD normalizer and a
     # Digits/Split/Contiguous/invert mix, to cover the regex features real models use.
@@ -218,6 +248,7 @@ BUILDERS = {
     "qwen-bytelevel": build_qwen,
     "spm-bytefallback": build_spm,
     "llama3-style": build_llama3,
+    "llama4-style": build_llama4,
     "deepseek-style": build_deepseek,
     "tiny-unk": build_tiny_unk,
 }

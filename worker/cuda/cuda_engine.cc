@@ -109,6 +109,12 @@ StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(ModelConfig config, con
                                                          const EngineConfig& cfg, int device,
                                                          std::unique_ptr<comm::Group> group,
                                                          const Placement* placement) {
+  if (config.arch == Architecture::kLlama4) {
+    // iRoPE (interleaved RoPE, NoPE layers with temperature tuning, chunked attention) and the
+    // input-scaled router have CPU kernels only so far.
+    return Unimplemented(std::string(ArchitectureName(config.arch)) +
+                         " is not supported by the CUDA engine yet; serve it with engine.device: cpu");
+  }
   SHOAL_RETURN_IF_ERROR(CheckDevice(device));
   SHOAL_ASSIGN_OR_RETURN(int64_t blocks, KvBlocks(config, cfg));
   const int ranks = group ? group->size() : 1, rank = group ? group->rank() : 0;
