@@ -126,6 +126,7 @@ void Encode(Writer& w, const Hello& m) {
   w.Put(m.max_num_seqs);
   w.Put(m.block_size);
   w.Put(m.kv_blocks);
+  w.Put(m.kv_tokens);
   w.Put(m.num_experts);
   w.PutVector(m.local_experts);
   w.Put(m.pid);
@@ -202,6 +203,7 @@ StatusOr<Message> DecodeHello(Reader& r) {
   m.max_num_seqs = r.Get<uint32_t>("max_num_seqs");
   m.block_size = r.Get<uint32_t>("block_size");
   m.kv_blocks = r.Get<uint64_t>("kv_blocks");
+  m.kv_tokens = r.Get<uint64_t>("kv_tokens");
   m.num_experts = r.Get<uint32_t>("num_experts");
   m.local_experts = r.GetVector<uint32_t>("local_experts", kMaxExperts);
   m.pid = r.Get<uint64_t>("pid");

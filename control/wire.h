@@ -31,7 +31,7 @@
 namespace shoal::control {
 
 inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr size_t kHeaderBytes = 12;
 // Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
 inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
@@ -81,6 +81,8 @@ struct Hello {
   uint32_t max_num_seqs = 0;
   uint32_t block_size = 0;
   uint64_t kv_blocks = 0;
+  // The longest sequence its KV cache holds (blocks × block_size unless layer groups free blocks early).
+  uint64_t kv_tokens = 0;
   uint32_t num_experts = 0;  // the model's; 0 for a dense model
   std::vector<uint32_t> local_experts;  // experts this rank holds
   uint64_t pid = 0;

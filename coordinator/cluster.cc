@@ -265,6 +265,7 @@ nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
       j["kv_blocks_used"] = r->hb.kv_blocks_used;
       j["kv_blocks_total"] = r->hello.kv_blocks;
       j["kv_block_size"] = r->hello.block_size;
+      j["kv_max_sequence_tokens"] = r->hello.kv_tokens;
       j["max_num_seqs"] = r->hello.max_num_seqs;
       j["steps"] = r->hb.steps;
       j["last_step_seconds"] = r->hb.last_step_seconds;

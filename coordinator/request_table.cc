@@ -42,7 +42,7 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
   const int64_t prompt_tokens = static_cast<int64_t>(a.prompt->size());
   StatusOr<std::shared_ptr<Rank>> routed = cluster_.Route(stopping);
   control::RequestLimits limits{options_.max_context, -1};
-  if (routed.ok()) limits.kv_tokens = static_cast<int64_t>((*routed)->hello.kv_blocks) * (*routed)->hello.block_size;
+  if (routed.ok()) limits.kv_tokens = static_cast<int64_t>(std::min<uint64_t>((*routed)->hello.kv_tokens, INT64_MAX / 2));
   const int64_t max_tokens = a.max_tokens >= 0 ? a.max_tokens : control::DefaultMaxTokens(prompt_tokens, a.chat, limits);
   // Whether it fits comes first: a request that can never run is the client's to fix, not to retry.
   if (const control::Fit fit = control::CheckFit(prompt_tokens, max_tokens, limits); !fit.ok()) {

@@ -99,9 +99,11 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   const int64_t H = c.hidden_size;
   seqs_.BuildRows(batch, kv_.block_size(), &rows_);
   x_.resize(static_cast<size_t>(T * H));
-  tables_.resize(T);
+  const int groups = kv_.groups();
+  tables_.resize(static_cast<size_t>(groups * T));
   for (int64_t row = 0; row < T; ++row) {
-    tables_[row] = seqs_.Blocks(batch[rows_.input[row]].seq).data();
+    const KvTables& tables = seqs_.Tables(batch[rows_.input[row]].seq);
+    for (int g = 0; g < groups; ++g) tables_[g * T + row] = tables[g].data();
     kernels::GatherRow(weights_.embed, rows_.tokens[row], x_.data() + row * H);
   }
 
@@ -160,7 +162,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
     (*out)[b].logits.assign(logits.begin() + r * c.vocab_size, logits.begin() + (r + rows) * c.vocab_size);
     r += rows;
   }
-  seqs_.Advance(batch);
+  seqs_.Advance(batch, kv_);
   return Status::Ok();
 }
 
@@ -203,9 +205,11 @@ Status Engine::Layer(int l, int64_t T) {
       for (int64_t i = 0; i < Q; ++i) q_[t * Q + i] *= temperature_[t];
     }
   }
+  // The layer's group: its own block tables and slots (worker/kv_cache.h).
   const kernels::PagedKvLayer kv = kv_.Layer(l);
-  kernels::WriteKv(kv, k_.data(), v_.data(), T, rows_.slots.data());
-  kernels::PagedAttention(q_.data(), T, c.num_heads, rows_.positions.data(), tables_.data(), kv,
+  const int64_t group = kv_.layout().layer_group[l];
+  kernels::WriteKv(kv, k_.data(), v_.data(), T, rows_.slots.data() + group * T);
+  kernels::PagedAttention(q_.data(), T, c.num_heads, rows_.positions.data(), tables_.data() + group * T, kv,
                           1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window, attn_.data(), pool_,
                           c.LayerChunk(l));
   kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);

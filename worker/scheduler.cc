@@ -19,14 +19,8 @@ Scheduler::~Scheduler() {
   for (auto& [id, s] : all_) engine_.ReleaseSequence(s->seq);
 }
 
-int64_t Scheduler::BlocksFor(int64_t tokens) const {
-  const int64_t bs = engine_.kv_blocks().block_size();
-  return (tokens + bs - 1) / bs;
-}
-
 int64_t Scheduler::Fits(const Seq& s, int64_t avail) const {
-  const int64_t len = static_cast<int64_t>(s.fed);
-  return (BlocksFor(len) + avail) * engine_.kv_blocks().block_size() - len;
+  return engine_.kv_blocks().TokensThatFit(static_cast<int64_t>(s.fed), avail);
 }
 
 Status Scheduler::Submit(ScheduledRequest r) {
@@ -44,7 +38,7 @@ Status Scheduler::Submit(ScheduledRequest r) {
   // The same check the coordinator admitted the request with (control/admission.h).
   const control::Fit fit = control::CheckFit(
       static_cast<int64_t>(r.prompt.size()), r.max_tokens,
-      {c.max_position_embeddings, engine_.kv_blocks().num_blocks() * engine_.kv_blocks().block_size()});
+      {c.max_position_embeddings, engine_.kv_blocks().MaxSequenceTokens(engine_.max_step_tokens())});
   if (fit.exceeded == control::Limit::kKvCache) {
     return ResourceExhausted(name + ": " + fit.message + " (raise kv_cache.memory_mib)");
   }
@@ -73,7 +67,7 @@ void Scheduler::Finish(Seq* s) {
 }
 
 int64_t Scheduler::Preempt(Seq* s) {
-  const int64_t freed = BlocksFor(static_cast<int64_t>(s->fed));
+  const int64_t freed = engine_.kv_blocks().BlocksHeld(static_cast<int64_t>(s->fed));
   engine_.ReleaseSequence(s->seq);
   s->seq = -1;
   s->fed = 0;
@@ -120,7 +114,7 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
   batch_.clear();
   batch_seqs_.clear();
   auto add = [&](Seq* s, int64_t n) {
-    avail -= BlocksFor(static_cast<int64_t>(s->fed) + n) - BlocksFor(static_cast<int64_t>(s->fed));
+    avail -= kv.BlocksToGrow(static_cast<int64_t>(s->fed), n);
     batch_.push_back({s->seq, std::span<const int32_t>(s->tokens).subspan(s->fed, static_cast<size_t>(n)), false});
     batch_seqs_.push_back(s);
     budget -= n;

@@ -76,7 +76,6 @@ class Scheduler {
     std::mt19937_64 rng;
     std::unordered_map<int32_t, int> output_counts;  // for the penalties
   };
-  int64_t BlocksFor(int64_t tokens) const;
   // Tokens `s` can add with `avail` free blocks (its last block's slack included).
   int64_t Fits(const Seq& s, int64_t avail) const;
   // Returns the KV blocks it freed.

@@ -22,7 +22,7 @@ StatusOr<SeqId> SequenceTable::New() {
 
 void SequenceTable::Release(SeqId seq, KvBlockPool& pool) {
   if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].live) return;
-  pool.Release(&seqs_[seq].blocks);
+  pool.Release(&seqs_[seq].tables);
   seqs_[seq].live = false;
   seqs_[seq].length = 0;
   --live_;
@@ -63,17 +63,21 @@ Status SequenceTable::Validate(const std::vector<ForwardInput>& batch, const Mod
 }
 
 Status SequenceTable::Reserve(const std::vector<ForwardInput>& batch, KvBlockPool& pool) {
+  // Every table of a sequence has the same length (they grow together), so one size per input
+  // undoes a partial reservation.
   std::vector<size_t> old_sizes;
   old_sizes.reserve(batch.size());
   for (const ForwardInput& in : batch) {
     Sequence& s = seqs_[in.seq];
-    old_sizes.push_back(s.blocks.size());
-    Status st = pool.Reserve(&s.blocks, s.length + static_cast<int64_t>(in.tokens.size()));
+    old_sizes.push_back(s.tables.empty() ? 0 : s.tables[0].size());
+    Status st = pool.Reserve(&s.tables, s.length + static_cast<int64_t>(in.tokens.size()));
     if (!st.ok()) {
       for (size_t i = 0; i < old_sizes.size(); ++i) {
-        std::vector<int32_t>& blocks = seqs_[batch[i].seq].blocks;
-        std::vector<int32_t> extra(blocks.begin() + static_cast<int64_t>(old_sizes[i]), blocks.end());
-        blocks.resize(old_sizes[i]);
+        KvTables extra;
+        for (std::vector<int32_t>& t : seqs_[batch[i].seq].tables) {
+          extra.emplace_back(t.begin() + static_cast<int64_t>(old_sizes[i]), t.end());
+          t.resize(old_sizes[i]);
+        }
         pool.Release(&extra);
       }
       return st.WithContext("sequence " + std::to_string(in.seq));
@@ -94,18 +98,30 @@ void SequenceTable::BuildRows(const std::vector<ForwardInput>& batch, int block_
     const int64_t first = static_cast<int64_t>(rows->tokens.size());
     const int64_t n = static_cast<int64_t>(in.tokens.size());
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t pos = s.length + i;
       rows->tokens.push_back(in.tokens[i]);
-      rows->positions.push_back(static_cast<int32_t>(pos));
-      rows->slots.push_back(static_cast<int64_t>(s.blocks[pos / block_size]) * block_size + pos % block_size);
+      rows->positions.push_back(static_cast<int32_t>(s.length + i));
       rows->input.push_back(static_cast<int32_t>(b));
     }
     for (int64_t i = in.all_logits ? 0 : n - 1; i < n; ++i) rows->logit_rows.push_back(first + i);
   }
+  const size_t T = rows->tokens.size();
+  const size_t groups = batch.empty() ? 1 : seqs_[batch[0].seq].tables.size();
+  rows->slots.resize(groups * T);
+  for (size_t g = 0; g < groups; ++g) {
+    for (size_t r = 0; r < T; ++r) {
+      const std::vector<int32_t>& table = seqs_[batch[rows->input[r]].seq].tables[g];
+      const int64_t pos = rows->positions[r];
+      rows->slots[g * T + r] = static_cast<int64_t>(table[pos / block_size]) * block_size + pos % block_size;
+    }
+  }
 }
 
-void SequenceTable::Advance(const std::vector<ForwardInput>& batch) {
-  for (const ForwardInput& in : batch) seqs_[in.seq].length += static_cast<int64_t>(in.tokens.size());
+void SequenceTable::Advance(const std::vector<ForwardInput>& batch, KvBlockPool& pool) {
+  for (const ForwardInput& in : batch) {
+    Sequence& s = seqs_[in.seq];
+    s.length += static_cast<int64_t>(in.tokens.size());
+    pool.FreeBefore(&s.tables, s.length);
+  }
 }
 
 }  // namespace shoal

@@ -34,7 +34,9 @@ struct ForwardOutput {
 struct StepRows {
   std::vector<int32_t> tokens;
   std::vector<int32_t> positions;
-  std::vector<int64_t> slots;      // KV slot: block * block_size + position % block_size
+  // KV slot of row r in layer group g (worker/kv_cache.h) at slots[g · rows + r]:
+  // block * block_size + position % block_size, the block taken from the group's table.
+  std::vector<int64_t> slots;
   std::vector<int32_t> input;      // index into the batch of the row's input
   std::vector<int64_t> logit_rows; // the rows whose logits the batch asks for, in batch order
 };
@@ -50,8 +52,10 @@ class SequenceTable {
   void Release(SeqId seq, KvBlockPool& pool);
   // -1 for an unknown sequence.
   int64_t Length(SeqId seq) const;
-  // The block table of a live sequence.
-  const std::vector<int32_t>& Blocks(SeqId seq) const { return seqs_[seq].blocks; }
+  // The block tables of a live sequence, one per layer group (at least one once it has tokens).
+  const KvTables& Tables(SeqId seq) const { return seqs_[seq].tables; }
+  // Its table of group 0 (the only one of a model without chunked layers).
+  const std::vector<int32_t>& Blocks(SeqId seq) const { return seqs_[seq].tables.at(0); }
 
   // Known live sequences, each once, with at least one token, every token in the vocabulary and the
   // new length within max_position_embeddings. Sets *num_tokens to the tokens of the step.
@@ -60,14 +64,15 @@ class SequenceTable {
   Status Reserve(const std::vector<ForwardInput>& batch, KvBlockPool& pool);
   // After Reserve.
   void BuildRows(const std::vector<ForwardInput>& batch, int block_size, StepRows* rows) const;
-  // After a successful forward pass.
-  void Advance(const std::vector<ForwardInput>& batch);
+  // After a successful forward pass: the lengths grow, and chunked groups give back the blocks no later
+  // query can see.
+  void Advance(const std::vector<ForwardInput>& batch, KvBlockPool& pool);
 
  private:
   struct Sequence {
     bool live = false;
     int64_t length = 0;
-    std::vector<int32_t> blocks;
+    KvTables tables;
   };
   std::vector<Sequence> seqs_;
   int max_num_seqs_;

@@ -76,6 +76,7 @@ StatusOr<uint32_t> Handshake(control::FrameSocket& sock, StepEngine& engine, con
   h.max_num_seqs = static_cast<uint32_t>(engine.max_num_seqs());
   h.block_size = static_cast<uint32_t>(engine.kv_blocks().block_size());
   h.kv_blocks = static_cast<uint64_t>(engine.kv_blocks().num_blocks());
+  h.kv_tokens = static_cast<uint64_t>(engine.kv_blocks().MaxSequenceTokens(engine.max_step_tokens()));
   h.num_experts = static_cast<uint32_t>(std::max(c.num_experts, 0));
   for (int e : o.local_experts) h.local_experts.push_back(static_cast<uint32_t>(e));
   h.pid = static_cast<uint64_t>(getpid());

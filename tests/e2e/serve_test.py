@@ -170,6 +170,12 @@ def main():
         mixtral_checks(s)
     finally:
         stop_cluster(proc, log, "serving Mixtral on 3 ranks")
+    # Llama 4 (the text model of a Llama4ForConditionalGeneration checkpoint) on 3 ranks: 5 experts.
+    proc, s, log = start_cluster(tmp, os.path.join(SRC, "tests/fixtures/llama4-scout-bf16"), "tiny-llama4", 3)
+    try:
+        llama4_checks(s)
+    finally:
+        stop_cluster(proc, log, "serving Llama 4 on 3 ranks")
     launch_without_mpi_checks(tmp, prompts)
     generated_token_checks(tmp)
     print("%d failure(s)" % len(FAILURES))
@@ -329,6 +335,31 @@ def mixtral_checks(s):
                                                                          {"role": "user", "content": "b"}]})
     check_error(st, j, 400, "a conversation the template rejects (raise_exception)", param="messages")
     check(st == 400 and "/" not in j["error"]["message"].split(":")[0], "the template error names no server path")
+
+
+def llama4_checks(s):
+    fixture = os.path.join(SRC, "tests/fixtures/llama4-scout-bf16")
+    expected = json.load(open(os.path.join(fixture, "expected.json")))
+    for i, p in enumerate(expected["prompts"]):
+        st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": p["prompt_ids"], "max_tokens": len(p["greedy_tokens"]),
+                                                            "temperature": 0, "ignore_eos": True, "return_token_ids": True})
+        check(st == 200 and j["choices"][0]["token_ids"] == p["greedy_tokens"],
+              "llama4, 3 ranks, prompt %d: greedy tokens equal transformers' (chunked attention past 2 chunks)" % i)
+    ref = json.load(open(os.path.join(fixture, "chat_expected.json")))
+    for k, c in enumerate(ref["chats"]):
+        st, j, _, _ = s.request("POST", "/v1/chat/completions", {"messages": c["messages"], "max_tokens": 2,
+                                                                 "temperature": 0, "return_token_ids": True})
+        check(st == 200 and j.get("prompt_token_ids") == c["prompt_ids"],
+              "llama4 chat %d: prompt tokens equal transformers' apply_chat_template" % k)
+    # Streamed through the official-shaped SSE path, long enough to cross several chunks of 4.
+    st, j, _, _ = s.request("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello!"}],
+                                                             "max_tokens": 24, "temperature": 0.8, "seed": 3})
+    check(st == 200 and j["usage"]["completion_tokens"] >= 1 and j["choices"][0]["finish_reason"] in ("stop", "length"),
+          "llama4 chat completion with sampling")
+    st, j, _, _ = s.request("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]})
+    check_error(st, j, 400, "llama4: image input is refused (the vision tower is not served)",
+                param="messages[0].content")
 
 
 def streams_mid_generation(s, prompt, n, stop_pid):

@@ -14,9 +14,10 @@ TEST(KvCache, ReserveUntilFullThenRelease) {
   auto config = LoadModelConfig(FixturesDir() + "/" + kModel);
   ASSERT_TRUE(config.ok());
   KvCache kv(*config, 4, 3);
-  std::vector<int32_t> a, b;
+  KvTables a, b;
   ASSERT_TRUE(kv.Reserve(&a, 9).ok());  // 3 blocks
-  EXPECT_EQ(a.size(), 3u);
+  ASSERT_EQ(a.size(), 1u) << "one layer group";
+  EXPECT_EQ(a[0].size(), 3u);
   EXPECT_EQ(kv.free_blocks(), 0);
   Status st = kv.Reserve(&b, 1);
   EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
@@ -25,6 +26,59 @@ TEST(KvCache, ReserveUntilFullThenRelease) {
   kv.Release(&a);
   EXPECT_EQ(kv.free_blocks(), 3);
   EXPECT_TRUE(kv.Reserve(&b, 12).ok());
+  EXPECT_EQ(kv.MaxSequenceTokens(8192), 12);
+}
+
+// Llama 4: the chunked layers get their own block tables and give back the blocks before the current
+// chunk; the full-attention (NoPE) layer keeps all of them.
+TEST(KvCache, ChunkedLayerGroupsFreeBlocksBeforeTheCurrentChunk) {
+  auto config = LoadModelConfig(FixturesDir() + "/llama4-scout-bf16");  // 4 layers, layer 3 NoPE, chunk 4
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  const KvLayout layout = KvLayout::For(*config);
+  EXPECT_EQ(layout.layers_per_group, 1);
+  EXPECT_EQ(layout.group_chunk, (std::vector<int>{0, 4, 4, 4}));
+  EXPECT_EQ(layout.layer_group, (std::vector<int>{1, 2, 3, 0}));
+  EXPECT_EQ(KvCache::BlockBytes(*config, 2), 2 * 1 * 2 * config->kv_dim() * 4) << "a block holds one layer";
+
+  KvCache kv(*config, 2, 100);
+  KvTables t;
+  ASSERT_TRUE(kv.Reserve(&t, 9).ok());
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(kv.free_blocks(), 100 - 4 * 5);
+  kv.FreeBefore(&t, 9);  // the chunk of position 9 starts at 8: blocks 0..3 of each chunked group go
+  EXPECT_EQ(kv.free_blocks(), 100 - 5 - 3 * 1);
+  EXPECT_EQ(kv.free_blocks(), 100 - kv.BlocksHeld(9));
+  EXPECT_EQ(t[0], (std::vector<int32_t>{0, 1, 2, 3, 4})) << "the full-attention group keeps every block";
+  for (int g = 1; g < 4; ++g) {
+    for (int b = 0; b < 4; ++b) EXPECT_EQ(t[g][b], -1) << "group " << g << " block " << b;
+    EXPECT_GE(t[g][4], 0);
+  }
+  EXPECT_EQ(kv.BlocksToGrow(9, 1), 0) << "position 9 is in block 4, already held";
+  EXPECT_EQ(kv.BlocksToGrow(10, 1), 4) << "a new block in every group";
+  kv.Release(&t);
+  EXPECT_EQ(kv.free_blocks(), 100);
+  // Long sequences are bounded by the full group: with steps of 8 tokens a chunked table holds at most
+  // ceil((4 + 8) / 2) + 1 = 7 blocks, so the full group gets 100 - 3 · 7 = 79 blocks: 158 tokens.
+  EXPECT_EQ(kv.MaxSequenceTokens(8), 158);
+}
+
+// The same through the engine: decoding a Llama 4 sequence past several chunks leaves the chunked
+// layers holding only their current chunk's blocks, and the logits still match transformers (the
+// fixture tests check those with these same 4-token blocks).
+TEST(Engine, ChunkedLayersHoldOnlyTheCurrentChunk) {
+  auto engine = MakeEngine(FixturesDir() + "/llama4-scout-bf16");
+  ASSERT_TRUE(engine);
+  const KvCache& kv = engine->kv_cache();
+  SeqId s = *engine->NewSequence();
+  std::vector<ForwardOutput> out;
+  std::vector<int32_t> token = {7};
+  for (int len = 1; len <= 40; ++len) {
+    ASSERT_TRUE(engine->Forward({{s, token, false}}, &out).ok());
+    // Block size 4 = chunk 4: the three chunked layers hold one block each, the NoPE layer all.
+    ASSERT_EQ(kv.num_blocks() - kv.free_blocks(), (len + 3) / 4 + 3 * (len % 4 == 0 ? 0 : 1)) << len;
+  }
+  engine->ReleaseSequence(s);
+  EXPECT_EQ(kv.free_blocks(), kv.num_blocks());
 }
 
 TEST(Engine, RejectsBadInputWithoutChangingState) {

@@ -132,6 +132,7 @@ class FakeWorker {
     h.max_num_seqs = 8;
     h.block_size = 16;
     h.kv_blocks = 64;
+    h.kv_tokens = 1024;
     h.pid = static_cast<uint64_t>(getpid());
     h.host = "fake";
     h.token = token;

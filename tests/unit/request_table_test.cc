@@ -62,6 +62,7 @@ control::Hello MakeHello(const std::string& group, uint32_t rank, uint32_t size)
   h.max_num_seqs = 4;
   h.block_size = 16;
   h.kv_blocks = 8;  // 128 tokens of KV
+  h.kv_tokens = 128;
   h.host = "h";
   return h;
 }

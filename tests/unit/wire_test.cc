@@ -32,6 +32,7 @@ std::vector<Message> Samples() {
   h.max_num_seqs = 8;
   h.block_size = 16;
   h.kv_blocks = 100;
+  h.kv_tokens = 1600;
   h.num_experts = 10;
   h.local_experts = {5, 6, 7, 8, 9};
   h.pid = 4242;

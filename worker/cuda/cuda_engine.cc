@@ -705,7 +705,7 @@ Status CudaEngine::Forward(const std::vector<ForwardInput>& batch, std::vector<F
     (*out)[b].logits.assign(logits.begin() + r * V, logits.begin() + (r + n) * V);
     r += n;
   }
-  seqs_.Advance(batch);
+  seqs_.Advance(batch, blocks_);
   last_step_weight_bytes_ = step_weight_bytes_;
   return Status::Ok();
 }
@@ -729,7 +729,7 @@ Status CudaEngine::ForwardGreedy(const std::vector<ForwardInput>& batch, std::ve
   SHOAL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   AccountDeviceMoe();
   tokens->assign(w.host_argmax.begin(), w.host_argmax.end());
-  seqs_.Advance(batch);
+  seqs_.Advance(batch, blocks_);
   last_step_weight_bytes_ = step_weight_bytes_;
   return Status::Ok();
 }
