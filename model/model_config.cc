@@ -336,6 +336,8 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
       (void)ignored;
     } catch (const json::parse_error& e) {
       return InvalidArgument(source + ": malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what());
+    } catch (const json::exception& e) {  // e.g. a number too large for a double (1e999)
+      return InvalidArgument(source + ": malformed JSON: " + e.what());
     }
     return InvalidArgument(source + ": malformed JSON");
   }

@@ -231,7 +231,7 @@ StatusOr<json> ParseJson(std::string_view text, const std::string& source) {
     try {
       json again = json::parse(text);
       (void)again;
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
       return InvalidArgument(source + ": not valid JSON: " + e.what());
     }
     return InvalidArgument(source + ": not valid JSON");

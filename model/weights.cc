@@ -78,17 +78,28 @@ bool ParseExpertName(const std::string& name, const std::string& prefix, const s
   return true;
 }
 
-// dst[c, r] = src[r, c] for a rows×cols matrix of `elem`-byte elements, in tiles so that both sides
-// are read and written a cache line at a time.
-void Transpose(const uint8_t* src, int64_t rows, int64_t cols, int64_t src_stride, size_t elem, uint8_t* dst) {
+// dst[c, r] = src[r, c] for a rows×cols matrix (row stride src_stride elements), in tiles so that
+// both sides are read and written a cache line at a time.
+template <typename T>
+void TransposeTiled(const T* src, int64_t rows, int64_t cols, int64_t src_stride, T* dst) {
   constexpr int64_t kTile = 32;
   for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
     for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
       const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
       for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t c = c0; c < c1; ++c) std::memcpy(dst + (c * rows + r) * elem, src + (r * src_stride + c) * elem, elem);
+        for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * src_stride + c];
       }
     }
+  }
+}
+
+// The same for the checkpoint's 2- or 4-byte elements (f16/bf16 or f32) given as bytes; Checkpoint
+// hands out every tensor aligned for its dtype.
+void Transpose(const uint8_t* src, int64_t rows, int64_t cols, int64_t src_stride, size_t elem, uint8_t* dst) {
+  if (elem == 2) {
+    TransposeTiled(reinterpret_cast<const uint16_t*>(src), rows, cols, src_stride, reinterpret_cast<uint16_t*>(dst));
+  } else {
+    TransposeTiled(reinterpret_cast<const uint32_t*>(src), rows, cols, src_stride, reinterpret_cast<uint32_t*>(dst));
   }
 }
 
