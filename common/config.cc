@@ -197,6 +197,7 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"keepalive_timeout_s", IntIn<int>(&sv.keepalive_timeout_s, 1, 3600)},
                   {"request_timeout_s", IntIn<int>(&sv.request_timeout_s, 0, 7 * 24 * 3600)},
                   {"group_forget_s", IntIn<int>(&sv.group_forget_s, 1, 7 * 24 * 3600)},
+                  {"migration_timeout_s", IntIn<int>(&sv.migration_timeout_s, 0, 24 * 3600)},
                   {"http_threads", IntIn<int>(&sv.http_threads, 0, 256)},
                   {"text_threads", IntIn<int>(&sv.text_threads, 0, 256)}});
            }},
@@ -204,7 +205,9 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
            [&](const YAML::Node& m, const std::string&) {
              return ReadMapping(m, source, "cluster",
                                 {{"groups", IntIn<int>(&cfg.cluster.groups, 1, 64)},
-                                 {"ranks_per_group", IntIn<int>(&cfg.cluster.ranks_per_group, 1, 1024)}});
+                                 {"ranks_per_group", IntIn<int>(&cfg.cluster.ranks_per_group, 1, 1024)},
+                                 {"max_restarts", IntIn<int>(&cfg.cluster.max_restarts, 0, 1000)},
+                                 {"restart_window_s", IntIn<int>(&cfg.cluster.restart_window_s, 1, 7 * 24 * 3600)}});
            }},
           {"parallel",
            [&](const YAML::Node& m, const std::string&) {

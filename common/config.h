@@ -42,11 +42,15 @@
 //     request_timeout_s: 0       # a non-streamed request not finished after this gets 504 (0: no limit)
 //     group_forget_s: 60         # a group whose ranks are all gone is forgotten after this (so /ready
 //                                # stops waiting for a group that is not coming back)
+//     migration_timeout_s: 120   # a failed group's requests wait this long for another group (or the
+//                                # same one restarted) to continue them token-exact; 0: fail at once
 //     http_threads: 0            # threads serving HTTP sessions (0 = a quarter of the cores, 1..8)
 //     text_threads: 0            # threads rendering chat templates and tokenizing prompts (0 = 2)
 //   cluster:               # what `shoal up` starts on this machine
 //     groups: 1
 //     ranks_per_group: 2
+//     max_restarts: 5      # a failed group is relaunched (backoff 1, 2, 4 … 30 s) at most this many
+//     restart_window_s: 600  # times within this window, then left down (0 restarts: never relaunched)
 //   parallel:              # expert-parallel groups (shoal worker under mpirun/srun)
 //     collective_timeout_ms: 60000  # a collective whose peers have not all joined by then fails
 //                                   # (DeadlineExceeded naming them) instead of hanging
@@ -104,12 +108,19 @@ struct EngineConfig {
     int keepalive_timeout_s = 30;        // an idle HTTP connection (or one sending a header) is closed after this
     int request_timeout_s = 0;           // a non-streamed request unfinished after this gets 504 (0 = no limit)
     int group_forget_s = 60;             // a broken group with no live rank is forgotten after this
+    // A failed group's requests wait this long for a group to take them over (token-exact), then get
+    // the 503 they would have had at once; 0 turns migration off.
+    int migration_timeout_s = 120;
     int http_threads = 0;                // HTTP session threads; 0 = a quarter of the cores, 1 to 8
     int text_threads = 0;                // threads for templates and tokenizing; 0 = 2
   } server;
   struct Cluster {
     int groups = 1;
     int ranks_per_group = 2;
+    // shoal up relaunches a failed group after 1, 2, 4 … 30 s; after max_restarts relaunches within
+    // restart_window_s it leaves the group down (GET /v1/cluster says so).
+    int max_restarts = 5;
+    int restart_window_s = 600;
   } cluster;
 
   // Thread count after resolving 0 to the number of online cores.

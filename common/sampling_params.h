@@ -24,4 +24,14 @@ struct SamplingParams {
   uint64_t seed = 0;               // per request, so its tokens do not depend on its batch
 };
 
+// The seed of the random draw for a request's `index`-th generated token (0-based): a function of
+// the request's seed and the position alone (splitmix64 of both), so a request recomputed after
+// preemption, or resumed on another engine group after a failure, draws exactly the same tokens.
+inline uint64_t TokenSeed(uint64_t seed, uint64_t index) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (index + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 }  // namespace shoal

@@ -150,6 +150,7 @@ void Encode(Writer& w, const Submit& m) {
   w.Put(m.sampling.seed);
   w.PutVector(m.stop_ids);
   w.PutVector(m.prompt);
+  w.Put(m.resumed_output);
 }
 void Encode(Writer& w, const Cancel& m) { w.Put(m.request); }
 void Encode(Writer& w, const Tokens& m) {
@@ -255,9 +256,13 @@ StatusOr<Message> DecodeSubmit(Reader& r) {
   m.sampling.seed = r.Get<uint64_t>("seed");
   m.stop_ids = r.GetVector<int32_t>("stop_ids", kMaxStopIds);
   m.prompt = r.GetVector<int32_t>("prompt", kMaxTokensPerRequest);
+  m.resumed_output = r.Get<uint32_t>("resumed_output");
   if (r.ok()) {
     if (m.max_tokens == 0) r.Fail("max_tokens", "is 0");
     if (m.prompt.empty()) r.Fail("prompt", "is empty");
+    if (m.resumed_output >= m.prompt.size() || m.resumed_output >= m.max_tokens) {
+      r.Fail("resumed_output", "must leave a prompt token and a token to generate");
+    }
     if (m.sampling.temperature < 0) r.Fail("temperature", "is negative");
     if (!(m.sampling.top_p > 0 && m.sampling.top_p <= 1)) r.Fail("top_p", "is outside (0, 1]");
     if (m.sampling.top_k < 0) r.Fail("top_k", "is negative");

@@ -108,6 +108,9 @@ struct Submit {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // generation ends after one of these (EOS included by the coordinator)
   std::vector<int32_t> prompt;
+  // A request resumed after its group failed: the last resumed_output prompt tokens are its own
+  // earlier output (they count toward max_tokens and the penalties; sampling continues after them).
+  uint32_t resumed_output = 0;
 };
 
 struct Cancel {

@@ -115,6 +115,8 @@ std::optional<GroupFailure> Cluster::RankFailed(const std::shared_ptr<Rank>& ran
     g.broken = true;
     g.broken_reason = reason;
     failure = GroupFailure{g.name, g.incarnation, reason};
+    std::lock_guard<std::mutex> lock(supervision_mu_);
+    ++group_failures_[g.name];
   }
   // The group's other ranks cannot go on without this one: close them too, so they stop.
   for (const auto& other : g.ranks) {
@@ -232,6 +234,17 @@ std::vector<std::shared_ptr<Rank>> Cluster::LiveRanks() const {
   return out;
 }
 
+uint64_t Cluster::GroupFailures(const std::string& group) const {
+  std::lock_guard<std::mutex> lock(supervision_mu_);
+  auto it = group_failures_.find(group);
+  return it == group_failures_.end() ? 0 : it->second;
+}
+
+void Cluster::SetSupervisorNote(const std::string& group, std::string note) {
+  std::lock_guard<std::mutex> lock(supervision_mu_);
+  supervisor_notes_[group] = std::move(note);
+}
+
 void Cluster::UpdateReady() {
   int n = 0;
   for (const auto& [name, g] : groups_) n += g.Complete() ? 1 : 0;
@@ -279,6 +292,15 @@ nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
                       {"error", g.broken ? ordered_json(g.broken_reason) : ordered_json(nullptr)},
                       {"requests_in_flight", g.InFlight()},
                       {"ranks", ranks}});
+  }
+  std::lock_guard<std::mutex> lock(supervision_mu_);
+  for (auto& g : groups) {
+    auto it = supervisor_notes_.find(g["name"].get<std::string>());
+    if (it != supervisor_notes_.end()) g["supervisor"] = it->second;
+  }
+  // A group the supervisor keeps down after its ranks were forgotten still shows, with why.
+  for (const auto& [name, note] : supervisor_notes_) {
+    if (groups_.count(name) == 0) groups.push_back({{"name", name}, {"ready", false}, {"supervisor", note}});
   }
   return groups;
 }

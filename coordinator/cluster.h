@@ -10,6 +10,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -126,6 +127,11 @@ class Cluster {
   bool AllRanksGone() const;
   std::vector<std::shared_ptr<Rank>> LiveRanks() const;
 
+  // For a supervisor (shoal up) on another thread: how many times the group has failed so far, and a
+  // note of its own (restarting, given up) that /v1/cluster shows with the group. Thread-safe.
+  uint64_t GroupFailures(const std::string& group) const;
+  void SetSupervisorNote(const std::string& group, std::string note);
+
   // GET /v1/cluster's groups, and the per-rank metric series from the latest heartbeats.
   nlohmann::ordered_json Describe(Clock::time_point now) const;
   void RefreshMetrics() const;
@@ -140,6 +146,9 @@ class Cluster {
   uint64_t last_incarnation_ = 0;  // across all groups: one forgotten and made again never reuses one
   std::atomic<int> ready_groups_{0};
   std::atomic<int> known_groups_{0};
+  mutable std::mutex supervision_mu_;
+  std::map<std::string, uint64_t> group_failures_;       // guarded by supervision_mu_
+  std::map<std::string, std::string> supervisor_notes_;  // guarded by supervision_mu_
 };
 
 }  // namespace shoal::coord

@@ -27,7 +27,7 @@ ControlPlane::ControlPlane(const EngineConfig& cfg, const ServedModel& model, st
       control_token_(std::move(control_token)),
       metrics_(metrics),
       cluster_({model.name, model.vocab, control_token_, cfg.cluster.groups, cfg.server.max_queued_requests}, metrics),
-      table_({model.max_context, model.vocab, model.eos_ids}, cluster_, delivery, metrics),
+      table_({model.max_context, model.vocab, model.eos_ids, cfg.server.migration_timeout_s}, cluster_, delivery, metrics),
       rendezvous_(std::chrono::seconds(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600)) {}
 
 ControlPlane::~ControlPlane() = default;
@@ -138,7 +138,7 @@ awaitable<void> ControlPlane::Session(std::shared_ptr<WorkerLink> link) {
 
 void ControlPlane::RankFailed(const std::shared_ptr<Rank>& rank, const std::string& why) {
   std::optional<GroupFailure> failure = cluster_.RankFailed(rank, why, stopping_.load());
-  if (failure) table_.FailGroup(*failure, stopping_.load());
+  if (failure) table_.FailGroup(*failure, stopping_.load(), Clock::now());
 }
 
 awaitable<void> ControlPlane::Watchdog() {
@@ -152,6 +152,7 @@ awaitable<void> ControlPlane::Watchdog() {
     const auto now = Clock::now();
     for (const auto& [rank, why] : cluster_.LateRanks(now, heartbeat_timeout, step_timeout)) RankFailed(rank, why);
     table_.ExpireOverdue(now, cfg_.server.request_timeout_s);
+    table_.Migrate(now, stopping_.load());
     cluster_.ForgetAbandonedGroups(now, std::chrono::seconds(cfg_.server.group_forget_s));
   }
 }

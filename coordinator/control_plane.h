@@ -56,6 +56,10 @@ class ControlPlane {
   bool IsReady() const;
   int ready_groups() const { return cluster_.ready_groups(); }
   int known_groups() const { return cluster_.known_groups(); }
+  uint64_t GroupFailures(const std::string& group) const { return cluster_.GroupFailures(group); }  // thread-safe
+  void SetSupervisorNote(const std::string& group, std::string note) {  // thread-safe
+    cluster_.SetSupervisorNote(group, std::move(note));
+  }
   bool stopping() const { return stopping_.load(); }
   int connections() const { return connections_.load(); }
 

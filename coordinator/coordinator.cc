@@ -81,6 +81,12 @@ int Coordinator::http_port() const { return impl_->front.port(); }
 int Coordinator::control_port() const { return impl_->control.port(); }
 const std::string& Coordinator::model_name() const { return impl_->model.name; }
 
+uint64_t Coordinator::GroupFailures(const std::string& name) const { return impl_->control.GroupFailures(name); }
+
+void Coordinator::SetSupervisorNote(const std::string& name, std::string note) {
+  impl_->control.SetSupervisorNote(name, std::move(note));
+}
+
 bool Coordinator::ReadyGroups(int groups) const {
   const int ready = impl_->control.ready_groups();
   return ready >= groups && impl_->control.known_groups() == ready;

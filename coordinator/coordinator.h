@@ -37,6 +37,10 @@ class Coordinator {
   void Stop(int64_t grace_ms = 5000);
   // Whether at least `groups` groups are complete and healthy (what /ready reports). Thread-safe.
   bool ReadyGroups(int groups) const;
+  // For shoal up's supervisor, thread-safe: the times group `name` has failed so far, and a note on
+  // it (restarting, given up) for GET /v1/cluster.
+  uint64_t GroupFailures(const std::string& name) const;
+  void SetSupervisorNote(const std::string& name, std::string note);
 
   struct Impl;
 

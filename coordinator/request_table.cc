@@ -36,6 +36,8 @@ RequestTable::RequestTable(Options options, Cluster& cluster, Delivery& delivery
   itl_ = &metrics_.histogram("shoal_inter_token_latency_seconds", "Time between consecutive tokens of a request (ITL)",
                              ItlBuckets());
   e2e_ = &metrics_.histogram("shoal_e2e_request_latency_seconds", "End-to-end request latency", E2eBuckets());
+  migrations_ = &metrics_.counter("shoal_request_migrations_total",
+                                  "Requests resubmitted to a group after theirs failed (each resubmission)");
 }
 
 std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admission a, bool stopping) {
@@ -55,30 +57,41 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
     const bool full = routed.status().code() == StatusCode::kResourceExhausted;
     return api::FromStatus(routed.status(), full ? "queue_full" : "service_unavailable");
   }
-  const std::shared_ptr<Rank>& rank = *routed;
-  Group* group = cluster_.GroupOf(*rank);
-  const bool group_idle = group != nullptr && group->InFlight() == 0;
-
   const uint64_t id = next_id_++;
   Entry& e = entries_[id];
-  e.rank = rank;
   e.sink = std::move(a.sink);
   e.prompt_tokens = prompt_tokens;
   e.max_tokens = max_tokens;
   e.arrival = a.arrival;
   e.deadline = a.deadline;
+  e.submit.request = id;
+  e.submit.max_tokens = static_cast<uint32_t>(max_tokens);
+  e.submit.ignore_eos = a.ignore_eos;
+  e.submit.sampling = a.sampling;
+  e.submit.stop_ids = std::move(a.stop_ids);
+  if (!a.ignore_eos) {
+    e.submit.stop_ids.insert(e.submit.stop_ids.end(), options_.eos_ids.begin(), options_.eos_ids.end());
+  }
+  e.tokens = *a.prompt;
+  SubmitTo(id, e, *routed);
+  prompt_tokens_->Inc(static_cast<double>(prompt_tokens));
+  in_flight_->Set(static_cast<double>(entries_.size()));
+  return Admitted{id, max_tokens};
+}
+
+void RequestTable::SubmitTo(uint64_t id, Entry& e, const std::shared_ptr<Rank>& rank) {
+  Group* group = cluster_.GroupOf(*rank);
+  const bool group_idle = group != nullptr && group->InFlight() == 0;
+  e.rank = rank;
   if (rank->requests == 0) rank->last_progress = Clock::now();  // the step clock starts when work arrives
   rank->requests += 1;
-  rank->outstanding_tokens += prompt_tokens + max_tokens;
-
-  control::Submit m;
+  rank->outstanding_tokens += e.prompt_tokens + e.max_tokens - e.generated;
+  // The prompt, then (resumed) the tokens already delivered; the frame is built here, the entry keeps
+  // the tokens.
+  control::Submit m = e.submit;
   m.request = id;
-  m.max_tokens = static_cast<uint32_t>(max_tokens);
-  m.ignore_eos = a.ignore_eos;
-  m.sampling = a.sampling;
-  m.stop_ids = std::move(a.stop_ids);
-  if (!a.ignore_eos) m.stop_ids.insert(m.stop_ids.end(), options_.eos_ids.begin(), options_.eos_ids.end());
-  m.prompt = *a.prompt;
+  m.prompt = e.tokens;
+  m.resumed_output = static_cast<uint32_t>(e.generated);
   rank->channel->Send(m);
   // An idle group's other ranks wait for input up to a poll interval before stepping; wake them.
   if (group_idle) {
@@ -86,9 +99,6 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
       if (other && other != rank && !other->dead) other->channel->Send(control::Wake{});
     }
   }
-  prompt_tokens_->Inc(static_cast<double>(prompt_tokens));
-  in_flight_->Set(static_cast<double>(entries_.size()));
-  return Admitted{id, max_tokens};
 }
 
 void RequestTable::OnTokens(Rank& from, const control::Tokens& t, Clock::time_point now) {
@@ -113,6 +123,7 @@ void RequestTable::OnTokens(Rank& from, const control::Tokens& t, Clock::time_po
       }
       e.last_token = now;
       e.generated += 1;
+      e.tokens.push_back(ev.token);
       from.outstanding_tokens -= 1;
       generation_tokens_->Inc();
       RequestEvent out;
@@ -142,16 +153,72 @@ void RequestTable::EndFromClient(uint64_t id, const char* reason) {
   Finish(it, reason, nullptr, false);
 }
 
-void RequestTable::FailGroup(const GroupFailure& f, bool stopping) {
-  const auto error = ServerError(stopping ? "the server is shutting down" : "engine group " + f.group + " failed: " + f.reason,
-                                 "worker_failed", 503);
+void RequestTable::FailGroup(const GroupFailure& f, bool stopping, Clock::time_point now) {
+  const std::string why = "engine group " + f.group + " failed: " + f.reason;
+  const bool migrate = !stopping && options_.migration_timeout_s > 0;
+  const auto error = ServerError(stopping ? "the server is shutting down" : why, "worker_failed", 503);
   for (auto it = entries_.begin(); it != entries_.end();) {
     auto next = std::next(it);
-    const Rank& r = *it->second.rank;
-    if (r.group == f.group && r.incarnation == f.incarnation) Finish(it, "error", error, true);
+    Entry& e = it->second;
+    if (e.rank && e.rank->group == f.group && e.rank->incarnation == f.incarnation) {
+      if (migrate) {
+        // Off the failed rank (its counts go with it); Migrate() finds it a group.
+        e.rank->requests -= 1;
+        e.rank->outstanding_tokens -= e.prompt_tokens + e.max_tokens - e.generated;
+        e.rank.reset();
+        e.migrate_by = now + std::chrono::seconds(options_.migration_timeout_s);
+        e.failure = why;
+        ++awaiting_;
+      } else {
+        Finish(it, "error", error, true);
+      }
+    }
     it = next;
   }
+  if (migrate) Migrate(now, stopping);
   delivery_.Flush();
+}
+
+void RequestTable::Migrate(Clock::time_point now, bool stopping) {
+  if (awaiting_ == 0) return;
+  bool delivered = false;
+  // Oldest first (ids grow with admission), so a request that waited longest is resubmitted first.
+  std::vector<uint64_t> waiting;
+  for (const auto& [id, e] : entries_) {
+    if (!e.rank) waiting.push_back(id);
+  }
+  std::sort(waiting.begin(), waiting.end());
+  for (uint64_t id : waiting) {
+    auto it = entries_.find(id);
+    Entry& e = it->second;
+    if (stopping || now >= e.migrate_by) {
+      Finish(it, "error",
+             ServerError(stopping ? "the server is shutting down"
+                                  : e.failure + "; no engine group took the request over within "
+                                                "server.migration_timeout_s (" +
+                                        std::to_string(options_.migration_timeout_s) + " s)",
+                         "worker_failed", 503),
+             true);
+      delivered = true;
+      continue;
+    }
+    StatusOr<std::shared_ptr<Rank>> routed = cluster_.Route(stopping);
+    if (!routed.ok()) continue;  // no group ready yet, or every batch full: try again next tick
+    const int64_t kv_tokens = static_cast<int64_t>(std::min<uint64_t>((*routed)->hello.kv_tokens, INT64_MAX / 2));
+    const control::Fit fit =
+        control::CheckFit(e.prompt_tokens, e.max_tokens, control::RequestLimits{options_.max_context, kv_tokens});
+    if (!fit.ok()) {
+      Finish(it, "error", ServerError(e.failure + "; the group that could take it over cannot hold it: " + fit.message,
+                                      "worker_failed", 503),
+             true);
+      delivered = true;
+      continue;
+    }
+    --awaiting_;
+    SubmitTo(id, e, *routed);
+    migrations_->Inc();
+  }
+  if (delivered) delivery_.Flush();
 }
 
 void RequestTable::FailAll(const api::ApiError& error) {
@@ -180,7 +247,7 @@ void RequestTable::ExpireOverdue(Clock::time_point now, int request_timeout_s) {
 }
 
 void RequestTable::CancelOnRank(const Entry& e, uint64_t id) {
-  if (!e.rank->dead) e.rank->channel->Send(control::Cancel{id});
+  if (e.rank && !e.rank->dead) e.rank->channel->Send(control::Cancel{id});
 }
 
 Counter& RequestTable::Outcome(const char* reason) {
@@ -191,9 +258,12 @@ void RequestTable::Finish(Entries::iterator it, const char* reason, std::shared_
                           bool deliver) {
   Entry e = std::move(it->second);
   entries_.erase(it);
-  Rank& r = *e.rank;
-  r.requests -= 1;
-  r.outstanding_tokens -= e.prompt_tokens + e.max_tokens - e.generated;
+  if (e.rank) {
+    e.rank->requests -= 1;
+    e.rank->outstanding_tokens -= e.prompt_tokens + e.max_tokens - e.generated;
+  } else {
+    --awaiting_;
+  }
   Outcome(reason).Inc();
   if (!error) e2e_->Observe(SecondsBetween(e.arrival, Clock::now()));
   in_flight_->Set(static_cast<double>(entries_.size()));

@@ -1,6 +1,12 @@
 // Every request's life on the coordinator, in one place: admission (routing and the one fit check),
-// the Submit to its rank, the tokens the rank sends back, and its single end — finished, failed with
-// its group, timed out, or ended by its client. The rank's request counts (cluster.h) change here and
+// the Submit to its rank, the tokens the rank sends back, migration when its group fails, and its
+// single end — finished, failed (no group took it over in time), timed out, or ended by its client.
+//
+// Migration: the table keeps each request's prompt and every token it delivered. When a group fails,
+// its requests wait (up to server.migration_timeout_s) for a ready group — another one, or the failed
+// one relaunched — and are resubmitted there as prompt + tokens so far, marked as resumed output, so
+// the worker counts them toward max_tokens and the penalties and samples the next token at its
+// position (TokenSeed): the client's stream pauses and goes on, token-exact. The rank's request counts (cluster.h) change here and
 // nowhere else.
 //
 // The table lives on the control thread and touches no sockets: it reaches ranks through their
@@ -57,6 +63,7 @@ class RequestTable {
     int64_t max_context = 0;  // the model's
     int32_t model_vocab = 0;
     std::vector<int32_t> eos_ids;  // added to every request's stop ids unless it ignores EOS
+    int migration_timeout_s = 0;   // how long a failed group's request waits for another (0: fails at once)
   };
   RequestTable(Options options, Cluster& cluster, Delivery& delivery, Metrics& metrics);
 
@@ -87,23 +94,31 @@ class RequestTable {
   // The HTTP side ended the request: its client left ("cancelled"), a stop string matched ("stop"),
   // or its text could not be made ("error"). The rank drops it; nothing is delivered back.
   void EndFromClient(uint64_t id, const char* reason);
-  // A group broke: its requests end with 503 naming the failure (or the shutdown).
-  void FailGroup(const GroupFailure& failure, bool stopping);
+  // A group broke: its requests wait to migrate (see above), or end with 503 naming the failure when
+  // migration is off or the server stops.
+  void FailGroup(const GroupFailure& failure, bool stopping, Clock::time_point now);
+  // Resubmits waiting requests to a ready group; those waiting past the timeout end with 503.
+  void Migrate(Clock::time_point now, bool stopping);
   // Every request ends with `error` (the server stops; the ranks are shut down separately).
   void FailAll(const api::ApiError& error);
   // Requests past their deadline end with 504; their ranks drop them.
   void ExpireOverdue(Clock::time_point now, int request_timeout_s);
 
   size_t in_flight() const { return entries_.size(); }
+  size_t awaiting_group() const { return awaiting_; }
 
  private:
   struct Entry {
-    std::shared_ptr<Rank> rank;
+    std::shared_ptr<Rank> rank;  // null while it waits for a group to take it over
     std::shared_ptr<RequestSink> sink;
     int64_t prompt_tokens = 0;
     int64_t max_tokens = 0;
     int64_t generated = 0;
     Clock::time_point arrival{}, last_token{}, deadline{};
+    control::Submit submit;        // as first sent, its prompt moved into `tokens`
+    std::vector<int32_t> tokens;   // prompt, then every token delivered
+    Clock::time_point migrate_by{};
+    std::string failure;           // why its last group failed (the 503 if none takes over)
   };
   using Entries = std::unordered_map<uint64_t, Entry>;
 
@@ -111,6 +126,8 @@ class RequestTable {
   // side ended it). `it` is erased.
   void Finish(Entries::iterator it, const char* reason, std::shared_ptr<const api::ApiError> error, bool deliver);
   void CancelOnRank(const Entry& e, uint64_t id);
+  // Sends the entry's Submit (as a resumed request when it has output) to `rank` and counts it there.
+  void SubmitTo(uint64_t id, Entry& e, const std::shared_ptr<Rank>& rank);
   Counter& Outcome(const char* reason);
 
   Options options_;
@@ -119,6 +136,7 @@ class RequestTable {
   Metrics& metrics_;
   Entries entries_;
   uint64_t next_id_ = 1;
+  size_t awaiting_ = 0;  // entries with no rank
   // Series touched per token or per request, looked up once.
   Counter* prompt_tokens_;
   Counter* generation_tokens_;
@@ -126,6 +144,7 @@ class RequestTable {
   Histogram* ttft_;
   Histogram* itl_;
   Histogram* e2e_;
+  Counter* migrations_;
 };
 
 }  // namespace shoal::coord

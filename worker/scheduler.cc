@@ -29,6 +29,13 @@ Status Scheduler::Submit(ScheduledRequest r) {
   if (all_.count(r.id) != 0) return InvalidArgument(name + ": already submitted");
   if (r.prompt.empty()) return InvalidArgument(name + ": empty prompt");
   if (r.max_tokens < 1) return InvalidArgument(name + ": max_tokens must be at least 1");
+  // A resumed request (migrated from a failed group): the last resumed_output prompt tokens are its
+  // own earlier output, which counts toward max_tokens, the penalties and the sampling positions.
+  if (r.resumed_output < 0 || r.resumed_output >= static_cast<int64_t>(r.prompt.size()) ||
+      r.resumed_output >= r.max_tokens) {
+    return InvalidArgument(name + ": resumed_output " + std::to_string(r.resumed_output) +
+                           " must leave at least one prompt token and one token to generate");
+  }
   for (int32_t t : r.prompt) {
     if (t < 0 || t >= c.vocab_size) {
       return InvalidArgument(name + ": prompt token " + std::to_string(t) + " is outside the vocabulary of " +
@@ -37,7 +44,7 @@ Status Scheduler::Submit(ScheduledRequest r) {
   }
   // The same check the coordinator admitted the request with (control/admission.h).
   const control::Fit fit = control::CheckFit(
-      static_cast<int64_t>(r.prompt.size()), r.max_tokens,
+      static_cast<int64_t>(r.prompt.size()) - r.resumed_output, r.max_tokens,
       {c.max_position_embeddings, engine_.kv_blocks().MaxSequenceTokens(engine_.max_step_tokens())});
   if (fit.exceeded == control::Limit::kKvCache) {
     return ResourceExhausted(name + ": " + fit.message + " (raise kv_cache.memory_mib)");
@@ -45,7 +52,10 @@ Status Scheduler::Submit(ScheduledRequest r) {
   if (!fit.ok()) return InvalidArgument(name + ": " + fit.message);
   auto s = std::make_unique<Seq>();
   s->tokens = r.prompt;
-  s->rng.seed(r.sampling.seed);
+  s->generated = static_cast<int>(r.resumed_output);
+  for (size_t i = r.prompt.size() - static_cast<size_t>(r.resumed_output); i < r.prompt.size(); ++i) {
+    ++s->output_counts[r.prompt[i]];
+  }
   s->req = std::move(r);
   waiting_.push_back(s.get());
   all_.emplace(s->req.id, std::move(s));
@@ -93,6 +103,7 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
       logits[tok] -= r.sampling.presence_penalty + r.sampling.frequency_penalty * static_cast<float>(n);
     }
   }
+  s->rng.seed(TokenSeed(r.sampling.seed, static_cast<uint64_t>(s->generated)));
   const int32_t tok = kernels::SampleToken(logits.data(), engine_.config().vocab_size, r.sampling, s->rng);
   s->tokens.push_back(tok);
   ++s->generated;

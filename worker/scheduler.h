@@ -28,6 +28,10 @@ struct ScheduledRequest {
   int max_tokens = 16;
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;   // generation ends after emitting one of these
+  // The last resumed_output tokens of `prompt` were generated earlier (a request resumed after its
+  // group failed): they count toward max_tokens and the penalties, and sampling goes on at their
+  // position (TokenSeed), so the continuation equals an undisturbed run.
+  int64_t resumed_output = 0;
 };
 
 struct SchedulerStats {

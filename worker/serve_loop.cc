@@ -54,6 +54,7 @@ ScheduledRequest FromSubmit(control::Submit&& m) {
   r.max_tokens = static_cast<int>(std::min<uint32_t>(m.max_tokens, 1u << 30));
   r.sampling = m.sampling;
   r.stop_ids = std::move(m.stop_ids);
+  r.resumed_output = m.resumed_output;
   return r;
 }
 

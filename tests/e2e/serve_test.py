@@ -7,7 +7,6 @@ KV blocks, a killed worker ending its requests with errors and /ready going 503,
 
 usage: serve_test.py SHOAL_BINARY SOURCE_DIR
 """
-import http.client
 import json
 import os
 import re
@@ -19,6 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shoal_http  # noqa: E402
 
 SHOAL, SRC = sys.argv[1], sys.argv[2]
 FIXTURE = os.path.join(SRC, "tests/fixtures/qwen3-moe-f32")
@@ -33,56 +35,8 @@ def check(cond, what):
     return cond
 
 
-class Server:
-    def __init__(self, host, port):
-        self.host, self.port = host, port
-
-    def request(self, method, path, body=None, headers=None, key=API_KEY, raw=None, timeout=60):
-        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        h = {"Content-Type": "application/json"}
-        if key:
-            h["Authorization"] = "Bearer " + key
-        h.update(headers or {})
-        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        c.request(method, path, body=data, headers=h)
-        r = c.getresponse()
-        text = r.read().decode("utf-8", "replace")
-        c.close()
-        try:
-            j = json.loads(text) if text else None
-        except ValueError:
-            j = None
-        return r.status, j, text, dict(r.getheaders())
-
-    def stream(self, path, body, on_event=None, timeout=60):
-        """POSTs with stream: true; returns (status, list of parsed events, saw_done)."""
-        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        c.request("POST", path, body=json.dumps(body),
-                  headers={"Content-Type": "application/json", "Authorization": "Bearer " + API_KEY})
-        r = c.getresponse()
-        if r.status != 200:
-            text = r.read().decode()
-            c.close()
-            return r.status, [json.loads(text)], False
-        events, done = [], False
-        buf = b""
-        while True:
-            line = r.fp.readline()
-            if not line:
-                break
-            line = line.strip()
-            if not line.startswith(b"data: "):
-                continue
-            payload = line[6:]
-            if payload == b"[DONE]":
-                done = True
-                break
-            ev = json.loads(payload)
-            events.append(ev)
-            if on_event and on_event(ev, c) is False:
-                break
-        c.close()
-        return 200, events, done
+def Server(host, port):
+    return shoal_http.Server(host, port, API_KEY)
 
 
 def start_cluster(tmp, fixture=FIXTURE, name="tiny-qwen3-moe", ranks=2, heartbeat_timeout_ms=1500):
@@ -106,9 +60,11 @@ server:
   max_queued_requests: 16
   heartbeat_ms: 200
   heartbeat_timeout_ms: {heartbeat_timeout_ms}
+  migration_timeout_s: 0   # fail fast: tests/chaos/ covers migration and relaunch
 cluster:
   groups: 1
   ranks_per_group: {ranks}
+  max_restarts: 0
 parallel:
   collective_timeout_ms: 3000
 """)

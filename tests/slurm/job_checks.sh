@@ -90,3 +90,39 @@ check_time_limit() {
   echo "ok   Slurm's time-limit warning (TERM 90 s before the 3-minute limit) shut the job down in order after ${elapsed} s"
   job=""
 }
+
+# A worker rank killed with kill -9 while the job serves: the batch script relaunches the worker step
+# within the job (a new incarnation of the group), the job serves transformers' tokens again, and
+# scancel still leaves nothing behind.
+check_worker_relaunch() {
+  submit job4.out
+  local url victim
+  url=$(cat "$tmp/shoal-$job.url")
+  victim=$(pgrep -f "$shoal worker" | head -n 1 || true)
+  [ -n "$victim" ] || fail "no worker rank of job $job to kill"
+  kill -9 "$victim"
+  for _ in $(seq 1 600); do
+    grep -q "worker step relaunched" "$tmp/job4.out" && break
+    sleep 0.1
+  done
+  grep -q "worker step relaunched" "$tmp/job4.out" || fail "the batch script did not relaunch the worker step"
+  python3 - "$url" <<'PY' || fail "job $job was not ready again within 60 s of the relaunch"
+import sys, time, urllib.request
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        if urllib.request.urlopen(sys.argv[1] + "/ready", timeout=5).status == 200:
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+  check_job_serving "$url" "$job" || fail "requests to the Slurm job after the relaunch"
+  pgrep -f "$shoal worker" | grep -qx "$victim" && fail "the killed rank $victim is still there"
+  echo "ok   a worker rank killed with kill -9: the batch script relaunched the worker step and the job serves again"
+  scancel "$job"
+  wait_job_gone 30 || fail "job $job still running 30 s after scancel"
+  no_shoal_left
+  job=""
+}

@@ -110,5 +110,6 @@ check_job_serving() {  # URL JOB
   python3 "$root/tests/cluster/check_serving.py" "$1" "$fixture" "slurm-$2" "*,*"
 }
 check_serving_then_scancel
+check_worker_relaunch
 check_batch_term
 check_time_limit

@@ -200,12 +200,14 @@ TEST(CoordinatorLimits, ADisconnectBehindAStrayByteIsStillNoticed) {
   EXPECT_EQ(cancel->request, submit->request);
 }
 
-// "Also": a rank that heartbeats but never finishes a step fails its requests at step_timeout_ms.
+// "Also": a rank that heartbeats but never finishes a step fails its requests at step_timeout_ms
+// (with migration off; with it on, they would wait for another group — request_table_test).
 TEST(CoordinatorLimits, ARankHungInAStepFailsItsRequests) {
   LiveCoordinator c("", [](EngineConfig& cfg) {
     cfg.server.step_timeout_ms = 300;
     cfg.server.heartbeat_ms = 50;
     cfg.server.heartbeat_timeout_ms = 60000;
+    cfg.server.migration_timeout_s = 0;
   });
   FakeWorker w(c, "g0");
   ASSERT_TRUE(w.joined());

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,7 +28,12 @@ using testing::LiveCoordinator;
 using testing::RawConnection;
 
 // Worker-side silence is not a fault in these tests: only the events the test sends count.
-void Patient(EngineConfig& cfg) { cfg.server.heartbeat_timeout_ms = 60000; }
+// No heartbeat failures while a test thinks; a failed group's requests fail at once (migration has
+// its own test below).
+void Patient(EngineConfig& cfg) {
+  cfg.server.heartbeat_timeout_ms = 60000;
+  cfg.server.migration_timeout_s = 0;
+}
 
 std::string Post(const std::string& path, const nlohmann::json& body) {
   const std::string b = body.dump();
@@ -274,6 +280,74 @@ TEST_F(CoordinatorRequests, AWorkerThatDiesFailsItsRequests) {
   const std::string r3 = HttpOnce(c.http_port(), Post("/v1/completions", CompletionBody(1)), 5000);
   EXPECT_NE(r3.find("503"), std::string::npos) << r3;
   EXPECT_NE(r3.find("no engine group is ready"), std::string::npos) << r3;
+}
+
+// With migration on, a worker that dies mid-request is a pause: when the group comes back (a new
+// incarnation of g0), both requests are resubmitted as prompt + the tokens their clients already
+// have, and they finish there without an error or a repeated token.
+TEST(CoordinatorMigration, RequestsOfADeadWorkerFinishOnItsRelaunchedGroup) {
+  LiveCoordinator c{"", [](EngineConfig& cfg) {
+                      cfg.server.heartbeat_timeout_ms = 60000;
+                      cfg.server.migration_timeout_s = 30;
+                    }};
+  auto first = std::make_unique<FakeWorker>(c, "g0");
+  ASSERT_TRUE(first->joined());
+  const int port = c.http_port();
+  auto plain = std::async(std::launch::async,
+                          [port] { return HttpOnce(port, Post("/v1/completions", CompletionBody(4)), 20000); });
+  auto s1 = first->Next<control::Submit>(5000);
+  ASSERT_TRUE(s1.has_value());
+  RawConnection streamed(port);
+  ASSERT_TRUE(streamed.Send(Post("/v1/completions", CompletionBody(4, /*stream=*/true))));
+  auto s2 = first->Next<control::Submit>(5000);
+  ASSERT_TRUE(s2.has_value());
+  SendTokens(*first, s1->request, {40}, control::FinishReason::kNone);
+  SendTokens(*first, s2->request, {50, 51}, control::FinishReason::kNone);
+  std::string stream_text = streamed.Read(3000, "\n\n");
+  EXPECT_FALSE(stream_text.empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the tokens reach the coordinator first
+  first.reset();  // the rank dies
+
+  FakeWorker again(c, "g0");  // relaunched: a new incarnation
+  ASSERT_TRUE(again.joined());
+  std::map<uint64_t, control::Submit> resumed;
+  for (int i = 0; i < 2; ++i) {
+    auto s = again.Next<control::Submit>(5000);
+    ASSERT_TRUE(s.has_value());
+    resumed[s->request] = *s;
+  }
+  ASSERT_EQ(resumed.count(s1->request), 1u);
+  ASSERT_EQ(resumed.count(s2->request), 1u);
+  EXPECT_EQ(resumed[s1->request].prompt, (std::vector<int32_t>{1, 2, 3, 40}));
+  EXPECT_EQ(resumed[s1->request].resumed_output, 1u);
+  EXPECT_EQ(resumed[s2->request].prompt, (std::vector<int32_t>{1, 2, 3, 50, 51}));
+  EXPECT_EQ(resumed[s2->request].resumed_output, 2u);
+  EXPECT_EQ(resumed[s2->request].sampling.seed, s2->sampling.seed) << "the same seed continues the draw";
+  SendTokens(again, s1->request, {41, 42, 43}, control::FinishReason::kLength);
+  SendTokens(again, s2->request, {52, 53}, control::FinishReason::kLength);
+
+  const nlohmann::json body = BodyOf(plain.get());
+  ASSERT_TRUE(body.is_object()) << body;
+  EXPECT_EQ(body["choices"][0]["token_ids"].get<std::vector<int32_t>>(), (std::vector<int32_t>{40, 41, 42, 43}));
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(body["usage"]["completion_tokens"], 4);
+  std::vector<int32_t> ids;
+  std::string finish;
+  stream_text += streamed.Read(5000, "[DONE]");
+  for (const std::string& e : Events(stream_text)) {
+    if (e == "[DONE]") continue;
+    const nlohmann::json j = nlohmann::json::parse(e, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << e;
+    ASSERT_FALSE(j.contains("error")) << e;
+    for (const auto& ch : j["choices"]) {
+      if (ch.contains("token_ids") && ch["token_ids"].is_array()) {
+        for (const auto& t : ch["token_ids"]) ids.push_back(t.get<int32_t>());
+      }
+      if (ch.contains("finish_reason") && ch["finish_reason"].is_string()) finish = ch["finish_reason"];
+    }
+  }
+  EXPECT_EQ(ids, (std::vector<int32_t>{50, 51, 52, 53})) << "no token repeated or lost";
+  EXPECT_EQ(finish, "length");
 }
 
 // With return_token_ids, a stream carries the prompt's ids in its first chunk and each chunk's token

@@ -167,7 +167,9 @@ TEST(Llama4Loader, VisionShardIsNeverOpened) {
     (tensor.rfind("language_model.", 0) == 0 ? text_shard : vision_shard) = shard.get<std::string>();
   }
   for (const auto& [tensor, shard] : index["weight_map"].items()) {
-    if (tensor.rfind("language_model.", 0) == 0) ASSERT_NE(shard.get<std::string>(), vision_shard) << tensor;
+    if (tensor.rfind("language_model.", 0) == 0) {
+      ASSERT_NE(shard.get<std::string>(), vision_shard) << tensor;
+    }
   }
   ASSERT_FALSE(vision_shard.empty());
   WriteText(dir / vision_shard, "not a safetensors file");

@@ -69,9 +69,9 @@ control::Hello MakeHello(const std::string& group, uint32_t rank, uint32_t size)
 
 class CoordinatorState : public ::testing::Test {
  protected:
-  CoordinatorState()
+  explicit CoordinatorState(int migration_timeout_s = 0)
       : cluster({"m", kVocab, "", 1, 2}, metrics),
-        table({kContext, kVocab, {2}}, cluster, delivery, metrics) {}
+        table({kContext, kVocab, {2}, migration_timeout_s}, cluster, delivery, metrics) {}
 
   // Joins every rank of a group; returns its ranks and their channels.
   std::vector<std::shared_ptr<Rank>> JoinGroup(const std::string& group, uint32_t size) {
@@ -253,7 +253,7 @@ TEST_F(CoordinatorState, ARankFailureEndsItsGroupsRequestsOnly) {
   ASSERT_TRUE(f.has_value());
   EXPECT_TRUE(Channel(g1[0]).closed) << "the group's other rank is closed too";
   EXPECT_FALSE(cluster.RankFailed(g1[0], "closed", false).has_value()) << "the group broke once";
-  table.FailGroup(*f, false);
+  table.FailGroup(*f, false, Clock::now());
   int failed = 0, alive = 0;
   for (const Started& s : started) {
     if (!s.sink->events.empty() && s.sink->events.back().end) {
@@ -274,6 +274,86 @@ TEST_F(CoordinatorState, ARankFailureEndsItsGroupsRequestsOnly) {
   // A new incarnation can join once every old rank is gone.
   auto ch = std::make_shared<RecordingChannel>();
   EXPECT_TRUE(cluster.Join(MakeHello("g1", 0, 2), ch, Clock::now(), false).ok());
+}
+
+// With migration on (server.migration_timeout_s), a failed group's requests continue elsewhere.
+class MigrationState : public CoordinatorState {
+ protected:
+  MigrationState() : CoordinatorState(30) {}
+};
+
+TEST_F(MigrationState, AFailedGroupsRequestResumesOnAnotherGroupAsPromptPlusItsTokens) {
+  auto g1 = JoinGroup("g1", 1);
+  const Started r = Start(10);
+  table.OnTokens(*g1[0], Tokens({{r.id, 40, control::FinishReason::kNone, ""}, {r.id, 41, control::FinishReason::kNone, ""}}),
+                 Clock::now());
+  auto g2 = JoinGroup("g2", 1);
+  std::optional<GroupFailure> f = cluster.RankFailed(g1[0], "connection closed", false);
+  ASSERT_TRUE(f.has_value());
+  table.FailGroup(*f, false, Clock::now());
+  // Resubmitted at once to the ready group: prompt + the two tokens the client has, marked resumed.
+  const auto subs = Channel(g2[0]).Sent<control::Submit>();
+  ASSERT_EQ(subs.size(), 1u);
+  const auto first = Channel(g1[0]).Sent<control::Submit>().at(0);
+  EXPECT_EQ(subs[0].request, r.id);
+  EXPECT_EQ(subs[0].prompt, (std::vector<int32_t>{7, 7, 7, 40, 41}));
+  EXPECT_EQ(subs[0].resumed_output, 2u);
+  EXPECT_EQ(subs[0].max_tokens, 10u) << "the original budget: the resumed tokens count toward it";
+  EXPECT_EQ(subs[0].stop_ids, first.stop_ids);
+  EXPECT_EQ(subs[0].sampling.seed, first.sampling.seed);
+  EXPECT_EQ(g2[0]->requests, 1);
+  EXPECT_EQ(g2[0]->outstanding_tokens, 3 + 10 - 2);
+  EXPECT_EQ(g1[0]->requests, 0);
+  EXPECT_EQ(table.awaiting_group(), 0u);
+  EXPECT_EQ(metrics.counter("shoal_request_migrations_total", "").value(), 1);
+  // The client saw two tokens and no end; a late token from the dead rank is ignored; the new group's
+  // tokens continue the stream.
+  ASSERT_EQ(r.sink->events.size(), 2u);
+  table.OnTokens(*g1[0], Tokens({{r.id, 77, control::FinishReason::kNone, ""}}), Clock::now());
+  EXPECT_EQ(r.sink->events.size(), 2u);
+  table.OnTokens(*g2[0], Tokens({{r.id, 42, control::FinishReason::kLength, ""}}), Clock::now());
+  ASSERT_EQ(r.sink->events.size(), 4u);
+  EXPECT_EQ(r.sink->events[2].token, 42);
+  EXPECT_STREQ(r.sink->events[3].finish_reason, "length");
+  EXPECT_EQ(g2[0]->requests, 0);
+  EXPECT_EQ(g2[0]->outstanding_tokens, 0);
+}
+
+TEST_F(MigrationState, ARequestWaitsForTheRelaunchedGroupThenTimesOut) {
+  auto g1 = JoinGroup("g1", 1);
+  const Started a = Start(10), b = Start(10);
+  table.OnTokens(*g1[0], Tokens({{a.id, 40, control::FinishReason::kNone, ""}}), Clock::now());
+  const auto t0 = Clock::now();
+  std::optional<GroupFailure> f = cluster.RankFailed(g1[0], "no heartbeat", false);
+  ASSERT_TRUE(f.has_value());
+  table.FailGroup(*f, false, t0);
+  EXPECT_EQ(table.awaiting_group(), 2u);
+  EXPECT_EQ(a.sink->events.size(), 1u) << "no error while it waits";
+  table.Migrate(t0 + std::chrono::seconds(10), false);
+  EXPECT_EQ(table.awaiting_group(), 2u);
+  // The group comes back as a new incarnation: both continue there, a with its token.
+  auto again = JoinGroup("g1", 1);
+  table.Migrate(t0 + std::chrono::seconds(11), false);
+  EXPECT_EQ(table.awaiting_group(), 0u);
+  const auto subs = Channel(again[0]).Sent<control::Submit>();
+  ASSERT_EQ(subs.size(), 2u);
+  EXPECT_EQ(subs[0].request, a.id) << "oldest first";
+  EXPECT_EQ(subs[0].resumed_output, 1u);
+  EXPECT_EQ(subs[1].resumed_output, 0u);
+  EXPECT_EQ(subs[1].prompt, std::vector<int32_t>(3, 7));
+  // It fails again and nothing comes back within the timeout: the 503 of old, naming the wait.
+  f = cluster.RankFailed(again[0], "connection closed", false);
+  ASSERT_TRUE(f.has_value());
+  table.FailGroup(*f, false, t0 + std::chrono::seconds(12));
+  table.Migrate(t0 + std::chrono::seconds(12 + 31), false);
+  EXPECT_EQ(table.in_flight(), 0u);
+  for (const Started& s : {a, b}) {
+    ASSERT_FALSE(s.sink->events.empty());
+    ASSERT_TRUE(s.sink->events.back().end);
+    ASSERT_TRUE(s.sink->events.back().error);
+    EXPECT_EQ(s.sink->events.back().error->http_status, 503);
+    EXPECT_NE(s.sink->events.back().error->message.find("migration_timeout_s"), std::string::npos);
+  }
 }
 
 TEST_F(CoordinatorState, OverdueRequestsGet504AndTheirRanksDropThem) {

@@ -45,6 +45,7 @@ std::vector<Message> Samples() {
   s.sampling = {.temperature = 0.7f, .top_k = 40, .top_p = 0.9f, .presence_penalty = 0.5f, .frequency_penalty = -0.5f, .seed = 123456789};
   s.stop_ids = {2, 3};
   s.prompt = {1, 2, 3, 4};
+  s.resumed_output = 2;  // the last two prompt tokens were generated before a migration
   Tokens t;
   t.events = {{77, 5, FinishReason::kNone, ""}, {78, -1, FinishReason::kError, "boom"}, {79, 3, FinishReason::kStop, ""}};
   Heartbeat hb;
@@ -75,6 +76,8 @@ TEST(Wire, EveryMessageRoundTrips) {
   EXPECT_EQ(sub.prompt, (std::vector<int32_t>{1, 2, 3, 4}));
   EXPECT_FLOAT_EQ(sub.sampling.temperature, 0.7f);
   EXPECT_EQ(sub.sampling.seed, 123456789u);
+  EXPECT_EQ(sub.resumed_output, 2u);
+  EXPECT_EQ(std::get<Hello>(*Decode(EncodeFrame(Samples()[0]))).kv_tokens, 1600u);
 }
 
 TEST(Wire, EveryTruncationIsACleanError) {
@@ -135,6 +138,7 @@ TEST(Wire, BadHeadersAreRejected) {
 TEST(Wire, FieldsAreChecked) {
   Submit s = std::get<Submit>(Samples()[3]);
   s.prompt = {1, -5};
+  s.resumed_output = 0;
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.prompt: negative token id -5"));
   s = std::get<Submit>(Samples()[3]);
   s.sampling.top_p = 0;
@@ -170,10 +174,15 @@ TEST(Wire, FieldsAreChecked) {
   std::string f = EncodeFrame(Cancel{1});
   Submit big = std::get<Submit>(Samples()[3]);
   f = EncodeFrame(big);
-  const size_t prompt_count_at = f.size() - 4 * big.prompt.size() - 4;
+  const size_t prompt_count_at = f.size() - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
   const uint32_t lie = 1000000;
   std::memcpy(f.data() + prompt_count_at, &lie, 4);
   EXPECT_TRUE(MessageHas(Decode(f).status(), "Submit.prompt: truncated"));
+  // A resumed request must keep a prompt token of its own and a token to generate.
+  big.resumed_output = static_cast<uint32_t>(big.prompt.size());
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(big)).status(), "Submit.resumed_output"));
+  big.resumed_output = big.max_tokens;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(big)).status(), "Submit.resumed_output"));
 
   // Trailing garbage.
   f = EncodeFrame(Cancel{1});

@@ -21,7 +21,10 @@ come in two sets, each made by the version it is named for:
   <name>            transformers 4.57.6, torch 2.15.0 (requirements.txt)
   <name>-tf5        transformers 5.25.0, torch 2.15.0 (requirements-tf5.txt): TF5_MODELS below, one per
                     architecture, chosen for the config keys transformers 5 writes differently
-  llama4-*          transformers 5.25.0 (LLAMA4_MODELS below), with the -tf5 set
+  llama4-*          transformers 5.25.0 (LLAMA4_MODELS below), with the -tf5 set. With transformers 4.57.6,
+                    `--llama4-tf4 --out DIR` makes the same models for comparison (not committed: on
+                    the same weights both versions' logits agree to 2e-6 and give the same tokens, and
+                    `shoal generate` reproduces them from either version's config.json)
 Each expected.json records the versions that made it.
 """
 import argparse
@@ -81,6 +84,10 @@ def llama4_text(**kw):
                 attn_temperature_tuning=True, floor_scale=3, attn_scale=0.5, tie_word_embeddings=False,
                 bos_token_id=315, eos_token_id=[316, 319], pad_token_id=None)
     base.update(kw)
+    if int(transformers.__version__.split(".")[0]) < 5:  # transformers 4: rope_theta + rope_scaling
+        rope = dict(base.pop("rope_parameters"))
+        base["rope_theta"] = rope.pop("rope_theta")
+        base["rope_scaling"] = None if rope["rope_type"] == "default" else rope
     return Llama4TextConfig(**base)
 
 
@@ -257,6 +264,8 @@ def main():
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--transformers5", action="store_true",
                     help="make the -tf5 set (TF5_MODELS) with transformers 5")
+    ap.add_argument("--llama4-tf4", action="store_true",
+                    help="with transformers 4: the Llama 4 set, to compare with the committed transformers-5 one")
     args = ap.parse_args()
     major = int(transformers.__version__.split(".")[0])
     if args.transformers5 != (major >= 5):
@@ -266,11 +275,11 @@ def main():
     for k, name in enumerate(MODELS):
         if args.only and name not in args.only:
             continue
-        if args.transformers5 and name not in TF5_MODELS:
+        if (args.transformers5 and name not in TF5_MODELS) or args.llama4_tf4:
             continue
         # The same seed as the transformers-4 fixture: the same weights and prompts, written anew.
         build(name, args.out, seed=1000 + k, suffix="-tf5" if args.transformers5 else "")
-    if args.transformers5:
+    if args.transformers5 or args.llama4_tf4:
         for k, name in enumerate(LLAMA4_MODELS):
             if not args.only or name in args.only:
                 build(name, args.out, seed=2000 + k)

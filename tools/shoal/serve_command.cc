@@ -2,7 +2,10 @@
 // `shoal worker --coordinator HOST:PORT`).
 // `shoal up`: a whole local cluster from one YAML file — the coordinator in this process and one
 // `mpirun -np R shoal worker` job per engine group; waits until every group is ready, prints the URL,
-// and on Ctrl-C (SIGINT/SIGTERM) stops the workers and the server cleanly.
+// and on Ctrl-C (SIGINT/SIGTERM) stops the workers and the server cleanly. Once ready it supervises
+// the groups: one that fails (its job exits, or the coordinator declares it failed — a rank died or
+// stalled) has its whole job killed and is relaunched with backoff, within cluster.max_restarts per
+// cluster.restart_window_s; its requests meanwhile wait to migrate (coordinator/request_table.h).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,7 +20,9 @@
 #include <csignal>
 #include <cstring>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -239,6 +244,28 @@ void ReapGroups(std::vector<pid_t>& pids, int64_t grace_ms) {
   }
 }
 
+// One engine group's mpirun job under shoal up's supervision.
+struct GroupJob {
+  int index = 0;
+  std::string name;  // "g<index>", the group name its ranks join with
+  pid_t pid = 0;     // 0 while not running
+  uint64_t failures_seen = 0;                                   // Coordinator::GroupFailures already handled
+  std::deque<std::chrono::steady_clock::time_point> restarts;  // within cluster.restart_window_s
+  std::optional<std::chrono::steady_clock::time_point> restart_at;
+  bool given_up = false;
+};
+
+// The job's process group to the last process (a stopped rank included: SIGKILL ends it too), then
+// its mpirun reaped, so no rank of a failed incarnation outlives it.
+void KillJob(GroupJob& job) {
+  if (job.pid <= 0) return;
+  kill(-job.pid, SIGKILL);
+  int wst = 0;
+  while (waitpid(job.pid, &wst, 0) < 0 && errno == EINTR) {
+  }
+  job.pid = 0;
+}
+
 Status RunUp(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, true));
   // shoal up's workers are its own children: a token always (an empty SHOAL_CONTROL_TOKEN is unset).
@@ -250,32 +277,78 @@ Status RunUp(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
   InstallStopHandlers();
   std::thread loop([&] { (void)coord->Run(); });
-  std::vector<pid_t> pids;
+  std::vector<GroupJob> jobs(static_cast<size_t>(cfg.cluster.groups));
   Status st = Status::Ok();
   for (int g = 0; g < cfg.cluster.groups && st.ok(); ++g) {
+    jobs[g].index = g;
+    jobs[g].name = "g" + std::to_string(g);
     StatusOr<pid_t> pid = SpawnGroup(o, cfg, coord->control_port(), g);
-    if (pid.ok()) pids.push_back(*pid); else st = pid.status();
+    if (pid.ok()) jobs[g].pid = *pid; else st = pid.status();
   }
   log::Info("model %s, %d group(s) of %d rank(s); loading...", coord->model_name().c_str(),
                cfg.cluster.groups, cfg.cluster.ranks_per_group);
   const auto t0 = std::chrono::steady_clock::now();
+  const auto window = std::chrono::seconds(cfg.cluster.restart_window_s);
   bool ready = false;
   while (st.ok() && g_stop_signal == 0) {
-    for (pid_t& p : pids) {
+    const auto now = std::chrono::steady_clock::now();
+    for (GroupJob& job : jobs) {
+      std::string what;
       int wst = 0;
-      if (p > 0 && waitpid(p, &wst, WNOHANG) == p) {
-        p = 0;
-        const std::string how = WIFEXITED(wst) ? "exited with status " + std::to_string(WEXITSTATUS(wst))
-                                               : "was killed by signal " + std::to_string(WTERMSIG(wst));
-        if (!ready) {
-          st = Unavailable("a worker group " + how + " before the cluster was ready (its output above says why)");
+      if (job.pid > 0 && waitpid(job.pid, &wst, WNOHANG) == job.pid) {
+        job.pid = 0;
+        what = WIFEXITED(wst) ? "exited with status " + std::to_string(WEXITSTATUS(wst))
+                              : "was killed by signal " + std::to_string(WTERMSIG(wst));
+      }
+      // The coordinator saw the group fail (a rank died or stalled past its heartbeat): its job may
+      // still run, with a stopped or hung rank in it.
+      const uint64_t failures = coord->GroupFailures(job.name);
+      if (failures > job.failures_seen) {
+        job.failures_seen = failures;
+        if (what.empty()) what = "failed (GET /v1/cluster has the reason)";
+      }
+      if (!what.empty() && !ready) {
+        st = Unavailable("worker group " + job.name + " " + what +
+                         " before the cluster was ready (its output above says why)");
+        break;
+      }
+      if (!what.empty() && !job.restart_at && !job.given_up) {
+        KillJob(job);
+        while (!job.restarts.empty() && now - job.restarts.front() > window) job.restarts.pop_front();
+        if (static_cast<int>(job.restarts.size()) >= cfg.cluster.max_restarts) {
+          job.given_up = true;
+          const std::string note = "down: " + what + " after " + std::to_string(job.restarts.size()) +
+                                   " relaunches within cluster.restart_window_s (" +
+                                   std::to_string(cfg.cluster.restart_window_s) +
+                                   " s); not relaunched again (cluster.max_restarts)";
+          log::Error("worker group %s %s", job.name.c_str(), note.c_str());
+          coord->SetSupervisorNote(job.name, note);
         } else {
-          // The coordinator has already made the group unready and failed its requests; keep serving
-          // so /ready and /v1/cluster show what happened (restarting groups comes later).
-          log::Warn("a worker group %s; /ready now reports 503", how.c_str());
+          // 1, 2, 4 … 30 s: a group that fails at once again is not relaunched in a tight loop.
+          const int backoff_s = std::min(30, 1 << std::min<int>(5, static_cast<int>(job.restarts.size())));
+          job.restart_at = now + std::chrono::seconds(backoff_s);
+          const std::string note = "relaunching in " + std::to_string(backoff_s) + " s: the group " + what;
+          log::Warn("worker group %s %s; relaunching in %d s", job.name.c_str(), what.c_str(), backoff_s);
+          coord->SetSupervisorNote(job.name, note);
+        }
+      }
+      if (job.restart_at && now >= *job.restart_at) {
+        job.restart_at.reset();
+        job.restarts.push_back(now);
+        StatusOr<pid_t> pid = SpawnGroup(o, cfg, coord->control_port(), job.index);
+        if (pid.ok()) {
+          job.pid = *pid;
+          coord->SetSupervisorNote(job.name, "relaunched (" + std::to_string(job.restarts.size()) +
+                                                 " relaunches within the window)");
+          log::Info("worker group %s relaunched", job.name.c_str());
+        } else {
+          job.given_up = true;
+          coord->SetSupervisorNote(job.name, "down: cannot relaunch: " + pid.status().message());
+          log::Error("worker group %s: %s", job.name.c_str(), pid.status().ToString().c_str());
         }
       }
     }
+    if (!st.ok()) break;
     if (!ready && coord->ReadyGroups(cfg.cluster.groups)) {
       ready = true;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -293,6 +366,8 @@ Status RunUp(const ServeOptions& o) {
   log::Info("stopping");
   coord->Stop(5000);
   loop.join();
+  std::vector<pid_t> pids;
+  for (const GroupJob& job : jobs) pids.push_back(job.pid);
   ReapGroups(pids, 5000);
   return st;
 }
