@@ -10,6 +10,8 @@ token-exact), the group must be relaunched and /ready come back, the migrations 
   stall       SIGSTOP of a rank past the heartbeat timeout, SIGCONT later (the stale rank must not
               disturb the new incarnation)
   two-groups  kill -9 of a rank of one group while another serves (requests move at once)
+  flood       kill -9, then a flood of requests past the queue limit while the group is relaunched:
+              each is answered 200 (and complete) or 429/503 with Retry-After; nothing admitted is lost
 The figures (accepted, completed, migrated, lost, fault → /ready again, the longest pause a stream
 saw) are printed as one JSON line per scenario for docs/benchmarks.md.
 
@@ -28,10 +30,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import shoal_http  # noqa: E402
 
 SHOAL, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-SCENARIOS = sys.argv[3:] or ["kill", "stall", "two-groups"]
-FIXTURE = os.path.join(SRC, "tests/fixtures/qwen3-moe-f32")
+SCENARIOS = sys.argv[3:] or ["kill", "stall", "two-groups", "flood"]
+# The demo model (hidden 256, 4 layers, 1024 positions): slow enough per token that a fault lands
+# mid-decode, small enough to load in about a second.
+MODEL = os.path.join(SRC, "models/demo-kjv-moe")
 FAILURES = []
-MAX_TOKENS = 230  # long enough that the fault lands mid-decode (prompts ≤ 12: within the 256 context)
+MAX_TOKENS = 400  # long enough that the fault lands mid-decode
 
 
 def check(cond, what):
@@ -42,22 +46,22 @@ def check(cond, what):
 
 
 def requests():
-    """Prompts of token ids (the fixture's vocabulary is 320): greedy and seeded sampling."""
+    """Prompts of token ids (the model's vocabulary is 4096): greedy and seeded sampling."""
     out = []
     for i in range(16):
-        body = {"prompt": [(17 * i + 5 * k) % 300 + 10 for k in range(5 + i)], "max_tokens": MAX_TOKENS,
+        body = {"prompt": [(173 * i + 57 * k) % 4000 + 10 for k in range(5 + i)], "max_tokens": MAX_TOKENS,
                 "ignore_eos": True, "return_token_ids": True}
         body.update({"temperature": 0} if i % 2 == 0 else {"temperature": 0.9, "top_p": 0.95, "seed": 1000 + i})
         out.append(body)
     return out
 
 
-def start(tmp, groups, tag):
+def start(tmp, groups, tag, max_queued=256):
     cfg = os.path.join(tmp, "chaos-%s.yaml" % tag)
     with open(cfg, "w") as f:
         f.write(f"""
 model:
-  path: {FIXTURE}
+  path: {MODEL}
   name: chaos-{tag}
 engine:
   threads: 1
@@ -70,6 +74,7 @@ server:
   heartbeat_ms: 200
   heartbeat_timeout_ms: 1500
   migration_timeout_s: 60
+  max_queued_requests: {max_queued}
 cluster:
   groups: {groups}
   ranks_per_group: 2
@@ -135,9 +140,33 @@ def rank_pids(s, group=None):
             if "pid" in r and (group is None or g["name"] == group)]
 
 
+class Call(threading.Thread):
+    def __init__(self, s, body):
+        super().__init__()
+        self.s, self.body, self.result = s, body, None
+
+    def run(self):
+        st, j, _, headers = self.s.request("POST", "/v1/completions", self.body, timeout=120)
+        tokens = len(j["choices"][0]["token_ids"]) if st == 200 else 0
+        self.result = (st, tokens, headers.get("Retry-After") is not None)
+
+
+def flood_requests(s, since):
+    """60 non-streamed requests over the 3 s after the fault, while the group is down and coming back."""
+    calls = []
+    for i in range(60):
+        c = Call(s, {"prompt": [11 + i % 50, 12, 13], "max_tokens": 8, "ignore_eos": True, "return_token_ids": True,
+                     "temperature": 0})
+        c.start()
+        calls.append(c)
+        time.sleep(0.05)
+    return calls
+
+
 def run_scenario(tmp, tag):
     groups = 2 if tag == "two-groups" else 1
-    proc, s, log, cfg = start(tmp, groups, tag)
+    # flood: 2 ranks × 4 sequences + 12 queued = 20 requests held at most; the 16 streams fit.
+    proc, s, log, cfg = start(tmp, groups, tag, max_queued=12 if tag == "flood" else 256)
     try:
         reqs = requests()
         want = undisturbed(s, reqs)
@@ -166,13 +195,15 @@ def run_scenario(tmp, tag):
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(reqs))]
         for t in threads:
             t.start()
+        # The fault comes once decoding is under way and the coordinator has most requests on ranks;
+        # it hits the group holding the most, at one of its ranks. Its incarnation tells the relaunch.
         t0 = time.time()
-        while time.time() - t0 < 30 and not any(len(t) >= 5 for t in tokens):
+        while time.time() - t0 < 30:
+            j = s.request("GET", "/v1/cluster")[1]
+            victim = max(j["groups"], key=lambda g: g["requests_in_flight"])
+            if any(len(t) >= 2 for t in tokens) and victim["requests_in_flight"] >= len(reqs) // (2 * groups):
+                break
             time.sleep(0.005)
-        # The group holding the most requests, one of its ranks, and its incarnation (a relaunch makes
-        # a new one).
-        j = s.request("GET", "/v1/cluster")[1]
-        victim = max(j["groups"], key=lambda g: g["requests_in_flight"])
         victim_group, incarnation, in_flight = victim["name"], victim["incarnation"], victim["requests_in_flight"]
         pid = victim["ranks"][-1]["pid"]
         fault_at = time.time()
@@ -180,6 +211,9 @@ def run_scenario(tmp, tag):
             os.kill(pid, signal.SIGSTOP)
         else:
             os.kill(pid, signal.SIGKILL)
+        flood = []
+        if tag == "flood":
+            flood = flood_requests(s, fault_at)
         # Ready again: the relaunched group (or, with two groups, the survivor all along).
         back_after = None
         while time.time() - fault_at < 90:
@@ -213,6 +247,28 @@ def run_scenario(tmp, tag):
         check(in_flight > 0 and migrated >= 1, "%s: the fault hit a group holding %d requests, and requests migrated (%d)"
               % (tag, in_flight, migrated))
         check(back_after is not None, "%s: the failed group is relaunched and ready again (%s s)" % (tag, back_after))
+        if tag == "flood":
+            # And a burst of 40 at once as the group is back, while the resumed streams still run:
+            # past the 2 × 4 running + 12 queued the ranks hold.
+            for i in range(40):
+                c = Call(s, {"prompt": [21 + i, 22, 23], "max_tokens": 8, "ignore_eos": True,
+                             "return_token_ids": True, "temperature": 0})
+                c.start()
+                flood.append(c)
+            for t in flood:
+                t.join(timeout=120)
+            answers = [t.result for t in flood]
+            ok = [a for a in answers if a[0] == 200]
+            refused = [a for a in answers if a[0] in (429, 503)]
+            check(len(ok) + len(refused) == len(answers) and all(a[2] for a in refused),
+                  "flood: every extra request is answered 200 or 429/503 with Retry-After (%d ok, %d refused: %s)"
+                  % (len(ok), len(refused), sorted(set(a[0] for a in answers))))
+            check(all(a[1] == 8 for a in ok), "flood: every admitted extra request is complete (8 tokens)")
+            check(len(refused) > 0, "flood: the flood went past what the server holds (%d refused)" % len(refused))
+            figures["flood_admitted"] = len(ok)
+            figures["flood_429"] = sum(1 for a in refused if a[0] == 429)
+            figures["flood_503"] = sum(1 for a in refused if a[0] == 503)
+            print("FIGURES " + json.dumps(figures), flush=True)
         check(pid not in [p for _, p in rank_pids(s)], "%s: the failed rank is not part of the new incarnation" % tag)
         # The relaunched cluster serves the same tokens.
         again = undisturbed(s, reqs[:2])
