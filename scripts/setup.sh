@@ -15,6 +15,7 @@ packages=(
   curl                       # the README's first request
   slurmctld slurmd slurm-client munge  # a real single-machine Slurm for the slurm test (not slurm-wlm: ~35 packages)
   iproute2 util-linux        # ip, tc, nsenter, unshare: hosts as network namespaces (tests/cluster)
+  nftables                   # packet loss on a test-bed host's link (tests/cluster/chaos_hosts_test.sh)
   python3                    # test helpers; the reference generator needs torch, see tools/reference
 )
 
