@@ -174,6 +174,7 @@ def run_scenario(tmp, tag):
         tokens = [[] for _ in reqs]
         arrivals = [[] for _ in reqs]
         ends = [None] * len(reqs)
+        status = [None] * len(reqs)  # the HTTP status: 200 once the coordinator admitted the stream
 
         def run(i):
             body = dict(reqs[i], stream=True)
@@ -188,7 +189,9 @@ def run_scenario(tmp, tag):
                         ends[i] = c["finish_reason"]
                 if "error" in ev:
                     ends[i] = "error: " + json.dumps(ev["error"])[:200]
-            st, events, done = s.stream("/v1/completions", body, on_event, timeout=120)
+            def on_status(st):
+                status[i] = st
+            st, events, done = s.stream("/v1/completions", body, on_event, timeout=120, on_status=on_status)
             if st != 200:
                 ends[i] = "http %d" % st
 
@@ -201,7 +204,9 @@ def run_scenario(tmp, tag):
         while time.time() - t0 < 30:
             j = s.request("GET", "/v1/cluster")[1]
             victim = max(j["groups"], key=lambda g: g["requests_in_flight"])
-            if any(len(t) >= 2 for t in tokens) and victim["requests_in_flight"] >= len(reqs) // (2 * groups):
+            # Every stream admitted (the fault tests accepted requests), and decoding under way.
+            if all(st is not None for st in status) and any(len(t) >= 2 for t in tokens) and \
+                    victim["requests_in_flight"] >= len(reqs) // (2 * groups):
                 break
             time.sleep(0.005)
         victim_group, incarnation, in_flight = victim["name"], victim["incarnation"], victim["requests_in_flight"]

@@ -28,12 +28,15 @@ class Server:
             j = None
         return r.status, j, text, dict(r.getheaders())
 
-    def stream(self, path, body, on_event=None, timeout=60):
-        """POSTs with stream: true; returns (status, list of parsed events, saw_done)."""
+    def stream(self, path, body, on_event=None, timeout=60, on_status=None):
+        """POSTs with stream: true; returns (status, list of parsed events, saw_done). on_status(status)
+        is called once the response's status line is in (a stream is admitted at 200)."""
         c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         c.request("POST", path, body=json.dumps(body),
                   headers={"Content-Type": "application/json", **({"Authorization": "Bearer " + self.key} if self.key else {})})
         r = c.getresponse()
+        if on_status:
+            on_status(r.status)
         if r.status != 200:
             text = r.read().decode()
             c.close()
