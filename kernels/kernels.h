@@ -70,7 +70,8 @@ struct PagedKvLayer {
   int head_dim = 0;
 };
 
-// Stores k[m, kv_dim], v[m, kv_dim] into token slots slots[m] of the layer.
+// Stores k[m, kv_dim], v[m, kv_dim] into token slots slots[m] of the layer (v: none when layer.v is
+// null, as for an MLA latent cache).
 void WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_t m, const int64_t* slots);
 
 // Causal grouped-query attention of m query tokens over the paged cache. Token t has position
@@ -88,6 +89,13 @@ void PagedAttention(const float* q, int64_t m, int num_heads, const int32_t* pos
 // optionally renormalised to sum to 1. Writes ids[m, top_k] and weights[m, top_k].
 void RouterTopK(const float* logits, int64_t m, int num_experts, int top_k, bool renormalize, int32_t* ids,
                 float* weights);
+
+// DeepSeek-V3's router (transformers' DeepseekV3TopkRouter): scores = sigmoid(logits); choice scores
+// = scores + bias; of n_group equal groups, the topk_group with the largest sum of their two best
+// choice scores stay; the top_k choice scores there are chosen (ties → lower id); their weights are
+// the unbiased scores, divided by their sum (+1e-20) when renormalize, times scaling.
+void RouterGroupedTopK(const float* logits, int64_t m, int num_experts, int top_k, int n_group, int topk_group,
+                       const float* bias, bool renormalize, float scaling, int32_t* ids, float* weights);
 
 // Llama 4's router: the top_k largest logits (descending; ties → lower id), each scored
 // sigmoid(logit). Writes ids[m, top_k] and scores[m, top_k].

@@ -16,7 +16,7 @@ using json = nlohmann::json;
 constexpr const char* kLlama4Multimodal = "Llama4ForConditionalGeneration";
 
 const Architecture kAll[] = {Architecture::kMixtral, Architecture::kQwen2Moe, Architecture::kQwen3Moe,
-                             Architecture::kLlama4};
+                             Architecture::kLlama4, Architecture::kDeepseekV3};
 
 // Typed field access that names the file and key on every error.
 class Fields {
@@ -148,6 +148,7 @@ Status ParseRope(const json& root, const Fields& f, ModelConfig* c) {
     const json* bs = r.Find("beta_slow");
     rope.beta_fast = (bf && bf->is_number() && bf->get<double>() != 0) ? bf->get<double>() : 32.0;
     rope.beta_slow = (bs && bs->is_number() && bs->get<double>() != 0) ? bs->get<double>() : 1.0;
+    if (const json* msa = r.Find("mscale_all_dim"); msa && msa->is_number()) rope.mscale_all_dim = msa->get<double>();
     SHOAL_RETURN_IF_ERROR(r.Bool("truncate", &rope.truncate, true));
     auto mscale_of = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
     const json* af = r.Find("attention_factor");
@@ -286,6 +287,69 @@ Status ParseLlama4(const Fields& f, ModelConfig* c) {
   SHOAL_RETURN_IF_ERROR(f.Double("attn_scale", &c->attn_scale, 0.1, -1e6, 1e6));
   return Status::Ok();
 }
+
+// DeepseekV3Config (Kimi K2 uses the same class): MLA shapes, grouped sigmoid routing with the
+// correction bias, dense first layers, shared experts. The multi-token-prediction layers
+// (num_nextn_predict_layers / num_mtp_layers) sit after num_hidden_layers and are never read.
+Status ParseDeepseekV3(const Fields& f, ModelConfig* c) {
+  const std::string& src = f.source();
+  // transformers writes n_routed_experts; accept the generic name too.
+  SHOAL_RETURN_IF_ERROR(f.Int(f.Find("n_routed_experts") || !f.Find("num_local_experts") ? "n_routed_experts"
+                                                                                          : "num_local_experts",
+                              &c->num_experts, 256));
+  SHOAL_RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c->num_experts_per_tok, 8));
+  SHOAL_RETURN_IF_ERROR(f.Int("moe_intermediate_size", &c->moe_intermediate_size, 2048));
+  SHOAL_RETURN_IF_ERROR(f.Int("intermediate_size", &c->intermediate_size, 18432));
+  int shared = 1;
+  SHOAL_RETURN_IF_ERROR(f.Int("n_shared_experts", &shared, 1, 0, 1 << 20));
+  c->shared_expert_intermediate_size = shared * c->moe_intermediate_size;
+  SHOAL_RETURN_IF_ERROR(f.Double("routed_scaling_factor", &c->routed_scaling_factor, 2.5, 0, 1e6));
+  SHOAL_RETURN_IF_ERROR(f.Bool("norm_topk_prob", &c->norm_topk_prob, true));
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("n_group", &c->n_group, 1, 1, 1 << 20));
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("topk_group", &c->topk_group, c->n_group, 1, 1 << 20));
+  int first_dense = 3;
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("first_k_dense_replace", &first_dense, 0, 0, 1 << 20));
+  if (!f.Find("first_k_dense_replace")) first_dense = 3;
+  std::string scoring, method;
+  SHOAL_RETURN_IF_ERROR(f.String("scoring_func", &scoring, "sigmoid"));
+  SHOAL_RETURN_IF_ERROR(f.String("topk_method", &method, "noaux_tc"));
+  if (scoring != "sigmoid" || method != "noaux_tc") {
+    return Unimplemented(src + ": scoring_func '" + scoring + "' with topk_method '" + method +
+                         "' is not supported (DeepSeek-V3's sigmoid with noaux_tc only)");
+  }
+  c->router_grouped_sigmoid = true;
+  if (c->num_experts % c->n_group != 0 || c->topk_group > c->n_group || c->num_experts / c->n_group < 2 ||
+      c->num_experts_per_tok > c->topk_group * (c->num_experts / c->n_group)) {
+    return InvalidArgument(src + ": n_routed_experts (" + std::to_string(c->num_experts) + "), n_group (" +
+                           std::to_string(c->n_group) + "), topk_group (" + std::to_string(c->topk_group) +
+                           ") and num_experts_per_tok (" + std::to_string(c->num_experts_per_tok) +
+                           ") do not make groups of at least two experts with enough to choose from");
+  }
+  c->layer_is_moe.assign(c->num_layers, false);
+  for (int l = first_dense; l < c->num_layers; ++l) c->layer_is_moe[l] = true;
+
+  c->mla = true;
+  SHOAL_RETURN_IF_ERROR(f.OptionalInt("q_lora_rank", &c->q_lora_rank, f.Find("q_lora_rank") ? 0 : 1536, 1, 1 << 20));
+  SHOAL_RETURN_IF_ERROR(f.Int("kv_lora_rank", &c->kv_lora_rank, 512));
+  SHOAL_RETURN_IF_ERROR(f.Int("qk_nope_head_dim", &c->qk_nope_head_dim, 128));
+  SHOAL_RETURN_IF_ERROR(f.Int("qk_rope_head_dim", &c->qk_rope_head_dim, 64));
+  SHOAL_RETURN_IF_ERROR(f.Int("v_head_dim", &c->v_head_dim, 128));
+  if (c->qk_rope_head_dim % 2 != 0) return InvalidArgument(src + ": field 'qk_rope_head_dim': must be even for RoPE");
+  c->head_dim = c->qk_rope_head_dim;  // what RoPE rotates (transformers sets head_dim so)
+  c->num_kv_heads = c->num_heads;
+  SHOAL_RETURN_IF_ERROR(f.Bool("rope_interleave", &c->rope_interleaved, true));
+  bool bias = false;
+  SHOAL_RETURN_IF_ERROR(f.Bool("attention_bias", &bias, false));
+  c->qkv_bias = c->o_bias = bias;  // on q_a_proj, kv_a_proj_with_mqa and o_proj
+  // The softmax scale: 1/sqrt(qk_head_dim), times mscale(factor, mscale_all_dim)² under a scaled RoPE.
+  double scale = 1.0 / std::sqrt(static_cast<double>(c->qk_nope_head_dim + c->qk_rope_head_dim));
+  if (c->rope.type != RopeConfig::Type::kDefault && c->rope.mscale_all_dim != 0 && c->rope.factor > 1) {
+    const double m = 0.1 * c->rope.mscale_all_dim * std::log(c->rope.factor) + 1.0;
+    scale *= m * m;
+  }
+  c->attention_scale = scale;
+  return Status::Ok();
+}
 }  // namespace
 
 const char* ArchitectureName(Architecture a) {
@@ -294,6 +358,7 @@ const char* ArchitectureName(Architecture a) {
     case Architecture::kQwen2Moe: return "Qwen2MoeForCausalLM";
     case Architecture::kQwen3Moe: return "Qwen3MoeForCausalLM";
     case Architecture::kLlama4: return "Llama4ForCausalLM";
+    case Architecture::kDeepseekV3: return "DeepseekV3ForCausalLM";
   }
   return "?";
 }
@@ -381,6 +446,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
   const bool qwen2 = c.arch == Architecture::kQwen2Moe;
   const bool qwen3 = c.arch == Architecture::kQwen3Moe;
   const bool llama4 = c.arch == Architecture::kLlama4;
+  const bool deepseek = c.arch == Architecture::kDeepseekV3;
 
   std::string act;
   SHOAL_RETURN_IF_ERROR(f.String("hidden_act", &act, "silu"));
@@ -403,7 +469,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
                            ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
   }
   SHOAL_RETURN_IF_ERROR(f.Int("max_position_embeddings", &c.max_position_embeddings,
-                              mixtral || llama4 ? 4096 * 32 : 32768));
+                              mixtral || llama4 ? 4096 * 32 : deepseek ? 4096 : 32768));
   SHOAL_RETURN_IF_ERROR(f.Double("rms_norm_eps", &c.rms_norm_eps, mixtral || llama4 ? 1e-5 : 1e-6, 0, 1));
   SHOAL_RETURN_IF_ERROR(f.Bool("tie_word_embeddings", &c.tie_word_embeddings, false));
   SHOAL_RETURN_IF_ERROR(ParseRope(j, f, &c));
@@ -416,6 +482,8 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
 
   if (llama4) {
     SHOAL_RETURN_IF_ERROR(ParseLlama4(f, &c));
+  } else if (deepseek) {
+    SHOAL_RETURN_IF_ERROR(ParseDeepseekV3(f, &c));
   } else if (mixtral) {
     SHOAL_RETURN_IF_ERROR(f.Int("num_local_experts", &c.num_experts, 8));
     SHOAL_RETURN_IF_ERROR(f.Int("num_experts_per_tok", &c.num_experts_per_tok, 2));
@@ -473,7 +541,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
       if (use_sliding) SHOAL_RETURN_IF_ERROR(f.Int("sliding_window", &c.sliding_window, 4096));
     }
   }
-  if (!llama4) SHOAL_RETURN_IF_ERROR(CheckLayerTypes(f, c));
+  if (!llama4 && !deepseek) SHOAL_RETURN_IF_ERROR(CheckLayerTypes(f, c));
   if (c.num_experts_per_tok > c.num_experts) {
     return InvalidArgument(source + ": num_experts_per_tok (" + std::to_string(c.num_experts_per_tok) +
                            ") exceeds the number of experts (" + std::to_string(c.num_experts) + ")");

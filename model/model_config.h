@@ -1,8 +1,8 @@
 // HF config.json → ModelConfig: the shape of a supported MoE model and every option that changes its
 // arithmetic, with the defaults transformers applies when a key is absent.
 //
-// Supported: MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, Llama4ForCausalLM and the
-// text part of Llama4ForConditionalGeneration. Anything else is an error that lists these. A key that would change the maths in a way shoal does not implement (an unknown
+// Supported: MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, Llama4ForCausalLM, the
+// text part of Llama4ForConditionalGeneration, and DeepseekV3ForCausalLM (Kimi K2 too). Anything else is an error that lists these. A key that would change the maths in a way shoal does not implement (an unknown
 // rope type, a non-SiLU activation, Qwen2-MoE's per-layer sliding window) is an error too: a model
 // that loads is a model shoal computes exactly.
 #pragma once
@@ -15,7 +15,7 @@
 
 namespace shoal {
 
-enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe, kLlama4 };
+enum class Architecture { kMixtral, kQwen2Moe, kQwen3Moe, kLlama4, kDeepseekV3 };
 
 const char* ArchitectureName(Architecture a);  // the HF class name
 // "MixtralForCausalLM, Qwen2MoeForCausalLM, ..."
@@ -35,6 +35,8 @@ struct RopeConfig {
   int original_max_position_embeddings = 0;
   // llama3
   double low_freq_factor = 1.0, high_freq_factor = 4.0;
+  // yarn's mscale_all_dim (DeepSeek), 0 when absent: MLA folds mscale² of it into the softmax scale
+  double mscale_all_dim = 0;
 };
 
 struct ModelConfig {
@@ -68,6 +70,19 @@ struct ModelConfig {
   bool attn_temperature_tuning = false;
   double floor_scale = 8192.0, attn_scale = 0.1;
 
+  // DeepSeek-V3 multi-head latent attention (MLA). q = q_b(norm(q_a(h))) (or q_proj(h) without
+  // q_lora_rank), per head [qk_nope | qk_rope]; the KV cache holds per token only the normalised latent
+  // norm(kv_a(h))[:kv_lora_rank] and the rotated shared rope key (qk_rope_head_dim), and attention runs
+  // in latent space (W_UK absorbed into q, W_UV applied to the output); head_dim is qk_rope_head_dim
+  // (what RoPE rotates), as in transformers.
+  bool mla = false;
+  int q_lora_rank = 0;  // 0: q_proj
+  int kv_lora_rank = 0;
+  int qk_nope_head_dim = 0;
+  int qk_rope_head_dim = 0;
+  int v_head_dim = 0;
+  double attention_scale = 0;  // the softmax scale: qk_head_dim^-0.5, times yarn's mscale² for MLA
+
   // MoE
   int num_experts = 0;
   int num_experts_per_tok = 0;
@@ -79,6 +94,12 @@ struct ModelConfig {
   // Llama 4: the top-k of the router logits, each scored sigmoid(logit); an expert's input is the row
   // times its score and its output is added with weight 1 (instead of softmax weights on the outputs).
   bool router_sigmoid_scales_input = false;
+  // DeepSeek-V3: sigmoid scores; the choice adds e_score_correction_bias, keeps the topk_group best of
+  // n_group groups (a group's score: its two best) and takes the top-k there; the weights are the
+  // unbiased scores, renormalised when norm_topk_prob, times routed_scaling_factor.
+  bool router_grouped_sigmoid = false;
+  int n_group = 1, topk_group = 1;
+  double routed_scaling_factor = 1.0;
   std::vector<bool> layer_is_moe;    // size num_layers
 
   DType torch_dtype = DType::kF32;   // informational: the dtype config.json declares
@@ -88,6 +109,9 @@ struct ModelConfig {
 
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }
+  // Floats one token takes in one layer's KV cache, for K (and V when kv_cache_has_v()).
+  int kv_cache_width() const { return mla ? kv_lora_rank + qk_rope_head_dim : kv_dim(); }
+  bool kv_cache_has_v() const { return !mla; }
   bool LayerUsesRope(int l) const { return layer_rope.empty() || layer_rope[l]; }
   // The chunk size of layer l's attention, 0 when it is not chunked.
   int LayerChunk(int l) const { return !layer_chunked.empty() && layer_chunked[l] ? attention_chunk_size : 0; }

@@ -17,6 +17,7 @@ struct Names {
 Names NamesFor(Architecture a) {
   if (a == Architecture::kMixtral) return {"block_sparse_moe", "w1", "w3", "w2"};
   if (a == Architecture::kLlama4) return {"feed_forward", "gate_proj", "up_proj", "down_proj"};
+  if (a == Architecture::kDeepseekV3) return {"mlp", "gate_proj", "up_proj", "down_proj"};
   return {"mlp", "gate_proj", "up_proj", "down_proj"};
 }
 
@@ -137,12 +138,37 @@ Status LoadFusedExperts(const Checkpoint& ck, const std::string& m, int layer, c
   return Status::Ok();
 }
 
+// DeepSeek-V3's attention projections (see LayerWeights).
+Status LoadMla(Loader& ld, const std::string& a, const ModelConfig& c, LayerWeights* L) {
+  const int64_t H = c.hidden_size, heads = c.num_heads;
+  const int64_t qk = c.qk_nope_head_dim + c.qk_rope_head_dim;
+  if (c.q_lora_rank > 0) {
+    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "q_a_proj.weight", c.q_lora_rank, H, &L->q_a));
+    SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_a_layernorm.weight", c.q_lora_rank, &L->q_a_norm));
+    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "q_b_proj.weight", heads * qk, c.q_lora_rank, &L->q_b));
+    if (c.qkv_bias) SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_a_proj.bias", c.q_lora_rank, &L->q_a_bias));
+  } else {
+    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "q_proj.weight", heads * qk, H, &L->q));
+  }
+  SHOAL_RETURN_IF_ERROR(ld.Mat(a + "kv_a_proj_with_mqa.weight", c.kv_lora_rank + c.qk_rope_head_dim, H, &L->kv_a));
+  if (c.qkv_bias) {
+    SHOAL_RETURN_IF_ERROR(ld.Vec(a + "kv_a_proj_with_mqa.bias", c.kv_lora_rank + c.qk_rope_head_dim, &L->kv_a_bias));
+  }
+  SHOAL_RETURN_IF_ERROR(ld.Vec(a + "kv_a_layernorm.weight", c.kv_lora_rank, &L->kv_a_norm));
+  SHOAL_RETURN_IF_ERROR(
+      ld.Mat(a + "kv_b_proj.weight", heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, &L->kv_b));
+  SHOAL_RETURN_IF_ERROR(ld.Mat(a + "o_proj.weight", H, heads * c.v_head_dim, &L->o));
+  if (c.o_bias) SHOAL_RETURN_IF_ERROR(ld.Vec(a + "o_proj.bias", H, &L->o_bias));
+  return Status::Ok();
+}
+
 }  // namespace
 
 size_t ModelWeights::MatrixBytes() const {
   size_t total = embed.nbytes() + (lm_head.data == embed.data ? 0 : lm_head.nbytes());
   for (const auto& l : layers) {
-    total += l.q.nbytes() + l.k.nbytes() + l.v.nbytes() + l.o.nbytes() + l.router.nbytes() +
+    total += l.q.nbytes() + l.k.nbytes() + l.v.nbytes() + l.o.nbytes() + l.router.nbytes() + l.q_a.nbytes() +
+             l.q_b.nbytes() + l.kv_a.nbytes() + l.kv_b.nbytes() +
              l.shared_expert.nbytes() + l.shared_expert_gate.nbytes() + l.dense_mlp.nbytes();
     for (const auto& e : l.experts) total += e.present() ? e.nbytes() : 0;
   }
@@ -156,6 +182,22 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
     filter = [&](const std::string& tensor) {
       int layer = 0, expert = 0;
       return !ParseExpertName(tensor, c.tensor_prefix, names.moe_prefix, &layer, &expert) || experts(layer, expert);
+    };
+  }
+  if (c.mla) {
+    // DeepSeek's multi-token-prediction layers come after num_hidden_layers: never opened.
+    filter = [&, inner = std::move(filter)](const std::string& tensor) {
+      static const std::string kLayers = "model.layers.";
+      if (tensor.compare(0, kLayers.size(), kLayers) == 0) {
+        const size_t dot = tensor.find('.', kLayers.size());
+        int l = -1;
+        try {
+          l = std::stoi(tensor.substr(kLayers.size(), dot - kLayers.size()));
+        } catch (...) {
+        }
+        if (l >= c.num_layers) return false;
+      }
+      return !inner || inner(tensor);
     };
   }
   if (!c.tensor_prefix.empty()) {
@@ -184,19 +226,23 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
     SHOAL_RETURN_IF_ERROR(ld.Vec(p + "input_layernorm.weight", H, &L.input_norm));
     SHOAL_RETURN_IF_ERROR(ld.Vec(p + "post_attention_layernorm.weight", H, &L.post_attn_norm));
     const std::string a = p + "self_attn.";
-    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "q_proj.weight", c.q_dim(), H, &L.q));
-    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "k_proj.weight", c.kv_dim(), H, &L.k));
-    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "v_proj.weight", c.kv_dim(), H, &L.v));
-    SHOAL_RETURN_IF_ERROR(ld.Mat(a + "o_proj.weight", H, c.q_dim(), &L.o));
-    if (c.qkv_bias) {
-      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_proj.bias", c.q_dim(), &L.q_bias));
-      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "k_proj.bias", c.kv_dim(), &L.k_bias));
-      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "v_proj.bias", c.kv_dim(), &L.v_bias));
-    }
-    if (c.o_bias) SHOAL_RETURN_IF_ERROR(ld.Vec(a + "o_proj.bias", H, &L.o_bias));
-    if (c.qk_norm) {
-      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_norm.weight", c.head_dim, &L.q_norm));
-      SHOAL_RETURN_IF_ERROR(ld.Vec(a + "k_norm.weight", c.head_dim, &L.k_norm));
+    if (c.mla) {
+      SHOAL_RETURN_IF_ERROR(LoadMla(ld, a, c, &L));
+    } else {
+      SHOAL_RETURN_IF_ERROR(ld.Mat(a + "q_proj.weight", c.q_dim(), H, &L.q));
+      SHOAL_RETURN_IF_ERROR(ld.Mat(a + "k_proj.weight", c.kv_dim(), H, &L.k));
+      SHOAL_RETURN_IF_ERROR(ld.Mat(a + "v_proj.weight", c.kv_dim(), H, &L.v));
+      SHOAL_RETURN_IF_ERROR(ld.Mat(a + "o_proj.weight", H, c.q_dim(), &L.o));
+      if (c.qkv_bias) {
+        SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_proj.bias", c.q_dim(), &L.q_bias));
+        SHOAL_RETURN_IF_ERROR(ld.Vec(a + "k_proj.bias", c.kv_dim(), &L.k_bias));
+        SHOAL_RETURN_IF_ERROR(ld.Vec(a + "v_proj.bias", c.kv_dim(), &L.v_bias));
+      }
+      if (c.o_bias) SHOAL_RETURN_IF_ERROR(ld.Vec(a + "o_proj.bias", H, &L.o_bias));
+      if (c.qk_norm) {
+        SHOAL_RETURN_IF_ERROR(ld.Vec(a + "q_norm.weight", c.head_dim, &L.q_norm));
+        SHOAL_RETURN_IF_ERROR(ld.Vec(a + "k_norm.weight", c.head_dim, &L.k_norm));
+      }
     }
     L.is_moe = c.layer_is_moe[l];
     if (!L.is_moe) {
@@ -205,6 +251,9 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
     }
     const std::string m = p + names.moe_prefix + ".";
     SHOAL_RETURN_IF_ERROR(ld.Mat(m + (llama4 ? "router.weight" : "gate.weight"), c.num_experts, H, &L.router));
+    if (c.router_grouped_sigmoid) {
+      SHOAL_RETURN_IF_ERROR(ld.Vec(m + "gate.e_score_correction_bias", c.num_experts, &L.router_bias));
+    }
     L.experts.resize(c.num_experts);
     if (llama4) {
       SHOAL_RETURN_IF_ERROR(LoadFusedExperts(*ck, m, l, c, experts, &L, &w));
@@ -216,8 +265,8 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
       }
     }
     if (c.shared_expert_intermediate_size > 0) {
-      SHOAL_RETURN_IF_ERROR(ld.Ffn(m + "shared_expert.", names, H, c.shared_expert_intermediate_size,
-                                   &L.shared_expert));
+      SHOAL_RETURN_IF_ERROR(ld.Ffn(m + (c.mla ? "shared_experts." : "shared_expert."), names, H,
+                                   c.shared_expert_intermediate_size, &L.shared_expert));
       if (c.shared_expert_gated) {
         SHOAL_RETURN_IF_ERROR(ld.Mat(m + "shared_expert_gate.weight", 1, H, &L.shared_expert_gate));
       }

@@ -32,10 +32,18 @@ struct LayerWeights {
   std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when the model has none
   std::vector<float> q_norm, k_norm;  // [head_dim], Qwen3-MoE only
 
+  // MLA (DeepSeek-V3), with N = nope + rope and the heads' rows one after another: q_a [q_lora, H],
+  // q_b [heads·N, q_lora] (or q = q_proj [heads·N, H] without q_lora_rank), kv_a [kv_lora + rope, H],
+  // kv_b [heads·(nope + v), kv_lora] (each head's W_UK rows, then its W_UV rows), o [H, heads·v].
+  kernels::Matrix q_a, q_b, kv_a, kv_b;
+  std::vector<float> q_a_norm, kv_a_norm;  // [q_lora], [kv_lora]
+  std::vector<float> q_a_bias, kv_a_bias;  // attention_bias only
+
   bool is_moe = false;
   kernels::Matrix router;             // [E, H]
+  std::vector<float> router_bias;     // [E] DeepSeek-V3's e_score_correction_bias (choice only)
   std::vector<FfnWeights> experts;    // [E]; an expert this rank does not hold is !present()
-  FfnWeights shared_expert;           // Qwen2-MoE
+  FfnWeights shared_expert;           // Qwen2-MoE (gated), Llama 4, DeepSeek-V3 (n_shared_experts wide)
   kernels::Matrix shared_expert_gate; // [1, H]
   FfnWeights dense_mlp;               // non-MoE layers
 };

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "model/rope.h"
+#include "worker/mla.h"
 
 namespace shoal {
 
@@ -132,7 +133,8 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
       return st;
     }
     const LayerWeights& L = weights_.layers[l];
-    bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes();
+    bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes() + L.q_a.nbytes() + L.q_b.nbytes() +
+             L.kv_a.nbytes() + L.kv_b.nbytes();
     if (L.is_moe) {
       bytes += L.router.nbytes() + L.shared_expert.nbytes() + L.shared_expert_gate.nbytes();
       for (int e = 0; e < c.num_experts; ++e) bytes += moe_ws_.expert_used[e] ? L.experts[e].nbytes() : 0;
@@ -169,17 +171,49 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
 Status Engine::Layer(int l, int64_t T) {
   const ModelConfig& c = config_;
   const LayerWeights& L = weights_.layers[l];
-  const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
+  const int64_t H = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   h_.resize(static_cast<size_t>(T * H));
+  tmp_.resize(static_cast<size_t>(T * H));
+
+  // Attention, over the layer's group's block tables and slots (worker/kv_cache.h).
+  kernels::RmsNorm(x_.data(), T, H, L.input_norm.data(), eps, h_.data());
+  const kernels::PagedKvLayer kv = kv_.Layer(l);
+  const int64_t group = kv_.layout().layer_group[l];
+  if (c.mla) {
+    attn_.resize(static_cast<size_t>(T * c.num_heads * c.v_head_dim));
+    MlaAttention(c, L, h_.data(), T, rows_.positions.data(), rope_cos_.data(), rope_sin_.data(), kv,
+                 rows_.slots.data() + group * T, tables_.data() + group * T, mla_ws_, attn_.data(), pool_);
+  } else {
+    Attention(l, T, kv, group);
+  }
+  kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);
+  if (!L.o_bias.empty()) kernels::AddBias(tmp_.data(), T, H, L.o_bias.data());
+  for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+
+  // MoE or dense MLP.
+  kernels::RmsNorm(x_.data(), T, H, L.post_attn_norm.data(), eps, h_.data());
+  if (L.is_moe) {
+    SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, L, h_.data(), T, tmp_.data(), moe_ws_, *exchange_, collective_timeout_ms_, pool_)
+                              .WithContext("layer " + std::to_string(l)));
+  } else {
+    ffn_scratch_.resize(static_cast<size_t>(2 * T * c.intermediate_size));
+    kernels::SiluGatedFfn(h_.data(), T, L.dense_mlp.gate, L.dense_mlp.up, L.dense_mlp.down, ffn_scratch_.data(),
+                          tmp_.data(), pool_);
+  }
+  for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+  return Status::Ok();
+}
+
+void Engine::Attention(int l, int64_t T, const kernels::PagedKvLayer& kv, int64_t group) {
+  const ModelConfig& c = config_;
+  const LayerWeights& L = weights_.layers[l];
+  const int64_t Q = c.q_dim(), KV = c.kv_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
   q_.resize(static_cast<size_t>(T * Q));
   k_.resize(static_cast<size_t>(T * KV));
   v_.resize(static_cast<size_t>(T * KV));
   attn_.resize(static_cast<size_t>(T * Q));
-  tmp_.resize(static_cast<size_t>(T * H));
-
-  // Attention.
-  kernels::RmsNorm(x_.data(), T, H, L.input_norm.data(), eps, h_.data());
   kernels::MatMul(h_.data(), T, L.q, q_.data(), pool_);
   kernels::MatMul(h_.data(), T, L.k, k_.data(), pool_);
   kernels::MatMul(h_.data(), T, L.v, v_.data(), pool_);
@@ -205,29 +239,10 @@ Status Engine::Layer(int l, int64_t T) {
       for (int64_t i = 0; i < Q; ++i) q_[t * Q + i] *= temperature_[t];
     }
   }
-  // The layer's group: its own block tables and slots (worker/kv_cache.h).
-  const kernels::PagedKvLayer kv = kv_.Layer(l);
-  const int64_t group = kv_.layout().layer_group[l];
   kernels::WriteKv(kv, k_.data(), v_.data(), T, rows_.slots.data() + group * T);
   kernels::PagedAttention(q_.data(), T, c.num_heads, rows_.positions.data(), tables_.data() + group * T, kv,
                           1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window, attn_.data(), pool_,
                           c.LayerChunk(l));
-  kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);
-  if (!L.o_bias.empty()) kernels::AddBias(tmp_.data(), T, H, L.o_bias.data());
-  for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
-
-  // MoE or dense MLP.
-  kernels::RmsNorm(x_.data(), T, H, L.post_attn_norm.data(), eps, h_.data());
-  if (L.is_moe) {
-    SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, L, h_.data(), T, tmp_.data(), moe_ws_, *exchange_, collective_timeout_ms_, pool_)
-                              .WithContext("layer " + std::to_string(l)));
-  } else {
-    ffn_scratch_.resize(static_cast<size_t>(2 * T * c.intermediate_size));
-    kernels::SiluGatedFfn(h_.data(), T, L.dense_mlp.gate, L.dense_mlp.up, L.dense_mlp.down, ffn_scratch_.data(),
-                          tmp_.data(), pool_);
-  }
-  for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
-  return Status::Ok();
 }
 
 }  // namespace shoal

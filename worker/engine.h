@@ -28,6 +28,7 @@
 #include "model/model_config.h"
 #include "model/weights.h"
 #include "worker/kv_cache.h"
+#include "worker/mla.h"
 #include "worker/moe.h"
 #include "worker/sequence_table.h"
 #include "worker/step_engine.h"
@@ -78,6 +79,8 @@ class Engine final : public StepEngine {
  private:
   Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks);
   Status Layer(int l, int64_t T);
+  // Grouped-query attention of layer l into attn_ (q/k/v projections, norms, RoPE, the paged kernel).
+  void Attention(int l, int64_t T, const kernels::PagedKvLayer& kv, int64_t group);
   // The collectives of layers first_layer.. with no tokens (after a rejected batch or a local error,
   // so peers are not left waiting). Nothing for a group of one.
   void JoinLayersWithoutTokens(int first_layer);
@@ -104,6 +107,7 @@ class Engine final : public StepEngine {
   std::vector<float> temperature_;          // [T] Llama 4 NoPE layers' q scale
   std::vector<const int32_t*> tables_;
   MoeWorkspace moe_ws_;
+  MlaWorkspace mla_ws_;
   std::vector<float> ffn_scratch_;
   size_t last_step_weight_bytes_ = 0;
 };

@@ -109,19 +109,23 @@ int64_t KvBlockPool::MaxSequenceTokens(int64_t max_step_tokens) const {
 }
 
 int64_t KvCache::BlockBytes(const ModelConfig& c, int block_size) {
-  return int64_t{2} * KvLayout::For(c).layers_per_group * block_size * c.kv_dim() * static_cast<int64_t>(sizeof(float));
+  return int64_t{c.kv_cache_has_v() ? 2 : 1} * KvLayout::For(c).layers_per_group * block_size * c.kv_cache_width() *
+         static_cast<int64_t>(sizeof(float));
 }
 
 KvCache::KvCache(const ModelConfig& c, int block_size, int64_t num_blocks)
-    : KvBlockPool(block_size, num_blocks, KvLayout::For(c)), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
-  const size_t per_slot = static_cast<size_t>(num_blocks) * block_size * c.kv_dim();
+    : KvBlockPool(block_size, num_blocks, KvLayout::For(c)),
+      // MLA: one "head" of the latent ‖ rope-key width, and no V.
+      kv_heads_(c.mla ? 1 : c.num_kv_heads),
+      head_dim_(c.mla ? c.kv_cache_width() : c.head_dim) {
+  const size_t per_slot = static_cast<size_t>(num_blocks) * block_size * c.kv_cache_width();
   k_.assign(layout().layers_per_group, std::vector<float>(per_slot));
-  v_.assign(layout().layers_per_group, std::vector<float>(per_slot));
+  if (c.kv_cache_has_v()) v_.assign(layout().layers_per_group, std::vector<float>(per_slot));
 }
 
 kernels::PagedKvLayer KvCache::Layer(int layer) {
   const int slot = layout().layer_slot[layer];
-  return {k_[slot].data(), v_[slot].data(), block_size(), kv_heads_, head_dim_};
+  return {k_[slot].data(), v_.empty() ? nullptr : v_[slot].data(), block_size(), kv_heads_, head_dim_};
 }
 
 }  // namespace shoal

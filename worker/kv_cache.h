@@ -75,7 +75,8 @@ class KvBlockPool {
 };
 
 // Storage per group slot is [num_blocks · block_size, kv_heads, head_dim] f32 for K and the same for V,
-// allocated once at start-up from the configured memory budget.
+// allocated once at start-up from the configured memory budget. An MLA model (DeepSeek-V3) keeps one
+// vector per token instead — its latent and rope key, [kv_lora_rank + qk_rope_head_dim] — and no V.
 class KvCache : public KvBlockPool {
  public:
   // Bytes one block takes (K and V of layers_per_group layers).

@@ -15,7 +15,12 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
   const bool scale_input = c.router_sigmoid_scales_input;
   if (T > 0) kernels::MatMul(h, T, L.router, ws.router_logits.data(), pool);
   if (!scale_input) {
-    if (T > 0) {
+    if (T > 0 && c.router_grouped_sigmoid) {
+      kernels::RouterGroupedTopK(ws.router_logits.data(), T, E, K, c.n_group, c.topk_group,
+                                 L.router_bias.empty() ? nullptr : L.router_bias.data(), c.norm_topk_prob,
+                                 static_cast<float>(c.routed_scaling_factor), ws.topk_ids.data(),
+                                 ws.topk_weights.data());
+    } else if (T > 0) {
       kernels::RouterTopK(ws.router_logits.data(), T, E, K, c.norm_topk_prob, ws.topk_ids.data(),
                           ws.topk_weights.data());
     }

@@ -13,7 +13,7 @@ void WriteKv(const PagedKvLayer& layer, const float* k, const float* v, int64_t 
   const int64_t w = static_cast<int64_t>(layer.num_kv_heads) * layer.head_dim;
   for (int64_t t = 0; t < m; ++t) {
     std::memcpy(layer.k + slots[t] * w, k + t * w, sizeof(float) * w);
-    std::memcpy(layer.v + slots[t] * w, v + t * w, sizeof(float) * w);
+    if (layer.v != nullptr) std::memcpy(layer.v + slots[t] * w, v + t * w, sizeof(float) * w);
   }
 }
 

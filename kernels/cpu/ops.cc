@@ -91,6 +91,46 @@ void ApplyRopeInterleaved(float* x, int64_t m, int heads, int head_dim, const fl
   }
 }
 
+void RouterGroupedTopK(const float* logits, int64_t m, int num_experts, int top_k, int n_group, int topk_group,
+                       const float* bias, bool renormalize, float scaling, int32_t* ids, float* weights) {
+  const int per_group = num_experts / n_group;
+  std::vector<float> score(num_experts), choice(num_experts), group_score(n_group);
+  std::vector<int32_t> order(num_experts), groups(n_group);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* l = logits + t * num_experts;
+    for (int e = 0; e < num_experts; ++e) {
+      score[e] = 1.0f / (1.0f + std::exp(-l[e]));
+      choice[e] = score[e] + (bias ? bias[e] : 0.0f);
+    }
+    for (int g = 0; g < n_group; ++g) {  // a group's score: the sum of its two best choice scores
+      float a = -INFINITY, b = -INFINITY;
+      for (int e = g * per_group; e < (g + 1) * per_group; ++e) {
+        if (choice[e] > a) b = a, a = choice[e]; else if (choice[e] > b) b = choice[e];
+      }
+      group_score[g] = a + b;
+    }
+    std::iota(groups.begin(), groups.end(), 0);
+    std::partial_sort(groups.begin(), groups.begin() + topk_group, groups.end(), [&](int32_t a, int32_t b) {
+      return group_score[a] != group_score[b] ? group_score[a] > group_score[b] : a < b;
+    });
+    std::vector<bool> kept(n_group, false);
+    for (int j = 0; j < topk_group; ++j) kept[groups[j]] = true;
+    int n = 0;
+    for (int e = 0; e < num_experts; ++e) {
+      if (kept[e / per_group]) order[n++] = e;
+    }
+    std::partial_sort(order.begin(), order.begin() + top_k, order.begin() + n,
+                      [&](int32_t a, int32_t b) { return choice[a] != choice[b] ? choice[a] > choice[b] : a < b; });
+    float sum = 0.0f;
+    for (int j = 0; j < top_k; ++j) sum += score[order[j]];
+    const float denom = renormalize ? sum + 1e-20f : 1.0f;
+    for (int j = 0; j < top_k; ++j) {
+      ids[t * top_k + j] = order[j];
+      weights[t * top_k + j] = score[order[j]] / denom * scaling;
+    }
+  }
+}
+
 void RouterTopKSigmoid(const float* logits, int64_t m, int num_experts, int top_k, int32_t* ids, float* scores) {
   std::vector<int32_t> order(num_experts);
   for (int64_t t = 0; t < m; ++t) {

@@ -254,18 +254,20 @@ TEST_P(CudaFixtureTest, ExperimentalDecodeGraphsMatchTheStepByStepPath) {
   CheckGraphsAgainstStepByStep(LoadFixture(GetParam()), true);
 }
 
-// The fixtures of architectures the GPU engine runs (Llama 4 is CPU-only so far; see below).
+// The fixtures of architectures the GPU engine runs (Llama 4 and DeepSeek-V3 are CPU-only so far).
 std::vector<std::string> CudaFixtures() {
   std::vector<std::string> out;
   for (const std::string& name : ListFixtures()) {
     auto config = LoadModelConfig(FixturesDir() + "/" + name);
-    if (config.ok() && config->arch != Architecture::kLlama4) out.push_back(name);
+    if (config.ok() && config->arch != Architecture::kLlama4 && config->arch != Architecture::kDeepseekV3) {
+      out.push_back(name);
+    }
   }
   return out;
 }
 
-TEST(CudaEngine, RefusesLlama4WithAClearError) {
-  for (const char* name : {"llama4-scout-bf16", "llama4-maverick-f32"}) {
+TEST(CudaEngine, RefusesLlama4AndDeepseekV3WithAClearError) {
+  for (const char* name : {"llama4-scout-bf16", "llama4-maverick-f32", "deepseek-v3-bf16"}) {
     const std::string dir = FixturesDir() + "/" + name;
     auto config = LoadModelConfig(dir);
     ASSERT_TRUE(config.ok()) << config.status().ToString();

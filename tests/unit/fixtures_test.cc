@@ -7,10 +7,13 @@
 //    activations, so these differ by the rounding of transformers' low-precision activations, and at a
 //    position where that rounding flips an expert choice the difference is large. Bounded on average:
 //    mean |diff| ≤ kNativeMeanRel × (logit range), and the argmax agrees at ≥ kNativeArgmaxAgree of
-//    positions. (transformers' own f32 vs native outputs: mean ≤ 0.34 % of the range, argmax agreement 100 %.)
+//    positions — or, where transformers' own f32 outputs agree with its native ones less often (MLA in
+//    bf16: 84.6 % on one deepseek-v3-bf16 prompt), at least as often as they do. (On the other fixtures transformers'
+//    own f32 vs native outputs: mean ≤ 0.34 % of the range, argmax agreement 100 %.)
 // Greedy tokens must be identical to transformers' for every fixture.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "tests/unit/fixture_util.h"
@@ -90,8 +93,17 @@ TEST_P(FixtureTest, LowPrecisionCheckpointsStayCloseToNativeTransformers) {
     for (size_t r = 0; r < rows; ++r) {
       agree += kernels::ArgMax(out[0].logits.data() + r * V, V) == kernels::ArgMax(want.data() + r * V, V);
     }
+    // How often transformers' f32 logits (prefill, then decode steps: the same rows) agree with its native ones.
+    std::vector<float> ref = f.Tensor("prompt" + std::to_string(i) + ".prefill_logits");
+    const std::vector<float> steps = f.Tensor("prompt" + std::to_string(i) + ".decode_logits");
+    ref.insert(ref.end(), steps.begin(), steps.end());
+    ASSERT_EQ(ref.size(), want.size());
+    size_t ref_agree = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      ref_agree += kernels::ArgMax(ref.data() + r * V, V) == kernels::ArgMax(want.data() + r * V, V);
+    }
     EXPECT_LE(sum / want.size(), kNativeMeanRel * (*hi - *lo)) << f.name << " prompt " << i;
-    EXPECT_GE(agree, kNativeArgmaxAgree * rows) << f.name << " prompt " << i;
+    EXPECT_GE(agree, std::min<double>(kNativeArgmaxAgree * rows, ref_agree)) << f.name << " prompt " << i;
     engine->ReleaseSequence(s);
   }
 }
@@ -156,7 +168,7 @@ TEST(Fixtures, EveryArchitectureAndDtypeIsCovered) {
     dtypes.insert(LoadFixture(name).stored_dtype);
   }
   EXPECT_EQ(archs, (std::set<std::string>{"MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
-                                          "Llama4ForCausalLM"}));
+                                          "Llama4ForCausalLM", "DeepseekV3ForCausalLM"}));
   EXPECT_TRUE(multimodal) << "no Llama4ForConditionalGeneration fixture";
   EXPECT_EQ(dtypes, (std::set<std::string>{"bfloat16", "float16", "float32"}));
 }

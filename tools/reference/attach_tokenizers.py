@@ -74,6 +74,8 @@ def main():
             attach(m, "spm-bytefallback", "mistral-style")
         elif m.startswith("llama4"):
             attach(m, "llama4-style", "llama4-style")
+        elif m.startswith("deepseek"):
+            attach(m, "deepseek-style", "deepseek-style")
         else:
             attach(m, "qwen-bytelevel", "qwen-style")
 

@@ -109,9 +109,9 @@ StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(ModelConfig config, con
                                                          const EngineConfig& cfg, int device,
                                                          std::unique_ptr<comm::Group> group,
                                                          const Placement* placement) {
-  if (config.arch == Architecture::kLlama4) {
-    // iRoPE (interleaved RoPE, NoPE layers with temperature tuning, chunked attention) and the
-    // input-scaled router have CPU kernels only so far.
+  if (config.arch == Architecture::kLlama4 || config.arch == Architecture::kDeepseekV3) {
+    // Llama 4's iRoPE and input-scaled router, DeepSeek-V3's MLA and grouped router: CPU kernels only
+    // so far.
     return Unimplemented(std::string(ArchitectureName(config.arch)) +
                          " is not supported by the CUDA engine yet; serve it with engine.device: cpu");
   }
