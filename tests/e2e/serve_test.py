@@ -132,6 +132,12 @@ def main():
         llama4_checks(s)
     finally:
         stop_cluster(proc, log, "serving Llama 4 on 3 ranks")
+    # DeepSeek-V3 (MLA over a latent KV cache, grouped routing) on 2 ranks.
+    proc, s, log = start_cluster(tmp, os.path.join(SRC, "tests/fixtures/deepseek-v3-bf16"), "tiny-deepseek", 2)
+    try:
+        fixture_checks(s, "deepseek-v3-bf16", "deepseek, 2 ranks")
+    finally:
+        stop_cluster(proc, log, "serving DeepSeek-V3 on 2 ranks")
     launch_without_mpi_checks(tmp, prompts)
     generated_token_checks(tmp)
     print("%d failure(s)" % len(FAILURES))
@@ -291,6 +297,23 @@ def mixtral_checks(s):
                                                                          {"role": "user", "content": "b"}]})
     check_error(st, j, 400, "a conversation the template rejects (raise_exception)", param="messages")
     check(st == 400 and "/" not in j["error"]["message"].split(":")[0], "the template error names no server path")
+
+
+def fixture_checks(s, name, what):
+    """Greedy tokens of every prompt and chat prompt tokens equal transformers'."""
+    fixture = os.path.join(SRC, "tests/fixtures", name)
+    expected = json.load(open(os.path.join(fixture, "expected.json")))
+    for i, p in enumerate(expected["prompts"]):
+        st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": p["prompt_ids"], "max_tokens": len(p["greedy_tokens"]),
+                                                            "temperature": 0, "ignore_eos": True, "return_token_ids": True})
+        check(st == 200 and j["choices"][0]["token_ids"] == p["greedy_tokens"],
+              "%s, prompt %d: greedy tokens equal transformers'" % (what, i))
+    ref = json.load(open(os.path.join(fixture, "chat_expected.json")))
+    for k, c in enumerate(ref["chats"]):
+        st, j, _, _ = s.request("POST", "/v1/chat/completions", {"messages": c["messages"], "max_tokens": 2,
+                                                                 "temperature": 0, "return_token_ids": True})
+        check(st == 200 and j.get("prompt_token_ids") == c["prompt_ids"],
+              "%s chat %d: prompt tokens equal transformers' apply_chat_template" % (what, k))
 
 
 def llama4_checks(s):

@@ -62,6 +62,22 @@ TEST(KvCache, ChunkedLayerGroupsFreeBlocksBeforeTheCurrentChunk) {
   EXPECT_EQ(kv.MaxSequenceTokens(8), 158);
 }
 
+// DeepSeek-V3's MLA cache: one vector of kv_lora_rank + qk_rope_head_dim floats per token and layer
+// (no V, no per-head keys) — 24 floats per layer for the fixture instead of 2 × 4 heads × 20.
+TEST(KvCache, MlaKeepsOnlyTheLatentAndTheRopeKey) {
+  auto config = LoadModelConfig(FixturesDir() + "/deepseek-v3-f32");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  ASSERT_TRUE(config->mla);
+  EXPECT_EQ(config->kv_cache_width(), config->kv_lora_rank + config->qk_rope_head_dim);
+  EXPECT_FALSE(config->kv_cache_has_v());
+  EXPECT_EQ(KvCache::BlockBytes(*config, 16),
+            int64_t{config->num_layers} * 16 * (config->kv_lora_rank + config->qk_rope_head_dim) * 4);
+  KvCache kv(*config, 16, 4);
+  const kernels::PagedKvLayer layer = kv.Layer(0);
+  EXPECT_EQ(layer.v, nullptr);
+  EXPECT_EQ(layer.num_kv_heads * layer.head_dim, config->kv_lora_rank + config->qk_rope_head_dim);
+}
+
 // The same through the engine: decoding a Llama 4 sequence past several chunks leaves the chunked
 // layers holding only their current chunk's blocks, and the logits still match transformers (the
 // fixture tests check those with these same 4-token blocks).
