@@ -1,6 +1,7 @@
 #include "common/dtype.h"
 
 #include <cmath>
+#include <limits>
 
 namespace shoal {
 
@@ -9,6 +10,7 @@ const char* DTypeName(DType t) {
     case DType::kF32: return "F32";
     case DType::kF16: return "F16";
     case DType::kBF16: return "BF16";
+    case DType::kF8E4M3: return "F8_E4M3";
   }
   return "?";
 }
@@ -46,6 +48,19 @@ uint16_t F32ToF16(float f) {
   const uint32_t rest = abs & 0x1fffu;
   if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
   return static_cast<uint16_t>(sign | h);
+}
+
+float F8E4M3ToF32(uint8_t v) {
+  const int sign = v >> 7, exp = (v >> 3) & 0xf, man = v & 7;
+  float f;
+  if (exp == 0xf && man == 7) {
+    f = std::numeric_limits<float>::quiet_NaN();
+  } else if (exp == 0) {
+    f = std::ldexp(static_cast<float>(man), -9);  // subnormal: man/8 · 2^-6
+  } else {
+    f = std::ldexp(1.0f + static_cast<float>(man) / 8.0f, exp - 7);
+  }
+  return sign ? -f : f;
 }
 
 }  // namespace shoal

@@ -1,7 +1,7 @@
 // Element types of weights and activations, and the scalar conversions between them.
 //
-// Weights stay in the dtype of the checkpoint (bf16, f16 or f32) and are widened to f32 inside the
-// kernels; activations are f32. These scalar helpers are the reference the vectorised kernels are
+// Weights stay in the dtype of the checkpoint (bf16, f16, f32, or FP8 e4m3 with block scales) and are
+// widened to f32 inside the kernels; activations are f32. These scalar helpers are the reference the vectorised kernels are
 // tested against.
 #pragma once
 
@@ -12,10 +12,13 @@
 
 namespace shoal {
 
-enum class DType : uint8_t { kF32, kF16, kBF16 };
+enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3 };
 
-constexpr size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
-const char* DTypeName(DType t);  // "F32", "F16", "BF16" (the safetensors spelling)
+constexpr size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : t == DType::kF8E4M3 ? 1 : 2; }
+const char* DTypeName(DType t);  // "F32", "F16", "BF16", "F8_E4M3" (the safetensors spelling)
+
+// FP8 e4m3 (the "fn" variant torch and DeepSeek use: no infinities, 0x7f/0xff are NaN) → f32.
+float F8E4M3ToF32(uint8_t v);
 
 inline float Bf16ToF32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;

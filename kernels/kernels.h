@@ -21,13 +21,33 @@
 namespace shoal::kernels {
 
 // A weight matrix W[rows, cols] (rows = output features, cols = input features), row-major.
+// FP8 (e4m3) weights carry their dequantisation scales, one per block of block_rows × block_cols
+// elements (edge blocks partial), [ceil(rows' / block_rows), scale_cols] f32 where rows' counts from
+// the start of the tensor this matrix views: element (r, c) is F8E4M3ToF32(w) ·
+// block_scale[((scale_row0 + r) / block_rows) · scale_cols + c / block_cols].
 struct Matrix {
   DType dtype = DType::kF32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  const float* block_scale = nullptr;  // FP8 only
+  int64_t scale_row0 = 0, scale_cols = 0;
+  int block_rows = 0, block_cols = 0;
 
-  size_t nbytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
+  // Rows [r0, r0 + n) as a matrix of their own (block scales included).
+  Matrix RowSlice(int64_t r0, int64_t n) const {
+    Matrix m = *this;
+    m.data = static_cast<const uint8_t*>(data) + static_cast<size_t>(r0 * cols) * DTypeSize(dtype);
+    m.rows = n;
+    m.scale_row0 = scale_row0 + r0;
+    return m;
+  }
+
+  // The weights' bytes, and an FP8 matrix's block scales (resident and read like the weights).
+  size_t nbytes() const {
+    const size_t scales = block_scale ? static_cast<size_t>((rows + block_rows - 1) / block_rows * scale_cols) * 4 : 0;
+    return static_cast<size_t>(rows * cols) * DTypeSize(dtype) + scales;
+  }
   bool empty() const { return data == nullptr; }
 };
 

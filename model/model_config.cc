@@ -350,6 +350,37 @@ Status ParseDeepseekV3(const Fields& f, ModelConfig* c) {
   c->attention_scale = scale;
   return Status::Ok();
 }
+
+// quantization_config: DeepSeek's block-scaled FP8 (quant_method fp8, fmt e4m3, weight_block_size
+// [rows, cols], optional scale_fmt ue8m0 — power-of-two scales, read like any other f32 scale) is
+// supported; anything else is refused naming it.
+Status ParseQuantization(const json& q, const std::string& source, ModelConfig* c) {
+  const std::string where = source + ": field 'quantization_config'";
+  if (!q.is_object()) return InvalidArgument(where + ": expected an object, got " + q.dump());
+  const json* method = q.contains("quant_method") ? &q["quant_method"] : nullptr;
+  const std::string name = method && method->is_string() ? method->get<std::string>() : "";
+  if (name != "fp8") {
+    return Unimplemented(where + ": quantized checkpoints (" + (name.empty() ? q.dump() : name) +
+                         ") are not supported (only DeepSeek's block-scaled fp8); use the bf16 checkpoint");
+  }
+  if (q.contains("fmt") && q["fmt"] != "e4m3") {
+    return Unimplemented(where + ": fp8 format " + q["fmt"].dump() + " is not supported (e4m3 only)");
+  }
+  if (q.contains("scale_fmt") && !q["scale_fmt"].is_null() && q["scale_fmt"] != "ue8m0") {
+    return Unimplemented(where + ": scale_fmt " + q["scale_fmt"].dump() + " is not supported (f32 or ue8m0 scales)");
+  }
+  const json* block = q.contains("weight_block_size") ? &q["weight_block_size"] : nullptr;
+  if (!block || !block->is_array() || block->size() != 2 || !(*block)[0].is_number_integer() ||
+      !(*block)[1].is_number_integer() || (*block)[0].get<int64_t>() < 1 || (*block)[1].get<int64_t>() < 1 ||
+      (*block)[0].get<int64_t>() > (1 << 20) || (*block)[1].get<int64_t>() > (1 << 20)) {
+    return Unimplemented(where + ": fp8 needs weight_block_size [rows, cols] (per-tensor or per-channel scales "
+                                 "are not supported), got " + (block ? block->dump() : std::string("nothing")));
+  }
+  c->fp8_weights = true;
+  c->fp8_block_rows = (*block)[0].get<int>();
+  c->fp8_block_cols = (*block)[1].get<int>();
+  return Status::Ok();
+}
 }  // namespace
 
 const char* ArchitectureName(Architecture a) {
@@ -436,10 +467,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std::strin
                          SupportedArchitectures() + ")");
   }
   if (const json* q = top.Find("quantization_config"); q && !q->is_null()) {
-    const json* method = q->is_object() ? &(*q)["quant_method"] : nullptr;
-    return Unimplemented(source + ": field 'quantization_config': quantized checkpoints (" +
-                         (method && method->is_string() ? method->get<std::string>() : q->dump()) +
-                         ") are not supported; use the bf16 checkpoint");
+    SHOAL_RETURN_IF_ERROR(ParseQuantization(*q, source, &c));
   }
   const Fields f(text_config ? *text_config : j, text_config ? source + ": text_config" : source);
   const bool mixtral = c.arch == Architecture::kMixtral;

@@ -103,6 +103,11 @@ struct ModelConfig {
   std::vector<bool> layer_is_moe;    // size num_layers
 
   DType torch_dtype = DType::kF32;   // informational: the dtype config.json declares
+  // quantization_config {quant_method: fp8, weight_block_size: [rows, cols]}: the projection and expert
+  // weights are F8_E4M3 with a `<name>_scale_inv` f32 tensor per block (DeepSeek-V3's official format);
+  // embeddings, norms, routers and lm_head stay unquantised. Weight-only: activations stay f32.
+  bool fp8_weights = false;
+  int fp8_block_rows = 0, fp8_block_cols = 0;
   // Prefix of the text model's tensors: "" or "language_model." (Llama4ForConditionalGeneration,
   // whose vision tensors are never read).
   std::string tensor_prefix;

@@ -122,6 +122,8 @@ StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* data, size_t s
     if (e.dtype_name == "F32") e.dtype = DType::kF32, e.dtype_supported = true;
     if (e.dtype_name == "F16") e.dtype = DType::kF16, e.dtype_supported = true;
     if (e.dtype_name == "BF16") e.dtype = DType::kBF16, e.dtype_supported = true;
+    // FP8 weights come with block scales; the model loader pairs them (model/weights.cc).
+    if (e.dtype_name == "F8_E4M3") e.dtype = DType::kF8E4M3, e.dtype_supported = true;
 
     uint64_t numel = 1;
     for (const auto& d : *sh) {
@@ -211,7 +213,7 @@ StatusOr<TensorView> SafetensorsFile::Tensor(const std::string& name) const {
   const SafetensorsEntry& e = it->second;
   if (!e.dtype_supported) {
     return Unimplemented(path_ + ": tensor '" + name + "' has dtype " + e.dtype_name +
-                         "; shoal computes with F32, F16 or BF16 weights");
+                         "; shoal computes with F32, F16, BF16 or block-scaled F8_E4M3 weights");
   }
   TensorView v;
   v.name = name;

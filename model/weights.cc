@@ -34,15 +34,40 @@ std::vector<float> ToFloats(const TensorView& v) {
 
 class Loader {
  public:
-  Loader(const Checkpoint& ck) : ck_(ck) {}
+  Loader(const Checkpoint& ck, const ModelConfig& c, ModelWeights* w) : ck_(ck), c_(c), w_(w) {}
   Status Mat(const std::string& name, int64_t rows, int64_t cols, kernels::Matrix* out) {
     SHOAL_ASSIGN_OR_RETURN(TensorView v, ck_.Get(name, {rows, cols}));
     *out = ToMatrix(v);
+    if (v.dtype == DType::kF8E4M3) SHOAL_RETURN_IF_ERROR(AttachScales(name, out));
     return Status::Ok();
   }
   Status Vec(const std::string& name, int64_t n, std::vector<float>* out) {
     SHOAL_ASSIGN_OR_RETURN(TensorView v, ck_.Get(name, {n}));
+    if (v.dtype == DType::kF8E4M3) return Unimplemented(ck_.dir() + ": tensor '" + name + "' is F8_E4M3; only weight matrices may be");
     *out = ToFloats(v);
+    return Status::Ok();
+  }
+  // An FP8 weight's `<name>_scale_inv`: one f32 (or bf16) scale per block, widened to f32 and kept.
+  Status AttachScales(const std::string& name, kernels::Matrix* m) {
+    if (!c_.fp8_weights) {
+      return InvalidArgument(ck_.dir() + ": tensor '" + name +
+                             "' is F8_E4M3 but config.json has no fp8 quantization_config (its block size)");
+    }
+    const int64_t br = c_.fp8_block_rows, bc = c_.fp8_block_cols;
+    const int64_t sr = (m->rows + br - 1) / br, sc = (m->cols + bc - 1) / bc;
+    SHOAL_ASSIGN_OR_RETURN(TensorView s, ck_.Get(name + "_scale_inv", {sr, sc}));
+    if (s.dtype == DType::kF8E4M3) {
+      return Unimplemented(ck_.dir() + ": tensor '" + name + "_scale_inv' is F8; scales must be F32 or BF16");
+    }
+    std::vector<float> f = ToFloats(s);
+    auto buf = std::make_unique<uint8_t[]>(f.size() * sizeof(float));
+    std::memcpy(buf.get(), f.data(), f.size() * sizeof(float));
+    m->block_scale = reinterpret_cast<const float*>(buf.get());
+    m->scale_row0 = 0;
+    m->scale_cols = sc;
+    m->block_rows = static_cast<int>(br);
+    m->block_cols = static_cast<int>(bc);
+    w_->owned.push_back(std::move(buf));
     return Status::Ok();
   }
   Status Ffn(const std::string& prefix, const Names& n, int64_t hidden, int64_t inter, FfnWeights* f) {
@@ -54,6 +79,8 @@ class Loader {
 
  private:
   const Checkpoint& ck_;
+  const ModelConfig& c_;
+  ModelWeights* w_;
 };
 
 // Parses "<prefix>model.layers.L.<moe>.experts.E." from a tensor name; false if it is not an expert
@@ -113,6 +140,9 @@ Status LoadFusedExperts(const Checkpoint& ck, const std::string& m, int layer, c
   const int64_t E = c.num_experts, H = c.hidden_size, I = c.moe_intermediate_size;
   SHOAL_ASSIGN_OR_RETURN(TensorView gate_up, ck.Get(m + "experts.gate_up_proj", {E, H, 2 * I}));
   SHOAL_ASSIGN_OR_RETURN(TensorView down, ck.Get(m + "experts.down_proj", {E, I, H}));
+  if (gate_up.dtype == DType::kF8E4M3) {
+    return Unimplemented(ck.dir() + ": " + m + "experts: fused FP8 experts are not supported");
+  }
   if (gate_up.dtype != down.dtype) {
     return InvalidArgument(ck.dir() + ": " + m + "experts: gate_up_proj and down_proj have different dtypes");
   }
@@ -208,7 +238,7 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
   }
   SHOAL_ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir, filter));
   ModelWeights w;
-  Loader ld(*ck);
+  Loader ld(*ck, c, &w);
   const int64_t H = c.hidden_size;
   const std::string& pre = c.tensor_prefix;
   SHOAL_RETURN_IF_ERROR(ld.Mat(pre + "model.embed_tokens.weight", c.vocab_size, H, &w.embed));

@@ -115,12 +115,8 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& L, const float* h, i
 
   // attn[t, head·v + k] = W_UV[head] · out_lat[head, t].
   ws.head_out.resize(static_cast<size_t>(T * vdim));
-  const size_t elem = DTypeSize(kvb.dtype);
   for (int hd = 0; hd < heads; ++hd) {
-    const kernels::Matrix w_uv{kvb.dtype,
-                               static_cast<const uint8_t*>(kvb.data) +
-                                   (static_cast<size_t>(hd) * (nope + vdim) + nope) * lora * elem,
-                               vdim, lora};
+    const kernels::Matrix w_uv = kvb.RowSlice(static_cast<int64_t>(hd) * (nope + vdim) + nope, vdim);
     kernels::MatMul(ws.out_lat.data() + static_cast<int64_t>(hd) * T * lora, T, w_uv, ws.head_out.data(), pool);
     for (int64_t t = 0; t < T; ++t) {
       std::memcpy(attn + (t * heads + hd) * vdim, ws.head_out.data() + t * vdim, sizeof(float) * vdim);

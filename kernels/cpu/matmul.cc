@@ -7,6 +7,9 @@
 #include <cpuid.h>
 #endif
 
+#include <array>
+#include <vector>
+
 #include "kernels/cpu/matmul_impl.h"
 
 namespace shoal::kernels {
@@ -48,6 +51,38 @@ void MatMulRowsGeneric(const float* x, int64_t m, const Matrix& w, int64_t n_beg
       RowsGeneric(x, m, k, w.rows, n_begin, n_end, y, [p](int64_t i) { return F16ToF32(p[i]); });
       break;
     }
+    case DType::kF8E4M3:
+      MatMulRowsF8(x, m, w, n_begin, n_end, y);
+      break;
+  }
+}
+
+// FP8 e4m3 weights with block scales: each block of block_cols inputs is summed against the raw FP8
+// values (widened through a 256-entry table) and scaled once, so the scales cost one multiply per
+// block rather than per weight.
+void MatMulRowsF8(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y) {
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int v = 0; v < 256; ++v) t[v] = F8E4M3ToF32(static_cast<uint8_t>(v));
+    return t;
+  }();
+  const int64_t k = w.cols, bc = w.block_cols;
+  std::vector<float> row(static_cast<size_t>(k));
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const uint8_t* p = static_cast<const uint8_t*>(w.data) + n * k;
+    for (int64_t j = 0; j < k; ++j) row[j] = table[p[j]];
+    const float* scale = w.block_scale + ((w.scale_row0 + n) / w.block_rows) * w.scale_cols;
+    for (int64_t i = 0; i < m; ++i) {
+      const float* xi = x + i * k;
+      float acc = 0.0f;
+      for (int64_t b0 = 0; b0 < k; b0 += bc) {
+        const int64_t b1 = std::min(k, b0 + bc);
+        float part = 0.0f;
+        for (int64_t j = b0; j < b1; ++j) part += xi[j] * row[j];
+        acc += part * scale[b0 / bc];
+      }
+      y[i * w.rows + n] = acc;
+    }
   }
 }
 
@@ -75,7 +110,8 @@ const char* CpuKernelIsa() { return cpu::Kernel() == cpu::MatMulRowsGeneric ? "g
 
 void MatMul(const float* x, int64_t m, const Matrix& w, float* y, ThreadPool& pool) {
   if (m == 0 || w.rows == 0) return;
-  const cpu::MatMulRowsFn fn = cpu::Kernel();
+  // FP8 has its own block-scaled kernel whatever the ISA.
+  const cpu::MatMulRowsFn fn = w.dtype == DType::kF8E4M3 ? cpu::MatMulRowsF8 : cpu::Kernel();
   // Tiny problems are not worth waking the pool.
   if (w.rows * w.cols * m < (1 << 15)) {
     fn(x, m, w, 0, w.rows, y);

@@ -11,6 +11,7 @@ namespace shoal::kernels::cpu {
 using MatMulRowsFn = void (*)(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y);
 
 void MatMulRowsGeneric(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y);
+void MatMulRowsF8(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y);
 #if defined(__x86_64__)
 void MatMulRowsAvx2(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y);
 #endif

@@ -32,6 +32,12 @@ void GatherRow(const Matrix& w, int64_t r, float* out) {
       for (int64_t j = 0; j < k; ++j) out[j] = F16ToF32(p[j]);
       break;
     }
+    case DType::kF8E4M3: {
+      const uint8_t* p = static_cast<const uint8_t*>(w.data) + r * k;
+      const float* scale = w.block_scale + ((w.scale_row0 + r) / w.block_rows) * w.scale_cols;
+      for (int64_t j = 0; j < k; ++j) out[j] = F8E4M3ToF32(p[j]) * scale[j / w.block_cols];
+      break;
+    }
   }
 }
 

@@ -74,6 +74,10 @@ TEST_P(FixtureTest, BatchedPrefillAndDecodeMatchTransformers) {
 TEST_P(FixtureTest, LowPrecisionCheckpointsStayCloseToNativeTransformers) {
   Fixture f = LoadFixture(GetParam());
   if (f.stored_dtype == "float32") GTEST_SKIP() << "f32 checkpoint: covered by the f32 comparison";
+  if (f.stored_dtype == "float8_e4m3fn") {
+    GTEST_SKIP() << "FP8 checkpoint: its reference is transformers on the dequantised weights (weight-only FP8), "
+                    "checked at the f32 tolerance";
+  }
   auto engine = MakeEngine(f.dir);
   ASSERT_TRUE(engine);
   for (size_t i = 0; i < f.prompts.size(); ++i) {
@@ -170,7 +174,7 @@ TEST(Fixtures, EveryArchitectureAndDtypeIsCovered) {
   EXPECT_EQ(archs, (std::set<std::string>{"MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
                                           "Llama4ForCausalLM", "DeepseekV3ForCausalLM"}));
   EXPECT_TRUE(multimodal) << "no Llama4ForConditionalGeneration fixture";
-  EXPECT_EQ(dtypes, (std::set<std::string>{"bfloat16", "float16", "float32"}));
+  EXPECT_EQ(dtypes, (std::set<std::string>{"bfloat16", "float16", "float32", "float8_e4m3fn"}));
 }
 
 }  // namespace

@@ -183,7 +183,62 @@ DEEPSEEK_MODELS = {
         torch.bfloat16, {"max_shard_size": "100KB"},
         "DeepSeek-V3-like: MLA without q_lora_rank (q_proj), rotate-half RoPE, 6 experts in 3 groups (top-2 of the best "
         "2 groups), two shared experts, every layer MoE, bf16, sharded"),
+    "deepseek-v3-fp8": (lambda: deepseek_v3(
+        q_lora_rank=24, n_routed_experts=8, n_group=2, topk_group=1, num_experts_per_tok=2, n_shared_experts=1,
+        first_k_dense_replace=1, rope_interleave=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        torch.float8_e4m3fn, {},
+        "DeepSeek-V3-like with the official FP8 layout: every projection and expert weight float8_e4m3fn with a "
+        "weight_scale_inv per 16x16 block (edge blocks partial), embeddings, norms, router and lm_head bf16; the "
+        "reference is transformers on the dequantised weights (weight-only FP8)"),
 }
+
+FP8_BLOCK = [16, 16]  # small blocks: the tiny matrices get several, and partial ones at their edges
+
+
+def fp8_quantize_checkpoint(out):
+    """Rewrites the bf16 checkpoint in `out` in DeepSeek's FP8 format and returns the dequantised weights
+    (f32) — what the reference runs with. Quantised: the decoder layers' 2-D projection and expert weights
+    (not the router `mlp.gate.weight`); one scale per block = amax / 448 (e4m3's largest), stored as
+    `<name>_scale_inv` (the factor that dequantises)."""
+    from safetensors.torch import load_file
+    tensors = {}
+    for f in sorted(os.listdir(out)):
+        if f.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(out, f)))
+            os.remove(os.path.join(out, f))
+    if os.path.exists(os.path.join(out, "model.safetensors.index.json")):
+        os.remove(os.path.join(out, "model.safetensors.index.json"))
+    br, bc = FP8_BLOCK
+    stored, dequant = {}, {}
+    for name, t in tensors.items():
+        quantise = (name.startswith("model.layers.") and name.endswith(".weight") and t.dim() == 2
+                    and not name.endswith("mlp.gate.weight") and "layernorm" not in name)
+        if not quantise:
+            stored[name] = t
+            dequant[name] = t.float()
+            continue
+        w = t.float()
+        rows, cols = w.shape
+        sr, sc = -(-rows // br), -(-cols // bc)
+        padded = torch.zeros(sr * br, sc * bc)
+        padded[:rows, :cols] = w
+        blocks = padded.view(sr, br, sc, bc)
+        amax = blocks.abs().amax(dim=(1, 3))
+        scale = torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
+        q = (blocks / scale[:, None, :, None]).to(torch.float8_e4m3fn)
+        deq = (q.float() * scale[:, None, :, None]).view(sr * br, sc * bc)[:rows, :cols]
+        stored[name] = q.view(sr * br, sc * bc)[:rows, :cols].contiguous()
+        stored[name + "_scale_inv"] = scale.contiguous()
+        dequant[name] = deq.contiguous()
+    save_file(stored, os.path.join(out, "model.safetensors"))
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                  "weight_block_size": FP8_BLOCK}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    return dequant
 
 # Made again by transformers 5 as "<name>-tf5": sliding window (Mixtral), linear RoPE in
 # rope_parameters and f16 (Qwen2-MoE), llama3 RoPE, tied embeddings, bf16 and shards (Qwen3-MoE).
@@ -233,12 +288,13 @@ def run_reference(model, prompt):
 def build(name, out_root, seed, suffix=""):
     make_cfg, dtype, save_kw, covers = {**MODELS, **LLAMA4_MODELS, **DEEPSEEK_MODELS}[name]
     covers += " (config.json written by transformers %s)" % transformers.__version__ if suffix else ""
+    fp8 = dtype == torch.float8_e4m3fn
     cfg, cls = make_cfg()
-    cfg.torch_dtype = dtype
+    cfg.torch_dtype = torch.bfloat16 if fp8 else dtype
     torch.manual_seed(seed)
     model = cls(cfg).eval()
     reinit_(model, seed)
-    model = model.to(dtype)
+    model = model.to(cfg.torch_dtype)
     name += suffix
     out = os.path.join(out_root, name)
     shutil.rmtree(out, ignore_errors=True)
@@ -251,9 +307,23 @@ def build(name, out_root, seed, suffix=""):
     g = torch.Generator().manual_seed(seed + 1)
     prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in PROMPT_LENGTHS]
 
-    ref = cls.from_pretrained(out, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    ref_dir = out
+    if fp8:  # the reference: the same model with the dequantised weights, in f32
+        dequant = fp8_quantize_checkpoint(out)
+        ref_dir = out + ".reference"
+        shutil.rmtree(ref_dir, ignore_errors=True)
+        os.makedirs(ref_dir)
+        save_file(dequant, os.path.join(ref_dir, "model.safetensors"))
+        with open(os.path.join(out, "config.json")) as f:
+            rcfg = json.load(f)
+        rcfg.pop("quantization_config")
+        with open(os.path.join(ref_dir, "config.json"), "w") as f:
+            json.dump(rcfg, f)
+    ref = cls.from_pretrained(ref_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    if fp8:
+        shutil.rmtree(ref_dir)
     native = None
-    if dtype != torch.float32:
+    if dtype != torch.float32 and not fp8:
         native = cls.from_pretrained(out, torch_dtype=dtype, attn_implementation="eager").eval()
 
     tensors, records, generate_disagrees = {}, [], []

@@ -109,6 +109,9 @@ StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(ModelConfig config, con
                                                          const EngineConfig& cfg, int device,
                                                          std::unique_ptr<comm::Group> group,
                                                          const Placement* placement) {
+  if (config.fp8_weights) {
+    return Unimplemented("FP8 checkpoints are not supported by the CUDA engine yet; serve them with engine.device: cpu");
+  }
   if (config.arch == Architecture::kLlama4 || config.arch == Architecture::kDeepseekV3) {
     // Llama 4's iRoPE and input-scaled router, DeepSeek-V3's MLA and grouped router: CPU kernels only
     // so far.
