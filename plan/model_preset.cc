@@ -348,14 +348,28 @@ StatusOr<ModelSpec> ParseConfigObject(const Json& j, const std::string& arch, co
   return m;
 }
 
+// Kimi K2: DeepSeek-V3's architecture (DeepseekV3ForCausalLM) with 384 experts, 64 heads, one dense layer.
+ModelSpec KimiK2() {
+  ModelSpec m = DeepSeekV3();
+  m.name = "kimi-k2";
+  m.vocab_size = 163840;
+  m.attn.num_heads = 64;
+  m.num_moe_layers = 61 - 1;  // first_k_dense_replace = 1
+  m.num_experts = 384;
+  m.notes = "moonshotai/Kimi-K2-Instruct config.json (DeepSeek-V3 layout; 384 experts, 64 heads)";
+  return m;
+}
+
 }  // namespace
 
 std::vector<std::string> ModelPresetNames() {
-  return {"mixtral-8x22b", "qwen3-235b-a22b", "deepseek-v3", "llama4-maverick", "llama4-scout", "frontier-405b-active"};
+  return {"mixtral-8x22b", "qwen3-235b-a22b", "deepseek-v3", "kimi-k2", "llama4-maverick", "llama4-scout",
+          "frontier-405b-active"};
 }
 
 StatusOr<ModelSpec> GetModelPreset(const std::string& name) {
   if (name == "deepseek-v3" || name == "deepseek-r1") return DeepSeekV3();
+  if (name == "kimi-k2") return KimiK2();
   if (name == "mixtral-8x22b") return Mixtral8x22B();
   if (name == "qwen3-235b-a22b") return Qwen3_235B();
   if (name == "llama4-maverick") return Llama4Maverick();

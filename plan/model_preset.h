@@ -96,7 +96,7 @@ double PrefillAttentionFlopsPerPair(const ModelSpec& m);
 // Checks the shape is usable (positive sizes, top_k <= experts, ...); errors name `source` and field.
 Status ValidateModelSpec(const ModelSpec& m, const std::string& source);
 
-// "mixtral-8x22b, qwen3-235b-a22b, deepseek-v3, llama4-maverick, llama4-scout, frontier-405b-active"
+// "mixtral-8x22b, qwen3-235b-a22b, deepseek-v3, kimi-k2, llama4-maverick, llama4-scout, frontier-405b-active"
 std::vector<std::string> ModelPresetNames();
 StatusOr<ModelSpec> GetModelPreset(const std::string& name);
 
