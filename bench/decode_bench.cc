@@ -7,7 +7,12 @@
 // It verifies before it times: batch-16 decode of 16 copies of the batch-1 prompt must reproduce the
 // batch-1 tokens exactly, and the footer says OK or FAILED.
 //
-//   build/bench/decode_bench [--layers N] [--experts N] [--threads N] [--steps N] [--json FILE]
+// --model deepseek: a DeepSeek-V3-shaped model (MLA, grouped routing) instead, with --dtype fp8 for
+// block-scaled FP8 weights (bf16 otherwise); the KV bytes per token the engine's cache takes are printed
+// next to the latent-cache formula.
+//
+//   build/bench/decode_bench [--model qwen3|deepseek] [--dtype bf16|fp8] [--layers N] [--experts N]
+//                            [--threads N] [--steps N] [--json FILE]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -29,7 +34,7 @@ namespace {
 
 struct Options {
   int layers = 6, experts = 48, threads = 0, steps = 32;
-  std::string json;
+  std::string json, model = "qwen3", dtype = "bf16";
 };
 
 
@@ -72,19 +77,34 @@ int Main(int argc, char** argv) {
     else if (k == "--threads") o.threads = std::stoi(argv[i + 1]);
     else if (k == "--steps") o.steps = std::stoi(argv[i + 1]);
     else if (k == "--json") o.json = argv[i + 1];
+    else if (k == "--model") o.model = argv[i + 1];
+    else if (k == "--dtype") o.dtype = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
   }
-  const ModelConfig c = SyntheticMoeConfig(o.layers, o.experts, 768);
+  if ((o.model != "qwen3" && o.model != "deepseek") || (o.dtype != "bf16" && o.dtype != "fp8") ||
+      (o.dtype == "fp8" && o.model != "deepseek")) {
+    std::fprintf(stderr, "--model qwen3|deepseek, --dtype bf16|fp8 (fp8 with deepseek)\n");
+    return 2;
+  }
+  const bool deepseek = o.model == "deepseek", fp8 = o.dtype == "fp8";
+  const ModelConfig c = deepseek ? SyntheticMlaConfig(o.layers, o.experts, 768) : SyntheticMoeConfig(o.layers, o.experts, 768);
   EngineConfig cfg;
   cfg.threads = o.threads;
   cfg.kv_cache_mib = 256;
-  std::printf("# shoal decode_bench: synthetic Qwen3-MoE, hidden %d, %d layers, %d experts top-%d, "
-              "expert ffn %d, bf16 weights\n",
-              c.hidden_size, c.num_layers, c.num_experts, c.num_experts_per_tok, c.moe_intermediate_size);
-  ModelWeights w = MakeSyntheticWeights(c, DType::kBF16, 42);
+  std::printf("# shoal decode_bench: synthetic %s, hidden %d, %d layers, %d experts top-%d, "
+              "expert ffn %d, %s weights\n",
+              deepseek ? "DeepSeek-V3-shaped (MLA)" : "Qwen3-MoE", c.hidden_size, c.num_layers, c.num_experts,
+              c.num_experts_per_tok, c.moe_intermediate_size, fp8 ? "block-scaled FP8 (128x128)" : "bf16");
+  if (deepseek) {
+    // The engine's cache (f32 on the CPU) against the latent-cache formula: layers x (kv_lora + rope) x 4.
+    const double measured = double(KvCache::BlockBytes(c, 16)) / 16 * (double(c.num_layers) / KvLayout::For(c).layers_per_group);
+    std::printf("# KV per token: %.0f bytes (cache) vs %d x (%d + %d) x 4 = %d bytes (formula)\n", measured,
+                c.num_layers, c.kv_lora_rank, c.qk_rope_head_dim, c.num_layers * (c.kv_lora_rank + c.qk_rope_head_dim) * 4);
+  }
+  ModelWeights w = MakeSyntheticWeights(c, fp8 ? DType::kF8E4M3 : DType::kBF16, 42);
   const double total_gb = w.MatrixBytes() / 1e9;
   auto engine = std::move(Engine::Create(c, std::move(w), cfg)).value();
   std::printf("# weights %.2f GB, %d threads, %s kernels, hardware threads %u%s\n", total_gb, engine->pool().size(),
@@ -111,7 +131,8 @@ int Main(int argc, char** argv) {
               "GFLOP/s");
   // Each token does ~2 FLOPs per active weight; at batch 1 every weight read is active, so active
   // weights per token = batch-1 bytes per step / 2 (bf16).
-  const double active_params = b1.bytes_per_step / 2.0;
+  // (FP8: about one byte per weight, so this column is approximate there.)
+  const double active_params = b1.bytes_per_step / (fp8 ? 1.0 : 2.0);
   auto row = [&](int batch, const Run& r) {
     std::printf("%6d %10.2f %12.2f %14.1f %10.2f %9.2f %10.1f\n", batch, r.tok_s, r.ms_per_step, r.bytes_per_step / 1e6,
                 r.gbs, r.gbs * 1e9 / triad, 2.0 * active_params * r.tok_s / 1e9);
@@ -122,7 +143,7 @@ int Main(int argc, char** argv) {
   std::printf("# verification (batch 16 == batch 1 tokens): %s\n", ok ? "OK" : "FAILED");
   if (!o.json.empty()) {
     std::ofstream js(o.json);
-    js << "{\"triad_gbs\":" << triad / 1e9 << ",\"weights_gb\":" << total_gb << ",\"threads\":" << engine->pool().size()
+    js << "{\"model\":\"" << o.model << "\",\"dtype\":\"" << o.dtype << "\",\"triad_gbs\":" << triad / 1e9 << ",\"weights_gb\":" << total_gb << ",\"threads\":" << engine->pool().size()
        << ",\"batch1\":{\"tok_s\":" << b1.tok_s << ",\"gbs\":" << b1.gbs << ",\"roofline\":" << b1.gbs * 1e9 / triad
        << "},\"batch16\":{\"tok_s\":" << b16.tok_s << ",\"gbs\":" << b16.gbs << ",\"roofline\":"
        << b16.gbs * 1e9 / triad << "},\"verified\":" << (ok ? "true" : "false") << "}\n";

@@ -309,7 +309,29 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
 ModelWeights MakeSyntheticWeights(const ModelConfig& c, DType dtype, uint64_t seed) {
   ModelWeights w;
   std::mt19937_64 rng(seed);
-  auto mat = [&](int64_t rows, int64_t cols) {
+  // FP8: the decoder layers' projections and experts in e4m3 with one scale per block (DeepSeek's
+  // layout, c.fp8_block_* or 128 × 128); embeddings, routers and lm_head in bf16.
+  const DType base = dtype == DType::kF8E4M3 ? DType::kBF16 : dtype;
+  auto fp8 = [&](int64_t rows, int64_t cols) {
+    const int64_t br = c.fp8_block_rows > 0 ? c.fp8_block_rows : 128, bc = c.fp8_block_cols > 0 ? c.fp8_block_cols : 128;
+    const int64_t sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
+    auto buf = std::make_unique<uint8_t[]>(static_cast<size_t>(rows * cols) + static_cast<size_t>(sr * sc) * 4);
+    uint64_t s = rng();
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      // Sign, an exponent of 4..8 and any mantissa: magnitudes 1/8 .. 3.75, never NaN.
+      const uint64_t r = s >> 40;
+      buf[i] = static_cast<uint8_t>(((r & 1) << 7) | ((4 + (r >> 1) % 5) << 3) | ((r >> 4) & 7));
+    }
+    auto* scales = reinterpret_cast<float*>(buf.get() + rows * cols);
+    for (int64_t i = 0; i < sr * sc; ++i) scales[i] = 0.85f / std::sqrt(static_cast<float>(cols));
+    kernels::Matrix m{DType::kF8E4M3, buf.get(), rows, cols, scales, 0, sc, static_cast<int>(br), static_cast<int>(bc)};
+    w.owned.push_back(std::move(buf));
+    return m;
+  };
+  auto mat = [&](int64_t rows, int64_t cols, bool quantisable = false) {
+    if (quantisable && dtype == DType::kF8E4M3) return fp8(rows, cols);
+    const DType dtype = base;
     const size_t n = static_cast<size_t>(rows * cols);
     auto buf = std::make_unique<uint8_t[]>(n * DTypeSize(dtype));
     const float scale = 1.0f / std::sqrt(static_cast<float>(cols));
@@ -329,7 +351,9 @@ ModelWeights MakeSyntheticWeights(const ModelConfig& c, DType dtype, uint64_t se
     w.owned.push_back(std::move(buf));
     return m;
   };
-  auto ffn = [&](int64_t inter) { return FfnWeights{mat(inter, c.hidden_size), mat(inter, c.hidden_size), mat(c.hidden_size, inter)}; };
+  auto ffn = [&](int64_t inter) {
+    return FfnWeights{mat(inter, c.hidden_size, true), mat(inter, c.hidden_size, true), mat(c.hidden_size, inter, true)};
+  };
   const int64_t H = c.hidden_size;
   w.embed = mat(c.vocab_size, H);
   w.lm_head = c.tie_word_embeddings ? w.embed : mat(c.vocab_size, H);
@@ -339,10 +363,25 @@ ModelWeights MakeSyntheticWeights(const ModelConfig& c, DType dtype, uint64_t se
     LayerWeights& L = w.layers[l];
     L.input_norm.assign(H, 1.0f);
     L.post_attn_norm.assign(H, 1.0f);
-    L.q = mat(c.q_dim(), H);
-    L.k = mat(c.kv_dim(), H);
-    L.v = mat(c.kv_dim(), H);
-    L.o = mat(H, c.q_dim());
+    if (c.mla) {
+      const int64_t qk = c.qk_nope_head_dim + c.qk_rope_head_dim;
+      if (c.q_lora_rank > 0) {
+        L.q_a = mat(c.q_lora_rank, H, true);
+        L.q_a_norm.assign(c.q_lora_rank, 1.0f);
+        L.q_b = mat(c.num_heads * qk, c.q_lora_rank, true);
+      } else {
+        L.q = mat(c.num_heads * qk, H, true);
+      }
+      L.kv_a = mat(c.kv_lora_rank + c.qk_rope_head_dim, H, true);
+      L.kv_a_norm.assign(c.kv_lora_rank, 1.0f);
+      L.kv_b = mat(c.num_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, true);
+      L.o = mat(H, c.num_heads * c.v_head_dim, true);
+    } else {
+      L.q = mat(c.q_dim(), H, true);
+      L.k = mat(c.kv_dim(), H, true);
+      L.v = mat(c.kv_dim(), H, true);
+      L.o = mat(H, c.q_dim(), true);
+    }
     if (c.qkv_bias) {
       L.q_bias.assign(c.q_dim(), 0.0f);
       L.k_bias.assign(c.kv_dim(), 0.0f);
@@ -359,6 +398,7 @@ ModelWeights MakeSyntheticWeights(const ModelConfig& c, DType dtype, uint64_t se
       continue;
     }
     L.router = mat(c.num_experts, H);
+    if (c.router_grouped_sigmoid) L.router_bias.assign(c.num_experts, 0.0f);
     for (int e = 0; e < c.num_experts; ++e) L.experts.push_back(ffn(c.moe_intermediate_size));
     if (c.shared_expert_intermediate_size > 0) {
       L.shared_expert = ffn(c.shared_expert_intermediate_size);

@@ -70,6 +70,7 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const std::st
                                         const ExpertFilter& experts = nullptr);
 
 // Random weights of the given dtype for benchmarks (values ~ N(0, 1/cols)); deterministic in `seed`.
+// kF8E4M3: the layers' projections and experts block-scaled FP8 (DeepSeek's layout), the rest bf16.
 ModelWeights MakeSyntheticWeights(const ModelConfig& config, DType dtype, uint64_t seed);
 
 }  // namespace shoal

@@ -104,14 +104,21 @@ static MatMulRowsFn Kernel() {
   return fn;
 }
 
+static MatMulRowsFn F8Kernel() {
+#if defined(__x86_64__)
+  if (Kernel() == MatMulRowsAvx2) return MatMulRowsF8Avx2;
+#endif
+  return MatMulRowsF8;
+}
+
 }  // namespace cpu
 
 const char* CpuKernelIsa() { return cpu::Kernel() == cpu::MatMulRowsGeneric ? "generic" : "avx2+fma+f16c"; }
 
 void MatMul(const float* x, int64_t m, const Matrix& w, float* y, ThreadPool& pool) {
   if (m == 0 || w.rows == 0) return;
-  // FP8 has its own block-scaled kernel whatever the ISA.
-  const cpu::MatMulRowsFn fn = w.dtype == DType::kF8E4M3 ? cpu::MatMulRowsF8 : cpu::Kernel();
+  // FP8 has its own block-scaled kernels, chosen with the same ISA check.
+  const cpu::MatMulRowsFn fn = w.dtype != DType::kF8E4M3 ? cpu::Kernel() : cpu::F8Kernel();
   // Tiny problems are not worth waking the pool.
   if (w.rows * w.cols * m < (1 << 15)) {
     fn(x, m, w, 0, w.rows, y);

@@ -7,6 +7,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "kernels/cpu/matmul_impl.h"
 
 namespace shoal::kernels::cpu {
@@ -117,7 +119,48 @@ void RowsTyped(const float* x, int64_t m, const Matrix& wm, int64_t nb, int64_t 
   for (; n < ne; ++n) Rows<1, 8>(x, m, k, w, wm.dtype, n, wm.rows, y);
 }
 
+// Eight FP8 e4m3 weights → f32 through F16C: the sign goes to bit 15 and the 7 exponent-and-mantissa
+// bits to bits 7..13, which is the e4m3 value × 2^-8 as an f16 for normal and subnormal inputs alike
+// (the formats' subnormal scales line up); the 2^8 is folded into the block scale. e4m3's NaN
+// (0x7f / 0xff) becomes a finite f16: checkpoints hold none.
+inline __m256 LoadF8(const uint8_t* p) {
+  const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m128i mag = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
+  const __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+  return _mm256_cvtph_ps(_mm_or_si128(mag, sign));
+}
+
 }  // namespace
+
+void MatMulRowsF8Avx2(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y) {
+  constexpr int kRows = 4;  // activation rows per pass: each 8-weight chunk is widened once for them
+  const int64_t k = w.cols, bc = w.block_cols;
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const uint8_t* p = static_cast<const uint8_t*>(w.data) + n * k;
+    const float* scale = w.block_scale + ((w.scale_row0 + n) / w.block_rows) * w.scale_cols;
+    for (int64_t i0 = 0; i0 < m; i0 += kRows) {
+      const int mb = static_cast<int>(std::min<int64_t>(kRows, m - i0));
+      float acc[kRows] = {0, 0, 0, 0};
+      for (int64_t b0 = 0; b0 < k; b0 += bc) {
+        const int64_t b1 = std::min(k, b0 + bc);
+        __m256 part[kRows] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        int64_t j = b0;
+        for (; j + 8 <= b1; j += 8) {
+          const __m256 wv = LoadF8(p + j);
+          for (int r = 0; r < mb; ++r) part[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (i0 + r) * k + j), part[r]);
+        }
+        float tail[kRows] = {0, 0, 0, 0};
+        for (; j < b1; ++j) {
+          const float wv = F8E4M3ToF32(p[j]) * (1.0f / 256.0f);
+          for (int r = 0; r < mb; ++r) tail[r] += wv * x[(i0 + r) * k + j];
+        }
+        const float s = scale[b0 / bc] * 256.0f;
+        for (int r = 0; r < mb; ++r) acc[r] += (HSum(part[r]) + tail[r]) * s;
+      }
+      for (int r = 0; r < mb; ++r) y[(i0 + r) * w.rows + n] = acc[r];
+    }
+  }
+}
 
 void MatMulRowsAvx2(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y) {
   if (w.dtype == DType::kF32) {

@@ -14,6 +14,7 @@ void MatMulRowsGeneric(const float* x, int64_t m, const Matrix& w, int64_t n_beg
 void MatMulRowsF8(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y);
 #if defined(__x86_64__)
 void MatMulRowsAvx2(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y);
+void MatMulRowsF8Avx2(const float* x, int64_t m, const Matrix& w, int64_t n_begin, int64_t n_end, float* y);
 #endif
 
 }  // namespace shoal::kernels::cpu

@@ -129,33 +129,39 @@ TEST(DType, F8E4M3DecodesLikeTorch) {
 
 // Block-scaled FP8 weights (blocks 3 × 4 over a 7 × 10 matrix: partial blocks at both edges, and a row
 // slice starting mid-block) against the same product over the dequantised weights in double.
+// Shapes: blocks narrower than the 8-wide vector loop (all tails), and blocks of 16 over 40 columns
+// (two vector chunks per block, a partial last block).
 TEST(MatMul, Fp8BlockScaledMatchesDequantisedWeights) {
-  std::mt19937 rng(7);
-  const int64_t rows = 7, cols = 10, m = 3, br = 3, bc = 4, sr = 3, sc = 3;
-  std::vector<uint8_t> w(rows * cols);
-  for (auto& v : w) {
-    do v = static_cast<uint8_t>(rng()); while ((v & 0x7f) == 0x7f);  // no NaNs
-  }
-  std::vector<float> scales(sr * sc), x(m * cols);
-  for (auto& v : scales) v = std::ldexp(1.0f, static_cast<int>(rng() % 7) - 3);
-  for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
-  Matrix mat{DType::kF8E4M3, w.data(), rows, cols, scales.data(), 0, sc, static_cast<int>(br), static_cast<int>(bc)};
-  ThreadPool pool(2);
-  for (int64_t r0 : {int64_t{0}, int64_t{2}}) {
-    const Matrix view = mat.RowSlice(r0, rows - r0);
-    std::vector<float> y(m * view.rows);
-    MatMul(x.data(), m, view, y.data(), pool);
-    std::vector<float> row(cols);
-    for (int64_t r = 0; r < view.rows; ++r) {
-      GatherRow(view, r, row.data());
-      for (int64_t i = 0; i < m; ++i) {
-        double want = 0;
-        for (int64_t c = 0; c < cols; ++c) {
-          const double wv = F8E4M3ToF32(w[(r0 + r) * cols + c]) * scales[((r0 + r) / br) * sc + c / bc];
-          EXPECT_EQ(row[c], static_cast<float>(wv));
-          want += x[i * cols + c] * wv;
+  struct Shape { int64_t rows, cols, m, br, bc; };
+  for (const Shape sh : {Shape{7, 10, 3, 3, 4}, Shape{9, 40, 6, 16, 16}}) {
+    std::mt19937 rng(7);
+    const int64_t rows = sh.rows, cols = sh.cols, m = sh.m, br = sh.br, bc = sh.bc;
+    const int64_t sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
+    std::vector<uint8_t> w(rows * cols);
+    for (auto& v : w) {
+      do v = static_cast<uint8_t>(rng()); while ((v & 0x7f) == 0x7f);  // no NaNs
+    }
+    std::vector<float> scales(sr * sc), x(m * cols);
+    for (auto& v : scales) v = std::ldexp(1.0f, static_cast<int>(rng() % 7) - 3);
+    for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+    Matrix mat{DType::kF8E4M3, w.data(), rows, cols, scales.data(), 0, sc, static_cast<int>(br), static_cast<int>(bc)};
+    ThreadPool pool(2);
+    for (int64_t r0 : {int64_t{0}, int64_t{2}}) {
+      const Matrix view = mat.RowSlice(r0, rows - r0);
+      std::vector<float> y(m * view.rows);
+      MatMul(x.data(), m, view, y.data(), pool);
+      std::vector<float> row(cols);
+      for (int64_t r = 0; r < view.rows; ++r) {
+        GatherRow(view, r, row.data());
+        for (int64_t i = 0; i < m; ++i) {
+          double want = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            const double wv = F8E4M3ToF32(w[(r0 + r) * cols + c]) * scales[((r0 + r) / br) * sc + c / bc];
+            EXPECT_EQ(row[c], static_cast<float>(wv));
+            want += x[i * cols + c] * wv;
+          }
+          EXPECT_NEAR(y[i * view.rows + r], want, 1e-4 * (1 + std::fabs(want))) << "slice " << r0 << " row " << r;
         }
-        EXPECT_NEAR(y[i * view.rows + r], want, 1e-4 * (1 + std::fabs(want))) << "slice " << r0 << " row " << r;
       }
     }
   }
