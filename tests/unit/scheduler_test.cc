@@ -219,5 +219,45 @@ TEST(Scheduler, RejectsRequestsThatCouldNeverRun) {
   EXPECT_TRUE(testing::MessageHas(s.Submit(r), "already submitted"));
 }
 
+// A request resumed elsewhere after its group failed (prompt + its first k tokens, resumed_output k)
+// continues exactly as the undisturbed run: seeded sampling is drawn per position and the penalties
+// count the resumed tokens as output.
+TEST(Scheduler, AResumedRequestContinuesTheUndisturbedTokens) {
+  const auto f = LoadFixture("qwen3-moe-f32");
+  ScheduledRequest r;
+  r.id = 1;
+  r.prompt = f.prompts[0].prompt;
+  r.max_tokens = 12;
+  r.sampling.temperature = 0.9f;
+  r.sampling.top_p = 0.95f;
+  r.sampling.presence_penalty = 0.7f;
+  r.sampling.frequency_penalty = 0.3f;
+  r.sampling.seed = 4242;
+  auto engine = MakeSmallEngine(f.dir, 256, 64);
+  Scheduler whole(*engine);
+  const std::vector<int32_t> want = RunAll(whole, {r}, 0).at(1).tokens;
+  ASSERT_EQ(want.size(), 12u);
+  for (int k : {1, 5, 11}) {
+    SCOPED_TRACE(k);
+    ScheduledRequest resumed = r;
+    resumed.id = 2;
+    resumed.prompt.insert(resumed.prompt.end(), want.begin(), want.begin() + k);
+    resumed.resumed_output = k;
+    Scheduler other(*engine);
+    const Outcome got = RunAll(other, {resumed}, 0).at(2);
+    EXPECT_EQ(got.finish, control::FinishReason::kLength);
+    EXPECT_EQ(got.tokens, std::vector<int32_t>(want.begin() + k, want.end()));
+  }
+  // Nothing left to generate, or no prompt of its own: refused.
+  ScheduledRequest bad = r;
+  bad.id = 3;
+  bad.resumed_output = static_cast<int64_t>(bad.prompt.size());
+  Scheduler s(*engine);
+  EXPECT_EQ(s.Submit(bad).code(), StatusCode::kInvalidArgument);
+  bad.prompt.insert(bad.prompt.end(), want.begin(), want.end());
+  bad.resumed_output = 12;
+  EXPECT_EQ(s.Submit(bad).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace shoal
