@@ -127,6 +127,7 @@ void Encode(Writer& w, const Hello& m) {
   w.Put(m.block_size);
   w.Put(m.kv_blocks);
   w.Put(m.kv_tokens);
+  w.Put(m.kv_bytes_per_token);
   w.Put(m.num_experts);
   w.PutVector(m.local_experts);
   w.Put(m.pid);
@@ -205,6 +206,7 @@ StatusOr<Message> DecodeHello(Reader& r) {
   m.block_size = r.Get<uint32_t>("block_size");
   m.kv_blocks = r.Get<uint64_t>("kv_blocks");
   m.kv_tokens = r.Get<uint64_t>("kv_tokens");
+  m.kv_bytes_per_token = r.Get<uint64_t>("kv_bytes_per_token");
   m.num_experts = r.Get<uint32_t>("num_experts");
   m.local_experts = r.GetVector<uint32_t>("local_experts", kMaxExperts);
   m.pid = r.Get<uint64_t>("pid");

@@ -83,6 +83,7 @@ struct Hello {
   uint64_t kv_blocks = 0;
   // The longest sequence its KV cache holds (blocks × block_size unless layer groups free blocks early).
   uint64_t kv_tokens = 0;
+  uint64_t kv_bytes_per_token = 0;  // one token's K/V over all layers in the rank's cache
   uint32_t num_experts = 0;  // the model's; 0 for a dense model
   std::vector<uint32_t> local_experts;  // experts this rank holds
   uint64_t pid = 0;

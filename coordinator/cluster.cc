@@ -279,6 +279,7 @@ nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
       j["kv_blocks_total"] = r->hello.kv_blocks;
       j["kv_block_size"] = r->hello.block_size;
       j["kv_max_sequence_tokens"] = r->hello.kv_tokens;
+      j["kv_bytes_per_token"] = r->hello.kv_bytes_per_token;
       j["max_num_seqs"] = r->hello.max_num_seqs;
       j["steps"] = r->hb.steps;
       j["last_step_seconds"] = r->hb.last_step_seconds;
@@ -310,6 +311,7 @@ constexpr const char* kRankGauges[] = {"shoal_worker_up",
                                        "shoal_kv_cache_blocks_used",
                                        "shoal_kv_cache_blocks_capacity",
                                        "shoal_kv_cache_usage_ratio",
+                                       "shoal_kv_cache_bytes_per_token",
                                        "shoal_num_requests_running",
                                        "shoal_num_requests_waiting",
                                        "shoal_worker_last_step_seconds",
@@ -338,6 +340,9 @@ void Cluster::RefreshMetrics() const {
       metrics_.gauge("shoal_kv_cache_blocks_capacity", "KV cache blocks", l).Set(static_cast<double>(r->hello.kv_blocks));
       metrics_.gauge("shoal_kv_cache_usage_ratio", "Share of KV cache blocks in use", l)
           .Set(r->hello.kv_blocks ? static_cast<double>(r->hb.kv_blocks_used) / static_cast<double>(r->hello.kv_blocks) : 0);
+      // MLA: the latent and the rope key only.
+      metrics_.gauge("shoal_kv_cache_bytes_per_token", "KV cache bytes one token takes on the rank, all layers", l)
+          .Set(static_cast<double>(r->hello.kv_bytes_per_token));
       metrics_.gauge("shoal_num_requests_running", "Requests in the rank's running batch", l).Set(r->hb.running);
       metrics_.gauge("shoal_num_requests_waiting", "Requests queued on the rank (waiting for KV or a slot)", l)
           .Set(r->hb.waiting);

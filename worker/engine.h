@@ -49,6 +49,9 @@ class Engine final : public StepEngine {
   const ModelWeights& weights() const { return weights_; }
   KvCache& kv_cache() { return kv_; }
   const KvBlockPool& kv_blocks() const override { return kv_; }
+  int64_t kv_bytes_per_token() const override {
+    return KvCache::BlockBytes(config_, kv_.block_size()) / kv_.block_size() * kv_.groups();
+  }
   std::string Describe() const override;
   ThreadPool& pool() { return pool_; }
   comm::Group& group() override { return *group_; }

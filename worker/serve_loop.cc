@@ -78,6 +78,7 @@ StatusOr<uint32_t> Handshake(control::FrameSocket& sock, StepEngine& engine, con
   h.block_size = static_cast<uint32_t>(engine.kv_blocks().block_size());
   h.kv_blocks = static_cast<uint64_t>(engine.kv_blocks().num_blocks());
   h.kv_tokens = static_cast<uint64_t>(engine.kv_blocks().MaxSequenceTokens(engine.max_step_tokens()));
+  h.kv_bytes_per_token = static_cast<uint64_t>(engine.kv_bytes_per_token());
   h.num_experts = static_cast<uint32_t>(std::max(c.num_experts, 0));
   for (int e : o.local_experts) h.local_experts.push_back(static_cast<uint32_t>(e));
   h.pid = static_cast<uint64_t>(getpid());

@@ -21,6 +21,9 @@ class StepEngine {
 
   virtual const ModelConfig& config() const = 0;
   virtual const KvBlockPool& kv_blocks() const = 0;
+  // Bytes one token's K/V takes in this engine's cache over all layers (its storage dtype and layout:
+  // MLA's latent only; before chunked layers give blocks back).
+  virtual int64_t kv_bytes_per_token() const = 0;
   virtual int max_num_seqs() const = 0;
   // engine.max_step_tokens: the scheduler's budget of tokens per Forward.
   virtual int max_step_tokens() const = 0;

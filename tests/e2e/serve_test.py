@@ -136,6 +136,14 @@ def main():
     proc, s, log = start_cluster(tmp, os.path.join(SRC, "tests/fixtures/deepseek-v3-bf16"), "tiny-deepseek", 2)
     try:
         fixture_checks(s, "deepseek-v3-bf16", "deepseek, 2 ranks")
+        # The KV cache each rank reports in /metrics is the latent-cache formula: per token and layer
+        # kv_lora_rank + qk_rope_head_dim f32 values (no per-head K and V).
+        cfg = json.load(open(os.path.join(SRC, "tests/fixtures/deepseek-v3-bf16/config.json")))
+        want = cfg["num_hidden_layers"] * (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * 4
+        text = s.request("GET", "/metrics")[2]
+        got = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("shoal_kv_cache_bytes_per_token{")]
+        check(len(got) == 2 and all(g == want for g in got),
+              "deepseek: /metrics KV bytes per token of each rank = layers x (kv_lora + rope) x 4 = %d (%s)" % (want, got))
     finally:
         stop_cluster(proc, log, "serving DeepSeek-V3 on 2 ranks")
     launch_without_mpi_checks(tmp, prompts)

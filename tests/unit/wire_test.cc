@@ -33,6 +33,7 @@ std::vector<Message> Samples() {
   h.block_size = 16;
   h.kv_blocks = 100;
   h.kv_tokens = 1600;
+  h.kv_bytes_per_token = 6912;
   h.num_experts = 10;
   h.local_experts = {5, 6, 7, 8, 9};
   h.pid = 4242;
@@ -78,6 +79,7 @@ TEST(Wire, EveryMessageRoundTrips) {
   EXPECT_EQ(sub.sampling.seed, 123456789u);
   EXPECT_EQ(sub.resumed_output, 2u);
   EXPECT_EQ(std::get<Hello>(*Decode(EncodeFrame(Samples()[0]))).kv_tokens, 1600u);
+  EXPECT_EQ(std::get<Hello>(*Decode(EncodeFrame(Samples()[0]))).kv_bytes_per_token, 6912u);
 }
 
 TEST(Wire, EveryTruncationIsACleanError) {

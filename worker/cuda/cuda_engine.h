@@ -62,6 +62,8 @@ class CudaEngine final : public StepEngine {
   const ModelConfig& config() const override { return config_; }
   const DeviceWeights& weights() const { return weights_; }
   const KvBlockPool& kv_blocks() const override { return blocks_; }
+  // K and V of every layer in bf16.
+  int64_t kv_bytes_per_token() const override { return int64_t{2} * config_.num_layers * config_.kv_dim() * 2; }
   int max_num_seqs() const override { return seqs_.max_num_seqs(); }
   int max_step_tokens() const override { return max_step_tokens_; }
   comm::Group& group() override { return *group_; }
