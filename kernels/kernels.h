@@ -80,6 +80,10 @@ void ApplyRope(float* x, int64_t m, int heads, int head_dim, const float* cos, c
 // rotated by the angle of row t, column i of the RopeTable.
 void ApplyRopeInterleaved(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin);
 
+// One vector of head_dim values rotated by one RopeTable row (cos/sin: head_dim/2 values), in the
+// rotate-half or the interleaved convention: the step both functions above apply per head.
+void RotateHead(float* v, int head_dim, const float* cos, const float* sin, bool interleaved);
+
 // The paged KV cache of one layer: blocks of block_size token slots, each slot [num_kv_heads, head_dim]
 // of K (and likewise V). Token slot s lives at k + s * num_kv_heads * head_dim.
 struct PagedKvLayer {

@@ -11,19 +11,6 @@ namespace {
 // DeepSeek's q_a_layernorm and kv_a_layernorm keep RMSNorm's default eps (1e-6), not rms_norm_eps.
 constexpr float kLatentNormEps = 1e-6f;
 
-// Rotates one vector of `dim` values by row t of the RopeTable: pairs (x_2i, x_2i+1) when interleaved
-// (rope_interleave; transformers permutes q and k alike, so their dot products are the same), else
-// rotate-half pairs (x_i, x_i+dim/2).
-void Rotate(float* x, int dim, const float* cos, const float* sin, bool interleaved) {
-  const int half = dim / 2;
-  for (int i = 0; i < half; ++i) {
-    const int a_at = interleaved ? 2 * i : i, b_at = interleaved ? 2 * i + 1 : i + half;
-    const float a = x[a_at], b = x[b_at];
-    x[a_at] = a * cos[i] - b * sin[i];
-    x[b_at] = b * cos[i] + a * sin[i];
-  }
-}
-
 }  // namespace
 
 void MlaAttention(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t T, const int32_t* positions,
@@ -51,9 +38,11 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& L, const float* h, i
   for (int64_t t = 0; t < T; ++t) {
     float* row = ws.latent.data() + t * width;
     kernels::RmsNorm(row, 1, lora, L.kv_a_norm.data(), kLatentNormEps, row);
-    Rotate(row + lora, rope, cos + t * half, sin + t * half, c.rope_interleaved);
+    // rope_interleave: transformers permutes q and k alike, so their dot products are the same.
+    kernels::RotateHead(row + lora, rope, cos + t * half, sin + t * half, c.rope_interleaved);
     for (int hd = 0; hd < heads; ++hd) {
-      Rotate(ws.q.data() + (t * heads + hd) * qk + nope, rope, cos + t * half, sin + t * half, c.rope_interleaved);
+      kernels::RotateHead(ws.q.data() + (t * heads + hd) * qk + nope, rope, cos + t * half, sin + t * half,
+                          c.rope_interleaved);
     }
   }
   kernels::WriteKv(kv, ws.latent.data(), nullptr, T, slots);

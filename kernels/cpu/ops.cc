@@ -65,36 +65,38 @@ void RopeTable(const int32_t* positions, int64_t m, const float* inv_freq, int h
   }
 }
 
-void ApplyRope(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin) {
+void RotateHead(float* v, int head_dim, const float* cos, const float* sin, bool interleaved) {
+  const int half = head_dim / 2;
+  // Pair i is (v[a], v[b]): (2i, 2i+1) interleaved, (i, i + half) rotate-half.
+  const int a_step = interleaved ? 2 : 1, b_off = interleaved ? 1 : half;
+  for (int i = 0; i < half; ++i) {
+    float* pa = v + i * a_step;
+    float* pb = pa + b_off;
+    const float a = *pa, b = *pb;
+    *pa = a * cos[i] - b * sin[i];
+    *pb = b * cos[i] + a * sin[i];
+  }
+}
+
+namespace {
+
+void RopeHeads(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin, bool interleaved) {
   const int half = head_dim / 2;
   for (int64_t t = 0; t < m; ++t) {
-    const float* cos_v = cos + t * half;
-    const float* sin_v = sin + t * half;
     for (int h = 0; h < heads; ++h) {
-      float* v = x + (t * heads + h) * head_dim;
-      for (int i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * cos_v[i] - b * sin_v[i];
-        v[i + half] = b * cos_v[i] + a * sin_v[i];
-      }
+      RotateHead(x + (t * heads + h) * head_dim, head_dim, cos + t * half, sin + t * half, interleaved);
     }
   }
 }
 
+}  // namespace
+
+void ApplyRope(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin) {
+  RopeHeads(x, m, heads, head_dim, cos, sin, /*interleaved=*/false);
+}
+
 void ApplyRopeInterleaved(float* x, int64_t m, int heads, int head_dim, const float* cos, const float* sin) {
-  const int half = head_dim / 2;
-  for (int64_t t = 0; t < m; ++t) {
-    const float* cos_v = cos + t * half;
-    const float* sin_v = sin + t * half;
-    for (int h = 0; h < heads; ++h) {
-      float* v = x + (t * heads + h) * head_dim;
-      for (int i = 0; i < half; ++i) {
-        const float a = v[2 * i], b = v[2 * i + 1];
-        v[2 * i] = a * cos_v[i] - b * sin_v[i];
-        v[2 * i + 1] = b * cos_v[i] + a * sin_v[i];
-      }
-    }
-  }
+  RopeHeads(x, m, heads, head_dim, cos, sin, /*interleaved=*/true);
 }
 
 void RouterGroupedTopK(const float* logits, int64_t m, int num_experts, int top_k, int n_group, int topk_group,
@@ -102,6 +104,7 @@ void RouterGroupedTopK(const float* logits, int64_t m, int num_experts, int top_
   const int per_group = num_experts / n_group;
   std::vector<float> score(num_experts), choice(num_experts), group_score(n_group);
   std::vector<int32_t> order(num_experts), groups(n_group);
+  std::vector<char> kept(n_group);
   for (int64_t t = 0; t < m; ++t) {
     const float* l = logits + t * num_experts;
     for (int e = 0; e < num_experts; ++e) {
@@ -119,8 +122,8 @@ void RouterGroupedTopK(const float* logits, int64_t m, int num_experts, int top_
     std::partial_sort(groups.begin(), groups.begin() + topk_group, groups.end(), [&](int32_t a, int32_t b) {
       return group_score[a] != group_score[b] ? group_score[a] > group_score[b] : a < b;
     });
-    std::vector<bool> kept(n_group, false);
-    for (int j = 0; j < topk_group; ++j) kept[groups[j]] = true;
+    std::fill(kept.begin(), kept.end(), 0);
+    for (int j = 0; j < topk_group; ++j) kept[groups[j]] = 1;
     int n = 0;
     for (int e = 0; e < num_experts; ++e) {
       if (kept[e / per_group]) order[n++] = e;

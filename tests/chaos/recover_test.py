@@ -171,33 +171,8 @@ def run_scenario(tmp, tag):
         reqs = requests()
         want = undisturbed(s, reqs)
         migrated_before = counter(s, "shoal_request_migrations_total")
-        tokens = [[] for _ in reqs]
-        arrivals = [[] for _ in reqs]
-        ends = [None] * len(reqs)
-        status = [None] * len(reqs)  # the HTTP status: 200 once the coordinator admitted the stream
-
-        def run(i):
-            body = dict(reqs[i], stream=True)
-
-            def on_event(ev, _):
-                now = time.time()
-                for c in ev.get("choices", []):
-                    tokens[i].extend(c.get("token_ids") or [])
-                    if c.get("token_ids"):
-                        arrivals[i].append(now)
-                    if c.get("finish_reason"):
-                        ends[i] = c["finish_reason"]
-                if "error" in ev:
-                    ends[i] = "error: " + json.dumps(ev["error"])[:200]
-            def on_status(st):
-                status[i] = st
-            st, events, done = s.stream("/v1/completions", body, on_event, timeout=120, on_status=on_status)
-            if st != 200:
-                ends[i] = "http %d" % st
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(reqs))]
-        for t in threads:
-            t.start()
+        # status: 200 once the coordinator admitted the stream.
+        threads, status, tokens, arrivals, ends = shoal_http.stream_all(s, "/v1/completions", reqs, timeout=120)
         # The fault comes once decoding is under way and the coordinator has most requests on ranks;
         # it hits the group holding the most, at one of its ranks. Its incarnation tells the relaunch.
         t0 = time.time()

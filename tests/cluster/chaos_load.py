@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
@@ -50,25 +49,7 @@ def main():
         return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("shoal_request_migrations_total"))
 
     migrated0 = migrations()
-    tokens, ends, arrivals = [[] for _ in reqs], [None] * len(reqs), [[] for _ in reqs]
-
-    def run(i):
-        def on_event(ev, _):
-            for c in ev.get("choices", []):
-                if c.get("token_ids"):
-                    tokens[i].extend(c["token_ids"])
-                    arrivals[i].append(time.time())
-                if c.get("finish_reason"):
-                    ends[i] = c["finish_reason"]
-            if "error" in ev:
-                ends[i] = "error: " + json.dumps(ev["error"])[:200]
-        st, _, _ = s.stream("/v1/completions", dict(reqs[i], stream=True), on_event, timeout=180)
-        if st != 200:
-            ends[i] = "http %d" % st
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(reqs))]
-    for t in threads:
-        t.start()
+    threads, _, tokens, arrivals, ends = shoal_http.stream_all(s, "/v1/completions", reqs)
     t0 = time.time()
     while time.time() - t0 < 60 and not all(len(t) >= 2 for t in tokens):
         time.sleep(0.01)

@@ -2,6 +2,8 @@
 plain requests and SSE streams."""
 import http.client
 import json
+import threading
+import time
 
 _OWN_KEY = object()  # request(key=...) default: the server's key; key=None sends none
 
@@ -59,3 +61,35 @@ class Server:
                 break
         c.close()
         return 200, events, done
+
+
+def stream_all(server, path, bodies, timeout=180):
+    """Streams every body at once, one thread each (started; join them). Returns (threads, status, tokens,
+    arrivals, ends), lists filled in as the streams go: each one's HTTP status (200 once admitted), its
+    token ids, the arrival time of each chunk with tokens, and its finish_reason ("error: ..." or
+    "http N" when it failed)."""
+    n = len(bodies)
+    status, tokens, arrivals, ends = [None] * n, [[] for _ in range(n)], [[] for _ in range(n)], [None] * n
+
+    def run(i):
+        def on_event(ev, _):
+            now = time.time()
+            for c in ev.get("choices", []):
+                if c.get("token_ids"):
+                    tokens[i].extend(c["token_ids"])
+                    arrivals[i].append(now)
+                if c.get("finish_reason"):
+                    ends[i] = c["finish_reason"]
+            if "error" in ev:
+                ends[i] = "error: " + json.dumps(ev["error"])[:200]
+
+        def on_status(st):
+            status[i] = st
+        st, _, _ = server.stream(path, dict(bodies[i], stream=True), on_event, timeout=timeout, on_status=on_status)
+        if st != 200:
+            ends[i] = "http %d" % st
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, status, tokens, arrivals, ends
