@@ -129,11 +129,15 @@ TEST(DType, F8E4M3DecodesLikeTorch) {
 
 // Block-scaled FP8 weights (blocks 3 × 4 over a 7 × 10 matrix: partial blocks at both edges, and a row
 // slice starting mid-block) against the same product over the dequantised weights in double.
-// Shapes: blocks narrower than the 8-wide vector loop (all tails), and blocks of 16 over 40 columns
-// (two vector chunks per block, a partial last block).
+// Shapes: blocks narrower than the 8-wide vector loop (all tails), blocks of 16 over 40 columns (two
+// vector chunks per block, a partial last block), and row blocks of 5 under every activation-row count
+// the AVX2 kernel blocks differently (1..9, 33, 40: groups of weight rows that would straddle a row
+// block, and more activation rows than one scaling pass takes).
 TEST(MatMul, Fp8BlockScaledMatchesDequantisedWeights) {
   struct Shape { int64_t rows, cols, m, br, bc; };
-  for (const Shape sh : {Shape{7, 10, 3, 3, 4}, Shape{9, 40, 6, 16, 16}}) {
+  std::vector<Shape> shapes = {Shape{7, 10, 3, 3, 4}, Shape{9, 40, 6, 16, 16}};
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 33, 40}) shapes.push_back(Shape{23, 77, m, 5, 32});
+  for (const Shape sh : shapes) {
     std::mt19937 rng(7);
     const int64_t rows = sh.rows, cols = sh.cols, m = sh.m, br = sh.br, bc = sh.bc;
     const int64_t sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
@@ -160,7 +164,8 @@ TEST(MatMul, Fp8BlockScaledMatchesDequantisedWeights) {
             EXPECT_EQ(row[c], static_cast<float>(wv));
             want += x[i * cols + c] * wv;
           }
-          EXPECT_NEAR(y[i * view.rows + r], want, 1e-4 * (1 + std::fabs(want))) << "slice " << r0 << " row " << r;
+          EXPECT_NEAR(y[i * view.rows + r], want, 1e-4 * (1 + std::fabs(want)))
+              << "m " << m << " slice " << r0 << " row " << r << " input " << i;
         }
       }
     }
