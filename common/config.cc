@@ -98,6 +98,14 @@ StatusOr<DeviceSpec> ParseDevice(const std::string& text) {
   return InvalidArgument("expected cpu, cuda or cuda:N, got '" + text + "'");
 }
 
+StatusOr<std::optional<DType>> ParseWeightDtype(const std::string& text) {
+  if (text == "auto") return std::optional<DType>();
+  if (text == "bfloat16" || text == "bf16") return std::optional<DType>(DType::kBF16);
+  if (text == "float16" || text == "fp16" || text == "half") return std::optional<DType>(DType::kF16);
+  if (text == "float32" || text == "fp32" || text == "float") return std::optional<DType>(DType::kF32);
+  return InvalidArgument("expected auto, bfloat16, float16 or float32, got '" + text + "'");
+}
+
 StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std::string& source,
                                          const std::string& base_dir) {
   YAML::Node root;
@@ -147,6 +155,11 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                                     SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &cfg.device, "a string"));
                                     return ParseDevice(cfg.device).status().WithContext(where);
                                   }},
+                                 {"max_model_len", IntIn<int64_t>(&cfg.max_model_len, 0, int64_t{1} << 26)},
+                                 {"dtype", [&](const YAML::Node& v, const std::string& where) {
+                                    SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &cfg.dtype, "a string"));
+                                    return ParseWeightDtype(cfg.dtype).status().WithContext(where);
+                                  }},
                                  {"experimental_gpu_kernels", [&](const YAML::Node& v, const std::string& where) {
                                     return ReadScalar(v, where, &cfg.experimental_gpu_kernels, "true or false");
                                   }}});
@@ -158,7 +171,14 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                  {{"block_size", IntIn<int>(&cfg.kv_block_size, 1, 1024, [](int x) { return (x & (x - 1)) == 0; },
                                             "a power of two ")},
                   {"memory_mib", IntIn<int64_t>(&cfg.kv_cache_mib, 1, int64_t{1} << 30)},
-                  {"num_blocks", IntIn<int64_t>(&cfg.kv_cache_blocks, 0, int64_t{1} << 32)}});
+                  {"num_blocks", IntIn<int64_t>(&cfg.kv_cache_blocks, 0, int64_t{1} << 32)},
+                  {"memory_fraction", [&](const YAML::Node& v, const std::string& where) -> Status {
+                     double f = 0;
+                     SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &f, "a number"));
+                     if (!(f >= 0 && f <= 1)) return OutOfRange(where + ": must be in [0, 1], got " + v.Scalar());
+                     cfg.kv_memory_fraction = f;
+                     return Status::Ok();
+                   }}});
            }},
           {"server",
            [&](const YAML::Node& m, const std::string&) {

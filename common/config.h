@@ -16,12 +16,22 @@
 //                            # also bounds how long group peers wait for each other in one step
 //     device: cpu          # cpu, cuda or cuda:N (the GPU engine, in a build with CUDA; cuda alone
 //                          # picks the rank's local index on its node; groups exchange over NCCL)
+//     max_model_len: 0     # longest sequence (prompt + output) served; 0 = the model's
+//                          # max_position_embeddings. A KV cache that cannot hold one sequence this
+//                          # long is a start-up error; with 0 the usable context is whatever the cache
+//                          # holds (logged at start, and in /v1/models)
+//     dtype: auto          # weights in memory: auto (the checkpoint's), bfloat16, float16 or float32;
+//                          # FP8 checkpoints keep their FP8 matrices (the GPU engine computes in bf16)
 //     experimental_gpu_kernels: false  # GPU small steps (≤ 16 tokens): tensor-core skinny GEMMs, a
 //                          # fused attention prologue, one-launch routing, split attention — written
 //                          # but not yet run on a GPU (docs/architecture.md); off by default
 //   kv_cache:
 //     block_size: 16       # tokens per KV block (power of two, 1..1024)
 //     memory_mib: 256      # KV cache size per process
+//     memory_fraction: 0   # > 0 (up to 1): size the cache instead so that this rank's weights + KV
+//                          # take this share of its memory — its GPU's for cuda (like vLLM's
+//                          # --gpu-memory-utilization), for cpu the host's (or cgroup's) RAM divided by
+//                          # the ranks on the node; overrides memory_mib
 //     num_blocks: 0        # > 0: exactly this many blocks instead (overrides memory_mib)
 //   server:                # the coordinator (shoal serve / shoal up)
 //     host: 127.0.0.1      # HTTP bind address; 0.0.0.0 only when configured
@@ -58,9 +68,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/dtype.h"
 #include "common/status.h"
 
 namespace shoal {
@@ -72,6 +84,10 @@ struct DeviceSpec {
 };
 StatusOr<DeviceSpec> ParseDevice(const std::string& text);
 
+// engine.dtype / --dtype: "auto" (nullopt: keep the checkpoint's), "bfloat16"/"bf16", "float16"/"fp16"/
+// "half", "float32"/"fp32"/"float".
+StatusOr<std::optional<DType>> ParseWeightDtype(const std::string& text);
+
 struct EngineConfig {
   std::string source;      // the YAML file this came from ("" when built in code)
   std::string model_path;  // absolute or relative to the working directory after loading
@@ -80,6 +96,9 @@ struct EngineConfig {
   int max_step_tokens = 8192;
   std::string device = "cpu";  // engine.device, checked by ParseDevice
   bool experimental_gpu_kernels = false;  // engine.experimental_gpu_kernels
+  int64_t max_model_len = 0;    // engine.max_model_len; 0 = the model's max_position_embeddings
+  std::string dtype = "auto";   // engine.dtype, checked by ParseWeightDtype
+  double kv_memory_fraction = 0;  // kv_cache.memory_fraction; 0 = kv_cache.memory_mib
   int kv_block_size = 16;
   int64_t kv_cache_mib = 256;
   int64_t kv_cache_blocks = 0;  // kv_cache.num_blocks: overrides memory_mib when > 0 (tests, tuning)

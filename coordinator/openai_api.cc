@@ -616,7 +616,7 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
   return Dump(j);
 }
 
-std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created) {
+std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created, int64_t max_model_len) {
   json data = json::array();
   for (const std::string& id : model_ids) {
     json m = json::object();
@@ -624,6 +624,8 @@ std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t cr
     m["object"] = "model";
     m["created"] = created;
     m["owned_by"] = "shoal";
+    m["root"] = id;
+    m["max_model_len"] = max_model_len;
     data.push_back(std::move(m));
   }
   json j = json::object();

@@ -134,7 +134,8 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
 
 // Streamed responses: coordinator/openai_stream.h.
 
-// GET /v1/models: {"object":"list","data":[{id, object:"model", created, owned_by:"shoal"}]}.
-std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created);
+// GET /v1/models: {"object":"list","data":[{id, object:"model", created, owned_by:"shoal", root,
+// max_model_len}]} — root and max_model_len as vLLM lists them (the longest sequence served).
+std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created, int64_t max_model_len);
 
 }  // namespace shoal::api

@@ -64,7 +64,7 @@ awaitable<bool> MetricsEndpoint(HandlerEnv& env, Exchange& x) {
 
 awaitable<bool> Models(HandlerEnv& env, Exchange& x) {
   const std::vector<std::string> ids = {env.model.name};
-  std::string body = api::ModelsResponse(ids, env.model.created_unix);
+  std::string body = api::ModelsResponse(ids, env.model.created_unix, env.model.max_context);
   co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
 }
 

@@ -43,6 +43,7 @@ StatusOr<ServedModel> ServedModel::Load(const EngineConfig& cfg) {
   ServedModel m;
   m.name = ServedModelName(cfg);
   SHOAL_ASSIGN_OR_RETURN(ModelConfig mc, LoadModelConfig(cfg.model_path));
+  SHOAL_RETURN_IF_ERROR(LimitContext(cfg.max_model_len, cfg.model_path, &mc));
   m.max_context = mc.max_position_embeddings;
   m.vocab = mc.vocab_size;
   SHOAL_ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::Load(cfg.model_path));

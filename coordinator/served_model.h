@@ -21,7 +21,7 @@ struct ServedModel {
   std::shared_ptr<const jinja::Template> chat_template;  // null without tokenizer_config.json's chat_template
   std::string bos_token, eos_token;                      // texts, for the template
   std::vector<int32_t> eos_ids;  // from generation_config.json, config.json and the EOS token, as generate() stops
-  int64_t max_context = 0;       // max_position_embeddings
+  int64_t max_context = 0;       // max_position_embeddings, or engine.max_model_len when set (shorter)
   int32_t vocab = 0;             // the model's vocab_size (≥ the tokenizer's)
   int64_t created_unix = 0;      // for /v1/models
 

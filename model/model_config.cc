@@ -587,4 +587,15 @@ StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   return ParseModelConfig(ss.str(), path);
 }
 
+Status LimitContext(int64_t max_model_len, const std::string& model_dir, ModelConfig* config) {
+  if (max_model_len <= 0) return Status::Ok();
+  if (max_model_len > config->max_position_embeddings) {
+    return InvalidArgument("engine.max_model_len (--max-model-len) " + std::to_string(max_model_len) +
+                           " is longer than " + model_dir + "/config.json's max_position_embeddings (" +
+                           std::to_string(config->max_position_embeddings) + ")");
+  }
+  config->max_position_embeddings = static_cast<int>(max_model_len);
+  return Status::Ok();
+}
+
 }  // namespace shoal

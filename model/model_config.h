@@ -127,4 +127,10 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::
 // Reads `<dir>/config.json`.
 StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
 
+// engine.max_model_len (0: no change): serve sequences of at most `max_model_len` tokens by lowering
+// max_position_embeddings, which the scheduler, the admission checks and the caches bound sequences
+// by (RoPE scaling reads original_max_position_embeddings, resolved at parse, so the math is
+// unchanged). Longer than the model's own context is an error naming both.
+Status LimitContext(int64_t max_model_len, const std::string& model_dir, ModelConfig* config);
+
 }  // namespace shoal

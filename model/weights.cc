@@ -205,6 +205,40 @@ size_t ModelWeights::MatrixBytes() const {
   return total;
 }
 
+void CastMatrices(ModelWeights* w, DType to) {
+  auto cast = [&](kernels::Matrix& m) {
+    if (m.empty() || m.dtype == to || m.dtype == DType::kF8E4M3) return;
+    const size_t elem = DTypeSize(to);
+    auto buf = std::make_unique<uint8_t[]>(static_cast<size_t>(m.rows * m.cols) * elem);
+    std::vector<float> row(static_cast<size_t>(m.cols));
+    for (int64_t r = 0; r < m.rows; ++r) {
+      kernels::GatherRow(m, r, row.data());
+      uint8_t* dst = buf.get() + static_cast<size_t>(r * m.cols) * elem;
+      for (int64_t c = 0; c < m.cols; ++c) {
+        if (to == DType::kF32) {
+          std::memcpy(dst + c * 4, &row[c], 4);
+        } else {
+          const uint16_t h = to == DType::kBF16 ? F32ToBf16(row[c]) : F32ToF16(row[c]);
+          std::memcpy(dst + c * 2, &h, 2);
+        }
+      }
+    }
+    m.data = buf.get();
+    m.dtype = to;
+    w->owned.push_back(std::move(buf));
+  };
+  const bool tied = w->lm_head.data == w->embed.data;
+  cast(w->embed);
+  if (tied) w->lm_head = w->embed; else cast(w->lm_head);
+  for (LayerWeights& l : w->layers) {
+    for (kernels::Matrix* m : {&l.q, &l.k, &l.v, &l.o, &l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.router, &l.shared_expert_gate}) cast(*m);
+    for (FfnWeights* f : {&l.shared_expert, &l.dense_mlp}) {
+      cast(f->gate), cast(f->up), cast(f->down);
+    }
+    for (FfnWeights& f : l.experts) cast(f.gate), cast(f.up), cast(f.down);
+  }
+}
+
 StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string& dir, const ExpertFilter& experts) {
   const Names names = NamesFor(c.arch);
   Checkpoint::TensorFilter filter = nullptr;

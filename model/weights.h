@@ -69,6 +69,10 @@ using ExpertFilter = std::function<bool(int layer, int expert)>;
 StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const std::string& dir,
                                         const ExpertFilter& experts = nullptr);
 
+// engine.dtype: every weight matrix that is not FP8 converted to `to` (f32, f16 or bf16) in owned
+// buffers (a tied lm_head stays the embedding). Matrices already of that dtype are left as they are.
+void CastMatrices(ModelWeights* weights, DType to);
+
 // Random weights of the given dtype for benchmarks (values ~ N(0, 1/cols)); deterministic in `seed`.
 // kF8E4M3: the layers' projections and experts block-scaled FP8 (DeepSeek's layout), the rest bf16.
 ModelWeights MakeSyntheticWeights(const ModelConfig& config, DType dtype, uint64_t seed);

@@ -62,7 +62,7 @@ echo "chat answer: $(head -c 300 "$dir/request.json")"
 rc=0
 for c in 1 16 128; do
   n=$((c * 4 < 16 ? 16 : c * 4))
-  if ! "$shoal" bench serve --url "$url" --tokenizer models/demo-kjv-moe --random-input-len 128 \
+  if ! "$shoal" bench serve --url "$url" --model models/demo-kjv-moe --random-input-len 128 \
        --random-output-len 128 --num-prompts "$n" --max-concurrency "$c" --seed 1 --quiet \
        --save-json "$dir/bench-c$c.json" > "$dir/bench-c$c.log" 2>&1; then
     echo "FAILED: bench serve at concurrency $c"; tail -5 "$dir/bench-c$c.log"; rc=1

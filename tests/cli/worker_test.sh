@@ -158,5 +158,5 @@ if run 2 "$shoal" bench a2a --hidden 64 --topk 2 --experts 8 --max-tokens 8 --se
 else
   echo "FAIL bench a2a --json"; cat "$tmp/a2a.txt"; fail=1
 fi
-expect_failure "measures shared memory, not the network" "$shoal" plan --model deepseek-v3 --hardware h100 --calibrate "$tmp/a2a.json"
+expect_failure "measures shared memory, not the network" "$shoal" plan --preset deepseek-v3 --hardware h100 --calibrate "$tmp/a2a.json"
 exit $fail

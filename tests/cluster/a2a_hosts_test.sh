@@ -48,7 +48,7 @@ bench 3 tbf3
 # The planner takes the shaped 3-host run as a fabric measurement: against an h100 whose NIC is the
 # bed's 1 Gbit/s (0.125 GB/s), net_eff is the share of the link that MPI_Alltoallv achieved.
 printf 'hardware:\n  h100:\n    net_gbps: 0.125\n' >"$tmp/bed-hw.yaml"
-"$shoal" plan --model mixtral-8x22b --hardware h100 --hardware-file "$tmp/bed-hw.yaml" \
+"$shoal" plan --preset mixtral-8x22b --hardware h100 --hardware-file "$tmp/bed-hw.yaml" \
   --calibrate "$tmp/tbf3.json" --json >"$tmp/plan.json" 2>"$tmp/plan.err" || { cat "$tmp/plan.err"; fail "plan --calibrate"; }
 grep "net_eff" "$tmp/plan.err" | sed 's/^/     /' || true
 python3 - "$tmp/plan.json" <<'PY' || fail "plan --calibrate did not take a plausible net_eff from the shaped run"
@@ -62,7 +62,7 @@ PY
 testbed_run 1 timeout 120 mpirun --allow-run-as-root --bind-to none -np 2 -x OMPI_MCA_mpi_yield_when_idle \
   "$shoal" bench a2a --hidden 256 --topk 2 --experts 8 --min-tokens 8 --max-tokens 8 --seconds 0.05 \
   --json "$tmp/one.json" >/dev/null 2>&1 || fail "bench a2a on one host"
-if "$shoal" plan --model mixtral-8x22b --hardware h100 --calibrate "$tmp/one.json" >/dev/null 2>"$tmp/one.err"; then
+if "$shoal" plan --preset mixtral-8x22b --hardware h100 --calibrate "$tmp/one.json" >/dev/null 2>"$tmp/one.err"; then
   fail "plan --calibrate took a one-host run as a network measurement"
 fi
 grep -q "measures shared memory" "$tmp/one.err" || fail "one-host refusal: $(cat "$tmp/one.err")"

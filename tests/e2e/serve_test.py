@@ -481,7 +481,7 @@ def run_checks(s, prompts, proc):
     bench_dir = tempfile.mkdtemp(prefix="shoal-bench-")
     out_json = os.path.join(bench_dir, "bench.json")
     r = subprocess.run([SHOAL, "bench", "serve", "--url", "http://%s:%d" % (s.host, s.port), "--api-key", API_KEY,
-                        "--tokenizer", FIXTURE, "--num-prompts", "12", "--random-input-len", "16",
+                        "--model", FIXTURE, "--num-prompts", "12", "--random-input-len", "16",
                         "--random-output-len", "24", "--sweep", "20,200", "--slo", "ttft:1000", "--save-json", out_json,
                         "--svg", out_json + ".svg", "--quiet"], capture_output=True, text=True, timeout=120)
     ok = r.returncode == 0

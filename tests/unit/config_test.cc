@@ -6,7 +6,10 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/config.h"
 #include "tests/unit/fixture_util.h"
@@ -119,6 +122,37 @@ TEST(ConfigTest, ExperimentalGpuKernelsIsAnOptInBoolean) {
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(MessageHas(bad.status(), "engine.experimental_gpu_kernels")) << bad.status().ToString();
   EXPECT_TRUE(MessageHas(bad.status(), "true or false")) << bad.status().ToString();
+}
+
+// The keys behind the vLLM-style flags: engine.max_model_len, engine.dtype (with vLLM's spellings)
+// and kv_cache.memory_fraction, each defaulting to "as the model / memory_mib says" and range-checked.
+TEST(ConfigTest, MaxModelLenDtypeAndMemoryFraction) {
+  const EngineConfig d = Parse("").value();
+  EXPECT_EQ(d.max_model_len, 0);
+  EXPECT_EQ(d.dtype, "auto");
+  EXPECT_EQ(d.kv_memory_fraction, 0);
+  auto a = Parse("engine:\n  max_model_len: 4096\n  dtype: bfloat16\nkv_cache:\n  memory_fraction: 0.9\n");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->max_model_len, 4096);
+  EXPECT_EQ(a->dtype, "bfloat16");
+  EXPECT_DOUBLE_EQ(a->kv_memory_fraction, 0.9);
+  for (const auto& [text, dtype] : std::vector<std::pair<std::string, std::optional<DType>>>{
+           {"auto", std::nullopt}, {"bf16", DType::kBF16}, {"half", DType::kF16}, {"float16", DType::kF16},
+           {"float", DType::kF32}, {"fp32", DType::kF32}}) {
+    auto p = ParseWeightDtype(text);
+    ASSERT_TRUE(p.ok()) << text;
+    EXPECT_EQ(*p, dtype) << text;
+  }
+  struct Bad { const char* yaml; const char* key; const char* why; };
+  for (const Bad& b : {Bad{"engine:\n  dtype: int4\n", "engine.dtype", "expected auto, bfloat16, float16 or float32"},
+                       Bad{"engine:\n  max_model_len: -1\n", "engine.max_model_len", "must be in"},
+                       Bad{"kv_cache:\n  memory_fraction: 1.5\n", "kv_cache.memory_fraction", "must be in [0, 1]"},
+                       Bad{"kv_cache:\n  memory_fraction: lots\n", "kv_cache.memory_fraction", "expected a number"}}) {
+    auto r = Parse(b.yaml);
+    ASSERT_FALSE(r.ok()) << b.yaml;
+    EXPECT_TRUE(MessageHas(r.status(), b.key)) << r.status().ToString();
+    EXPECT_TRUE(MessageHas(r.status(), b.why)) << r.status().ToString();
+  }
 }
 
 // The limits on what comes from outside: defaults, and their ranges checked at load.

@@ -139,6 +139,47 @@ TEST_P(FixtureTest, BatchedEqualsAloneBitwise) {
   EXPECT_EQ(a[0].logits, b[0].logits) << f.name;
 }
 
+// engine.dtype float32 on a bf16/f16 checkpoint: widening is exact and the kernels accumulate every
+// weight type in the same order, so the logits are bitwise those of the checkpoint's own dtype. And
+// bfloat16 on an f32 checkpoint rounds every matrix element as torch's .to(bfloat16) does.
+TEST_P(FixtureTest, DtypeOverrideWidensExactlyAndNarrowsLikeTorch) {
+  Fixture f = LoadFixture(GetParam());
+  auto config = LoadModelConfig(f.dir);
+  ASSERT_TRUE(config.ok());
+  auto native = LoadModelWeights(*config, f.dir);
+  ASSERT_TRUE(native.ok());
+  const DType stored = native->layers[0].o.dtype;
+  if (stored == DType::kF8E4M3 || native->embed.dtype == DType::kF8E4M3) GTEST_SKIP() << "FP8 matrices keep their dtype";
+  if (stored == DType::kF32) {
+    auto cast = LoadModelWeights(*config, f.dir);
+    ASSERT_TRUE(cast.ok());
+    CastMatrices(&*cast, DType::kBF16);
+    const kernels::Matrix& a = native->layers[0].o;
+    const kernels::Matrix& b = cast->layers[0].o;
+    ASSERT_EQ(b.dtype, DType::kBF16);
+    const float* src = static_cast<const float*>(a.data);
+    const uint16_t* dst = static_cast<const uint16_t*>(b.data);
+    for (int64_t i = 0; i < a.rows * a.cols; ++i) ASSERT_EQ(dst[i], F32ToBf16(src[i])) << f.name << " element " << i;
+    EXPECT_EQ(cast->MatrixBytes() * 2, native->MatrixBytes()) << "every matrix halved";
+    return;
+  }
+  auto make = [&](bool widen) {
+    auto w = LoadModelWeights(*config, f.dir);
+    EXPECT_TRUE(w.ok());
+    if (widen) CastMatrices(&*w, DType::kF32);
+    EngineConfig cfg;
+    cfg.threads = 2;
+    cfg.kv_block_size = 4;
+    cfg.kv_cache_mib = 16;
+    return std::move(Engine::Create(*config, std::move(w).value(), cfg)).value();
+  };
+  auto a = make(false), b = make(true);
+  std::vector<ForwardOutput> out_a, out_b;
+  ASSERT_TRUE(a->Forward({{*a->NewSequence(), f.prompts[0].prompt, true}}, &out_a).ok());
+  ASSERT_TRUE(b->Forward({{*b->NewSequence(), f.prompts[0].prompt, true}}, &out_b).ok());
+  EXPECT_EQ(out_a[0].logits, out_b[0].logits) << f.name;
+}
+
 // Chunked prefill: with 3 tokens per step the 7-, 3- and 12-token prompts are fed over several steps
 // (decode tokens of finished prompts alongside later chunks) and give the same greedy tokens.
 TEST_P(FixtureTest, ChunkedPrefillGivesTheSameTokens) {

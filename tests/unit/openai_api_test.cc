@@ -485,11 +485,11 @@ TEST(OpenAiStream, ChatChunks) {
 }
 
 TEST(OpenAiResponse, Models) {
-  json j = json::parse(ModelsResponse({"a", "b"}, 123));
+  json j = json::parse(ModelsResponse({"a", "b"}, 123, 4096));
   EXPECT_EQ(j["object"], "list");
   ASSERT_EQ(j["data"].size(), 2u);
-  EXPECT_EQ(j["data"][1], json::parse(R"({"id":"b","object":"model","created":123,"owned_by":"shoal"})"));
-  EXPECT_TRUE(json::parse(ModelsResponse({}, 1))["data"].empty());
+  EXPECT_EQ(j["data"][1], json::parse(R"({"id":"b","object":"model","created":123,"owned_by":"shoal","root":"b","max_model_len":4096})"));
+  EXPECT_TRUE(json::parse(ModelsResponse({}, 1, 1))["data"].empty());
 }
 
 }  // namespace
@@ -510,7 +510,7 @@ TEST(OpenAiStream, HandWrittenStringsMatchNlohmann) {
     AppendJsonString(&mine, t);
     EXPECT_EQ(mine, json(t).dump()) << "for " << json(t).dump();
   }
-  for (const std::string bad : {std::string("\xff"), std::string("ok\xc3"), std::string("\xed\xa0\x80 surrogate"),
+  for (const std::string& bad : {std::string("\xff"), std::string("ok\xc3"), std::string("\xed\xa0\x80 surrogate"),
                                 std::string("\xc0\xaf overlong")}) {
     std::string mine;
     AppendJsonString(&mine, bad);

@@ -22,7 +22,8 @@ namespace {
 struct BenchServeOptions {
   std::string url = "http://127.0.0.1:8000";
   std::string endpoint = "completions";
-  std::string model;
+  std::string model;              // --model: the checkpoint directory (its tokenizer), as in `vllm bench serve`
+  std::string served_model_name;  // the model id sent; empty: none (the server's only model)
   std::string api_key;
   std::string dataset;  // ShareGPT JSON; empty = random token ids
   std::string tokenizer;
@@ -88,8 +89,8 @@ Status RunBenchServe(const BenchServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(loadgen::Slo slo, ParseSlo(o.slo));
   if (o.endpoint != "completions" && o.endpoint != "chat") return InvalidArgument("--endpoint: completions or chat");
   std::unique_ptr<Tokenizer> tok;
-  if (!o.tokenizer.empty()) {
-    SHOAL_ASSIGN_OR_RETURN(tok, Tokenizer::Load(o.tokenizer));
+  if (const std::string dir = o.tokenizer.empty() ? o.model : o.tokenizer; !dir.empty()) {
+    SHOAL_ASSIGN_OR_RETURN(tok, Tokenizer::Load(dir));
   }
   std::vector<loadgen::WorkloadRequest> work;
   if (!o.dataset.empty()) {
@@ -99,7 +100,7 @@ Status RunBenchServe(const BenchServeOptions& o) {
   } else {
     if (o.endpoint == "chat") return InvalidArgument("--endpoint chat needs text prompts: give --dataset");
     const int vocab = o.vocab > 0 ? o.vocab : tok ? tok->vocab_size() : 0;
-    if (vocab <= 0) return InvalidArgument("random prompts need the vocabulary size: give --tokenizer DIR or --vocab N");
+    if (vocab <= 0) return InvalidArgument("random prompts need the vocabulary size: give --model DIR (or --tokenizer DIR) or --vocab N");
     // Ids above the special tokens at the start of most vocabularies, as vLLM's random dataset does.
     work = loadgen::RandomWorkload(o.num_prompts, o.input_len, o.output_len, o.range_ratio, vocab, std::min(vocab / 10, 100),
                                    o.seed);
@@ -108,7 +109,7 @@ Status RunBenchServe(const BenchServeOptions& o) {
   spec.host = hp.first;
   spec.port = hp.second;
   spec.chat = o.endpoint == "chat";
-  spec.model = o.model;
+  spec.model = o.served_model_name;
   spec.api_key = o.api_key;
   if (spec.api_key.empty()) {
     if (const char* k = std::getenv("OPENAI_API_KEY")) spec.api_key = k;
@@ -174,7 +175,7 @@ Status RunBenchServe(const BenchServeOptions& o) {
   if (!o.save_json.empty()) {
     nlohmann::ordered_json doc = {{"url", o.url},
                                   {"endpoint", o.endpoint},
-                                  {"model", o.model},
+                                  {"model", o.served_model_name},
                                   {"dataset", o.dataset.empty() ? "random" : o.dataset},
                                   {"num_prompts", work.size()},
                                   {"burstiness", o.burstiness},
@@ -204,10 +205,11 @@ void AddBenchServeCommand(CLI::App& bench, int* exit_code) {
   CLI::App* cmd = bench.add_subcommand("serve", "Load-test an OpenAI-compatible server (TTFT, TPOT, ITL, E2E, goodput)");
   cmd->add_option("--url", o->url, "Server base URL (default http://127.0.0.1:8000)");
   cmd->add_option("--endpoint", o->endpoint, "completions (default) or chat");
-  cmd->add_option("--model", o->model, "Model name to send (default: none, the server's only model)");
+  cmd->add_option("--model", o->model, "Checkpoint directory served: its tokenizer gives the vocabulary and token counts");
+  cmd->add_option("--served-model-name", o->served_model_name, "Model id to send (default: none, the server's only model)");
   cmd->add_option("--api-key", o->api_key, "Bearer key (default: $OPENAI_API_KEY)");
   cmd->add_option("--dataset", o->dataset, "ShareGPT-format JSON of conversations (default: random token ids)");
-  cmd->add_option("--tokenizer", o->tokenizer, "Model directory with tokenizer.json: vocabulary and token counts");
+  cmd->add_option("--tokenizer", o->tokenizer, "Directory with tokenizer.json when not --model's");
   cmd->add_option("--vocab", o->vocab, "Vocabulary size for random prompts (default: the tokenizer's)")->check(CLI::Range(2, 1 << 24));
   cmd->add_option("--max-len", o->max_len, "Dataset prompts: leave out conversations longer than this (tokens)")
       ->check(CLI::Range(8, 1 << 24));

@@ -23,6 +23,7 @@ struct GenerateOptions {
   std::vector<std::string> prompts;
   std::string stop_ids;
   std::string device;  // --device; empty: engine.device from the config
+  std::string dtype;   // --dtype; empty: engine.dtype from the config
   int max_tokens = 16;
   int threads = -1;
   float temperature = 0.0f;
@@ -61,6 +62,9 @@ Status RunGenerate(const GenerateOptions& o) {
 
   SHOAL_ASSIGN_OR_RETURN(ModelConfig model, LoadModelConfig(cfg.model_path));
   SHOAL_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model, cfg.model_path));
+  if (!o.dtype.empty()) cfg.dtype = o.dtype;
+  StatusOr<std::optional<DType>> dtype = ParseWeightDtype(cfg.dtype);
+  if (!dtype.ok()) return dtype.status().WithContext("engine.dtype / --dtype");
   SHOAL_ASSIGN_OR_RETURN(std::vector<int32_t> stop, ParseIds(o.stop_ids, "--stop-ids"));
   std::vector<GenerateRequest> requests;
   for (size_t i = 0; i < o.prompts.size(); ++i) {
@@ -75,6 +79,7 @@ Status RunGenerate(const GenerateOptions& o) {
     requests.push_back(std::move(r));
   }
   SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg.device : o.device));
+  if (*dtype && !device.cuda) CastMatrices(&weights, **dtype);  // the GPU engine uploads in bf16
   const size_t weight_bytes = weights.MatrixBytes();
   SHOAL_ASSIGN_OR_RETURN(auto engine, MakeStepEngine(device, model, std::move(weights), cfg, nullptr, nullptr));
   std::fprintf(stderr, "shoal generate: %s, %d layers, %d experts (top-%d), %.1f MB of weights, %s\n",
@@ -105,7 +110,7 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   auto opts = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate from a checkpoint in a single process");
   cmd->add_option("--config", opts->config_path, "shoal YAML config (engine and KV cache settings)");
-  cmd->add_option("--model", opts->model, "Hugging Face checkpoint directory (overrides model.path)");
+  cmd->add_option("--model", opts->model, "Hugging Face checkpoint directory (overrides model.path)")->default_str("model.path");
   cmd->add_option("--prompt-ids", opts->prompts, "Prompt token ids, comma-separated; repeat for a batch")->take_all();
   cmd->add_option("--max-tokens", opts->max_tokens, "Tokens to generate per prompt")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temperature", opts->temperature, "Sampling temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
@@ -114,8 +119,12 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--seed", opts->seed, "Sampling seed (prompt i uses seed + i)");
   cmd->add_option("--stop-ids", opts->stop_ids, "Token ids that end generation, comma-separated");
   cmd->add_option("--threads", opts->threads, "CPU threads (overrides engine.threads; 0 = all cores)")
-      ->check(CLI::Range(0, 1024));
-  cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device; cuda needs a build with CUDA)");
+      ->check(CLI::Range(0, 1024))
+      ->default_str("engine.threads: 0");
+  cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device; cuda needs a build with CUDA)")
+      ->default_str("engine.device: cpu");
+  cmd->add_option("--dtype", opts->dtype, "Weights in memory: auto, bfloat16, float16 or float32 (overrides engine.dtype)")
+      ->default_str("engine.dtype: auto");
   cmd->callback([opts, exit_code] {
     Status st = RunGenerate(*opts);
     if (!st.ok()) {

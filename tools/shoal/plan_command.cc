@@ -1,7 +1,9 @@
 // `shoal plan`: size a cluster for a model before buying it. Evaluates the analytical model in
 // plan/planner.h for one or more models on one hardware preset and prints a table per model (or
 // JSON with --json). Nothing here touches a GPU.
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -18,7 +20,8 @@ namespace shoal::cli {
 namespace {
 
 struct PlanOptions {
-  std::vector<std::string> models;
+  std::vector<std::string> presets;  // --preset: built-in model presets ('all' = every one)
+  std::vector<std::string> models;   // --model: checkpoint directories or config.json files
   std::string hardware = "h100";
   std::string hardware_file;
   plan::PlanRequest req;
@@ -39,9 +42,30 @@ Status RunPlan(const PlanOptions& o) {
     std::printf("\n");
     return Status::Ok();
   }
-  std::vector<std::string> models = o.models;
-  if (models.empty()) return InvalidArgument("no model: pass --model PRESET|config.json (or 'all'; --list shows presets)");
-  if (models.size() == 1 && models[0] == "all") models = plan::ModelPresetNames();
+  // --model means a checkpoint in every subcommand; presets have their own flag.
+  const std::vector<std::string> preset_names = plan::ModelPresetNames();
+  std::vector<std::string> models;
+  for (const std::string& p : o.presets) {
+    if (p == "all") {
+      models.insert(models.end(), preset_names.begin(), preset_names.end());
+    } else if (std::find(preset_names.begin(), preset_names.end(), p) == preset_names.end()) {
+      return NotFound("--preset " + p + ": no such preset (--list shows them; a checkpoint goes to --model)");
+    } else {
+      models.push_back(p);
+    }
+  }
+  for (const std::string& m : o.models) {
+    std::error_code ec;
+    if (!std::filesystem::exists(m, ec)) {
+      const bool is_preset = std::find(preset_names.begin(), preset_names.end(), m) != preset_names.end() || m == "all";
+      return NotFound("--model " + m + ": no such checkpoint directory or config.json" +
+                      (is_preset ? " (a preset: use --preset " + m + ")" : ""));
+    }
+    models.push_back(m);
+  }
+  if (models.empty()) {
+    return InvalidArgument("no model: pass --preset NAME (or 'all'; --list shows them) or --model DIR|config.json");
+  }
   SHOAL_ASSIGN_OR_RETURN(plan::HardwareSpec hw, plan::FindHardware(table, o.hardware));
   plan::Calibration calib = o.req.calib;
   std::vector<plan::CalibrationSource> sources;
@@ -86,8 +110,9 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
   plan::PlanRequest& q = opts->req;
   plan::Calibration& c = q.calib;
   CLI::App* cmd = app.add_subcommand("plan", "Capacity planner: GPUs, memory and throughput for a MoE model");
-  cmd->add_option("--model", opts->models, "Preset, config.json path or model dir; repeatable; 'all' = every preset")
+  cmd->add_option("--preset", opts->presets, "Model preset (--list shows them); repeatable; 'all' = every preset")
       ->take_all();
+  cmd->add_option("--model", opts->models, "Checkpoint directory or its config.json (as served); repeatable")->take_all();
   cmd->add_option("--hardware", opts->hardware, "Hardware preset (h100, h200, b200, h800, or one from --hardware-file)");
   cmd->add_option("--hardware-file", opts->hardware_file, "YAML overriding/adding presets (see configs/hardware.yaml)");
   cmd->add_option("--weight-dtype", q.weight_dtype, "bf16 | fp8")->check(CLI::IsMember({"bf16", "fp8"}));

@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "coordinator/coordinator.h"
 #include "tools/shoal/commands.h"
+#include "tools/shoal/engine_flags.h"
 
 extern char** environ;
 
@@ -61,12 +62,35 @@ struct ServeOptions {
   std::string control_token_file;  // serve: write the control token here (mode 0600)
   std::string mpirun = "mpirun";
   int ready_timeout_s = 600;
+  EngineFlags flags;  // the vLLM-style overrides (tools/shoal/engine_flags.h)
 };
+
+// `shoal up` without --config: local-cpu.yaml where an installed shoal keeps it
+// (<prefix>/share/shoal/configs, beside <prefix>/bin), else in the checkout a build-tree binary sits
+// in (<checkout>/build/shoal → <checkout>/configs). Found from the binary's own location, so a copied
+// or installed binary never depends on the tree it was built in.
+StatusOr<std::string> DefaultConfigPath() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return Unavailable("no --config given, and cannot find this binary's location: " + ec.message());
+  const fs::path dir = exe.parent_path();
+  std::string tried;
+  for (const fs::path& p : {dir / "../share/shoal/configs/local-cpu.yaml", dir / "../configs/local-cpu.yaml"}) {
+    const fs::path q = p.lexically_normal();
+    if (fs::is_regular_file(q, ec)) return q.string();
+    tried += (tried.empty() ? "" : " or ") + q.string();
+  }
+  return NotFound("no --config given, and no default config at " + tried +
+                  " (install shoal with `cmake --install`, or pass --config FILE)");
+}
 
 StatusOr<EngineConfig> LoadConfig(const ServeOptions& o, bool up) {
   EngineConfig cfg;
   std::string path = o.config_path;
-  if (path.empty() && up) path = std::string(SHOAL_SOURCE_DIR) + "/configs/local-cpu.yaml";  // the embedded default
+  if (path.empty() && up) {
+    SHOAL_ASSIGN_OR_RETURN(path, DefaultConfigPath());
+  }
   if (!path.empty()) {
     SHOAL_ASSIGN_OR_RETURN(cfg, LoadEngineConfig(path));
     cfg.source = std::filesystem::absolute(path).string();
@@ -76,6 +100,7 @@ StatusOr<EngineConfig> LoadConfig(const ServeOptions& o, bool up) {
   if (o.port >= 0) cfg.server.port = o.port;
   if (o.control_port >= 0) cfg.server.control_port = o.control_port;
   if (!o.control_host.empty()) cfg.server.control_host = o.control_host;
+  SHOAL_RETURN_IF_ERROR(ApplyEngineFlags(o.flags, &cfg));
   return cfg;
 }
 
@@ -206,6 +231,7 @@ StatusOr<pid_t> SpawnGroup(const ServeOptions& o, const EngineConfig& cfg, int p
   args.push_back(cfg.server.control_host + ":" + std::to_string(port));
   args.push_back("--group");
   args.push_back("g" + std::to_string(index));
+  for (std::string& a : WorkerArguments(o.flags)) args.push_back(std::move(a));
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -372,14 +398,19 @@ Status RunUp(const ServeOptions& o) {
   return st;
 }
 
-void AddCommonOptions(CLI::App* cmd, ServeOptions* o) {
-  cmd->add_option("--config", o->config_path, "shoal YAML config (model, engine, server, cluster)");
-  cmd->add_option("--model", o->model, "Hugging Face checkpoint directory (overrides model.path)");
-  cmd->add_option("--host", o->host, "HTTP bind address (overrides server.host; default 127.0.0.1)");
-  cmd->add_option("--port", o->port, "HTTP port (overrides server.port; 0 = any free port)")->check(CLI::Range(0, 65535));
+void AddCommonOptions(CLI::App* cmd, ServeOptions* o, bool up) {
+  cmd->add_option("--config", o->config_path, "shoal YAML config (model, engine, server, cluster)")
+      ->default_str(up ? "share/shoal/configs/local-cpu.yaml beside bin/" : "none");
+  cmd->add_option("--model", o->model, "Hugging Face checkpoint directory (overrides model.path)")->default_str("model.path");
+  cmd->add_option("--host", o->host, "HTTP bind address (overrides server.host)")->default_str("server.host: 127.0.0.1");
+  cmd->add_option("--port", o->port, "HTTP port (overrides server.port; 0 = any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->default_str("server.port: 8000");
   cmd->add_option("--control-port", o->control_port, "Port workers connect to (overrides server.control_port)")
-      ->check(CLI::Range(0, 65535));
-  cmd->add_option("--control-host", o->control_host, "Address workers connect to (overrides server.control_host)");
+      ->check(CLI::Range(0, 65535))
+      ->default_str("server.control_port: 0 (any free port)");
+  cmd->add_option("--control-host", o->control_host, "Address workers connect to (overrides server.control_host)")
+      ->default_str("server.control_host: 127.0.0.1");
 }
 
 }  // namespace
@@ -387,7 +418,8 @@ void AddCommonOptions(CLI::App* cmd, ServeOptions* o) {
 void AddServeCommands(CLI::App& app, int* exit_code) {
   auto serve = std::make_shared<ServeOptions>();
   CLI::App* s = app.add_subcommand("serve", "The coordinator: an OpenAI-compatible server in front of engine groups");
-  AddCommonOptions(s, serve.get());
+  AddCommonOptions(s, serve.get(), false);
+  AddEngineFlags(s, &serve->flags, FlagSet::kCoordinator);
   s->add_option("--print-url", serve->print_url, "Write the URL to this file once every configured group is ready");
   s->add_option("--control-token-file", serve->control_token_file,
                 "Write the control token workers must present to this file (mode 0600); without SHOAL_CONTROL_TOKEN "
@@ -403,7 +435,8 @@ void AddServeCommands(CLI::App& app, int* exit_code) {
 
   auto up = std::make_shared<ServeOptions>();
   CLI::App* u = app.add_subcommand("up", "Start a local cluster (coordinator + mpirun worker groups) from one config");
-  AddCommonOptions(u, up.get());
+  AddCommonOptions(u, up.get(), true);
+  AddEngineFlags(u, &up->flags, FlagSet::kAll);
   u->add_option("--mpirun", up->mpirun, "mpirun to launch worker groups with");
   u->add_option("--ready-timeout", up->ready_timeout_s, "Seconds to wait for every group to be ready")
       ->check(CLI::Range(1, 24 * 3600));

@@ -28,9 +28,12 @@
 #include "model/weights.h"
 #include "tools/shoal/commands.h"
 #include "tools/shoal/engine_factory.h"
+#include "tools/shoal/engine_flags.h"
 #include "worker/batch_file.h"
 #include "worker/engine.h"
 #include "worker/generate.h"
+#include "worker/kv_cache.h"
+#include "worker/memory_budget.h"
 #include "worker/serve_loop.h"
 
 namespace shoal::cli {
@@ -47,7 +50,7 @@ struct WorkerOptions {
   std::string coordinator;  // HOST:PORT of `shoal serve`'s control port
   std::string group = "g0";
   int connect_timeout_s = 120;
-  std::string device;  // --device; empty: engine.device from the config
+  EngineFlags flags;  // --served-model-name, --max-model-len, --dtype, --device, --kv-cache-memory-fraction
   // A launch without MPI: this rank and the group's size (both given, or neither).
   int rank = -1;
   int world_size = -1;
@@ -117,6 +120,7 @@ Status LoadConfig(const WorkerOptions& o, int ranks_on_node, EngineConfig* cfg) 
     SHOAL_ASSIGN_OR_RETURN(*cfg, LoadEngineConfig(o.config_path));
   }
   if (!o.model.empty()) cfg->model_path = o.model;
+  SHOAL_RETURN_IF_ERROR(ApplyEngineFlags(o.flags, cfg));
   if (o.threads >= 0) cfg->threads = o.threads;
   if (cfg->threads == 0) cfg->threads = std::max(1, cfg->ResolvedThreads() / ranks_on_node);
   if (cfg->model_path.empty()) return InvalidArgument("no model: pass --model DIR or a --config with model.path");
@@ -133,18 +137,60 @@ int RanksOnThisNodeFromEnv() {
   return 1;
 }
 
-// The model's config, the dense weights and rank `rank`'s experts of a group of `size`.
+// The model's config (within engine.max_model_len), the dense weights and rank `rank`'s experts of a
+// group of `size`, in engine.dtype on the CPU (the GPU engine converts to bf16 as it uploads).
 StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size) {
   Loaded l;
   SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg.model_path));
+  SHOAL_RETURN_IF_ERROR(LimitContext(cfg.max_model_len, cfg.model_path, &l.model));
+  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(cfg.device));
+  SHOAL_ASSIGN_OR_RETURN(std::optional<DType> dtype, ParseWeightDtype(cfg.dtype));
   SHOAL_ASSIGN_OR_RETURN(Placement placement, Placement::Balanced(l.model.num_experts, size));
   l.experts = placement.local_experts(rank);
   SHOAL_ASSIGN_OR_RETURN(ModelWeights weights,
                          LoadModelWeights(l.model, cfg.model_path, [&](int, int e) { return placement.Holds(rank, e); }));
+  if (dtype && !device.cuda) CastMatrices(&weights, *dtype);
   l.resident_bytes = weights.MatrixBytes();
   l.weights = std::move(weights);
   l.placement = std::move(placement);
   return l;
+}
+
+// kv_cache.memory_fraction on the CPU: the node's RAM (or its cgroup's limit) shared by its ranks;
+// the KV cache gets the fraction of this rank's share that its weights leave. (On a GPU the engine
+// sizes it from device memory once its weights are uploaded.)
+Status SizeCpuKvCache(const Loaded& l, int ranks_on_node, EngineConfig* cfg) {
+  if (cfg->kv_memory_fraction <= 0) return Status::Ok();
+  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(cfg->device));
+  if (device.cuda) return Status::Ok();
+  const int64_t block_bytes = KvCache::BlockBytes(l.model, cfg->kv_block_size);
+  SHOAL_ASSIGN_OR_RETURN(int64_t kv_bytes,
+                         KvBytesForFraction(cfg->kv_memory_fraction, HostMemoryBytes() / std::max(1, ranks_on_node),
+                                            static_cast<int64_t>(l.resident_bytes), block_bytes,
+                                            "RAM / " + std::to_string(ranks_on_node) + " rank(s) on this node"));
+  cfg->kv_cache_blocks = kv_bytes / block_bytes;
+  log::Info("kv_cache.memory_fraction %.3g: %lld KV blocks (%.2f GiB)", cfg->kv_memory_fraction,
+            static_cast<long long>(cfg->kv_cache_blocks), static_cast<double>(kv_bytes) / (1 << 30));
+  return Status::Ok();
+}
+
+// One full context must fit: with engine.max_model_len set, a cache that cannot hold a sequence that
+// long is an error (as in vLLM); without it, the usable context is what the cache holds, said aloud.
+Status CheckContextFits(const StepEngine& e, const EngineConfig& cfg, const ModelConfig& m) {
+  const int64_t fits = e.kv_blocks().MaxSequenceTokens(e.max_step_tokens());
+  if (fits >= m.max_position_embeddings) return Status::Ok();
+  const std::string what = "the KV cache holds " + std::to_string(fits) + " tokens of one sequence (" +
+                           std::to_string(e.kv_blocks().num_blocks()) + " blocks of " +
+                           std::to_string(e.kv_blocks().block_size()) + ")";
+  if (cfg.max_model_len > 0) {
+    return ResourceExhausted("engine.max_model_len (--max-model-len) is " + std::to_string(cfg.max_model_len) + " but " +
+                             what + ": raise kv_cache.memory_mib or --kv-cache-memory-fraction, use more ranks, or "
+                             "lower --max-model-len");
+  }
+  log::Warn("%s, less than the model's max_position_embeddings (%d): requests longer than that are refused; "
+            "set --max-model-len to make the limit explicit",
+            what.c_str(), m.max_position_embeddings);
+  return Status::Ok();
 }
 
 int64_t StartupMs(const EngineConfig& cfg) { return (cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000; }
@@ -196,15 +242,18 @@ Status RunGroup(const WorkerOptions& o) {
   StatusOr<Loaded> loaded = configured.ok() ? LoadRank(cfg, rank, size) : StatusOr<Loaded>(configured);
   SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", StartupDeadline(cfg)).WithContext(me));
   Loaded& l = *loaded;
+  const int ranks_on_node = RanksOnThisNode();
   // The engine only after every rank has loaded: a GPU group's engines bootstrap NCCL over `g`, and a
   // rank that failed its load must not meet those collectives with the agreement's.
-  StatusOr<DeviceSpec> device = ParseDevice(o.device.empty() ? cfg.device : o.device);
+  StatusOr<DeviceSpec> device = ParseDevice(cfg.device);
   Status made = device.status();
+  if (made.ok()) made = SizeCpuKvCache(l, ranks_on_node, &cfg);
   if (made.ok()) {
     auto engine = MakeStepEngine(*device, l.model, std::move(l.weights), cfg, &g, &*l.placement);
     made = engine.status();
     if (engine.ok()) l.engine = std::move(engine).value();
   }
+  if (made.ok()) made = CheckContextFits(*l.engine, cfg, l.model);
   // A fresh deadline: a rank that loaded early must not give up while a slower one is still in its
   // NCCL bootstrap or weight upload.
   SHOAL_RETURN_IF_ERROR(Agree(g, made, "starting the engine", StartupDeadline(cfg)).WithContext(me));
@@ -283,7 +332,7 @@ Status RunWithoutMpi(const WorkerOptions& o) {
   log::SetTag("worker " + o.group + " " + me);
   EngineConfig cfg;
   SHOAL_RETURN_IF_ERROR(LoadConfig(o, RanksOnThisNodeFromEnv(), &cfg).WithContext(me));
-  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(o.device.empty() ? cfg.device : o.device));
+  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(cfg.device));
   if (size > 1 && !device.cuda) {
     return InvalidArgument(me + ": a group launched without MPI exchanges expert rows over NCCL, so it needs "
                                 "--device cuda (engine.device); CPU groups of more than one rank run under mpirun or srun with MPI");
@@ -317,6 +366,7 @@ Status RunWithoutMpi(const WorkerOptions& o) {
     SHOAL_RETURN_IF_ERROR(loaded.status().WithContext(me));
   }
   Loaded& l = *loaded;
+  SHOAL_RETURN_IF_ERROR(SizeCpuKvCache(l, RanksOnThisNodeFromEnv(), &cfg).WithContext(me));
   StatusOr<std::unique_ptr<StepEngine>> engine =
       MakeStepEngine(device, l.model, std::move(l.weights), cfg, nullptr, &*l.placement, std::move(plane));
   // The engine owns the data plane, so a rank whose engine failed to start (device memory, uploads)
@@ -327,6 +377,7 @@ Status RunWithoutMpi(const WorkerOptions& o) {
     SHOAL_RETURN_IF_ERROR(Agree((*engine)->group(), Status::Ok(), "starting the engine", StartupDeadline(cfg)).WithContext(me));
   }
   l.engine = std::move(*engine);
+  SHOAL_RETURN_IF_ERROR(CheckContextFits(*l.engine, cfg, l.model).WithContext(me));
   ReportStarted(l);
   return ServeCoordinator(o, cfg, l);
 }
@@ -361,26 +412,28 @@ void AddWorkerCommand(CLI::App& app, int* exit_code) {
   auto opts = std::make_shared<WorkerOptions>();
   CLI::App* cmd = app.add_subcommand("worker", "One rank of an expert-parallel engine group (run under mpirun or srun)");
   cmd->add_option("--config", opts->config_path, "shoal YAML config (model, engine, KV cache, parallel settings)");
-  cmd->add_option("--model", opts->model, "Hugging Face checkpoint directory (overrides model.path)");
+  cmd->add_option("--model", opts->model, "Hugging Face checkpoint directory (overrides model.path)")->default_str("model.path");
   cmd->add_option("--batch", opts->batch, "JSONL file of requests to run without a coordinator (read on rank 0)");
   cmd->add_option("--output", opts->output, "Where rank 0 writes the JSONL results (default: stdout)");
   cmd->add_option("--max-tokens", opts->max_tokens, "Default max_tokens for requests that give none")
       ->check(CLI::Range(1, kMaxNewTokens));
   cmd->add_option("--coordinator", opts->coordinator, "Control address HOST:PORT of the coordinator to serve");
   cmd->add_option("--group", opts->group, "Engine group name this job forms (default g0)");
-  cmd->add_option("--device", opts->device, "cpu, cuda or cuda:N (overrides engine.device): the GPU engine (a build "
-                                            "with CUDA); ranks exchange expert rows over NCCL");
+  AddEngineFlags(cmd, &opts->flags, FlagSet::kWorker);
   cmd->add_option("--rank", opts->rank, "This rank, for a launch without MPI (with --world-size and --coordinator; "
                                         "e.g. srun's $SLURM_PROCID): the ranks meet at the coordinator")
-      ->check(CLI::Range(0, 65535));
+      ->check(CLI::Range(0, 65535))
+      ->default_str("none (MPI's)");
   cmd->add_option("--world-size", opts->world_size, "Ranks in this group, for a launch without MPI (e.g. $SLURM_NTASKS); "
                                                     "more than one needs --device cuda")
-      ->check(CLI::Range(1, 65536));
+      ->check(CLI::Range(1, 65536))
+      ->default_str("none (MPI's)");
   cmd->add_option("--connect-timeout", opts->connect_timeout_s, "Seconds to keep trying to reach the coordinator")
       ->check(CLI::Range(1, 24 * 3600));
   cmd->add_option("--threads", opts->threads,
                   "CPU threads per rank (overrides engine.threads; 0 = the node's cores shared among its ranks)")
-      ->check(CLI::Range(0, 1024));
+      ->check(CLI::Range(0, 1024))
+      ->default_str("engine.threads: 0");
   cmd->callback([opts, exit_code] {
     // Errors from inside the group were printed by FinishGroupCommand already.
     Status st = RunWorker(*opts);

@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "model/rope.h"
+#include "worker/memory_budget.h"
 
 namespace shoal::cuda {
 
@@ -53,6 +54,7 @@ CudaEngine::CudaEngine(ModelConfig config, const EngineConfig& cfg, int64_t num_
       experimental_(cfg.experimental_gpu_kernels),
       collective_timeout_ms_(cfg.collective_timeout_ms),
       group_(comm::MakeSelfGroup()),
+      kv_memory_fraction_(cfg.kv_memory_fraction),
       blocks_(cfg.kv_block_size, num_blocks),
       seqs_(cfg.max_num_seqs) {}
 
@@ -85,7 +87,10 @@ StatusOr<int64_t> KvBlocks(const ModelConfig& c, const EngineConfig& cfg) {
                            "engine.max_step_tokens and parallel.collective_timeout_ms must be positive");
   }
   const int64_t block_bytes = int64_t{2} * c.num_layers * cfg.kv_block_size * c.kv_dim() * 2;  // K+V, bf16
-  const int64_t blocks = cfg.kv_cache_blocks > 0 ? cfg.kv_cache_blocks : cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
+  // With kv_cache.memory_fraction the pool is sized again in Init, once the weights are on the device.
+  const int64_t blocks = cfg.kv_memory_fraction > 0 ? 1
+                         : cfg.kv_cache_blocks > 0  ? cfg.kv_cache_blocks
+                                                    : cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
   if (blocks < 1) {
     return InvalidArgument("kv_cache.memory_mib (" + std::to_string(cfg.kv_cache_mib) +
                            ") is smaller than one KV block (" + std::to_string(block_bytes) + " bytes)");
@@ -109,6 +114,10 @@ StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Create(ModelConfig config, con
                                                          const EngineConfig& cfg, int device,
                                                          std::unique_ptr<comm::Group> group,
                                                          const Placement* placement) {
+  if (cfg.dtype != "auto" && cfg.dtype != "bfloat16" && cfg.dtype != "bf16") {
+    return InvalidArgument("engine.dtype " + cfg.dtype + ": the CUDA engine holds weights and computes in bfloat16 "
+                           "(set auto or bfloat16)");
+  }
   if (config.fp8_weights) {
     return Unimplemented("FP8 checkpoints are not supported by the CUDA engine yet; serve them with engine.device: cpu");
   }
@@ -173,6 +182,19 @@ Status CudaEngine::Init(const ModelWeights* host, uint64_t seed) {
     SHOAL_ASSIGN_OR_RETURN(weights_, DeviceWeights::Upload(c, *host, stream_));
   } else {
     SHOAL_ASSIGN_OR_RETURN(weights_, DeviceWeights::Synthetic(c, seed, stream_));
+  }
+  if (kv_memory_fraction_ > 0) {
+    // kv_cache.memory_fraction, like vLLM's --gpu-memory-utilization: weights (now uploaded), the CUDA
+    // context and cuBLAS's workspace are what the device already holds; an activation reserve for the
+    // largest step is kept back; the KV cache takes the rest of the fraction.
+    size_t free_bytes = 0, total_bytes = 0;
+    SHOAL_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const int64_t block_bytes = int64_t{2} * c.num_layers * blocks_.block_size() * c.kv_dim() * 2;
+    const int64_t reserve = (int64_t{512} << 20) + int64_t{max_step_tokens_} * (16 * c.hidden_size + 2 * c.vocab_size) * 4;
+    const int64_t used = static_cast<int64_t>(total_bytes - free_bytes) + reserve;
+    SHOAL_ASSIGN_OR_RETURN(int64_t kv_bytes, KvBytesForFraction(kv_memory_fraction_, static_cast<int64_t>(total_bytes),
+                                                                used, block_bytes, "GPU " + std::to_string(device_)));
+    blocks_ = KvBlockPool(blocks_.block_size(), kv_bytes / block_bytes);
   }
   // KV cache: per layer K then V, each [blocks · block_size, kv_heads, head_dim] bf16.
   const int64_t per = blocks_.num_blocks() * blocks_.block_size() * c.kv_dim();

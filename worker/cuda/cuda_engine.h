@@ -150,6 +150,7 @@ class CudaEngine final : public StepEngine {
   // Per-expert calls by default: cuBLAS documents grouped GEMMs for bf16 → bf16 only (kernels/cuda/gemm.h).
   ExpertGemmMode expert_mode_ = ExpertGemmMode::kPerExpert;
   DeviceWeights weights_;
+  double kv_memory_fraction_ = 0;  // kv_cache.memory_fraction: blocks_ sized in Init after the upload
   KvBlockPool blocks_;
   SequenceTable seqs_;
   StepRows rows_;
