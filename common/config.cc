@@ -219,7 +219,10 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"group_forget_s", IntIn<int>(&sv.group_forget_s, 1, 7 * 24 * 3600)},
                   {"migration_timeout_s", IntIn<int>(&sv.migration_timeout_s, 0, 24 * 3600)},
                   {"http_threads", IntIn<int>(&sv.http_threads, 0, 256)},
-                  {"text_threads", IntIn<int>(&sv.text_threads, 0, 256)}});
+                  {"text_threads", IntIn<int>(&sv.text_threads, 0, 256)},
+                  {"metrics_vllm_names", [&](const YAML::Node& v, const std::string& w) {
+                     return ReadScalar(v, w, &sv.metrics_vllm_names, "true or false");
+                   }}});
            }},
           {"cluster",
            [&](const YAML::Node& m, const std::string&) {

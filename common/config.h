@@ -56,6 +56,8 @@
 //                                # same one restarted) to continue them token-exact; 0: fail at once
 //     http_threads: 0            # threads serving HTTP sessions (0 = a quarter of the cores, 1..8)
 //     text_threads: 0            # threads rendering chat templates and tokenizing prompts (0 = 2)
+//     metrics_vllm_names: false  # GET /metrics also under vLLM's names (vllm:num_requests_running, …)
+//                                # so vLLM's Grafana dashboard reads shoal unchanged
 //   cluster:               # what `shoal up` starts on this machine
 //     groups: 1
 //     ranks_per_group: 2
@@ -132,6 +134,7 @@ struct EngineConfig {
     int migration_timeout_s = 120;
     int http_threads = 0;                // HTTP session threads; 0 = a quarter of the cores, 1 to 8
     int text_threads = 0;                // threads for templates and tokenizing; 0 = 2
+    bool metrics_vllm_names = false;     // /metrics also under vLLM's names (vllm:…), for its dashboards
   } server;
   struct Cluster {
     int groups = 1;

@@ -173,6 +173,10 @@ void Encode(Writer& w, const Heartbeat& m) {
   w.Put(m.kv_blocks_total);
   w.Put(m.preemptions);
   w.PutVector(m.expert_tokens);
+  for (const HistogramTotals* h : {&m.iteration_tokens, &m.queue_seconds, &m.prefill_seconds, &m.decode_seconds}) {
+    w.PutVector(h->counts);
+    w.Put(h->sum);
+  }
 }
 void Encode(Writer&, const Wake&) {}
 void Encode(Writer&, const Shutdown&) {}
@@ -310,6 +314,23 @@ StatusOr<Message> DecodeHeartbeat(Reader& r) {
   m.kv_blocks_total = r.Get<uint64_t>("kv_blocks_total");
   m.preemptions = r.Get<uint64_t>("preemptions");
   m.expert_tokens = r.GetVector<uint64_t>("expert_tokens", kMaxExperts);
+  const struct {
+    HistogramTotals* h;
+    const char* name;
+    const std::vector<double>& bounds;
+  } histograms[] = {{&m.iteration_tokens, "iteration_tokens", IterationTokenBuckets()},
+                    {&m.queue_seconds, "queue_seconds", RequestPhaseBuckets()},
+                    {&m.prefill_seconds, "prefill_seconds", RequestPhaseBuckets()},
+                    {&m.decode_seconds, "decode_seconds", RequestPhaseBuckets()}};
+  for (const auto& x : histograms) {
+    x.h->counts = r.GetVector<uint64_t>(x.name, x.bounds.size() + 1);
+    x.h->sum = r.Get<double>(x.name);
+    // Empty: nothing observed yet; otherwise one count per bucket and +Inf.
+    if (r.ok() && !x.h->counts.empty() && x.h->counts.size() != x.bounds.size() + 1) {
+      r.Fail(x.name, "has " + std::to_string(x.h->counts.size()) + " buckets, not " + std::to_string(x.bounds.size() + 1));
+    }
+    if (r.ok() && (!std::isfinite(x.h->sum) || x.h->sum < 0)) r.Fail(x.name, "sum is invalid");
+  }
   if (r.ok()) {
     if (!std::isfinite(m.step_seconds_total) || m.step_seconds_total < 0) r.Fail("step_seconds_total", "is invalid");
     if (!std::isfinite(m.last_step_seconds) || m.last_step_seconds < 0) r.Fail("last_step_seconds", "is invalid");

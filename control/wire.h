@@ -27,11 +27,12 @@
 
 #include "common/sampling_params.h"
 #include "common/status.h"
+#include "control/engine_histograms.h"
 
 namespace shoal::control {
 
 inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr size_t kHeaderBytes = 12;
 // Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
 inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
@@ -142,6 +143,9 @@ struct Heartbeat {
   uint64_t kv_blocks_used = 0, kv_blocks_total = 0;
   uint64_t preemptions = 0;
   std::vector<uint64_t> expert_tokens;  // cumulative rows this rank's experts processed, per local expert
+  // Lifetime histograms (control/engine_histograms.h): tokens per step, and requests' queue, prefill
+  // and decode times on this rank.
+  HistogramTotals iteration_tokens, queue_seconds, prefill_seconds, decode_seconds;
 };
 
 struct Wake {};

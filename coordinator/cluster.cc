@@ -317,7 +317,11 @@ constexpr const char* kRankGauges[] = {"shoal_worker_up",
                                        "shoal_worker_last_step_seconds",
                                        "shoal_worker_steps_total",
                                        "shoal_worker_step_seconds_total",
-                                       "shoal_worker_preemptions_total"};
+                                       "shoal_worker_preemptions_total",
+                                       "shoal_iteration_tokens",
+                                       "shoal_request_queue_time_seconds",
+                                       "shoal_request_prefill_time_seconds",
+                                       "shoal_request_decode_time_seconds"};
 }  // namespace
 
 void Cluster::RemoveRankSeries(const std::string& group, const Rank& r) {
@@ -329,11 +333,17 @@ void Cluster::RemoveRankSeries(const std::string& group, const Rank& r) {
 }
 
 void Cluster::RefreshMetrics() const {
-  int64_t queued = 0;
+  int64_t queued = 0, running = 0;
+  uint64_t kv_used = 0, kv_total = 0;
   for (const auto& [name, g] : groups_) {
     for (const auto& r : g.ranks) {
       if (!r) continue;
-      if (!r->dead) queued += r->hb.waiting;
+      if (!r->dead) {
+        queued += r->hb.waiting;
+        running += r->hb.running;
+        kv_used += r->hb.kv_blocks_used;
+        kv_total += r->hello.kv_blocks;
+      }
       const Labels l = {{"group", name}, {"rank", std::to_string(r->hello.rank)}};
       metrics_.gauge("shoal_worker_up", "1 while the rank is connected and heartbeating", l).Set(r->dead ? 0 : 1);
       metrics_.gauge("shoal_kv_cache_blocks_used", "KV cache blocks in use", l).Set(static_cast<double>(r->hb.kv_blocks_used));
@@ -352,6 +362,24 @@ void Cluster::RefreshMetrics() const {
       metrics_.gauge("shoal_worker_last_step_seconds", "Duration of the rank's latest step", l).Set(r->hb.last_step_seconds);
       metrics_.counter("shoal_worker_preemptions_total", "Requests preempted for KV blocks", l)
           .SetTotal(static_cast<double>(r->hb.preemptions));
+      // The rank's lifetime histograms, copied whole from its heartbeat (control/engine_histograms.h).
+      const struct {
+        const char* name;
+        const char* help;
+        const std::vector<double>& buckets;
+        const control::HistogramTotals& totals;
+      } histograms[] = {
+          {"shoal_iteration_tokens", "Tokens per step (prompt chunks and decode tokens)", control::IterationTokenBuckets(),
+           r->hb.iteration_tokens},
+          {"shoal_request_queue_time_seconds", "Time requests waited on the rank before their first step",
+           control::RequestPhaseBuckets(), r->hb.queue_seconds},
+          {"shoal_request_prefill_time_seconds", "Time from a request's first step to its first token",
+           control::RequestPhaseBuckets(), r->hb.prefill_seconds},
+          {"shoal_request_decode_time_seconds", "Time from a request's first token to its last",
+           control::RequestPhaseBuckets(), r->hb.decode_seconds}};
+      for (const auto& h : histograms) {
+        metrics_.histogram(h.name, h.help, h.buckets, l).SetTotals(h.totals.counts, h.totals.sum);
+      }
       const auto& experts = r->hello.local_experts;
       for (size_t i = 0; i < experts.size() && i < r->hb.expert_tokens.size(); ++i) {
         metrics_.counter("shoal_expert_tokens_total", "Token rows each expert processed (all layers)",
@@ -361,6 +389,9 @@ void Cluster::RefreshMetrics() const {
     }
   }
   metrics_.gauge("shoal_queue_depth", "Requests waiting on all ranks for a slot or KV blocks").Set(static_cast<double>(queued));
+  metrics_.gauge("shoal_requests_running", "Requests in the running batches of all ranks").Set(static_cast<double>(running));
+  metrics_.gauge("shoal_cluster_kv_cache_usage_ratio", "Share of all live ranks' KV cache blocks in use")
+      .Set(kv_total ? static_cast<double>(kv_used) / static_cast<double>(kv_total) : 0.0);
 }
 
 }  // namespace shoal::coord

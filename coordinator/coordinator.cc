@@ -13,6 +13,7 @@
 #include "coordinator/control_plane.h"
 #include "coordinator/http_server.h"
 #include "coordinator/served_model.h"
+#include "coordinator/vllm_metric_names.h"
 
 namespace shoal {
 
@@ -35,7 +36,11 @@ struct Coordinator::Impl {
         text_pool(static_cast<size_t>(text_threads)),
         front(cfg, metrics),
         control(cfg, model, cfg.server.control_token, metrics, front),
-        env{cfg, model, metrics, control, text_pool, front} {}
+        env{cfg, model, metrics, control, text_pool, front} {
+    // vLLM puts the served model's name on every series; dashboards filter on it.
+    metrics.SetConstantLabels({{"model_name", model.name}});
+    if (cfg.server.metrics_vllm_names) AddVllmMetricNames(metrics);
+  }
 };
 
 Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -109,6 +109,13 @@ void Histogram::Observe(double v) {
   sum_ += v;
 }
 
+void Histogram::SetTotals(const std::vector<uint64_t>& per_bucket, double sum) {
+  if (per_bucket.size() != bounds_.size() + 1 || std::isnan(sum)) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  counts_ = per_bucket;
+  sum_ = sum;
+}
+
 Histogram::Snapshot Histogram::snapshot() const {
   Snapshot s;
   s.bounds = bounds_;
@@ -234,29 +241,58 @@ bool Metrics::RemoveSeries(const std::string& name, const Labels& labels) {
   return false;
 }
 
+void Metrics::SetConstantLabels(Labels labels) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [k, v] : labels) {
+    if (!ValidName(k, false)) RecordError("constant label: invalid label name '" + k + "'");
+  }
+  constant_labels_ = std::move(labels);
+}
+
+void Metrics::AddAlias(const std::string& name, const std::string& alias,
+                       std::vector<std::pair<std::string, std::string>> label_renames) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!ValidName(alias, true)) RecordError("alias of " + name + ": invalid metric name '" + alias + "'");
+  aliases_.push_back({name, alias, std::move(label_renames)});
+}
+
+// One family under `name`: its series' labels (renamed per `rename`, from → to), then the constant ones.
+void Metrics::RenderFamily(const std::string& name, const Family& f, const Labels& rename, std::string* out_ptr) const {
+  std::string& out = *out_ptr;
+  const char* type = f.type == Type::kCounter ? "counter" : f.type == Type::kGauge ? "gauge" : "histogram";
+  out += "# HELP " + name + " " + EscapeHelp(f.help) + "\n";
+  out += "# TYPE " + name + " " + type + "\n";
+  for (const auto& s : f.series) {
+    Labels labels = s->labels;
+    for (auto& [k, v] : labels) {
+      for (const auto& [from, to] : rename) {
+        if (k == from) k = to;
+      }
+    }
+    labels.insert(labels.end(), constant_labels_.begin(), constant_labels_.end());
+    if (f.type == Type::kCounter) {
+      out += name + LabelText(labels) + " " + FormatValue(s->counter->value()) + "\n";
+    } else if (f.type == Type::kGauge) {
+      out += name + LabelText(labels) + " " + FormatValue(s->gauge->value()) + "\n";
+    } else {
+      const Histogram::Snapshot h = s->histogram->snapshot();
+      for (size_t i = 0; i <= h.bounds.size(); ++i) {
+        const std::string le = i < h.bounds.size() ? FormatValue(h.bounds[i]) : "+Inf";
+        out += name + "_bucket" + LabelText(labels, "le=\"" + le + "\"") + " " + std::to_string(h.cumulative[i]) + "\n";
+      }
+      out += name + "_sum" + LabelText(labels) + " " + FormatValue(h.sum) + "\n";
+      out += name + "_count" + LabelText(labels) + " " + std::to_string(h.count) + "\n";
+    }
+  }
+}
+
 std::string Metrics::Render() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
-  for (const auto& [name, f] : families_) {
-    const char* type = f.type == Type::kCounter ? "counter" : f.type == Type::kGauge ? "gauge" : "histogram";
-    out += "# HELP " + name + " " + EscapeHelp(f.help) + "\n";
-    out += "# TYPE " + name + " " + type + "\n";
-    for (const auto& s : f.series) {
-      if (f.type == Type::kCounter) {
-        out += name + LabelText(s->labels) + " " + FormatValue(s->counter->value()) + "\n";
-      } else if (f.type == Type::kGauge) {
-        out += name + LabelText(s->labels) + " " + FormatValue(s->gauge->value()) + "\n";
-      } else {
-        const Histogram::Snapshot h = s->histogram->snapshot();
-        for (size_t i = 0; i <= h.bounds.size(); ++i) {
-          const std::string le = i < h.bounds.size() ? FormatValue(h.bounds[i]) : "+Inf";
-          out += name + "_bucket" + LabelText(s->labels, "le=\"" + le + "\"") + " " +
-                 std::to_string(h.cumulative[i]) + "\n";
-        }
-        out += name + "_sum" + LabelText(s->labels) + " " + FormatValue(h.sum) + "\n";
-        out += name + "_count" + LabelText(s->labels) + " " + std::to_string(h.count) + "\n";
-      }
-    }
+  for (const auto& [name, f] : families_) RenderFamily(name, f, {}, &out);
+  for (const Alias& a : aliases_) {
+    auto it = families_.find(a.name);
+    if (it != families_.end()) RenderFamily(a.alias, it->second, a.label_renames, &out);
   }
   return out;
 }

@@ -62,6 +62,10 @@ class Histogram {
   explicit Histogram(std::vector<double> bounds);
   // Counts v in the first bucket whose bound is >= v (Prometheus's `le`). NaN is ignored.
   void Observe(double v);
+  // Replaces the counts with totals kept elsewhere (a worker's lifetime histogram, sent whole in its
+  // heartbeat): per-bucket counts, one per bound plus +Inf, and their sum. Ignored when the count
+  // doesn't match the buckets.
+  void SetTotals(const std::vector<uint64_t>& per_bucket, double sum);
 
   struct Snapshot {
     std::vector<double> bounds;           // without +Inf
@@ -99,7 +103,17 @@ class Metrics {
   // # TYPE lines stay.
   bool RemoveSeries(const std::string& name, const Labels& labels);
 
-  // The whole registry in text format 0.0.4: metric names in sorted order, series in creation order.
+  // Labels added to every series when rendered, after its own (vLLM puts model_name on each metric).
+  void SetConstantLabels(Labels labels);
+
+  // Also render metric `name` as `alias` (same type, help and series), with label names renamed per
+  // `label_renames` (from → to): a second, compatible name set, e.g. vLLM's `vllm:` names for its
+  // Grafana dashboards. Aliases render after every native family.
+  void AddAlias(const std::string& name, const std::string& alias,
+                std::vector<std::pair<std::string, std::string>> label_renames = {});
+
+  // The whole registry in text format 0.0.4: metric names in sorted order, series in creation order;
+  // then the aliases, in the order added.
   std::string Render() const;
 
   // OK, or the first registration error (see the file comment).
@@ -126,8 +140,16 @@ class Metrics {
                        const std::vector<double>* buckets);
   void RecordError(const std::string& message);
 
+  struct Alias {
+    std::string name, alias;
+    std::vector<std::pair<std::string, std::string>> label_renames;
+  };
+  void RenderFamily(const std::string& name, const Family& f, const Labels& rename, std::string* out) const;
+
   mutable std::mutex mu_;
   std::map<std::string, Family> families_;  // guarded by mu_
+  Labels constant_labels_;                  // guarded by mu_
+  std::vector<Alias> aliases_;              // guarded by mu_
   // Removed series, kept so references to them stay valid.
   std::vector<std::unique_ptr<Series>> retired_;  // guarded by mu_
   Status error_;  // guarded by mu_

@@ -11,6 +11,18 @@ namespace {
 double SecondsBetween(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 // Histogram buckets (seconds), close to vLLM's so dashboards built for it read ours the same way.
+// 1, 2, 5, 10, 20, 50 … up to the context (vLLM's bounds for request lengths).
+std::vector<double> LengthBuckets(int64_t max_context) {
+  std::vector<double> b;
+  for (double decade = 1; b.empty() || b.back() < static_cast<double>(max_context); decade *= 10) {
+    for (double m : {1.0, 2.0, 5.0}) {
+      if (decade * m <= static_cast<double>(std::max<int64_t>(max_context, 1))) b.push_back(decade * m);
+    }
+    if (decade > 1e12) break;
+  }
+  return b;
+}
+
 std::vector<double> TtftBuckets() {
   return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
 }
@@ -36,6 +48,10 @@ RequestTable::RequestTable(Options options, Cluster& cluster, Delivery& delivery
   itl_ = &metrics_.histogram("shoal_inter_token_latency_seconds", "Time between consecutive tokens of a request (ITL)",
                              ItlBuckets());
   e2e_ = &metrics_.histogram("shoal_e2e_request_latency_seconds", "End-to-end request latency", E2eBuckets());
+  prompt_lengths_ = &metrics_.histogram("shoal_request_prompt_tokens", "Prompt tokens of finished requests",
+                                        LengthBuckets(options_.max_context));
+  output_lengths_ = &metrics_.histogram("shoal_request_generation_tokens", "Tokens generated for finished requests",
+                                        LengthBuckets(options_.max_context));
   migrations_ = &metrics_.counter("shoal_request_migrations_total",
                                   "Requests resubmitted to a group after theirs failed (each resubmission)");
 }
@@ -265,7 +281,11 @@ void RequestTable::Finish(Entries::iterator it, const char* reason, std::shared_
     --awaiting_;
   }
   Outcome(reason).Inc();
-  if (!error) e2e_->Observe(SecondsBetween(e.arrival, Clock::now()));
+  if (!error) {
+    e2e_->Observe(SecondsBetween(e.arrival, Clock::now()));
+    prompt_lengths_->Observe(static_cast<double>(e.prompt_tokens));
+    output_lengths_->Observe(static_cast<double>(e.generated));
+  }
   in_flight_->Set(static_cast<double>(entries_.size()));
   if (deliver) {
     RequestEvent out;

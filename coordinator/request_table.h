@@ -144,6 +144,8 @@ class RequestTable {
   Histogram* ttft_;
   Histogram* itl_;
   Histogram* e2e_;
+  Histogram* prompt_lengths_;  // shoal_request_prompt_tokens
+  Histogram* output_lengths_;  // shoal_request_generation_tokens
   Counter* migrations_;
 };
 

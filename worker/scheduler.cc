@@ -57,6 +57,7 @@ Status Scheduler::Submit(ScheduledRequest r) {
     ++s->output_counts[r.prompt[i]];
   }
   s->req = std::move(r);
+  s->submitted = std::chrono::steady_clock::now();
   waiting_.push_back(s.get());
   all_.emplace(s->req.id, std::move(s));
   return Status::Ok();
@@ -114,6 +115,17 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
   } else if (s->generated >= r.max_tokens) {
     e.finish = control::FinishReason::kLength;
   }
+  const auto now = std::chrono::steady_clock::now();
+  if (!s->has_first_token) {
+    s->has_first_token = true;
+    s->first_token = now;
+    stats_.prefill_seconds.Observe(std::chrono::duration<double>(now - s->scheduled).count(),
+                                   control::RequestPhaseBuckets());
+  }
+  if (e.finish != control::FinishReason::kNone) {
+    stats_.decode_seconds.Observe(std::chrono::duration<double>(now - s->first_token).count(),
+                                  control::RequestPhaseBuckets());
+  }
   events->push_back(std::move(e));
   if (events->back().finish != control::FinishReason::kNone) Finish(s);
 }
@@ -161,6 +173,12 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
     s->seq = *id;
     waiting_.pop_front();
     running_.push_back(s);
+    if (!s->was_scheduled) {  // a preempted request's later rescheduling is not queueing again
+      s->was_scheduled = true;
+      s->scheduled = std::chrono::steady_clock::now();
+      stats_.queue_seconds.Observe(std::chrono::duration<double>(s->scheduled - s->submitted).count(),
+                                   control::RequestPhaseBuckets());
+    }
     add(s, n);
   }
 
@@ -172,6 +190,11 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
                         s->tokens.size() > s->req.prompt.size();
     (decode ? stats_.last_step_decode_tokens : stats_.last_step_prompt_tokens) +=
         static_cast<int64_t>(batch_[b].tokens.size());
+  }
+  if (!batch_.empty()) {
+    stats_.iteration_tokens.Observe(
+        static_cast<double>(stats_.last_step_decode_tokens + stats_.last_step_prompt_tokens),
+        control::IterationTokenBuckets());
   }
   const auto t0 = std::chrono::steady_clock::now();
   Status st = engine_.Forward(batch_, &outs_);

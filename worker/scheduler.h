@@ -9,6 +9,7 @@
 // Thread-safety: none; the worker's loop owns it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -43,6 +44,10 @@ struct SchedulerStats {
   // prompt tokens fed (chunks, recomputation after preemption).
   int64_t last_step_decode_tokens = 0;
   int64_t last_step_prompt_tokens = 0;
+  // Lifetime histograms for GET /metrics (control/engine_histograms.h): tokens per step; per request,
+  // submit → first scheduled (queue), → first token (prefill), first → last token (decode, requests
+  // that finished by stop or length).
+  control::HistogramTotals iteration_tokens, queue_seconds, prefill_seconds, decode_seconds;
 };
 
 class Scheduler {
@@ -79,6 +84,9 @@ class Scheduler {
     SeqId seq = -1;               // engine sequence while running
     std::mt19937_64 rng;
     std::unordered_map<int32_t, int> output_counts;  // for the penalties
+    // For the phase histograms: when it was submitted, first scheduled and gave its first token.
+    std::chrono::steady_clock::time_point submitted, scheduled, first_token;
+    bool was_scheduled = false, has_first_token = false;
   };
   // Tokens `s` can add with `avail` free blocks (its last block's slack included).
   int64_t Fits(const Seq& s, int64_t avail) const;

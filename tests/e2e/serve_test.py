@@ -61,6 +61,7 @@ server:
   heartbeat_ms: 200
   heartbeat_timeout_ms: {heartbeat_timeout_ms}
   migration_timeout_s: 0   # fail fast: tests/chaos/ covers migration and relaunch
+  metrics_vllm_names: true
 cluster:
   groups: 1
   ranks_per_group: {ranks}
@@ -574,6 +575,31 @@ def run_checks(s, prompts, proc):
                    "shoal_e2e_request_latency_seconds_count", "shoal_generation_tokens_total", "shoal_kv_cache_usage_ratio",
                    "shoal_worker_last_step_seconds", "shoal_expert_tokens_total", "shoal_requests_total", "shoal_queue_depth"]:
         check(series in m, "/metrics has " + series)
+    # vLLM's names (server.metrics_vllm_names), as its production-metrics page and docs/design/metrics.md
+    # list them with their types, each series labelled with the served model, as vLLM's Grafana
+    # dashboard filters them; the native series carry model_name too.
+    vllm_names = {"vllm:num_requests_running": "gauge", "vllm:num_requests_waiting": "gauge",
+                  "vllm:kv_cache_usage_perc": "gauge", "vllm:gpu_cache_usage_perc": "gauge",
+                  "vllm:num_preemptions_total": "counter", "vllm:prompt_tokens_total": "counter",
+                  "vllm:generation_tokens_total": "counter", "vllm:request_success_total": "counter",
+                  "vllm:iteration_tokens_total": "histogram", "vllm:request_prompt_tokens": "histogram",
+                  "vllm:request_generation_tokens": "histogram", "vllm:time_to_first_token_seconds": "histogram",
+                  "vllm:inter_token_latency_seconds": "histogram", "vllm:time_per_output_token_seconds": "histogram",
+                  "vllm:e2e_request_latency_seconds": "histogram", "vllm:request_queue_time_seconds": "histogram",
+                  "vllm:request_prefill_time_seconds": "histogram", "vllm:request_decode_time_seconds": "histogram"}
+    for name, kind in sorted(vllm_names.items()):
+        series = [l for l in m.splitlines() if l.startswith(name + "{") or l.startswith(name + "_")]
+        check("# TYPE %s %s" % (name, kind) in m and series and
+              all('model_name="tiny-qwen3-moe"' in l for l in series),
+              "/metrics has vLLM's %s (%s, model_name on %d series)" % (name, kind, len(series)))
+    ok_lines = [l for l in m.splitlines() if l.startswith("vllm:request_success_total{")]
+    check(any('finished_reason="length"' in l for l in ok_lines), "vllm:request_success_total is labelled finished_reason")
+    count = lambda name: sum(float(l.rsplit(" ", 1)[1]) for l in m.splitlines() if l.startswith(name + "_count{"))
+    check(count("vllm:request_prefill_time_seconds") > 0 and count("vllm:iteration_tokens_total") > 0,
+          "the workers' histograms reached /metrics (prefill %g, iterations %g)"
+          % (count("vllm:request_prefill_time_seconds"), count("vllm:iteration_tokens_total")))
+    native = [l for l in m.splitlines() if l.startswith("shoal_") and not l.startswith("#")]
+    check(native and all('model_name="tiny-qwen3-moe"' in l for l in native), "every shoal_ series has model_name")
 
     # A killed worker: its in-flight streams end with an error event, /ready goes 503 within seconds,
     # and new requests get 503 with Retry-After. No request is left without an outcome.

@@ -51,7 +51,8 @@ TEST(CoordinatorLimits, RequestCounterLabelsComeFromAFixedSet) {
   const std::string metrics = HttpOnce(c.http_port(), Get("/metrics"));
   ASSERT_NE(metrics.find("200 OK"), std::string::npos) << metrics.substr(0, 200);
   EXPECT_LE(CountLines(metrics, "shoal_http_requests_total{"), 8u) << "one series per known route, plus other";
-  EXPECT_NE(metrics.find("shoal_http_requests_total{path=\"other\"} 202"), std::string::npos);
+  EXPECT_NE(metrics.find("shoal_http_requests_total{path=\"other\",model_name=\"qwen3-moe-f32\"} 202"), std::string::npos)
+      << "model_name on every series, after its own labels";
   EXPECT_TRUE(ValidUtf8(metrics));
 }
 

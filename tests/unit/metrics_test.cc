@@ -147,6 +147,54 @@ TEST(Metrics, HistogramFormat) {
   EXPECT_TRUE(n.status().ok());
 }
 
+// vLLM's layout: model_name on every series (after the series' own labels, before le), and a second
+// name set rendered after the native one, with a label renamed.
+TEST(Metrics, ConstantLabelsAndAliases) {
+  Metrics m;
+  m.SetConstantLabels({{"model_name", "m1"}});
+  m.counter("shoal_requests_total", "Requests", {{"finish_reason", "stop"}}).Inc(3);
+  m.histogram("shoal_lat", "Latency", {1}).Observe(0.5);
+  m.AddAlias("shoal_requests_total", "vllm:request_success_total", {{"finish_reason", "finished_reason"}});
+  m.AddAlias("shoal_lat", "vllm:lat");
+  m.AddAlias("shoal_absent", "vllm:absent");  // nothing registered under it yet: not rendered
+  EXPECT_EQ(Lines(m.Render()), (std::vector<std::string>{
+                                   "# HELP shoal_lat Latency",
+                                   "# TYPE shoal_lat histogram",
+                                   "shoal_lat_bucket{model_name=\"m1\",le=\"1\"} 1",
+                                   "shoal_lat_bucket{model_name=\"m1\",le=\"+Inf\"} 1",
+                                   "shoal_lat_sum{model_name=\"m1\"} 0.5",
+                                   "shoal_lat_count{model_name=\"m1\"} 1",
+                                   "# HELP shoal_requests_total Requests",
+                                   "# TYPE shoal_requests_total counter",
+                                   "shoal_requests_total{finish_reason=\"stop\",model_name=\"m1\"} 3",
+                                   "# HELP vllm:request_success_total Requests",
+                                   "# TYPE vllm:request_success_total counter",
+                                   "vllm:request_success_total{finished_reason=\"stop\",model_name=\"m1\"} 3",
+                                   "# HELP vllm:lat Latency",
+                                   "# TYPE vllm:lat histogram",
+                                   "vllm:lat_bucket{model_name=\"m1\",le=\"1\"} 1",
+                                   "vllm:lat_bucket{model_name=\"m1\",le=\"+Inf\"} 1",
+                                   "vllm:lat_sum{model_name=\"m1\"} 0.5",
+                                   "vllm:lat_count{model_name=\"m1\"} 1",
+                               }));
+  EXPECT_TRUE(m.status().ok());
+  m.AddAlias("x", "bad name");
+  m.SetConstantLabels({{"bad-label", "v"}});
+  EXPECT_FALSE(m.status().ok());
+}
+
+// Totals kept elsewhere (a worker's lifetime histogram) replace the counts; a mismatched length is ignored.
+TEST(Metrics, HistogramSetTotals) {
+  Metrics m;
+  Histogram& h = m.histogram("h", "h", {1, 10});
+  h.SetTotals({2, 0, 1}, 25.5);
+  h.SetTotals({9, 9}, 1);  // two counts for three buckets: ignored
+  const Histogram::Snapshot s = h.snapshot();
+  EXPECT_EQ(s.cumulative, (std::vector<uint64_t>{2, 2, 3}));
+  EXPECT_EQ(s.count, 3u);
+  EXPECT_DOUBLE_EQ(s.sum, 25.5);
+}
+
 TEST(Metrics, ManyBuckets) {
   // vLLM's TTFT boundaries: each le label in shortest form, cumulative counts.
   const std::vector<double> ttft = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,

@@ -94,6 +94,21 @@ TEST(Scheduler, RequestsJoiningBetweenStepsGetTransformersGreedyTokens) {
     ExpectGreedy(f, out, 2 * f.prompts.size());
     EXPECT_EQ(engine->kv_cache().free_blocks(), engine->kv_cache().num_blocks());
     EXPECT_EQ(s.stats().preemptions, 0u);
+    // The /metrics histograms: one iteration per step (each at most the 7-token budget), and every
+    // request's queue, prefill and decode time once.
+    auto total = [](const control::HistogramTotals& h) {
+      uint64_t n = 0;
+      for (uint64_t c : h.counts) n += c;
+      return n;
+    };
+    const SchedulerStats& st = s.stats();
+    EXPECT_EQ(total(st.iteration_tokens), st.steps);
+    EXPECT_LE(st.iteration_tokens.sum, 7.0 * static_cast<double>(st.steps));
+    EXPECT_EQ(st.iteration_tokens.counts[0] + st.iteration_tokens.counts[1], st.steps) << "every step ≤ 8 tokens";
+    for (const auto* h : {&st.queue_seconds, &st.prefill_seconds, &st.decode_seconds}) {
+      EXPECT_EQ(total(*h), 2 * f.prompts.size());
+      EXPECT_GE(h->sum, 0.0);
+    }
   }
 }
 

@@ -59,6 +59,9 @@ std::vector<Message> Samples() {
   hb.kv_blocks_total = 100;
   hb.preemptions = 2;
   hb.expert_tokens = {1, 2, 3};
+  hb.iteration_tokens.Observe(7, IterationTokenBuckets());
+  hb.queue_seconds.Observe(0.01, RequestPhaseBuckets());
+  hb.decode_seconds.Observe(9000, RequestPhaseBuckets());  // above every bound: the +Inf bucket
   Rendezvous rv{"g0", 0, 4, "tiny", "s3cret", std::string(128, '\x07')};
   return {h,  Welcome{3, 500}, Reject{"no"}, s, Cancel{77}, t, hb, Wake{}, Shutdown{}, Bye{"done"}, rv,
           RendezvousId{std::string(128, '\x07')}};
@@ -157,6 +160,16 @@ TEST(Wire, FieldsAreChecked) {
   h = std::get<Hello>(Samples()[0]);
   h.local_experts = {10};
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.local_experts"));
+
+  // Heartbeat histograms: one count per bucket and +Inf (or none yet), and a finite, non-negative sum.
+  Heartbeat hb = std::get<Heartbeat>(Samples()[6]);
+  hb.prefill_seconds.counts = {1, 2};
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.prefill_seconds: has 2 buckets, not 22"));
+  hb = std::get<Heartbeat>(Samples()[6]);
+  hb.queue_seconds.sum = -1;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.queue_seconds: sum is invalid"));
+  hb.queue_seconds.sum = std::nan("");
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.queue_seconds: sum is invalid"));
 
   Rendezvous rv = std::get<Rendezvous>(Samples()[10]);
   rv.id.clear();
