@@ -255,4 +255,67 @@ StatusOr<EngineConfig> LoadEngineConfig(const std::string& path) {
   return ParseEngineConfig(ss.str(), path, fs::path(path).parent_path().string());
 }
 
+std::string EngineConfigYaml(const EngineConfig& c) {
+  YAML::Emitter y;
+  y.SetDoublePrecision(15);  // 0.9 prints as 0.9
+  y << YAML::BeginMap;
+  y << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  if (!c.model_path.empty()) y << YAML::Key << "path" << YAML::Value << c.model_path;
+  if (!c.model_name.empty()) y << YAML::Key << "name" << YAML::Value << c.model_name;
+  y << YAML::EndMap;
+  y << YAML::Key << "engine" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "threads" << YAML::Value << c.threads;
+  y << YAML::Key << "max_num_seqs" << YAML::Value << c.max_num_seqs;
+  y << YAML::Key << "max_step_tokens" << YAML::Value << c.max_step_tokens;
+  y << YAML::Key << "max_model_len" << YAML::Value << c.max_model_len;
+  y << YAML::Key << "dtype" << YAML::Value << c.dtype;
+  y << YAML::Key << "device" << YAML::Value << c.device;
+  y << YAML::Key << "experimental_gpu_kernels" << YAML::Value << c.experimental_gpu_kernels;
+  y << YAML::EndMap;
+  y << YAML::Key << "kv_cache" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "block_size" << YAML::Value << c.kv_block_size;
+  y << YAML::Key << "memory_mib" << YAML::Value << c.kv_cache_mib;
+  y << YAML::Key << "num_blocks" << YAML::Value << c.kv_cache_blocks;
+  y << YAML::Key << "memory_fraction" << YAML::Value << c.kv_memory_fraction;
+  y << YAML::EndMap;
+  const auto& s = c.server;
+  y << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "host" << YAML::Value << s.host;
+  y << YAML::Key << "port" << YAML::Value << s.port;
+  y << YAML::Key << "control_host" << YAML::Value << s.control_host;
+  y << YAML::Key << "control_port" << YAML::Value << s.control_port;
+  // Secrets are never printed: only whether one is set.
+  y << YAML::Key << "control_token" << YAML::Value << (s.control_token.empty() ? "" : "<set>");
+  y << YAML::Key << "api_keys" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (size_t i = 0; i < s.api_keys.size(); ++i) y << "<set>";
+  y << YAML::EndSeq;
+  y << YAML::Key << "max_body_bytes" << YAML::Value << s.max_body_bytes;
+  y << YAML::Key << "max_queued_requests" << YAML::Value << s.max_queued_requests;
+  y << YAML::Key << "heartbeat_ms" << YAML::Value << s.heartbeat_ms;
+  y << YAML::Key << "heartbeat_timeout_ms" << YAML::Value << s.heartbeat_timeout_ms;
+  y << YAML::Key << "step_timeout_ms" << YAML::Value << s.step_timeout_ms;
+  y << YAML::Key << "max_connections" << YAML::Value << s.max_connections;
+  y << YAML::Key << "max_control_connections" << YAML::Value << s.max_control_connections;
+  y << YAML::Key << "keepalive_timeout_s" << YAML::Value << s.keepalive_timeout_s;
+  y << YAML::Key << "request_timeout_s" << YAML::Value << s.request_timeout_s;
+  y << YAML::Key << "group_forget_s" << YAML::Value << s.group_forget_s;
+  y << YAML::Key << "migration_timeout_s" << YAML::Value << s.migration_timeout_s;
+  y << YAML::Key << "http_threads" << YAML::Value << s.http_threads;
+  y << YAML::Key << "text_threads" << YAML::Value << s.text_threads;
+  y << YAML::Key << "metrics_vllm_names" << YAML::Value << s.metrics_vllm_names;
+  y << YAML::EndMap;
+  y << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "groups" << YAML::Value << c.cluster.groups;
+  y << YAML::Key << "ranks_per_group" << YAML::Value << c.cluster.ranks_per_group;
+  y << YAML::Key << "max_restarts" << YAML::Value << c.cluster.max_restarts;
+  y << YAML::Key << "restart_window_s" << YAML::Value << c.cluster.restart_window_s;
+  y << YAML::EndMap;
+  y << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "collective_timeout_ms" << YAML::Value << c.collective_timeout_ms;
+  y << YAML::Key << "startup_timeout_s" << YAML::Value << c.startup_timeout_s;
+  y << YAML::EndMap;
+  y << YAML::EndMap;
+  return std::string(y.c_str()) + "\n";
+}
+
 }  // namespace shoal

@@ -149,6 +149,10 @@ struct EngineConfig {
   int ResolvedThreads() const;
 };
 
+// The effective configuration as YAML in this file's schema (every key, defaults included): what
+// `shoal serve|up --print-config` shows, and what ParseEngineConfig reads back to the same values.
+std::string EngineConfigYaml(const EngineConfig& cfg);
+
 // model.name, or the model directory's name.
 std::string ServedModelName(const EngineConfig& cfg);
 

@@ -18,11 +18,12 @@ fail() {
 
 # Submits the batch script with extra sbatch options (output to $tmp/$1) and waits until its URL file
 # appears; sets $job.
+# The config is $tmp/shoal.yaml unless SUBMIT_CONFIG names another.
 submit() {
   local out=$1; shift
   job_out=$out
   job=$(cd "$tmp" && sbatch --parsable "${SBATCH_ARGS[@]}" --output="$tmp/$out" "$@" \
-          "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
+          "$root/deploy/slurm/shoal.sbatch" "${SUBMIT_CONFIG:-$tmp/shoal.yaml}")
   for _ in $(seq 1 600); do
     [ -s "$tmp/shoal-$job.url" ] && return 0
     [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null || true)" ] && fail "job $job ended before it was ready"
@@ -124,5 +125,78 @@ PY
   scancel "$job"
   wait_job_gone 30 || fail "job $job still running 30 s after scancel"
   no_shoal_left
+  job=""
+}
+
+# A job whose allocation does not match the config's device is refused before anything starts, with
+# a message that says what to change: GPUs allocated to a cpu config (it would silently run on the
+# CPU), and a cuda config without GPUs. The latter needs no GPU to test; the former needs Slurm to
+# hand out gres/gpu (slurm_test.sh declares two on its node: no device files, the count is enough).
+check_device_mismatch() {
+  local out gpu_yaml=$tmp/shoal-gpu.yaml
+  sed 's/^engine:$/engine:\n  device: cuda/' "$tmp/shoal.yaml" > "$gpu_yaml"
+  grep -q "device: cuda" "$gpu_yaml" || fail "could not make the cuda config"
+  for case in "gpus-cpu" "nogpus-cuda"; do
+    out=refused-$case.out
+    job_out=$out
+    if [ "$case" = gpus-cpu ]; then
+      job=$(cd "$tmp" && sbatch --parsable "${SBATCH_ARGS[@]}" --gpus-per-task=1 --output="$tmp/$out" \
+              "$root/deploy/slurm/shoal.sbatch" "$tmp/shoal.yaml")
+    else
+      job=$(cd "$tmp" && sbatch --parsable "${SBATCH_ARGS[@]}" --output="$tmp/$out" \
+              "$root/deploy/slurm/shoal.sbatch" "$gpu_yaml")
+    fi
+    wait_job_gone 60 || fail "job $job ($case) still running: it should have been refused"
+    if [ "$case" = gpus-cpu ]; then
+      grep -q "this job was given GPUs (.*) but .* has engine.device: cpu" "$tmp/$out" ||
+        fail "a GPU job with a cpu config was not refused"
+    else
+      grep -q "has engine.device: cuda but this job was given no GPUs" "$tmp/$out" ||
+        fail "a cuda config without GPUs was not refused"
+    fi
+    [ -e "$tmp/shoal-$job.url" ] && fail "a refused job wrote a URL"
+    no_shoal_left
+  done
+  echo "ok   GPUs with a cpu config, and a cuda config without GPUs: both refused with what to change"
+  job=""
+}
+
+# Two jobs at once on one node: each takes its HTTP and control ports from its job id (the first
+# free ones from there), so both serve, on different ports, and both shut down cleanly.
+check_two_jobs() {
+  local a b url_a url_b
+  submit two-a.out
+  a=$job
+  url_a=$(cat "$tmp/shoal-$a.url")
+  submit two-b.out
+  b=$job
+  url_b=$(cat "$tmp/shoal-$b.url")
+  [ "$url_a" != "$url_b" ] || fail "two jobs on one node serve on the same URL $url_a"
+  [ "${url_a##*:}" = "$((8000 + a % 1000))" ] || fail "job $a's port is not 8000 + job id mod 1000: $url_a"
+  check_job_serving "$url_a" "$a" || fail "requests to job $a alongside job $b"
+  check_job_serving "$url_b" "$b" || fail "requests to job $b alongside job $a"
+  scancel "$a" "$b"
+  job=$a; wait_job_gone 30 || fail "job $a still running 30 s after scancel"
+  job=$b; wait_job_gone 30 || fail "job $b still running 30 s after scancel"
+  no_shoal_left
+  echo "ok   two jobs on one node: $url_a and $url_b, both serving, both stopped"
+  job=""
+}
+
+# cluster.groups: 2 in one job: the tasks split into two engine groups (data-parallel replicas, one
+# srun step each), both ready before the URL appears, both serving.
+check_dp_groups() {
+  local url dp_yaml=$tmp/shoal-dp.yaml
+  { cat "$tmp/shoal.yaml"; printf 'cluster:\n  groups: 2\n'; } > "$dp_yaml"
+  SUBMIT_CONFIG=$dp_yaml submit dp.out
+  url=$(cat "$tmp/shoal-$job.url")
+  for g in 0 1; do
+    python3 "$root/tests/cluster/check_serving.py" "$url" "$fixture" "slurm-$job-g$g" "*" ||
+      fail "group slurm-$job-g$g of the two-group job"
+  done
+  scancel "$job"
+  wait_job_gone 30 || fail "job $job still running 30 s after scancel"
+  no_shoal_left
+  echo "ok   cluster.groups: 2 in one job: two engine groups of one rank each, both serving"
   job=""
 }

@@ -80,9 +80,13 @@ SlurmctldLogFile=$tmp/slurmctld.log
 SlurmdLogFile=$tmp/slurmd.log
 SlurmdParameters=config_overrides
 ReturnToService=2
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=4 State=UNKNOWN
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=4 Gres=gpu:2 State=UNKNOWN
 PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
+# Two GPUs as far as Slurm's accounting goes, backed by /dev/null and /dev/zero (TaskPlugin=task/none
+# constrains no devices): enough for a job to be given GPUs, which is what the batch script checks.
+printf 'NodeName=localhost Name=gpu File=/dev/null\nNodeName=localhost Name=gpu File=/dev/zero\n' > "$tmp/gres.conf"
 export SLURM_CONF=$tmp/slurm.conf
 slurmctld -i
 slurmd -N localhost
@@ -109,7 +113,10 @@ SBATCH_ARGS=(--ntasks=2)
 check_job_serving() {  # URL JOB
   python3 "$root/tests/cluster/check_serving.py" "$1" "$fixture" "slurm-$2" "*,*"
 }
+check_device_mismatch
 check_serving_then_scancel
+check_two_jobs
+check_dp_groups
 check_worker_relaunch
 check_batch_term
 check_time_limit

@@ -155,6 +155,29 @@ TEST(ConfigTest, MaxModelLenDtypeAndMemoryFraction) {
   }
 }
 
+// --print-config's YAML reads back to the same configuration (secrets excepted: they print as <set>).
+TEST(ConfigTest, PrintedConfigReadsBack) {
+  auto a = Parse("engine:\n  max_model_len: 4096\n  dtype: bfloat16\n  device: cuda:1\nkv_cache:\n"
+                 "  memory_fraction: 0.9\n  block_size: 32\nserver:\n  port: 9000\n  metrics_vllm_names: true\n"
+                 "cluster:\n  groups: 3\nparallel:\n  startup_timeout_s: 1800\n");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const std::string text = EngineConfigYaml(*a);
+  EXPECT_NE(text.find("memory_fraction: 0.9\n"), std::string::npos) << text;
+  auto b = Parse(text);
+  ASSERT_TRUE(b.ok()) << b.status().ToString() << "\n" << text;
+  EXPECT_EQ(EngineConfigYaml(*b), text);
+  EXPECT_EQ(b->max_model_len, 4096);
+  EXPECT_EQ(b->device, "cuda:1");
+  EXPECT_DOUBLE_EQ(b->kv_memory_fraction, 0.9);
+  EXPECT_TRUE(b->server.metrics_vllm_names);
+  EXPECT_EQ(b->cluster.groups, 3);
+  EXPECT_EQ(b->startup_timeout_s, 1800);
+  a->server.api_keys = {"sk-secret"};
+  a->server.control_token = "tok-secret";
+  const std::string secret = EngineConfigYaml(*a);
+  EXPECT_EQ(secret.find("secret"), std::string::npos) << secret;
+}
+
 // The limits on what comes from outside: defaults, and their ranges checked at load.
 TEST(ConfigTest, ServerLimits) {
   const EngineConfig d = Parse("").value();

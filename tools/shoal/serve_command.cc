@@ -63,6 +63,7 @@ struct ServeOptions {
   std::string mpirun = "mpirun";
   int ready_timeout_s = 600;
   EngineFlags flags;  // the vLLM-style overrides (tools/shoal/engine_flags.h)
+  bool print_config = false;  // print the effective config (YAML) and exit
 };
 
 // `shoal up` without --config: local-cpu.yaml where an installed shoal keeps it
@@ -172,6 +173,10 @@ Status WriteTokenFile(const std::string& path, const std::string& token) {
 
 Status RunServe(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, false));
+  if (o.print_config) {
+    std::fputs(EngineConfigYaml(cfg).c_str(), stdout);
+    return Status::Ok();
+  }
   bool generated = false;
   const std::string token = EnsureControlToken(cfg, &generated);
   SHOAL_ASSIGN_OR_RETURN(auto coord, Coordinator::Create(cfg));
@@ -294,6 +299,10 @@ void KillJob(GroupJob& job) {
 
 Status RunUp(const ServeOptions& o) {
   SHOAL_ASSIGN_OR_RETURN(EngineConfig cfg, LoadConfig(o, true));
+  if (o.print_config) {
+    std::fputs(EngineConfigYaml(cfg).c_str(), stdout);
+    return Status::Ok();
+  }
   // shoal up's workers are its own children: a token always (an empty SHOAL_CONTROL_TOKEN is unset).
   bool generated = false;
   if (EnsureControlToken(cfg, &generated).empty()) {
@@ -411,6 +420,8 @@ void AddCommonOptions(CLI::App* cmd, ServeOptions* o, bool up) {
       ->default_str("server.control_port: 0 (any free port)");
   cmd->add_option("--control-host", o->control_host, "Address workers connect to (overrides server.control_host)")
       ->default_str("server.control_host: 127.0.0.1");
+  cmd->add_flag("--print-config", o->print_config,
+                "Print the effective configuration (the file, then these flags) as YAML and exit; secrets show as <set>");
 }
 
 }  // namespace
