@@ -140,6 +140,8 @@ ModelSpec DeepSeekV3() {
   m.num_shared_experts = 1;
   m.shared_intermediate_size = 2048;
   m.notes = "deepseek-ai/DeepSeek-V3 config.json (MTP layer not counted)";
+  m.weight_dtype = "fp8";
+  m.weight_dtype_source = "the release's FP8 checkpoint";
   return m;
 }
 
@@ -155,6 +157,8 @@ ModelSpec Mixtral8x22B() {
   m.top_k = 2;
   m.moe_intermediate_size = 16384;
   m.notes = "mistralai/Mixtral-8x22B-v0.1 config.json";
+  m.weight_dtype = "bf16";
+  m.weight_dtype_source = "the release (bf16)";
   return m;
 }
 
@@ -170,6 +174,8 @@ ModelSpec Qwen3_235B() {
   m.top_k = 8;
   m.moe_intermediate_size = 1536;
   m.notes = "Qwen/Qwen3-235B-A22B config.json";
+  m.weight_dtype = "bf16";
+  m.weight_dtype_source = "the release (bf16; an FP8 one exists: --weight-dtype fp8)";
   return m;
 }
 
@@ -191,6 +197,8 @@ ModelSpec Llama4Maverick() {
   m.num_chunked_layers = 36;  // every layer but each 4th (no_rope_layers), whose attention is full
   m.notes = "meta-llama/Llama-4-Maverick-17B-128E config.json text_config; 36 of 48 layers chunked "
             "(8192), their KV bounded by the chunk";
+  m.weight_dtype = "bf16";
+  m.weight_dtype_source = "the release (bf16)";
   return m;
 }
 
@@ -201,6 +209,8 @@ ModelSpec Llama4Scout() {
   m.num_experts = 16;
   m.notes = "meta-llama/Llama-4-Scout-17B-16E config.json text_config; 36 of 48 layers chunked "
             "(8192), their KV bounded by the chunk";
+  m.weight_dtype = "bf16";
+  m.weight_dtype_source = "the release (bf16)";
   return m;
 }
 
@@ -228,6 +238,8 @@ ModelSpec Frontier405BActive() {
   m.num_shared_experts = 1;
   m.shared_intermediate_size = 6144;
   m.notes = "hypothetical: DeepSeek-V3 layout scaled to hidden 16384 x 126 layers, ~405B active";
+  m.weight_dtype = "fp8";
+  m.weight_dtype_source = "assumed, as DeepSeek-V3";
   return m;
 }
 
@@ -357,6 +369,8 @@ ModelSpec KimiK2() {
   m.num_moe_layers = 61 - 1;  // first_k_dense_replace = 1
   m.num_experts = 384;
   m.notes = "moonshotai/Kimi-K2-Instruct config.json (DeepSeek-V3 layout; 384 experts, 64 heads)";
+  m.weight_dtype = "fp8";
+  m.weight_dtype_source = "the release's FP8 checkpoint";
   return m;
 }
 
@@ -392,6 +406,28 @@ StatusOr<ModelSpec> ParseHfConfig(const std::string& json_text, const std::strin
   if (auto it = j.find("text_config"); it != j.end() && it->is_object()) body = &*it;  // Llama 4
   SHOAL_ASSIGN_OR_RETURN(ModelSpec m, ParseConfigObject(*body, arch, source));
   SHOAL_RETURN_IF_ERROR(ValidateModelSpec(m, source));
+  // The checkpoint's own weights: FP8 when quantization_config says so; anything else is served in
+  // bf16 by the GPU engine (f32 and f16 checkpoints are converted as they are uploaded).
+  m.weight_dtype = "bf16";
+  m.weight_dtype_source = "config.json: no quantization_config";
+  if (auto q = j.find("quantization_config"); q != j.end() && q->is_object()) {
+    const auto qm = q->find("quant_method");
+    const std::string method = qm != q->end() && qm->is_string() ? qm->get<std::string>() : "unnamed";
+    if (method == "fp8") {
+      m.weight_dtype = "fp8";
+      m.weight_dtype_source = "config.json quantization_config: fp8";
+    } else {
+      m.weight_dtype_source = "config.json quantization_config: " + method + " (planned as bf16)";
+    }
+  } else {
+    for (const char* key : {"torch_dtype", "dtype"}) {
+      if (auto t = body->find(key); t != body->end() && t->is_string()) {
+        m.weight_dtype_source = std::string("config.json ") + key + " " + t->get<std::string>() +
+                                (t->get<std::string>() == "bfloat16" ? "" : " (the GPU engine serves bf16)");
+        break;
+      }
+    }
+  }
   return m;
 }
 

@@ -54,6 +54,10 @@ struct ModelSpec {
   int num_chunked_layers = 0;
 
   std::string notes;  // where the shape came from / what is approximate
+  // The weights as published (bf16 or fp8) and where that was read: a preset's release, or the
+  // checkpoint's quantization_config / torch_dtype. `shoal plan` uses it unless --weight-dtype says.
+  std::string weight_dtype = "bf16";
+  std::string weight_dtype_source = "default";
 };
 
 // Parameter counts (elements) derived from the shape.

@@ -5,9 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 
 namespace shoal::plan {
+
+double DecodeContext(const PlanRequest& r) {
+  return r.decode_context > 0 ? r.decode_context : r.input_len + r.output_len / 2.0;
+}
 
 namespace {
 
@@ -19,10 +24,6 @@ double ExpFlops(const PlanRequest& r) {
 // Attention cores run in BF16 (FlashMLA / FlashAttention-3 BF16) whatever the KV dtype.
 double AttnFlops(const PlanRequest& r) { return r.hw.bf16_flops * r.calib.flops_eff; }
 double Bw(const PlanRequest& r) { return r.hw.hbm_bw * r.calib.hbm_eff; }
-
-double DecodeContext(const PlanRequest& r) {
-  return r.decode_context > 0 ? r.decode_context : r.input_len + r.output_len / 2.0;
-}
 
 // How many GPUs of an attention group share one sequence's KV (GQA splits heads; MLA's latent is
 // shared by all heads, so TP replicates it).
@@ -268,7 +269,7 @@ StatusOr<LayoutPlan> EvaluateLayout(const PlanRequest& req, int n) {
   lp.decode_limit = "KV capacity";
   if (r.max_batch_per_gpu > 0 && r.max_batch_per_gpu < bmax) {
     bmax = r.max_batch_per_gpu;
-    lp.decode_limit = "max batch";
+    lp.decode_limit = "engine.max_num_seqs";
   }
   if (r.tpot_ms > 0 && DecodeStep(r, n, bmax).tpot_ms > r.tpot_ms) {
     lp.decode_limit = "TPOT SLO";
@@ -361,153 +362,48 @@ StatusOr<PlanResult> Plan(const PlanRequest& r) {
   };
   out.decode_gpus_for_load = units(r.target_output_tps, c.decode.tokens_per_s);
   out.prefill_gpus_for_load = units(r.target_input_tps, c.prefill.tokens_per_s);
+  QueuedTtft(r, c, std::max(out.prefill_gpus_for_load, c.num_gpus), &out.prefill_utilization, &out.ttft_queued_ms);
   return out;
 }
 
-namespace {
-
-nlohmann::json StepJson(const StepBreakdown& s) {
-  // batch_tokens: tokens per GPU per step, as before MTP existed (= batch without drafts).
-  return {{"batch", s.batch},             {"batch_tokens", s.tokens},   {"output_tokens_per_step", s.output_tokens},
-          {"tpot_ms", s.tpot_ms},         {"step_ms", s.step_ms},       {"tokens_per_s_per_gpu", s.tokens_per_s},
-          {"bound", s.bound},             {"compute_ms", s.compute_ms}, {"dense_ms", s.dense_ms},
-          {"experts_ms", s.experts_ms},   {"attention_ms", s.attention_ms}, {"overhead_ms", s.overhead_ms},
-          {"comm_ms", s.comm_ms},         {"ib_ms", s.net_ms},          {"nvlink_ms", s.nvlink_ms},
-          {"hbm_bytes", s.hbm_bytes},     {"flops", s.flops},           {"ib_bytes", s.net_bytes},
-          {"nvlink_bytes", s.nvlink_bytes}};
+void QueuedTtft(const PlanRequest& r, const LayoutPlan& l, int gpus, double* utilization, double* ttft_ms) {
+  *utilization = 0;
+  *ttft_ms = l.ttft_ms;
+  if (r.target_input_tps <= 0 || l.prefill.tokens_per_s <= 0 || gpus <= 0) return;
+  // Prompts arrive at target_input_tps over `gpus`; a prefill step is the service time of an M/D/1
+  // queue, whose mean wait is rho / (2 (1 - rho)) services.
+  const double rho = r.target_input_tps / (l.prefill.tokens_per_s * gpus);
+  *utilization = rho;
+  *ttft_ms = rho < 1 ? l.ttft_ms * (1 + rho / (2 * (1 - rho))) : std::numeric_limits<double>::infinity();
 }
 
-nlohmann::json LayoutJson(const LayoutPlan& l) {
-  nlohmann::json j = {{"gpus", l.num_gpus}, {"nodes", l.nodes}, {"ep", l.num_gpus}, {"attn_tp", l.attn_tp},
-                      {"fits", l.fits}};
-  if (!l.fits) j["why"] = l.why;
-  j["memory"] = {{"dense_weight_bytes_per_gpu", l.memory.dense_weight_bytes},
-                 {"expert_weight_bytes_per_gpu", l.memory.expert_weight_bytes},
-                 {"expert_slots_per_layer_per_gpu", l.memory.expert_slots_per_layer},
-                 {"weight_bytes_per_gpu", l.memory.weight_bytes()},
-                 {"usable_bytes_per_gpu", l.memory.usable_bytes},
-                 {"kv_bytes_per_token", l.memory.kv_bytes_per_token},
-                 {"kv_free_bytes_per_gpu", l.memory.kv_free_bytes},
-                 {"kv_capacity_tokens_per_gpu", l.memory.kv_free_bytes / l.memory.kv_bytes_per_token},
-                 {"max_sequences_per_gpu", l.memory.max_sequences}};
-  if (l.fits) {
-    j["decode"] = StepJson(l.decode);
-    j["decode"]["batch_limit"] = l.decode_limit;
-    j["decode"]["tpot_met"] = l.tpot_met;
-    j["decode"]["tokens_per_s_per_node"] = l.decode.tokens_per_s * l.num_gpus / l.nodes;
-    j["prefill"] = StepJson(l.prefill);
-    j["prefill"]["ttft_ms"] = l.ttft_ms;
-    j["prefill"]["ttft_met"] = l.ttft_met;
+StatusOr<std::vector<SweepRow>> Sweep(const PlanRequest& r, const PlanResult& p) {
+  PlanRequest rt = r;
+  rt.attn_tp = p.smallest.attn_tp;
+  std::vector<SweepRow> rows;
+  for (int n = p.smallest.num_gpus; n <= 8192 && rows.size() < 5; n *= 2) {
+    SweepRow row;
+    SHOAL_ASSIGN_OR_RETURN(row.layout, EvaluateLayout(rt, n));
+    const LayoutPlan& l = row.layout;
+    row.gpus_for_load = n;
+    if (l.fits && (r.target_output_tps > 0 || r.target_input_tps > 0)) {
+      // Prefill and decode share the GPUs: each needs its share of GPU time, in whole deployments of n.
+      double gpus = 0;
+      if (r.target_output_tps > 0 && l.decode.tokens_per_s > 0) gpus += r.target_output_tps / l.decode.tokens_per_s;
+      if (r.target_input_tps > 0 && l.prefill.tokens_per_s > 0) gpus += r.target_input_tps / l.prefill.tokens_per_s;
+      row.gpus_for_load = static_cast<int>(std::ceil(gpus / n) * n);
+    }
+    double rho = 0;
+    QueuedTtft(r, l, row.gpus_for_load, &rho, &row.ttft_queued_ms);
+    row.meets_slos = l.fits && l.tpot_met && (r.ttft_ms <= 0 || row.ttft_queued_ms <= r.ttft_ms);
+    rows.push_back(std::move(row));
   }
-  return j;
-}
-
-std::string Gib(double b) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1 << 30));
-  return buf;
-}
-
-}  // namespace
-
-nlohmann::json PlanToJson(const PlanResult& p) {
-  const PlanRequest& r = p.request;
-  const Calibration& c = r.calib;
-  nlohmann::json j;
-  j["model"] = {{"name", r.model.name},
-                {"notes", r.model.notes},
-                {"total_params", p.params.total},
-                {"active_params", p.params.active()},
-                {"routed_expert_params", p.params.routed_total},
-                {"kv", r.model.attn.kind == AttentionSpec::Kind::kMla ? "MLA latent" : "GQA"}};
-  j["hardware"] = {{"name", r.hw.name},          {"hbm_bytes", r.hw.hbm_bytes}, {"hbm_bw", r.hw.hbm_bw},
-                   {"bf16_flops", r.hw.bf16_flops}, {"fp8_flops", r.hw.fp8_flops}, {"nvlink_bw", r.hw.nvlink_bw},
-                   {"net_bw", r.hw.net_bw},      {"gpus_per_node", r.hw.gpus_per_node}};
-  j["workload"] = {{"weight_dtype", r.weight_dtype}, {"kv_dtype", r.kv_dtype},   {"input_len", r.input_len},
-                   {"output_len", r.output_len},     {"decode_context", DecodeContext(r)},
-                   {"ttft_ms", r.ttft_ms},           {"tpot_ms", r.tpot_ms},     {"overlap", r.overlap},
-                   {"mtp_draft_tokens", r.mtp_draft_tokens}, {"mtp_accept", r.mtp_accept}};
-  j["calibration"] = {{"hbm_eff", c.hbm_eff},         {"flops_eff", c.flops_eff},
-                      {"net_eff", c.net_eff},         {"nvlink_eff", c.nvlink_eff},
-                      {"expert_imbalance", c.expert_imbalance}, {"layer_overhead_us", c.layer_overhead_us},
-                      {"a2a_latency_us", c.a2a_latency_us},     {"hbm_usable", c.hbm_usable},
-                      {"overlap_eff", c.overlap_eff}};
-  j["smallest"] = LayoutJson(p.smallest);
-  j["chosen"] = LayoutJson(p.chosen);
-  if (p.decode_gpus_for_load > 0) j["decode_gpus_for_load"] = p.decode_gpus_for_load;
-  if (p.prefill_gpus_for_load > 0) j["prefill_gpus_for_load"] = p.prefill_gpus_for_load;
-  return j;
-}
-
-std::string FormatPlan(const PlanResult& p) {
-  const PlanRequest& r = p.request;
-  std::ostringstream o;
-  char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "== %s on %s  (%.1fB params, %.1fB active; weights %s, KV %s %s; in %d / out %d tokens, decode ctx %.0f)\n",
-                r.model.name.c_str(), r.hw.name.c_str(), p.params.total / 1e9, p.params.active() / 1e9,
-                r.weight_dtype.c_str(), r.kv_dtype.c_str(),
-                r.model.attn.kind == AttentionSpec::Kind::kMla ? "(MLA latent)" : "(GQA)", r.input_len, r.output_len,
-                DecodeContext(r));
-  o << buf;
-  auto row = [&](const char* label, const LayoutPlan& l) {
-    std::snprintf(buf, sizeof buf, "%-9s %5d GPUs / %3d nodes (EP%d, attn TP%d)", label, l.num_gpus, l.nodes,
-                  l.num_gpus, l.attn_tp);
-    o << buf << "\n";
-    if (!l.fits) {
-      o << "          does not fit: " << l.why << "\n";
-      return;
-    }
-    const MemoryPlan& m = l.memory;
-    std::snprintf(buf, sizeof buf,
-                  "  memory   weights %s/GPU (dense %s + %d expert slots x %d layers %s), KV %.1f KiB/token, "
-                  "KV room %s = %.0fk tokens%s = %d seqs\n",
-                  Gib(m.weight_bytes()).c_str(), Gib(m.dense_weight_bytes).c_str(), m.expert_slots_per_layer,
-                  r.model.num_moe_layers + (m.mtp_expert_bytes > 0 ? 1 : 0), Gib(m.expert_weight_bytes).c_str(),
-                  m.kv_bytes_per_token / 1024,
-                  Gib(m.kv_free_bytes).c_str(), m.kv_free_bytes / m.kv_bytes_per_token / 1e3,
-                  r.model.num_chunked_layers > 0
-                      ? (" in every layer (" + std::to_string(r.model.num_chunked_layers) + " chunked layers keep <= " +
-                         std::to_string(r.model.attention_chunk_size) + " per sequence)").c_str()
-                      : "",
-                  m.max_sequences);
-    o << buf;
-    const StepBreakdown& d = l.decode;
-    char combine[96];
-    if (r.overlap) {
-      std::snprintf(combine, sizeof combine, "overlapped: %.0f%% of the shorter hidden", 100 * r.calib.overlap_eff);
-    } else {
-      std::snprintf(combine, sizeof combine, "in sequence");
-    }
-    char mtp[96] = "";
-    if (r.mtp_draft_tokens > 0) {
-      std::snprintf(mtp, sizeof mtp, " + %d MTP draft%s each, %.2f tokens out per step, TPOT %.1f ms", r.mtp_draft_tokens,
-                    r.mtp_draft_tokens > 1 ? "s" : "", d.batch > 0 ? d.output_tokens / d.batch : 0.0, d.tpot_ms);
-    }
-    std::snprintf(buf, sizeof buf,
-                  "  decode   batch %d/GPU%s (limit: %s%s)\n           step %.1f ms: compute %.1f [dense %.1f, experts %.1f, "
-                  "attn %.1f, overhead %.1f], a2a %.1f [IB %.1f, NVLink %.1f], %s\n"
-                  "           %.0f tok/s/GPU, %.0f tok/s/node, bound by %s\n",
-                  d.batch, mtp, l.decode_limit.c_str(), l.tpot_met ? "" : ", TPOT SLO NOT MET even at batch 1", d.step_ms,
-                  d.compute_ms, d.dense_ms, d.experts_ms, d.attention_ms, d.overhead_ms, d.comm_ms, d.net_ms,
-                  d.nvlink_ms, combine, d.tokens_per_s, d.tokens_per_s * l.num_gpus / l.nodes, d.bound.c_str());
-    o << buf;
-    const StepBreakdown& f = l.prefill;
-    std::snprintf(buf, sizeof buf,
-                  "  prefill  %d tokens/GPU per step, %.1f ms (TTFT ~%.0f ms%s), %.0f tok/s/GPU, bound by %s\n",
-                  f.batch, f.step_ms, l.ttft_ms, l.ttft_met ? "" : ", TTFT SLO NOT MET", f.tokens_per_s,
-                  f.bound.c_str());
-    o << buf;
-  };
-  row("smallest", p.smallest);
-  if (p.chosen.num_gpus != p.smallest.num_gpus) row("chosen", p.chosen);
-  if (p.decode_gpus_for_load > 0)
-    o << "  load     decode needs " << p.decode_gpus_for_load << " GPUs for " << r.target_output_tps
-      << " output tok/s\n";
-  if (p.prefill_gpus_for_load > 0)
-    o << "  load     prefill needs " << p.prefill_gpus_for_load << " GPUs for " << r.target_input_tps
-      << " input tok/s\n";
-  return o.str();
+  SweepRow* best = nullptr;
+  for (SweepRow& row : rows) {
+    if (row.meets_slos && (best == nullptr || row.gpus_for_load < best->gpus_for_load)) best = &row;
+  }
+  if (best != nullptr) best->cheapest = true;
+  return rows;
 }
 
 }  // namespace shoal::plan

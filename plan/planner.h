@@ -55,6 +55,7 @@ struct PlanRequest {
   ModelSpec model;
   HardwareSpec hw;
   std::string weight_dtype = "fp8";  // bf16 | fp8 (fp8 also sets FP8 GEMMs and FP8 dispatch)
+  std::string weight_dtype_source = "--weight-dtype";  // said in the report's header
   std::string kv_dtype = "bf16";     // bf16 | fp8
   int num_gpus = 0;                  // 0: search the smallest that fits
   int attn_tp = 0;                   // GPUs sharing one attention instance (TP); 1 = data-parallel attention;
@@ -64,7 +65,7 @@ struct PlanRequest {
   double decode_context = 0;         // average KV length per decoded token; 0: input + output/2
   double ttft_ms = 0;                // 0: no SLO
   double tpot_ms = 0;                // 0: no SLO
-  int max_batch_per_gpu = 0;         // 0: unlimited
+  int max_batch_per_gpu = 0;         // engine.max_num_seqs (a rank's live sequences); 0: unlimited
   int prefill_chunk = 16384;         // prompt tokens per GPU per prefill step (at least one prompt)
   bool overlap = true;               // two-micro-batch comm/compute overlap
   // Multi-token prediction (speculative decoding with draft tokens, as DeepSeek-V3's MTP module): each
@@ -122,6 +123,20 @@ struct PlanResult {
   LayoutPlan chosen;              // --gpus if given, else == smallest
   int decode_gpus_for_load = 0;   // GPUs to serve target_output_tps (0: no target)
   int prefill_gpus_for_load = 0;
+  // TTFT with queueing at target_input_tps (M/D/1 over the prefill GPUs); without a target load, the
+  // prefill step alone (no queue).
+  double prefill_utilization = 0;
+  double ttft_queued_ms = 0;
+};
+
+// One row of `shoal plan --sweep`: a GPU count (the smallest layout's, doubled up to 4 times).
+struct SweepRow {
+  LayoutPlan layout;
+  int gpus_for_load = 0;     // with a target load: GPUs (whole deployments) serving it, prefill and decode
+                             // on the same GPUs; else the layout's own
+  double ttft_queued_ms = 0;
+  bool meets_slos = false;   // fits, TPOT and (queued) TTFT within the SLOs
+  bool cheapest = false;     // the fewest GPUs for the load among those that meet the SLOs
 };
 
 Status ValidateRequest(const PlanRequest& r);
@@ -130,8 +145,23 @@ StatusOr<LayoutPlan> EvaluateLayout(const PlanRequest& r, int num_gpus);
 // Decode step at a given batch (exposed for tests).
 StepBreakdown DecodeStep(const PlanRequest& r, int num_gpus, int batch);
 StatusOr<PlanResult> Plan(const PlanRequest& r);
+// The average KV length a decoded token sees: decode_context, or input + output / 2.
+double DecodeContext(const PlanRequest& r);
+// *ttft_ms: layout l's TTFT with the queueing target_input_tps causes when `gpus` GPUs serve it.
+void QueuedTtft(const PlanRequest& r, const LayoutPlan& l, int gpus, double* utilization, double* ttft_ms);
+// `--sweep`: the plan's smallest layout and up to four doublings, the cheapest that meets the SLOs marked.
+StatusOr<std::vector<SweepRow>> Sweep(const PlanRequest& r, const PlanResult& p);
 
+// Output (plan/plan_report.cc).
 nlohmann::json PlanToJson(const PlanResult& p);
+// The table, headed by every assumption and whether shoal implements it today (warnings if not), and
+// the error band of the published checks.
 std::string FormatPlan(const PlanResult& p);
+std::string FormatSweep(const PlanResult& p, const std::vector<SweepRow>& rows);
+nlohmann::json SweepToJson(const std::vector<SweepRow>& rows);
+// `--emit-config`: shoal's YAML for layout `l` (model.path when model_path is not empty), and the
+// sbatch command that runs it with deploy/slurm/shoal.sbatch.
+std::string LayoutConfigYaml(const PlanResult& p, const LayoutPlan& l, const std::string& model_path);
+std::string SbatchCommand(const PlanResult& p, const LayoutPlan& l, const std::string& config_file);
 
 }  // namespace shoal::plan

@@ -7,6 +7,7 @@
 
 #include "model/model_config.h"
 #include "model/weights.h"
+#include "common/config.h"
 #include "plan/calibration.h"
 #include "plan/hardware.h"
 #include "plan/model_preset.h"
@@ -462,6 +463,111 @@ TEST(PlanCalibration, AllToAllAcrossHostsGivesNetEfficiency) {
   // Faster than the preset's NIC: the preset is not this fabric.
   const std::string fast = with("\"raw_us\": 2000", "\"raw_us\": 900");
   EXPECT_TRUE(MessageHas(CalibrateFromBenchJson(fast, "a2a.json", hw).status(), "net_eff"));
+}
+
+// The weight dtype comes from the checkpoint (quantization_config, else bf16 whatever torch_dtype
+// says: the GPU engine serves bf16) or from the preset's release, and says where it came from.
+TEST(PlanReport, WeightDtypeFromTheCheckpointOrThePreset) {
+  auto fp8 = LoadModelSpec(testing::FixturesDir() + "/deepseek-v3-fp8");
+  ASSERT_TRUE(fp8.ok()) << fp8.status().ToString();
+  EXPECT_EQ(fp8->weight_dtype, "fp8");
+  EXPECT_EQ(fp8->weight_dtype_source, "config.json quantization_config: fp8");
+  auto f32 = LoadModelSpec(testing::FixturesDir() + "/qwen3-moe-f32");
+  ASSERT_TRUE(f32.ok());
+  EXPECT_EQ(f32->weight_dtype, "bf16");
+  EXPECT_NE(f32->weight_dtype_source.find("float32 (the GPU engine serves bf16)"), std::string::npos)
+      << f32->weight_dtype_source;
+  EXPECT_EQ(GetModelPreset("deepseek-v3")->weight_dtype, "fp8");
+  EXPECT_EQ(GetModelPreset("kimi-k2")->weight_dtype, "fp8");
+  EXPECT_EQ(GetModelPreset("mixtral-8x22b")->weight_dtype, "bf16");
+}
+
+// The header: every assumption, flagged where shoal does not serve that way yet; the accuracy band;
+// parameter counts readable for a tiny model too.
+TEST(PlanReport, HeaderStatesAssumptionsAndTheBand) {
+  PlanRequest r;
+  r.model = *LoadModelSpec(testing::FixturesDir() + "/deepseek-v3-fp8");
+  r.weight_dtype = r.model.weight_dtype;
+  r.weight_dtype_source = r.model.weight_dtype_source;
+  r.hw = BuiltinHardware()["h100"];
+  auto p = Plan(r);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const std::string text = FormatPlan(*p);
+  for (const char* want : {"WARNING  weights fp8 (config.json quantization_config: fp8)", "WARNING  KV cache bf16, MLA latent",
+                           "WARNING  two-micro-batch overlap", "WARNING  expert load 1.30", "accuracy the published checks",
+                           "0.79-0.96", "K params"}) {
+    EXPECT_NE(text.find(want), std::string::npos) << want << " in\n" << text;
+  }
+  EXPECT_EQ(text.find("0.0B"), std::string::npos) << text;
+  r.overlap = false;
+  r.weight_dtype = "bf16";
+  r.model = *GetModelPreset("mixtral-8x22b");
+  const std::string plain = FormatPlan(*Plan(r));
+  EXPECT_NE(plain.find("assumes  weights bf16"), std::string::npos) << plain;
+  EXPECT_NE(plain.find("assumes  no compute/all-to-all overlap"), std::string::npos) << plain;
+}
+
+TEST(PlanReport, TtftQueuesAtTheTargetLoad) {
+  LayoutPlan l;
+  l.ttft_ms = 100;
+  l.prefill.tokens_per_s = 1000;
+  PlanRequest r;
+  double rho = 0, ttft = 0;
+  QueuedTtft(r, l, 4, &rho, &ttft);
+  EXPECT_EQ(ttft, 100) << "no target load: no queue";
+  r.target_input_tps = 2000;  // half of 4 GPUs x 1000
+  QueuedTtft(r, l, 4, &rho, &ttft);
+  EXPECT_DOUBLE_EQ(rho, 0.5);
+  EXPECT_DOUBLE_EQ(ttft, 150);  // M/D/1: wait = rho / (2 (1 - rho)) = 0.5 services
+  r.target_input_tps = 4000;
+  QueuedTtft(r, l, 4, &rho, &ttft);
+  EXPECT_TRUE(std::isinf(ttft));
+}
+
+// --sweep: the smallest layout and doublings; exactly one cheapest among those meeting the SLOs, with
+// the fewest GPUs for the load; --emit-config's YAML reads back as shoal's config of that layout.
+TEST(PlanReport, SweepMarksTheCheapestAndItsConfigLoads) {
+  PlanRequest r;
+  r.model = *GetModelPreset("deepseek-v3");
+  r.hw = BuiltinHardware()["h100"];
+  r.tpot_ms = 50;
+  r.ttft_ms = 2000;
+  r.max_batch_per_gpu = 256;
+  r.target_output_tps = 200000;
+  r.target_input_tps = 400000;
+  auto p = Plan(r);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  auto rows = Sweep(r, *p);
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_GE(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].layout.num_gpus, p->smallest.num_gpus);
+  const SweepRow* best = nullptr;
+  for (const SweepRow& row : *rows) {
+    EXPECT_EQ(row.layout.num_gpus % p->smallest.num_gpus, 0);
+    if (row.cheapest) {
+      EXPECT_EQ(best, nullptr) << "one cheapest";
+      best = &row;
+    }
+  }
+  ASSERT_NE(best, nullptr);
+  for (const SweepRow& row : *rows) {
+    if (row.meets_slos) EXPECT_GE(row.gpus_for_load, best->gpus_for_load);
+  }
+  EXPECT_TRUE(best->meets_slos);
+  EXPECT_NE(FormatSweep(*p, *rows).find("*"), std::string::npos);
+
+  const std::string yaml = LayoutConfigYaml(*p, best->layout, testing::FixturesDir() + "/deepseek-v3-fp8");
+  auto cfg = ParseEngineConfig(yaml, "emitted.yaml", "");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString() << "\n" << yaml;
+  EXPECT_EQ(cfg->device, "cuda");
+  EXPECT_EQ(cfg->max_num_seqs, best->layout.decode.batch);
+  EXPECT_EQ(cfg->cluster.ranks_per_group, best->layout.num_gpus);
+  EXPECT_EQ(cfg->max_model_len, r.input_len + r.output_len);
+  EXPECT_DOUBLE_EQ(cfg->kv_memory_fraction, 0.9);
+  EXPECT_NE(yaml.find("# Planned assuming weights fp8"), std::string::npos) << yaml;
+  EXPECT_EQ(SbatchCommand(*p, best->layout, "x.yaml"),
+            "sbatch --nodes=" + std::to_string(best->layout.nodes) +
+                " --ntasks-per-node=8 --gpus-per-task=1 deploy/slurm/shoal.sbatch x.yaml");
 }
 
 }  // namespace

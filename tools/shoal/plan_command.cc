@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -27,6 +28,9 @@ struct PlanOptions {
   plan::PlanRequest req;
   bool json = false;
   bool list = false;
+  bool sweep = false;
+  std::string emit_config;   // --emit-config FILE
+  std::string weight_dtype;  // --weight-dtype; empty: the model's (checkpoint or preset)
   std::vector<std::string> calibrate;     // benchmark JSON files (plan/calibration.h)
   bool hbm_eff_given = false, flops_eff_given = false, layer_overhead_given = false, net_eff_given = false;  // win over --calibrate
 };
@@ -84,19 +88,53 @@ Status RunPlan(const PlanOptions& o) {
   if (o.flops_eff_given) calib.flops_eff = o.req.calib.flops_eff;
   if (o.layer_overhead_given) calib.layer_overhead_us = o.req.calib.layer_overhead_us;
   if (o.net_eff_given) calib.net_eff = o.req.calib.net_eff;
+  if (!o.emit_config.empty() && models.size() != 1) {
+    return InvalidArgument("--emit-config writes one model's config: give one --preset or --model");
+  }
   nlohmann::json all = nlohmann::json::array();
   for (const auto& name : models) {
     plan::PlanRequest r = o.req;
     r.calib = calib;
     r.hw = hw;
     SHOAL_ASSIGN_OR_RETURN(r.model, plan::LoadModelSpec(name));
+    r.weight_dtype = o.weight_dtype.empty() ? r.model.weight_dtype : o.weight_dtype;
+    r.weight_dtype_source = o.weight_dtype.empty() ? r.model.weight_dtype_source : "--weight-dtype";
     auto result = plan::Plan(r);
     if (!result.ok()) return result.status().WithContext(name);
+    std::vector<plan::SweepRow> rows;
+    if (o.sweep) {
+      SHOAL_ASSIGN_OR_RETURN(rows, plan::Sweep(r, *result));
+    }
     if (o.json) {
-      all.push_back(plan::PlanToJson(*result));
+      nlohmann::json j = plan::PlanToJson(*result);
+      if (o.sweep) j["sweep"] = plan::SweepToJson(rows);
+      all.push_back(std::move(j));
     } else {
       std::fputs(plan::FormatPlan(*result).c_str(), stdout);
+      if (o.sweep) std::fputs(plan::FormatSweep(*result, rows).c_str(), stdout);
       std::fputs("\n", stdout);
+    }
+    if (!o.emit_config.empty()) {
+      // The cheapest of the sweep when there is one, else the chosen layout.
+      const plan::LayoutPlan* layout = result->chosen.fits ? &result->chosen : &result->smallest;
+      for (const plan::SweepRow& row : rows) {
+        if (row.cheapest) layout = &row.layout;
+      }
+      std::error_code ec;
+      const bool checkpoint = std::filesystem::exists(name, ec);
+      std::string model_path;
+      if (checkpoint) {
+        std::filesystem::path dir = std::filesystem::absolute(name);
+        if (!std::filesystem::is_directory(dir, ec)) dir = dir.parent_path();
+        model_path = dir.lexically_normal().string();
+      }
+      std::ofstream out(o.emit_config);
+      out << plan::LayoutConfigYaml(*result, *layout, model_path);
+      if (!out.good()) return IoError("--emit-config " + o.emit_config + ": cannot write");
+      std::fprintf(o.json ? stderr : stdout, "config for %d GPUs written to %s%s; run it with:\n  %s%s\n",
+                   layout->num_gpus, o.emit_config.c_str(), checkpoint ? "" : " (add model.path, or SHOAL_MODEL=DIR)",
+                   checkpoint ? "" : "SHOAL_MODEL=/path/to/checkpoint ",
+                   plan::SbatchCommand(*result, *layout, o.emit_config).c_str());
     }
   }
   if (o.json) std::printf("%s\n", (all.size() == 1 ? all[0] : all).dump(2).c_str());
@@ -115,7 +153,9 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--model", opts->models, "Checkpoint directory or its config.json (as served); repeatable")->take_all();
   cmd->add_option("--hardware", opts->hardware, "Hardware preset (h100, h200, b200, h800, or one from --hardware-file)");
   cmd->add_option("--hardware-file", opts->hardware_file, "YAML overriding/adding presets (see configs/hardware.yaml)");
-  cmd->add_option("--weight-dtype", q.weight_dtype, "bf16 | fp8")->check(CLI::IsMember({"bf16", "fp8"}));
+  cmd->add_option("--weight-dtype", opts->weight_dtype, "bf16 | fp8")
+      ->check(CLI::IsMember({"bf16", "fp8"}))
+      ->default_str("the checkpoint's (quantization_config) or the preset's release");
   cmd->add_option("--kv-dtype", q.kv_dtype, "bf16 | fp8")->check(CLI::IsMember({"bf16", "fp8"}));
   cmd->add_option("--gpus", q.num_gpus, "GPUs (= EP size) to evaluate; 0 = only the smallest that fits")
       ->check(CLI::Range(0, 1 << 20));
@@ -127,7 +167,10 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0.0, 1e8));
   cmd->add_option("--ttft-ms", q.ttft_ms, "TTFT SLO in ms (0 = none)")->check(CLI::Range(0.0, 1e7));
   cmd->add_option("--tpot-ms", q.tpot_ms, "TPOT SLO in ms (0 = none)")->check(CLI::Range(0.0, 1e7));
-  cmd->add_option("--max-batch", q.max_batch_per_gpu, "Cap on decode sequences per GPU (0 = none)")
+  q.max_batch_per_gpu = 256;  // what configs/gpu-h100.yaml runs with
+  cmd->add_option("--max-num-seqs", q.max_batch_per_gpu,
+                  "Live sequences per GPU, as the engine's engine.max_num_seqs caps them (configs/gpu-h100.yaml: 256; "
+                  "0 = no cap)")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--prefill-chunk", q.prefill_chunk, "Prompt tokens per GPU per prefill step")
       ->check(CLI::Range(1, 1 << 24));
@@ -158,6 +201,12 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
                   "JSON of bench/gpu_decode_bench or bench/gpu_kernels_bench (--json) run on --hardware (sets hbm_eff/flops_eff), "
                   "or of shoal bench a2a --json run across its hosts (sets net_eff); repeatable; explicit "
                   "--hbm-eff/--flops-eff/--layer-overhead-us/--net-eff win");
+  cmd->add_flag("--sweep", opts->sweep,
+                "Also evaluate the smallest layout's GPU count doubled up to 4 times and mark the cheapest that meets "
+                "the SLOs (with --target-*-tps: the fewest GPUs for that load)");
+  cmd->add_option("--emit-config", opts->emit_config,
+                  "Write shoal's YAML for the chosen layout (the cheapest of --sweep when given) here and print the "
+                  "sbatch command that runs it");
   cmd->add_flag("--json", opts->json, "Print JSON instead of tables");
   cmd->add_flag("--list", opts->list, "List model and hardware presets");
   cmd->callback([opts, exit_code, cmd] {
