@@ -1,4 +1,7 @@
-// Group::AllToAllV, BroadcastBytes and GatherBytes: collectives built on Group::SendRecv.
+// Group::AllToAllV, the activation collectives' host implementations, BroadcastBytes and GatherBytes:
+// collectives built on Group::SendRecv.
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -34,6 +37,62 @@ Status Group::AllToAllV(const void* send, std::span<const int64_t> send_bytes, v
     r_off += recv_bytes[p];
   }
   return SendRecv(sends, recvs, deadline);
+}
+
+Status Group::ReduceScatterSumF32(std::span<const float> in, std::span<float> out, Deadline deadline) {
+  const int R = size();
+  const size_t chunk = out.size();
+  if (in.size() != chunk * static_cast<size_t>(R)) {
+    return InvalidArgument("rank " + std::to_string(rank()) + ": reduce-scatter: input of " + std::to_string(in.size()) +
+                           " values is not " + std::to_string(R) + " chunks of " + std::to_string(chunk));
+  }
+  // Every rank's chunk for this rank, rank-major, then added in rank order.
+  std::vector<float> parts(chunk * static_cast<size_t>(R));
+  const int64_t bytes = static_cast<int64_t>(chunk * sizeof(float));
+  std::vector<SendBlock> sends;
+  std::vector<RecvBlock> recvs;
+  for (int p = 0; p < R; ++p) {
+    sends.push_back({p, in.data() + chunk * static_cast<size_t>(p), bytes});
+    recvs.push_back({p, parts.data() + chunk * static_cast<size_t>(p), bytes});
+  }
+  SHOAL_RETURN_IF_ERROR(SendRecv(sends, recvs, deadline));
+  if (chunk == 0) return Status::Ok();
+  std::copy(parts.begin(), parts.begin() + static_cast<ptrdiff_t>(chunk), out.begin());
+  for (int p = 1; p < R; ++p) {
+    const float* src = parts.data() + chunk * static_cast<size_t>(p);
+    for (size_t i = 0; i < chunk; ++i) out[i] += src[i];
+  }
+  return Status::Ok();
+}
+
+Status Group::AllGather(std::span<const std::byte> in, std::span<std::byte> out, Deadline deadline) {
+  const int R = size();
+  if (out.size() != in.size() * static_cast<size_t>(R)) {
+    return InvalidArgument("rank " + std::to_string(rank()) + ": all-gather: output of " + std::to_string(out.size()) +
+                           " bytes is not " + std::to_string(R) + " x " + std::to_string(in.size()));
+  }
+  const int64_t bytes = static_cast<int64_t>(in.size());
+  std::vector<SendBlock> sends;
+  std::vector<RecvBlock> recvs;
+  for (int p = 0; p < R; ++p) {
+    sends.push_back({p, in.data(), bytes});
+    recvs.push_back({p, out.data() + in.size() * static_cast<size_t>(p), bytes});
+  }
+  return SendRecv(sends, recvs, deadline);
+}
+
+Status Group::AllReduceSumF32(std::span<float> values, Deadline deadline) {
+  // A reduce-scatter over equal chunks (the last padded with zeros, which add nothing), then an
+  // all-gather of the sums: each value crosses the network twice, not size() times.
+  const size_t R = static_cast<size_t>(size());
+  const size_t chunk = (values.size() + R - 1) / R;
+  std::vector<float> padded(chunk * R, 0.0f), mine(chunk);
+  std::copy(values.begin(), values.end(), padded.begin());
+  SHOAL_RETURN_IF_ERROR(ReduceScatterSumF32(padded, mine, deadline));
+  SHOAL_RETURN_IF_ERROR(AllGather(std::as_bytes(std::span<const float>(mine)), std::as_writable_bytes(std::span<float>(padded)),
+                                  deadline));
+  std::copy(padded.begin(), padded.begin() + static_cast<ptrdiff_t>(values.size()), values.begin());
+  return Status::Ok();
 }
 
 StatusOr<std::string> BroadcastBytes(Group& g, const std::string& data, int root, Deadline deadline) {

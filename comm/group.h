@@ -70,6 +70,17 @@ class Group {
   // Sub-group of the ranks passing the same `color`, ordered by `key` then rank (tensor-parallel
   // groups inside a node, the expert-parallel group across nodes). Collective over this group.
   virtual StatusOr<std::unique_ptr<Group>> Split(int color, int key, Deadline deadline) = 0;
+
+  // Activation collectives (tensor parallelism), on buffers as SendRecv takes them. Sums are taken
+  // in one order on every rank, so every rank gets bit-identical results; the host implementations
+  // here add in rank order (rank 0's value + rank 1's + ...), a backend may use its own order (NCCL's).
+  // All ranks pass the same sizes.
+  // In place: every element summed over the ranks.
+  virtual Status AllReduceSumF32(std::span<float> values, Deadline deadline);
+  // in [size() · out.size()]: this rank's out = the sum over ranks of their rank()-th chunk of in.
+  virtual Status ReduceScatterSumF32(std::span<const float> in, std::span<float> out, Deadline deadline);
+  // out [size() · in.size()]: every rank's in, in rank order.
+  virtual Status AllGather(std::span<const std::byte> in, std::span<std::byte> out, Deadline deadline);
 };
 
 // Byte-string collectives built on AllToAllV (sizes first, bytes second), for control data such as a

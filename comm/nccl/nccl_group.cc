@@ -488,6 +488,58 @@ Status NcclGroup::Barrier(Deadline deadline) {
   return AllReduce(std::span<int64_t>(&token, 1), /*max=*/false, "barrier", deadline);
 }
 
+Status NcclGroup::Collective(const std::string& what, Deadline deadline, const std::function<Status()>& enqueue) {
+  SHOAL_RETURN_IF_ERROR(CheckUsable(what));
+  SHOAL_RETURN_IF_ERROR(UseDevice().WithContext(Prefix() + ": " + what));
+  const int64_t start = NowNs();
+  Status st = [&]() -> Status {
+    SHOAL_RETURN_IF_ERROR(AfterComputeStream());
+    SHOAL_NCCL_RETURN_IF_ERROR(ncclGroupStart());
+    Status inner = enqueue();
+    const ncclResult_t end = ncclGroupEnd();  // closed even after a failure inside
+    SHOAL_RETURN_IF_ERROR(inner);
+    if (Failed(end)) return NcclError(end, comm_, "ncclGroupEnd()", __LINE__);
+    return Status::Ok();
+  }();
+  if (!st.ok()) return Fail(what, st);
+  return Wait(what, start, deadline, /*drain_stream=*/true);
+}
+
+Status NcclGroup::AllReduceSumF32(std::span<float> values, Deadline deadline) {
+  const std::string what = "all-reduce(f32 sum) #" + std::to_string(calls_++);
+  if (size_ == 1 || values.empty()) return CheckUsable(what);
+  return Collective(what, deadline, [&]() -> Status {
+    SHOAL_NCCL_RETURN_IF_ERROR(ncclAllReduce(values.data(), values.data(), values.size(), ncclFloat, ncclSum, comm_, stream_));
+    return Status::Ok();
+  });
+}
+
+Status NcclGroup::ReduceScatterSumF32(std::span<const float> in, std::span<float> out, Deadline deadline) {
+  const std::string what = "reduce-scatter(f32 sum) #" + std::to_string(calls_++);
+  if (in.size() != out.size() * static_cast<size_t>(size_)) {
+    return InvalidArgument(Prefix() + ": " + what + ": input of " + std::to_string(in.size()) + " values is not " +
+                           std::to_string(size_) + " chunks of " + std::to_string(out.size()));
+  }
+  if (out.empty()) return CheckUsable(what);
+  return Collective(what, deadline, [&]() -> Status {
+    SHOAL_NCCL_RETURN_IF_ERROR(ncclReduceScatter(in.data(), out.data(), out.size(), ncclFloat, ncclSum, comm_, stream_));
+    return Status::Ok();
+  });
+}
+
+Status NcclGroup::AllGather(std::span<const std::byte> in, std::span<std::byte> out, Deadline deadline) {
+  const std::string what = "all-gather #" + std::to_string(calls_++);
+  if (out.size() != in.size() * static_cast<size_t>(size_)) {
+    return InvalidArgument(Prefix() + ": " + what + ": output of " + std::to_string(out.size()) + " bytes is not " +
+                           std::to_string(size_) + " x " + std::to_string(in.size()));
+  }
+  if (in.empty()) return CheckUsable(what);
+  return Collective(what, deadline, [&]() -> Status {
+    SHOAL_NCCL_RETURN_IF_ERROR(ncclAllGather(in.data(), out.data(), in.size(), ncclInt8, comm_, stream_));
+    return Status::Ok();
+  });
+}
+
 Status NcclGroup::SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline deadline,
                            const std::function<void(int)>& before_send) {
   const std::string what = "send/receive #" + std::to_string(calls_++);

@@ -117,8 +117,16 @@ class NcclGroup final : public Group {
                   const std::function<void(int)>& before_send = nullptr) override;
   // ncclCommSplit; `color` must not be negative (every rank ends up in some sub-group).
   StatusOr<std::unique_ptr<Group>> Split(int color, int key, Deadline deadline) override;
+  // Device buffers; ncclAllReduce / ncclReduceScatter / ncclAllGather after the compute stream's work.
+  // NCCL's summation order, which gives every rank the same result.
+  Status AllReduceSumF32(std::span<float> values, Deadline deadline) override;
+  Status ReduceScatterSumF32(std::span<const float> in, std::span<float> out, Deadline deadline) override;
+  Status AllGather(std::span<const std::byte> in, std::span<std::byte> out, Deadline deadline) override;
 
  private:
+  // One NCCL collective: `enqueue` (called inside ncclGroupStart/End, after the compute stream) and
+  // the wait for it, with the group broken on any failure once something may have been posted.
+  Status Collective(const std::string& what, Deadline deadline, const std::function<Status()>& enqueue);
   explicit NcclGroup(int device) : device_(device) {}
   // A group with its stream, event and scratch buffers but no communicator yet.
   static StatusOr<std::unique_ptr<NcclGroup>> NewShell(int rank, int size, int device);

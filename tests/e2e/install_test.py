@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An installed shoal, used the way a vLLM user would: `cmake --install` into a scratch prefix, then
 the installed `shoal up` — from another directory, with no --config — serving the demo model with the
-vLLM-style flags (--served-model-name, --api-key, --max-model-len, --dtype, --kv-cache-memory-fraction),
+vLLM-style flags (--served-model-name, --api-key, --max-model-len, --dtype, --kv-cache-memory-fraction,
+--device),
 checked over HTTP; and the start-up error when --max-model-len cannot fit the KV cache.
 
 usage: install_test.py BUILD_DIR SOURCE_DIR
@@ -98,6 +99,14 @@ def main():
         log = open(log_path).read()
         check("kv_cache.memory_fraction 0.05:" in log, "--kv-cache-memory-fraction reached the workers (their log says so)")
         check("resident weights 9.98 MB" in log, "--dtype bfloat16 reached the workers (half the f32 demo's 19.96 MB)")
+
+        # --device reaches the workers: a GPU that no machine has fails their start-up, naming CUDA (no
+        # device here; a build without CUDA says so; a GPU machine has no device 999).
+        r = subprocess.run([shoal, "up", "--port", "0", "--device", "cuda:999"], cwd=elsewhere, capture_output=True,
+                           text=True, timeout=120, env=env)
+        check(r.returncode != 0 and "CUDA" in r.stderr and "[worker" in r.stderr,
+              "--device cuda:999 reached the workers, which refused it: %s"
+              % [l for l in r.stderr.splitlines() if "CUDA" in l][:1])
 
         # --max-model-len that the KV cache cannot hold: a start-up error naming both numbers.
         small = os.path.join(scratch, "small-kv.yaml")

@@ -14,6 +14,7 @@
 
 #include "comm/expert_exchange.h"
 #include "comm/placement.h"
+#include "comm/tensor_parallel.h"
 #include "tests/mpi/mpi_test_main.h"
 
 namespace shoal::testing {
@@ -120,6 +121,87 @@ TEST(MpiGroup, SplitMakesSubGroups) {
   int64_t want = 0;
   for (int r = g.rank() % 2; r < g.size(); r += 2) want += r;
   EXPECT_EQ(v[0], want);
+}
+
+// --- Activation collectives and tensor-parallel replicas ---------------------------------------------
+
+// Rank r's i-th value: not exactly representable sums in general, so the order of additions shows.
+float Value(int r, size_t i) { return 0.1f * static_cast<float>(r + 1) + 1e-3f * static_cast<float>(i) - 0.37f * (r % 2); }
+
+// The sum in rank order, as every rank must get it (bit for bit).
+float RankOrderSum(int ranks, size_t i) {
+  float s = Value(0, i);
+  for (int r = 1; r < ranks; ++r) s += Value(r, i);
+  return s;
+}
+
+TEST(MpiGroup, ActivationCollectivesSumInRankOrder) {
+  comm::Group& g = World();
+  const int R = g.size();
+  for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{4096 + 3}}) {
+    SCOPED_TRACE(n);
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = Value(g.rank(), i);
+    ASSERT_TRUE(g.AllReduceSumF32(v, TestDeadline()).ok());
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(v[i], RankOrderSum(R, i)) << "element " << i;
+
+    // Reduce-scatter: rank r gets the sums of chunk r.
+    std::vector<float> in(n * R), out(n);
+    for (int c = 0; c < R; ++c) {
+      for (size_t i = 0; i < n; ++i) in[c * n + i] = Value(g.rank(), c * n + i);
+    }
+    ASSERT_TRUE(g.ReduceScatterSumF32(in, out, TestDeadline()).ok());
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], RankOrderSum(R, g.rank() * n + i));
+
+    // All-gather: every rank's bytes in rank order.
+    std::vector<float> mine(n, static_cast<float>(g.rank())), all(n * R, -1.0f);
+    ASSERT_TRUE(g.AllGather(std::as_bytes(std::span<const float>(mine)), std::as_writable_bytes(std::span<float>(all)),
+                            TestDeadline())
+                    .ok());
+    for (int r = 0; r < R; ++r) {
+      for (size_t i = 0; i < n; ++i) ASSERT_EQ(all[r * n + i], static_cast<float>(r));
+    }
+  }
+  // Sizes that do not fit together are refused before anything moves (so no peer is left waiting
+  // when every rank makes the same mistake).
+  std::vector<float> in(3), out(2);
+  EXPECT_EQ(g.ReduceScatterSumF32(in, out, TestDeadline()).code(), StatusCode::kInvalidArgument);
+}
+
+// The world as replicas of T tensor-parallel ranks, for every T that divides it: each replica's
+// collectives see its own ranks only.
+TEST(MpiGroup, TensorParallelReplicas) {
+  comm::Group& g = World();
+  for (int tp = 1; tp <= g.size(); ++tp) {
+    if (g.size() % tp != 0) continue;
+    SCOPED_TRACE(tp);
+    // Two pretend hosts of interleaved ranks (even / odd) when they split evenly, so replicas group by host.
+    const bool two_hosts = g.size() % 2 == 0 && (g.size() / 2) % tp == 0;
+    const std::string host = two_hosts ? (g.rank() % 2 == 0 ? "even" : "odd") : "one";
+    auto layout = comm::SplitTensorParallel(g, tp, host, TestDeadline());
+    ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+    EXPECT_EQ(layout->replicas, g.size() / tp);
+    EXPECT_EQ(layout->tp_group->size(), tp);
+    EXPECT_FALSE(layout->cross_node);
+    // Every member of the replica reports its host and world rank; all must share this host.
+    std::vector<float> ranks = {static_cast<float>(g.rank())};
+    std::vector<float> members(static_cast<size_t>(tp));
+    ASSERT_TRUE(layout->tp_group
+                    ->AllGather(std::as_bytes(std::span<const float>(ranks)), std::as_writable_bytes(std::span<float>(members)),
+                                TestDeadline())
+                    .ok());
+    for (float m : members) {
+      const int r = static_cast<int>(m);
+      if (two_hosts) {
+        EXPECT_EQ(r % 2, g.rank() % 2) << "replica member " << r << " is on another host";
+      }
+    }
+    std::vector<float> one = {1.0f};
+    ASSERT_TRUE(layout->tp_group->AllReduceSumF32(one, TestDeadline()).ok());
+    EXPECT_EQ(one[0], static_cast<float>(tp));
+  }
+  auto bad = comm::SplitTensorParallel(g, g.size() + 1, "h", TestDeadline());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
 }
 
 // --- ExpertExchange -------------------------------------------------------------------------------

@@ -55,12 +55,14 @@ TEST(Stall, AllToAllTimesOutOnTheWaitingRanks) {
 }
 
 TEST(Stall, BarrierAndAllReduceTimeOut) {
-  for (int which = 0; which < 2; ++which) {
+  for (int which = 0; which < 3; ++which) {
     auto g = NewWorldGroup();
     ASSERT_TRUE(g);
     const int staller = g->size() - 1;
     std::vector<int64_t> v = {1};
+    std::vector<float> activations(1000, 1.0f);  // which == 2: the tensor-parallel all-reduce
     auto call = [&] {
+      if (which == 2) return g->AllReduceSumF32(activations, Deadline::AfterMs(kDeadlineMs));
       return which == 0 ? g->Barrier(Deadline::AfterMs(kDeadlineMs)) : g->AllReduceSum(v, Deadline::AfterMs(kDeadlineMs));
     };
     if (g->rank() == staller) {

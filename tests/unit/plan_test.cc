@@ -551,7 +551,9 @@ TEST(PlanReport, SweepMarksTheCheapestAndItsConfigLoads) {
   }
   ASSERT_NE(best, nullptr);
   for (const SweepRow& row : *rows) {
-    if (row.meets_slos) EXPECT_GE(row.gpus_for_load, best->gpus_for_load);
+    if (row.meets_slos) {
+      EXPECT_GE(row.gpus_for_load, best->gpus_for_load);
+    }
   }
   EXPECT_TRUE(best->meets_slos);
   EXPECT_NE(FormatSweep(*p, *rows).find("*"), std::string::npos);
