@@ -81,7 +81,8 @@ struct Assumption {
 
 // Every assumption behind the figures, and whether shoal serves that way today: where it does not,
 // the figures are what a system that does would reach (vLLM, SGLang, DeepSeek's), not shoal.
-std::vector<Assumption> Assumptions(const PlanRequest& r) {
+// attn_tp: the planned layout's (the request's may be 0, auto).
+std::vector<Assumption> Assumptions(const PlanRequest& r, int attn_tp) {
   const bool mla = r.model.attn.kind == AttentionSpec::Kind::kMla;
   char buf[160];
   std::vector<Assumption> a;
@@ -101,15 +102,15 @@ std::vector<Assumption> Assumptions(const PlanRequest& r) {
     a.push_back({"MTP with " + std::to_string(r.mtp_draft_tokens) + " draft token(s)", false,
                  "shoal has no speculative decoding yet"});
   }
-  if (r.attn_tp > 1) {
-    a.push_back({"attention TP" + std::to_string(r.attn_tp), false, "shoal's attention is data-parallel (TP is planned)"});
+  if (attn_tp > 1) {
+    a.push_back({"attention TP" + std::to_string(attn_tp), false, "shoal's attention is data-parallel (TP is planned)"});
   }
   return a;
 }
 
-std::string AssumptionLines(const PlanRequest& r) {
+std::string AssumptionLines(const PlanRequest& r, int attn_tp) {
   std::string out;
-  for (const Assumption& a : Assumptions(r)) {
+  for (const Assumption& a : Assumptions(r, attn_tp)) {
     out += std::string(a.implemented ? "  assumes  " : "  WARNING  ") + a.what +
            (a.implemented ? "" : (a.note.empty() ? "" : ": " + a.note)) + "\n";
   }
@@ -149,7 +150,7 @@ nlohmann::json PlanToJson(const PlanResult& p) {
     j["ttft_queued_ms"] = std::isfinite(p.ttft_queued_ms) ? nlohmann::json(p.ttft_queued_ms) : nlohmann::json(nullptr);
   }
   j["assumptions"] = nlohmann::json::array();
-  for (const Assumption& a : Assumptions(r)) {
+  for (const Assumption& a : Assumptions(r, (p.chosen.fits ? p.chosen : p.smallest).attn_tp)) {
     j["assumptions"].push_back({{"what", a.what}, {"shoal_implements", a.implemented}, {"note", a.note}});
   }
   j["published_checks_band"] = {kBandLow, kBandHigh};
@@ -167,7 +168,8 @@ std::string FormatPlan(const PlanResult& p) {
                 r.model.attn.kind == AttentionSpec::Kind::kMla ? "(MLA latent)" : "(GQA)", r.input_len, r.output_len,
                 DecodeContext(r));
   o << buf;
-  o << AssumptionLines(r);
+  const LayoutPlan& planned = p.chosen.fits ? p.chosen : p.smallest;
+  o << AssumptionLines(r, planned.attn_tp);
   std::snprintf(buf, sizeof buf,
                 "  accuracy the published checks (docs/plan.md) measured %.2f-%.2f x these decode figures\n", kBandLow,
                 kBandHigh);
@@ -194,6 +196,13 @@ std::string FormatPlan(const PlanResult& p) {
                       : "",
                   m.max_sequences);
     o << buf;
+    if (l.attn_tp > 1) {
+      // What makes attention TP necessary: the same GPUs with data-parallel attention.
+      PlanRequest dp = r;
+      dp.attn_tp = 1;
+      auto one = EvaluateLayout(dp, l.num_gpus);
+      if (one.ok() && !one->fits) o << "  why TP" << l.attn_tp << " with data-parallel attention: " << one->why << "\n";
+    }
     const StepBreakdown& d = l.decode;
     char combine[96];
     if (r.overlap) {
@@ -287,7 +296,7 @@ std::string LayoutConfigYaml(const PlanResult& p, const LayoutPlan& l, const std
   o << "# Written by `shoal plan`: " << r.model.name << " on " << l.num_gpus << " " << r.hw.name << " GPUs ("
     << l.nodes << " node(s), EP" << l.num_gpus << "), one rank per GPU; planned decode batch " << l.decode.batch
     << "/GPU, " << static_cast<long long>(l.decode.tokens_per_s * l.num_gpus) << " output tok/s.\n";
-  for (const Assumption& a : Assumptions(r)) {
+  for (const Assumption& a : Assumptions(r, l.attn_tp)) {
     if (!a.implemented && !a.note.empty()) o << "# Planned assuming " << a.what << ": " << a.note << ".\n";
   }
   o << "# Run: " << SbatchCommand(p, l, "THIS_FILE.yaml") << "\n";

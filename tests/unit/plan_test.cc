@@ -507,6 +507,22 @@ TEST(PlanReport, HeaderStatesAssumptionsAndTheBand) {
   EXPECT_NE(plain.find("assumes  no compute/all-to-all overlap"), std::string::npos) << plain;
 }
 
+// A model whose dense part does not fit one GPU beside its experts: the layout splits attention, the
+// header flags it (shoal has no attention TP yet), and the report says what data-parallel attention
+// would need.
+TEST(PlanReport, AttentionTpIsExplainedAndFlagged) {
+  PlanRequest r;
+  r.model = *GetModelPreset("frontier-405b-active");
+  r.hw = BuiltinHardware()["h100"];
+  auto p = Plan(r);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_GT(p->smallest.attn_tp, 1);
+  const std::string text = FormatPlan(*p);
+  const std::string tp = std::to_string(p->smallest.attn_tp);
+  EXPECT_NE(text.find("WARNING  attention TP" + tp), std::string::npos) << text;
+  EXPECT_NE(text.find("why TP" + tp + " with data-parallel attention: weights need"), std::string::npos) << text;
+}
+
 TEST(PlanReport, TtftQueuesAtTheTargetLoad) {
   LayoutPlan l;
   l.ttft_ms = 100;
