@@ -35,13 +35,19 @@ StatusOr<std::vector<ReplicaSlot>> AssignReplicas(std::span<const std::string> h
 }
 
 StatusOr<TensorParallelLayout> SplitTensorParallel(Group& world, int tp, const std::string& host, Deadline deadline) {
-  if (host.empty() || host.find('\n') != std::string::npos) {
-    return InvalidArgument("rank " + std::to_string(world.rank()) + ": host name '" + host + "' is empty or has a newline");
-  }
-  // Every host name to rank 0, and the list back to every rank, so all decide on the same list.
-  SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> gathered, GatherBytes(world, host, 0, deadline));
+  // Every host name to rank 0, and the list back to every rank, so all decide on the same list (a
+  // bad name is found by all of them, after the exchange, so no rank is left waiting).
+  const bool bad = host.empty() || host.find('\n') != std::string::npos;
+  SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> gathered, GatherBytes(world, bad ? "?" : host, 0, deadline));
   std::string joined;
   for (const std::string& h : gathered) joined += h + "\n";
+  std::vector<int64_t> any_bad = {bad ? 1 : 0};
+  SHOAL_RETURN_IF_ERROR(world.AllReduceMax(any_bad, deadline));
+  if (any_bad[0] != 0) {
+    return InvalidArgument("rank " + std::to_string(world.rank()) + ": " +
+                           (bad ? "host name '" + host + "' is empty or has a newline"
+                                : std::string("another rank's host name is empty or has a newline")));
+  }
   SHOAL_ASSIGN_OR_RETURN(std::string all, BroadcastBytes(world, joined, 0, deadline));
   std::vector<std::string> hosts;
   std::istringstream in(all);

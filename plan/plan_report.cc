@@ -314,8 +314,9 @@ std::string LayoutConfigYaml(const PlanResult& p, const LayoutPlan& l, const std
 }
 
 std::string SbatchCommand(const PlanResult& p, const LayoutPlan& l, const std::string& config_file) {
-  const int per_node = std::min(l.num_gpus, p.request.hw.gpus_per_node);
-  return "sbatch --nodes=" + std::to_string(l.nodes) + " --ntasks-per-node=" + std::to_string(per_node) +
+  (void)p;
+  // --ntasks, not nodes × tasks per node: a count that is not a whole number of nodes stays exact.
+  return "sbatch --nodes=" + std::to_string(l.nodes) + " --ntasks=" + std::to_string(l.num_gpus) +
          " --gpus-per-task=1 deploy/slurm/shoal.sbatch " + config_file;
 }
 

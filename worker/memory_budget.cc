@@ -38,10 +38,29 @@ std::string Gib(int64_t bytes) {
 int64_t HostMemoryBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   int64_t total = pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
-  // cgroup v2, then v1 (whose "no limit" is a huge number, larger than the machine).
-  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
-    const int64_t limit = ReadLimit(path);
-    if (limit > 0) total = total > 0 ? std::min(total, limit) : limit;
+  // This process's own cgroup (a Slurm job's or a container's sits deep in the hierarchy, with no
+  // cgroup namespace) and every ancestor up to the root, for v2 ("0::/path" → memory.max) and v1
+  // ("N:…memory…:/path" → memory.limit_in_bytes, whose "no limit" is larger than the machine).
+  auto apply = [&](const std::string& root, std::string rel, const char* file) {
+    for (;;) {
+      const int64_t limit = ReadLimit((root + rel + (rel.empty() || rel.back() != '/' ? "/" : "") + file).c_str());
+      if (limit > 0) total = total > 0 ? std::min(total, limit) : limit;
+      const size_t slash = rel.find_last_of('/');
+      if (rel.empty() || slash == std::string::npos) break;
+      rel = rel.substr(0, slash);
+    }
+  };
+  std::ifstream cg("/proc/self/cgroup");
+  for (std::string line; std::getline(cg, line);) {
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (path.find("..") != std::string::npos) continue;
+    if (controllers.empty()) {
+      apply("/sys/fs/cgroup", path, "memory.max");
+    } else if (("," + controllers + ",").find(",memory,") != std::string::npos) {
+      apply("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes");
+    }
   }
   return total;
 }

@@ -10,8 +10,9 @@
 
 namespace shoal {
 
-// Bytes processes on this host may use: physical memory, or less when this process runs in a cgroup
-// with a memory limit (a Slurm job's, a container's). 0 when neither can be read.
+// Bytes processes on this host may use: physical memory, or less when this process's cgroup or one of
+// its ancestors (from /proc/self/cgroup, v1 or v2) has a memory limit (a Slurm job's, a container's).
+// 0 when neither can be read.
 int64_t HostMemoryBytes();
 
 // The KV cache's bytes: fraction × share_bytes − used_bytes, where used_bytes is what the rank holds

@@ -21,7 +21,7 @@ grep -q "WARNING  weights fp8 (config.json quantization_config: fp8)" "$tmp/out"
   fail "the weight dtype was not read from the checkpoint: $(head -5 "$tmp/out")"
 grep -q "^sweep " "$tmp/out" || fail "no sweep table"
 grep -q '^\*' "$tmp/out" || fail "no layout marked cheapest: $(cat "$tmp/out")"
-grep -q "sbatch --nodes=1 --ntasks-per-node=1 --gpus-per-task=1 deploy/slurm/shoal.sbatch $tmp/plan.yaml" "$tmp/out" ||
+grep -q "sbatch --nodes=1 --ntasks=1 --gpus-per-task=1 deploy/slurm/shoal.sbatch $tmp/plan.yaml" "$tmp/out" ||
   fail "no sbatch line: $(tail -3 "$tmp/out")"
 echo "ok   plan --model CHECKPOINT --sweep: weight dtype from the checkpoint, a cheapest layout, the sbatch line"
 

@@ -585,7 +585,7 @@ TEST(PlanReport, SweepMarksTheCheapestAndItsConfigLoads) {
   EXPECT_NE(yaml.find("# Planned assuming weights fp8"), std::string::npos) << yaml;
   EXPECT_EQ(SbatchCommand(*p, best->layout, "x.yaml"),
             "sbatch --nodes=" + std::to_string(best->layout.nodes) +
-                " --ntasks-per-node=8 --gpus-per-task=1 deploy/slurm/shoal.sbatch x.yaml");
+                " --ntasks=" + std::to_string(best->layout.num_gpus) + " --gpus-per-task=1 deploy/slurm/shoal.sbatch x.yaml");
 }
 
 }  // namespace

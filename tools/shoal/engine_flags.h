@@ -33,7 +33,7 @@ struct EngineFlags {
 
 // Which of the flags a subcommand takes.
 enum class FlagSet {
-  kCoordinator,  // shoal serve: the coordinator alone (no engine flags)
+  kCoordinator,  // shoal serve: the coordinator's (--served-model-name, --api-key, --max-model-len)
   kWorker,       // shoal worker: engine flags, no API key
   kAll,          // shoal up: both
 };

@@ -373,11 +373,13 @@ Status RunWithoutMpi(const WorkerOptions& o) {
   // has nothing left to tell its peers with: it ends, and they end at the agreement's deadline
   // (parallel.startup_timeout_s) or on NCCL's report of the lost peer, whichever comes first.
   SHOAL_RETURN_IF_ERROR(engine.status().WithContext(me));
+  // Each rank's cache may differ (a GPU's free memory): every rank learns if one cannot hold a context.
+  const Status fits = CheckContextFits(**engine, cfg, l.model);
   if (size > 1) {
-    SHOAL_RETURN_IF_ERROR(Agree((*engine)->group(), Status::Ok(), "starting the engine", StartupDeadline(cfg)).WithContext(me));
+    SHOAL_RETURN_IF_ERROR(Agree((*engine)->group(), fits, "starting the engine", StartupDeadline(cfg)).WithContext(me));
   }
+  SHOAL_RETURN_IF_ERROR(fits.WithContext(me));
   l.engine = std::move(*engine);
-  SHOAL_RETURN_IF_ERROR(CheckContextFits(*l.engine, cfg, l.model).WithContext(me));
   ReportStarted(l);
   return ServeCoordinator(o, cfg, l);
 }
