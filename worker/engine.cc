@@ -9,14 +9,28 @@
 namespace shoal {
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg,
-                                                 comm::Group* group, const Placement* placement) {
+                                                 comm::Group* group, const Placement* placement,
+                                                 comm::Group* tp_group) {
   if (cfg.kv_block_size < 1 || cfg.kv_cache_mib < 1 || cfg.threads < 0 || cfg.max_num_seqs < 1 || cfg.max_step_tokens < 1 ||
       cfg.collective_timeout_ms < 1) {
     return InvalidArgument("engine config: kv_cache.block_size, kv_cache.memory_mib, engine.max_num_seqs, "
                            "engine.max_step_tokens and "
                            "parallel.collective_timeout_ms must be positive and engine.threads non-negative");
   }
-  const int64_t block_bytes = KvCache::BlockBytes(config, cfg.kv_block_size);
+  TpShard shard;
+  if (tp_group != nullptr && tp_group->size() > 1) {
+    shard = {tp_group->rank(), tp_group->size()};
+    SHOAL_RETURN_IF_ERROR(CheckTensorParallel(config, shard.size));
+    // The weights must be this rank's share: catch a whole model handed to a TP rank.
+    const ModelConfig local = TensorParallelAttentionConfig(config, shard.size);
+    const IndexRange vocab = SplitRange(config.vocab_size, shard);
+    if (weights.embed.rows != vocab.size ||
+        (!weights.layers.empty() && (weights.layers[0].q.rows != local.q_dim() || weights.layers[0].k.rows != local.kv_dim()))) {
+      return InvalidArgument("tensor-parallel rank " + std::to_string(shard.rank) + " of " + std::to_string(shard.size) +
+                             ": the weights are not this rank's share (SliceForTensorParallel)");
+    }
+  }
+  const int64_t block_bytes = KvCache::BlockBytes(TensorParallelAttentionConfig(config, shard.size), cfg.kv_block_size);
   const int64_t num_blocks =
       cfg.kv_cache_blocks > 0 ? cfg.kv_cache_blocks : cfg.kv_cache_mib * (int64_t{1} << 20) / block_bytes;
   if (num_blocks < 1) {
@@ -24,7 +38,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
                            ": kv_cache.memory_mib (" + std::to_string(cfg.kv_cache_mib) +
                            ") is smaller than one KV block (" + std::to_string(block_bytes) + " bytes)");
   }
-  auto engine = std::unique_ptr<Engine>(new Engine(std::move(config), std::move(weights), cfg, num_blocks));
+  auto engine = std::unique_ptr<Engine>(new Engine(std::move(config), std::move(weights), cfg, num_blocks, shard));
+  if (shard.size > 1) engine->tp_ = tp_group;
   if (group == nullptr) {
     engine->own_group_ = comm::MakeSelfGroup();
     group = engine->own_group_.get();
@@ -63,11 +78,14 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
   return engine;
 }
 
-Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks)
+Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks, TpShard shard)
     : config_(std::move(config)),
+      attn_config_(TensorParallelAttentionConfig(config_, shard.size)),
+      shard_(shard),
+      vocab_(SplitRange(config_.vocab_size, shard)),
       weights_(std::move(weights)),
       pool_(cfg.ResolvedThreads()),
-      kv_(config_, cfg.kv_block_size, num_blocks),
+      kv_(attn_config_, cfg.kv_block_size, num_blocks),
       inv_freq_(RopeInverseFrequencies(config_)),
       unit_norm_(static_cast<size_t>(config_.head_dim), 1.0f),
       seqs_(cfg.max_num_seqs),
@@ -75,7 +93,12 @@ Engine::Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg
       collective_timeout_ms_(cfg.collective_timeout_ms) {}
 
 std::string Engine::Describe() const {
-  return std::to_string(pool_.size()) + " threads, " + kernels::CpuKernelIsa() + " kernels";
+  std::string s = std::to_string(pool_.size()) + " threads, " + kernels::CpuKernelIsa() + " kernels";
+  if (tensor_parallel()) {
+    s += ", attention TP rank " + std::to_string(shard_.rank) + " of " + std::to_string(shard_.size) + " (" +
+         std::to_string(attn_config_.num_heads) + " q / " + std::to_string(attn_config_.num_kv_heads) + " kv heads)";
+  }
+  return s;
 }
 
 void Engine::JoinLayersWithoutTokens(int first_layer) {
@@ -91,6 +114,13 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   // Validate everything before changing any state.
   int64_t T = 0;
   Status st = seqs_.Validate(batch, c, &T);
+  if (tensor_parallel()) {
+    // Before any state changes, so a batch one rank of the replica rejects is rejected by all.
+    if (Status agreed = TpAgreeOnBatch(!st.ok(), st.ok() ? T : 0); !agreed.ok()) {
+      if (comm::IsGroupFailure(agreed)) return agreed;
+      if (st.ok()) st = agreed;
+    }
+  }
   if (st.ok()) st = seqs_.Reserve(batch, kv_);
   if (!st.ok()) {
     JoinLayersWithoutTokens(0);
@@ -105,7 +135,19 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   for (int64_t row = 0; row < T; ++row) {
     const KvTables& tables = seqs_.Tables(batch[rows_.input[row]].seq);
     for (int g = 0; g < groups; ++g) tables_[g * T + row] = tables[g].data();
-    kernels::GatherRow(weights_.embed, rows_.tokens[row], x_.data() + row * H);
+    const int64_t token = rows_.tokens[row] - vocab_.begin;  // this rank's vocabulary range under TP
+    if (token >= 0 && token < vocab_.size) {
+      kernels::GatherRow(weights_.embed, token, x_.data() + row * H);
+    } else {
+      std::fill(x_.begin() + row * H, x_.begin() + (row + 1) * H, 0.0f);
+    }
+  }
+  if (tensor_parallel()) {
+    // One rank of the replica holds each token's row; the others add zeros (exact).
+    if (Status st = TpAllReduce(x_.data(), T * H); !st.ok()) {
+      if (!comm::IsGroupFailure(st)) JoinLayersWithoutTokens(0);
+      return st;
+    }
   }
 
   const int half = c.head_dim / 2;
@@ -152,7 +194,11 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
                      h_.data() + r * H);
   }
   std::vector<float> logits(static_cast<size_t>(R * c.vocab_size));
-  kernels::MatMul(h_.data(), R, weights_.lm_head, logits.data(), pool_);
+  if (tensor_parallel()) {
+    SHOAL_RETURN_IF_ERROR(TpGatherLogits(R, &logits));
+  } else {
+    kernels::MatMul(h_.data(), R, weights_.lm_head, logits.data(), pool_);
+  }
   bytes += weights_.lm_head.nbytes();
   last_step_weight_bytes_ = bytes;
 
@@ -188,25 +234,29 @@ Status Engine::Layer(int l, int64_t T) {
     Attention(l, T, kv, group);
   }
   kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);
+  if (tensor_parallel()) SHOAL_RETURN_IF_ERROR(TpAllReduce(tmp_.data(), T * H).WithContext("layer " + std::to_string(l)));
   if (!L.o_bias.empty()) kernels::AddBias(tmp_.data(), T, H, L.o_bias.data());
   for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
 
   // MoE or dense MLP.
   kernels::RmsNorm(x_.data(), T, H, L.post_attn_norm.data(), eps, h_.data());
-  if (L.is_moe) {
+  if (L.is_moe && tensor_parallel()) {
+    SHOAL_RETURN_IF_ERROR(TpMoe(l, T).WithContext("layer " + std::to_string(l)));
+  } else if (L.is_moe) {
     SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, L, h_.data(), T, tmp_.data(), moe_ws_, *exchange_, collective_timeout_ms_, pool_)
                               .WithContext("layer " + std::to_string(l)));
   } else {
     ffn_scratch_.resize(static_cast<size_t>(2 * T * c.intermediate_size));
     kernels::SiluGatedFfn(h_.data(), T, L.dense_mlp.gate, L.dense_mlp.up, L.dense_mlp.down, ffn_scratch_.data(),
                           tmp_.data(), pool_);
+    if (tensor_parallel()) SHOAL_RETURN_IF_ERROR(TpAllReduce(tmp_.data(), T * H).WithContext("layer " + std::to_string(l)));
   }
   for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
   return Status::Ok();
 }
 
 void Engine::Attention(int l, int64_t T, const kernels::PagedKvLayer& kv, int64_t group) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = attn_config_;  // this rank's heads
   const LayerWeights& L = weights_.layers[l];
   const int64_t Q = c.q_dim(), KV = c.kv_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -243,6 +293,82 @@ void Engine::Attention(int l, int64_t T, const kernels::PagedKvLayer& kv, int64_
   kernels::PagedAttention(q_.data(), T, c.num_heads, rows_.positions.data(), tables_.data() + group * T, kv,
                           1.0f / std::sqrt(static_cast<float>(c.head_dim)), c.sliding_window, attn_.data(), pool_,
                           c.LayerChunk(l));
+}
+
+Status Engine::TpAgreeOnBatch(bool bad, int64_t T) {
+  // max of {bad, T, -T}: any rank rejected, and the largest and smallest token counts.
+  std::vector<int64_t> v = {bad ? 1 : 0, T, -T};
+  SHOAL_RETURN_IF_ERROR(tp_->AllReduceMax(v, Deadline::AfterMs(collective_timeout_ms_)));
+  if (v[0] > 0 && !bad) {
+    return InvalidArgument("tensor-parallel rank " + std::to_string(shard_.rank) +
+                           ": another rank of the replica rejected this batch (its error says why)");
+  }
+  if (v[1] != -v[2]) {
+    return InvalidArgument("tensor-parallel rank " + std::to_string(shard_.rank) + ": the replica's ranks were given " +
+                           "different batches (" + std::to_string(-v[2]) + " to " + std::to_string(v[1]) +
+                           " tokens); every rank of a replica must run the same batch");
+  }
+  return Status::Ok();
+}
+
+Status Engine::TpAllReduce(float* values, int64_t n) {
+  return tp_->AllReduceSumF32(std::span<float>(values, static_cast<size_t>(n)), Deadline::AfterMs(collective_timeout_ms_));
+}
+
+// The replica's ranks hold the same T tokens after attention: each sends its own chunk of them
+// (SplitRange) through the exchange over the whole group, so no token travels T times. The chunks
+// come back to every rank by an all-gather — or, when the layer has a shared expert (split like a
+// dense MLP, run over all T tokens), by the one all-reduce that also adds its partial sums: a rank
+// adds its MoE rows into its shared partial sums and zeros elsewhere are exact.
+Status Engine::TpMoe(int l, int64_t T) {
+  const ModelConfig& c = config_;
+  const LayerWeights& L = weights_.layers[l];
+  const int64_t H = c.hidden_size;
+  const int tp = shard_.size;
+  const int64_t chunk = (T + tp - 1) / tp;
+  const IndexRange mine = SplitRange(T, shard_);
+  tp_out_.assign(static_cast<size_t>(chunk * H), 0.0f);
+  SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, L, h_.data() + mine.begin * H, mine.size, tp_out_.data(), moe_ws_, *exchange_,
+                                    collective_timeout_ms_, pool_, /*add_shared_expert=*/false));
+  if (L.shared_expert.present()) {
+    RunSharedExpert(c, L, h_.data(), T, tmp_.data(), moe_ws_, pool_);
+    for (int64_t i = 0; i < mine.size * H; ++i) tmp_[mine.begin * H + i] += tp_out_[i];
+    return TpAllReduce(tmp_.data(), T * H);
+  }
+  tp_gather_.resize(static_cast<size_t>(tp * chunk * H));
+  SHOAL_RETURN_IF_ERROR(tp_->AllGather(std::as_bytes(std::span<const float>(tp_out_)),
+                                       std::as_writable_bytes(std::span<float>(tp_gather_)),
+                                       Deadline::AfterMs(collective_timeout_ms_)));
+  // Rank r's chunk starts at row r·chunk: the gathered rows are the tokens in order.
+  std::copy(tp_gather_.begin(), tp_gather_.begin() + T * H, tmp_.begin());
+  return Status::Ok();
+}
+
+// Each rank computes the logits of its vocabulary range (ceil(V/T) columns, the last range maybe
+// shorter and padded); one all-gather gives every rank all of them.
+Status Engine::TpGatherLogits(int64_t R, std::vector<float>* logits) {
+  const int64_t V = config_.vocab_size;
+  const int tp = shard_.size;
+  const int64_t chunk = (V + tp - 1) / tp;
+  std::vector<float> local(static_cast<size_t>(R * vocab_.size));
+  if (R > 0 && vocab_.size > 0) kernels::MatMul(h_.data(), R, weights_.lm_head, local.data(), pool_);
+  tp_out_.assign(static_cast<size_t>(R * chunk), 0.0f);
+  for (int64_t r = 0; r < R; ++r) {
+    std::copy(local.begin() + r * vocab_.size, local.begin() + (r + 1) * vocab_.size, tp_out_.begin() + r * chunk);
+  }
+  tp_gather_.resize(static_cast<size_t>(tp * R * chunk));
+  SHOAL_RETURN_IF_ERROR(tp_->AllGather(std::as_bytes(std::span<const float>(tp_out_)),
+                                       std::as_writable_bytes(std::span<float>(tp_gather_)),
+                                       Deadline::AfterMs(collective_timeout_ms_))
+                            .WithContext("logits"));
+  for (int p = 0; p < tp; ++p) {
+    const IndexRange range = SplitRange(V, {p, tp});
+    for (int64_t r = 0; r < R; ++r) {
+      const float* src = tp_gather_.data() + (p * R + r) * chunk;
+      std::copy(src, src + range.size, logits->data() + r * V + range.begin);
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace shoal

@@ -10,6 +10,15 @@
 // Forward the same number of times — a rank with nothing to do passes an empty batch, and a rank
 // whose batch is rejected still joins the step's collectives with no tokens before returning the
 // error, so one bad request never stalls the group. A single process is a group of one.
+//
+// Tensor parallelism (parallel.attention_tp = T > 1, model/tensor_parallel_weights.h): the engine is
+// one of the T ranks of a replica, which all receive the same batches. It holds a 1/T share of the
+// heads (and their KV), of the dense MLPs and shared experts, and of the vocabulary; per layer the
+// replica adds its o_proj partial sums (all-reduce), each rank sends a disjoint 1/T of the tokens
+// through the expert exchange over the whole group, and the results come back to every rank of the
+// replica (all-gather, or one all-reduce together with the shared expert's partial sums); logits are
+// gathered by vocabulary range. Sums are reordered against one process, so results agree with it
+// within float tolerance, not bit for bit; the ranks of a replica agree with each other exactly.
 // Thread-safety: none; one engine loop drives it.
 #pragma once
 
@@ -26,6 +35,7 @@
 #include "common/status.h"
 #include "common/thread_pool.h"
 #include "model/model_config.h"
+#include "model/tensor_parallel_weights.h"
 #include "model/weights.h"
 #include "worker/kv_cache.h"
 #include "worker/mla.h"
@@ -40,17 +50,20 @@ class Engine final : public StepEngine {
   // Takes ownership of the weights. The KV cache is sized from cfg.kv_cache_mib. `group` (not owned,
   // must outlive the engine) is the expert-parallel group; null makes a group of one. The placement
   // defaults to Placement::Balanced(num_experts, group size) (load with Placement::Holds as the filter); the
-  // weights must hold every expert it gives this rank.
+  // weights must hold every expert it gives this rank. `tp_group` (not owned; null or one rank: no
+  // tensor parallelism) is this rank's replica; the weights must then be its share
+  // (SliceForTensorParallel with the tp_group's rank and size).
   static StatusOr<std::unique_ptr<Engine>> Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg,
                                                   comm::Group* group = nullptr,
-                                                  const Placement* placement = nullptr);
+                                                  const Placement* placement = nullptr,
+                                                  comm::Group* tp_group = nullptr);
 
   const ModelConfig& config() const override { return config_; }
   const ModelWeights& weights() const { return weights_; }
   KvCache& kv_cache() { return kv_; }
   const KvBlockPool& kv_blocks() const override { return kv_; }
   int64_t kv_bytes_per_token() const override {
-    return KvCache::BlockBytes(config_, kv_.block_size()) / kv_.block_size() * kv_.groups();
+    return KvCache::BlockBytes(attn_config_, kv_.block_size()) / kv_.block_size() * kv_.groups();
   }
   std::string Describe() const override;
   ThreadPool& pool() { return pool_; }
@@ -59,6 +72,8 @@ class Engine final : public StepEngine {
   int max_num_seqs() const override { return seqs_.max_num_seqs(); }
   // engine.max_step_tokens: the scheduler's budget of tokens per Forward (Forward itself takes any).
   int max_step_tokens() const override { return max_step_tokens_; }
+  // This rank's place in its tensor-parallel replica ({0, 1} without tensor parallelism).
+  TpShard tp_shard() const { return shard_; }
   // Null for a model without MoE layers.
   const comm::ExpertExchange* exchange() const { return exchange_ ? &*exchange_ : nullptr; }
 
@@ -80,15 +95,27 @@ class Engine final : public StepEngine {
   const std::vector<uint64_t>& expert_rows_total() const override { return moe_ws_.expert_rows_total; }
 
  private:
-  Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks);
+  Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks, TpShard shard);
   Status Layer(int l, int64_t T);
   // Grouped-query attention of layer l into attn_ (q/k/v projections, norms, RoPE, the paged kernel).
   void Attention(int l, int64_t T, const kernels::PagedKvLayer& kv, int64_t group);
   // The collectives of layers first_layer.. with no tokens (after a rejected batch or a local error,
   // so peers are not left waiting). Nothing for a group of one.
   void JoinLayersWithoutTokens(int first_layer);
+  // Tensor parallelism: the replica's ranks check they run the same batch (`bad`: this rank rejected
+  // it); the sum of this layer's partial outputs; the MoE block on this rank's share of the tokens;
+  // the logits of every vocabulary range.
+  Status TpAgreeOnBatch(bool bad, int64_t T);
+  Status TpAllReduce(float* values, int64_t n);
+  Status TpMoe(int l, int64_t T);
+  Status TpGatherLogits(int64_t R, std::vector<float>* logits);
+  bool tensor_parallel() const { return shard_.size > 1; }
 
   ModelConfig config_;
+  ModelConfig attn_config_;  // the heads this rank runs: config_'s, or its 1/T share under TP
+  TpShard shard_;
+  IndexRange vocab_;         // the embedding and lm_head rows this rank holds
+  comm::Group* tp_ = nullptr;
   ModelWeights weights_;
   ThreadPool pool_;
   KvCache kv_;
@@ -112,6 +139,7 @@ class Engine final : public StepEngine {
   MoeWorkspace moe_ws_;
   MlaWorkspace mla_ws_;
   std::vector<float> ffn_scratch_;
+  std::vector<float> tp_out_, tp_gather_;  // TP: this rank's MoE rows and the gathered ones
   size_t last_step_weight_bytes_ = 0;
 };
 

@@ -6,7 +6,8 @@
 namespace shoal {
 
 Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t T, float* out,
-                   MoeWorkspace& ws, comm::ExpertExchange& ex, int64_t timeout_ms, ThreadPool& pool) {
+                   MoeWorkspace& ws, comm::ExpertExchange& ex, int64_t timeout_ms, ThreadPool& pool,
+                   bool add_shared_expert) {
   const int E = c.num_experts, K = c.num_experts_per_tok;
   const int64_t H = c.hidden_size;
   ws.router_logits.resize(static_cast<size_t>(T * E));
@@ -83,23 +84,31 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
     }
   }
 
-  if (L.shared_expert.present() && T > 0) {
+  if (add_shared_expert && L.shared_expert.present() && T > 0) {
     ws.shared_out.resize(static_cast<size_t>(T * H));
-    ws.ffn_scratch.resize(static_cast<size_t>(2 * T * c.shared_expert_intermediate_size));
-    kernels::SiluGatedFfn(h, T, L.shared_expert.gate, L.shared_expert.up, L.shared_expert.down, ws.ffn_scratch.data(),
-                          ws.shared_out.data(), pool);
-    if (L.shared_expert_gate.empty()) {  // Llama 4: always on, unscaled
-      for (int64_t i = 0; i < T * H; ++i) out[i] += ws.shared_out[i];
-    } else {
-      ws.shared_gate.resize(static_cast<size_t>(T));
-      kernels::MatMul(h, T, L.shared_expert_gate, ws.shared_gate.data(), pool);
-      for (int64_t t = 0; t < T; ++t) {
-        const float g = 1.0f / (1.0f + std::exp(-ws.shared_gate[t]));
-        for (int64_t i = 0; i < H; ++i) out[t * H + i] += g * ws.shared_out[t * H + i];
-      }
-    }
+    RunSharedExpert(c, L, h, T, ws.shared_out.data(), ws, pool);
+    for (int64_t i = 0; i < T * H; ++i) out[i] += ws.shared_out[i];
   }
   return Status::Ok();
+}
+
+void RunSharedExpert(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t T, float* out,
+                     MoeWorkspace& ws, ThreadPool& pool) {
+  const int64_t H = c.hidden_size;
+  if (!L.shared_expert.present() || T == 0) {
+    std::fill(out, out + T * H, 0.0f);
+    return;
+  }
+  ws.ffn_scratch.resize(static_cast<size_t>(2 * T * L.shared_expert.gate.rows));
+  kernels::SiluGatedFfn(h, T, L.shared_expert.gate, L.shared_expert.up, L.shared_expert.down, ws.ffn_scratch.data(),
+                        out, pool);
+  if (L.shared_expert_gate.empty()) return;  // Llama 4, DeepSeek-V3: always on, unscaled
+  ws.shared_gate.resize(static_cast<size_t>(T));
+  kernels::MatMul(h, T, L.shared_expert_gate, ws.shared_gate.data(), pool);
+  for (int64_t t = 0; t < T; ++t) {
+    const float g = 1.0f / (1.0f + std::exp(-ws.shared_gate[t]));
+    for (int64_t i = 0; i < H; ++i) out[t * H + i] *= g;
+  }
 }
 
 }  // namespace shoal

@@ -29,9 +29,16 @@ struct MoeWorkspace {
 
 // out[T, H] = MoE(h[T, H]); T may be 0 (the rank still joins the exchange). Also sets
 // ws.expert_used. This rank must hold every expert that exchange.local_experts() names. Errors come
-// from the exchange (a peer timed out) or a missing expert.
+// from the exchange (a peer timed out) or a missing expert. With add_shared_expert false the shared
+// expert is left out (a tensor-parallel rank runs its slice of it over all the replica's tokens:
+// RunSharedExpert).
 Status RunMoeLayer(const ModelConfig& config, const LayerWeights& layer, const float* h, int64_t num_tokens,
                    float* out, MoeWorkspace& ws, comm::ExpertExchange& exchange, int64_t timeout_ms,
-                   ThreadPool& pool);
+                   ThreadPool& pool, bool add_shared_expert = true);
+
+// out[T, H] = the layer's shared expert on h (times Qwen2-MoE's sigmoid gate); zeros when the layer
+// has none.
+void RunSharedExpert(const ModelConfig& config, const LayerWeights& layer, const float* h, int64_t num_tokens,
+                     float* out, MoeWorkspace& ws, ThreadPool& pool);
 
 }  // namespace shoal
