@@ -237,7 +237,8 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
              return ReadMapping(m, source, "parallel",
                                 {{"collective_timeout_ms",
                                   IntIn<int64_t>(&cfg.collective_timeout_ms, 1, int64_t{24} * 3600 * 1000)},
-                                 {"startup_timeout_s", IntIn<int64_t>(&cfg.startup_timeout_s, 1, 24 * 3600)}});
+                                 {"startup_timeout_s", IntIn<int64_t>(&cfg.startup_timeout_s, 1, 24 * 3600)},
+                                 {"attention_tp", IntIn<int>(&cfg.attention_tp, 1, 1024)}});
            }},
       });
   if (!st.ok()) return st;
@@ -313,6 +314,7 @@ std::string EngineConfigYaml(const EngineConfig& c) {
   y << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap;
   y << YAML::Key << "collective_timeout_ms" << YAML::Value << c.collective_timeout_ms;
   y << YAML::Key << "startup_timeout_s" << YAML::Value << c.startup_timeout_s;
+  y << YAML::Key << "attention_tp" << YAML::Value << c.attention_tp;
   y << YAML::EndMap;
   y << YAML::EndMap;
   return std::string(y.c_str()) + "\n";

@@ -106,6 +106,10 @@ struct EngineConfig {
   int64_t kv_cache_blocks = 0;  // kv_cache.num_blocks: overrides memory_mib when > 0 (tests, tuning)
   int64_t collective_timeout_ms = 60000;
   int64_t startup_timeout_s = 600;
+  // parallel.attention_tp: ranks per tensor-parallel replica (attention heads, dense MLPs and the
+  // vocabulary split over them; experts stay expert-parallel over the whole group). 1: every rank
+  // is its own data-parallel replica.
+  int attention_tp = 1;
 
   std::string model_name;  // model.name; ServedModelName() applies the default
 

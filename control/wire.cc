@@ -133,6 +133,9 @@ void Encode(Writer& w, const Hello& m) {
   w.Put(m.pid);
   w.PutString(m.host);
   w.PutString(m.token);
+  w.Put(m.tp_size);
+  w.Put(m.tp_rank);
+  w.Put(m.replica);
 }
 void Encode(Writer& w, const Welcome& m) {
   w.Put(m.incarnation);
@@ -216,9 +219,18 @@ StatusOr<Message> DecodeHello(Reader& r) {
   m.pid = r.Get<uint64_t>("pid");
   m.host = r.GetString("host", 256);
   m.token = r.GetString("token", 256);
+  m.tp_size = r.Get<uint32_t>("tp_size");
+  m.tp_rank = r.Get<uint32_t>("tp_rank");
+  m.replica = r.Get<uint32_t>("replica");
   if (r.ok()) {
     if (m.group.empty()) r.Fail("group", "is empty");
     CheckRankAndSize(r, m.rank, m.size);
+    if (m.tp_size == 0 || m.tp_size > m.size || m.size % m.tp_size != 0) {
+      r.Fail("tp_size", std::to_string(m.tp_size) + " does not divide the group's " + std::to_string(m.size) + " ranks");
+    } else if (m.tp_rank >= m.tp_size || m.replica >= m.size / m.tp_size) {
+      r.Fail("tp_rank", "rank " + std::to_string(m.tp_rank) + " of replica " + std::to_string(m.replica) +
+                            " is outside tp_size " + std::to_string(m.tp_size));
+    }
     if (m.vocab_size == 0) r.Fail("vocab_size", "is 0");
     if (m.max_context == 0) r.Fail("max_context", "is 0");
     if (m.max_num_seqs == 0) r.Fail("max_num_seqs", "is 0");

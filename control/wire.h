@@ -32,7 +32,7 @@
 namespace shoal::control {
 
 inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
-inline constexpr uint16_t kProtocolVersion = 4;
+inline constexpr uint16_t kProtocolVersion = 5;
 inline constexpr size_t kHeaderBytes = 12;
 // Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
 inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
@@ -92,6 +92,10 @@ struct Hello {
   // The cluster's join secret (SHOAL_CONTROL_TOKEN), when the coordinator has one: only workers that
   // know it may join and receive prompts.
   std::string token;
+  // Attention TP (protocol 5): the group's ranks form size / tp_size replicas of tp_size ranks; this
+  // rank is tp_rank of replica `replica`. Requests go to a replica's tp_rank 0, which hands them to
+  // the replica's other ranks.
+  uint32_t tp_size = 1, tp_rank = 0, replica = 0;
 };
 
 struct Welcome {

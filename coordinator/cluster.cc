@@ -64,6 +64,7 @@ StatusOr<std::shared_ptr<Rank>> Cluster::Join(const control::Hello& h, std::shar
     g = Group{};
     g.name = h.group;
     g.size = h.size;
+    g.tp_size = h.tp_size;
     g.incarnation = ++last_incarnation_;
     g.ranks.assign(h.size, nullptr);
     g.last_live = now;
@@ -72,6 +73,10 @@ StatusOr<std::shared_ptr<Rank>> Cluster::Join(const control::Hello& h, std::shar
   if (g.size != h.size) {
     return InvalidArgument("group " + h.group + " has " + std::to_string(g.size) + " ranks, this worker says " +
                            std::to_string(h.size));
+  }
+  if (g.tp_size != h.tp_size) {
+    return InvalidArgument("group " + h.group + " runs attention TP " + std::to_string(g.tp_size) +
+                           ", this worker says " + std::to_string(h.tp_size));
   }
   if (g.ranks[h.rank] && !g.ranks[h.rank]->dead) {
     return InvalidArgument("rank " + std::to_string(h.rank) + " of group " + h.group + " is already connected");
@@ -178,7 +183,7 @@ StatusOr<std::shared_ptr<Rank>> Cluster::Route(bool stopping) const {
   int64_t capacity = options_.max_queued_requests, in_flight = 0;
   for (const auto& [name, g] : groups_) {
     if (!g.Complete()) continue;
-    for (const auto& r : g.ranks) capacity += r->hello.max_num_seqs;
+    for (const auto& r : g.ranks) capacity += r->hello.tp_rank == 0 ? r->hello.max_num_seqs : 0;
     const int64_t load = g.InFlight();
     in_flight += load;
     // The least loaded per rank among the complete groups.
@@ -193,6 +198,7 @@ StatusOr<std::shared_ptr<Rank>> Cluster::Route(bool stopping) const {
   }
   std::shared_ptr<Rank> pick;
   for (const auto& r : best->ranks) {
+    if (r->hello.tp_rank != 0) continue;  // a replica's other ranks get its requests from its tp_rank 0
     if (!pick || r->requests < pick->requests ||
         (r->requests == pick->requests && r->outstanding_tokens < pick->outstanding_tokens)) {
       pick = r;
@@ -270,6 +276,8 @@ nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
       if (r->dead) j["error"] = r->dead_reason;
       j["host"] = r->hello.host;
       j["pid"] = r->hello.pid;
+      j["replica"] = r->hello.replica;
+      j["tp_rank"] = r->hello.tp_rank;
       j["experts"] = r->hello.local_experts;
       j["last_heartbeat_ms_ago"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - r->last_seen).count();
       j["requests_in_flight"] = r->requests;
@@ -289,6 +297,8 @@ nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
     groups.push_back({{"name", name},
                       {"incarnation", g.incarnation},
                       {"size", g.size},
+                      {"attention_tp", g.tp_size},
+                      {"replicas", g.size / std::max(1u, g.tp_size)},
                       {"ready", g.Complete()},
                       {"error", g.broken ? ordered_json(g.broken_reason) : ordered_json(nullptr)},
                       {"requests_in_flight", g.InFlight()},

@@ -60,6 +60,7 @@ struct Rank {
 struct Group {
   std::string name;
   uint32_t size = 0;
+  uint32_t tp_size = 1;  // ranks per attention-TP replica; requests go to each replica's tp_rank 0
   uint64_t incarnation = 0;
   std::vector<std::shared_ptr<Rank>> ranks;  // [size]; null until that rank joined
   bool broken = false;
@@ -112,7 +113,8 @@ class Cluster {
   // Forgets broken groups without a live rank for `after` (and their per-rank metric series).
   void ForgetAbandonedGroups(Clock::time_point now, std::chrono::seconds after);
 
-  // Where a new request goes: the least loaded rank of the least loaded complete group.
+  // Where a new request goes: the least loaded replica (its tp_rank 0; every rank without attention
+  // TP) of the least loaded complete group.
   // Unavailable when no group is ready (or the server stops), ResourceExhausted when the requests in
   // flight already fill every rank's batch plus server.max_queued_requests.
   StatusOr<std::shared_ptr<Rank>> Route(bool stopping) const;

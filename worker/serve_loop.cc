@@ -84,6 +84,11 @@ StatusOr<uint32_t> Handshake(control::FrameSocket& sock, StepEngine& engine, con
   h.pid = static_cast<uint64_t>(getpid());
   h.host = HostName();
   if (const char* t = std::getenv("SHOAL_CONTROL_TOKEN"); t != nullptr) h.token = t;
+  if (o.tp_group != nullptr) {
+    h.tp_size = static_cast<uint32_t>(o.tp_group->size());
+    h.tp_rank = static_cast<uint32_t>(o.tp_group->rank());
+    h.replica = static_cast<uint32_t>(o.replica);
+  }
   SHOAL_RETURN_IF_ERROR(sock.SendMessage(h));
   SHOAL_ASSIGN_OR_RETURN(control::Message reply, sock.ReadMessage(30000));
   if (auto* r = std::get_if<control::Reject>(&reply)) {
@@ -92,6 +97,39 @@ StatusOr<uint32_t> Handshake(control::FrameSocket& sock, StepEngine& engine, con
   auto* w = std::get_if<control::Welcome>(&reply);
   if (w == nullptr) return InvalidArgument("coordinator " + sock.peer() + " answered Hello with something else");
   return w->heartbeat_ms;
+}
+
+// Attention TP: tp_rank 0's Submit and Cancel frames of this pass, to the replica's other ranks (whole
+// frames back to back, decoded as the control socket decodes them). On the leader `msgs` is what it
+// drained; on the others it becomes the leader's frames.
+Status ShareWithReplica(comm::Group& tp, std::deque<control::Message>* msgs, Deadline deadline) {
+  std::string frames;
+  if (tp.rank() == 0) {
+    for (const control::Message& m : *msgs) {
+      if (std::holds_alternative<control::Submit>(m) || std::holds_alternative<control::Cancel>(m)) {
+        frames += control::EncodeFrame(m);
+      }
+    }
+  }
+  SHOAL_ASSIGN_OR_RETURN(std::string got, comm::BroadcastBytes(tp, frames, 0, deadline));
+  if (tp.rank() == 0) return Status::Ok();
+  // Keep only what the coordinator may send a non-leader (Wake, Shutdown); requests come from the leader.
+  std::erase_if(*msgs, [](const control::Message& m) {
+    return std::holds_alternative<control::Submit>(m) || std::holds_alternative<control::Cancel>(m);
+  });
+  const auto* p = reinterpret_cast<const uint8_t*>(got.data());
+  size_t pos = 0;
+  while (pos < got.size()) {
+    if (got.size() - pos < control::kHeaderBytes) return Internal("a truncated frame from the replica's tp_rank 0");
+    SHOAL_ASSIGN_OR_RETURN(control::FrameHeader h, control::DecodeHeader({p + pos, control::kHeaderBytes}));
+    pos += control::kHeaderBytes;
+    if (got.size() - pos < h.payload_bytes) return Internal("a truncated frame from the replica's tp_rank 0");
+    SHOAL_ASSIGN_OR_RETURN(control::Message m,
+                           control::DecodePayload(static_cast<control::MessageType>(h.type), {p + pos, h.payload_bytes}));
+    pos += h.payload_bytes;
+    msgs->push_back(std::move(m));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -176,7 +214,13 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
   bool group_busy = false;
   bool shutdown = false;
   std::string lost;
+  comm::Group* tp = o.tp_group != nullptr && o.tp_group->size() > 1 ? o.tp_group : nullptr;
+  const bool reports = tp == nullptr || tp->rank() == 0;
   auto send_events = [&] {
+    if (!reports) {  // the replica's tp_rank 0 reports the same tokens
+      events.clear();
+      return;
+    }
     // Frames of at most kEventsPerFrame events, so even a FailAll of every queued request (each with
     // an error message) stays far below the frame size limit. A failed send loses the coordinator:
     // a finish that never arrived would leave its request open there, so the group stops instead
@@ -195,6 +239,15 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
   };
   while (true) {
     inbox.Drain(sched.HasWork() || group_busy ? 0 : o.idle_poll_ms, &msgs, &lost);
+    if (tp != nullptr) {
+      if (Status st = ShareWithReplica(*tp, &msgs, step_deadline()); !st.ok()) {
+        if (comm::IsGroupFailure(st)) {
+          result = st.WithContext(me + " (handing requests to its attention-TP replica)");
+          break;
+        }
+        if (lost.empty()) lost = "attention-TP hand-over: " + st.message();  // the group stops together below
+      }
+    }
     for (control::Message& m : msgs) {
       if (auto* s = std::get_if<control::Submit>(&m)) {
         const uint64_t id = s->request;

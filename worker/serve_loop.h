@@ -8,11 +8,17 @@
 // other ranks of an idle group with each Submit so a new request does not wait for that poll.
 // A reader thread turns frames into an inbox; a heartbeat thread reports progress every
 // heartbeat_ms, independent of how long a step takes.
+//
+// Attention TP (tp_group of T > 1 ranks): the coordinator sends a replica's requests to its tp_rank 0
+// only; each pass, that rank hands the Submit and Cancel frames it took to the replica's other ranks
+// (one broadcast over the TP group, before the group's agreement), so all T run the same scheduler on
+// the same requests and step together; only tp_rank 0 reports tokens.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "comm/group.h"
 #include "common/status.h"
 #include "worker/step_engine.h"
 
@@ -26,6 +32,8 @@ struct ServeLoopOptions {
   int64_t connect_timeout_ms = 120000;
   int64_t idle_poll_ms = 50;
   std::vector<int> local_experts;  // for Hello (what /v1/cluster shows)
+  comm::Group* tp_group = nullptr;  // this rank's attention-TP replica (not owned); null: none
+  int replica = 0;                  // which replica of the group it is
 };
 
 // Returns OK after a Shutdown from the coordinator; Unavailable when the coordinator connection or the

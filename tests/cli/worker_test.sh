@@ -55,6 +55,41 @@ PY
   done
 done
 
+# Attention TP (--tensor-parallel-size T, D = N / T replicas): request i to replica i mod D, run by its
+# T ranks together; greedy tokens still transformers'. Models with a shared expert and a dense layer
+# (qwen2-moe), a wide dense MLP (llama4-maverick), and 2 kv heads over 4 ranks (mixtral, maverick).
+for name in qwen2-moe-f16 llama4-maverick-f32 mixtral-bf16; do
+  dir="$root/tests/fixtures/$name"
+  for layout in "2 2" "4 2" "4 4"; do
+    set -- $layout
+    if ! run "$1" "$shoal" worker --config "$tmp/small.yaml" --model "$dir" --batch "$tmp/$name.jsonl" \
+         --tensor-parallel-size "$2" --output "$tmp/out.jsonl" 2>"$tmp/err.txt"; then
+      echo "FAIL $name np=$1 tp=$2: exit status $?"; cat "$tmp/err.txt"; fail=1; continue
+    fi
+    got=$(python3 -c 'import json,sys; [print(json.dumps({"id": r["id"], "tokens": r["tokens"]})) for r in map(json.loads, open(sys.argv[1]))]' "$tmp/out.jsonl")
+    if [ "$got" != "$(cat "$tmp/$name.want")" ] || ! grep -q "attention TP rank" "$tmp/err.txt"; then
+      echo "FAIL $name np=$1 tp=$2: expected"; cat "$tmp/$name.want"; echo "got"; echo "$got"; cat "$tmp/err.txt"; fail=1
+    else
+      echo "ok   $name np=$1 tp=$2"
+    fi
+  done
+done
+# MLA keeps data-parallel attention, and T must divide the ranks: both refused by name on every rank.
+if run 2 "$shoal" worker --config "$tmp/small.yaml" --model "$root/tests/fixtures/deepseek-v3-f32" \
+     --batch "$tmp/deepseek-v3-f32.jsonl" --tensor-parallel-size 2 >/dev/null 2>"$tmp/err.txt" ||
+   [ "$(grep -c "latent attention" "$tmp/err.txt")" -lt 2 ]; then
+  echo "FAIL deepseek-v3 tp=2 was not refused on both ranks"; cat "$tmp/err.txt"; fail=1
+else
+  echo "ok   deepseek-v3 tp=2 refused"
+fi
+if run 3 "$shoal" worker --config "$tmp/small.yaml" --model "$root/tests/fixtures/mixtral-bf16" \
+     --batch "$tmp/mixtral-bf16.jsonl" --tensor-parallel-size 2 >/dev/null 2>"$tmp/err.txt" ||
+   ! grep -q "attention_tp 2 does not divide the 3 ranks" "$tmp/err.txt"; then
+  echo "FAIL tp=2 over 3 ranks was not refused"; cat "$tmp/err.txt"; fail=1
+else
+  echo "ok   tp=2 over 3 ranks refused"
+fi
+
 # More ranks than experts: qwen2-moe-f16 has 5, so at N = 6 expert 0 has two replicas that take
 # turns by token.
 dir="$root/tests/fixtures/qwen2-moe-f16"

@@ -39,7 +39,7 @@ def Server(host, port):
     return shoal_http.Server(host, port, API_KEY)
 
 
-def start_cluster(tmp, fixture=FIXTURE, name="tiny-qwen3-moe", ranks=2, heartbeat_timeout_ms=1500):
+def start_cluster(tmp, fixture=FIXTURE, name="tiny-qwen3-moe", ranks=2, heartbeat_timeout_ms=1500, tp=1):
     cfg = os.path.join(tmp, "cluster-%s.yaml" % name)
     with open(cfg, "w") as f:
         f.write(f"""
@@ -68,6 +68,7 @@ cluster:
   max_restarts: 0
 parallel:
   collective_timeout_ms: 3000
+  attention_tp: {tp}
 """)
     log = open(os.path.join(tmp, "shoal-up.log"), "w")
     env = dict(os.environ, OMPI_MCA_mpi_yield_when_idle="1")
@@ -148,6 +149,12 @@ def main():
                   "deepseek: /metrics KV bytes per token of each rank = layers x (kv_lora + rope) x 4 = %d (%s)" % (want, got))
         finally:
             stop_cluster(proc, log, "serving DeepSeek-V3 on 2 ranks")
+        # Attention TP: Qwen2-MoE (shared expert, a dense layer) on 4 ranks as 2 replicas of 2.
+        proc, s, log = start_cluster(tmp, os.path.join(SRC, "tests/fixtures/qwen2-moe-f32"), "tiny-qwen2-tp", 4, tp=2)
+        try:
+            tensor_parallel_checks(s)
+        finally:
+            stop_cluster(proc, log, "serving Qwen2-MoE with attention TP 2 on 4 ranks")
         launch_without_mpi_checks(tmp, prompts)
         generated_token_checks(tmp)
     finally:
@@ -314,6 +321,35 @@ def fixture_checks(s, name, what):
                                                                  "temperature": 0, "return_token_ids": True})
         check(st == 200 and j.get("prompt_token_ids") == c["prompt_ids"],
               "%s chat %d: prompt tokens equal transformers' apply_chat_template" % (what, k))
+
+
+def tensor_parallel_checks(s):
+    """Requests go to replicas (their tp_rank 0); every rank of a replica runs them; tokens stay transformers'."""
+    st, j, _, _ = s.request("GET", "/v1/cluster")
+    g = j["groups"][0] if st == 200 else {}
+    check(g.get("attention_tp") == 2 and g.get("replicas") == 2 and
+          sorted((r["replica"], r["tp_rank"]) for r in g.get("ranks", [])) == [(0, 0), (0, 1), (1, 0), (1, 1)],
+          "tp: /v1/cluster shows 2 replicas of 2 TP ranks (%s)" % [(r.get("replica"), r.get("tp_rank")) for r in g.get("ranks", [])])
+    fixture_checks(s, "qwen2-moe-f32", "tp 2 x 2 replicas")
+    expected = json.load(open(os.path.join(SRC, "tests/fixtures/qwen2-moe-f32/expected.json")))
+    results = {}
+
+    def one(k):
+        p = expected["prompts"][k % len(expected["prompts"])]
+        st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": p["prompt_ids"], "max_tokens": len(p["greedy_tokens"]),
+                                                            "temperature": 0, "ignore_eos": True, "return_token_ids": True})
+        results[k] = st == 200 and j["choices"][0]["token_ids"] == p["greedy_tokens"]
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(len(results) == 8 and all(results.values()), "tp: 8 concurrent requests over both replicas, tokens equal transformers'")
+    time.sleep(0.6)  # the last step's heartbeat (every 200 ms)
+    st, j, _, _ = s.request("GET", "/v1/cluster")
+    steps = {(r["replica"], r["tp_rank"]): r["steps"] for r in j["groups"][0]["ranks"]} if st == 200 else {}
+    check(len(steps) == 4 and steps[(0, 0)] == steps[(0, 1)] and steps[(1, 0)] == steps[(1, 1)] and steps[(0, 0)] > 0,
+          "tp: a replica's ranks step together (%s)" % steps)
 
 
 def llama4_checks(s):

@@ -122,6 +122,37 @@ class CoordinatorState : public ::testing::Test {
   std::vector<int32_t> prompt;
 };
 
+// Attention TP: requests go to each replica's tp_rank 0 (which hands them to the replica's other
+// ranks), never to the others; a rank that disagrees on the group's TP size is refused.
+TEST_F(CoordinatorState, RequestsGoToReplicasNotToTheirOtherRanks) {
+  std::vector<std::shared_ptr<Rank>> ranks;
+  for (uint32_t r = 0; r < 4; ++r) {
+    control::Hello h = MakeHello("g", r, 4);
+    h.tp_size = 2;
+    h.tp_rank = r % 2;
+    h.replica = r / 2;
+    auto joined = cluster.Join(h, std::make_shared<RecordingChannel>(), Clock::now(), false);
+    ASSERT_TRUE(joined.ok()) << joined.status().ToString();
+    ranks.push_back(*joined);
+  }
+  for (int i = 0; i < 6; ++i) {
+    auto pick = cluster.Route(false);
+    ASSERT_TRUE(pick.ok());
+    EXPECT_EQ((*pick)->hello.tp_rank, 0u);
+    (*pick)->requests += 1;  // as the request table would
+  }
+  EXPECT_EQ(ranks[0]->requests, 3);
+  EXPECT_EQ(ranks[2]->requests, 3);
+  EXPECT_EQ(ranks[1]->requests + ranks[3]->requests, 0);
+  control::Hello other = MakeHello("g2", 0, 2);
+  ASSERT_TRUE(cluster.Join(other, std::make_shared<RecordingChannel>(), Clock::now(), false).ok());
+  other.rank = 1;
+  other.tp_size = 2;
+  other.tp_rank = 1;
+  EXPECT_FALSE(cluster.Join(other, std::make_shared<RecordingChannel>(), Clock::now(), false).ok())
+      << "g2 runs without attention TP";
+}
+
 TEST_F(CoordinatorState, JoinsAreCheckedAndAGroupIsReadyWhenComplete) {
   auto ch = std::make_shared<RecordingChannel>();
   control::Hello wrong_model = MakeHello("g", 0, 2);

@@ -160,6 +160,17 @@ TEST(Wire, FieldsAreChecked) {
   h = std::get<Hello>(Samples()[0]);
   h.local_experts = {10};
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.local_experts"));
+  h = std::get<Hello>(Samples()[0]);
+  h.tp_size = 3;  // of a group of 2
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.tp_size"));
+  h.tp_size = 2;
+  h.tp_rank = 2;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.tp_rank"));
+  h.tp_rank = 1;
+  h.replica = 1;  // a group of 2 at TP 2 has one replica
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(h)).status(), "Hello.tp_rank"));
+  h.replica = 0;
+  EXPECT_EQ(std::get<Hello>(*Decode(EncodeFrame(h))).tp_rank, 1u);
 
   // Heartbeat histograms: one count per bucket and +Inf (or none yet), and a finite, non-negative sum.
   Heartbeat hb = std::get<Heartbeat>(Samples()[6]);

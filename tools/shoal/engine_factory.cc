@@ -64,10 +64,16 @@ StatusOr<std::unique_ptr<comm::Group>> JoinDataPlane(const DeviceSpec& device, c
 StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, ModelConfig model, ModelWeights weights,
                                                      const EngineConfig& cfg, comm::Group* group,
                                                      const Placement* placement,
-                                                     std::unique_ptr<comm::Group> data_plane) {
+                                                     std::unique_ptr<comm::Group> data_plane, comm::Group* tp_group) {
   if (!device.cuda) {
-    SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, Engine::Create(std::move(model), std::move(weights), cfg, group, placement));
+    SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e,
+                           Engine::Create(std::move(model), std::move(weights), cfg, group, placement, tp_group));
     return std::unique_ptr<StepEngine>(std::move(e));
+  }
+  if (tp_group != nullptr && tp_group->size() > 1) {
+    return Unimplemented("parallel.attention_tp " + std::to_string(tp_group->size()) +
+                         ": the GPU engine does not split attention across GPUs yet (the CPU engine does); use "
+                         "attention_tp 1 with --device cuda");
   }
 #ifdef SHOAL_WITH_CUDA
   const int index = CudaIndex(device);

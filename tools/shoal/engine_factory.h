@@ -19,11 +19,13 @@ namespace shoal::cli {
 // The engine for `device`. `group` (may be null: a group of one) and `placement` as Engine::Create.
 // On a GPU, the engine exchanges expert rows over `data_plane` when one is given (JoinDataPlane);
 // otherwise a group of more than one rank gets an NCCL data plane over the same ranks, its id
-// bootstrapped over `group` (MPI).
+// bootstrapped over `group` (MPI). `tp_group`: this rank's tensor-parallel replica (CPU engine only;
+// the weights are then its share).
 StatusOr<std::unique_ptr<StepEngine>> MakeStepEngine(const DeviceSpec& device, ModelConfig model, ModelWeights weights,
                                                      const EngineConfig& cfg, comm::Group* group,
                                                      const Placement* placement,
-                                                     std::unique_ptr<comm::Group> data_plane = nullptr);
+                                                     std::unique_ptr<comm::Group> data_plane = nullptr,
+                                                     comm::Group* tp_group = nullptr);
 
 // For launches without MPI, whose ranks share the data plane's id through the coordinator
 // (control/rendezvous_client.h). NewDataPlaneId is called on rank 0 only; JoinDataPlane on every

@@ -31,6 +31,12 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, FlagSet set) {
                   "vLLM's --gpu-memory-utilization)")
       ->check(CLI::Range(0.0, 1.0))
       ->default_str("kv_cache.memory_fraction: 0 (off)");
+  cmd->add_option("--tensor-parallel-size,--attention-tp", f->tensor_parallel_size,
+                  "Ranks per tensor-parallel replica: attention heads, dense MLPs and the vocabulary split over T "
+                  "ranks of a node, experts still spread over the whole group (overrides parallel.attention_tp; "
+                  "must divide the group's ranks)")
+      ->check(CLI::Range(1, 1024))
+      ->default_str("parallel.attention_tp: 1");
 }
 
 Status ApplyEngineFlags(const EngineFlags& f, EngineConfig* cfg) {
@@ -52,6 +58,7 @@ Status ApplyEngineFlags(const EngineFlags& f, EngineConfig* cfg) {
     if (f.kv_cache_memory_fraction == 0) return InvalidArgument("--kv-cache-memory-fraction: must be above 0");
     cfg->kv_memory_fraction = f.kv_cache_memory_fraction;
   }
+  if (f.tensor_parallel_size > 0) cfg->attention_tp = f.tensor_parallel_size;
   return Status::Ok();
 }
 
@@ -70,6 +77,7 @@ std::vector<std::string> WorkerArguments(const EngineFlags& f) {
     std::snprintf(buf, sizeof(buf), "%.17g", f.kv_cache_memory_fraction);
     add("--kv-cache-memory-fraction", buf);
   }
+  if (f.tensor_parallel_size > 0) add("--tensor-parallel-size", std::to_string(f.tensor_parallel_size));
   return args;
 }
 

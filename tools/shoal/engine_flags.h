@@ -7,6 +7,7 @@
 //   --dtype auto|bfloat16|float16|float32   engine.dtype (vLLM: the same)
 //   --device cpu|cuda|cuda:N        engine.device        (vLLM: --device)
 //   --kv-cache-memory-fraction F    kv_cache.memory_fraction (vLLM: --gpu-memory-utilization)
+//   --tensor-parallel-size T        parallel.attention_tp (vLLM: the same, with --enable-expert-parallel)
 //
 // `shoal up` passes the worker-side ones on to the worker groups it launches, so one command line
 // configures the whole local cluster.
@@ -29,6 +30,7 @@ struct EngineFlags {
   std::string dtype;
   std::string device;
   double kv_cache_memory_fraction = -1;
+  int tensor_parallel_size = 0;
 };
 
 // Which of the flags a subcommand takes.

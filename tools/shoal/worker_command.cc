@@ -24,7 +24,9 @@
 #include "common/log.h"
 #include "control/rendezvous_client.h"
 #include "kernels/kernels.h"
+#include "comm/tensor_parallel.h"
 #include "model/model_config.h"
+#include "model/tensor_parallel_weights.h"
 #include "model/weights.h"
 #include "tools/shoal/commands.h"
 #include "tools/shoal/engine_factory.h"
@@ -95,6 +97,7 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 struct Loaded {
+  comm::TensorParallelLayout tp;  // this rank's replica (attention_tp > 1); outlives the engine
   ModelConfig model;
   ModelWeights weights;  // until the engine takes them
   std::optional<Placement> placement;
@@ -112,6 +115,16 @@ int RanksOnThisNode() {
   MPI_Comm_size(node, &n);
   MPI_Comm_free(&node);
   return std::max(n, 1);
+}
+
+// The node this rank runs on, as MPI names it (tensor-parallel replicas stay inside one).
+std::string ProcessorName() {
+  char name[MPI_MAX_PROCESSOR_NAME] = {0};
+  int len = 0;
+  if (MPI_Get_processor_name(name, &len) != MPI_SUCCESS || len <= 0) return "unknown";
+  std::string s(name, static_cast<size_t>(len));
+  for (char& ch : s) ch = ch == '\n' ? ' ' : ch;
+  return s;
 }
 
 // The config (file, then flags); engine.threads 0 shares the node's cores among its ranks.
@@ -137,11 +150,13 @@ int RanksOnThisNodeFromEnv() {
   return 1;
 }
 
-// The model's config (within engine.max_model_len), the dense weights and rank `rank`'s experts of a
-// group of `size`, in engine.dtype on the CPU (the GPU engine converts to bf16 as it uploads).
-StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size) {
+// The model's config (within engine.max_model_len), the dense weights (this rank's share of them
+// under attention TP: `shard`) and rank `rank`'s experts of a group of `size`, in engine.dtype on the
+// CPU (the GPU engine converts to bf16 as it uploads).
+StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size, TpShard shard = {}) {
   Loaded l;
   SHOAL_ASSIGN_OR_RETURN(l.model, LoadModelConfig(cfg.model_path));
+  SHOAL_RETURN_IF_ERROR(CheckTensorParallel(l.model, shard.size).WithContext(cfg.model_path));
   SHOAL_RETURN_IF_ERROR(LimitContext(cfg.max_model_len, cfg.model_path, &l.model));
   SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(cfg.device));
   SHOAL_ASSIGN_OR_RETURN(std::optional<DType> dtype, ParseWeightDtype(cfg.dtype));
@@ -149,6 +164,7 @@ StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size) {
   l.experts = placement.local_experts(rank);
   SHOAL_ASSIGN_OR_RETURN(ModelWeights weights,
                          LoadModelWeights(l.model, cfg.model_path, [&](int, int e) { return placement.Holds(rank, e); }));
+  SHOAL_RETURN_IF_ERROR(SliceForTensorParallel(l.model, shard, &weights));  // before any cast reads the tensors
   if (dtype && !device.cuda) CastMatrices(&weights, *dtype);
   l.resident_bytes = weights.MatrixBytes();
   l.weights = std::move(weights);
@@ -163,7 +179,7 @@ Status SizeCpuKvCache(const Loaded& l, int ranks_on_node, EngineConfig* cfg) {
   if (cfg->kv_memory_fraction <= 0) return Status::Ok();
   SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(cfg->device));
   if (device.cuda) return Status::Ok();
-  const int64_t block_bytes = KvCache::BlockBytes(l.model, cfg->kv_block_size);
+  const int64_t block_bytes = KvCache::BlockBytes(TensorParallelAttentionConfig(l.model, cfg->attention_tp), cfg->kv_block_size);
   SHOAL_ASSIGN_OR_RETURN(int64_t kv_bytes,
                          KvBytesForFraction(cfg->kv_memory_fraction, HostMemoryBytes() / std::max(1, ranks_on_node),
                                             static_cast<int64_t>(l.resident_bytes), block_bytes,
@@ -226,6 +242,8 @@ Status ServeCoordinator(const WorkerOptions& o, const EngineConfig& cfg, Loaded&
   so.connect_timeout_ms = int64_t{1000} * o.connect_timeout_s;
   so.model_name = ServedModelName(cfg);
   so.local_experts = l.experts;
+  so.tp_group = l.tp.tp_group.get();
+  so.replica = l.tp.replica;
   return RunServeLoop(*l.engine, so);
 }
 
@@ -239,17 +257,38 @@ Status RunGroup(const WorkerOptions& o) {
   // Load; the first agreement waits for the slowest rank's load (parallel.startup_timeout_s).
   EngineConfig cfg;
   Status configured = LoadConfig(o, RanksOnThisNode(), &cfg);
-  StatusOr<Loaded> loaded = configured.ok() ? LoadRank(cfg, rank, size) : StatusOr<Loaded>(configured);
+  if (configured.ok() && size % cfg.attention_tp != 0) {
+    configured = InvalidArgument("parallel.attention_tp " + std::to_string(cfg.attention_tp) + " does not divide the " +
+                                 std::to_string(size) + " ranks of the group");
+  }
+  SHOAL_RETURN_IF_ERROR(Agree(g, configured, "reading the configuration", StartupDeadline(cfg)).WithContext(me));
+  // Attention TP: replicas of attention_tp ranks, grouped by the node each rank runs on.
+  comm::TensorParallelLayout tp;
+  if (cfg.attention_tp > 1) {
+    SHOAL_ASSIGN_OR_RETURN(tp, comm::SplitTensorParallel(g, cfg.attention_tp, ProcessorName(), StartupDeadline(cfg)));
+    if (tp.cross_node) log::Warn("a tensor-parallel replica spans nodes: its collectives run every layer over the network");
+  }
+  const TpShard shard = tp.tp_group ? TpShard{tp.tp_group->rank(), tp.tp_group->size()} : TpShard{};
+  StatusOr<Loaded> loaded = LoadRank(cfg, rank, size, shard);
   SHOAL_RETURN_IF_ERROR(Agree(g, loaded.status(), "loading the model", StartupDeadline(cfg)).WithContext(me));
   Loaded& l = *loaded;
+  l.tp = std::move(tp);
   const int ranks_on_node = RanksOnThisNode();
   // The engine only after every rank has loaded: a GPU group's engines bootstrap NCCL over `g`, and a
   // rank that failed its load must not meet those collectives with the agreement's.
   StatusOr<DeviceSpec> device = ParseDevice(cfg.device);
   Status made = device.status();
   if (made.ok()) made = SizeCpuKvCache(l, ranks_on_node, &cfg);
+  if (l.tp.tp_group) {
+    // A replica's ranks run the same scheduler on the same requests: they must have the same KV
+    // capacity (the smallest any of them can hold), or their schedules would part.
+    std::vector<int64_t> neg = {made.ok() ? -cfg.kv_cache_blocks : 0};
+    Status st = l.tp.tp_group->AllReduceMax(neg, StartupDeadline(cfg));
+    if (made.ok()) made = st;
+    if (made.ok() && cfg.kv_cache_blocks > 0) cfg.kv_cache_blocks = -neg[0];
+  }
   if (made.ok()) {
-    auto engine = MakeStepEngine(*device, l.model, std::move(l.weights), cfg, &g, &*l.placement);
+    auto engine = MakeStepEngine(*device, l.model, std::move(l.weights), cfg, &g, &*l.placement, nullptr, l.tp.tp_group.get());
     made = engine.status();
     if (engine.ok()) l.engine = std::move(engine).value();
   }
@@ -271,8 +310,12 @@ Status RunGroup(const WorkerOptions& o) {
                          ParseBatchFile(all_text, o.batch, l.model.vocab_size, o.max_tokens,
                                         l.model.max_position_embeddings));
 
+  // Request i to replica i mod D; every rank of a replica runs its replica's requests together, and its
+  // TP rank 0 reports them.
+  const int replica = l.tp.tp_group ? l.tp.replica : rank, replicas = l.tp.tp_group ? l.tp.replicas : size;
+  const bool reports = !l.tp.tp_group || l.tp.tp_group->rank() == 0;
   std::vector<size_t> mine;
-  for (size_t i = rank; i < requests.size(); i += size) mine.push_back(i);
+  for (size_t i = replica; i < requests.size(); i += replicas) mine.push_back(i);
   // Waves of at most engine.max_num_seqs sequences; every rank runs as many waves as the busiest.
   std::vector<int64_t> waves = {(static_cast<int64_t>(mine.size()) + cfg.max_num_seqs - 1) / cfg.max_num_seqs};
   SHOAL_RETURN_IF_ERROR(g.AllReduceMax(waves, step_deadline()));
@@ -287,12 +330,12 @@ Status RunGroup(const WorkerOptions& o) {
       index.push_back(mine[k]);
     }
     SHOAL_ASSIGN_OR_RETURN(std::vector<GenerateResult> results, Generate(*l.engine, wave, &stats));
-    for (size_t k = 0; k < results.size(); ++k) {
+    for (size_t k = 0; k < results.size() && reports; ++k) {
       lines += std::to_string(index[k]) + "\t" + FormatBatchResult(requests[index[k]], results[k]);
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<int64_t> totals = {stats.prompt_tokens, stats.generated_tokens};
+  std::vector<int64_t> totals = {reports ? stats.prompt_tokens : 0, reports ? stats.generated_tokens : 0};
   SHOAL_RETURN_IF_ERROR(g.AllReduceSum(totals, step_deadline()));
   log::Info("%zu requests, %lld prompt + %lld generated tokens", mine.size(),
             static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens));
@@ -333,6 +376,9 @@ Status RunWithoutMpi(const WorkerOptions& o) {
   EngineConfig cfg;
   SHOAL_RETURN_IF_ERROR(LoadConfig(o, RanksOnThisNodeFromEnv(), &cfg).WithContext(me));
   SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(cfg.device));
+  if (cfg.attention_tp > 1) {
+    return Unimplemented(me + ": parallel.attention_tp > 1 needs the CPU engine under mpirun or srun with MPI");
+  }
   if (size > 1 && !device.cuda) {
     return InvalidArgument(me + ": a group launched without MPI exchanges expert rows over NCCL, so it needs "
                                 "--device cuda (engine.device); CPU groups of more than one rank run under mpirun or srun with MPI");
