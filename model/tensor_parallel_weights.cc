@@ -49,17 +49,11 @@ Status CheckTensorParallel(const ModelConfig& c, int tp) {
   const std::string what = "parallel.attention_tp " + std::to_string(tp);
   if (tp < 1) return InvalidArgument(what + ": must be at least 1");
   if (tp == 1) return Status::Ok();
-  if (c.mla) {
-    return Unimplemented(what + ": " + ArchitectureName(c.arch) +
-                         " uses multi-head latent attention, whose cache is one latent vector per token shared by "
-                         "every head: splitting heads would replicate the cache on every rank, so its attention "
-                         "stays data-parallel (attention_tp 1)");
-  }
   if (c.fp8_weights) return Unimplemented(what + ": FP8 checkpoints are not split across tensor-parallel ranks yet");
   if (c.num_heads % tp != 0) {
     return InvalidArgument(what + " does not divide the model's " + std::to_string(c.num_heads) + " attention heads");
   }
-  if (c.num_kv_heads % tp != 0 && tp % c.num_kv_heads != 0) {
+  if (!c.mla && c.num_kv_heads % tp != 0 && tp % c.num_kv_heads != 0) {
     return InvalidArgument(what + ": the model's " + std::to_string(c.num_kv_heads) +
                            " kv heads must be a multiple or a divisor of it");
   }
@@ -82,8 +76,22 @@ Status SliceForTensorParallel(const ModelConfig& c, TpShard shard, ModelWeights*
   w->embed = w->embed.RowSlice(vocab.begin, vocab.size);
   w->lm_head = tied ? w->embed : w->lm_head.RowSlice(vocab.begin, vocab.size);
 
+  const int64_t q_heads = c.num_heads / shard.size, h0 = shard.rank * q_heads;
+  if (c.mla) {
+    // Per head: qk = nope + rope rows of q_proj / q_b_proj, nope + v rows of kv_b_proj (W_UK, then
+    // W_UV), v columns of o_proj. q_a and kv_a (shared by every head) and the latent cache stay whole.
+    const int64_t qk = c.qk_nope_head_dim + c.qk_rope_head_dim, kvb = c.qk_nope_head_dim + c.v_head_dim;
+    for (LayerWeights& L : w->layers) {
+      if (!L.q.empty()) L.q = L.q.RowSlice(h0 * qk, q_heads * qk);
+      if (!L.q_b.empty()) L.q_b = L.q_b.RowSlice(h0 * qk, q_heads * qk);
+      L.kv_b = L.kv_b.RowSlice(h0 * kvb, q_heads * kvb);
+      L.o = ColumnSlice(L.o, h0 * c.v_head_dim, q_heads * c.v_head_dim, w);
+      SliceFfn(shard, &L.shared_expert, w);
+      SliceFfn(shard, &L.dense_mlp, w);
+    }
+    return Status::Ok();
+  }
   const int64_t hd = c.head_dim;
-  const int64_t q_heads = c.num_heads / shard.size;
   const int64_t q0 = shard.rank * q_heads * hd, qn = q_heads * hd;
   // kv heads: kv / T each, or the one head this rank's q heads read (replicated on T / kv ranks).
   const int64_t kv_heads = std::max(1, c.num_kv_heads / shard.size);

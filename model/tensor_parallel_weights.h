@@ -7,7 +7,10 @@
 //     matching columns, so each rank's o_proj output is a partial sum the replica adds up;
 //   - dense MLPs, dense layers and shared experts: gate/up rows and down columns of one
 //     intermediate range per rank (partial sums again);
-//   - embedding and lm_head: one vocabulary range per rank (ceil(V/T) rows; the last may be shorter).
+//   - embedding and lm_head: one vocabulary range per rank (ceil(V/T) rows; the last may be shorter);
+//   - MLA (DeepSeek-V3): the heads' rows of q_proj / q_b_proj and kv_b_proj and o_proj's columns; the
+//     low-rank q_a and kv_a are shared by every head and stay whole, and so does the latent cache:
+//     every rank of a replica holds the replica's whole latent cache (T copies; see docs/architecture.md).
 // Routers, norms, the shared-expert gate and o_proj's bias stay whole; routed experts are untouched
 // (expert parallelism places them over the whole group).
 //
@@ -38,8 +41,8 @@ struct IndexRange {
 IndexRange SplitRange(int64_t n, TpShard shard);
 
 // Whether `c` can be split over `tp` ranks; InvalidArgument / Unimplemented naming why not: the heads
-// must divide evenly and the kv heads must divide or be divided by tp; MLA (DeepSeek-V3's latent
-// cache has no heads to split: its attention stays data-parallel) and FP8 weights are refused.
+// must divide evenly and the kv heads must divide or be divided by tp; FP8 weights are refused (a
+// column range would cut their scale blocks).
 Status CheckTensorParallel(const ModelConfig& c, int tp);
 
 // The attention shape one rank runs: num_heads / tp q heads and max(1, kv / tp) kv heads (what its KV

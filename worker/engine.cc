@@ -25,7 +25,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
     const ModelConfig local = TensorParallelAttentionConfig(config, shard.size);
     const IndexRange vocab = SplitRange(config.vocab_size, shard);
     if (weights.embed.rows != vocab.size ||
-        (!weights.layers.empty() && (weights.layers[0].q.rows != local.q_dim() || weights.layers[0].k.rows != local.kv_dim()))) {
+        (!weights.layers.empty() && weights.layers[0].o.cols != (config.mla ? local.num_heads * config.v_head_dim : local.q_dim()))) {
       return InvalidArgument("tensor-parallel rank " + std::to_string(shard.rank) + " of " + std::to_string(shard.size) +
                              ": the weights are not this rank's share (SliceForTensorParallel)");
     }
@@ -227,8 +227,8 @@ Status Engine::Layer(int l, int64_t T) {
   const kernels::PagedKvLayer kv = kv_.Layer(l);
   const int64_t group = kv_.layout().layer_group[l];
   if (c.mla) {
-    attn_.resize(static_cast<size_t>(T * c.num_heads * c.v_head_dim));
-    MlaAttention(c, L, h_.data(), T, rows_.positions.data(), rope_cos_.data(), rope_sin_.data(), kv,
+    attn_.resize(static_cast<size_t>(T * attn_config_.num_heads * c.v_head_dim));
+    MlaAttention(attn_config_, L, h_.data(), T, rows_.positions.data(), rope_cos_.data(), rope_sin_.data(), kv,
                  rows_.slots.data() + group * T, tables_.data() + group * T, mla_ws_, attn_.data(), pool_);
   } else {
     Attention(l, T, kv, group);

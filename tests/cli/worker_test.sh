@@ -57,8 +57,9 @@ done
 
 # Attention TP (--tensor-parallel-size T, D = N / T replicas): request i to replica i mod D, run by its
 # T ranks together; greedy tokens still transformers'. Models with a shared expert and a dense layer
-# (qwen2-moe), a wide dense MLP (llama4-maverick), and 2 kv heads over 4 ranks (mixtral, maverick).
-for name in qwen2-moe-f16 llama4-maverick-f32 mixtral-bf16; do
+# (qwen2-moe), a wide dense MLP (llama4-maverick), 2 kv heads over 4 ranks (mixtral, maverick), and MLA
+# heads over a replicated latent cache (deepseek-v3).
+for name in qwen2-moe-f16 llama4-maverick-f32 mixtral-bf16 deepseek-v3-bf16; do
   dir="$root/tests/fixtures/$name"
   for layout in "2 2" "4 2" "4 4"; do
     set -- $layout
@@ -74,13 +75,13 @@ for name in qwen2-moe-f16 llama4-maverick-f32 mixtral-bf16; do
     fi
   done
 done
-# MLA keeps data-parallel attention, and T must divide the ranks: both refused by name on every rank.
-if run 2 "$shoal" worker --config "$tmp/small.yaml" --model "$root/tests/fixtures/deepseek-v3-f32" \
-     --batch "$tmp/deepseek-v3-f32.jsonl" --tensor-parallel-size 2 >/dev/null 2>"$tmp/err.txt" ||
-   [ "$(grep -c "latent attention" "$tmp/err.txt")" -lt 2 ]; then
-  echo "FAIL deepseek-v3 tp=2 was not refused on both ranks"; cat "$tmp/err.txt"; fail=1
+# FP8 weights are not split yet, and T must divide the ranks: both refused by name on every rank.
+if run 2 "$shoal" worker --config "$tmp/small.yaml" --model "$root/tests/fixtures/deepseek-v3-fp8" \
+     --batch "$tmp/deepseek-v3-fp8.jsonl" --tensor-parallel-size 2 >/dev/null 2>"$tmp/err.txt" ||
+   [ "$(grep -c "FP8 checkpoints are not split" "$tmp/err.txt")" -lt 2 ]; then
+  echo "FAIL deepseek-v3-fp8 tp=2 was not refused on both ranks"; cat "$tmp/err.txt"; fail=1
 else
-  echo "ok   deepseek-v3 tp=2 refused"
+  echo "ok   deepseek-v3-fp8 tp=2 refused"
 fi
 if run 3 "$shoal" worker --config "$tmp/small.yaml" --model "$root/tests/fixtures/mixtral-bf16" \
      --batch "$tmp/mixtral-bf16.jsonl" --tensor-parallel-size 2 >/dev/null 2>"$tmp/err.txt" ||

@@ -1,7 +1,8 @@
 // Tensor-parallel attention with expert parallelism over the whole group, on every fixture: ctest runs
 // N = 2 and 4 ranks, and each run tries every T in {2, 4} that divides N (D = N / T replicas of T
 // ranks). Every fixture has 4 q heads and 2 or 4 kv heads, so T = 4 covers fewer kv heads than ranks
-// (a kv head replicated on two ranks); the expert counts (5, 6, 8, 10) do not all divide N.
+// (a kv head replicated on two ranks); the expert counts (5, 6, 8, 10) do not all divide N. The MLA
+// fixtures split their heads over a replicated latent cache; the FP8 one is refused.
 //
 // The tolerance: a TP step adds the heads' o_proj contributions, the dense MLP's intermediate ranges
 // and the vocabulary ranges in another order than one process, so results are not bit-identical to
@@ -85,8 +86,7 @@ TEST_P(TpFixtureTest, ReplicasMatchTransformers) {
   auto config = LoadModelConfig(f.dir);
   ASSERT_TRUE(config.ok());
   for (int tp : TpSizes(world.size())) {
-    if (config->mla) {
-      // Refused by design (docs/architecture.md): the latent cache has no heads to split.
+    if (config->fp8_weights) {
       EXPECT_EQ(CheckTensorParallel(*config, tp).code(), StatusCode::kUnimplemented);
       continue;
     }
@@ -168,7 +168,7 @@ TEST_P(TpFixtureTest, ResidentBytesAreThisRanksShare) {
   Fixture f = LoadFixture(GetParam());
   auto config = LoadModelConfig(f.dir);
   ASSERT_TRUE(config.ok());
-  if (config->mla) GTEST_SKIP() << "MLA keeps data-parallel attention";
+  if (config->fp8_weights) GTEST_SKIP() << "FP8 checkpoints are not split";
   for (int tp : TpSizes(world.size())) {
     TpRank rank = MakeTpRank(f.dir, world, tp);
     ASSERT_TRUE(rank.engine);
@@ -195,7 +195,7 @@ TEST_P(TpFixtureTest, ResidentBytesAreThisRanksShare) {
       std::smatch m;
       if (std::regex_search(name, m, expert_re)) {
         if (placement->Holds(world.rank(), std::stoi(m[1]))) want += t->nbytes;
-      } else if (ends("q_proj.weight") || ends("o_proj.weight")) {
+      } else if (ends("q_proj.weight") || ends("o_proj.weight") || ends("q_b_proj.weight") || ends("kv_b_proj.weight")) {
         want += t->nbytes / static_cast<size_t>(tp);
       } else if (ends("k_proj.weight") || ends("v_proj.weight")) {
         want += t->nbytes / static_cast<size_t>(config->num_kv_heads) * static_cast<size_t>(kv_local);
@@ -206,7 +206,7 @@ TEST_P(TpFixtureTest, ResidentBytesAreThisRanksShare) {
       } else if (ends("down_proj.weight")) {
         want += t->nbytes / static_cast<size_t>(t->shape[1]) * static_cast<size_t>(SplitRange(t->shape[1], shard).size);
       } else {
-        want += t->nbytes;  // routers, the shared expert's gate
+        want += t->nbytes;  // routers, the shared expert's gate, MLA's q_a and kv_a
       }
     }
     EXPECT_EQ(rank.resident_bytes, want) << f.name << " T=" << tp << " rank " << world.rank();

@@ -73,7 +73,7 @@ TEST(TensorParallelWeights, RefusesWhatCannotBeSplit) {
   c.num_kv_heads = 3;
   c.num_heads = 12;
   EXPECT_EQ(CheckTensorParallel(c, 4).code(), StatusCode::kInvalidArgument);  // 3 kv heads over 4 ranks
-  c.mla = true;
+  c.fp8_weights = true;
   EXPECT_EQ(CheckTensorParallel(c, 2).code(), StatusCode::kUnimplemented);
   EXPECT_TRUE(CheckTensorParallel(c, 1).ok());
   const ModelConfig local = TensorParallelAttentionConfig(ModelConfig{.num_heads = 8, .num_kv_heads = 2}, 4);
