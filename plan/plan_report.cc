@@ -103,7 +103,9 @@ std::vector<Assumption> Assumptions(const PlanRequest& r, int attn_tp) {
                  "shoal has no speculative decoding yet"});
   }
   if (attn_tp > 1) {
-    a.push_back({"attention TP" + std::to_string(attn_tp), false, "shoal's attention is data-parallel (TP is planned)"});
+    a.push_back({"attention TP" + std::to_string(attn_tp) +
+                     (r.model.attn.kind == AttentionSpec::Kind::kMla ? " (the MLA latent cache on each of the TP GPUs)" : ""),
+                 false, "shoal's CPU engine splits attention (parallel.attention_tp); its GPU engine does not yet"});
   }
   return a;
 }
@@ -301,7 +303,8 @@ std::string LayoutConfigYaml(const PlanResult& p, const LayoutPlan& l, const std
   }
   o << "# Run: " << SbatchCommand(p, l, "THIS_FILE.yaml") << "\n";
   if (!model_path.empty()) o << "model:\n  path: " << model_path << "\n";
-  o << "engine:\n  device: cuda\n  max_num_seqs: " << std::max(1, l.decode.batch)
+  // One scheduler per attention replica: its T GPUs share the replica's sequences.
+  o << "engine:\n  device: cuda\n  max_num_seqs: " << std::max(1, l.decode.batch) * std::max(1, l.attn_tp)
     << "\n  max_step_tokens: " << std::max(r.prefill_chunk, r.input_len)
     << "\n  max_model_len: " << r.input_len + r.output_len << "\n";
   char frac[32];
@@ -309,7 +312,8 @@ std::string LayoutConfigYaml(const PlanResult& p, const LayoutPlan& l, const std
   o << "kv_cache:\n  block_size: 16\n  memory_fraction: " << frac << "\n";
   o << "server:\n  host: 127.0.0.1     # 0.0.0.0 and server.api_keys to serve other machines\n  port: 8000\n";
   o << "cluster:\n  groups: 1\n  ranks_per_group: " << l.num_gpus << "\n";
-  o << "parallel:\n  collective_timeout_ms: 120000\n  startup_timeout_s: 1800\n";
+  o << "parallel:\n  collective_timeout_ms: 120000\n  startup_timeout_s: 1800\n  attention_tp: " << std::max(1, l.attn_tp)
+    << "\n";
   return o.str();
 }
 

@@ -84,11 +84,17 @@ CommTimes AllToAll(const PlanRequest& r, int n, double tokens, int micro_batches
   return c;
 }
 
-// TP all-reduces of the attention group (after attention and after the MLP, every layer), on NVLink.
+// The TP collectives the engine runs per step (worker/engine.cc), on NVLink: every layer all-reduces
+// its o_proj partial sums; a dense layer all-reduces its MLP's; a MoE layer brings each rank's 1/T of
+// the tokens back to the replica by an all-gather (half an all-reduce's bytes), or by one all-reduce
+// that also sums the shared expert's partial sums when it has one.
 double TpAllReduceSeconds(const PlanRequest& r, double tokens_per_group) {
   if (r.attn_tp <= 1) return 0;
-  const double bytes = 2.0 * (r.attn_tp - 1) / r.attn_tp * tokens_per_group * r.model.hidden_size * 2.0;
-  return r.model.num_layers * 2.0 * bytes / (r.hw.nvlink_bw * r.calib.nvlink_eff);
+  const double all_reduce = 2.0 * (r.attn_tp - 1) / r.attn_tp * tokens_per_group * r.model.hidden_size * 2.0;
+  const int moe = r.model.num_moe_layers, dense = r.model.num_layers - moe;
+  const double moe_out = CountParams(r.model).shared_per_moe_layer > 0 ? all_reduce : all_reduce / 2;
+  const double bytes = r.model.num_layers * all_reduce + dense * all_reduce + moe * moe_out;
+  return bytes / (r.hw.nvlink_bw * r.calib.nvlink_eff);
 }
 
 // `micro_batches` 1: nothing to overlap with, so compute and comm add up even when overlap is on.

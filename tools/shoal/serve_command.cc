@@ -303,6 +303,10 @@ Status RunUp(const ServeOptions& o) {
     std::fputs(EngineConfigYaml(cfg).c_str(), stdout);
     return Status::Ok();
   }
+  if (cfg.cluster.ranks_per_group % cfg.attention_tp != 0) {
+    return InvalidArgument("parallel.attention_tp (--tensor-parallel-size) " + std::to_string(cfg.attention_tp) +
+                           " does not divide cluster.ranks_per_group " + std::to_string(cfg.cluster.ranks_per_group));
+  }
   // shoal up's workers are its own children: a token always (an empty SHOAL_CONTROL_TOKEN is unset).
   bool generated = false;
   if (EnsureControlToken(cfg, &generated).empty()) {
