@@ -180,6 +180,7 @@ void Encode(Writer& w, const Heartbeat& m) {
     w.PutVector(h->counts);
     w.Put(h->sum);
   }
+  for (double v : {m.attention_seconds, m.mlp_seconds, m.exchange_seconds, m.tp_seconds}) w.Put(v);
 }
 void Encode(Writer&, const Wake&) {}
 void Encode(Writer&, const Shutdown&) {}
@@ -342,6 +343,15 @@ StatusOr<Message> DecodeHeartbeat(Reader& r) {
       r.Fail(x.name, "has " + std::to_string(x.h->counts.size()) + " buckets, not " + std::to_string(x.bounds.size() + 1));
     }
     if (r.ok() && (!std::isfinite(x.h->sum) || x.h->sum < 0)) r.Fail(x.name, "sum is invalid");
+  }
+  const struct {
+    double* v;
+    const char* name;
+  } phases[] = {{&m.attention_seconds, "attention_seconds"}, {&m.mlp_seconds, "mlp_seconds"},
+                {&m.exchange_seconds, "exchange_seconds"}, {&m.tp_seconds, "tp_seconds"}};
+  for (const auto& p : phases) {
+    *p.v = r.Get<double>(p.name);
+    if (r.ok() && (!std::isfinite(*p.v) || *p.v < 0)) r.Fail(p.name, "is invalid");
   }
   if (r.ok()) {
     if (!std::isfinite(m.step_seconds_total) || m.step_seconds_total < 0) r.Fail("step_seconds_total", "is invalid");

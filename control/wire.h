@@ -150,6 +150,8 @@ struct Heartbeat {
   // Lifetime histograms (control/engine_histograms.h): tokens per step, and requests' queue, prefill
   // and decode times on this rank.
   HistogramTotals iteration_tokens, queue_seconds, prefill_seconds, decode_seconds;
+  // Where the step time went (worker/step_engine.h StepPhases), cumulative seconds (protocol 5).
+  double attention_seconds = 0, mlp_seconds = 0, exchange_seconds = 0, tp_seconds = 0;
 };
 
 struct Wake {};

@@ -332,11 +332,16 @@ constexpr const char* kRankGauges[] = {"shoal_worker_up",
                                        "shoal_request_queue_time_seconds",
                                        "shoal_request_prefill_time_seconds",
                                        "shoal_request_decode_time_seconds"};
+constexpr const char* kStepPhases[] = {"attention", "mlp", "expert_exchange", "tp_collectives"};
 }  // namespace
 
 void Cluster::RemoveRankSeries(const std::string& group, const Rank& r) {
   const Labels l = {{"group", group}, {"rank", std::to_string(r.hello.rank)}};
   for (const char* name : kRankGauges) metrics_.RemoveSeries(name, l);
+  for (const char* phase : kStepPhases) {
+    metrics_.RemoveSeries("shoal_worker_step_phase_seconds_total",
+                          {{"group", group}, {"rank", std::to_string(r.hello.rank)}, {"phase", phase}});
+  }
   for (uint32_t e : r.hello.local_experts) {
     metrics_.RemoveSeries("shoal_expert_tokens_total", {{"group", group}, {"expert", std::to_string(e)}});
   }
@@ -370,6 +375,16 @@ void Cluster::RefreshMetrics() const {
       metrics_.counter("shoal_worker_steps_total", "Steps the rank has taken", l).SetTotal(static_cast<double>(r->hb.steps));
       metrics_.counter("shoal_worker_step_seconds_total", "Wall time inside steps", l).SetTotal(r->hb.step_seconds_total);
       metrics_.gauge("shoal_worker_last_step_seconds", "Duration of the rank's latest step", l).Set(r->hb.last_step_seconds);
+      const double phase_seconds[] = {r->hb.attention_seconds, r->hb.mlp_seconds, r->hb.exchange_seconds, r->hb.tp_seconds};
+      for (size_t i = 0; i < std::size(kStepPhases); ++i) {
+        metrics_
+            .counter("shoal_worker_step_phase_seconds_total",
+                     "Step time by phase: attention, mlp (routers, experts, dense MLPs), expert_exchange (the "
+                     "all-to-all, waits included), tp_collectives (attention-TP sums and gathers); the rest of "
+                     "shoal_worker_step_seconds_total is embedding, norms, lm_head and scheduling",
+                     {{"group", name}, {"rank", std::to_string(r->hello.rank)}, {"phase", kStepPhases[i]}})
+            .SetTotal(phase_seconds[i]);
+      }
       metrics_.counter("shoal_worker_preemptions_total", "Requests preempted for KV blocks", l)
           .SetTotal(static_cast<double>(r->hb.preemptions));
       // The rank's lifetime histograms, copied whole from its heartbeat (control/engine_histograms.h).

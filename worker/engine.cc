@@ -1,12 +1,21 @@
 #include "worker/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "model/rope.h"
 #include "worker/mla.h"
 
 namespace shoal {
+
+namespace {
+
+double Since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeights weights, const EngineConfig& cfg,
                                                  comm::Group* group, const Placement* placement,
@@ -223,6 +232,7 @@ Status Engine::Layer(int l, int64_t T) {
   tmp_.resize(static_cast<size_t>(T * H));
 
   // Attention, over the layer's group's block tables and slots (worker/kv_cache.h).
+  const auto t_attn = std::chrono::steady_clock::now();
   kernels::RmsNorm(x_.data(), T, H, L.input_norm.data(), eps, h_.data());
   const kernels::PagedKvLayer kv = kv_.Layer(l);
   const int64_t group = kv_.layout().layer_group[l];
@@ -234,12 +244,15 @@ Status Engine::Layer(int l, int64_t T) {
     Attention(l, T, kv, group);
   }
   kernels::MatMul(attn_.data(), T, L.o, tmp_.data(), pool_);
+  phases_.attention += Since(t_attn);
   if (tensor_parallel()) SHOAL_RETURN_IF_ERROR(TpAllReduce(tmp_.data(), T * H).WithContext("layer " + std::to_string(l)));
   if (!L.o_bias.empty()) kernels::AddBias(tmp_.data(), T, H, L.o_bias.data());
   for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
 
-  // MoE or dense MLP.
+  // MoE or dense MLP; its time less the exchange's and the TP collectives' inside it.
   kernels::RmsNorm(x_.data(), T, H, L.post_attn_norm.data(), eps, h_.data());
+  const auto t_mlp = std::chrono::steady_clock::now();
+  const double waits_before = moe_ws_.exchange_seconds + phases_.tp;
   if (L.is_moe && tensor_parallel()) {
     SHOAL_RETURN_IF_ERROR(TpMoe(l, T).WithContext("layer " + std::to_string(l)));
   } else if (L.is_moe) {
@@ -251,6 +264,7 @@ Status Engine::Layer(int l, int64_t T) {
                           tmp_.data(), pool_);
     if (tensor_parallel()) SHOAL_RETURN_IF_ERROR(TpAllReduce(tmp_.data(), T * H).WithContext("layer " + std::to_string(l)));
   }
+  phases_.mlp += Since(t_mlp) - (moe_ws_.exchange_seconds + phases_.tp - waits_before);
   for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
   return Status::Ok();
 }
@@ -312,7 +326,18 @@ Status Engine::TpAgreeOnBatch(bool bad, int64_t T) {
 }
 
 Status Engine::TpAllReduce(float* values, int64_t n) {
-  return tp_->AllReduceSumF32(std::span<float>(values, static_cast<size_t>(n)), Deadline::AfterMs(collective_timeout_ms_));
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = tp_->AllReduceSumF32(std::span<float>(values, static_cast<size_t>(n)), Deadline::AfterMs(collective_timeout_ms_));
+  phases_.tp += Since(t0);
+  return st;
+}
+
+Status Engine::TpAllGather(const std::vector<float>& in, std::vector<float>* out) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = tp_->AllGather(std::as_bytes(std::span<const float>(in)), std::as_writable_bytes(std::span<float>(*out)),
+                             Deadline::AfterMs(collective_timeout_ms_));
+  phases_.tp += Since(t0);
+  return st;
 }
 
 // The replica's ranks hold the same T tokens after attention: each sends its own chunk of them
@@ -336,9 +361,7 @@ Status Engine::TpMoe(int l, int64_t T) {
     return TpAllReduce(tmp_.data(), T * H);
   }
   tp_gather_.resize(static_cast<size_t>(tp * chunk * H));
-  SHOAL_RETURN_IF_ERROR(tp_->AllGather(std::as_bytes(std::span<const float>(tp_out_)),
-                                       std::as_writable_bytes(std::span<float>(tp_gather_)),
-                                       Deadline::AfterMs(collective_timeout_ms_)));
+  SHOAL_RETURN_IF_ERROR(TpAllGather(tp_out_, &tp_gather_));
   // Rank r's chunk starts at row r·chunk: the gathered rows are the tokens in order.
   std::copy(tp_gather_.begin(), tp_gather_.begin() + T * H, tmp_.begin());
   return Status::Ok();
@@ -357,10 +380,7 @@ Status Engine::TpGatherLogits(int64_t R, std::vector<float>* logits) {
     std::copy(local.begin() + r * vocab_.size, local.begin() + (r + 1) * vocab_.size, tp_out_.begin() + r * chunk);
   }
   tp_gather_.resize(static_cast<size_t>(tp * R * chunk));
-  SHOAL_RETURN_IF_ERROR(tp_->AllGather(std::as_bytes(std::span<const float>(tp_out_)),
-                                       std::as_writable_bytes(std::span<float>(tp_gather_)),
-                                       Deadline::AfterMs(collective_timeout_ms_))
-                            .WithContext("logits"));
+  SHOAL_RETURN_IF_ERROR(TpAllGather(tp_out_, &tp_gather_).WithContext("logits"));
   for (int p = 0; p < tp; ++p) {
     const IndexRange range = SplitRange(V, {p, tp});
     for (int64_t r = 0; r < R; ++r) {

@@ -93,6 +93,11 @@ class Engine final : public StepEngine {
   size_t last_step_weight_bytes() const override { return last_step_weight_bytes_; }
   // Rows each expert of this rank processed so far (all layers), indexed like exchange()->local_experts().
   const std::vector<uint64_t>& expert_rows_total() const override { return moe_ws_.expert_rows_total; }
+  StepPhases phase_seconds_total() const override {
+    StepPhases p = phases_;
+    p.exchange = moe_ws_.exchange_seconds;
+    return p;
+  }
 
  private:
   Engine(ModelConfig config, ModelWeights weights, const EngineConfig& cfg, int64_t num_blocks, TpShard shard);
@@ -107,6 +112,7 @@ class Engine final : public StepEngine {
   // the logits of every vocabulary range.
   Status TpAgreeOnBatch(bool bad, int64_t T);
   Status TpAllReduce(float* values, int64_t n);
+  Status TpAllGather(const std::vector<float>& in, std::vector<float>* out);
   Status TpMoe(int l, int64_t T);
   Status TpGatherLogits(int64_t R, std::vector<float>* logits);
   bool tensor_parallel() const { return shard_.size > 1; }
@@ -141,6 +147,7 @@ class Engine final : public StepEngine {
   std::vector<float> ffn_scratch_;
   std::vector<float> tp_out_, tp_gather_;  // TP: this rank's MoE rows and the gathered ones
   size_t last_step_weight_bytes_ = 0;
+  StepPhases phases_;  // exchange is moe_ws_'s
 };
 
 }  // namespace shoal

@@ -1,6 +1,7 @@
 #include "worker/generate.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 
 #include "worker/scheduler.h"
@@ -28,9 +29,36 @@ const char* FinishName(control::FinishReason r) { return r == control::FinishRea
 
 }  // namespace
 
+std::string FormatPhases(const StepPhases& p, double step_seconds) {
+  const double other = std::max(0.0, step_seconds - p.attention - p.mlp - p.exchange - p.tp);
+  std::string out;
+  const std::pair<const char*, double> parts[] = {
+      {"attention", p.attention}, {"mlp", p.mlp}, {"expert exchange", p.exchange}, {"tp collectives", p.tp}, {"other", other}};
+  for (const auto& [name, sec] : parts) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s%s %.0f%% (%.1f ms)", out.empty() ? "" : ", ", name,
+                  step_seconds > 0 ? 100 * sec / step_seconds : 0.0, 1e3 * sec);
+    out += buf;
+  }
+  return out;
+}
+
 StatusOr<std::vector<GenerateResult>> Generate(StepEngine& engine, const std::vector<GenerateRequest>& requests,
                                                GenerateStats* stats) {
   comm::Group& group = engine.group();
+  const StepPhases phases0 = engine.phase_seconds_total();
+  struct AddPhases {  // on every return: what this call's steps added
+    StepEngine& e;
+    StepPhases p0;
+    StepPhases* out;
+    ~AddPhases() {
+      const StepPhases p = e.phase_seconds_total();
+      out->attention += p.attention - p0.attention;
+      out->mlp += p.mlp - p0.mlp;
+      out->exchange += p.exchange - p0.exchange;
+      out->tp += p.tp - p0.tp;
+    }
+  } add_phases{engine, phases0, &stats->phases};
   const int64_t timeout_ms = engine.collective_timeout_ms();
   Scheduler sched(engine);
   // Queue the whole batch before the first step; every rank learns whether any rank's batch is bad.

@@ -38,7 +38,11 @@ struct GenerateStats {
   double prefill_seconds = 0;    // steps that fed prompt chunks (and any decode tokens alongside)
   double decode_seconds = 0;     // pure decode steps
   double decode_weight_bytes = 0;  // Σ over decode steps of the weight bytes each read
+  StepPhases phases;               // where this rank's step time went (engine.phase_seconds_total's growth)
 };
+
+// "attention 41% (12.0 ms), mlp …": the phases as shares of `step_seconds` (other = the rest).
+std::string FormatPhases(const StepPhases& p, double step_seconds);
 
 StatusOr<std::vector<GenerateResult>> Generate(StepEngine& engine, const std::vector<GenerateRequest>& requests,
                                                GenerateStats* stats);

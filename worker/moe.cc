@@ -1,9 +1,23 @@
 #include "worker/moe.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 namespace shoal {
+
+namespace {
+
+// Runs `f` (a Dispatch or Combine) and adds its wall time to ws.exchange_seconds.
+template <typename F>
+Status TimedExchange(MoeWorkspace& ws, F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = f();
+  ws.exchange_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+}  // namespace
 
 Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t T, float* out,
                    MoeWorkspace& ws, comm::ExpertExchange& ex, int64_t timeout_ms, ThreadPool& pool,
@@ -25,7 +39,8 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
       kernels::RouterTopK(ws.router_logits.data(), T, E, K, c.norm_topk_prob, ws.topk_ids.data(),
                           ws.topk_weights.data());
     }
-    SHOAL_RETURN_IF_ERROR(ex.Dispatch(h, T, ws.topk_ids.data(), ws.topk_weights.data(), Deadline::AfterMs(timeout_ms)));
+    SHOAL_RETURN_IF_ERROR(TimedExchange(
+        ws, [&] { return ex.Dispatch(h, T, ws.topk_ids.data(), ws.topk_weights.data(), Deadline::AfterMs(timeout_ms)); }));
   } else {
     // Llama 4: each (token, choice) is its own row h·score, sent with weight 1 through an exchange of
     // top-1 rows (the engine creates it so), and the K outputs of a token are summed after Combine.
@@ -40,8 +55,10 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
       for (int64_t i = 0; i < H; ++i) dst[i] = src[i] * s;
     }
     std::fill(ws.topk_weights.begin(), ws.topk_weights.end(), 1.0f);
-    SHOAL_RETURN_IF_ERROR(ex.Dispatch(ws.scaled_rows.data(), T * K, ws.topk_ids.data(), ws.topk_weights.data(),
-                                      Deadline::AfterMs(timeout_ms)));
+    SHOAL_RETURN_IF_ERROR(TimedExchange(ws, [&] {
+      return ex.Dispatch(ws.scaled_rows.data(), T * K, ws.topk_ids.data(), ws.topk_weights.data(),
+                         Deadline::AfterMs(timeout_ms));
+    }));
   }
 
   // This rank's experts on the rows the group sent it.
@@ -70,7 +87,7 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
                           ex.expert_out() + b * H, pool);
   }
 
-  SHOAL_RETURN_IF_ERROR(ex.Combine(Deadline::AfterMs(timeout_ms)));
+  SHOAL_RETURN_IF_ERROR(TimedExchange(ws, [&] { return ex.Combine(Deadline::AfterMs(timeout_ms)); }));
   SHOAL_RETURN_IF_ERROR(missing);
   if (!scale_input) {
     ex.WeightedSum(out);

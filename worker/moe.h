@@ -25,6 +25,7 @@ struct MoeWorkspace {
   // [local experts] rows each of this rank's experts processed, summed over layers and steps (the
   // per-expert load that /metrics reports and a later placement planner reads).
   std::vector<uint64_t> expert_rows_total;
+  double exchange_seconds = 0;  // wall time inside Dispatch and Combine, summed over calls
 };
 
 // out[T, H] = MoE(h[T, H]); T may be 0 (the rank still joins the exchange). Also sets

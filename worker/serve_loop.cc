@@ -206,6 +206,11 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
     hb_state.queue_seconds = s.queue_seconds;
     hb_state.prefill_seconds = s.prefill_seconds;
     hb_state.decode_seconds = s.decode_seconds;
+    const StepPhases p = engine.phase_seconds_total();
+    hb_state.attention_seconds = p.attention;
+    hb_state.mlp_seconds = p.mlp;
+    hb_state.exchange_seconds = p.exchange;
+    hb_state.tp_seconds = p.tp;
   };
 
   Status result = Status::Ok();

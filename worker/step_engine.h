@@ -15,6 +15,14 @@
 
 namespace shoal {
 
+// Where a rank's step time goes, summed over its steps (seconds of wall time): attention (q/k/v, the
+// attention kernel, o_proj), mlp (routers, routed and shared experts, dense MLPs), exchange (the
+// expert all-to-all: dispatch and combine, waits on peers included), tp (attention-TP collectives).
+// The rest of a step (embedding, norms, lm_head, scheduling) is its total minus these.
+struct StepPhases {
+  double attention = 0, mlp = 0, exchange = 0, tp = 0;
+};
+
 class StepEngine {
  public:
   virtual ~StepEngine() = default;
@@ -40,6 +48,8 @@ class StepEngine {
   virtual size_t last_step_weight_bytes() const = 0;
   // Rows each of this rank's experts processed so far (all layers), in the order of its local experts.
   virtual const std::vector<uint64_t>& expert_rows_total() const = 0;
+  // Cumulative phase times (zeros where an engine does not measure them).
+  virtual StepPhases phase_seconds_total() const { return {}; }
   // "avx2+fma+f16c kernels, 8 threads", "NVIDIA H100 80GB HBM3": for start-up lines.
   virtual std::string Describe() const = 0;
 };

@@ -350,6 +350,13 @@ def tensor_parallel_checks(s):
     steps = {(r["replica"], r["tp_rank"]): r["steps"] for r in j["groups"][0]["ranks"]} if st == 200 else {}
     check(len(steps) == 4 and steps[(0, 0)] == steps[(0, 1)] and steps[(1, 0)] == steps[(1, 1)] and steps[(0, 0)] > 0,
           "tp: a replica's ranks step together (%s)" % steps)
+    text = s.request("GET", "/metrics")[2]
+    tp_s = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+            if l.startswith("shoal_worker_step_phase_seconds_total{") and 'phase="tp_collectives"' in l]
+    att_s = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+             if l.startswith("shoal_worker_step_phase_seconds_total{") and 'phase="attention"' in l]
+    check(len(tp_s) == 4 and all(v > 0 for v in tp_s) and len(att_s) == 4 and all(v > 0 for v in att_s),
+          "tp: /metrics splits every rank's step time, TP collectives included (%s)" % tp_s)
 
 
 def llama4_checks(s):

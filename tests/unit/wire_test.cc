@@ -177,6 +177,11 @@ TEST(Wire, FieldsAreChecked) {
   hb.prefill_seconds.counts = {1, 2};
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.prefill_seconds: has 2 buckets, not 22"));
   hb = std::get<Heartbeat>(Samples()[6]);
+  hb.tp_seconds = -0.5;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.tp_seconds: is invalid"));
+  hb.tp_seconds = 0.25;
+  EXPECT_EQ(std::get<Heartbeat>(*Decode(EncodeFrame(hb))).tp_seconds, 0.25);
+  hb = std::get<Heartbeat>(Samples()[6]);
   hb.queue_seconds.sum = -1;
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.queue_seconds: sum is invalid"));
   hb.queue_seconds.sum = std::nan("");

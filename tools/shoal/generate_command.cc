@@ -101,6 +101,7 @@ Status RunGenerate(const GenerateOptions& o) {
               results.size(), static_cast<long long>(stats.prompt_tokens), 1e3 * stats.prefill_seconds,
               static_cast<long long>(stats.decode_tokens), static_cast<long long>(stats.decode_steps), tok_s,
               ms_per_step, gbs);
+  std::printf("step time: %s\n", FormatPhases(stats.phases, stats.prefill_seconds + stats.decode_seconds).c_str());
   return Status::Ok();
 }
 

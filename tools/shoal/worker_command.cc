@@ -337,8 +337,9 @@ Status RunGroup(const WorkerOptions& o) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<int64_t> totals = {reports ? stats.prompt_tokens : 0, reports ? stats.generated_tokens : 0};
   SHOAL_RETURN_IF_ERROR(g.AllReduceSum(totals, step_deadline()));
-  log::Info("%zu requests, %lld prompt + %lld generated tokens", mine.size(),
-            static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens));
+  log::Info("%zu requests, %lld prompt + %lld generated tokens; step time: %s", mine.size(),
+            static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.generated_tokens),
+            FormatPhases(stats.phases, stats.prefill_seconds + stats.decode_seconds).c_str());
 
   // Results to rank 0, written in input order.
   SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> gathered, comm::GatherBytes(g, lines, 0, step_deadline()));
