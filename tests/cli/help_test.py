@@ -25,7 +25,7 @@ def help_options(command):
     out = subprocess.run([SHOAL] + command.split() + ["--help"], capture_output=True, text=True, check=True).stdout
     opts = []
     for line in out.splitlines():
-        m = re.match(r"^\s+(?:-\w,)?(--[\w-]+)(?:\s+(\S.*?))?(?:\s{2,}.*)?$", line)
+        m = re.match(r"^\s+(?:-\w,)?(--[\w-]+)(?:,--[\w-]+)*(?:\s+(\S.*?))?(?:\s{2,}.*)?$", line)  # aliases: the first name
         if not m or m.group(1) == "--help":
             continue
         spec = m.group(2) or ""
