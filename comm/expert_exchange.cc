@@ -20,17 +20,15 @@ StatusOr<ExpertExchange> ExpertExchange::Create(Group* group, const Placement* p
 }
 
 ExpertExchange::ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k)
-    : group_(group), placement_(placement), hidden_(hidden), top_k_(top_k) {
-  const int R = group->size(), E = placement->num_experts();
+    : group_(group),
+      placement_(placement),
+      hidden_(hidden),
+      top_k_(top_k),
+      large_block_rows_((kLargeBlockBytes + hidden * static_cast<int64_t>(sizeof(float)) - 1) /
+                        (hidden * static_cast<int64_t>(sizeof(float)))),
+      blocks_(BlockTable::For(*placement)) {
   local_experts_ = placement->local_experts(group->rank());
-  slot_on_.assign(R, std::vector<int>(E, -1));
-  slot_base_.assign(R + 1, 0);
-  for (int r = 0; r < R; ++r) {
-    const std::vector<int>& held = placement->local_experts(r);
-    for (size_t i = 0; i < held.size(); ++i) slot_on_[r][held[i]] = static_cast<int>(i);
-    slot_base_[r + 1] = slot_base_[r] + static_cast<int64_t>(held.size());
-  }
-  expert_offsets_.assign(local_experts_.size() + 1, 0);
+  expert_.expert_offsets.assign(local_experts_.size() + 1, 0);
 }
 
 Status ExpertExchange::Remember(Status st) {
@@ -60,73 +58,22 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   topk_ids_ = topk_ids;
   topk_weights_ = topk_weights;
 
-  // 1. Route every (token, choice) to (destination rank, its local expert); count rows per block.
-  std::vector<int32_t>& block_of = block_of_;
-  block_of.resize(static_cast<size_t>(T * K));
-  send_counts_.assign(slot_base_[R], 0);
-  for (int64_t t = 0; t < T; ++t) {
-    for (int j = 0; j < K; ++j) {
-      const int e = topk_ids[t * K + j];
-      const int dest = placement_->RankFor(e, t + me);
-      const int32_t block = static_cast<int32_t>(slot_base_[dest] + slot_on_[dest][e]);
-      block_of[t * K + j] = block;
-      ++send_counts_[block];
-    }
-  }
-  // Layout of rows_: per destination, its small blocks (coalesced into one message) and then its
-  // large blocks (one message each), each group in expert order; within a block, token order.
+  // 1. The plan: every (token, choice) row's destination, block and place in the send buffer.
+  PlanOrigin(*placement_, blocks_, me, topk_ids, T, K, large_block_rows_, &origin_);
   const int64_t row_bytes = H * static_cast<int64_t>(sizeof(float));
-  send_start_.assign(slot_base_[R], 0);
-  dest_begin_.assign(R + 1, 0);
-  small_rows_to_.assign(R, 0);
-  {
-    int64_t n = 0;
-    for (int d = 0; d < R; ++d) {
-      dest_begin_[d] = n;
-      for (int pass = 0; pass < 2; ++pass) {
-        for (int64_t b = slot_base_[d]; b < slot_base_[d + 1]; ++b) {
-          if (IsLarge(send_counts_[b]) != (pass == 1)) continue;
-          send_start_[b] = n;
-          n += send_counts_[b];
-          if (pass == 0) small_rows_to_[d] += send_counts_[b];
-        }
-      }
-    }
-    dest_begin_[R] = n;
-  }
   const int64_t S = T * K;
-  row_of_.resize(static_cast<size_t>(S));
-  row_token_.resize(static_cast<size_t>(S));
-  {
-    std::vector<int64_t>& cursor = cursor_;
-    cursor.assign(send_start_.begin(), send_start_.end());
-    for (int64_t t = 0; t < T; ++t) {
-      for (int j = 0; j < K; ++j) {
-        const int64_t r = cursor[block_of[t * K + j]]++;
-        row_of_[t * K + j] = r;
-        row_token_[r] = static_cast<int32_t>(t);
-      }
-    }
-  }
-  // Summation order of each token's choices: ascending expert id.
-  sum_order_.resize(static_cast<size_t>(S));
-  for (int64_t t = 0; t < T; ++t) {
-    int8_t* o = sum_order_.data() + t * K;
-    for (int j = 0; j < K; ++j) o[j] = static_cast<int8_t>(j);
-    std::sort(o, o + K, [&](int8_t a, int8_t b) { return topk_ids[t * K + a] < topk_ids[t * K + b]; });
-  }
 
   // 2. Counts first. Every peer gets one message: the counts of its own experts, followed — when
   //    the rows for it total at most kEagerBytes — by those rows, so that decode-sized steps need no
   //    separate round trip for the counts. The receiver posts a receive of the largest size such a
   //    message can have and reads the counts from its head.
   rows_to_.assign(R, 0);
-  for (int d = 0; d < R; ++d) rows_to_[d] = dest_begin_[d + 1] - dest_begin_[d];
+  for (int d = 0; d < R; ++d) rows_to_[d] = origin_.dest_begin[d + 1] - origin_.dest_begin[d];
   const int64_t eager_words = (kEagerBytes + 7) / 8;
   std::vector<int64_t>& head_send = head_send_;  // word offsets of each peer's message in eager_send_
   head_send.assign(R + 1, 0);
   for (int d = 0; d < R; ++d) {
-    const int64_t L_d = slot_base_[d + 1] - slot_base_[d];
+    const int64_t L_d = blocks_.slot_base[d + 1] - blocks_.slot_base[d];
     head_send[d + 1] = head_send[d] + (d == me ? 0 : L_d + (IsEager(rows_to_[d]) ? (rows_to_[d] * H + 1) / 2 : 0));
   }
   eager_send_.resize(static_cast<size_t>(head_send[R]));
@@ -136,16 +83,16 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   recvs_.clear();
   for (int d = 0; d < R; ++d) {
     if (d == me) continue;
-    const int64_t L_d = slot_base_[d + 1] - slot_base_[d];
-    std::copy_n(send_counts_.data() + slot_base_[d], L_d, eager_send_.data() + head_send[d]);
+    const int64_t L_d = blocks_.slot_base[d + 1] - blocks_.slot_base[d];
+    std::copy_n(origin_.send_counts.data() + blocks_.slot_base[d], L_d, eager_send_.data() + head_send[d]);
     sends_.push_back({d, eager_send_.data() + head_send[d], (head_send[d + 1] - head_send[d]) * 8});
     recvs_.push_back({d, eager_recv_.data() + d * (L + eager_words), (L + eager_words) * 8, &eager_received_[d]});
   }
   auto pack_eager = [&](int d) {
     if (d == me || !IsEager(rows_to_[d])) return;
-    float* dst = reinterpret_cast<float*>(eager_send_.data() + head_send[d] + (slot_base_[d + 1] - slot_base_[d]));
-    for (int64_t r = dest_begin_[d]; r < dest_begin_[d + 1]; ++r) {
-      std::memcpy(dst + (r - dest_begin_[d]) * H, x + static_cast<int64_t>(row_token_[r]) * H,
+    float* dst = reinterpret_cast<float*>(eager_send_.data() + head_send[d] + (blocks_.slot_base[d + 1] - blocks_.slot_base[d]));
+    for (int64_t r = origin_.dest_begin[d]; r < origin_.dest_begin[d + 1]; ++r) {
+      std::memcpy(dst + (r - origin_.dest_begin[d]) * H, x + static_cast<int64_t>(origin_.row_token[r]) * H,
                   static_cast<size_t>(row_bytes));
     }
   };
@@ -154,7 +101,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   rows_from_.assign(R, 0);
   for (int src = 0; src < R; ++src) {
     const int64_t* counts =
-        src == me ? send_counts_.data() + slot_base_[me] : eager_recv_.data() + src * (L + eager_words);
+        src == me ? origin_.send_counts.data() + blocks_.slot_base[me] : eager_recv_.data() + src * (L + eager_words);
     for (int i = 0; i < L; ++i) {
       const int64_t c = counts[i];
       if (c < 0 || c > (int64_t{1} << 31)) {
@@ -173,29 +120,14 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
     }
   }
 
-  // 3. Expert-major layout: expert i's rows from origin 0, then origin 1, ...
-  expert_offsets_.assign(L + 1, 0);
-  recv_start_.assign(static_cast<size_t>(R) * L, 0);
-  for (int i = 0; i < L; ++i) {
-    int64_t n = expert_offsets_[i];
-    for (int src = 0; src < R; ++src) {
-      recv_start_[src * L + i] = n;
-      n += recv_counts_[src * L + i];
-    }
-    expert_offsets_[i + 1] = n;
-  }
-  const int64_t M = expert_offsets_[L];
+  // 3. Expert-major layout: expert i's rows from origin 0, then origin 1, ...; small blocks from each
+  //    origin travel as one message through a staging area, in expert order (for origins whose rows
+  //    came with the counts, only on the way back).
+  PlanExpertSide(recv_counts_, R, L, me, large_block_rows_, &expert_);
+  const int64_t M = expert_.expert_offsets[L];
   expert_rows_.resize(static_cast<size_t>(M * H));
   rows_.resize(static_cast<size_t>(S * H));
-  // Small blocks from each origin travel as one message through a staging area, in expert order
-  // (for origins whose rows came with the counts, only on the way back).
-  small_begin_.assign(R + 1, 0);
-  for (int src = 0; src < R; ++src) {
-    int64_t n = 0;
-    for (int i = 0; i < L && src != me; ++i) n += IsLarge(recv_counts_[src * L + i]) ? 0 : recv_counts_[src * L + i];
-    small_begin_[src + 1] = small_begin_[src] + n;
-  }
-  staging_.resize(static_cast<size_t>(small_begin_[R] * H));
+  staging_.resize(static_cast<size_t>(expert_.small_begin[R] * H));
 
   // 4. The remaining rows. Per peer: the coalesced small blocks, then each large block landing in
   //    place. The send side is packed peer by peer just before that peer's messages are posted. Rows
@@ -205,34 +137,34 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   recvs_.clear();
   for (int d = 0; d < R; ++d) {
     if (d == me || IsEager(rows_to_[d])) continue;
-    sends_.push_back({d, rows_.data() + dest_begin_[d] * H, small_rows_to_[d] * row_bytes});
-    for (int64_t b = slot_base_[d]; b < slot_base_[d + 1]; ++b) {
-      if (IsLarge(send_counts_[b])) sends_.push_back({d, rows_.data() + send_start_[b] * H, send_counts_[b] * row_bytes});
+    sends_.push_back({d, rows_.data() + origin_.dest_begin[d] * H, origin_.small_rows_to[d] * row_bytes});
+    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+      if (IsLarge(origin_.send_counts[b])) sends_.push_back({d, rows_.data() + origin_.send_start[b] * H, origin_.send_counts[b] * row_bytes});
     }
   }
   for (int src = 0; src < R; ++src) {
     if (src == me || IsEager(rows_from_[src])) continue;
-    recvs_.push_back({src, staging_.data() + small_begin_[src] * H, (small_begin_[src + 1] - small_begin_[src]) * row_bytes});
+    recvs_.push_back({src, staging_.data() + expert_.small_begin[src] * H, (expert_.small_begin[src + 1] - expert_.small_begin[src]) * row_bytes});
     for (int i = 0; i < L; ++i) {
       const int64_t n = recv_counts_[src * L + i];
-      if (IsLarge(n)) recvs_.push_back({src, expert_rows_.data() + recv_start_[src * L + i] * H, n * row_bytes});
+      if (IsLarge(n)) recvs_.push_back({src, expert_rows_.data() + expert_.recv_start[src * L + i] * H, n * row_bytes});
     }
   }
   auto pack = [&](int d) {
     if (d == me) {
       for (int i = 0; i < L; ++i) {
-        const int64_t b = slot_base_[me] + i;
-        float* dst = expert_rows_.data() + recv_start_[me * L + i] * H;
-        for (int64_t k = 0; k < send_counts_[b]; ++k) {
-          std::memcpy(dst + k * H, x + static_cast<int64_t>(row_token_[send_start_[b] + k]) * H,
+        const int64_t b = blocks_.slot_base[me] + i;
+        float* dst = expert_rows_.data() + expert_.recv_start[me * L + i] * H;
+        for (int64_t k = 0; k < origin_.send_counts[b]; ++k) {
+          std::memcpy(dst + k * H, x + static_cast<int64_t>(origin_.row_token[origin_.send_start[b] + k]) * H,
                       static_cast<size_t>(row_bytes));
         }
       }
       return;
     }
     if (IsEager(rows_to_[d])) return;
-    for (int64_t r = dest_begin_[d]; r < dest_begin_[d + 1]; ++r) {
-      std::memcpy(rows_.data() + r * H, x + static_cast<int64_t>(row_token_[r]) * H, static_cast<size_t>(row_bytes));
+    for (int64_t r = origin_.dest_begin[d]; r < origin_.dest_begin[d + 1]; ++r) {
+      std::memcpy(rows_.data() + r * H, x + static_cast<int64_t>(origin_.row_token[r]) * H, static_cast<size_t>(row_bytes));
     }
   };
   SHOAL_RETURN_IF_ERROR(Remember(group_->SendRecv(sends_, recvs_, deadline, pack)));
@@ -257,25 +189,25 @@ Status ExpertExchange::Combine(Deadline deadline) {
   MoveSmallBlocks(/*to_experts=*/false);
   // This rank's own rows: expert-major place → where the origin side expects them.
   for (int i = 0; i < L; ++i) {
-    const int64_t b = slot_base_[me] + i;
-    std::memcpy(rows_.data() + send_start_[b] * H, expert_rows_.data() + recv_start_[me * L + i] * H,
-                static_cast<size_t>(send_counts_[b] * row_bytes));
+    const int64_t b = blocks_.slot_base[me] + i;
+    std::memcpy(rows_.data() + origin_.send_start[b] * H, expert_rows_.data() + expert_.recv_start[me * L + i] * H,
+                static_cast<size_t>(origin_.send_counts[b] * row_bytes));
   }
   sends_.clear();
   recvs_.clear();
   for (int src = 0; src < R; ++src) {
     if (src == me) continue;
-    sends_.push_back({src, staging_.data() + small_begin_[src] * H, (small_begin_[src + 1] - small_begin_[src]) * row_bytes});
+    sends_.push_back({src, staging_.data() + expert_.small_begin[src] * H, (expert_.small_begin[src + 1] - expert_.small_begin[src]) * row_bytes});
     for (int i = 0; i < L; ++i) {
       const int64_t n = recv_counts_[src * L + i];
-      if (IsLarge(n)) sends_.push_back({src, expert_rows_.data() + recv_start_[src * L + i] * H, n * row_bytes});
+      if (IsLarge(n)) sends_.push_back({src, expert_rows_.data() + expert_.recv_start[src * L + i] * H, n * row_bytes});
     }
   }
   for (int d = 0; d < R; ++d) {
     if (d == me) continue;
-    recvs_.push_back({d, rows_.data() + dest_begin_[d] * H, small_rows_to_[d] * row_bytes});
-    for (int64_t b = slot_base_[d]; b < slot_base_[d + 1]; ++b) {
-      if (IsLarge(send_counts_[b])) recvs_.push_back({d, rows_.data() + send_start_[b] * H, send_counts_[b] * row_bytes});
+    recvs_.push_back({d, rows_.data() + origin_.dest_begin[d] * H, origin_.small_rows_to[d] * row_bytes});
+    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+      if (IsLarge(origin_.send_counts[b])) recvs_.push_back({d, rows_.data() + origin_.send_start[b] * H, origin_.send_counts[b] * row_bytes});
     }
   }
   SHOAL_RETURN_IF_ERROR(Remember(group_->SendRecv(sends_, recvs_, deadline)));
@@ -293,7 +225,7 @@ void ExpertExchange::MoveSmallBlocks(bool to_experts) {
   const int64_t eager_words = (kEagerBytes + 7) / 8;
   for (int src = 0; src < R; ++src) {
     if (src == group_->rank()) continue;  // own rows never go through staging
-    int64_t at = small_begin_[src];
+    int64_t at = expert_.small_begin[src];
     // Rows that came with the counts sit in that message, right after its L counts.
     const bool eager = to_experts && IsEager(rows_from_[src]);
     const float* from = eager ? reinterpret_cast<const float*>(eager_recv_.data() + src * (L + eager_words) + L)
@@ -303,9 +235,9 @@ void ExpertExchange::MoveSmallBlocks(bool to_experts) {
       const int64_t n = recv_counts_[src * L + i];
       if (n == 0 || IsLarge(n)) continue;
       if (to_experts) {
-        std::memcpy(expert_rows_.data() + recv_start_[src * L + i] * H, from + (at - from_at) * H, n * H * sizeof(float));
+        std::memcpy(expert_rows_.data() + expert_.recv_start[src * L + i] * H, from + (at - from_at) * H, n * H * sizeof(float));
       } else {
-        std::memcpy(staging_.data() + at * H, expert_rows_.data() + recv_start_[src * L + i] * H, n * H * sizeof(float));
+        std::memcpy(staging_.data() + at * H, expert_rows_.data() + expert_.recv_start[src * L + i] * H, n * H * sizeof(float));
       }
       at += n;
     }
@@ -319,7 +251,7 @@ void ExpertExchange::WeightedSum(float* out) const {
     float* o = out + t * H;
     std::fill(o, o + H, 0.0f);
     for (int k = 0; k < K; ++k) {
-      const int j = sum_order_[t * K + k];
+      const int j = origin_.sum_order[t * K + k];
       const float w = topk_weights_[t * K + j];
       const float* y = combined_row(t, j);
       for (int64_t i = 0; i < H; ++i) o[i] += y[i] * w;

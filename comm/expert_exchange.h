@@ -32,6 +32,7 @@
 #include <span>
 #include <vector>
 
+#include "comm/dispatch_plan.h"
 #include "comm/group.h"
 #include "comm/placement.h"
 #include "common/deadline.h"
@@ -59,15 +60,15 @@ class ExpertExchange {
 
   // After Dispatch: rows this rank must run, grouped by local expert.
   const std::vector<int>& local_experts() const { return local_experts_; }
-  std::span<const int64_t> expert_offsets() const { return expert_offsets_; }
-  int64_t num_expert_rows() const { return expert_offsets_.back(); }
+  std::span<const int64_t> expert_offsets() const { return expert_.expert_offsets; }
+  int64_t num_expert_rows() const { return expert_.expert_offsets.back(); }
   const float* expert_rows() const { return expert_rows_.data(); }
   // The same buffer as expert_rows(), for writing each row's output over it.
   float* expert_out() { return expert_rows_.data(); }
 
   Status Combine(Deadline deadline);
   // After Combine: [H] output of token t's j-th choice (topk_ids[t * K + j]).
-  const float* combined_row(int64_t t, int j) const { return rows_.data() + row_of_[t * top_k_ + j] * hidden_; }
+  const float* combined_row(int64_t t, int j) const { return rows_.data() + origin_.row_of[t * top_k_ + j] * hidden_; }
   // out [T, H], T of the last Dispatch.
   void WeightedSum(float* out) const;
 
@@ -82,7 +83,7 @@ class ExpertExchange {
   // blocks between two ranks are coalesced into one message (and copied in and out of staging_),
   // since a message per block costs a rendezvous each. Both sides decide from the exchanged counts.
   static constexpr int64_t kLargeBlockBytes = 64 * 1024;
-  bool IsLarge(int64_t rows) const { return rows * hidden_ * static_cast<int64_t>(sizeof(float)) >= kLargeBlockBytes; }
+  bool IsLarge(int64_t rows) const { return rows >= large_block_rows_; }
   // Rows between two ranks totalling at most kEagerBytes travel in the counts message itself. Below
   // kLargeBlockBytes, so every block of such a pair is small.
   static constexpr int64_t kEagerBytes = kLargeBlockBytes - 1;
@@ -98,36 +99,26 @@ class ExpertExchange {
   const Placement* placement_;
   int64_t hidden_;
   int top_k_;
+  int64_t large_block_rows_;  // rows of a block of kLargeBlockBytes
+  BlockTable blocks_;
   std::vector<int> local_experts_;
-  std::vector<std::vector<int>> slot_on_;  // [R][E] expert → its index among rank r's experts, or -1
-  std::vector<int64_t> slot_base_;         // [R + 1] prefix sums of experts per rank (flat count layout)
 
-  // Origin side of the step in flight.
+  // The step in flight (comm/dispatch_plan.h): the origin side's routing and send layout, and the
+  // expert side's layout of what arrived.
   int64_t num_tokens_ = 0;
   const int32_t* topk_ids_ = nullptr;
   const float* topk_weights_ = nullptr;
-  std::vector<int64_t> send_counts_;  // [slot_base_[R]] rows per (destination, its local expert)
-  std::vector<int64_t> send_start_;   // same shape: first row of each block in rows_
-  std::vector<int64_t> row_of_;       // [T, K] row of each (token, choice) in rows_
-  std::vector<int32_t> row_token_;    // [rows] the token each packed row comes from
-  std::vector<int8_t> sum_order_;     // [T, K] choices in ascending expert order
+  OriginPlan origin_;
+  ExpertPlan expert_;
   std::vector<float> rows_;           // dispatch send buffer, then combine receive buffer
-  std::vector<int64_t> dest_begin_;   // [R + 1] first row of each destination in rows_
-  std::vector<int64_t> small_rows_to_;  // [R] rows in each destination's coalesced message
-
-  // Expert side.
   std::vector<int64_t> recv_counts_;  // [R, L] rows per (origin, local expert)
-  std::vector<int64_t> recv_start_;   // [R, L] first row of each block in expert_rows_
-  std::vector<int64_t> expert_offsets_{0};
-  std::vector<float> expert_rows_;  // rows in, then (in place) outputs out
-  std::vector<int64_t> small_begin_;  // [R + 1] each origin's coalesced rows in staging_
+  std::vector<float> expert_rows_;    // rows in, then (in place) outputs out
   std::vector<float> staging_;
   std::vector<int64_t> eager_send_, eager_recv_;  // counts messages (+ rows when eager), per peer
   std::vector<int64_t> eager_received_;           // [R] bytes that arrived in each
 
   std::vector<int64_t> rows_to_, rows_from_;
-  std::vector<int32_t> block_of_;     // Dispatch scratch, kept so the per-layer path does not allocate
-  std::vector<int64_t> cursor_, head_send_;
+  std::vector<int64_t> head_send_;  // Dispatch scratch, kept so the per-layer path does not allocate
   std::vector<Group::SendBlock> sends_;
   std::vector<Group::RecvBlock> recvs_;
   ExchangeCounters counters_;
