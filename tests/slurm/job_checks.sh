@@ -200,3 +200,35 @@ check_dp_groups() {
   echo "ok   cluster.groups: 2 in one job: two engine groups of one rank each, both serving"
   job=""
 }
+
+# parallel.attention_tp: 2 over the job's 2 tasks: one replica of two TP ranks, serving transformers'
+# tokens, shown in /v1/cluster; a TP size that does not divide the group is refused before anything starts.
+check_attention_tp() {
+  local url tp_yaml=$tmp/shoal-tp.yaml bad_yaml=$tmp/shoal-tp4.yaml
+  { cat "$tmp/shoal.yaml"; printf 'parallel:\n  attention_tp: 2\n'; } > "$tp_yaml"
+  SUBMIT_CONFIG=$tp_yaml submit tp.out
+  url=$(cat "$tmp/shoal-$job.url")
+  check_job_serving "$url" "$job" || fail "requests to the attention-TP job"
+  python3 - "$url" "slurm-$job" <<'PY' || fail "/v1/cluster of the attention-TP job"
+import http.client, json, sys
+host, port = sys.argv[1][len("http://"):].rstrip("/").rsplit(":", 1)
+c = http.client.HTTPConnection(host, int(port), timeout=30)
+c.request("GET", "/v1/cluster")
+g = [g for g in json.loads(c.getresponse().read())["groups"] if g["name"] == sys.argv[2]][0]
+tp = sorted((r["replica"], r["tp_rank"]) for r in g["ranks"])
+assert g["attention_tp"] == 2 and g["replicas"] == 1 and tp == [(0, 0), (0, 1)], g
+PY
+  scancel "$job"
+  wait_job_gone 30 || fail "job $job still running 30 s after scancel"
+  no_shoal_left
+  job=""
+  { cat "$tmp/shoal.yaml"; printf 'parallel:\n  attention_tp: 4\n'; } > "$bad_yaml"
+  job=$(cd "$tmp" && sbatch --parsable "${SBATCH_ARGS[@]}" --output="$tmp/tp4.out" \
+          "$root/deploy/slurm/shoal.sbatch" "$bad_yaml")
+  job_out=tp4.out
+  wait_job_gone 30 || fail "the job with attention_tp 4 over 2 tasks did not end"
+  grep -q "attention_tp = 4 does not divide the 2 ranks" "$tmp/tp4.out" || fail "attention_tp 4 over 2 tasks was not refused by name"
+  no_shoal_left
+  echo "ok   parallel.attention_tp: 2 in a Slurm job serves as one replica of two TP ranks; 4 over 2 tasks is refused"
+  job=""
+}

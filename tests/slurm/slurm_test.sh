@@ -117,6 +117,7 @@ check_device_mismatch
 check_serving_then_scancel
 check_two_jobs
 check_dp_groups
+check_attention_tp
 check_worker_relaunch
 check_batch_term
 check_time_limit
