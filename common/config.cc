@@ -222,6 +222,24 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"text_threads", IntIn<int>(&sv.text_threads, 0, 256)},
                   {"metrics_vllm_names", [&](const YAML::Node& v, const std::string& w) {
                      return ReadScalar(v, w, &sv.metrics_vllm_names, "true or false");
+                   }},
+                  {"generation_config", [&](const YAML::Node& v, const std::string& w) -> Status {
+                     SHOAL_RETURN_IF_ERROR(ReadScalar(v, w, &sv.generation_config, "auto or vllm"));
+                     if (sv.generation_config != "auto" && sv.generation_config != "vllm") {
+                       return InvalidArgument(w + ": expected auto (the model's generation_config.json "
+                                                  "defaults) or vllm (none), got '" + sv.generation_config + "'");
+                     }
+                     return Status::Ok();
+                   }},
+                  {"reasoning_parser", [&](const YAML::Node& v, const std::string& w) -> Status {
+                     SHOAL_RETURN_IF_ERROR(ReadScalar(v, w, &sv.reasoning_parser, "none, qwen3 or deepseek_r1"));
+                     if (sv.reasoning_parser == "none") sv.reasoning_parser.clear();
+                     if (!sv.reasoning_parser.empty() && sv.reasoning_parser != "qwen3" &&
+                         sv.reasoning_parser != "deepseek_r1") {
+                       return InvalidArgument(w + ": expected none, qwen3 or deepseek_r1, got '" +
+                                              sv.reasoning_parser + "'");
+                     }
+                     return Status::Ok();
                    }}});
            }},
           {"cluster",
@@ -304,6 +322,8 @@ std::string EngineConfigYaml(const EngineConfig& c) {
   y << YAML::Key << "http_threads" << YAML::Value << s.http_threads;
   y << YAML::Key << "text_threads" << YAML::Value << s.text_threads;
   y << YAML::Key << "metrics_vllm_names" << YAML::Value << s.metrics_vllm_names;
+  y << YAML::Key << "generation_config" << YAML::Value << s.generation_config;
+  y << YAML::Key << "reasoning_parser" << YAML::Value << (s.reasoning_parser.empty() ? "none" : s.reasoning_parser);
   y << YAML::EndMap;
   y << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap;
   y << YAML::Key << "groups" << YAML::Value << c.cluster.groups;

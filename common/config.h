@@ -139,6 +139,12 @@ struct EngineConfig {
     int http_threads = 0;                // HTTP session threads; 0 = a quarter of the cores, 1 to 8
     int text_threads = 0;                // threads for templates and tokenizing; 0 = 2
     bool metrics_vllm_names = false;     // /metrics also under vLLM's names (vllm:…), for its dashboards
+    // "auto": generation_config.json's sampling defaults apply to requests that do not set them (vLLM's
+    // --generation-config auto); "vllm": they are ignored (OpenAI's defaults only).
+    std::string generation_config = "auto";
+    // vLLM's --reasoning-parser: "" (none), qwen3 or deepseek_r1 — <think>…</think> in a chat's output
+    // becomes reasoning_content (coordinator/reasoning.h).
+    std::string reasoning_parser;
   } server;
   struct Cluster {
     int groups = 1;

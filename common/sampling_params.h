@@ -21,8 +21,19 @@ struct SamplingParams {
   float top_p = 1.0f;              // (0, 1]; 1 = off
   float presence_penalty = 0.0f;   // [-2, 2], OpenAI semantics over the tokens generated so far
   float frequency_penalty = 0.0f;  // [-2, 2]
+  // min-p (vLLM, HF): after temperature, tokens whose probability is below min_p times the most
+  // likely one's are dropped. 0 = off; [0, 1].
+  float min_p = 0.0f;
+  // HF / vLLM repetition penalty over every token seen (prompt and output): a positive logit is
+  // divided by it, a negative one multiplied. 1 = off; (0, 100].
+  float repetition_penalty = 1.0f;
+  // The stop ids (EOS included) cannot be drawn before this many tokens were generated. 0 = off.
+  int32_t min_tokens = 0;
   uint64_t seed = 0;               // per request, so its tokens do not depend on its batch
 };
+
+// logit_bias entries a request may carry (OpenAI's values: [-100, 100] added to the logit).
+inline constexpr int kMaxLogitBias = 1024;
 
 // The seed of the random draw for a request's `index`-th generated token (0-based): a function of
 // the request's seed and the position alone (splitmix64 of both), so a request recomputed after

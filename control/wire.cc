@@ -152,9 +152,14 @@ void Encode(Writer& w, const Submit& m) {
   w.Put(m.sampling.presence_penalty);
   w.Put(m.sampling.frequency_penalty);
   w.Put(m.sampling.seed);
+  w.Put(m.sampling.min_p);
+  w.Put(m.sampling.repetition_penalty);
+  w.Put(m.sampling.min_tokens);
   w.PutVector(m.stop_ids);
   w.PutVector(m.prompt);
   w.Put(m.resumed_output);
+  w.PutVector(m.bias_ids);
+  w.PutVector(m.bias_values);
 }
 void Encode(Writer& w, const Cancel& m) { w.Put(m.request); }
 void Encode(Writer& w, const Tokens& m) {
@@ -273,10 +278,29 @@ StatusOr<Message> DecodeSubmit(Reader& r) {
   m.sampling.presence_penalty = r.GetFinite("presence_penalty");
   m.sampling.frequency_penalty = r.GetFinite("frequency_penalty");
   m.sampling.seed = r.Get<uint64_t>("seed");
+  m.sampling.min_p = r.GetFinite("min_p");
+  m.sampling.repetition_penalty = r.GetFinite("repetition_penalty");
+  m.sampling.min_tokens = r.Get<int32_t>("min_tokens");
   m.stop_ids = r.GetVector<int32_t>("stop_ids", kMaxStopIds);
   m.prompt = r.GetVector<int32_t>("prompt", kMaxTokensPerRequest);
   m.resumed_output = r.Get<uint32_t>("resumed_output");
+  m.bias_ids = r.GetVector<int32_t>("bias_ids", kMaxLogitBias);
+  m.bias_values = r.GetVector<float>("bias_values", kMaxLogitBias);
   if (r.ok()) {
+    if (!(m.sampling.min_p >= 0 && m.sampling.min_p <= 1)) r.Fail("min_p", "is outside [0, 1]");
+    if (!(m.sampling.repetition_penalty > 0 && m.sampling.repetition_penalty <= 100)) {
+      r.Fail("repetition_penalty", "is outside (0, 100]");
+    }
+    if (m.sampling.min_tokens < 0 || static_cast<uint32_t>(m.sampling.min_tokens) > m.max_tokens) {
+      r.Fail("min_tokens", "is outside [0, max_tokens]");
+    }
+    if (m.bias_ids.size() != m.bias_values.size()) r.Fail("bias_values", "does not match bias_ids");
+    for (int32_t t : m.bias_ids) {
+      if (t < 0) r.Fail("bias_ids", "negative token id " + std::to_string(t));
+    }
+    for (float v : m.bias_values) {
+      if (!(v >= -100 && v <= 100)) r.Fail("bias_values", "a bias outside [-100, 100]");
+    }
     if (m.max_tokens == 0) r.Fail("max_tokens", "is 0");
     if (m.prompt.empty()) r.Fail("prompt", "is empty");
     if (m.resumed_output >= m.prompt.size() || m.resumed_output >= m.max_tokens) {

@@ -117,6 +117,9 @@ struct Submit {
   // A request resumed after its group failed: the last resumed_output prompt tokens are its own
   // earlier output (they count toward max_tokens and the penalties; sampling continues after them).
   uint32_t resumed_output = 0;
+  // OpenAI logit_bias: bias_values[i] added to token bias_ids[i]'s logit (≤ kMaxLogitBias entries).
+  std::vector<int32_t> bias_ids;
+  std::vector<float> bias_values;
 };
 
 struct Cancel {

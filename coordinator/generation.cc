@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <random>
 
 #include "coordinator/control_plane.h"
@@ -59,22 +60,9 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
     out.model = cr.model;
     out.sampling = std::move(cr.sampling);
     out.stream = cr.stream, out.include_usage = cr.include_usage, out.return_token_ids = cr.return_token_ids;
-    if (!m.chat_template) {
-      return BadRequest("model " + m.name + " has no chat template (tokenizer_config.json chat_template); "
-                        "use /v1/completions");
-    }
-    ChatTemplateOptions o;
-    o.add_generation_prompt = cr.add_generation_prompt;
-    o.bos_token = m.bos_token;
-    o.eos_token = m.eos_token;
-    o.tools = cr.tools;
-    o.extra = cr.chat_template_kwargs;
-    StatusOr<std::string> rendered = RenderChatTemplate(*m.chat_template, cr.messages, o);
-    // A template that raises (say, roles that do not alternate) is about the client's messages.
-    if (!rendered.ok()) return BadRequest(rendered.status().message(), "messages");
-    StatusOr<std::vector<int32_t>> ids = m.tokenizer->Encode(*rendered, /*add_special_tokens=*/false);
-    if (!ids.ok()) return BadRequest(ids.status().message(), "messages");
-    prompt = std::move(*ids);
+    auto ids = ChatPromptIds(m, cr);
+    if (auto* e = std::get_if<api::ApiError>(&ids)) return *e;
+    prompt = std::move(std::get<std::vector<int32_t>>(ids));
   } else {
     auto parsed = api::ParseCompletionRequest(req.body());
     if (auto* e = std::get_if<api::ApiError>(&parsed)) return *e;
@@ -107,6 +95,10 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
     }
   }
   if (!out.sampling.has_seed) out.sampling.params.seed = Rng()();
+  for (int32_t t : out.sampling.bias_ids) {
+    if (t >= m.vocab) return BadRequest("logit_bias token id " + std::to_string(t) + " is outside the vocabulary", "logit_bias");
+  }
+  m.ApplySamplingDefaults(&out.sampling);
   return out;
 }
 
@@ -243,6 +235,8 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   a.sampling = so.params;
   a.ignore_eos = so.ignore_eos;
   a.stop_ids = so.stop_token_ids;
+  a.bias_ids = so.bias_ids;
+  a.bias_values = so.bias_values;
   a.sink = s;
   a.arrival = arrival;
   if (!p.stream && env.cfg.server.request_timeout_s > 0) {
@@ -276,8 +270,16 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     if (s->error) co_return co_await WriteError(x.stream, req, *s->error);
     if (s->finish_reason == "cancelled") co_return false;  // the client is gone
     const std::vector<int32_t>* token_ids = p.return_token_ids ? &s->output_ids : nullptr;
-    std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, s->text, s->finish_reason, usage(),
-                                                prompt_ids, token_ids)
+    std::string reasoning, content;
+    const bool split = chat && env.model.reasoning != ReasoningFormat::kNone;
+    if (split) {
+      ReasoningSplitter splitter(env.model.reasoning);
+      splitter.Feed(s->text, &reasoning, &content);
+      splitter.Finish(&reasoning, &content);
+    }
+    std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, split ? content : s->text,
+                                                s->finish_reason, usage(), prompt_ids, token_ids,
+                                                split ? &reasoning : nullptr)
                             : api::CompletionResponse(api_id, created, env.model.name, s->text, s->finish_reason,
                                                       usage(), prompt_ids, token_ids);
     co_return co_await WriteResponse(x.stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
@@ -300,6 +302,21 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   // Chat sends its role first, with the prompt's ids; completions put them in the first content chunk.
   if (chat) writer.Role(&out, prompt_ids);
   bool prompt_ids_pending = !chat && prompt_ids != nullptr;
+  // With a reasoning parser, a chat's text splits into reasoning_content and content deltas.
+  std::optional<ReasoningSplitter> splitter;
+  if (chat && env.model.reasoning != ReasoningFormat::kNone) splitter.emplace(env.model.reasoning);
+  std::string reasoning, content;
+  auto emit_split = [&](bool last) {
+    reasoning.clear();
+    content.clear();
+    splitter->Feed(s->text, &reasoning, &content);
+    if (last) splitter->Finish(&reasoning, &content);
+    const std::vector<int32_t>* ids = p.return_token_ids && !s->chunk_ids.empty() ? &s->chunk_ids : nullptr;
+    if (!reasoning.empty()) writer.Reasoning(&out, reasoning, content.empty() ? ids : nullptr);
+    if (!content.empty() || (ids != nullptr && reasoning.empty())) writer.Content(&out, content, "", ids);
+    s->text.clear();
+    s->chunk_ids.clear();
+  };
   while (alive) {
     if (!out.empty()) {
       alive = co_await WriteChunk(x.stream, out);
@@ -309,7 +326,9 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     co_await s->WaitForNews();
     s->Process();
     ReportEndedHere(env, *s);
-    if (!s->text.empty() || (p.return_token_ids && !s->chunk_ids.empty())) {
+    if (splitter) {
+      emit_split(s->done);
+    } else if (!s->text.empty() || (p.return_token_ids && !s->chunk_ids.empty())) {
       writer.Content(&out, s->text, "", p.return_token_ids ? &s->chunk_ids : nullptr,
                      prompt_ids_pending ? prompt_ids : nullptr);
       prompt_ids_pending = false;
@@ -336,6 +355,25 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
 }
 
 }  // namespace
+
+std::variant<std::vector<int32_t>, api::ApiError> ChatPromptIds(const ServedModel& m, const api::ChatRequest& cr) {
+  if (!m.chat_template) {
+    return BadRequest("model " + m.name + " has no chat template (tokenizer_config.json chat_template); "
+                      "use /v1/completions");
+  }
+  ChatTemplateOptions o;
+  o.add_generation_prompt = cr.add_generation_prompt;
+  o.bos_token = m.bos_token;
+  o.eos_token = m.eos_token;
+  o.tools = cr.tools;
+  o.extra = cr.chat_template_kwargs;
+  StatusOr<std::string> rendered = RenderChatTemplate(*m.chat_template, cr.messages, o);
+  // A template that raises (say, roles that do not alternate) is about the client's messages.
+  if (!rendered.ok()) return BadRequest(rendered.status().message(), "messages");
+  StatusOr<std::vector<int32_t>> ids = m.tokenizer->Encode(*rendered, /*add_special_tokens=*/false);
+  if (!ids.ok()) return BadRequest(ids.status().message(), "messages");
+  return std::move(*ids);
+}
 
 awaitable<bool> HandleCompletion(HandlerEnv& env, Exchange& x) { return Generate(env, x, /*chat=*/false); }
 awaitable<bool> HandleChatCompletion(HandlerEnv& env, Exchange& x) { return Generate(env, x, /*chat=*/true); }

@@ -8,9 +8,19 @@
 // sees the request, so a client may retry any error response safely.
 #pragma once
 
+#include <variant>
+#include <vector>
+
 #include "coordinator/http_server.h"
+#include "coordinator/openai_api.h"
+#include "coordinator/served_model.h"
 
 namespace shoal::coord {
+
+// The prompt ids of a chat request: its messages through the model's chat template (tools and
+// chat_template_kwargs passed on), tokenized without adding special tokens — what /v1/chat/completions
+// and /tokenize both use. A 400 naming `messages` when the template raises or there is none.
+std::variant<std::vector<int32_t>, api::ApiError> ChatPromptIds(const ServedModel& m, const api::ChatRequest& cr);
 
 awaitable<bool> HandleCompletion(HandlerEnv& env, Exchange& x);
 awaitable<bool> HandleChatCompletion(HandlerEnv& env, Exchange& x);

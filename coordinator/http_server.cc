@@ -31,7 +31,12 @@ void CountHttpRequest(Metrics& m, const std::string& path) {
   m.counter("shoal_http_requests_total", "HTTP requests received", {{"path", PathLabel(path)}}).Inc();
 }
 
-// API keys guard /v1 (like vLLM's --api-key); /health, /ready and /metrics stay open for probes.
+// API keys guard /v1 (like vLLM's --api-key) and the tokenizer endpoints; /health, /ready, /metrics
+// and /version stay open for probes.
+bool NeedsApiKey(const std::string& path) {
+  return path.rfind("/v1/", 0) == 0 || path == "/tokenize" || path == "/detokenize";
+}
+
 bool HasApiKey(const http::request_header<>& head, const std::vector<std::string>& keys) {
   const auto field = head[http::field::authorization];
   const std::string_view auth(field.data(), field.size());
@@ -156,7 +161,7 @@ awaitable<void> HttpFrontEnd::Session(HandlerEnv& env, tcp::socket socket, size_
       const auto& head = parser.get();
       const std::string target(head.target().data(), head.target().size());
       const std::string path = target.substr(0, target.find('?'));
-      if (!api_keys.empty() && path.rfind("/v1/", 0) == 0 && !HasApiKey(head, api_keys)) {
+      if (!api_keys.empty() && NeedsApiKey(path) && !HasApiKey(head, api_keys)) {
         stream.expires_never();
         CountHttpRequest(metrics_, path);
         Request stub;

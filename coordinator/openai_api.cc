@@ -1,6 +1,8 @@
 #include "coordinator/openai_api.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <exception>
 #include <limits>
@@ -237,6 +239,54 @@ Err ParseSampling(const json& obj, bool chat, SamplingOptions* s) {
   if (auto e = GetFloat(obj, "frequency_penalty", -2.0, 2.0, false, &p.frequency_penalty)) return e;
   if (auto e = GetInt(obj, "top_k", -1, kInt32Max, "-1 (off), 0 (off) or an integer >= 1", &i)) return e;
   if (Field(obj, "top_k") != nullptr) p.top_k = i <= 0 ? 0 : static_cast<int32_t>(i);
+  if (auto e = GetFloat(obj, "min_p", 0.0, 1.0, false, &p.min_p)) return e;
+  if (auto e = GetFloat(obj, "repetition_penalty", 0.0, 100.0, true, &p.repetition_penalty)) return e;
+  if (auto e = GetInt(obj, "min_tokens", 0, kInt32Max, "an integer >= 0", &i)) return e;
+  if (Field(obj, "min_tokens") != nullptr) p.min_tokens = static_cast<int32_t>(i);
+  if (s->max_tokens >= 0 && p.min_tokens > s->max_tokens) {
+    return InvalidRequest("min_tokens (" + std::to_string(p.min_tokens) + ") must not exceed max_tokens (" +
+                              std::to_string(s->max_tokens) + ")",
+                          "min_tokens");
+  }
+  const std::pair<const char*, uint32_t> given[] = {{"temperature", SamplingOptions::kTemperature},
+                                                    {"top_p", SamplingOptions::kTopP},
+                                                    {"top_k", SamplingOptions::kTopK},
+                                                    {"min_p", SamplingOptions::kMinP},
+                                                    {"repetition_penalty", SamplingOptions::kRepetitionPenalty}};
+  for (const auto& [key, bit] : given) {
+    if (Field(obj, key) != nullptr) s->given |= bit;
+  }
+  if (const json* v = Field(obj, "logit_bias")) {
+    if (!v->is_object()) return TypeError("logit_bias", "an object mapping token ids to biases", *v);
+    if (v->size() > static_cast<size_t>(kMaxLogitBias)) {
+      return InvalidRequest("logit_bias has " + std::to_string(v->size()) + " entries; at most " +
+                                std::to_string(kMaxLogitBias) + " are allowed",
+                            "logit_bias");
+    }
+    std::vector<std::pair<int32_t, float>> bias;
+    for (const auto& [key, value] : v->items()) {
+      char* end = nullptr;
+      const long long id = key.empty() || key.size() > 10 ? -1 : std::strtoll(key.c_str(), &end, 10);
+      if (id < 0 || id > kInt32Max || end == nullptr || *end != '\0') {
+        return InvalidRequest("logit_bias keys must be token ids, got \"" + key.substr(0, 32) + "\"", "logit_bias");
+      }
+      if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < -100 ||
+          value.get<double>() > 100) {
+        return InvalidRequest("logit_bias[" + key + "] must be a number in [-100, 100], got " + Show(value), "logit_bias");
+      }
+      bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(value.get<double>()));
+    }
+    std::sort(bias.begin(), bias.end());
+    for (size_t k = 1; k < bias.size(); ++k) {
+      if (bias[k].first == bias[k - 1].first) {
+        return InvalidRequest("logit_bias names token " + std::to_string(bias[k].first) + " twice", "logit_bias");
+      }
+    }
+    for (const auto& [id, b] : bias) {
+      s->bias_ids.push_back(id);
+      s->bias_values.push_back(b);
+    }
+  }
   if (const json* v = Field(obj, "seed")) {
     s->has_seed = true;
     if (v->is_number_unsigned()) {
@@ -271,13 +321,6 @@ Err RejectUnsupported(const json& obj) {
   if (auto e = Unsupported(obj, "prompt_logprobs", never, "logprobs are not returned")) return e;
   if (auto e = Unsupported(obj, "echo", IsFalse, "the prompt is not echoed")) return e;
   if (auto e = Unsupported(obj, "use_beam_search", IsFalse, "no beam search")) return e;
-  if (auto e = Unsupported(obj, "logit_bias", [](const json& v) { return v.is_object() && v.empty(); },
-                           "no logit bias")) {
-    return e;
-  }
-  if (auto e = Unsupported(obj, "min_tokens", zero, "no minimum length")) return e;
-  if (auto e = Unsupported(obj, "min_p", zero, "no min-p sampling")) return e;
-  if (auto e = Unsupported(obj, "repetition_penalty", one, "no repetition penalty")) return e;
   auto text_format = [](const json& v) { return v.is_object() && v.value("type", json()) == "text"; };
   if (auto e = Unsupported(obj, "response_format", text_format, "no structured output")) return e;
   for (const char* key : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"}) {
@@ -561,6 +604,8 @@ ApiError FromStatus(const Status& status, std::string code) {
   }
 }
 
+bool ExceedsJsonDepth(std::string_view body) { return CheckDepth(body).has_value(); }
+
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body) {
   try {
     return ParseCompletionImpl(body);
@@ -598,10 +643,16 @@ std::string CompletionResponse(const std::string& id, int64_t created, const std
 
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                          const std::string& finish_reason, const Usage& usage,
-                         const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids) {
+                         const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
+                         const std::string* reasoning) {
   json message = json::object();
   message["role"] = "assistant";
-  message["content"] = text;
+  if (reasoning != nullptr) {
+    message["reasoning_content"] = reasoning->empty() ? json(nullptr) : json(*reasoning);
+    message["content"] = text.empty() ? json(nullptr) : json(text);
+  } else {
+    message["content"] = text;
+  }
   json choice = json::object();
   choice["index"] = 0;
   choice["message"] = std::move(message);

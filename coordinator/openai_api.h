@@ -51,6 +51,8 @@ std::string ErrorBody(const ApiError& e);  // the JSON text, no trailing newline
 
 // Bodies nested deeper than this ({ and [ levels) are rejected before parsing.
 inline constexpr int kMaxJsonDepth = 64;
+// Whether `body` nests deeper than kMaxJsonDepth (a bracket scan outside strings, before any parse).
+bool ExceedsJsonDepth(std::string_view body);
 // OpenAI's limit on stop sequences.
 inline constexpr int kMaxStopSequences = 4;
 // Total bytes of a request's stop sequences. Real ones are a few to a few hundred bytes; the cap bounds
@@ -78,6 +80,14 @@ struct SamplingOptions {
   std::vector<int32_t> stop_token_ids;  // vLLM extension; ≥ 0 (the vocabulary bound is the server's check)
   bool ignore_eos = false;              // vLLM extension
   bool skip_special_tokens = true;      // vLLM extension
+  // min_p [0, 1], repetition_penalty (0, 100], min_tokens ≥ 0 (≤ max_tokens when both are given) go in
+  // params; logit_bias {"token id": bias in [-100, 100]} (≤ kMaxLogitBias entries) here, ids ascending.
+  std::vector<int32_t> bias_ids;
+  std::vector<float> bias_values;
+  // Which sampling fields the request set, so the model's generation_config.json defaults fill the
+  // others (vLLM's --generation-config auto).
+  enum Given : uint32_t { kTemperature = 1, kTopP = 2, kTopK = 4, kMinP = 8, kRepetitionPenalty = 16 };
+  uint32_t given = 0;
 };
 
 // POST /v1/completions.
@@ -128,9 +138,12 @@ struct Usage {
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                const std::string& text, const std::string& finish_reason, const Usage& usage,
                                const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids);
+// `reasoning` non-null (a reasoning parser is on): the message's reasoning_content, and an empty
+// content renders as null, as vLLM does.
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                          const std::string& finish_reason, const Usage& usage,
-                         const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids);
+                         const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
+                         const std::string* reasoning = nullptr);
 
 // Streamed responses: coordinator/openai_stream.h.
 

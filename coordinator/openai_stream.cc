@@ -110,6 +110,15 @@ void StreamWriter::Content(std::string* out, std::string_view text, std::string_
   out->append("}]").append(usage_null_).append("}\n\n");
 }
 
+void StreamWriter::Reasoning(std::string* out, std::string_view text, const std::vector<int32_t>* token_ids) const {
+  out->append(head_).append(",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":");
+  AppendJsonString(out, text);
+  out->push_back('}');
+  AppendFinishReason(out, "");
+  if (token_ids != nullptr) AppendIds(out, "token_ids", *token_ids);
+  out->append("}]").append(usage_null_).append("}\n\n");
+}
+
 void StreamWriter::Finish(std::string* out, std::string_view finish_reason) const {
   if (!chat_) {
     Content(out, "", finish_reason);

@@ -84,6 +84,11 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
   e.submit.max_tokens = static_cast<uint32_t>(max_tokens);
   e.submit.ignore_eos = a.ignore_eos;
   e.submit.sampling = a.sampling;
+  // min_tokens counts toward max_tokens (vLLM refuses a larger one when max_tokens is given; a
+  // default max_tokens bounds it).
+  e.submit.sampling.min_tokens = static_cast<int32_t>(std::min<int64_t>(a.sampling.min_tokens, max_tokens));
+  e.submit.bias_ids = std::move(a.bias_ids);
+  e.submit.bias_values = std::move(a.bias_values);
   e.submit.stop_ids = std::move(a.stop_ids);
   if (!a.ignore_eos) {
     e.submit.stop_ids.insert(e.submit.stop_ids.end(), options_.eos_ids.begin(), options_.eos_ids.end());

@@ -74,6 +74,8 @@ class RequestTable {
     SamplingParams sampling;
     bool ignore_eos = false;
     std::vector<int32_t> stop_ids;  // the client's
+    std::vector<int32_t> bias_ids;  // logit_bias, checked against the vocabulary
+    std::vector<float> bias_values;
     std::shared_ptr<RequestSink> sink;
     Clock::time_point arrival{};
     Clock::time_point deadline = Clock::time_point::max();  // server.request_timeout_s (504 after it)

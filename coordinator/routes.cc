@@ -1,5 +1,5 @@
 // The route table, and the operational endpoints: /health, /ready, /metrics, /v1/models and
-// /v1/cluster. The generation endpoints are in generation.cc.
+// /v1/cluster. The generation endpoints are in generation.cc, the tokenizer ones in tokenize.cc.
 #include <time.h>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +7,7 @@
 #include "coordinator/control_plane.h"
 #include "coordinator/generation.h"
 #include "coordinator/http_server.h"
+#include "coordinator/tokenize.h"
 
 namespace shoal::coord {
 
@@ -81,6 +82,9 @@ constexpr Route kRoutes[] = {
     {"/v1/cluster", http::verb::get, ClusterEndpoint},
     {"/v1/completions", http::verb::post, HandleCompletion},
     {"/v1/chat/completions", http::verb::post, HandleChatCompletion},
+    {"/tokenize", http::verb::post, HandleTokenize},
+    {"/detokenize", http::verb::post, HandleDetokenize},
+    {"/version", http::verb::get, HandleVersion},
 };
 
 }  // namespace

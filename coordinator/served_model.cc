@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -36,7 +37,46 @@ void AddEosIds(const std::string& path, std::vector<int32_t>* ids) {
   }
 }
 
+// generation_config.json's sampling defaults, as vLLM reads them (keys absent, null or out of range
+// are left to OpenAI's defaults; a file that does not parse is an error naming it).
+Status ReadSamplingDefaults(const std::string& path, SamplingParams* p, uint32_t* given) {
+  std::ifstream in(path);
+  if (!in) return Status::Ok();
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument(path + ": not a JSON object");
+  using G = api::SamplingOptions;
+  auto number = [&](const char* key, double lo, double hi, bool lo_open, float* out, uint32_t bit) {
+    if (!j.contains(key) || !j[key].is_number()) return;
+    const double v = j[key].get<double>();
+    if (!std::isfinite(v) || (lo_open ? v <= lo : v < lo) || v > hi) return;
+    *out = static_cast<float>(v);
+    *given |= bit;
+  };
+  number("temperature", 0.0, 2.0, false, &p->temperature, G::kTemperature);
+  number("top_p", 0.0, 1.0, true, &p->top_p, G::kTopP);
+  number("min_p", 0.0, 1.0, false, &p->min_p, G::kMinP);
+  number("repetition_penalty", 0.0, 100.0, true, &p->repetition_penalty, G::kRepetitionPenalty);
+  if (j.contains("top_k") && j["top_k"].is_number_integer()) {
+    const int64_t k = j["top_k"].get<int64_t>();
+    if (k >= -1 && k <= (int64_t{1} << 30)) {
+      p->top_k = k <= 0 ? 0 : static_cast<int32_t>(k);
+      *given |= G::kTopK;
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+void ServedModel::ApplySamplingDefaults(api::SamplingOptions* s) const {
+  using G = api::SamplingOptions;
+  const uint32_t use = sampling_defaults_given & ~s->given;
+  if (use & G::kTemperature) s->params.temperature = sampling_defaults.temperature;
+  if (use & G::kTopP) s->params.top_p = sampling_defaults.top_p;
+  if (use & G::kTopK) s->params.top_k = sampling_defaults.top_k;
+  if (use & G::kMinP) s->params.min_p = sampling_defaults.min_p;
+  if (use & G::kRepetitionPenalty) s->params.repetition_penalty = sampling_defaults.repetition_penalty;
+}
 
 StatusOr<ServedModel> ServedModel::Load(const EngineConfig& cfg) {
   if (cfg.model_path.empty()) return InvalidArgument("no model: the config needs model.path (or pass --model)");
@@ -60,6 +100,11 @@ StatusOr<ServedModel> ServedModel::Load(const EngineConfig& cfg) {
   m.bos_token = m.tokenizer->bos_token().value_or("");
   m.eos_token = m.tokenizer->eos_token().value_or("");
   AddEosIds(cfg.model_path + "/generation_config.json", &m.eos_ids);
+  SHOAL_ASSIGN_OR_RETURN(m.reasoning, ParseReasoningFormat(cfg.server.reasoning_parser));
+  if (cfg.server.generation_config == "auto") {
+    SHOAL_RETURN_IF_ERROR(ReadSamplingDefaults(cfg.model_path + "/generation_config.json", &m.sampling_defaults,
+                                               &m.sampling_defaults_given));
+  }
   AddEosIds(cfg.model_path + "/config.json", &m.eos_ids);
   if (!m.eos_token.empty()) {
     if (auto id = m.tokenizer->TokenId(m.eos_token);

@@ -10,6 +10,8 @@
 
 #include "common/config.h"
 #include "common/status.h"
+#include "coordinator/openai_api.h"
+#include "coordinator/reasoning.h"
 #include "model/jinja/template.h"
 #include "model/tokenizer.h"
 
@@ -24,10 +26,20 @@ struct ServedModel {
   int64_t max_context = 0;       // max_position_embeddings, or engine.max_model_len when set (shorter)
   int32_t vocab = 0;             // the model's vocab_size (≥ the tokenizer's)
   int64_t created_unix = 0;      // for /v1/models
+  // generation_config.json's sampling defaults (temperature, top_p, top_k, min_p,
+  // repetition_penalty), applied to requests that do not set them (server.generation_config: auto,
+  // vLLM's default); `given` says which it has (api::SamplingOptions::Given bits). Empty with
+  // server.generation_config: vllm.
+  ReasoningFormat reasoning = ReasoningFormat::kNone;  // server.reasoning_parser
+  SamplingParams sampling_defaults;
+  uint32_t sampling_defaults_given = 0;
 
   // Reads cfg.model_path: config.json, the tokenizer, the chat template (parsed now, so a broken one
   // fails the start), the EOS ids. Errors name the file.
   static StatusOr<ServedModel> Load(const EngineConfig& cfg);
+
+  // The request's unset sampling fields from sampling_defaults.
+  void ApplySamplingDefaults(api::SamplingOptions* s) const;
 };
 
 }  // namespace shoal::coord

@@ -16,7 +16,7 @@ packages=(
   slurmctld slurmd slurm-client munge  # a real single-machine Slurm for the slurm test (not slurm-wlm: ~35 packages)
   iproute2 util-linux        # ip, tc, nsenter, unshare: hosts as network namespaces (tests/cluster)
   nftables                   # packet loss on a test-bed host's link (tests/cluster/chaos_hosts_test.sh)
-  python3                    # test helpers; the reference generator needs torch, see tools/reference
+  python3 python3-venv       # test helpers (and the openai SDK's venv below); the reference generator needs torch, see tools/reference
 )
 
 missing=()
@@ -33,4 +33,18 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all ${#packages[@]} packages present"
+fi
+
+# The official openai Python SDK, for the OpenAI-parity e2e test (tests/e2e/openai_sdk_test.py), in a
+# venv of the checkout's own (.venv-test, git-ignored), pinned. Without PyPI the test is skipped.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv=$repo/.venv-test
+if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+  if python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check "openai==3.63.0"; then
+    echo "setup: openai SDK installed in $venv"
+  else
+    echo "setup: could not install the openai SDK (no PyPI?); tests/e2e/openai_sdk_test.py will be skipped"
+  fi
+else
+  echo "setup: openai SDK present in $venv"
 fi

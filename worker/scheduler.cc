@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "control/admission.h"
 
@@ -42,6 +43,15 @@ Status Scheduler::Submit(ScheduledRequest r) {
                              std::to_string(c.vocab_size));
     }
   }
+  if (r.bias_ids.size() != r.bias_values.size() || r.bias_ids.size() > static_cast<size_t>(kMaxLogitBias)) {
+    return InvalidArgument(name + ": logit_bias ids and values do not pair up (or exceed " +
+                           std::to_string(kMaxLogitBias) + " entries)");
+  }
+  for (int32_t t : r.bias_ids) {
+    if (t < 0 || t >= c.vocab_size) {
+      return InvalidArgument(name + ": logit_bias token " + std::to_string(t) + " is outside the vocabulary");
+    }
+  }
   // The same check the coordinator admitted the request with (control/admission.h).
   const control::Fit fit = control::CheckFit(
       static_cast<int64_t>(r.prompt.size()) - r.resumed_output, r.max_tokens,
@@ -55,6 +65,10 @@ Status Scheduler::Submit(ScheduledRequest r) {
   s->generated = static_cast<int>(r.resumed_output);
   for (size_t i = r.prompt.size() - static_cast<size_t>(r.resumed_output); i < r.prompt.size(); ++i) {
     ++s->output_counts[r.prompt[i]];
+  }
+  if (r.sampling.repetition_penalty != 1.0f) {
+    s->seen.assign(static_cast<size_t>(c.vocab_size), 0);
+    for (int32_t t : r.prompt) s->seen[t] = 1;
   }
   s->req = std::move(r);
   s->submitted = std::chrono::steady_clock::now();
@@ -97,8 +111,23 @@ void Scheduler::FailAll(const std::string& why, std::vector<control::TokenEvent>
   }
 }
 
+// What the sampler draws from, in vLLM's order: logit_bias, the min_tokens mask of the stop ids, the
+// repetition penalty (prompt and output), presence/frequency penalties (output); then SampleToken:
+// temperature, min-p, top-k, top-p.
 void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events) {
   const ScheduledRequest& r = s->req;
+  for (size_t i = 0; i < r.bias_ids.size(); ++i) logits[r.bias_ids[i]] += r.bias_values[i];
+  if (s->generated < r.sampling.min_tokens) {
+    for (int32_t t : r.stop_ids) {
+      if (t >= 0 && t < static_cast<int32_t>(logits.size())) logits[t] = -INFINITY;
+    }
+  }
+  if (!s->seen.empty()) {
+    const float rp = r.sampling.repetition_penalty;
+    for (size_t t = 0; t < s->seen.size(); ++t) {
+      if (s->seen[t]) logits[t] = logits[t] > 0 ? logits[t] / rp : logits[t] * rp;
+    }
+  }
   if (r.sampling.presence_penalty != 0.0f || r.sampling.frequency_penalty != 0.0f) {
     for (const auto& [tok, n] : s->output_counts) {
       logits[tok] -= r.sampling.presence_penalty + r.sampling.frequency_penalty * static_cast<float>(n);
@@ -109,6 +138,7 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
   s->tokens.push_back(tok);
   ++s->generated;
   ++s->output_counts[tok];
+  if (!s->seen.empty()) s->seen[tok] = 1;
   control::TokenEvent e{r.id, tok, control::FinishReason::kNone, {}};
   if (std::find(r.stop_ids.begin(), r.stop_ids.end(), tok) != r.stop_ids.end()) {
     e.finish = control::FinishReason::kStop;

@@ -33,6 +33,8 @@ struct ScheduledRequest {
   // group failed): they count toward max_tokens and the penalties, and sampling goes on at their
   // position (TokenSeed), so the continuation equals an undisturbed run.
   int64_t resumed_output = 0;
+  std::vector<int32_t> bias_ids;   // logit_bias: bias_values[i] added to token bias_ids[i]
+  std::vector<float> bias_values;
 };
 
 struct SchedulerStats {
@@ -84,6 +86,7 @@ class Scheduler {
     SeqId seq = -1;               // engine sequence while running
     std::mt19937_64 rng;
     std::unordered_map<int32_t, int> output_counts;  // for the penalties
+    std::vector<uint8_t> seen;  // [vocab] tokens in the prompt or output (repetition_penalty only)
     // For the phase histograms: when it was submitted, first scheduled and gave its first token.
     std::chrono::steady_clock::time_point submitted, scheduled, first_token;
     bool was_scheduled = false, has_first_token = false;

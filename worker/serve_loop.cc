@@ -55,6 +55,8 @@ ScheduledRequest FromSubmit(control::Submit&& m) {
   r.sampling = m.sampling;
   r.stop_ids = std::move(m.stop_ids);
   r.resumed_output = m.resumed_output;
+  r.bias_ids = std::move(m.bias_ids);
+  r.bias_values = std::move(m.bias_values);
   return r;
 }
 

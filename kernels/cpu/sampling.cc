@@ -1,4 +1,4 @@
-// Token sampling: temperature, then top-k, then top-p (nucleus: the smallest set of most likely tokens
+// Token sampling: temperature, then min-p (drop tokens below min_p × the top probability), top-k, top-p (nucleus: the smallest set of most likely tokens
 // whose probability reaches p), then a draw from the caller's seeded generator. Greedy when the
 // temperature is below kGreedyBelowTemperature, and whenever the scaled logits overflow.
 #include <algorithm>
@@ -35,6 +35,13 @@ int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std:
   if (!std::isfinite(mx)) return idx[0];
   double sum = 0.0;
   for (int i = 0; i < keep; ++i) sum += p[i] = std::exp(logits[idx[i]] / params.temperature - mx);
+  if (params.min_p > 0.0f) {
+    // p[0] = 1 is the most likely token's (unnormalised) probability; the kept ones are a prefix.
+    int n = 1;
+    while (n < keep && p[n] >= params.min_p) ++n;
+    keep = n;
+    sum = std::accumulate(p.begin(), p.begin() + keep, 0.0);
+  }
   if (params.top_p < 1.0f) {
     double cum = 0.0;
     int n = 0;

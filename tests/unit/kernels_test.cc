@@ -368,6 +368,35 @@ TEST(Sampling, NaNLogitsAreNeverDrawn) {
   EXPECT_EQ(l[0], -INFINITY);
 }
 
+// min-p: after temperature, a token below min_p × the top token's probability is never drawn; the
+// others keep their relative odds.
+TEST(Sampling, MinPDropsTheUnlikely) {
+  // p ∝ {4, 2, 1, 0.5} at T = 1: relative to the top, 1, 0.5, 0.25, 0.125.
+  const std::vector<float> logits = {std::log(4.0f), std::log(2.0f), std::log(1.0f), std::log(0.5f)};
+  std::mt19937_64 rng(9);
+  SamplingParams p{1.0f, 0, 1.0f};
+  p.min_p = 0.3f;  // keeps tokens 0 and 1 only
+  int count[4] = {0, 0, 0, 0};
+  const int n = 12000;
+  for (int i = 0; i < n; ++i) ++count[Draw(logits, p, rng)];
+  EXPECT_EQ(count[2] + count[3], 0);
+  EXPECT_NEAR(count[0] / static_cast<double>(n), 2.0 / 3.0, 0.02);
+  // At T = 2 the relative probabilities are square roots: 1, 0.71, 0.5, 0.35 — min_p 0.4 keeps three.
+  p.temperature = 2.0f;
+  p.min_p = 0.4f;
+  std::fill(count, count + 4, 0);
+  for (int i = 0; i < 4000; ++i) ++count[Draw(logits, p, rng)];
+  EXPECT_EQ(count[3], 0);
+  EXPECT_GT(count[2], 0);
+  // min_p 1 keeps only the top token (ties included: equal logits stay).
+  p.min_p = 1.0f;
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(Draw(logits, p, rng), 0);
+  // min_p with top-k and top-p: each takes a prefix of the sorted tokens.
+  p = SamplingParams{1.0f, 3, 0.5f};
+  p.min_p = 0.1f;
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(Draw(logits, p, rng), 0) << "top-p 0.5 keeps the top token (4/7.5)";
+}
+
 TEST(ArgMax, SkipsNaNTiesToLowestIndex) {
   auto argmax = [](std::vector<float> x) { return ArgMax(x.data(), static_cast<int>(x.size())); };
   EXPECT_EQ(argmax({NAN, 1.0f, 2.0f}), 2);

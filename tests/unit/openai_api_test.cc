@@ -203,16 +203,41 @@ TEST(OpenAiParse, UnsupportedFieldsAreRejectedNotIgnored) {
   CompletionError(",\"logprobs\":0", "logprobs");
   CompletionError(",\"best_of\":2", "best_of");
   CompletionError(",\"suffix\":\"tail\"", "suffix");
-  CompletionError(",\"logit_bias\":{\"5\":100}", "logit_bias");
   CompletionError(",\"response_format\":{\"type\":\"json_object\"}", "response_format");
   CompletionError(",\"guided_json\":{}", "guided_json");
-  CompletionError(",\"min_tokens\":3", "min_tokens");
-  CompletionError(",\"repetition_penalty\":1.1", "repetition_penalty");
-  CompletionError(",\"min_p\":0.1", "min_p");
   CompletionError(",\"use_beam_search\":true", "use_beam_search");
   // Their neutral values are fine.
   Completion(R"({"prompt":"x","logit_bias":{},"response_format":{"type":"text"},"min_tokens":0,)"
              R"("repetition_penalty":1,"min_p":0,"top_logprobs":0})");
+}
+
+// The sampling knobs vLLM users send: min_p, repetition_penalty, min_tokens, logit_bias — parsed,
+// range-checked, and remembered as given (generation_config.json fills the rest).
+TEST(OpenAiParse, SamplingKnobs) {
+  auto c = Completion(R"({"prompt":"x","max_tokens":9,"min_p":0.05,"repetition_penalty":1.2,"min_tokens":4,)"
+                      R"("logit_bias":{"17":-100,"3":2.5}})");
+  EXPECT_FLOAT_EQ(c.sampling.params.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(c.sampling.params.repetition_penalty, 1.2f);
+  EXPECT_EQ(c.sampling.params.min_tokens, 4);
+  EXPECT_EQ(c.sampling.bias_ids, (std::vector<int32_t>{3, 17}));
+  EXPECT_EQ(c.sampling.bias_values, (std::vector<float>{2.5f, -100.0f}));
+  EXPECT_EQ(c.sampling.given, SamplingOptions::kMinP | SamplingOptions::kRepetitionPenalty);
+  auto d = Completion(R"({"prompt":"x","temperature":0.3,"top_k":5})");
+  EXPECT_EQ(d.sampling.given, SamplingOptions::kTemperature | SamplingOptions::kTopK);
+  EXPECT_FLOAT_EQ(d.sampling.params.repetition_penalty, 1.0f);
+  CompletionError(",\"min_p\":1.5", "min_p");
+  CompletionError(",\"repetition_penalty\":0", "repetition_penalty");
+  CompletionError(",\"min_tokens\":-1", "min_tokens");
+  CompletionError(",\"max_tokens\":3,\"min_tokens\":4", "min_tokens");
+  CompletionError(",\"logit_bias\":{\"x\":1}", "logit_bias");
+  CompletionError(",\"logit_bias\":{\"-1\":1}", "logit_bias");
+  CompletionError(",\"logit_bias\":{\"5\":101}", "logit_bias");
+  CompletionError(",\"logit_bias\":{\"5\":\"1\"}", "logit_bias");
+  CompletionError(",\"logit_bias\":{\"5\":1,\"05\":2}", "logit_bias");
+  CompletionError(",\"logit_bias\":[1]", "logit_bias");
+  std::string big = ",\"logit_bias\":{";
+  for (int i = 0; i <= kMaxLogitBias; ++i) big += (i ? ",\"" : "\"") + std::to_string(i) + "\":1";
+  CompletionError(big + "}", "logit_bias");
 }
 
 TEST(OpenAiParse, StreamOptions) {

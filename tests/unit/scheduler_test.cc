@@ -274,5 +274,79 @@ TEST(Scheduler, AResumedRequestContinuesTheUndisturbedTokens) {
   EXPECT_EQ(s.Submit(bad).code(), StatusCode::kInvalidArgument);
 }
 
+
+// The sampling knobs applied on the worker, exactly: logit_bias, min_tokens, repetition_penalty
+// (HF's formula over prompt and output) — each checked against the engine's own logits with the
+// formula applied by hand.
+TEST(SchedulerSampling, LogitBiasMinTokensAndRepetitionPenaltyAreExact) {
+  const std::string dir = testing::FixturesDir() + "/qwen3-moe-f32";
+  const testing::Fixture f = LoadFixture("qwen3-moe-f32");
+  const std::vector<int32_t>& prompt = f.prompts[0].prompt;
+  const int32_t greedy0 = f.prompts[0].greedy[0];
+  // The prefill logits of the prompt's last position, from a fresh engine.
+  std::vector<float> logits;
+  {
+    auto e = MakeSmallEngine(dir, 64, 64);
+    auto seq = e->NewSequence();
+    ASSERT_TRUE(seq.ok());
+    std::vector<ForwardOutput> out;
+    ASSERT_TRUE(e->Forward({{*seq, prompt, false}}, &out).ok());
+    logits = out[0].logits;
+  }
+  auto first_token = [&](const ScheduledRequest& r) {
+    auto e = MakeSmallEngine(dir, 64, 64);
+    Scheduler s(*e);
+    auto out = RunAll(s, {r}, 0);
+    return out.at(r.id).tokens.at(0);
+  };
+  ScheduledRequest base;
+  base.id = 1;
+  base.prompt = prompt;
+  base.max_tokens = 1;
+  EXPECT_EQ(first_token(base), greedy0);
+  // logit_bias: +100 on a token makes it the greedy choice; -100 on the greedy one gives the runner-up.
+  ScheduledRequest r = base;
+  r.bias_ids = {7};
+  r.bias_values = {100.0f};
+  EXPECT_EQ(first_token(r), 7);
+  r.bias_ids = {greedy0};
+  r.bias_values = {-100.0f};
+  std::vector<float> l = logits;
+  l[greedy0] -= 100.0f;
+  EXPECT_EQ(first_token(r), kernels::ArgMax(l.data(), static_cast<int>(l.size())));
+  // min_tokens: the greedy token as a stop id ends the request at once, unless min_tokens holds it off.
+  r = base;
+  r.max_tokens = 3;
+  r.stop_ids = {greedy0};
+  {
+    auto e = MakeSmallEngine(dir, 64, 64);
+    Scheduler s(*e);
+    auto out = RunAll(s, {r}, 0);
+    EXPECT_EQ(out.at(1).tokens, std::vector<int32_t>{greedy0});
+    EXPECT_EQ(out.at(1).finish, control::FinishReason::kStop);
+  }
+  r.sampling.min_tokens = 1;
+  l = logits;
+  l[greedy0] = -INFINITY;
+  EXPECT_EQ(first_token(r), kernels::ArgMax(l.data(), static_cast<int>(l.size())));
+  // repetition_penalty 1.7: every prompt token's logit divided (positive) or multiplied (negative).
+  r = base;
+  r.sampling.repetition_penalty = 1.7f;
+  l = logits;
+  std::vector<bool> seen(l.size(), false);
+  for (int32_t t : prompt) seen[t] = true;
+  for (size_t t = 0; t < l.size(); ++t) {
+    if (seen[t]) l[t] = l[t] > 0 ? l[t] / 1.7f : l[t] * 1.7f;
+  }
+  EXPECT_EQ(first_token(r), kernels::ArgMax(l.data(), static_cast<int>(l.size())));
+  // A bias for a token outside the vocabulary is refused at submission.
+  r = base;
+  r.bias_ids = {1 << 20};
+  r.bias_values = {1.0f};
+  auto e = MakeSmallEngine(dir, 64, 64);
+  Scheduler s(*e);
+  EXPECT_EQ(s.Submit(r).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace shoal

@@ -153,6 +153,31 @@ TEST(Wire, FieldsAreChecked) {
   s = std::get<Submit>(Samples()[3]);
   s.max_tokens = 0;
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.max_tokens"));
+  s = std::get<Submit>(Samples()[3]);
+  s.sampling.min_p = 1.5f;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.min_p"));
+  s = std::get<Submit>(Samples()[3]);
+  s.sampling.repetition_penalty = 0;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.repetition_penalty"));
+  s = std::get<Submit>(Samples()[3]);
+  s.sampling.min_tokens = static_cast<int32_t>(s.max_tokens) + 1;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.min_tokens"));
+  s = std::get<Submit>(Samples()[3]);
+  s.bias_ids = {1, 2};
+  s.bias_values = {1.0f};
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.bias_values"));
+  s.bias_values = {1.0f, 200.0f};
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.bias_values"));
+  s.bias_values = {1.0f, -2.5f};
+  s.sampling.min_p = 0.1f;
+  s.sampling.repetition_penalty = 1.3f;
+  s.sampling.min_tokens = 1;
+  const Submit back = std::get<Submit>(*Decode(EncodeFrame(s)));
+  EXPECT_EQ(back.bias_ids, s.bias_ids);
+  EXPECT_EQ(back.bias_values, s.bias_values);
+  EXPECT_EQ(back.sampling.min_p, 0.1f);
+  EXPECT_EQ(back.sampling.repetition_penalty, 1.3f);
+  EXPECT_EQ(back.sampling.min_tokens, 1);
 
   Hello h = std::get<Hello>(Samples()[0]);
   h.rank = 2;
@@ -205,7 +230,8 @@ TEST(Wire, FieldsAreChecked) {
   std::string f = EncodeFrame(Cancel{1});
   Submit big = std::get<Submit>(Samples()[3]);
   f = EncodeFrame(big);
-  const size_t prompt_count_at = f.size() - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
+  const size_t prompt_count_at =
+      f.size() - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
   const uint32_t lie = 1000000;
   std::memcpy(f.data() + prompt_count_at, &lie, 4);
   EXPECT_TRUE(MessageHas(Decode(f).status(), "Submit.prompt: truncated"));

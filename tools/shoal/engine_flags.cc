@@ -18,6 +18,19 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, FlagSet set) {
                   "(overrides engine.max_model_len; default: the model's max_position_embeddings)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 26))
       ->default_str("engine.max_model_len");
+  if (set != FlagSet::kWorker) {
+    cmd->add_option("--generation-config", f->generation_config,
+                    "auto: the model's generation_config.json sampling defaults (temperature, top_p, top_k, min_p, "
+                    "repetition_penalty) apply to requests that do not set them; vllm: ignore them (overrides "
+                    "server.generation_config)")
+        ->check(CLI::IsMember({"auto", "vllm"}))
+        ->default_str("server.generation_config: auto");
+    cmd->add_option("--reasoning-parser", f->reasoning_parser,
+                    "Separate a reasoning model's <think>...</think> into reasoning_content: qwen3 or deepseek_r1 "
+                    "(overrides server.reasoning_parser)")
+        ->check(CLI::IsMember({"none", "qwen3", "deepseek_r1"}))
+        ->default_str("server.reasoning_parser: none");
+  }
   if (set == FlagSet::kCoordinator) return;
   cmd->add_option("--dtype", f->dtype,
                   "Weights in memory: auto (the checkpoint's), bfloat16, float16 or float32 (overrides engine.dtype)")
@@ -59,6 +72,8 @@ Status ApplyEngineFlags(const EngineFlags& f, EngineConfig* cfg) {
     cfg->kv_memory_fraction = f.kv_cache_memory_fraction;
   }
   if (f.tensor_parallel_size > 0) cfg->attention_tp = f.tensor_parallel_size;
+  if (!f.generation_config.empty()) cfg->server.generation_config = f.generation_config;
+  if (!f.reasoning_parser.empty()) cfg->server.reasoning_parser = f.reasoning_parser == "none" ? "" : f.reasoning_parser;
   return Status::Ok();
 }
 

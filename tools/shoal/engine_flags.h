@@ -8,6 +8,8 @@
 //   --device cpu|cuda|cuda:N        engine.device        (vLLM: --device)
 //   --kv-cache-memory-fraction F    kv_cache.memory_fraction (vLLM: --gpu-memory-utilization)
 //   --tensor-parallel-size T        parallel.attention_tp (vLLM: the same, with --enable-expert-parallel)
+//   --generation-config auto|vllm   server.generation_config (vLLM: the same; coordinator only)
+//   --reasoning-parser NAME         server.reasoning_parser (vLLM: the same; coordinator only)
 //
 // `shoal up` passes the worker-side ones on to the worker groups it launches, so one command line
 // configures the whole local cluster.
@@ -31,6 +33,8 @@ struct EngineFlags {
   std::string device;
   double kv_cache_memory_fraction = -1;
   int tensor_parallel_size = 0;
+  std::string generation_config;
+  std::string reasoning_parser;
 };
 
 // Which of the flags a subcommand takes.

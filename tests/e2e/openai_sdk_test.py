@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""The OpenAI-parity features through the official `openai` Python SDK (installed by scripts/setup.sh
+into .venv-test; this script exits 77, skipped, when it is not there), against a real `shoal up`:
+
+  - the sampling knobs: logit_bias, min_p, min_tokens, repetition_penalty (vLLM's names, sent the way
+    vLLM users send them: extra_body for the non-OpenAI ones), each with an outcome that can only hold
+    if the knob was applied;
+  - generation_config.json defaults (the model copy here says temperature 0): a request that sets no
+    temperature is greedy, one that sets 1.0 is not bound by it;
+  - --reasoning-parser deepseek_r1: the chat's text arrives as reasoning_content, streamed and whole,
+    and both equal what the tokens decode to (/detokenize);
+  - /tokenize (prompt and chat forms), /detokenize, /version, and the API key on the first two;
+  - what is still refused: logprobs, n > 1 (a 400 naming the field, which the SDK raises).
+
+usage: openai_sdk_test.py SHOAL_BINARY SOURCE_DIR
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shoal_http  # noqa: E402
+
+try:
+    import openai
+except ImportError:
+    print("SKIP: the openai SDK is not installed (scripts/setup.sh puts it in .venv-test)")
+    sys.exit(77)
+
+SHOAL, SRC = sys.argv[1], sys.argv[2]
+FIXTURE = os.path.join(SRC, "tests/fixtures/qwen3-moe-f32")
+KEY = "sdk-test-key"
+FAILURES = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILURES.append(what)
+    return cond
+
+
+def start(tmp):
+    model = os.path.join(tmp, "model")
+    shutil.copytree(FIXTURE, model, ignore=shutil.ignore_patterns("expected*", "chat_expected.json"))
+    with open(os.path.join(model, "generation_config.json"), "w") as f:
+        json.dump({"temperature": 0.0, "top_p": 0.9}, f)
+    cfg = os.path.join(tmp, "sdk.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""
+model:
+  path: {model}
+  name: tiny
+engine:
+  threads: 1
+kv_cache:
+  block_size: 16
+  num_blocks: 64
+server:
+  port: 0
+  api_keys: [{KEY}]
+  reasoning_parser: deepseek_r1
+cluster:
+  ranks_per_group: 2
+  max_restarts: 0
+""")
+    log = open(os.path.join(tmp, "up.log"), "w")
+    p = subprocess.Popen([SHOAL, "up", "--config", cfg], stdout=subprocess.PIPE, stderr=log, text=True,
+                         env=dict(os.environ, OMPI_MCA_mpi_yield_when_idle="1"))
+    url = p.stdout.readline().strip()
+    if not url.startswith("http://"):
+        p.wait(timeout=30)
+        print(open(log.name).read())
+        raise SystemExit("shoal up did not become ready")
+    return p, url, log.name
+
+
+def main():
+    expected = json.load(open(os.path.join(FIXTURE, "expected.json")))
+    prompt = expected["prompts"][0]["prompt_ids"]
+    greedy = expected["prompts"][0]["greedy_tokens"]
+    tmp = tempfile.mkdtemp(prefix="shoal-sdk-")
+    proc, url, log = start(tmp)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        host, port = url[len("http://"):].rsplit(":", 1)
+        raw = shoal_http.Server(host, int(port), KEY)
+
+        def ids(**kw):
+            extra = kw.pop("extra_body", {})
+            r = client.completions.create(model="tiny", prompt=prompt, extra_body={"return_token_ids": True, **extra}, **kw)
+            return r.choices[0].model_extra["token_ids"], r
+
+        # generation_config.json says temperature 0: no temperature in the request → greedy.
+        got, _ = ids(max_tokens=len(greedy), seed=1)
+        got2, _ = ids(max_tokens=len(greedy), seed=2)
+        check(got == greedy and got2 == greedy,
+              "generation_config.json's temperature 0 applies to a request that sets none (greedy = transformers')")
+        # min_p 1 keeps only the most likely token: temperature 1 is greedy then.
+        got, _ = ids(max_tokens=len(greedy), temperature=1.0, seed=3, extra_body={"min_p": 1.0})
+        check(got == greedy, "min_p 1.0 at temperature 1 draws the greedy tokens")
+        # logit_bias (OpenAI's own field): +100 on token 7 makes every token 7.
+        got, _ = ids(max_tokens=4, temperature=0, logit_bias={"7": 100})
+        check(got == [7, 7, 7, 7], "logit_bias +100 on token 7 gives 7 7 7 7 (%s)" % got)
+        # min_tokens: the greedy first token as a stop id ends at once, unless min_tokens holds it off.
+        got, r = ids(max_tokens=4, temperature=0, extra_body={"stop_token_ids": [greedy[0]]})
+        check(got == [greedy[0]] and r.choices[0].finish_reason == "stop", "a stop id that is the first greedy token ends at once")
+        got, r = ids(max_tokens=4, temperature=0, extra_body={"stop_token_ids": [greedy[0]], "min_tokens": 2})
+        check(len(got) >= 2 and got[0] != greedy[0] and greedy[0] not in got[:2],
+              "min_tokens 2 keeps the stop id out of the first two tokens (%s)" % got)
+        # repetition_penalty 1 is neutral; a strong one stops greedy repeating a token it has output:
+        # token 7, biased +10, comes first either way, and again only without the penalty.
+        got, _ = ids(max_tokens=len(greedy), temperature=0, extra_body={"repetition_penalty": 1.0})
+        check(got == greedy, "repetition_penalty 1.0 is neutral")
+        plain, _ = ids(max_tokens=3, temperature=0, logit_bias={"7": 10})
+        pen, _ = ids(max_tokens=3, temperature=0, logit_bias={"7": 10}, extra_body={"repetition_penalty": 50.0})
+        check(plain == [7, 7, 7] and pen[0] == 7 and 7 not in pen[1:],
+              "repetition_penalty 50 stops a repeated token (%s without, %s with)" % (plain, pen))
+
+        # Reasoning (deepseek_r1: the output starts inside <think>): the random model never closes it,
+        # so its text is all reasoning_content — streamed and whole alike, and what its tokens decode to.
+        msgs = [{"role": "user", "content": "Hi"}]
+        r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, temperature=0,
+                                           extra_body={"return_token_ids": True})
+        m = r.choices[0].message
+        reasoning = m.model_extra.get("reasoning_content")
+        out_ids = r.choices[0].model_extra["token_ids"]
+        if r.choices[0].finish_reason == "stop":
+            out_ids = out_ids[:-1]  # the EOS (special: not in the message text)
+        st, dj, _, _ = raw.request("POST", "/detokenize", {"tokens": out_ids})
+        check(st == 200 and reasoning == dj["prompt"] and m.content is None,
+              "chat with --reasoning-parser deepseek_r1: reasoning_content = the decoded output, content null "
+              "(%r, %r, %r)" % (reasoning, dj and dj.get("prompt"), m.content))
+        streamed_r, streamed_c = "", ""
+        for ch in client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, temperature=0, stream=True):
+            if ch.choices:
+                d = ch.choices[0].delta
+                streamed_r += (d.model_extra or {}).get("reasoning_content") or ""
+                streamed_c += d.content or ""
+        check(streamed_r == reasoning and streamed_c == "", "streamed delta.reasoning_content adds up to the whole one")
+
+        # Tokenizer endpoints.
+        st, tj, _, _ = raw.request("POST", "/tokenize", {"prompt": "hello world", "add_special_tokens": False})
+        st2, dj, _, _ = raw.request("POST", "/detokenize", {"tokens": tj["tokens"] if tj else []})
+        check(st == 200 and tj["count"] == len(tj["tokens"]) and tj["max_model_len"] > 0 and st2 == 200 and
+              dj["prompt"] == "hello world", "/tokenize then /detokenize gives the text back")
+        st, cj, _, _ = raw.request("POST", "/tokenize", {"messages": msgs, "add_generation_prompt": True})
+        check(st == 200 and cj["tokens"] == r.model_extra.get("prompt_token_ids"),
+              "/tokenize of a chat = the prompt ids the chat request used")
+        st, _, _, _ = raw.request("POST", "/tokenize", {"prompt": "x"}, key=None)
+        check(st == 401, "/tokenize needs the API key (%s)" % st)
+        st, vj, _, _ = raw.request("GET", "/version", key=None)
+        check(st == 200 and isinstance(vj.get("version"), str), "/version answers without a key")
+        st, _, _, _ = raw.request("POST", "/detokenize", {"tokens": [10 ** 6]})
+        check(st == 400, "/detokenize refuses an id outside the vocabulary")
+
+        # Still refused, by name.
+        for kw, field in (({"logprobs": True}, "logprobs"), ({"n": 2}, "n")):
+            try:
+                client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, **kw)
+                check(False, "%s is refused" % field)
+            except openai.BadRequestError as e:
+                check(e.body is not None and e.body.get("param") == field, "%s is refused with a 400 naming it" % field)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if FAILURES:
+            print(open(log).read()[-6000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d failure(s)" % len(FAILURES))
+    sys.exit(1 if FAILURES else 0)
+
+
+if __name__ == "__main__":
+    main()
