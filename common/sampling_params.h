@@ -32,6 +32,9 @@ struct SamplingParams {
   uint64_t seed = 0;               // per request, so its tokens do not depend on its batch
 };
 
+// OpenAI's bound on top_logprobs (and vLLM's default max_logprobs).
+inline constexpr int kMaxTopLogprobs = 20;
+
 // logit_bias entries a request may carry (OpenAI's values: [-100, 100] added to the logit).
 inline constexpr int kMaxLogitBias = 1024;
 

@@ -160,6 +160,7 @@ void Encode(Writer& w, const Submit& m) {
   w.Put(m.resumed_output);
   w.PutVector(m.bias_ids);
   w.PutVector(m.bias_values);
+  w.Put(m.logprobs);
 }
 void Encode(Writer& w, const Cancel& m) { w.Put(m.request); }
 void Encode(Writer& w, const Tokens& m) {
@@ -169,6 +170,12 @@ void Encode(Writer& w, const Tokens& m) {
     w.Put(e.token);
     w.Put(static_cast<uint8_t>(e.finish));
     w.PutString(e.error.substr(0, Utf8PrefixLength(e.error, kMaxStringBytes)));
+    w.PutBool(e.has_logprob);
+    if (e.has_logprob) {
+      w.Put(e.logprob);
+      w.PutVector(e.top_ids);
+      w.PutVector(e.top_logprobs);
+    }
   }
 }
 void Encode(Writer& w, const Heartbeat& m) {
@@ -286,7 +293,9 @@ StatusOr<Message> DecodeSubmit(Reader& r) {
   m.resumed_output = r.Get<uint32_t>("resumed_output");
   m.bias_ids = r.GetVector<int32_t>("bias_ids", kMaxLogitBias);
   m.bias_values = r.GetVector<float>("bias_values", kMaxLogitBias);
+  m.logprobs = r.Get<int32_t>("logprobs");
   if (r.ok()) {
+    if (m.logprobs < -1 || m.logprobs > kMaxTopLogprobs) r.Fail("logprobs", "is outside [-1, 20]");
     if (!(m.sampling.min_p >= 0 && m.sampling.min_p <= 1)) r.Fail("min_p", "is outside [0, 1]");
     if (!(m.sampling.repetition_penalty > 0 && m.sampling.repetition_penalty <= 100)) {
       r.Fail("repetition_penalty", "is outside (0, 100]");
@@ -332,6 +341,19 @@ StatusOr<Message> DecodeTokens(Reader& r) {
     if (f > static_cast<uint8_t>(FinishReason::kError)) r.Fail("events.finish", "unknown reason " + std::to_string(f));
     e.finish = static_cast<FinishReason>(f);
     e.error = r.GetString("events.error");
+    e.has_logprob = r.GetBool("events.has_logprob");
+    if (e.has_logprob) {
+      e.logprob = r.Get<float>("events.logprob");
+      e.top_ids = r.GetVector<int32_t>("events.top_ids", kMaxTopLogprobs);
+      e.top_logprobs = r.GetVector<float>("events.top_logprobs", kMaxTopLogprobs);
+      if (r.ok() && (e.top_ids.size() != e.top_logprobs.size() || e.token < 0)) {
+        r.Fail("events.top_logprobs", "does not match top_ids, or no token");
+      }
+      if (r.ok() && !(e.logprob <= 0)) r.Fail("events.logprob", "is not a log-probability");
+      for (size_t k = 0; k < e.top_ids.size() && r.ok(); ++k) {
+        if (e.top_ids[k] < 0 || !(e.top_logprobs[k] <= 0)) r.Fail("events.top_logprobs", "a bad entry");
+      }
+    }
     if (e.token < -1) r.Fail("events.token", "negative token id " + std::to_string(e.token));
     if (e.token == -1 && e.finish == FinishReason::kNone) r.Fail("events", "neither a token nor an end");
     m.events.push_back(std::move(e));

@@ -120,6 +120,8 @@ struct Submit {
   // OpenAI logit_bias: bias_values[i] added to token bias_ids[i]'s logit (≤ kMaxLogitBias entries).
   std::vector<int32_t> bias_ids;
   std::vector<float> bias_values;
+  // -1: no logprobs; 0 .. kMaxTopLogprobs: each sampled token's logprob and this many alternatives.
+  int32_t logprobs = -1;
 };
 
 struct Cancel {
@@ -132,11 +134,22 @@ const char* FinishReasonName(FinishReason r);
 // One request's progress in one step: a sampled token, and/or the end (with an error message when
 // the reason is kError; then token is -1).
 struct TokenEvent {
+  TokenEvent() = default;
+  TokenEvent(uint64_t request, int32_t token, FinishReason finish, std::string error)
+      : request(request), token(token), finish(finish), error(std::move(error)) {}
   uint64_t request = 0;
   int32_t token = -1;
   FinishReason finish = FinishReason::kNone;
   std::string error;
+  // When the request asked for logprobs (Submit.logprobs ≥ 0) and a token was sampled: its logprob
+  // and the top alternatives (≤ kMaxTopLogprobs, most likely first), from the distribution the
+  // sampler drew from (worker/scheduler.h says which).
+  bool has_logprob = false;
+  float logprob = 0;
+  std::vector<int32_t> top_ids;
+  std::vector<float> top_logprobs;
 };
+
 
 struct Tokens {
   std::vector<TokenEvent> events;

@@ -237,6 +237,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   a.stop_ids = so.stop_token_ids;
   a.bias_ids = so.bias_ids;
   a.bias_values = so.bias_values;
+  a.logprobs = so.logprobs;
   a.sink = s;
   a.arrival = arrival;
   if (!p.stream && env.cfg.server.request_timeout_s > 0) {
@@ -259,6 +260,20 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   auto usage = [&] { return api::Usage{static_cast<int64_t>(p.prompt.size()), static_cast<int64_t>(s->output_ids.size())}; };
   const std::vector<int32_t>* prompt_ids = p.return_token_ids ? &p.prompt : nullptr;
+  // Logprobs: each token's text as the tokenizer decodes it alone; completions' text_offset runs on.
+  const Tokenizer& tok = *env.model.tokenizer;
+  const std::function<std::string(int32_t)> token_bytes = [&tok](int32_t id) {
+    const int32_t one[] = {id};
+    StatusOr<std::string> b = tok.Decode(one, /*skip_special_tokens=*/false);
+    return b.ok() ? *b : std::string();
+  };
+  int64_t text_offset = 0;
+  auto take_logprobs = [&](std::vector<api::TokenLogprob>* from) {
+    std::string j;
+    if (so.logprobs >= 0 && !from->empty()) j = api::LogprobsJson(chat, *from, token_bytes, &text_offset);
+    from->clear();
+    return j;
+  };
 
   if (!p.stream) {
     while (!s->done) {
@@ -277,11 +292,14 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       splitter.Feed(s->text, &reasoning, &content);
       splitter.Finish(&reasoning, &content);
     }
+    std::string logprobs = take_logprobs(&s->output_logprobs);
+    if (so.logprobs >= 0 && logprobs.empty()) logprobs = chat ? R"({"content":[]})" : api::LogprobsJson(false, {}, token_bytes, &text_offset);
+    const std::string* lp = so.logprobs >= 0 ? &logprobs : nullptr;
     std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, split ? content : s->text,
                                                 s->finish_reason, usage(), prompt_ids, token_ids,
-                                                split ? &reasoning : nullptr)
+                                                split ? &reasoning : nullptr, lp)
                             : api::CompletionResponse(api_id, created, env.model.name, s->text, s->finish_reason,
-                                                      usage(), prompt_ids, token_ids);
+                                                      usage(), prompt_ids, token_ids, lp);
     co_return co_await WriteResponse(x.stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
   }
 
@@ -312,8 +330,12 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     splitter->Feed(s->text, &reasoning, &content);
     if (last) splitter->Finish(&reasoning, &content);
     const std::vector<int32_t>* ids = p.return_token_ids && !s->chunk_ids.empty() ? &s->chunk_ids : nullptr;
-    if (!reasoning.empty()) writer.Reasoning(&out, reasoning, content.empty() ? ids : nullptr);
-    if (!content.empty() || (ids != nullptr && reasoning.empty())) writer.Content(&out, content, "", ids);
+    const std::string lp = take_logprobs(&s->chunk_logprobs);
+    // Token ids and logprobs ride on the batch's last chunk.
+    if (!reasoning.empty()) writer.Reasoning(&out, reasoning, content.empty() ? ids : nullptr, content.empty() ? lp : "");
+    if (!content.empty() || (reasoning.empty() && (ids != nullptr || !lp.empty()))) {
+      writer.Content(&out, content, "", ids, nullptr, lp);
+    }
     s->text.clear();
     s->chunk_ids.clear();
   };
@@ -328,9 +350,10 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     ReportEndedHere(env, *s);
     if (splitter) {
       emit_split(s->done);
-    } else if (!s->text.empty() || (p.return_token_ids && !s->chunk_ids.empty())) {
+    } else if (!s->text.empty() || (p.return_token_ids && !s->chunk_ids.empty()) || !s->chunk_logprobs.empty()) {
+      const std::string lp = take_logprobs(&s->chunk_logprobs);
       writer.Content(&out, s->text, "", p.return_token_ids ? &s->chunk_ids : nullptr,
-                     prompt_ids_pending ? prompt_ids : nullptr);
+                     prompt_ids_pending ? prompt_ids : nullptr, lp);
       prompt_ids_pending = false;
       s->text.clear();
       s->chunk_ids.clear();

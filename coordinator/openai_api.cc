@@ -297,6 +297,18 @@ Err ParseSampling(const json& obj, bool chat, SamplingOptions* s) {
       return InvalidRequest("seed must be a 64-bit integer, got " + Show(*v), "seed");
     }
   }
+  // logprobs: chat's a boolean with top_logprobs beside it, completions' the number of alternatives.
+  if (chat) {
+    bool want = false;
+    if (auto e = GetBool(obj, "logprobs", &want)) return e;
+    if (auto e = GetInt(obj, "top_logprobs", 0, kMaxTopLogprobs, "an integer in [0, 20]", &i)) return e;
+    const bool has_top = Field(obj, "top_logprobs") != nullptr;
+    if (has_top && !want) return InvalidRequest("top_logprobs requires logprobs: true", "top_logprobs");
+    if (want) s->logprobs = has_top ? static_cast<int>(i) : 0;
+  } else {
+    if (auto e = GetInt(obj, "logprobs", 0, kMaxTopLogprobs, "an integer in [0, 20]", &i)) return e;
+    if (Field(obj, "logprobs") != nullptr) s->logprobs = static_cast<int>(i);
+  }
   if (auto e = ParseStop(obj, &s->stop)) return e;
   if (auto e = ParseStopTokenIds(obj, &s->stop_token_ids)) return e;
   if (auto e = GetBool(obj, "ignore_eos", &s->ignore_eos)) return e;
@@ -316,8 +328,6 @@ Err RejectUnsupported(const json& obj) {
     }
   }
   if (auto e = Unsupported(obj, "best_of", one, "one choice per request")) return e;
-  if (auto e = Unsupported(obj, "logprobs", IsFalse, "logprobs are not returned")) return e;
-  if (auto e = Unsupported(obj, "top_logprobs", zero, "logprobs are not returned")) return e;
   if (auto e = Unsupported(obj, "prompt_logprobs", never, "logprobs are not returned")) return e;
   if (auto e = Unsupported(obj, "echo", IsFalse, "the prompt is not echoed")) return e;
   if (auto e = Unsupported(obj, "use_beam_search", IsFalse, "no beam search")) return e;
@@ -626,11 +636,12 @@ std::string ErrorBody(const ApiError& e) { return Dump(ErrorJson(e)); }
 
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                const std::string& text, const std::string& finish_reason, const Usage& usage,
-                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids) {
+                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
+                               const std::string* logprobs_json) {
   json choice = json::object();
   choice["index"] = 0;
   choice["text"] = text;
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs_json != nullptr ? json::parse(*logprobs_json) : json(nullptr);
   choice["finish_reason"] = FinishReason(finish_reason);
   if (prompt_ids != nullptr) choice["prompt_token_ids"] = Ids(*prompt_ids);
   if (token_ids != nullptr) choice["token_ids"] = Ids(*token_ids);
@@ -644,7 +655,7 @@ std::string CompletionResponse(const std::string& id, int64_t created, const std
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                          const std::string& finish_reason, const Usage& usage,
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
-                         const std::string* reasoning) {
+                         const std::string* reasoning, const std::string* logprobs_json) {
   json message = json::object();
   message["role"] = "assistant";
   if (reasoning != nullptr) {
@@ -656,7 +667,7 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
   json choice = json::object();
   choice["index"] = 0;
   choice["message"] = std::move(message);
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs_json != nullptr ? json::parse(*logprobs_json) : json(nullptr);
   choice["finish_reason"] = FinishReason(finish_reason);
   if (token_ids != nullptr) choice["token_ids"] = Ids(*token_ids);
   json j = Head(id, "chat.completion", created, model);

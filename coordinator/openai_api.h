@@ -17,6 +17,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -88,7 +90,26 @@ struct SamplingOptions {
   // others (vLLM's --generation-config auto).
   enum Given : uint32_t { kTemperature = 1, kTopP = 2, kTopK = 4, kMinP = 8, kRepetitionPenalty = 16 };
   uint32_t given = 0;
+  // -1: no logprobs; else each output token's logprob and this many alternatives (chat: logprobs
+  // true + top_logprobs 0..20; completions: logprobs 0..20, vLLM's bound).
+  int logprobs = -1;
 };
+
+// One output token's logprob and its top alternatives (most likely first), as the worker sent them.
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<int32_t> top_ids;
+  std::vector<float> top_logprobs;
+};
+
+// The `logprobs` object of a choice, as JSON text. Chat: {"content": [{token, logprob, bytes,
+// top_logprobs: [{token, logprob, bytes}]}]}; completions: {tokens, token_logprobs, top_logprobs
+// (one {text: logprob} object per token), text_offset}, *text_offset advancing by each token's text.
+// token_bytes(id) is the token's text as the tokenizer decodes it alone (raw bytes: `bytes` carries
+// them exactly, `token` as UTF-8 with U+FFFD for invalid bytes). -inf logprobs render as -9999.0, as vLLM's.
+std::string LogprobsJson(bool chat, std::span<const TokenLogprob> entries,
+                         const std::function<std::string(int32_t)>& token_bytes, int64_t* text_offset);
 
 // POST /v1/completions.
 struct CompletionRequest {
@@ -137,13 +158,13 @@ struct Usage {
 // prompt_token_ids at the top level and token_ids in the choice, as vLLM does.
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                const std::string& text, const std::string& finish_reason, const Usage& usage,
-                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids);
+                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids, const std::string* logprobs_json = nullptr);
 // `reasoning` non-null (a reasoning parser is on): the message's reasoning_content, and an empty
 // content renders as null, as vLLM does.
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                          const std::string& finish_reason, const Usage& usage,
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
-                         const std::string* reasoning = nullptr);
+                         const std::string* reasoning = nullptr, const std::string* logprobs_json = nullptr);
 
 // Streamed responses: coordinator/openai_stream.h.
 

@@ -23,8 +23,9 @@ void AppendIds(std::string* out, const char* key, const std::vector<int32_t>& id
   out->push_back(']');
 }
 
-void AppendFinishReason(std::string* out, std::string_view reason) {
-  out->append(",\"logprobs\":null,\"finish_reason\":");
+void AppendFinishReason(std::string* out, std::string_view reason, std::string_view logprobs_json = "") {
+  out->append(",\"logprobs\":").append(logprobs_json.empty() ? std::string_view("null") : logprobs_json);
+  out->append(",\"finish_reason\":");
   if (reason.empty()) {
     out->append("null");
   } else {
@@ -94,7 +95,8 @@ void StreamWriter::Role(std::string* out, const std::vector<int32_t>* prompt_ids
 }
 
 void StreamWriter::Content(std::string* out, std::string_view text, std::string_view finish_reason,
-                           const std::vector<int32_t>* token_ids, const std::vector<int32_t>* prompt_ids) const {
+                           const std::vector<int32_t>* token_ids, const std::vector<int32_t>* prompt_ids,
+                           std::string_view logprobs_json) const {
   out->append(head_).append(",\"choices\":[{\"index\":0,");
   if (chat_) {
     out->append("\"delta\":{\"content\":");
@@ -104,17 +106,18 @@ void StreamWriter::Content(std::string* out, std::string_view text, std::string_
     out->append("\"text\":");
     AppendJsonString(out, text);
   }
-  AppendFinishReason(out, finish_reason);
+  AppendFinishReason(out, finish_reason, logprobs_json);
   if (prompt_ids != nullptr && !chat_) AppendIds(out, "prompt_token_ids", *prompt_ids);
   if (token_ids != nullptr) AppendIds(out, "token_ids", *token_ids);
   out->append("}]").append(usage_null_).append("}\n\n");
 }
 
-void StreamWriter::Reasoning(std::string* out, std::string_view text, const std::vector<int32_t>* token_ids) const {
+void StreamWriter::Reasoning(std::string* out, std::string_view text, const std::vector<int32_t>* token_ids,
+                             std::string_view logprobs_json) const {
   out->append(head_).append(",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":");
   AppendJsonString(out, text);
   out->push_back('}');
-  AppendFinishReason(out, "");
+  AppendFinishReason(out, "", logprobs_json);
   if (token_ids != nullptr) AppendIds(out, "token_ids", *token_ids);
   out->append("}]").append(usage_null_).append("}\n\n");
 }

@@ -36,11 +36,14 @@ class StreamWriter {
   void Role(std::string* out, const std::vector<int32_t>* prompt_ids = nullptr) const;
   // Text: completions' choice {text}, chat's delta {content}; token_ids (this chunk's tokens) in the
   // choice; prompt_ids (completions' first chunk) in the choice too. finish_reason "" renders as null.
+  // logprobs_json (LogprobsJson of this chunk's tokens) fills the choice's logprobs; "" renders null.
   void Content(std::string* out, std::string_view text, std::string_view finish_reason = "",
-               const std::vector<int32_t>* token_ids = nullptr, const std::vector<int32_t>* prompt_ids = nullptr) const;
+               const std::vector<int32_t>* token_ids = nullptr, const std::vector<int32_t>* prompt_ids = nullptr,
+               std::string_view logprobs_json = "") const;
   // Chat only, with a reasoning parser: delta {reasoning_content} (vLLM's field for the model's
   // <think> text); token_ids as in Content.
-  void Reasoning(std::string* out, std::string_view text, const std::vector<int32_t>* token_ids = nullptr) const;
+  void Reasoning(std::string* out, std::string_view text, const std::vector<int32_t>* token_ids = nullptr,
+                 std::string_view logprobs_json = "") const;
   // The end: completions' {text: "", finish_reason}, chat's {delta: {}, finish_reason}.
   void Finish(std::string* out, std::string_view finish_reason) const;
   // choices [] and the usage.

@@ -89,6 +89,7 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
   e.submit.sampling.min_tokens = static_cast<int32_t>(std::min<int64_t>(a.sampling.min_tokens, max_tokens));
   e.submit.bias_ids = std::move(a.bias_ids);
   e.submit.bias_values = std::move(a.bias_values);
+  e.submit.logprobs = a.logprobs;
   e.submit.stop_ids = std::move(a.stop_ids);
   if (!a.ignore_eos) {
     e.submit.stop_ids.insert(e.submit.stop_ids.end(), options_.eos_ids.begin(), options_.eos_ids.end());
@@ -129,7 +130,9 @@ void RequestTable::OnTokens(Rank& from, const control::Tokens& t, Clock::time_po
     Entry& e = it->second;
     if (e.rank.get() != &from) continue;  // not this rank's: ignored rather than trusted
     if (ev.token >= 0) {
-      if (ev.token >= options_.model_vocab) {
+      bool bad_top = false;
+      for (int32_t t : ev.top_ids) bad_top = bad_top || t >= options_.model_vocab;
+      if (ev.token >= options_.model_vocab || bad_top) {
         CancelOnRank(e, ev.request);
         Finish(it, "error",
                ServerError(from.Name() + " returned token " + std::to_string(ev.token) + " outside the vocabulary",
@@ -150,6 +153,9 @@ void RequestTable::OnTokens(Rank& from, const control::Tokens& t, Clock::time_po
       RequestEvent out;
       out.token = ev.token;
       out.stop_token = ev.finish == control::FinishReason::kStop;
+      if (ev.has_logprob && e.submit.logprobs >= 0) {
+        out.logprob = api::TokenLogprob{ev.token, ev.logprob, ev.top_ids, ev.top_logprobs};
+      }
       delivery_.Deliver(e.sink, std::move(out));
     }
     switch (ev.finish) {

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <variant>
@@ -37,6 +38,7 @@ struct RequestEvent {
   bool end = false;         // nothing follows
   const char* finish_reason = "";  // with end: "stop", "length" or "error"
   std::shared_ptr<const api::ApiError> error;  // with an "error" end
+  std::optional<api::TokenLogprob> logprob;    // with a token, when the request asked for logprobs
 };
 
 // The HTTP side of one request; the table only carries it.
@@ -76,6 +78,7 @@ class RequestTable {
     std::vector<int32_t> stop_ids;  // the client's
     std::vector<int32_t> bias_ids;  // logit_bias, checked against the vocabulary
     std::vector<float> bias_values;
+    int logprobs = -1;  // api::SamplingOptions::logprobs
     std::shared_ptr<RequestSink> sink;
     Clock::time_point arrival{};
     Clock::time_point deadline = Clock::time_point::max();  // server.request_timeout_s (504 after it)

@@ -42,6 +42,10 @@ void TokenStream::Accept(RequestEvent& e) {
   if (e.token >= 0) {
     output_ids.push_back(e.token);
     chunk_ids.push_back(e.token);
+    if (e.logprob) {
+      chunk_logprobs.push_back(*e.logprob);
+      output_logprobs.push_back(std::move(*e.logprob));
+    }
     // The token that matched a stop id (EOS included) ends the text without appearing in it, as in
     // OpenAI and vLLM.
     if (!e.stop_token) {

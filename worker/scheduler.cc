@@ -43,6 +43,9 @@ Status Scheduler::Submit(ScheduledRequest r) {
                              std::to_string(c.vocab_size));
     }
   }
+  if (r.logprobs < -1 || r.logprobs > kMaxTopLogprobs) {
+    return InvalidArgument(name + ": logprobs must be in [-1, " + std::to_string(kMaxTopLogprobs) + "]");
+  }
   if (r.bias_ids.size() != r.bias_values.size() || r.bias_ids.size() > static_cast<size_t>(kMaxLogitBias)) {
     return InvalidArgument(name + ": logit_bias ids and values do not pair up (or exceed " +
                            std::to_string(kMaxLogitBias) + " entries)");
@@ -113,7 +116,8 @@ void Scheduler::FailAll(const std::string& why, std::vector<control::TokenEvent>
 
 // What the sampler draws from, in vLLM's order: logit_bias, the min_tokens mask of the stop ids, the
 // repetition penalty (prompt and output), presence/frequency penalties (output); then SampleToken:
-// temperature, min-p, top-k, top-p.
+// temperature, min-p, top-k, top-p. Logprobs (when asked) are the log-softmax of the logits after the
+// penalties, at the temperature (1 when greedy): vLLM's processed_logprobs.
 void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events) {
   const ScheduledRequest& r = s->req;
   for (size_t i = 0; i < r.bias_ids.size(); ++i) logits[r.bias_ids[i]] += r.bias_values[i];
@@ -133,13 +137,49 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
       logits[tok] -= r.sampling.presence_penalty + r.sampling.frequency_penalty * static_cast<float>(n);
     }
   }
+  const int vocab = engine_.config().vocab_size;
+  // Log-softmax of what the sampler draws from, before SampleToken rewrites NaNs (they count as -inf).
+  double log_z = 0;
+  float inv_t = 1.0f;
+  if (r.logprobs >= 0) {
+    inv_t = r.sampling.temperature >= kGreedyBelowTemperature ? 1.0f / r.sampling.temperature : 1.0f;
+    float mx = -INFINITY;
+    for (int i = 0; i < vocab; ++i) mx = std::isnan(logits[i]) ? mx : std::max(mx, logits[i] * inv_t);
+    double sum = 0;
+    for (int i = 0; i < vocab; ++i) sum += std::isnan(logits[i]) ? 0.0 : std::exp(static_cast<double>(logits[i] * inv_t - mx));
+    log_z = static_cast<double>(mx) + std::log(sum);
+  }
+  auto logprob = [&](int32_t t) {
+    const float l = logits[t];
+    return std::isnan(l) ? -INFINITY : static_cast<float>(static_cast<double>(l * inv_t) - log_z);
+  };
+  std::vector<int32_t> top_ids;
+  std::vector<float> top_lp;
+  if (r.logprobs > 0) {
+    top_ids.resize(static_cast<size_t>(vocab));
+    for (int i = 0; i < vocab; ++i) top_ids[i] = i;
+    const auto k = static_cast<size_t>(std::min(r.logprobs, vocab));
+    std::partial_sort(top_ids.begin(), top_ids.begin() + k, top_ids.end(), [&](int32_t a, int32_t b) {
+      const float la = logprob(a), lb = logprob(b);
+      return la != lb ? la > lb : a < b;
+    });
+    top_ids.resize(k);
+    for (int32_t t : top_ids) top_lp.push_back(logprob(t));
+  }
   s->rng.seed(TokenSeed(r.sampling.seed, static_cast<uint64_t>(s->generated)));
-  const int32_t tok = kernels::SampleToken(logits.data(), engine_.config().vocab_size, r.sampling, s->rng);
+  // (SampleToken turns NaN logits into -inf in place, which logprob() already treats them as.)
+  const int32_t tok = kernels::SampleToken(logits.data(), vocab, r.sampling, s->rng);
   s->tokens.push_back(tok);
   ++s->generated;
   ++s->output_counts[tok];
   if (!s->seen.empty()) s->seen[tok] = 1;
   control::TokenEvent e{r.id, tok, control::FinishReason::kNone, {}};
+  if (r.logprobs >= 0) {
+    e.has_logprob = true;
+    e.logprob = logprob(tok);
+    e.top_ids = std::move(top_ids);
+    e.top_logprobs = std::move(top_lp);
+  }
   if (std::find(r.stop_ids.begin(), r.stop_ids.end(), tok) != r.stop_ids.end()) {
     e.finish = control::FinishReason::kStop;
   } else if (s->generated >= r.max_tokens) {

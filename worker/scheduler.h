@@ -35,6 +35,10 @@ struct ScheduledRequest {
   int64_t resumed_output = 0;
   std::vector<int32_t> bias_ids;   // logit_bias: bias_values[i] added to token bias_ids[i]
   std::vector<float> bias_values;
+  // -1: none. Else each sampled token's logprob and `logprobs` top alternatives, from the logits after
+  // logit_bias, the min_tokens mask and the penalties, divided by the temperature (1 when greedy) —
+  // vLLM's processed_logprobs; before min-p, top-k and top-p.
+  int logprobs = -1;
 };
 
 struct SchedulerStats {

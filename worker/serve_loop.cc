@@ -57,6 +57,7 @@ ScheduledRequest FromSubmit(control::Submit&& m) {
   r.resumed_output = m.resumed_output;
   r.bias_ids = std::move(m.bias_ids);
   r.bias_values = std::move(m.bias_values);
+  r.logprobs = m.logprobs;
   return r;
 }
 

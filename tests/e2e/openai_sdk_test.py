@@ -10,12 +10,16 @@ into .venv-test; this script exits 77, skipped, when it is not there), against a
   - --reasoning-parser deepseek_r1: the chat's text arrives as reasoning_content, streamed and whole,
     and both equal what the tokens decode to (/detokenize);
   - /tokenize (prompt and chat forms), /detokenize, /version, and the API key on the first two;
-  - what is still refused: logprobs, n > 1 (a 400 naming the field, which the SDK raises).
+  - logprobs: chat (logprobs + top_logprobs) and completions (logprobs: k), streamed and whole, equal
+    to the log-softmax of transformers' logits (the fixture's) for the greedy tokens;
+  - what is still refused: prompt_logprobs, echo, n > 1 (a 400 naming the field, which the SDK raises).
 
 usage: openai_sdk_test.py SHOAL_BINARY SOURCE_DIR
 """
 import json
+import math
 import os
+import struct
 import shutil
 import signal
 import subprocess
@@ -77,6 +81,25 @@ cluster:
         print(open(log.name).read())
         raise SystemExit("shoal up did not become ready")
     return p, url, log.name
+
+
+def reference_logits(name):
+    """The fixture's transformers logits (expected.safetensors: an 8-byte header length, the JSON
+    header, then f32 data), as {tensor: (rows, vocab, flat list)}."""
+    raw = open(os.path.join(FIXTURE, "expected.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    t = header[name]
+    a, b = t["data_offsets"]
+    vals = struct.unpack("<%df" % ((b - a) // 4), raw[8 + n + a:8 + n + b])
+    return t["shape"], vals
+
+
+def log_softmax_row(vals, row, vocab):
+    r = vals[row * vocab:(row + 1) * vocab]
+    m = max(r)
+    z = m + math.log(sum(math.exp(v - m) for v in r))
+    return [v - z for v in r]
 
 
 def main():
@@ -158,8 +181,41 @@ def main():
         st, _, _, _ = raw.request("POST", "/detokenize", {"tokens": [10 ** 6]})
         check(st == 400, "/detokenize refuses an id outside the vocabulary")
 
+        # Logprobs of the greedy tokens = log-softmax of transformers' logits at each step.
+        (pshape, pvals), (dshape, dvals) = reference_logits("prompt0.prefill_logits"), reference_logits("prompt0.decode_logits")
+        vocab = pshape[1]
+        ref = [log_softmax_row(pvals, pshape[0] - 1, vocab)] + [log_softmax_row(dvals, i, vocab) for i in range(dshape[0])]
+        n = len(greedy)
+        r = client.completions.create(model="tiny", prompt=prompt, max_tokens=n, temperature=0, logprobs=3,
+                                      extra_body={"return_token_ids": True})
+        lp = r.choices[0].logprobs
+        close = all(abs(lp.token_logprobs[i] - ref[i][greedy[i]]) < 2e-4 for i in range(n))
+        check(r.choices[0].model_extra["token_ids"] == greedy and len(lp.tokens) == n and close and
+              all(len(t) <= 3 for t in lp.top_logprobs) and lp.text_offset[0] == 0,
+              "completions logprobs: 3 alternatives, token_logprobs = transformers' log-softmax within 2e-4")
+        c = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
+                                           temperature=0, logprobs=True, top_logprobs=2)
+        content = c.choices[0].logprobs.content
+        check(len(content) == c.usage.completion_tokens and all(len(e.top_logprobs) == 2 and
+              e.top_logprobs[0].logprob == e.logprob and e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob and
+              bytes(e.bytes).decode("utf-8", "replace") == e.token for e in content),
+              "chat logprobs: one entry per token with bytes and 2 alternatives, the greedy token the most likely")
+        streamed = []
+        for ch in client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                                 max_tokens=4, temperature=0, logprobs=True, top_logprobs=2,
+                                                 stream=True):
+            if ch.choices and ch.choices[0].logprobs and ch.choices[0].logprobs.content:
+                streamed += ch.choices[0].logprobs.content
+        check([(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content],
+              "streamed chat logprobs add up to the whole response's")
+
         # Still refused, by name.
-        for kw, field in (({"logprobs": True}, "logprobs"), ({"n": 2}, "n")):
+        try:
+            client.completions.create(model="tiny", prompt=prompt, max_tokens=2, echo=True)
+            check(False, "echo is refused")
+        except openai.BadRequestError as e:
+            check(e.body is not None and e.body.get("param") == "echo", "echo is refused with a 400 naming it")
+        for kw, field in (({"extra_body": {"prompt_logprobs": 1}}, "prompt_logprobs"), ({"n": 2}, "n")):
             try:
                 client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, **kw)
                 check(False, "%s is refused" % field)

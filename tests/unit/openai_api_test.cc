@@ -199,8 +199,7 @@ TEST(OpenAiParse, UnsupportedFieldsAreRejectedNotIgnored) {
   CompletionError(",\"n\":0", "n");
   CompletionError(",\"n\":\"1\"", "n");
   CompletionError(",\"echo\":true", "echo");
-  CompletionError(",\"logprobs\":1", "logprobs");
-  CompletionError(",\"logprobs\":0", "logprobs");
+  CompletionError(",\"prompt_logprobs\":1", "prompt_logprobs");
   CompletionError(",\"best_of\":2", "best_of");
   CompletionError(",\"suffix\":\"tail\"", "suffix");
   CompletionError(",\"response_format\":{\"type\":\"json_object\"}", "response_format");
@@ -238,6 +237,43 @@ TEST(OpenAiParse, SamplingKnobs) {
   std::string big = ",\"logit_bias\":{";
   for (int i = 0; i <= kMaxLogitBias; ++i) big += (i ? ",\"" : "\"") + std::to_string(i) + "\":1";
   CompletionError(big + "}", "logit_bias");
+}
+
+TEST(OpenAiParse, Logprobs) {
+  EXPECT_EQ(Completion(R"({"prompt":"x"})").sampling.logprobs, -1);
+  EXPECT_EQ(Completion(R"({"prompt":"x","logprobs":0})").sampling.logprobs, 0);
+  EXPECT_EQ(Completion(R"({"prompt":"x","logprobs":5})").sampling.logprobs, 5);
+  CompletionError(",\"logprobs\":21", "logprobs");
+  CompletionError(",\"logprobs\":true", "logprobs");
+  auto chat = [](const std::string& extra) {
+    auto r = ParseChatRequest(std::string(kUserHi) + extra + "}");
+    EXPECT_TRUE(std::holds_alternative<ChatRequest>(r)) << extra;
+    return std::holds_alternative<ChatRequest>(r) ? std::get<ChatRequest>(r).sampling.logprobs : -2;
+  };
+  EXPECT_EQ(chat(""), -1);
+  EXPECT_EQ(chat(",\"logprobs\":false"), -1);
+  EXPECT_EQ(chat(",\"logprobs\":true"), 0);
+  EXPECT_EQ(chat(",\"logprobs\":true,\"top_logprobs\":20"), 20);
+}
+
+// The logprobs object, both shapes, from raw token bytes (one a lone UTF-8 lead byte).
+TEST(OpenAiResponse, LogprobsJson) {
+  const std::vector<TokenLogprob> entries = {{7, -0.25f, {7, 9}, {-0.25f, -2.0f}}, {9, -INFINITY, {}, {}}};
+  auto bytes = [](int32_t id) { return id == 7 ? std::string("hi") : std::string("\xE2"); };
+  int64_t offset = 0;
+  const json chat = json::parse(LogprobsJson(true, entries, bytes, &offset));
+  EXPECT_EQ(chat["content"][0]["token"], "hi");
+  EXPECT_EQ(chat["content"][0]["logprob"], -0.25);
+  EXPECT_EQ(chat["content"][0]["bytes"], json::array({104, 105}));
+  EXPECT_EQ(chat["content"][0]["top_logprobs"][1]["token"], "\xEF\xBF\xBD");
+  EXPECT_EQ(chat["content"][0]["top_logprobs"][1]["bytes"], json::array({226}));
+  EXPECT_EQ(chat["content"][1]["logprob"], -9999.0);
+  const json comp = json::parse(LogprobsJson(false, entries, bytes, &offset));
+  EXPECT_EQ(comp["tokens"], json::array({"hi", "\xEF\xBF\xBD"}));
+  EXPECT_EQ(comp["token_logprobs"], json::array({-0.25, -9999.0}));
+  EXPECT_EQ(comp["top_logprobs"][0]["hi"], -0.25);
+  EXPECT_EQ(comp["text_offset"], json::array({0, 2}));
+  EXPECT_EQ(offset, 3);
 }
 
 TEST(OpenAiParse, StreamOptions) {
@@ -355,7 +391,9 @@ TEST(OpenAiParse, ChatValidation) {
   ChatError(std::string(kUserHi) + ",\"add_generation_prompt\":\"yes\"}", "add_generation_prompt");
   ChatError(std::string(kUserHi) + ",\"max_completion_tokens\":0}", "max_completion_tokens");
   ChatError(std::string(kUserHi) + ",\"temperature\":3}", "temperature");
-  ChatError(std::string(kUserHi) + ",\"logprobs\":true}", "logprobs");
+  ChatError(std::string(kUserHi) + ",\"logprobs\":1}", "logprobs");
+  ChatError(std::string(kUserHi) + ",\"top_logprobs\":2}", "top_logprobs");
+  ChatError(std::string(kUserHi) + ",\"logprobs\":true,\"top_logprobs\":21}", "top_logprobs");
   ChatError(std::string(kUserHi) + ",\"top_logprobs\":2}", "top_logprobs");
   ChatError(std::string(kUserHi) + ",\"n\":3}", "n");
   ChatError(std::string(kUserHi) + ",\"tool_choice\":\"required\"}", "tool_choice");

@@ -348,5 +348,48 @@ TEST(SchedulerSampling, LogitBiasMinTokensAndRepetitionPenaltyAreExact) {
   EXPECT_EQ(s.Submit(r).code(), StatusCode::kInvalidArgument);
 }
 
+
+// Logprobs: the log-softmax of the logits the sampler drew from (greedy: temperature 1), against the
+// fixture's transformers logits, for the sampled token and the top alternatives, at every decode step.
+TEST(SchedulerSampling, LogprobsMatchTransformersLogSoftmax) {
+  const std::string dir = testing::FixturesDir() + "/qwen3-moe-f32";
+  const testing::Fixture f = LoadFixture("qwen3-moe-f32");
+  auto e = MakeSmallEngine(dir, 64, 64);
+  Scheduler s(*e);
+  ScheduledRequest r;
+  r.id = 1;
+  r.prompt = f.prompts[0].prompt;
+  r.max_tokens = static_cast<int>(f.prompts[0].greedy.size());
+  r.logprobs = 3;
+  ASSERT_TRUE(s.Submit(r).ok());
+  std::vector<control::TokenEvent> events, all;
+  while (s.HasWork()) {
+    events.clear();
+    ASSERT_TRUE(s.Step(&events).ok());
+    all.insert(all.end(), events.begin(), events.end());
+  }
+  const int V = e->config().vocab_size;
+  const std::vector<float> prefill = f.Tensor("prompt0.prefill_logits");
+  const std::vector<float> decode = f.Tensor("prompt0.decode_logits");
+  ASSERT_EQ(all.size(), f.prompts[0].greedy.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    const float* ref = i == 0 ? prefill.data() + prefill.size() - V : decode.data() + (i - 1) * V;
+    double mx = ref[0], z = 0;
+    for (int t = 0; t < V; ++t) mx = std::max<double>(mx, ref[t]);
+    for (int t = 0; t < V; ++t) z += std::exp(ref[t] - mx);
+    auto lp = [&](int32_t t) { return ref[t] - mx - std::log(z); };
+    const control::TokenEvent& ev = all[i];
+    ASSERT_TRUE(ev.has_logprob);
+    EXPECT_EQ(ev.token, f.prompts[0].greedy[i]);
+    EXPECT_NEAR(ev.logprob, lp(ev.token), 2e-4) << "step " << i;
+    ASSERT_EQ(ev.top_ids.size(), 3u);
+    EXPECT_EQ(ev.top_ids[0], ev.token) << "greedy: the sampled token is the most likely";
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_NEAR(ev.top_logprobs[k], lp(ev.top_ids[k]), 2e-4);
+      if (k > 0) EXPECT_GE(ev.top_logprobs[k - 1], ev.top_logprobs[k]);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace shoal

@@ -178,6 +178,24 @@ TEST(Wire, FieldsAreChecked) {
   EXPECT_EQ(back.sampling.min_p, 0.1f);
   EXPECT_EQ(back.sampling.repetition_penalty, 1.3f);
   EXPECT_EQ(back.sampling.min_tokens, 1);
+  s.logprobs = 21;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.logprobs"));
+  {
+    // Token events with logprobs: round trip, and a top list that does not pair up is refused.
+    Tokens lt;
+    lt.events.emplace_back(3, 17, FinishReason::kNone, "");
+    lt.events[0].has_logprob = true;
+    lt.events[0].logprob = -0.5f;
+    lt.events[0].top_ids = {17, 4};
+    lt.events[0].top_logprobs = {-0.5f, -1.5f};
+    const Tokens tb = std::get<Tokens>(*Decode(EncodeFrame(lt)));
+    EXPECT_EQ(tb.events[0].top_ids, lt.events[0].top_ids);
+    EXPECT_EQ(tb.events[0].logprob, -0.5f);
+    lt.events[0].top_logprobs = {-0.5f};
+    EXPECT_TRUE(MessageHas(Decode(EncodeFrame(lt)).status(), "Tokens.events.top_logprobs"));
+    lt.events[0].top_logprobs = {-0.5f, 0.5f};
+    EXPECT_TRUE(MessageHas(Decode(EncodeFrame(lt)).status(), "Tokens.events.top_logprobs"));
+  }
 
   Hello h = std::get<Hello>(Samples()[0]);
   h.rank = 2;
@@ -231,7 +249,7 @@ TEST(Wire, FieldsAreChecked) {
   Submit big = std::get<Submit>(Samples()[3]);
   f = EncodeFrame(big);
   const size_t prompt_count_at =
-      f.size() - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
+      f.size() - 4 /* logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
   const uint32_t lie = 1000000;
   std::memcpy(f.data() + prompt_count_at, &lie, 4);
   EXPECT_TRUE(MessageHas(Decode(f).status(), "Submit.prompt: truncated"));
