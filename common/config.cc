@@ -231,6 +231,14 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                      }
                      return Status::Ok();
                    }},
+                  {"tool_parser", [&](const YAML::Node& v, const std::string& w) -> Status {
+                     SHOAL_RETURN_IF_ERROR(ReadScalar(v, w, &sv.tool_parser, "a tool-call parser name"));
+                     for (const char* ok : {"auto", "none", "hermes", "mistral", "llama3_json", "deepseek_v3"}) {
+                       if (sv.tool_parser == ok) return Status::Ok();
+                     }
+                     return InvalidArgument(w + ": expected auto, none, hermes, mistral, llama3_json or deepseek_v3, got '" +
+                                            sv.tool_parser + "'");
+                   }},
                   {"reasoning_parser", [&](const YAML::Node& v, const std::string& w) -> Status {
                      SHOAL_RETURN_IF_ERROR(ReadScalar(v, w, &sv.reasoning_parser, "none, qwen3 or deepseek_r1"));
                      if (sv.reasoning_parser == "none") sv.reasoning_parser.clear();
@@ -323,6 +331,7 @@ std::string EngineConfigYaml(const EngineConfig& c) {
   y << YAML::Key << "text_threads" << YAML::Value << s.text_threads;
   y << YAML::Key << "metrics_vllm_names" << YAML::Value << s.metrics_vllm_names;
   y << YAML::Key << "generation_config" << YAML::Value << s.generation_config;
+  y << YAML::Key << "tool_parser" << YAML::Value << s.tool_parser;
   y << YAML::Key << "reasoning_parser" << YAML::Value << (s.reasoning_parser.empty() ? "none" : s.reasoning_parser);
   y << YAML::EndMap;
   y << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap;

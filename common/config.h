@@ -145,6 +145,9 @@ struct EngineConfig {
     // vLLM's --reasoning-parser: "" (none), qwen3 or deepseek_r1 — <think>…</think> in a chat's output
     // becomes reasoning_content (coordinator/reasoning.h).
     std::string reasoning_parser;
+    // vLLM's --tool-call-parser: auto (the chat template's format), none, hermes, mistral, llama3_json
+    // or deepseek_v3 — a chat with tools gets the model's calls as tool_calls (coordinator/tool_parser.h).
+    std::string tool_parser = "auto";
   } server;
   struct Cluster {
     int groups = 1;

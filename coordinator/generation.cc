@@ -9,6 +9,7 @@
 #include <optional>
 #include <random>
 
+#include "coordinator/chat_output.h"
 #include "coordinator/control_plane.h"
 #include "coordinator/openai_stream.h"
 #include "coordinator/token_stream.h"
@@ -41,6 +42,7 @@ api::ApiError BadRequest(std::string message, std::string param = "", std::strin
 // A validated, tokenized request, ready to admit.
 struct Prepared {
   std::string model;
+  bool tools = false;  // a chat with tools and tool_choice other than "none": calls are parsed out
   api::SamplingOptions sampling;
   bool stream = false, include_usage = false, return_token_ids = false;
   std::vector<int32_t> prompt;
@@ -60,6 +62,7 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
     out.model = cr.model;
     out.sampling = std::move(cr.sampling);
     out.stream = cr.stream, out.include_usage = cr.include_usage, out.return_token_ids = cr.return_token_ids;
+    out.tools = cr.tools.is_array() && !cr.tools.empty() && !cr.tool_choice_none;
     auto ids = ChatPromptIds(m, cr);
     if (auto* e = std::get_if<api::ApiError>(&ids)) return *e;
     prompt = std::move(std::get<std::vector<int32_t>>(ids));
@@ -268,6 +271,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     return b.ok() ? *b : std::string();
   };
   int64_t text_offset = 0;
+  const std::function<std::string()> new_tool_id = [] { return "chatcmpl-tool-" + RandomHex(32); };
   auto take_logprobs = [&](std::vector<api::TokenLogprob>* from) {
     std::string j;
     if (so.logprobs >= 0 && !from->empty()) j = api::LogprobsJson(chat, *from, token_bytes, &text_offset);
@@ -285,19 +289,20 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     if (s->error) co_return co_await WriteError(x.stream, req, *s->error);
     if (s->finish_reason == "cancelled") co_return false;  // the client is gone
     const std::vector<int32_t>* token_ids = p.return_token_ids ? &s->output_ids : nullptr;
-    std::string reasoning, content;
-    const bool split = chat && env.model.reasoning != ReasoningFormat::kNone;
-    if (split) {
-      ReasoningSplitter splitter(env.model.reasoning);
-      splitter.Feed(s->text, &reasoning, &content);
-      splitter.Finish(&reasoning, &content);
-    }
+    ChatOutputParser parser(env.model.reasoning, p.tools ? env.model.tools : ToolFormat::kNone);
+    const bool split = chat && parser.active();
+    ChatOutputParser::Piece piece;
+    if (split) piece = parser.Feed(s->text, /*last=*/true);
+    const bool reasoning_on = env.model.reasoning != ReasoningFormat::kNone;
+    const nlohmann::ordered_json calls = ToolCallsJson(piece.calls, 0, /*with_index=*/false, new_tool_id);
+    const std::string finish = parser.saw_calls() ? "tool_calls" : s->finish_reason;
     std::string logprobs = take_logprobs(&s->output_logprobs);
     if (so.logprobs >= 0 && logprobs.empty()) logprobs = chat ? R"({"content":[]})" : api::LogprobsJson(false, {}, token_bytes, &text_offset);
     const std::string* lp = so.logprobs >= 0 ? &logprobs : nullptr;
-    std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, split ? content : s->text,
-                                                s->finish_reason, usage(), prompt_ids, token_ids,
-                                                split ? &reasoning : nullptr, lp)
+    std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, split ? piece.content : s->text,
+                                                finish, usage(), prompt_ids, token_ids,
+                                                reasoning_on ? &piece.reasoning : nullptr, lp,
+                                                parser.saw_calls() ? &calls : nullptr)
                             : api::CompletionResponse(api_id, created, env.model.name, s->text, s->finish_reason,
                                                       usage(), prompt_ids, token_ids, lp);
     co_return co_await WriteResponse(x.stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
@@ -320,21 +325,23 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   // Chat sends its role first, with the prompt's ids; completions put them in the first content chunk.
   if (chat) writer.Role(&out, prompt_ids);
   bool prompt_ids_pending = !chat && prompt_ids != nullptr;
-  // With a reasoning parser, a chat's text splits into reasoning_content and content deltas.
-  std::optional<ReasoningSplitter> splitter;
-  if (chat && env.model.reasoning != ReasoningFormat::kNone) splitter.emplace(env.model.reasoning);
-  std::string reasoning, content;
+  // With a reasoning or tool-call parser, a chat's text becomes reasoning_content, content and
+  // tool_calls deltas.
+  ChatOutputParser parser(env.model.reasoning, chat && p.tools ? env.model.tools : ToolFormat::kNone);
+  int calls_sent = 0;
   auto emit_split = [&](bool last) {
-    reasoning.clear();
-    content.clear();
-    splitter->Feed(s->text, &reasoning, &content);
-    if (last) splitter->Finish(&reasoning, &content);
+    ChatOutputParser::Piece piece = parser.Feed(s->text, last);
     const std::vector<int32_t>* ids = p.return_token_ids && !s->chunk_ids.empty() ? &s->chunk_ids : nullptr;
     const std::string lp = take_logprobs(&s->chunk_logprobs);
-    // Token ids and logprobs ride on the batch's last chunk.
-    if (!reasoning.empty()) writer.Reasoning(&out, reasoning, content.empty() ? ids : nullptr, content.empty() ? lp : "");
-    if (!content.empty() || (reasoning.empty() && (ids != nullptr || !lp.empty()))) {
-      writer.Content(&out, content, "", ids, nullptr, lp);
+    // Token ids and logprobs ride on the batch's reasoning or content chunk.
+    const bool content_chunk = !piece.content.empty() || (piece.reasoning.empty() && (ids != nullptr || !lp.empty()));
+    if (!piece.reasoning.empty()) {
+      writer.Reasoning(&out, piece.reasoning, content_chunk ? nullptr : ids, content_chunk ? "" : lp);
+    }
+    if (content_chunk) writer.Content(&out, piece.content, "", ids, nullptr, lp);
+    if (!piece.calls.empty()) {
+      writer.ToolCalls(&out, ToolCallsJson(piece.calls, calls_sent, /*with_index=*/true, new_tool_id).dump());
+      calls_sent += static_cast<int>(piece.calls.size());
     }
     s->text.clear();
     s->chunk_ids.clear();
@@ -348,7 +355,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     co_await s->WaitForNews();
     s->Process();
     ReportEndedHere(env, *s);
-    if (splitter) {
+    if (chat && parser.active()) {
       emit_split(s->done);
     } else if (!s->text.empty() || (p.return_token_ids && !s->chunk_ids.empty()) || !s->chunk_logprobs.empty()) {
       const std::string lp = take_logprobs(&s->chunk_logprobs);
@@ -370,7 +377,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   if (s->error) {
     out += api::ErrorEvent(*s->error);
   } else {
-    writer.Finish(&out, s->finish_reason);
+    writer.Finish(&out, parser.saw_calls() ? "tool_calls" : s->finish_reason);
     if (p.include_usage) writer.UsageChunk(&out, usage());
   }
   out += api::kDoneEvent;

@@ -539,6 +539,7 @@ std::variant<ChatRequest, ApiError> ParseChatImpl(std::string_view body) {
     req.messages.push_back(std::move(m));
   }
   if (auto e = ParseTools(obj, &req.tools)) return std::move(*e);
+  if (const json* tc = Field(obj, "tool_choice")) req.tool_choice_none = *tc == "none";
   if (const json* kw = Field(obj, "chat_template_kwargs")) {
     if (!kw->is_object()) return TypeError("chat_template_kwargs", "an object", *kw);
     for (auto it = kw->begin(); it != kw->end(); ++it) {
@@ -655,15 +656,16 @@ std::string CompletionResponse(const std::string& id, int64_t created, const std
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                          const std::string& finish_reason, const Usage& usage,
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
-                         const std::string* reasoning, const std::string* logprobs_json) {
+                         const std::string* reasoning, const std::string* logprobs_json, const json* tool_calls) {
   json message = json::object();
   message["role"] = "assistant";
-  if (reasoning != nullptr) {
-    message["reasoning_content"] = reasoning->empty() ? json(nullptr) : json(*reasoning);
+  if (reasoning != nullptr) message["reasoning_content"] = reasoning->empty() ? json(nullptr) : json(*reasoning);
+  if (reasoning != nullptr || tool_calls != nullptr) {
     message["content"] = text.empty() ? json(nullptr) : json(text);
   } else {
     message["content"] = text;
   }
+  if (tool_calls != nullptr) message["tool_calls"] = *tool_calls;
   json choice = json::object();
   choice["index"] = 0;
   choice["message"] = std::move(message);

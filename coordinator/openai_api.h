@@ -134,6 +134,7 @@ struct ChatRequest {
   // parts is flattened here to one string joined by "\n" (what vLLM does for string-format templates).
   nlohmann::ordered_json messages;
   nlohmann::ordered_json tools;                 // null, or an array of objects; passed to the template
+  bool tool_choice_none = false;                // tool_choice: "none" (no calls parsed out of the output)
   nlohmann::ordered_json chat_template_kwargs;  // null or an object (vLLM extension)
   bool add_generation_prompt = true;
   SamplingOptions sampling;
@@ -161,10 +162,12 @@ std::string CompletionResponse(const std::string& id, int64_t created, const std
                                const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids, const std::string* logprobs_json = nullptr);
 // `reasoning` non-null (a reasoning parser is on): the message's reasoning_content, and an empty
 // content renders as null, as vLLM does.
+// tool_calls_json (ToolCallsJson): the message's tool_calls; content then renders null when empty.
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                          const std::string& finish_reason, const Usage& usage,
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
-                         const std::string* reasoning = nullptr, const std::string* logprobs_json = nullptr);
+                         const std::string* reasoning = nullptr, const std::string* logprobs_json = nullptr,
+                         const nlohmann::ordered_json* tool_calls = nullptr);
 
 // Streamed responses: coordinator/openai_stream.h.
 

@@ -122,6 +122,13 @@ void StreamWriter::Reasoning(std::string* out, std::string_view text, const std:
   out->append("}]").append(usage_null_).append("}\n\n");
 }
 
+void StreamWriter::ToolCalls(std::string* out, std::string_view calls_json) const {
+  out->append(head_).append(",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":").append(calls_json);
+  out->push_back('}');
+  AppendFinishReason(out, "");
+  out->append("}]").append(usage_null_).append("}\n\n");
+}
+
 void StreamWriter::Finish(std::string* out, std::string_view finish_reason) const {
   if (!chat_) {
     Content(out, "", finish_reason);

@@ -44,6 +44,9 @@ class StreamWriter {
   // <think> text); token_ids as in Content.
   void Reasoning(std::string* out, std::string_view text, const std::vector<int32_t>* token_ids = nullptr,
                  std::string_view logprobs_json = "") const;
+  // Chat only: delta {tool_calls: calls_json} (a JSON array of {index, id, type, function: {name,
+  // arguments}}), each call whole.
+  void ToolCalls(std::string* out, std::string_view calls_json) const;
   // The end: completions' {text: "", finish_reason}, chat's {delta: {}, finish_reason}.
   void Finish(std::string* out, std::string_view finish_reason) const;
   // choices [] and the usage.

@@ -101,6 +101,7 @@ StatusOr<ServedModel> ServedModel::Load(const EngineConfig& cfg) {
   m.eos_token = m.tokenizer->eos_token().value_or("");
   AddEosIds(cfg.model_path + "/generation_config.json", &m.eos_ids);
   SHOAL_ASSIGN_OR_RETURN(m.reasoning, ParseReasoningFormat(cfg.server.reasoning_parser));
+  SHOAL_ASSIGN_OR_RETURN(m.tools, ParseToolFormat(cfg.server.tool_parser, m.tokenizer->chat_template()));
   if (cfg.server.generation_config == "auto") {
     SHOAL_RETURN_IF_ERROR(ReadSamplingDefaults(cfg.model_path + "/generation_config.json", &m.sampling_defaults,
                                                &m.sampling_defaults_given));

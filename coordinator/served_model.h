@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/reasoning.h"
+#include "coordinator/tool_parser.h"
 #include "model/jinja/template.h"
 #include "model/tokenizer.h"
 
@@ -31,6 +32,7 @@ struct ServedModel {
   // vLLM's default); `given` says which it has (api::SamplingOptions::Given bits). Empty with
   // server.generation_config: vllm.
   ReasoningFormat reasoning = ReasoningFormat::kNone;  // server.reasoning_parser
+  ToolFormat tools = ToolFormat::kNone;                // server.tool_parser (auto: from the chat template)
   SamplingParams sampling_defaults;
   uint32_t sampling_defaults_given = 0;
 

@@ -53,6 +53,12 @@ def start(tmp):
     shutil.copytree(FIXTURE, model, ignore=shutil.ignore_patterns("expected*", "chat_expected.json"))
     with open(os.path.join(model, "generation_config.json"), "w") as f:
         json.dump({"temperature": 0.0, "top_p": 0.9}, f)
+    # Room for the template's tool preamble (~500 tokens with this byte-level vocabulary): the random
+    # model computes any position, so its copy may claim a longer context than the fixture's 256.
+    cfg_path = os.path.join(model, "config.json")
+    mc = json.load(open(cfg_path))
+    mc["max_position_embeddings"] = 1024
+    json.dump(mc, open(cfg_path, "w"))
     cfg = os.path.join(tmp, "sdk.yaml")
     with open(cfg, "w") as f:
         f.write(f"""
@@ -63,7 +69,7 @@ engine:
   threads: 1
 kv_cache:
   block_size: 16
-  num_blocks: 64
+  num_blocks: 160
 server:
   port: 0
   api_keys: [{KEY}]
@@ -208,6 +214,20 @@ def main():
                 streamed += ch.choices[0].logprobs.content
         check([(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content],
               "streamed chat logprobs add up to the whole response's")
+
+        # Tools: the model's own template renders them (Qwen3's, hermes calls); this random model writes
+        # no call, so its text stays content (the parsing itself: tests/unit/tool_parser_test.cc).
+        tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                                                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+        t = client.chat.completions.create(model="tiny", messages=msgs, tools=tools, max_tokens=4, temperature=0)
+        check(t.choices[0].finish_reason in ("stop", "length") and not t.choices[0].message.tool_calls,
+              "a chat with tools and no call in the output: finish_reason %s, no tool_calls" % t.choices[0].finish_reason)
+        try:
+            client.chat.completions.create(model="tiny", messages=msgs, tools=tools, tool_choice="required", max_tokens=2)
+            check(False, "tool_choice required is refused")
+        except openai.BadRequestError as e:
+            check(e.body is not None and e.body.get("param") == "tool_choice",
+                  "tool_choice required is refused with a 400 (it needs constrained decoding)")
 
         # Still refused, by name.
         try:

@@ -30,6 +30,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, FlagSet set) {
                     "(overrides server.reasoning_parser)")
         ->check(CLI::IsMember({"none", "qwen3", "deepseek_r1"}))
         ->default_str("server.reasoning_parser: none");
+    cmd->add_option("--tool-call-parser", f->tool_call_parser,
+                    "How a chat with tools finds the model's calls in its output: auto (the chat template's format), "
+                    "none, hermes, mistral, llama3_json or deepseek_v3 (overrides server.tool_parser)")
+        ->check(CLI::IsMember({"auto", "none", "hermes", "mistral", "llama3_json", "deepseek_v3"}))
+        ->default_str("server.tool_parser: auto");
   }
   if (set == FlagSet::kCoordinator) return;
   cmd->add_option("--dtype", f->dtype,
@@ -73,6 +78,7 @@ Status ApplyEngineFlags(const EngineFlags& f, EngineConfig* cfg) {
   }
   if (f.tensor_parallel_size > 0) cfg->attention_tp = f.tensor_parallel_size;
   if (!f.generation_config.empty()) cfg->server.generation_config = f.generation_config;
+  if (!f.tool_call_parser.empty()) cfg->server.tool_parser = f.tool_call_parser;
   if (!f.reasoning_parser.empty()) cfg->server.reasoning_parser = f.reasoning_parser == "none" ? "" : f.reasoning_parser;
   return Status::Ok();
 }

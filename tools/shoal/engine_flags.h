@@ -10,6 +10,7 @@
 //   --tensor-parallel-size T        parallel.attention_tp (vLLM: the same, with --enable-expert-parallel)
 //   --generation-config auto|vllm   server.generation_config (vLLM: the same; coordinator only)
 //   --reasoning-parser NAME         server.reasoning_parser (vLLM: the same; coordinator only)
+//   --tool-call-parser NAME         server.tool_parser (vLLM: the same; coordinator only)
 //
 // `shoal up` passes the worker-side ones on to the worker groups it launches, so one command line
 // configures the whole local cluster.
@@ -35,6 +36,7 @@ struct EngineFlags {
   int tensor_parallel_size = 0;
   std::string generation_config;
   std::string reasoning_parser;
+  std::string tool_call_parser;
 };
 
 // Which of the flags a subcommand takes.

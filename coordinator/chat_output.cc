@@ -1,0 +1,29 @@
+#include "coordinator/chat_output.h"
+
+namespace shoal::coord {
+
+ChatOutputParser::Piece ChatOutputParser::Feed(std::string_view text, bool last) {
+  Piece p;
+  std::string content;
+  reasoning_.Feed(text, &p.reasoning, &content);
+  if (last) reasoning_.Finish(&p.reasoning, &content);
+  tools_.Feed(content, &p.content, &p.calls);
+  if (last) tools_.Finish(&p.content, &p.calls);
+  return p;
+}
+
+nlohmann::ordered_json ToolCallsJson(const std::vector<ToolCall>& calls, int first_index, bool with_index,
+                             const std::function<std::string()>& new_id) {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    nlohmann::ordered_json c = nlohmann::ordered_json::object();
+    if (with_index) c["index"] = first_index + static_cast<int>(i);
+    c["id"] = new_id();
+    c["type"] = "function";
+    c["function"] = {{"name", calls[i].name}, {"arguments", calls[i].arguments}};
+    a.push_back(std::move(c));
+  }
+  return a;
+}
+
+}  // namespace shoal::coord

@@ -1,0 +1,121 @@
+// Tool calls out of a chat's output (coordinator/tool_parser.h), in each family's format as its own
+// chat template teaches it; the same result however the text is chunked (every cut, byte by byte);
+// malformed calls stay content; the format picked from the fixtures' real templates.
+#include "coordinator/tool_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "coordinator/chat_output.h"
+#include "tests/unit/fixture_util.h"
+
+namespace shoal::coord {
+namespace {
+
+struct Result {
+  std::string content;
+  std::vector<std::pair<std::string, std::string>> calls;  // name, arguments
+  bool operator==(const Result&) const = default;
+};
+
+void PrintTo(const Result& r, std::ostream* os) {
+  *os << "content '" << r.content << "' calls [";
+  for (const auto& [n, a] : r.calls) *os << n << a << " ";
+  *os << "]";
+}
+
+Result Run(ToolFormat f, const std::vector<std::string>& chunks) {
+  ToolCallParser p(f);
+  Result r;
+  std::vector<ToolCall> calls;
+  for (const std::string& c : chunks) p.Feed(c, &r.content, &calls);
+  p.Finish(&r.content, &calls);
+  for (const ToolCall& c : calls) r.calls.emplace_back(c.name, c.arguments);
+  return r;
+}
+
+void Expect(ToolFormat f, const std::string& text, const Result& want) {
+  EXPECT_EQ(Run(f, {text}), want) << text;
+  for (size_t cut = 0; cut <= text.size(); ++cut) {
+    EXPECT_EQ(Run(f, {text.substr(0, cut), text.substr(cut)}), want) << text << " cut at " << cut;
+  }
+  std::vector<std::string> bytes;
+  for (char ch : text) bytes.emplace_back(1, ch);
+  EXPECT_EQ(Run(f, bytes), want) << text << " byte by byte";
+}
+
+TEST(ToolParser, Hermes) {
+  const auto h = ToolFormat::kHermes;
+  Expect(h, "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+         {"Let me check.\n", {{"get_weather", R"({"city":"Paris"})"}}});
+  Expect(h, "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>\n<tool_call>{\"name\": \"b\", \"arguments\": {\"x\": 1}}</tool_call>",
+         {"", {{"a", "{}"}, {"b", R"({"x":1})"}}});
+  Expect(h, "No tools needed.", {"No tools needed.", {}});
+  Expect(h, "<tool_call>{\"name\": \"a\", \"arguments\": {\"q\": 2}}", {"", {{"a", R"({"q":2})"}}});  // unterminated last
+  Expect(h, "<tool_call>not json</tool_call>", {"<tool_call>not json</tool_call>", {}});  // kept, not lost
+  Expect(h, "a <tool_ca", {"a <tool_ca", {}});
+  Expect(h, "<tool_call>{\"name\": \"a\", \"arguments\": \"{\\\"k\\\": 3}\"}</tool_call>", {"", {{"a", R"({"k":3})"}}});
+}
+
+TEST(ToolParser, Mistral) {
+  const auto m = ToolFormat::kMistral;
+  Expect(m, "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {\"a\": 1}}, {\"name\": \"g\", \"arguments\": {}}]",
+         {"", {{"f", R"({"a":1})"}, {"g", "{}"}}});
+  Expect(m, "[TOOL_CALLS]f[ARGS]{\"a\": 1}[TOOL_CALLS]g[ARGS]{}", {"", {{"f", R"({"a":1})"}, {"g", "{}"}}});
+  Expect(m, "Sure: [TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}]", {"Sure: ", {{"f", "{}"}}});
+  Expect(m, "[TOOL_CALLS] [{\"name\": 3}]", {"[TOOL_CALLS] [{\"name\": 3}]", {}});
+  Expect(m, "plain", {"plain", {}});
+}
+
+TEST(ToolParser, Llama3Json) {
+  const auto l = ToolFormat::kLlama3Json;
+  Expect(l, "{\"name\": \"f\", \"parameters\": {\"a\": \"b\"}}", {"", {{"f", R"({"a":"b"})"}}});
+  Expect(l, "<|python_tag|>{\"name\": \"f\", \"parameters\": {}}; {\"name\": \"g\", \"parameters\": {\"n\": 2}}",
+         {"", {{"f", "{}"}, {"g", R"({"n":2})"}}});
+  Expect(l, "The answer is 4.", {"The answer is 4.", {}});
+  Expect(l, "{not a call}", {"{not a call}", {}});
+}
+
+TEST(ToolParser, DeepSeekV3) {
+  const auto d = ToolFormat::kDeepSeekV3;
+  const std::string call = "<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Oslo\"}\n```<｜tool▁call▁end｜>";
+  Expect(d, "Checking.<｜tool▁calls▁begin｜>" + call + call + "<｜tool▁calls▁end｜>",
+         {"Checking.", {{"get_weather", R"({"city":"Oslo"})"}, {"get_weather", R"({"city":"Oslo"})"}}});
+  Expect(d, "no calls", {"no calls", {}});
+}
+
+TEST(ToolParser, FormatFromTheFixturesRealTemplates) {
+  auto fmt = [](const std::string& fixture) {
+    std::ifstream in(testing::FixturesDir() + "/" + fixture + "/tokenizer_config.json");
+    const nlohmann::json j = nlohmann::json::parse(in);
+    return *ParseToolFormat("auto", j.value("chat_template", ""));
+  };
+  EXPECT_EQ(fmt("qwen3-moe-f32"), ToolFormat::kHermes);
+  EXPECT_EQ(fmt("qwen2-moe-f16"), ToolFormat::kHermes);
+  EXPECT_EQ(fmt("mixtral-bf16"), ToolFormat::kMistral);
+  EXPECT_EQ(fmt("llama4-scout-bf16"), ToolFormat::kLlama3Json);
+  EXPECT_EQ(fmt("deepseek-v3-f32"), ToolFormat::kDeepSeekV3);
+  EXPECT_EQ(*ParseToolFormat("none", "<tool_call>"), ToolFormat::kNone);
+  EXPECT_EQ(*ParseToolFormat("mistral", ""), ToolFormat::kMistral);
+  EXPECT_FALSE(ParseToolFormat("pythonic", "").ok());
+}
+
+// Reasoning first, tool calls out of what follows: a Qwen3 answer that thinks, then calls.
+TEST(ChatOutput, ReasoningThenToolCallsAndTheirJson) {
+  ChatOutputParser p(ReasoningFormat::kQwen3, ToolFormat::kHermes);
+  auto a = p.Feed("<think>need weather</think>\n\n<tool_call>{\"name\": \"w\", \"argu", false);
+  auto b = p.Feed("ments\": {\"c\": 1}}</tool_call>", true);
+  EXPECT_EQ(a.reasoning, "need weather");
+  EXPECT_EQ(a.content + b.content, "\n\n");
+  ASSERT_EQ(b.calls.size(), 1u);
+  EXPECT_TRUE(p.saw_calls());
+  int n = 0;
+  const auto j = ToolCallsJson(b.calls, 2, true, [&] { return "id" + std::to_string(n++); });
+  EXPECT_EQ(j.dump(), R"([{"index":2,"id":"id0","type":"function","function":{"name":"w","arguments":"{\"c\":1}"}}])");
+}
+
+}  // namespace
+}  // namespace shoal::coord
