@@ -353,9 +353,11 @@ void Cluster::RefreshMetrics() const {
   for (const auto& [name, g] : groups_) {
     for (const auto& r : g.ranks) {
       if (!r) continue;
-      if (!r->dead) {
+      if (!r->dead && r->hello.tp_rank == 0) {  // a replica's other TP ranks run the same requests
         queued += r->hb.waiting;
         running += r->hb.running;
+      }
+      if (!r->dead) {
         kv_used += r->hb.kv_blocks_used;
         kv_total += r->hello.kv_blocks;
       }
