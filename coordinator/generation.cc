@@ -43,6 +43,7 @@ api::ApiError BadRequest(std::string message, std::string param = "", std::strin
 struct Prepared {
   std::string model;
   bool tools = false;  // a chat with tools and tool_choice other than "none": calls are parsed out
+  std::string echo;    // completions' echo: the prompt's text, sent before the completion's
   api::SamplingOptions sampling;
   bool stream = false, include_usage = false, return_token_ids = false;
   std::vector<int32_t> prompt;
@@ -77,6 +78,7 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
       StatusOr<std::vector<int32_t>> ids = m.tokenizer->Encode(*s, /*add_special_tokens=*/true);
       if (!ids.ok()) return BadRequest(ids.status().message(), "prompt");
       prompt = std::move(*ids);
+      if (cr.echo) out.echo = *s;
     } else {
       prompt = std::move(std::get<std::vector<int32_t>>(cr.prompt));
       for (int32_t t : prompt) {
@@ -84,6 +86,11 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
           return BadRequest("prompt token id " + std::to_string(t) + " is outside the vocabulary of " +
                                 std::to_string(m.vocab), "prompt");
         }
+      }
+      if (cr.echo) {  // ids echo as the text they decode to (special tokens included, as given)
+        StatusOr<std::string> text = m.tokenizer->Decode(prompt, /*skip_special_tokens=*/false);
+        if (!text.ok()) return BadRequest(text.status().message(), "prompt");
+        out.echo = std::move(*text);
       }
     }
   }
@@ -303,8 +310,8 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
                                                 finish, usage(), prompt_ids, token_ids,
                                                 reasoning_on ? &piece.reasoning : nullptr, lp,
                                                 parser.saw_calls() ? &calls : nullptr)
-                            : api::CompletionResponse(api_id, created, env.model.name, s->text, s->finish_reason,
-                                                      usage(), prompt_ids, token_ids, lp);
+                            : api::CompletionResponse(api_id, created, env.model.name, p.echo + s->text,
+                                                      s->finish_reason, usage(), prompt_ids, token_ids, lp);
     co_return co_await WriteResponse(x.stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
   }
 
@@ -325,6 +332,10 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   // Chat sends its role first, with the prompt's ids; completions put them in the first content chunk.
   if (chat) writer.Role(&out, prompt_ids);
   bool prompt_ids_pending = !chat && prompt_ids != nullptr;
+  if (!p.echo.empty()) {  // completions' echo: the prompt's text is the first chunk
+    writer.Content(&out, p.echo, "", nullptr, prompt_ids_pending ? prompt_ids : nullptr);
+    prompt_ids_pending = false;
+  }
   // With a reasoning or tool-call parser, a chat's text becomes reasoning_content, content and
   // tool_calls deltas.
   ChatOutputParser parser(env.model.reasoning, chat && p.tools ? env.model.tools : ToolFormat::kNone);

@@ -317,7 +317,10 @@ Err ParseSampling(const json& obj, bool chat, SamplingOptions* s) {
 }
 
 // Fields OpenAI or vLLM define that shoal cannot honour; ignoring them would change the output silently.
-Err RejectUnsupported(const json& obj) {
+Err RejectUnsupported(const json& obj, bool chat) {
+  if (chat) {
+    if (auto e = Unsupported(obj, "echo", IsFalse, "chat does not echo")) return e;
+  }
   auto one = [](const json& v) { return IsNumber(v, 1); };
   auto zero = [](const json& v) { return IsNumber(v, 0); };
   auto never = [](const json&) { return false; };
@@ -329,7 +332,6 @@ Err RejectUnsupported(const json& obj) {
   }
   if (auto e = Unsupported(obj, "best_of", one, "one choice per request")) return e;
   if (auto e = Unsupported(obj, "prompt_logprobs", never, "logprobs are not returned")) return e;
-  if (auto e = Unsupported(obj, "echo", IsFalse, "the prompt is not echoed")) return e;
   if (auto e = Unsupported(obj, "use_beam_search", IsFalse, "no beam search")) return e;
   auto text_format = [](const json& v) { return v.is_object() && v.value("type", json()) == "text"; };
   if (auto e = Unsupported(obj, "response_format", text_format, "no structured output")) return e;
@@ -360,7 +362,7 @@ Err ParseCommon(const json& obj, bool chat, Common* c) {
   }
   if (auto e = GetBool(obj, "return_token_ids", &c->return_token_ids)) return e;
   if (auto e = ParseSampling(obj, chat, &c->sampling)) return e;
-  return RejectUnsupported(obj);
+  return RejectUnsupported(obj, chat);
 }
 
 // A list of token ids for `param`, or an error naming the bad element.
@@ -514,6 +516,10 @@ std::variant<CompletionRequest, ApiError> ParseCompletionImpl(std::string_view b
   auto suffix_empty = [](const json& v) { return v.is_string() && v.get_ref<const std::string&>().empty(); };
   if (auto e = Unsupported(obj, "suffix", suffix_empty, "no insertion")) return std::move(*e);
   if (auto e = ParsePrompt(obj, &req.prompt)) return std::move(*e);
+  if (auto e = GetBool(obj, "echo", &req.echo)) return std::move(*e);
+  if (req.echo && c.sampling.logprobs >= 0) {
+    return InvalidRequest("echo with logprobs needs the prompt's logprobs, which shoal does not return yet", "echo");
+  }
   CopyCommon(std::move(c), &req);
   return req;
 }

@@ -122,6 +122,7 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage
   bool return_token_ids = false;  // vLLM extension: prompt_token_ids / token_ids in the response
+  bool echo = false;              // the prompt's text before the completion's (not with logprobs yet)
   std::string user;
 };
 

@@ -12,7 +12,9 @@ into .venv-test; this script exits 77, skipped, when it is not there), against a
   - /tokenize (prompt and chat forms), /detokenize, /version, and the API key on the first two;
   - logprobs: chat (logprobs + top_logprobs) and completions (logprobs: k), streamed and whole, equal
     to the log-softmax of transformers' logits (the fixture's) for the greedy tokens;
-  - what is still refused: prompt_logprobs, echo, n > 1 (a 400 naming the field, which the SDK raises).
+  - echo (completions), whole and streamed;
+  - what is still refused: prompt_logprobs, echo with logprobs, n > 1, tool_choice required (a 400
+    naming the field, which the SDK raises).
 
 usage: openai_sdk_test.py SHOAL_BINARY SOURCE_DIR
 """
@@ -229,12 +231,20 @@ def main():
             check(e.body is not None and e.body.get("param") == "tool_choice",
                   "tool_choice required is refused with a 400 (it needs constrained decoding)")
 
+        # echo: the prompt's text before the completion's, whole and streamed.
+        plain = client.completions.create(model="tiny", prompt="The cat", max_tokens=3, temperature=0)
+        echoed = client.completions.create(model="tiny", prompt="The cat", max_tokens=3, temperature=0, echo=True)
+        streamed = "".join(c.choices[0].text for c in client.completions.create(
+            model="tiny", prompt="The cat", max_tokens=3, temperature=0, echo=True, stream=True) if c.choices)
+        check(echoed.choices[0].text == "The cat" + plain.choices[0].text and streamed == echoed.choices[0].text,
+              "echo puts the prompt before the completion, streamed and whole (%r)" % echoed.choices[0].text)
+
         # Still refused, by name.
         try:
-            client.completions.create(model="tiny", prompt=prompt, max_tokens=2, echo=True)
-            check(False, "echo is refused")
+            client.completions.create(model="tiny", prompt=prompt, max_tokens=2, echo=True, logprobs=1)
+            check(False, "echo with logprobs is refused")
         except openai.BadRequestError as e:
-            check(e.body is not None and e.body.get("param") == "echo", "echo is refused with a 400 naming it")
+            check(e.body is not None and e.body.get("param") == "echo", "echo with logprobs (prompt logprobs) is refused with a 400")
         for kw, field in (({"extra_body": {"prompt_logprobs": 1}}, "prompt_logprobs"), ({"n": 2}, "n")):
             try:
                 client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, **kw)

@@ -198,7 +198,9 @@ TEST(OpenAiParse, UnsupportedFieldsAreRejectedNotIgnored) {
   CompletionError(",\"n\":2", "n");
   CompletionError(",\"n\":0", "n");
   CompletionError(",\"n\":\"1\"", "n");
-  CompletionError(",\"echo\":true", "echo");
+  CompletionError(",\"echo\":true,\"logprobs\":1", "echo");
+  ChatError(std::string(kUserHi) + ",\"echo\":true}", "echo");
+  EXPECT_TRUE(Completion(R"({"prompt":"x","echo":true})").echo);
   CompletionError(",\"prompt_logprobs\":1", "prompt_logprobs");
   CompletionError(",\"best_of\":2", "best_of");
   CompletionError(",\"suffix\":\"tail\"", "suffix");
