@@ -12,6 +12,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def main():
     print("median %s %.1f tok/s, %s %.1f tok/s: %s / %s = %.2f" % (a, ma, b, mb, b, a, mb / ma))
     same = sum(x == y for x, y in zip(outputs[a], outputs[b]))
     print("greedy outputs identical in %d of %d requests" % (same, len(outputs[a])))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
