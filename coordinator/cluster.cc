@@ -186,8 +186,9 @@ StatusOr<std::shared_ptr<Rank>> Cluster::Route(bool stopping) const {
     for (const auto& r : g.ranks) capacity += r->hello.tp_rank == 0 ? r->hello.max_num_seqs : 0;
     const int64_t load = g.InFlight();
     in_flight += load;
-    // The least loaded per rank among the complete groups.
-    if (best == nullptr || load * static_cast<int64_t>(best->size) < best->InFlight() * static_cast<int64_t>(g.size)) {
+    // The least loaded per replica among the complete groups.
+    if (best == nullptr ||
+        load * static_cast<int64_t>(best->Replicas()) < best->InFlight() * static_cast<int64_t>(g.Replicas())) {
       best = &g;
     }
   }

@@ -72,6 +72,8 @@ struct Group {
   bool Complete() const;     // every rank joined and alive, not broken
   bool HasLiveRank() const;
   int64_t InFlight() const;  // requests held by its ranks
+  // Attention replicas (size / tp_size): what serves requests, so what load is divided by.
+  uint32_t Replicas() const { return tp_size > 0 ? size / tp_size : size; }
 };
 
 // A registered rank's failure, which broke its group: the group's requests end with `reason`.

@@ -64,6 +64,10 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
     out.sampling = std::move(cr.sampling);
     out.stream = cr.stream, out.include_usage = cr.include_usage, out.return_token_ids = cr.return_token_ids;
     out.tools = cr.tools.is_array() && !cr.tools.empty() && !cr.tool_choice_none;
+    // Call markers are special tokens in some vocabularies (Mistral's [TOOL_CALLS] and [ARGS], some
+    // Hermes models' <tool_call>): the parser must see them, so they are kept in the text, as vLLM's
+    // tool parsers do (skip_special_tokens off while tools are parsed).
+    if (out.tools && m.tools != ToolFormat::kNone) out.sampling.skip_special_tokens = false;
     auto ids = ChatPromptIds(m, cr);
     if (auto* e = std::get_if<api::ApiError>(&ids)) return *e;
     prompt = std::move(std::get<std::vector<int32_t>>(ids));
@@ -237,7 +241,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   const api::SamplingOptions& so = p.sampling;
 
   auto s = std::make_shared<TokenStream>(env.front.executor(x.slot), x.slot, *env.model.tokenizer,
-                                         so.skip_special_tokens, so.stop);
+                                         so.skip_special_tokens, so.stop, so.params.min_tokens);
   RequestTable::Admission a;
   a.prompt = &p.prompt;
   a.max_tokens = so.max_tokens;

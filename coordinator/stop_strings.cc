@@ -43,7 +43,7 @@ StopMatcher::StopMatcher(std::vector<std::string> stops) {
   }
 }
 
-StopMatcher::Result StopMatcher::Append(std::string_view text, bool is_final) {
+StopMatcher::Result StopMatcher::Append(std::string_view text, bool is_final, bool may_stop) {
   Result out;
   if (stopped_) return out;
   const size_t fed_from = held_.size();
@@ -60,7 +60,9 @@ StopMatcher::Result StopMatcher::Append(std::string_view text, bool is_final) {
       }
       ++comparisons_;
       if (s.text[q] == c) ++q;
-      if (q == s.text.size()) {
+      if (q == s.text.size() && !may_stop) {
+        q = s.border[q - 1];
+      } else if (q == s.text.size()) {
         // A match's earlier bytes were a pending partial match, so they are still held: start >= held_begin_.
         const size_t start = i + 1 - q;
         if (start < best_start || (start == best_start && s.index < best_stop)) {

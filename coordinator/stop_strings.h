@@ -31,7 +31,9 @@ class StopMatcher {
   // which is not released, and neither is anything after it (OpenAI's semantics); among matches
   // completed by this piece the one starting earliest wins, then the lower index. Further input after
   // a match is discarded. `is_final` releases whatever is held back when nothing matched.
-  Result Append(std::string_view text, bool is_final);
+  // With `may_stop` false (a request's min_tokens not reached yet) matches completed by this piece are
+  // passed over, but partial matches are kept, so a stop string may still end in a later piece.
+  Result Append(std::string_view text, bool is_final, bool may_stop = true);
   // Releases and forgets what is held back, for output that ended for another reason (length, EOS).
   std::string Flush();
 

@@ -1,10 +1,16 @@
 #include "coordinator/token_stream.h"
 
+#include <algorithm>
+
 namespace shoal::coord {
 
 TokenStream::TokenStream(asio::any_io_executor executor, size_t slot, const Tokenizer& tokenizer,
-                         bool skip_special_tokens, std::vector<std::string> stop_strings)
-    : slot_(slot), detok_(tokenizer, skip_special_tokens), stops_(std::move(stop_strings)), signal_(executor) {}
+                         bool skip_special_tokens, std::vector<std::string> stop_strings, int32_t min_tokens)
+    : slot_(slot),
+      detok_(tokenizer, skip_special_tokens),
+      stops_(std::move(stop_strings)),
+      min_tokens_(static_cast<size_t>(std::max(min_tokens, 0))),
+      signal_(executor) {}
 
 void TokenStream::Push(RequestEvent event) {
   pending_.push_back(std::move(event));
@@ -58,7 +64,7 @@ void TokenStream::Accept(RequestEvent& e) {
         ended_here = "error";
         return;
       }
-      StopMatcher::Result out = stops_.Append(*piece, /*is_final=*/false);
+      StopMatcher::Result out = stops_.Append(*piece, /*is_final=*/false, output_ids.size() >= min_tokens_);
       text += out.text;
       if (out.stop) {
         // OpenAI semantics: the output ends just before the stop string; the rank is still generating.
@@ -76,7 +82,7 @@ void TokenStream::Accept(RequestEvent& e) {
     error = std::move(e.error);
     return;
   }
-  StopMatcher::Result out = stops_.Append(detok_.Finish(), /*is_final=*/true);
+  StopMatcher::Result out = stops_.Append(detok_.Finish(), /*is_final=*/true, output_ids.size() >= min_tokens_);
   text += out.text;
   if (out.stop) finish_reason = "stop";
 }

@@ -22,8 +22,10 @@ namespace shoal::coord {
 class TokenStream : public RequestSink {
  public:
   // `slot`: the session thread's index in the front end. `tokenizer` must outlive the stream.
+  // Stop strings end the output only from the `min_tokens`-th token on (vLLM's rule: a match must end
+  // in the text of a token at or after it).
   TokenStream(asio::any_io_executor executor, size_t slot, const Tokenizer& tokenizer, bool skip_special_tokens,
-              std::vector<std::string> stop_strings);
+              std::vector<std::string> stop_strings, int32_t min_tokens = 0);
 
   size_t slot() const { return slot_; }
   uint64_t id = 0;  // the table's id, once admitted
@@ -59,6 +61,7 @@ class TokenStream : public RequestSink {
   size_t slot_;
   IncrementalDetokenizer detok_;
   StopMatcher stops_;
+  size_t min_tokens_ = 0;
   std::vector<RequestEvent> pending_;
   bool news_ = false;
   asio::steady_timer signal_;

@@ -35,16 +35,18 @@ std::string_view OpenMarker(ToolFormat f) {
 // {"name": str, "arguments"|"parameters": object} → a call; false otherwise.
 bool CallFromJson(const json& j, ToolCall* out) {
   if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
+  // A call names its arguments (an object that merely has a "name" is not a call, as in vLLM's parsers).
   const json* args = j.contains("arguments") ? &j["arguments"] : j.contains("parameters") ? &j["parameters"] : nullptr;
+  if (args == nullptr) return false;
   json parsed;
-  if (args != nullptr && args->is_string()) {  // some models write the arguments as a JSON string
+  if (args->is_string()) {  // some models write the arguments as a JSON string
     parsed = json::parse(args->get<std::string>(), nullptr, false);
     if (parsed.is_discarded()) return false;
     args = &parsed;
   }
-  if (args != nullptr && !args->is_object()) return false;
+  if (!args->is_object()) return false;
   out->name = j["name"].get<std::string>();
-  out->arguments = args != nullptr ? args->dump(-1, ' ', false, json::error_handler_t::replace) : "{}";
+  out->arguments = args->dump(-1, ' ', false, json::error_handler_t::replace);
   return true;
 }
 
@@ -140,10 +142,15 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
   switch (format_) {
     case ToolFormat::kHermes:
       while (true) {
-        // The next call's opening tag, once it is whole (the first one was taken by Feed).
-        const size_t first = held_.find_first_not_of(" \t\r\n");
-        if (first != std::string::npos && held_.compare(first, kHermesOpen.size(), kHermesOpen) == 0) {
-          held_.erase(0, first + kHermesOpen.size());
+        if (between_calls_) {
+          // Text after a call is held until the next call opens (then it is content, unless it is
+          // only whitespace) or the output ends.
+          const size_t at = held_.find(kHermesOpen);
+          if (at == std::string::npos) break;
+          const std::string_view gap = std::string_view(held_).substr(0, at);
+          if (!Trim(gap).empty()) content->append(gap);
+          held_.erase(0, at + kHermesOpen.size());
+          between_calls_ = false;
         }
         const size_t close = held_.find(kHermesClose);
         if (close == std::string::npos) break;
@@ -154,12 +161,20 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
           content->append(kHermesOpen).append(held_, 0, close + kHermesClose.size());
         }
         held_.erase(0, close + kHermesClose.size());
-        const std::string_view rest = Trim(held_);
-        if (!rest.empty() && rest.rfind(kHermesOpen, 0) != 0 && kHermesOpen.rfind(rest, 0) != 0) {
-          break;  // text after the calls: kept for the end
-        }
+        between_calls_ = true;
       }
-      break;
+      if (final) {
+        ToolCall c;
+        if (between_calls_) {
+          if (!Trim(held_).empty()) content->append(held_);
+        } else if (CallFromText(held_, &c)) {  // an unterminated last call
+          emit(c);
+        } else {
+          content->append(kHermesOpen).append(held_);
+        }
+        held_.clear();
+      }
+      return;
     case ToolFormat::kDeepSeekV3:
       while (true) {
         const size_t end = held_.find(kDsCallEnd);
@@ -257,17 +272,8 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
     case ToolFormat::kNone: break;
   }
   if (final && !held_.empty()) {
-    // Hermes' unterminated last call, or text after the calls (whitespace alone is dropped).
-    ToolCall c;
-    if (Trim(held_).empty()) {
-      held_.clear();
-      return;
-    }
-    if (format_ == ToolFormat::kHermes && CallFromText(held_, &c)) {
-      emit(c);
-    } else {
-      content->append(held_);
-    }
+    // Text after DeepSeek's calls (whitespace alone is dropped).
+    if (!Trim(held_).empty()) content->append(held_);
     held_.clear();
   }
 }

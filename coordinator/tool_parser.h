@@ -8,8 +8,9 @@
 //   deepseek_v3  DeepSeek-V3: <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
 //                ```json {…} ```<｜tool▁call▁end｜>…<｜tool▁calls▁end｜>
 //
-// Text before the first call is content; a call whose JSON does not parse stays content (raw), so
-// nothing the model wrote is lost. Streamed and whole responses take the same path: text is content
+// Text before the first call is content (hermes: text between calls too, whitespace alone dropped); a
+// call whose JSON does not parse, or names no arguments, stays content (raw), so nothing the model
+// wrote is lost. Streamed and whole responses take the same path: text is content
 // until a call's opening marker (a chunk boundary inside the marker is held back), then held until a
 // call is complete, which is emitted whole (one tool_calls delta with its name and all its arguments).
 #pragma once
@@ -49,6 +50,7 @@ class ToolCallParser {
   bool in_calls_ = false;  // past the opening marker
   bool at_start_ = true;   // llama3_json: nothing but whitespace seen yet
   bool saw_calls_ = false;
+  bool between_calls_ = false;  // hermes: after a call's closing tag, before the next opening one
   std::string held_;       // before the marker: a possible partial marker; after: the calls' text
 };
 

@@ -138,6 +138,22 @@ void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& u
 // top_k and top_p; the penalties are applied by the caller (the scheduler), the seed is in `rng`.
 int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std::mt19937_64& rng);
 
+// The log-softmax of logits[vocab] at a temperature (1 when greedy): what logprobs report. NaN logits
+// count as -inf. Where the sampler falls back to the argmax — a +inf maximum, one that overflows at
+// this temperature, or a row with no finite logit — so does this: that token 0, every other -inf.
+// Every value is <= 0 or -inf, never NaN.
+class LogSoftmax {
+ public:
+  LogSoftmax(const float* logits, int vocab, float temperature);
+  float At(int32_t token) const;
+
+ private:
+  const float* logits_;
+  float inv_t_ = 1.0f;
+  double log_z_ = 0.0;
+  int32_t only_token_ = -1;  // >= 0 in the argmax fallback
+};
+
 // Index of the largest element (ties → lowest index; NaNs never win, all NaN → 0): greedy decoding.
 int32_t ArgMax(const float* x, int n);
 

@@ -118,19 +118,40 @@ void Engine::JoinLayersWithoutTokens(int first_layer) {
   }
 }
 
+Status Engine::EndStepAfterLocalError(Status st, int next_layer) {
+  // After a group failure there is nothing left to join.
+  if (comm::IsGroupFailure(st)) return st;
+  if (tensor_parallel()) {
+    // The replica's ranks run the agreed tokens through collectives sized by them: one rank cannot
+    // join the rest of the step with none (its peers would wait on, or mismatch, every collective).
+    // The step cannot finish together, so this is the group's failure: the peers time out, and the
+    // coordinator hears this rank's reason first.
+    return Unavailable("tensor-parallel rank " + std::to_string(shard_.rank) +
+                       " cannot finish the step with its replica: " + st.ToString());
+  }
+  // A local failure: still join the remaining layers' exchanges with no tokens, so the peers finish.
+  JoinLayersWithoutTokens(next_layer);
+  return st;
+}
+
 Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) {
   const ModelConfig& c = config_;
   // Validate everything before changing any state.
   int64_t T = 0;
   Status st = seqs_.Validate(batch, c, &T);
+  // Reserve comes before the agreement (undone if a peer failed), so that a rank of a TP replica that
+  // cannot hold the batch in its KV cache makes all of them reject it.
+  std::vector<size_t> reserved_from;
+  if (st.ok()) st = seqs_.Reserve(batch, kv_, &reserved_from);
   if (tensor_parallel()) {
-    // Before any state changes, so a batch one rank of the replica rejects is rejected by all.
+    // Before the first collective, so a batch one rank of the replica rejects is rejected by all, and
+    // all of them join the layers with no tokens together.
     if (Status agreed = TpAgreeOnBatch(!st.ok(), st.ok() ? T : 0); !agreed.ok()) {
+      if (st.ok()) seqs_.Unreserve(batch, reserved_from, kv_);
       if (comm::IsGroupFailure(agreed)) return agreed;
       if (st.ok()) st = agreed;
     }
   }
-  if (st.ok()) st = seqs_.Reserve(batch, kv_);
   if (!st.ok()) {
     JoinLayersWithoutTokens(0);
     return st;
@@ -153,10 +174,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   }
   if (tensor_parallel()) {
     // One rank of the replica holds each token's row; the others add zeros (exact).
-    if (Status st = TpAllReduce(x_.data(), T * H); !st.ok()) {
-      if (!comm::IsGroupFailure(st)) JoinLayersWithoutTokens(0);
-      return st;
-    }
+    if (Status st = TpAllReduce(x_.data(), T * H); !st.ok()) return EndStepAfterLocalError(st, 0);
   }
 
   const int half = c.head_dim / 2;
@@ -177,12 +195,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
 
   size_t bytes = T * static_cast<size_t>(H) * DTypeSize(weights_.embed.dtype);
   for (int l = 0; l < c.num_layers; ++l) {
-    if (Status st = Layer(l, T); !st.ok()) {
-      // A local failure (not the group's): still join the remaining layers' exchanges with no tokens,
-      // so the peers finish the step. After a group failure there is nothing left to join.
-      if (!comm::IsGroupFailure(st)) JoinLayersWithoutTokens(l + 1);
-      return st;
-    }
+    if (Status st = Layer(l, T); !st.ok()) return EndStepAfterLocalError(st, l + 1);
     const LayerWeights& L = weights_.layers[l];
     bytes += L.q.nbytes() + L.k.nbytes() + L.v.nbytes() + L.o.nbytes() + L.q_a.nbytes() + L.q_b.nbytes() +
              L.kv_a.nbytes() + L.kv_b.nbytes();
@@ -204,7 +217,7 @@ Status Engine::Forward(const std::vector<ForwardInput>& batch, std::vector<Forwa
   }
   std::vector<float> logits(static_cast<size_t>(R * c.vocab_size));
   if (tensor_parallel()) {
-    SHOAL_RETURN_IF_ERROR(TpGatherLogits(R, &logits));
+    if (Status st = TpGatherLogits(R, &logits); !st.ok()) return EndStepAfterLocalError(st, c.num_layers);
   } else {
     kernels::MatMul(h_.data(), R, weights_.lm_head, logits.data(), pool_);
   }

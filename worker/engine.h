@@ -107,6 +107,8 @@ class Engine final : public StepEngine {
   // The collectives of layers first_layer.. with no tokens (after a rejected batch or a local error,
   // so peers are not left waiting). Nothing for a group of one.
   void JoinLayersWithoutTokens(int first_layer);
+  // What a step returns after `st` failed it on this rank with layers [next_layer, L) left: see .cc.
+  Status EndStepAfterLocalError(Status st, int next_layer);
   // Tensor parallelism: the replica's ranks check they run the same batch (`bad`: this rank rejected
   // it); the sum of this layer's partial outputs; the MoE block on this rank's share of the tokens;
   // the logits of every vocabulary range.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "control/admission.h"
 
@@ -139,20 +140,9 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
   }
   const int vocab = engine_.config().vocab_size;
   // Log-softmax of what the sampler draws from, before SampleToken rewrites NaNs (they count as -inf).
-  double log_z = 0;
-  float inv_t = 1.0f;
-  if (r.logprobs >= 0) {
-    inv_t = r.sampling.temperature >= kGreedyBelowTemperature ? 1.0f / r.sampling.temperature : 1.0f;
-    float mx = -INFINITY;
-    for (int i = 0; i < vocab; ++i) mx = std::isnan(logits[i]) ? mx : std::max(mx, logits[i] * inv_t);
-    double sum = 0;
-    for (int i = 0; i < vocab; ++i) sum += std::isnan(logits[i]) ? 0.0 : std::exp(static_cast<double>(logits[i] * inv_t - mx));
-    log_z = static_cast<double>(mx) + std::log(sum);
-  }
-  auto logprob = [&](int32_t t) {
-    const float l = logits[t];
-    return std::isnan(l) ? -INFINITY : static_cast<float>(static_cast<double>(l * inv_t) - log_z);
-  };
+  std::optional<kernels::LogSoftmax> log_softmax;
+  if (r.logprobs >= 0) log_softmax.emplace(logits.data(), vocab, r.sampling.temperature);
+  auto logprob = [&](int32_t t) { return log_softmax->At(t); };
   std::vector<int32_t> top_ids;
   std::vector<float> top_lp;
   if (r.logprobs > 0) {

@@ -62,28 +62,35 @@ Status SequenceTable::Validate(const std::vector<ForwardInput>& batch, const Mod
   return Status::Ok();
 }
 
-Status SequenceTable::Reserve(const std::vector<ForwardInput>& batch, KvBlockPool& pool) {
+Status SequenceTable::Reserve(const std::vector<ForwardInput>& batch, KvBlockPool& pool,
+                              std::vector<size_t>* old_sizes) {
   // Every table of a sequence has the same length (they grow together), so one size per input
-  // undoes a partial reservation.
-  std::vector<size_t> old_sizes;
-  old_sizes.reserve(batch.size());
+  // undoes a reservation.
+  std::vector<size_t> sizes;
+  sizes.reserve(batch.size());
   for (const ForwardInput& in : batch) {
     Sequence& s = seqs_[in.seq];
-    old_sizes.push_back(s.tables.empty() ? 0 : s.tables[0].size());
+    sizes.push_back(s.tables.empty() ? 0 : s.tables[0].size());
     Status st = pool.Reserve(&s.tables, s.length + static_cast<int64_t>(in.tokens.size()));
     if (!st.ok()) {
-      for (size_t i = 0; i < old_sizes.size(); ++i) {
-        KvTables extra;
-        for (std::vector<int32_t>& t : seqs_[batch[i].seq].tables) {
-          extra.emplace_back(t.begin() + static_cast<int64_t>(old_sizes[i]), t.end());
-          t.resize(old_sizes[i]);
-        }
-        pool.Release(&extra);
-      }
+      Unreserve(batch, sizes, pool);
       return st.WithContext("sequence " + std::to_string(in.seq));
     }
   }
+  if (old_sizes != nullptr) *old_sizes = std::move(sizes);
   return Status::Ok();
+}
+
+void SequenceTable::Unreserve(const std::vector<ForwardInput>& batch, const std::vector<size_t>& old_sizes,
+                              KvBlockPool& pool) {
+  for (size_t i = 0; i < old_sizes.size(); ++i) {
+    KvTables extra;
+    for (std::vector<int32_t>& t : seqs_[batch[i].seq].tables) {
+      extra.emplace_back(t.begin() + static_cast<int64_t>(old_sizes[i]), t.end());
+      t.resize(old_sizes[i]);
+    }
+    pool.Release(&extra);
+  }
 }
 
 void SequenceTable::BuildRows(const std::vector<ForwardInput>& batch, int block_size, StepRows* rows) const {

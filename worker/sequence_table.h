@@ -60,8 +60,11 @@ class SequenceTable {
   // Known live sequences, each once, with at least one token, every token in the vocabulary and the
   // new length within max_position_embeddings. Sets *num_tokens to the tokens of the step.
   Status Validate(const std::vector<ForwardInput>& batch, const ModelConfig& config, int64_t* num_tokens) const;
-  // KV blocks for every input's new length; on failure every table is as before.
-  Status Reserve(const std::vector<ForwardInput>& batch, KvBlockPool& pool);
+  // KV blocks for every input's new length; on failure every table is as before. `old_sizes` (when
+  // given) receives what Unreserve needs to give the blocks back.
+  Status Reserve(const std::vector<ForwardInput>& batch, KvBlockPool& pool, std::vector<size_t>* old_sizes = nullptr);
+  // Undoes a successful Reserve of the same batch (a TP peer could not reserve its share).
+  void Unreserve(const std::vector<ForwardInput>& batch, const std::vector<size_t>& old_sizes, KvBlockPool& pool);
   // After Reserve.
   void BuildRows(const std::vector<ForwardInput>& batch, int block_size, StepRows* rows) const;
   // After a successful forward pass: the lengths grow, and chunked groups give back the blocks no later

@@ -66,4 +66,30 @@ int32_t SampleToken(float* logits, int vocab, const SamplingParams& params, std:
   return idx[0];
 }
 
+LogSoftmax::LogSoftmax(const float* logits, int vocab, float temperature) : logits_(logits) {
+  if (temperature >= kGreedyBelowTemperature) inv_t_ = 1.0f / temperature;
+  float mx = -INFINITY;
+  for (int i = 0; i < vocab; ++i) mx = std::isnan(logits[i]) ? mx : std::max(mx, logits[i] * inv_t_);
+  if (!std::isfinite(mx)) {
+    // The order of the raw logits is the order at any positive temperature, overflow aside. With no
+    // finite logit, SampleToken's sort (NaN as -inf, ties to the lowest index) gives 0, where greedy's
+    // ArgMax gives the first non-NaN.
+    const bool greedy = !(temperature >= kGreedyBelowTemperature);
+    only_token_ = greedy || mx > -INFINITY ? ArgMax(logits, vocab) : 0;
+    return;
+  }
+  double sum = 0.0;
+  for (int i = 0; i < vocab; ++i) {
+    if (!std::isnan(logits[i])) sum += std::exp(static_cast<double>(logits[i] * inv_t_ - mx));
+  }
+  log_z_ = static_cast<double>(mx) + std::log(sum);  // sum >= 1: the maximum's own term
+}
+
+float LogSoftmax::At(int32_t token) const {
+  if (only_token_ >= 0) return token == only_token_ ? 0.0f : -INFINITY;
+  const float l = logits_[token];
+  if (std::isnan(l)) return -INFINITY;
+  return std::min(0.0f, static_cast<float>(static_cast<double>(l * inv_t_) - log_z_));
+}
+
 }  // namespace shoal::kernels

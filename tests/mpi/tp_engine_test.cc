@@ -32,7 +32,8 @@ struct TpRank {
 };
 
 // Every rank reports the same host, so replicas are consecutive ranks.
-TpRank MakeTpRank(const std::string& dir, comm::Group& world, int tp) {
+// `tp_rank1_kv_blocks` > 0: that KV cache size on each replica's tp_rank 1 (the others keep 16 MiB).
+TpRank MakeTpRank(const std::string& dir, comm::Group& world, int tp, int64_t tp_rank1_kv_blocks = 0) {
   TpRank r;
   auto layout = comm::SplitTensorParallel(world, tp, "localhost", TestDeadline());
   EXPECT_TRUE(layout.ok()) << layout.status().ToString();
@@ -55,6 +56,7 @@ TpRank MakeTpRank(const std::string& dir, comm::Group& world, int tp) {
   cfg.threads = 1;  // N ranks share 2 cores
   cfg.kv_block_size = 4;
   cfg.kv_cache_mib = 16;
+  if (shard.rank == 1) cfg.kv_cache_blocks = tp_rank1_kv_blocks;
   cfg.collective_timeout_ms = 60000;
   auto engine = Engine::Create(*config, std::move(weights).value(), cfg, &world, nullptr, r.layout.tp_group.get());
   EXPECT_TRUE(engine.ok()) << engine.status().ToString();
@@ -210,6 +212,37 @@ TEST_P(TpFixtureTest, ResidentBytesAreThisRanksShare) {
       }
     }
     EXPECT_EQ(rank.resident_bytes, want) << f.name << " T=" << tp << " rank " << world.rank();
+  }
+}
+
+// A batch one rank of a replica cannot hold in its KV cache is rejected by every rank of the replica
+// before any collective (so none waits on a peer that left the step), the blocks the others reserved
+// are given back, and the next batch runs normally and matches transformers.
+TEST(TpEngine, ABatchOneRankCannotHoldIsRejectedByTheReplica) {
+  comm::Group& world = World();
+  Fixture f = LoadFixture("qwen3-moe-f32");
+  ASSERT_TRUE(f.expected);
+  const std::vector<int32_t>& fits = f.prompts[0].prompt;
+  ASSERT_LE(fits.size(), 8u);
+  const std::vector<int32_t> too_long(12, fits[0]);
+  for (int tp : TpSizes(world.size())) {
+    TpRank rank = MakeTpRank(f.dir, world, tp, /*tp_rank1_kv_blocks=*/2);  // 2 blocks of 4 tokens
+    ASSERT_TRUE(rank.engine);
+    Engine& e = *rank.engine;
+    const int64_t free_before = e.kv_blocks().free_blocks();
+    auto seq = e.NewSequence();
+    ASSERT_TRUE(seq.ok());
+    std::vector<ForwardOutput> out;
+    Status st = e.Forward({{*seq, too_long, true}}, &out);
+    EXPECT_FALSE(st.ok()) << "T=" << tp << " rank " << world.rank();
+    EXPECT_FALSE(comm::IsGroupFailure(st)) << st.ToString();
+    EXPECT_EQ(e.kv_blocks().free_blocks(), free_before) << "T=" << tp << " rank " << world.rank() << ": blocks kept";
+    EXPECT_EQ(e.SequenceLength(*seq), 0);
+    st = e.Forward({{*seq, fits, true}}, &out);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    const std::vector<float> want = f.Tensor("prompt0.prefill_logits");
+    ASSERT_EQ(out[0].logits.size(), want.size());
+    EXPECT_LE(MaxAbsDiff(out[0].logits.data(), want.data(), want.size()), kF32Tol) << "T=" << tp;
   }
 }
 

@@ -301,6 +301,49 @@ TEST(Sampling, FollowsTheSoftmaxDistribution) {
   EXPECT_NEAR(ones / static_cast<double>(n), 0.75, 0.015);
 }
 
+// Logprobs are the log-softmax of what the sampler draws from; where the sampler falls back to the
+// argmax (a +inf logit, overflow at the temperature, no finite logit) the argmax has log-probability
+// 0 and every other token -inf — never NaN, which the wire rejects as "not a log-probability".
+TEST(Sampling, LogSoftmaxIsALogProbabilityForEveryRow) {
+  const std::vector<float> plain = {0.0f, std::log(3.0f)};
+  const LogSoftmax a(plain.data(), 2, 1.0f);
+  EXPECT_NEAR(a.At(1), std::log(0.75), 1e-6);
+  EXPECT_NEAR(a.At(0), std::log(0.25), 1e-6);
+  const LogSoftmax hot(plain.data(), 2, 0.5f);  // T = 0.5 doubles the gap: 9:1
+  EXPECT_NEAR(hot.At(1), std::log(0.9), 1e-6);
+  const LogSoftmax greedy(plain.data(), 2, 0.0f);  // greedy reports the distribution at T = 1
+  EXPECT_NEAR(greedy.At(1), std::log(0.75), 1e-6);
+
+  struct Row { std::vector<float> logits; float temperature; int32_t argmax; };
+  const std::vector<Row> degenerate = {
+      {{1.0f, INFINITY, 2.0f}, 1.0f, 1},
+      {{INFINITY, 0.0f, INFINITY}, 0.7f, 0},              // ties: the lowest index, as ArgMax
+      {{-INFINITY, -INFINITY, -INFINITY}, 1.0f, 0},
+      {{NAN, NAN, NAN}, 1.0f, 0},
+      {{NAN, -INFINITY, NAN}, 1.0f, 0},                   // the sampler's sort: NaN is -inf, ties to 0
+      {{NAN, -INFINITY, NAN}, 0.0f, 1},                   // greedy's ArgMax: the first non-NaN
+      {{1.0f, 1e34f, 2e34f}, kGreedyBelowTemperature, 2},  // both overflow at T; the raw order decides
+  };
+  for (const Row& r : degenerate) {
+    const LogSoftmax l(r.logits.data(), static_cast<int>(r.logits.size()), r.temperature);
+    for (int32_t t = 0; t < static_cast<int32_t>(r.logits.size()); ++t) {
+      if (t == r.argmax) {
+        EXPECT_EQ(l.At(t), 0.0f) << "row " << &r - degenerate.data() << " token " << t;
+      } else {
+        EXPECT_EQ(l.At(t), -INFINITY) << "row " << &r - degenerate.data() << " token " << t;
+      }
+    }
+    std::mt19937_64 rng(3);
+    auto copy = r.logits;
+    EXPECT_EQ(SampleToken(copy.data(), static_cast<int>(copy.size()), {r.temperature, 0, 1.0f}, rng), r.argmax)
+        << "the sampler's pick is the token reported at log-probability 0";
+  }
+  const std::vector<float> with_nan = {NAN, 0.0f, 0.0f};
+  const LogSoftmax n(with_nan.data(), 3, 1.0f);
+  EXPECT_EQ(n.At(0), -INFINITY);
+  EXPECT_NEAR(n.At(1), std::log(0.5), 1e-6);
+}
+
 int32_t Draw(std::vector<float> logits, SamplingParams p, std::mt19937_64& rng) {
   return SampleToken(logits.data(), static_cast<int>(logits.size()), p, rng);
 }

@@ -122,19 +122,24 @@ class CoordinatorState : public ::testing::Test {
   std::vector<int32_t> prompt;
 };
 
-// Attention TP: requests go to each replica's tp_rank 0 (which hands them to the replica's other
-// ranks), never to the others; a rank that disagrees on the group's TP size is refused.
-TEST_F(CoordinatorState, RequestsGoToReplicasNotToTheirOtherRanks) {
-  std::vector<std::shared_ptr<Rank>> ranks;
+// Joins a group of 4 ranks as 2 attention-TP replicas of 2.
+void JoinTpGroup(Cluster& cluster, const std::string& name, std::vector<std::shared_ptr<Rank>>* ranks) {
   for (uint32_t r = 0; r < 4; ++r) {
-    control::Hello h = MakeHello("g", r, 4);
+    control::Hello h = MakeHello(name, r, 4);
     h.tp_size = 2;
     h.tp_rank = r % 2;
     h.replica = r / 2;
     auto joined = cluster.Join(h, std::make_shared<RecordingChannel>(), Clock::now(), false);
     ASSERT_TRUE(joined.ok()) << joined.status().ToString();
-    ranks.push_back(*joined);
+    ranks->push_back(*joined);
   }
+}
+
+// Attention TP: requests go to each replica's tp_rank 0 (which hands them to the replica's other
+// ranks), never to the others; a rank that disagrees on the group's TP size is refused.
+TEST_F(CoordinatorState, RequestsGoToReplicasNotToTheirOtherRanks) {
+  std::vector<std::shared_ptr<Rank>> ranks;
+  ASSERT_NO_FATAL_FAILURE(JoinTpGroup(cluster, "g", &ranks));
   for (int i = 0; i < 6; ++i) {
     auto pick = cluster.Route(false);
     ASSERT_TRUE(pick.ok());
@@ -151,6 +156,26 @@ TEST_F(CoordinatorState, RequestsGoToReplicasNotToTheirOtherRanks) {
   other.tp_rank = 1;
   EXPECT_FALSE(cluster.Join(other, std::make_shared<RecordingChannel>(), Clock::now(), false).ok())
       << "g2 runs without attention TP";
+}
+
+// Load is compared per replica: a group of 4 ranks as 2 TP-2 replicas serves as many requests at
+// once as a group of 2 ranks without TP, so the two get equal shares.
+TEST_F(CoordinatorState, GroupsShareLoadByReplicasNotRanks) {
+  std::vector<std::shared_ptr<Rank>> tp;
+  ASSERT_NO_FATAL_FAILURE(JoinTpGroup(cluster, "tp", &tp));
+  std::vector<std::shared_ptr<Rank>> dp;
+  for (uint32_t r = 0; r < 2; ++r) {
+    auto joined = cluster.Join(MakeHello("dp", r, 2), std::make_shared<RecordingChannel>(), Clock::now(), false);
+    ASSERT_TRUE(joined.ok()) << joined.status().ToString();
+    dp.push_back(*joined);
+  }
+  for (int i = 0; i < 8; ++i) {
+    auto pick = cluster.Route(false);
+    ASSERT_TRUE(pick.ok());
+    (*pick)->requests += 1;
+  }
+  EXPECT_EQ(tp[0]->requests + tp[2]->requests, 4);
+  EXPECT_EQ(dp[0]->requests + dp[1]->requests, 4);
 }
 
 TEST_F(CoordinatorState, JoinsAreCheckedAndAGroupIsReadyWhenComplete) {

@@ -184,6 +184,18 @@ TEST(StopMatcher, AgreesWithSearchingTheWholeText) {
   }
 }
 
+TEST(StopMatcher, MatchesPassedOverWhileStoppingIsHeldOff) {
+  StopMatcher m({"ab"});
+  StopMatcher::Result r = m.Append("xaby", false, /*may_stop=*/false);
+  EXPECT_FALSE(r.stop);
+  EXPECT_EQ(r.text, "xaby");
+  r = m.Append("a", false, /*may_stop=*/false);
+  EXPECT_EQ(r.text, "") << "a partial match is still held";
+  r = m.Append("bz", false, /*may_stop=*/true);
+  ASSERT_TRUE(r.stop);
+  EXPECT_EQ(r.text, "");
+}
+
 TEST(StopMatcher, WorkIsLinearWithLongStopStrings) {
   // Four 250 KB stop strings that share a 249,999-byte prefix of 'a', fed 10,000 pieces of 'a': every
   // stop string stays one byte short of matching the whole time. Searching the whole held text for

@@ -18,8 +18,8 @@ class TokenStreamTest : public ::testing::Test {
     ASSERT_TRUE(ids.ok());
     words = *ids;
   }
-  std::unique_ptr<TokenStream> Make(std::vector<std::string> stops = {}) {
-    return std::make_unique<TokenStream>(io.get_executor(), 0, *tokenizer, true, std::move(stops));
+  std::unique_ptr<TokenStream> Make(std::vector<std::string> stops = {}, int32_t min_tokens = 0) {
+    return std::make_unique<TokenStream>(io.get_executor(), 0, *tokenizer, true, std::move(stops), min_tokens);
   }
   static RequestEvent Token(int32_t t, bool stop_token = false) {
     RequestEvent e;
@@ -68,6 +68,35 @@ TEST_F(TokenStreamTest, AStopStringEndsItHereAndLaterEventsAreIgnored) {
   EXPECT_EQ(s->text, "hello ");
   ASSERT_NE(s->ended_here, nullptr);
   EXPECT_STREQ(s->ended_here, "stop");
+}
+
+// min_tokens holds stop strings off as it holds off stop tokens: a match must end in the text of the
+// min_tokens-th token or a later one (vLLM's rule), though it may start earlier.
+TEST_F(TokenStreamTest, StopStringsWaitForMinTokens) {
+  // The number of tokens whose text first holds `stop` (the match ends in the last of them).
+  auto ends_at = [&](const std::string& stop) {
+    for (size_t k = 1; k <= words.size(); ++k) {
+      auto text = tokenizer->Decode(std::span<const int32_t>(words.data(), k), true);
+      if (text.ok() && text->find(stop) != std::string::npos) return static_cast<int32_t>(k);
+    }
+    return -1;
+  };
+  auto run = [&](const std::string& stop, int32_t min_tokens) {
+    auto s = Make({stop}, min_tokens);
+    for (int32_t t : words) s->Push(Token(t));
+    s->Push(End("length"));
+    s->Process();
+    return std::make_pair(s->text, s->finish_reason);
+  };
+  const int32_t world = ends_at("world"), span = ends_at("o w");
+  ASSERT_GT(world, 1);
+  ASSERT_GT(span, 1);
+  EXPECT_EQ(run("world", world), std::make_pair(std::string("hello "), std::string("stop")));
+  EXPECT_EQ(run("world", world + 1), std::make_pair(std::string("hello world again"), std::string("length")))
+      << "the only match ends before the min_tokens-th token";
+  // A match may start before the min_tokens-th token as long as it ends in it.
+  EXPECT_EQ(run("o w", span), std::make_pair(std::string("hell"), std::string("stop")));
+  EXPECT_EQ(run("o w", span + 1).second, "length");
 }
 
 TEST_F(TokenStreamTest, HeldTextIsReleasedAtTheEndUnlessItFailed) {

@@ -58,6 +58,13 @@ TEST(ToolParser, Hermes) {
   Expect(h, "<tool_call>not json</tool_call>", {"<tool_call>not json</tool_call>", {}});  // kept, not lost
   Expect(h, "a <tool_ca", {"a <tool_ca", {}});
   Expect(h, "<tool_call>{\"name\": \"a\", \"arguments\": \"{\\\"k\\\": 3}\"}</tool_call>", {"", {{"a", R"({"k":3})"}}});
+  // Text between calls is content; both calls are found.
+  Expect(h, "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call> and then <tool_call>{\"name\": \"b\", \"arguments\": {}}</tool_call>\n",
+         {" and then ", {{"a", "{}"}, {"b", "{}"}}});
+  Expect(h, "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call> done.", {" done.", {{"a", "{}"}}});
+  // An object without arguments is not a call; an unterminated one that does not parse keeps its tag.
+  Expect(h, "<tool_call>{\"name\": \"a\"}</tool_call>", {"<tool_call>{\"name\": \"a\"}</tool_call>", {}});
+  Expect(h, "x<tool_call>{\"name\": \"a\", \"argu", {"x<tool_call>{\"name\": \"a\", \"argu", {}});
 }
 
 TEST(ToolParser, Mistral) {
@@ -77,6 +84,7 @@ TEST(ToolParser, Llama3Json) {
          {"", {{"f", "{}"}, {"g", R"({"n":2})"}}});
   Expect(l, "The answer is 4.", {"The answer is 4.", {}});
   Expect(l, "{not a call}", {"{not a call}", {}});
+  Expect(l, "{\"name\": \"Bob\", \"age\": 3}", {"{\"name\": \"Bob\", \"age\": 3}", {}});  // an answer, not a call
 }
 
 TEST(ToolParser, DeepSeekV3) {
