@@ -161,6 +161,7 @@ void Encode(Writer& w, const Submit& m) {
   w.PutVector(m.bias_ids);
   w.PutVector(m.bias_values);
   w.Put(m.logprobs);
+  w.Put(m.prompt_logprobs);
 }
 void Encode(Writer& w, const Cancel& m) { w.Put(m.request); }
 void Encode(Writer& w, const Tokens& m) {
@@ -176,6 +177,8 @@ void Encode(Writer& w, const Tokens& m) {
       w.PutVector(e.top_ids);
       w.PutVector(e.top_logprobs);
     }
+    w.Put(e.prompt_position);
+    if (e.prompt_position >= 0) w.Put(e.rank);
   }
 }
 void Encode(Writer& w, const Heartbeat& m) {
@@ -294,8 +297,10 @@ StatusOr<Message> DecodeSubmit(Reader& r) {
   m.bias_ids = r.GetVector<int32_t>("bias_ids", kMaxLogitBias);
   m.bias_values = r.GetVector<float>("bias_values", kMaxLogitBias);
   m.logprobs = r.Get<int32_t>("logprobs");
+  m.prompt_logprobs = r.Get<int32_t>("prompt_logprobs");
   if (r.ok()) {
     if (m.logprobs < -1 || m.logprobs > kMaxTopLogprobs) r.Fail("logprobs", "is outside [-1, 20]");
+    if (m.prompt_logprobs < -1 || m.prompt_logprobs > kMaxTopLogprobs) r.Fail("prompt_logprobs", "is outside [-1, 20]");
     if (!(m.sampling.min_p >= 0 && m.sampling.min_p <= 1)) r.Fail("min_p", "is outside [0, 1]");
     if (!(m.sampling.repetition_penalty > 0 && m.sampling.repetition_penalty <= 100)) {
       r.Fail("repetition_penalty", "is outside (0, 100]");
@@ -353,6 +358,15 @@ StatusOr<Message> DecodeTokens(Reader& r) {
       for (size_t k = 0; k < e.top_ids.size() && r.ok(); ++k) {
         if (e.top_ids[k] < 0 || !(e.top_logprobs[k] <= 0)) r.Fail("events.top_logprobs", "a bad entry");
       }
+    }
+    e.prompt_position = r.Get<int32_t>("events.prompt_position");
+    if (e.prompt_position >= 0) {
+      e.rank = r.Get<int32_t>("events.rank");
+      if (r.ok() && (e.prompt_position < 1 || !e.has_logprob || e.finish != FinishReason::kNone || e.rank < 1)) {
+        r.Fail("events.prompt_position", "a prompt logprob needs a position >= 1, a logprob, a rank >= 1 and no end");
+      }
+    } else if (r.ok() && e.prompt_position != -1) {
+      r.Fail("events.prompt_position", "is negative");
     }
     if (e.token < -1) r.Fail("events.token", "negative token id " + std::to_string(e.token));
     if (e.token == -1 && e.finish == FinishReason::kNone) r.Fail("events", "neither a token nor an end");

@@ -32,7 +32,7 @@
 namespace shoal::control {
 
 inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
-inline constexpr uint16_t kProtocolVersion = 5;
+inline constexpr uint16_t kProtocolVersion = 6;
 inline constexpr size_t kHeaderBytes = 12;
 // Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
 inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
@@ -122,6 +122,9 @@ struct Submit {
   std::vector<float> bias_values;
   // -1: no logprobs; 0 .. kMaxTopLogprobs: each sampled token's logprob and this many alternatives.
   int32_t logprobs = -1;
+  // -1: none; 0 .. kMaxTopLogprobs: the logprob of every prompt token after the first (of the prompt
+  // as first submitted: not of resumed output), its vocabulary rank and this many alternatives.
+  int32_t prompt_logprobs = -1;
 };
 
 struct Cancel {
@@ -148,6 +151,11 @@ struct TokenEvent {
   float logprob = 0;
   std::vector<int32_t> top_ids;
   std::vector<float> top_logprobs;
+  // A prompt logprob (Submit.prompt_logprobs ≥ 0), not a sampled token: `token` is the prompt token at
+  // this position (≥ 1), with has_logprob set and finish kNone; `rank` its 1-based rank among the
+  // vocabulary (1 + the tokens strictly more likely). -1 for a sampled token.
+  int32_t prompt_position = -1;
+  int32_t rank = 0;
 };
 
 

@@ -44,6 +44,7 @@ struct Prepared {
   std::string model;
   bool tools = false;  // a chat with tools and tool_choice other than "none": calls are parsed out
   std::string echo;    // completions' echo: the prompt's text, sent before the completion's
+  bool echo_logprobs = false;  // echo with logprobs: the prompt's tokens lead the logprobs too
   api::SamplingOptions sampling;
   bool stream = false, include_usage = false, return_token_ids = false;
   std::vector<int32_t> prompt;
@@ -78,6 +79,7 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
     out.model = cr.model;
     out.sampling = std::move(cr.sampling);
     out.stream = cr.stream, out.include_usage = cr.include_usage, out.return_token_ids = cr.return_token_ids;
+    out.echo_logprobs = cr.echo && out.sampling.logprobs >= 0;
     if (auto* s = std::get_if<std::string>(&cr.prompt)) {
       StatusOr<std::vector<int32_t>> ids = m.tokenizer->Encode(*s, /*add_special_tokens=*/true);
       if (!ids.ok()) return BadRequest(ids.status().message(), "prompt");
@@ -252,6 +254,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   a.bias_ids = so.bias_ids;
   a.bias_values = so.bias_values;
   a.logprobs = so.logprobs;
+  a.prompt_logprobs = std::max(so.prompt_logprobs, p.echo_logprobs ? so.logprobs : -1);
   a.sink = s;
   a.arrival = arrival;
   if (!p.stream && env.cfg.server.request_timeout_s > 0) {
@@ -289,6 +292,20 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     from->clear();
     return j;
   };
+  // The prompt's logprobs as asked for (the worker computed max(prompt_logprobs, echo's logprobs)
+  // alternatives): `k` alternatives each; with `first`, the first prompt token leads, with none.
+  auto prompt_entries = [&](int k, bool first) {
+    std::vector<api::TokenLogprob> v;
+    if (first) v.push_back(api::TokenLogprob{p.prompt.front(), 0, {}, {}, 0, /*none=*/true});
+    for (const api::TokenLogprob& e : s->prompt_logprobs) {
+      v.push_back(e);
+      const auto n = std::min(v.back().top_ids.size(), static_cast<size_t>(k));
+      v.back().top_ids.resize(n);
+      v.back().top_logprobs.resize(n);
+    }
+    return v;
+  };
+  auto prompt_logprobs_done = [&] { return s->prompt_logprobs.size() + 1 >= p.prompt.size(); };
 
   if (!p.stream) {
     while (!s->done) {
@@ -307,15 +324,23 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     const bool reasoning_on = env.model.reasoning != ReasoningFormat::kNone;
     const nlohmann::ordered_json calls = ToolCallsJson(piece.calls, 0, /*with_index=*/false, new_tool_id);
     const std::string finish = parser.saw_calls() ? "tool_calls" : s->finish_reason;
+    if (p.echo_logprobs) {
+      std::vector<api::TokenLogprob> all = prompt_entries(so.logprobs, /*first=*/true);
+      all.insert(all.end(), s->output_logprobs.begin(), s->output_logprobs.end());
+      s->output_logprobs = std::move(all);
+    }
     std::string logprobs = take_logprobs(&s->output_logprobs);
     if (so.logprobs >= 0 && logprobs.empty()) logprobs = chat ? R"({"content":[]})" : api::LogprobsJson(false, {}, token_bytes, &text_offset);
     const std::string* lp = so.logprobs >= 0 ? &logprobs : nullptr;
+    const std::string prompt_logprobs =
+        so.prompt_logprobs >= 0 ? api::PromptLogprobsJson(prompt_entries(so.prompt_logprobs, false), token_bytes) : "";
+    const std::string* plp = so.prompt_logprobs >= 0 ? &prompt_logprobs : nullptr;
     std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, split ? piece.content : s->text,
                                                 finish, usage(), prompt_ids, token_ids,
                                                 reasoning_on ? &piece.reasoning : nullptr, lp,
-                                                parser.saw_calls() ? &calls : nullptr)
+                                                parser.saw_calls() ? &calls : nullptr, plp)
                             : api::CompletionResponse(api_id, created, env.model.name, p.echo + s->text,
-                                                      s->finish_reason, usage(), prompt_ids, token_ids, lp);
+                                                      s->finish_reason, usage(), prompt_ids, token_ids, lp, plp);
     co_return co_await WriteResponse(x.stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
   }
 
@@ -336,10 +361,16 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   // Chat sends its role first, with the prompt's ids; completions put them in the first content chunk.
   if (chat) writer.Role(&out, prompt_ids);
   bool prompt_ids_pending = !chat && prompt_ids != nullptr;
-  if (!p.echo.empty()) {  // completions' echo: the prompt's text is the first chunk
-    writer.Content(&out, p.echo, "", nullptr, prompt_ids_pending ? prompt_ids : nullptr);
+  // Completions' echo: the prompt's text is the first chunk — with logprobs, once the prompt's have
+  // come (they precede the first token).
+  bool echo_pending = !p.echo.empty() || p.echo_logprobs;
+  auto send_echo = [&] {
+    const std::string lp = p.echo_logprobs ? api::LogprobsJson(false, prompt_entries(so.logprobs, true), token_bytes, &text_offset) : "";
+    writer.Content(&out, p.echo, "", nullptr, prompt_ids_pending ? prompt_ids : nullptr, lp);
     prompt_ids_pending = false;
-  }
+    echo_pending = false;
+  };
+  if (echo_pending && !p.echo_logprobs) send_echo();
   // With a reasoning or tool-call parser, a chat's text becomes reasoning_content, content and
   // tool_calls deltas.
   ChatOutputParser parser(env.model.reasoning, chat && p.tools ? env.model.tools : ToolFormat::kNone);
@@ -370,6 +401,10 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     co_await s->WaitForNews();
     s->Process();
     ReportEndedHere(env, *s);
+    if (echo_pending) {
+      if (!prompt_logprobs_done() && !s->done) continue;
+      if (!s->error) send_echo();
+    }
     if (chat && parser.active()) {
       emit_split(s->done);
     } else if (!s->text.empty() || (p.return_token_ids && !s->chunk_ids.empty()) || !s->chunk_logprobs.empty()) {

@@ -331,7 +331,6 @@ Err RejectUnsupported(const json& obj, bool chat) {
     }
   }
   if (auto e = Unsupported(obj, "best_of", one, "one choice per request")) return e;
-  if (auto e = Unsupported(obj, "prompt_logprobs", never, "logprobs are not returned")) return e;
   if (auto e = Unsupported(obj, "use_beam_search", IsFalse, "no beam search")) return e;
   auto text_format = [](const json& v) { return v.is_object() && v.value("type", json()) == "text"; };
   if (auto e = Unsupported(obj, "response_format", text_format, "no structured output")) return e;
@@ -362,6 +361,14 @@ Err ParseCommon(const json& obj, bool chat, Common* c) {
   }
   if (auto e = GetBool(obj, "return_token_ids", &c->return_token_ids)) return e;
   if (auto e = ParseSampling(obj, chat, &c->sampling)) return e;
+  // prompt_logprobs (vLLM extension): null or 0..20 alternatives (vLLM's -1, the whole vocabulary, is
+  // not offered: a prompt of n tokens would send n × vocabulary numbers). Not streamed, as in vLLM.
+  if (const json* v = Field(obj, "prompt_logprobs"); v != nullptr && !v->is_null()) {
+    int64_t k = 0;
+    if (auto e = GetInt(obj, "prompt_logprobs", 0, kMaxTopLogprobs, "an integer in [0, 20]", &k)) return e;
+    if (c->stream) return InvalidRequest("prompt_logprobs are not available when stream is true", "prompt_logprobs");
+    c->sampling.prompt_logprobs = static_cast<int>(k);
+  }
   return RejectUnsupported(obj, chat);
 }
 
@@ -517,9 +524,6 @@ std::variant<CompletionRequest, ApiError> ParseCompletionImpl(std::string_view b
   if (auto e = Unsupported(obj, "suffix", suffix_empty, "no insertion")) return std::move(*e);
   if (auto e = ParsePrompt(obj, &req.prompt)) return std::move(*e);
   if (auto e = GetBool(obj, "echo", &req.echo)) return std::move(*e);
-  if (req.echo && c.sampling.logprobs >= 0) {
-    return InvalidRequest("echo with logprobs needs the prompt's logprobs, which shoal does not return yet", "echo");
-  }
   CopyCommon(std::move(c), &req);
   return req;
 }
@@ -644,12 +648,13 @@ std::string ErrorBody(const ApiError& e) { return Dump(ErrorJson(e)); }
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                const std::string& text, const std::string& finish_reason, const Usage& usage,
                                const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
-                               const std::string* logprobs_json) {
+                               const std::string* logprobs_json, const std::string* prompt_logprobs_json) {
   json choice = json::object();
   choice["index"] = 0;
   choice["text"] = text;
   choice["logprobs"] = logprobs_json != nullptr ? json::parse(*logprobs_json) : json(nullptr);
   choice["finish_reason"] = FinishReason(finish_reason);
+  if (prompt_logprobs_json != nullptr) choice["prompt_logprobs"] = json::parse(*prompt_logprobs_json);
   if (prompt_ids != nullptr) choice["prompt_token_ids"] = Ids(*prompt_ids);
   if (token_ids != nullptr) choice["token_ids"] = Ids(*token_ids);
   json j = Head(id, "text_completion", created, model);
@@ -662,7 +667,8 @@ std::string CompletionResponse(const std::string& id, int64_t created, const std
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
                          const std::string& finish_reason, const Usage& usage,
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
-                         const std::string* reasoning, const std::string* logprobs_json, const json* tool_calls) {
+                         const std::string* reasoning, const std::string* logprobs_json, const json* tool_calls,
+                         const std::string* prompt_logprobs_json) {
   json message = json::object();
   message["role"] = "assistant";
   if (reasoning != nullptr) message["reasoning_content"] = reasoning->empty() ? json(nullptr) : json(*reasoning);
@@ -683,6 +689,7 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
   j["usage"] = UsageJson(usage);
   j["system_fingerprint"] = nullptr;
   if (prompt_ids != nullptr) j["prompt_token_ids"] = Ids(*prompt_ids);
+  if (prompt_logprobs_json != nullptr) j["prompt_logprobs"] = json::parse(*prompt_logprobs_json);
   return Dump(j);
 }
 

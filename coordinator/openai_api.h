@@ -93,15 +93,27 @@ struct SamplingOptions {
   // -1: no logprobs; else each output token's logprob and this many alternatives (chat: logprobs
   // true + top_logprobs 0..20; completions: logprobs 0..20, vLLM's bound).
   int logprobs = -1;
+  // -1: none; else vLLM's prompt_logprobs: each prompt token's logprob (after the first), vocabulary
+  // rank and this many alternatives. Never with stream.
+  int prompt_logprobs = -1;
 };
 
-// One output token's logprob and its top alternatives (most likely first), as the worker sent them.
+// One token's logprob and its top alternatives (most likely first), as the worker sent them. A prompt
+// token's also has its vocabulary rank; the first prompt token has none (`none`, rendered null).
 struct TokenLogprob {
   int32_t token = 0;
   float logprob = 0;
   std::vector<int32_t> top_ids;
   std::vector<float> top_logprobs;
+  int32_t rank = 0;
+  bool none = false;
 };
+
+// vLLM's prompt_logprobs list: null for the first prompt token, then for each later one an object
+// {"<id>": {"logprob", "rank", "decoded_token"}} holding the prompt token and its alternatives
+// (the alternatives ranked 1, 2, … in order). `entries` are positions 1.. of the prompt.
+std::string PromptLogprobsJson(std::span<const TokenLogprob> entries,
+                               const std::function<std::string(int32_t)>& token_text);
 
 // The `logprobs` object of a choice, as JSON text. Chat: {"content": [{token, logprob, bytes,
 // top_logprobs: [{token, logprob, bytes}]}]}; completions: {tokens, token_logprobs, top_logprobs
@@ -158,9 +170,11 @@ struct Usage {
 // unix seconds; `finish_reason` is "stop" or "length" ("" renders as null). With non-null id vectors
 // (return_token_ids), completions put prompt_token_ids and token_ids in the choice; chat puts
 // prompt_token_ids at the top level and token_ids in the choice, as vLLM does.
+// prompt_logprobs_json (PromptLogprobsJson): completions put it in the choice, chat at the top level.
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                const std::string& text, const std::string& finish_reason, const Usage& usage,
-                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids, const std::string* logprobs_json = nullptr);
+                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
+                               const std::string* logprobs_json = nullptr, const std::string* prompt_logprobs_json = nullptr);
 // `reasoning` non-null (a reasoning parser is on): the message's reasoning_content, and an empty
 // content renders as null, as vLLM does.
 // tool_calls_json (ToolCallsJson): the message's tool_calls; content then renders null when empty.
@@ -168,7 +182,8 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
                          const std::string& finish_reason, const Usage& usage,
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
                          const std::string* reasoning = nullptr, const std::string* logprobs_json = nullptr,
-                         const nlohmann::ordered_json* tool_calls = nullptr);
+                         const nlohmann::ordered_json* tool_calls = nullptr,
+                         const std::string* prompt_logprobs_json = nullptr);
 
 // Streamed responses: coordinator/openai_stream.h.
 

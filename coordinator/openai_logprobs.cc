@@ -66,9 +66,14 @@ std::string LogprobsJson(bool chat, std::span<const TokenLogprob> entries,
     const std::string text = token_bytes(e.token);
     if (i > 0) tokens += ',', values += ',', tops += ',', offsets += ',';
     AppendJsonString(&tokens, text);
-    AppendNumber(&values, e.logprob);
     AppendNumber(&offsets, static_cast<double>(*text_offset));
     *text_offset += static_cast<int64_t>(text.size());
+    if (e.none) {  // the first prompt token (echo): nothing predicted it
+      values += "null";
+      tops += "null";
+      continue;
+    }
+    AppendNumber(&values, e.logprob);
     tops += '{';
     for (size_t k = 0; k < e.top_ids.size(); ++k) {
       if (k > 0) tops += ',';
@@ -80,6 +85,32 @@ std::string LogprobsJson(bool chat, std::span<const TokenLogprob> entries,
   }
   out.append("{\"tokens\":").append(tokens).append("],\"token_logprobs\":").append(values);
   out.append("],\"top_logprobs\":").append(tops).append("],\"text_offset\":").append(offsets).append("]}");
+  return out;
+}
+
+std::string PromptLogprobsJson(std::span<const TokenLogprob> entries,
+                               const std::function<std::string(int32_t)>& token_text) {
+  std::string out = "[null";
+  auto entry = [&](int32_t id, float logprob, int32_t rank) {
+    out.push_back('"');
+    out.append(std::to_string(id));
+    out.append("\":{\"logprob\":");
+    AppendNumber(&out, logprob);
+    out.append(",\"rank\":").append(std::to_string(rank)).append(",\"decoded_token\":");
+    AppendJsonString(&out, token_text(id));
+    out.push_back('}');
+  };
+  for (const TokenLogprob& e : entries) {
+    out.append(",{");
+    entry(e.token, e.logprob, e.rank);
+    for (size_t k = 0; k < e.top_ids.size(); ++k) {
+      if (e.top_ids[k] == e.token) continue;  // already there, with its own rank
+      out.push_back(',');
+      entry(e.top_ids[k], e.top_logprobs[k], static_cast<int32_t>(k + 1));
+    }
+    out.push_back('}');
+  }
+  out.push_back(']');
   return out;
 }
 

@@ -90,6 +90,7 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
   e.submit.bias_ids = std::move(a.bias_ids);
   e.submit.bias_values = std::move(a.bias_values);
   e.submit.logprobs = a.logprobs;
+  e.submit.prompt_logprobs = a.prompt_logprobs;
   e.submit.stop_ids = std::move(a.stop_ids);
   if (!a.ignore_eos) {
     e.submit.stop_ids.insert(e.submit.stop_ids.end(), options_.eos_ids.begin(), options_.eos_ids.end());
@@ -129,6 +130,25 @@ void RequestTable::OnTokens(Rank& from, const control::Tokens& t, Clock::time_po
     if (it == entries_.end()) continue;  // ended here already
     Entry& e = it->second;
     if (e.rank.get() != &from) continue;  // not this rank's: ignored rather than trusted
+    if (ev.prompt_position >= 0) {
+      // Positions arrive in order; a rank the request was resumed on repeats those already delivered.
+      if (e.submit.prompt_logprobs < 0 || ev.prompt_position != e.prompt_logprobs_seen + 1) continue;
+      bool bad = ev.token >= options_.model_vocab || ev.prompt_position >= static_cast<int32_t>(e.prompt_tokens);
+      for (int32_t t : ev.top_ids) bad = bad || t >= options_.model_vocab;
+      if (bad) {
+        CancelOnRank(e, ev.request);
+        Finish(it, "error", ServerError(from.Name() + " returned a prompt logprob outside the vocabulary or prompt", "worker_error"),
+               true);
+        continue;
+      }
+      e.prompt_logprobs_seen = ev.prompt_position;
+      RequestEvent out;
+      out.token = ev.token;
+      out.prompt_position = ev.prompt_position;
+      out.logprob = api::TokenLogprob{ev.token, ev.logprob, ev.top_ids, ev.top_logprobs, ev.rank};
+      delivery_.Deliver(e.sink, std::move(out));
+      continue;
+    }
     if (ev.token >= 0) {
       bool bad_top = false;
       for (int32_t t : ev.top_ids) bad_top = bad_top || t >= options_.model_vocab;

@@ -39,6 +39,9 @@ struct RequestEvent {
   const char* finish_reason = "";  // with end: "stop", "length" or "error"
   std::shared_ptr<const api::ApiError> error;  // with an "error" end
   std::optional<api::TokenLogprob> logprob;    // with a token, when the request asked for logprobs
+  // A prompt token's logprob (Admission::prompt_logprobs), not output: `token` and `logprob` are the
+  // prompt token at position prompt_position (1, 2, … in order, each once).
+  int32_t prompt_position = -1;
 };
 
 // The HTTP side of one request; the table only carries it.
@@ -79,6 +82,7 @@ class RequestTable {
     std::vector<int32_t> bias_ids;  // logit_bias, checked against the vocabulary
     std::vector<float> bias_values;
     int logprobs = -1;  // api::SamplingOptions::logprobs
+    int prompt_logprobs = -1;  // the prompt's logprobs with this many alternatives (prompt_logprobs, echo)
     std::shared_ptr<RequestSink> sink;
     Clock::time_point arrival{};
     Clock::time_point deadline = Clock::time_point::max();  // server.request_timeout_s (504 after it)
@@ -119,6 +123,7 @@ class RequestTable {
     int64_t prompt_tokens = 0;
     int64_t max_tokens = 0;
     int64_t generated = 0;
+    int32_t prompt_logprobs_seen = 0;  // the last prompt position delivered (a resumed rank repeats them)
     Clock::time_point arrival{}, last_token{}, deadline{};
     control::Submit submit;        // as first sent, its prompt moved into `tokens`
     std::vector<int32_t> tokens;   // prompt, then every token delivered

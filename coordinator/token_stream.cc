@@ -45,6 +45,10 @@ void TokenStream::EndLocally(const char* reason) {
 }
 
 void TokenStream::Accept(RequestEvent& e) {
+  if (e.prompt_position >= 0) {
+    if (e.logprob) prompt_logprobs.push_back(std::move(*e.logprob));
+    return;
+  }
   if (e.token >= 0) {
     output_ids.push_back(e.token);
     chunk_ids.push_back(e.token);

@@ -46,6 +46,7 @@ class TokenStream : public RequestSink {
   std::string text;                // released text not yet sent
   std::vector<int32_t> chunk_ids;  // ids since the session last took them
   std::vector<int32_t> output_ids;  // every token, the stop token included (usage counts it)
+  std::vector<api::TokenLogprob> prompt_logprobs;  // positions 1, 2, … of the prompt, when asked for
   // With logprobs asked for: one per token, like chunk_ids / output_ids.
   std::vector<api::TokenLogprob> chunk_logprobs, output_logprobs;
   bool done = false;

@@ -13,6 +13,20 @@ namespace {
 
 std::string Name(uint64_t id) { return "request " + std::to_string(id); }
 
+// The k most likely tokens (ties to the lower id) and their logprobs, most likely first.
+void TopLogprobs(const kernels::LogSoftmax& lp, int vocab, int k, std::vector<int32_t>* ids, std::vector<float>* values) {
+  const auto n = static_cast<size_t>(std::clamp(k, 0, vocab));
+  if (n == 0) return;
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  for (int i = 0; i < vocab; ++i) order[i] = i;
+  std::vector<float> at(static_cast<size_t>(vocab));
+  for (int i = 0; i < vocab; ++i) at[i] = lp.At(i);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                    [&](int32_t a, int32_t b) { return at[a] != at[b] ? at[a] > at[b] : a < b; });
+  ids->assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n));
+  for (int32_t t : *ids) values->push_back(at[t]);
+}
+
 }  // namespace
 
 Scheduler::Scheduler(StepEngine& engine) : engine_(engine) {}
@@ -44,8 +58,8 @@ Status Scheduler::Submit(ScheduledRequest r) {
                              std::to_string(c.vocab_size));
     }
   }
-  if (r.logprobs < -1 || r.logprobs > kMaxTopLogprobs) {
-    return InvalidArgument(name + ": logprobs must be in [-1, " + std::to_string(kMaxTopLogprobs) + "]");
+  if (r.logprobs < -1 || r.logprobs > kMaxTopLogprobs || r.prompt_logprobs < -1 || r.prompt_logprobs > kMaxTopLogprobs) {
+    return InvalidArgument(name + ": logprobs and prompt_logprobs must be in [-1, " + std::to_string(kMaxTopLogprobs) + "]");
   }
   if (r.bias_ids.size() != r.bias_values.size() || r.bias_ids.size() > static_cast<size_t>(kMaxLogitBias)) {
     return InvalidArgument(name + ": logit_bias ids and values do not pair up (or exceed " +
@@ -74,6 +88,7 @@ Status Scheduler::Submit(ScheduledRequest r) {
     s->seen.assign(static_cast<size_t>(c.vocab_size), 0);
     for (int32_t t : r.prompt) s->seen[t] = 1;
   }
+  if (r.prompt_logprobs >= 0) s->prompt_lp_end = r.prompt.size() - static_cast<size_t>(r.resumed_output);
   s->req = std::move(r);
   s->submitted = std::chrono::steady_clock::now();
   waiting_.push_back(s.get());
@@ -115,6 +130,32 @@ void Scheduler::FailAll(const std::string& why, std::vector<control::TokenEvent>
   }
 }
 
+int64_t Scheduler::ChunkLimit(const Seq& s) const {
+  return s.prompt_lp_next < s.prompt_lp_end ? kPromptLogprobRows : INT64_MAX;
+}
+
+// Row i of a chunk starting at `fed` is the distribution of the token at position fed + i + 1.
+void Scheduler::ReportPromptLogprobs(Seq* s, size_t fed, const std::vector<float>& rows,
+                                     std::vector<control::TokenEvent>* events) {
+  const int vocab = engine_.config().vocab_size;
+  const size_t n_rows = rows.size() / static_cast<size_t>(vocab);
+  const size_t last = std::min(fed + n_rows, s->prompt_lp_end - 1);  // the last position these rows give
+  for (size_t p = std::max(s->prompt_lp_next, fed + 1); p <= last; ++p) {
+    const float* row = rows.data() + (p - 1 - fed) * static_cast<size_t>(vocab);
+    const kernels::LogSoftmax lp(row, vocab, 1.0f);
+    const int32_t token = s->tokens[p];
+    control::TokenEvent e{s->req.id, token, control::FinishReason::kNone, {}};
+    e.has_logprob = true;
+    e.logprob = lp.At(token);
+    e.prompt_position = static_cast<int32_t>(p);
+    e.rank = 1;
+    for (int i = 0; i < vocab; ++i) e.rank += lp.At(i) > e.logprob ? 1 : 0;
+    TopLogprobs(lp, vocab, s->req.prompt_logprobs, &e.top_ids, &e.top_logprobs);
+    events->push_back(std::move(e));
+  }
+  s->prompt_lp_next = std::max(s->prompt_lp_next, last + 1);
+}
+
 // What the sampler draws from, in vLLM's order: logit_bias, the min_tokens mask of the stop ids, the
 // repetition penalty (prompt and output), presence/frequency penalties (output); then SampleToken:
 // temperature, min-p, top-k, top-p. Logprobs (when asked) are the log-softmax of the logits after the
@@ -145,17 +186,7 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
   auto logprob = [&](int32_t t) { return log_softmax->At(t); };
   std::vector<int32_t> top_ids;
   std::vector<float> top_lp;
-  if (r.logprobs > 0) {
-    top_ids.resize(static_cast<size_t>(vocab));
-    for (int i = 0; i < vocab; ++i) top_ids[i] = i;
-    const auto k = static_cast<size_t>(std::min(r.logprobs, vocab));
-    std::partial_sort(top_ids.begin(), top_ids.begin() + k, top_ids.end(), [&](int32_t a, int32_t b) {
-      const float la = logprob(a), lb = logprob(b);
-      return la != lb ? la > lb : a < b;
-    });
-    top_ids.resize(k);
-    for (int32_t t : top_ids) top_lp.push_back(logprob(t));
-  }
+  if (r.logprobs > 0) TopLogprobs(*log_softmax, vocab, r.logprobs, &top_ids, &top_lp);
   s->rng.seed(TokenSeed(r.sampling.seed, static_cast<uint64_t>(s->generated)));
   // (SampleToken turns NaN logits into -inf in place, which logprob() already treats them as.)
   const int32_t tok = kernels::SampleToken(logits.data(), vocab, r.sampling, s->rng);
@@ -198,7 +229,9 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
   batch_seqs_.clear();
   auto add = [&](Seq* s, int64_t n) {
     avail -= kv.BlocksToGrow(static_cast<int64_t>(s->fed), n);
-    batch_.push_back({s->seq, std::span<const int32_t>(s->tokens).subspan(s->fed, static_cast<size_t>(n)), false});
+    // Logits for every token of a chunk whose rows give prompt logprobs still to report.
+    const bool rows = s->prompt_lp_next < s->prompt_lp_end && s->prompt_lp_next <= s->fed + static_cast<size_t>(n);
+    batch_.push_back({s->seq, std::span<const int32_t>(s->tokens).subspan(s->fed, static_cast<size_t>(n)), rows});
     batch_seqs_.push_back(s);
     budget -= n;
   };
@@ -221,12 +254,12 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
     if (budget <= 0) break;
     const int64_t left = static_cast<int64_t>(s->tokens.size() - s->fed);
     if (left <= 1) continue;  // decodes were placed above (one that did not fit the budget waits a step)
-    const int64_t n = std::min({left, budget, Fits(*s, avail)});
+    const int64_t n = std::min({left, budget, Fits(*s, avail), ChunkLimit(*s)});
     if (n > 0) add(s, n);
   }
   while (budget > 0 && !waiting_.empty()) {
     Seq* s = waiting_.front();
-    const int64_t n = std::min({static_cast<int64_t>(s->tokens.size()), budget, Fits(*s, avail)});
+    const int64_t n = std::min({static_cast<int64_t>(s->tokens.size()), budget, Fits(*s, avail), ChunkLimit(*s)});
     if (n <= 0) break;
     StatusOr<SeqId> id = engine_.NewSequence();
     if (!id.ok()) break;  // every slot (engine.max_num_seqs) is taken
@@ -271,11 +304,17 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
     }
     return Status::Ok();
   }
+  const auto V = static_cast<size_t>(engine_.config().vocab_size);
   for (size_t b = 0; b < batch_seqs_.size(); ++b) {
     Seq* s = batch_seqs_[b];
+    std::vector<float>& logits = outs_[b].logits;
+    if (batch_[b].all_logits) {
+      ReportPromptLogprobs(s, s->fed, logits, events);
+      logits.erase(logits.begin(), logits.end() - static_cast<std::ptrdiff_t>(V));  // the last row samples
+    }
     s->fed += batch_[b].tokens.size();
     // The step that feeds a request's last known token gives its next one.
-    if (s->fed == s->tokens.size()) Sample(s, outs_[b].logits, events);
+    if (s->fed == s->tokens.size()) Sample(s, logits, events);
   }
   return Status::Ok();
 }

@@ -39,7 +39,15 @@ struct ScheduledRequest {
   // logit_bias, the min_tokens mask and the penalties, divided by the temperature (1 when greedy) —
   // vLLM's processed_logprobs; before min-p, top-k and top-p.
   int logprobs = -1;
+  // -1: none. Else, for every prompt token after the first (of the prompt as first submitted, not
+  // resumed output): its logprob, vocabulary rank and `prompt_logprobs` top alternatives, from the raw
+  // logits (no bias, penalties or temperature: the model's own distribution), as TokenEvents with
+  // prompt_position set, before the request's first sampled token. Prompt chunks of such a request
+  // are at most kPromptLogprobRows tokens (each returns a row of logits per token).
+  int prompt_logprobs = -1;
 };
+
+inline constexpr int64_t kPromptLogprobRows = 128;
 
 struct SchedulerStats {
   uint64_t steps = 0;
@@ -94,6 +102,9 @@ class Scheduler {
     // For the phase histograms: when it was submitted, first scheduled and gave its first token.
     std::chrono::steady_clock::time_point submitted, scheduled, first_token;
     bool was_scheduled = false, has_first_token = false;
+    // Prompt logprobs: positions [prompt_lp_next, prompt_lp_end) are still to be reported (empty
+    // when none were asked for). Kept across preemption, so recomputation reports nothing twice.
+    size_t prompt_lp_next = 1, prompt_lp_end = 0;
   };
   // Tokens `s` can add with `avail` free blocks (its last block's slack included).
   int64_t Fits(const Seq& s, int64_t avail) const;
@@ -101,6 +112,10 @@ class Scheduler {
   int64_t Preempt(Seq* s);
   void Finish(Seq* s);
   void Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events);
+  // The prompt logprobs a chunk of `s` starting at `fed` with logits rows for each of its tokens gives.
+  void ReportPromptLogprobs(Seq* s, size_t fed, const std::vector<float>& rows, std::vector<control::TokenEvent>* events);
+  // The most prompt tokens `s` may feed in one step.
+  int64_t ChunkLimit(const Seq& s) const;
 
   StepEngine& engine_;
   std::unordered_map<uint64_t, std::unique_ptr<Seq>> all_;

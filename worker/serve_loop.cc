@@ -58,6 +58,7 @@ ScheduledRequest FromSubmit(control::Submit&& m) {
   r.bias_ids = std::move(m.bias_ids);
   r.bias_values = std::move(m.bias_values);
   r.logprobs = m.logprobs;
+  r.prompt_logprobs = m.prompt_logprobs;
   return r;
 }
 

@@ -12,9 +12,10 @@ into .venv-test; this script exits 77, skipped, when it is not there), against a
   - /tokenize (prompt and chat forms), /detokenize, /version, and the API key on the first two;
   - logprobs: chat (logprobs + top_logprobs) and completions (logprobs: k), streamed and whole, equal
     to the log-softmax of transformers' logits (the fixture's) for the greedy tokens;
-  - echo (completions), whole and streamed;
-  - what is still refused: prompt_logprobs, echo with logprobs, n > 1, tool_choice required (a 400
-    naming the field, which the SDK raises).
+  - echo (completions), whole and streamed; prompt_logprobs (completions and chat) and echo with
+    logprobs, equal to the log-softmax of transformers' prefill logits;
+  - what is still refused: prompt_logprobs with stream, n > 1, tool_choice required (a 400 naming the
+    field, which the SDK raises).
 
 usage: openai_sdk_test.py SHOAL_BINARY SOURCE_DIR
 """
@@ -239,18 +240,50 @@ def main():
         check(echoed.choices[0].text == "The cat" + plain.choices[0].text and streamed == echoed.choices[0].text,
               "echo puts the prompt before the completion, streamed and whole (%r)" % echoed.choices[0].text)
 
+        # Prompt logprobs (vLLM's prompt_logprobs) = log-softmax of transformers' prefill logits at the
+        # position before each prompt token; the first token has none.
+        P = pshape[0]
+        want = [None] + [log_softmax_row(pvals, i - 1, vocab)[prompt[i]] for i in range(1, P)]
+        r = client.completions.create(model="tiny", prompt=prompt, max_tokens=2, temperature=0,
+                                      extra_body={"prompt_logprobs": 2})
+        pl = r.choices[0].model_extra.get("prompt_logprobs") or []
+        check(len(pl) == P and pl[0] is None and
+              all(abs(pl[i][str(prompt[i])]["logprob"] - want[i]) < 2e-4 and pl[i][str(prompt[i])]["rank"] >= 1 and
+                  1 <= len(pl[i]) <= 3 for i in range(1, P)),
+              "completions prompt_logprobs: one per prompt token after the first, = transformers' within 2e-4")
+        c = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, temperature=0,
+                                           extra_body={"prompt_logprobs": 0, "return_token_ids": True})
+        cpl = c.model_extra.get("prompt_logprobs") or []
+        check(len(cpl) == len(c.model_extra["prompt_token_ids"]) and cpl[0] is None and all(len(d) == 1 for d in cpl[1:]),
+              "chat prompt_logprobs at the top level, one per prompt token (%d for %d)" % (len(cpl), len(c.model_extra["prompt_token_ids"])))
+        # echo with logprobs: the prompt's tokens lead the logprobs (first null), then the output's.
+        e = client.completions.create(model="tiny", prompt=prompt, max_tokens=n, temperature=0, echo=True, logprobs=1)
+        lp = e.choices[0].logprobs
+        check(len(lp.tokens) == P + n and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None and
+              all(abs(lp.token_logprobs[i] - want[i]) < 2e-4 for i in range(1, P)) and
+              all(abs(lp.token_logprobs[P + i] - ref[i][greedy[i]]) < 2e-4 for i in range(n)) and
+              lp.text_offset == sorted(lp.text_offset),
+              "echo with logprobs: prompt then output logprobs, = transformers' within 2e-4")
+        streamed = []
+        for ch in client.completions.create(model="tiny", prompt=prompt, max_tokens=n, temperature=0, echo=True,
+                                            logprobs=1, stream=True):
+            if ch.choices and ch.choices[0].logprobs:
+                streamed += ch.choices[0].logprobs.token_logprobs
+        check(streamed == lp.token_logprobs, "streamed echo with logprobs adds up to the whole response's")
+
         # Still refused, by name.
         try:
-            client.completions.create(model="tiny", prompt=prompt, max_tokens=2, echo=True, logprobs=1)
-            check(False, "echo with logprobs is refused")
+            client.completions.create(model="tiny", prompt=prompt, max_tokens=2, stream=True,
+                                      extra_body={"prompt_logprobs": 1})
+            check(False, "prompt_logprobs with stream is refused")
         except openai.BadRequestError as e:
-            check(e.body is not None and e.body.get("param") == "echo", "echo with logprobs (prompt logprobs) is refused with a 400")
-        for kw, field in (({"extra_body": {"prompt_logprobs": 1}}, "prompt_logprobs"), ({"n": 2}, "n")):
-            try:
-                client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, **kw)
-                check(False, "%s is refused" % field)
-            except openai.BadRequestError as e:
-                check(e.body is not None and e.body.get("param") == field, "%s is refused with a 400 naming it" % field)
+            check(e.body is not None and e.body.get("param") == "prompt_logprobs",
+                  "prompt_logprobs with stream is refused with a 400, as vLLM's")
+        try:
+            client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, n=2)
+            check(False, "n > 1 is refused")
+        except openai.BadRequestError as e:
+            check(e.body is not None and e.body.get("param") == "n", "n is refused with a 400 naming it")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

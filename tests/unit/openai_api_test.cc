@@ -198,10 +198,14 @@ TEST(OpenAiParse, UnsupportedFieldsAreRejectedNotIgnored) {
   CompletionError(",\"n\":2", "n");
   CompletionError(",\"n\":0", "n");
   CompletionError(",\"n\":\"1\"", "n");
-  CompletionError(",\"echo\":true,\"logprobs\":1", "echo");
+  EXPECT_EQ(Completion(R"({"prompt":"x","echo":true,"logprobs":1})").sampling.logprobs, 1);
   ChatError(std::string(kUserHi) + ",\"echo\":true}", "echo");
   EXPECT_TRUE(Completion(R"({"prompt":"x","echo":true})").echo);
-  CompletionError(",\"prompt_logprobs\":1", "prompt_logprobs");
+  EXPECT_EQ(Completion(R"({"prompt":"x","prompt_logprobs":3})").sampling.prompt_logprobs, 3);
+  EXPECT_EQ(Completion(R"({"prompt":"x","prompt_logprobs":null})").sampling.prompt_logprobs, -1);
+  CompletionError(",\"prompt_logprobs\":21", "prompt_logprobs");
+  CompletionError(",\"prompt_logprobs\":-1", "prompt_logprobs");
+  CompletionError(",\"prompt_logprobs\":1,\"stream\":true", "prompt_logprobs");
   CompletionError(",\"best_of\":2", "best_of");
   CompletionError(",\"suffix\":\"tail\"", "suffix");
   CompletionError(",\"response_format\":{\"type\":\"json_object\"}", "response_format");

@@ -391,5 +391,62 @@ TEST(SchedulerSampling, LogprobsMatchTransformersLogSoftmax) {
   }
 }
 
+// Prompt logprobs: for every prompt position after the first, the log-softmax of the raw logits of
+// the position before (transformers' prefill logits of the fixture), the token's rank and the top
+// alternatives; reported once, in order, before the first sampled token, with the prompt prefilled in
+// chunks of 5 (max_step_tokens) so positions cross chunk boundaries; a resumed request reports the
+// positions of its original prompt only.
+TEST(SchedulerSampling, PromptLogprobsMatchTransformersLogSoftmax) {
+  const std::string dir = testing::FixturesDir() + "/qwen3-moe-f32";
+  const testing::Fixture f = LoadFixture("qwen3-moe-f32");
+  const testing::FixturePrompt& fp = f.prompts[2];
+  ASSERT_GT(fp.prompt.size(), 10u);
+  auto e = MakeSmallEngine(dir, 64, /*max_step_tokens=*/5);
+  const int V = e->config().vocab_size;
+  const std::vector<float> prefill = f.Tensor("prompt2.prefill_logits");
+  ASSERT_EQ(prefill.size(), fp.prompt.size() * V);
+  for (int64_t resumed : {0, 2}) {
+    Scheduler s(*e);
+    ScheduledRequest r;
+    r.id = 1;
+    r.prompt = fp.prompt;
+    r.max_tokens = 3;
+    r.resumed_output = resumed;  // the last `resumed` prompt tokens count as output
+    r.prompt_logprobs = 2;
+    ASSERT_TRUE(s.Submit(r).ok());
+    std::vector<control::TokenEvent> events, all;
+    while (s.HasWork()) {
+      events.clear();
+      ASSERT_TRUE(s.Step(&events).ok());
+      all.insert(all.end(), events.begin(), events.end());
+    }
+    const size_t P = fp.prompt.size() - static_cast<size_t>(resumed);
+    ASSERT_EQ(all.size(), (P - 1) + static_cast<size_t>(3 - resumed)) << "resumed " << resumed;
+    for (size_t p = 1; p < P; ++p) {
+      const control::TokenEvent& ev = all[p - 1];
+      const float* ref = prefill.data() + (p - 1) * V;
+      double mx = ref[0], z = 0;
+      for (int t = 0; t < V; ++t) mx = std::max<double>(mx, ref[t]);
+      for (int t = 0; t < V; ++t) z += std::exp(ref[t] - mx);
+      auto lp = [&](int32_t t) { return ref[t] - mx - std::log(z); };
+      ASSERT_EQ(ev.prompt_position, static_cast<int32_t>(p));
+      EXPECT_EQ(ev.token, fp.prompt[p]);
+      ASSERT_TRUE(ev.has_logprob);
+      EXPECT_NEAR(ev.logprob, lp(ev.token), 2e-4) << "position " << p;
+      int surely_above = 0, maybe_above = 0;  // near-ties may fall either way
+      for (int t = 0; t < V; ++t) {
+        surely_above += lp(t) > lp(ev.token) + 1e-4 ? 1 : 0;
+        maybe_above += t != ev.token && lp(t) > lp(ev.token) - 1e-4 ? 1 : 0;
+      }
+      EXPECT_GE(ev.rank, 1 + surely_above) << "position " << p;
+      EXPECT_LE(ev.rank, 1 + maybe_above) << "position " << p;
+      ASSERT_EQ(ev.top_ids.size(), 2u);
+      for (size_t k = 0; k < 2; ++k) EXPECT_NEAR(ev.top_logprobs[k], lp(ev.top_ids[k]), 2e-4);
+      EXPECT_GE(ev.top_logprobs[0], ev.top_logprobs[1]);
+    }
+    for (size_t i = P - 1; i < all.size(); ++i) EXPECT_EQ(all[i].prompt_position, -1) << "sampled tokens follow";
+  }
+}
+
 }  // namespace
 }  // namespace shoal

@@ -195,7 +195,27 @@ TEST(Wire, FieldsAreChecked) {
     EXPECT_TRUE(MessageHas(Decode(EncodeFrame(lt)).status(), "Tokens.events.top_logprobs"));
     lt.events[0].top_logprobs = {-0.5f, 0.5f};
     EXPECT_TRUE(MessageHas(Decode(EncodeFrame(lt)).status(), "Tokens.events.top_logprobs"));
+    // A prompt logprob: position and rank round trip; position 0, rank 0 or an end with it are refused.
+    lt.events[0].top_logprobs = {-0.5f, -1.5f};
+    lt.events[0].prompt_position = 4;
+    lt.events[0].rank = 2;
+    const Tokens pb = std::get<Tokens>(*Decode(EncodeFrame(lt)));
+    EXPECT_EQ(pb.events[0].prompt_position, 4);
+    EXPECT_EQ(pb.events[0].rank, 2);
+    lt.events[0].rank = 0;
+    EXPECT_TRUE(MessageHas(Decode(EncodeFrame(lt)).status(), "Tokens.events.prompt_position"));
+    lt.events[0].rank = 1;
+    lt.events[0].prompt_position = 0;
+    EXPECT_TRUE(MessageHas(Decode(EncodeFrame(lt)).status(), "Tokens.events.prompt_position"));
+    lt.events[0].prompt_position = 1;
+    lt.events[0].finish = FinishReason::kStop;
+    EXPECT_TRUE(MessageHas(Decode(EncodeFrame(lt)).status(), "Tokens.events.prompt_position"));
   }
+  s.logprobs = 0;
+  s.prompt_logprobs = 21;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.prompt_logprobs"));
+  s.prompt_logprobs = 5;
+  EXPECT_EQ(std::get<Submit>(*Decode(EncodeFrame(s))).prompt_logprobs, 5);
 
   Hello h = std::get<Hello>(Samples()[0]);
   h.rank = 2;
@@ -249,7 +269,7 @@ TEST(Wire, FieldsAreChecked) {
   Submit big = std::get<Submit>(Samples()[3]);
   f = EncodeFrame(big);
   const size_t prompt_count_at =
-      f.size() - 4 /* logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
+      f.size() - 8 /* logprobs, prompt_logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
   const uint32_t lie = 1000000;
   std::memcpy(f.data() + prompt_count_at, &lie, 4);
   EXPECT_TRUE(MessageHas(Decode(f).status(), "Submit.prompt: truncated"));
