@@ -125,6 +125,9 @@ struct Submit {
   // -1: none; 0 .. kMaxTopLogprobs: the logprob of every prompt token after the first (of the prompt
   // as first submitted: not of resumed output), its vocabulary rank and this many alternatives.
   int32_t prompt_logprobs = -1;
+  // n > 1: this is a later choice of request fork_of (same prompt, sent just before on this channel);
+  // the worker prefills the prompt once and forks it (worker/scheduler.h). 0: none.
+  uint64_t fork_of = 0;
 };
 
 struct Cancel {

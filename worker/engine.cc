@@ -118,6 +118,13 @@ void Engine::JoinLayersWithoutTokens(int first_layer) {
   }
 }
 
+StatusOr<SeqId> Engine::ForkSequence(SeqId parent) {
+  std::vector<std::pair<int32_t, int32_t>> copies;
+  SHOAL_ASSIGN_OR_RETURN(SeqId child, seqs_.Fork(parent, kv_, &copies));
+  for (const auto& [from, to] : copies) kv_.CopyBlock(from, to);
+  return child;
+}
+
 Status Engine::EndStepAfterLocalError(Status st, int next_layer) {
   // After a group failure there is nothing left to join.
   if (comm::IsGroupFailure(st)) return st;

@@ -79,6 +79,7 @@ class Engine final : public StepEngine {
 
   // ResourceExhausted when engine.max_num_seqs sequences are already live.
   StatusOr<SeqId> NewSequence() override { return seqs_.New(); }
+  StatusOr<SeqId> ForkSequence(SeqId parent) override;
   // Frees the sequence's KV blocks. Unknown ids are ignored.
   void ReleaseSequence(SeqId seq) override { seqs_.Release(seq, kv_); }
   int64_t SequenceLength(SeqId seq) const override { return seqs_.Length(seq); }

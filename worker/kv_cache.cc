@@ -28,8 +28,48 @@ KvLayout KvLayout::For(const ModelConfig& c) {
 KvBlockPool::KvBlockPool(int block_size, int64_t num_blocks, KvLayout layout)
     : block_size_(block_size), num_blocks_(num_blocks), layout_(std::move(layout)) {
   free_.reserve(num_blocks);
+  refs_.assign(static_cast<size_t>(num_blocks), 0);
   // Hand out low block ids first (pop from the back).
   for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+}
+
+int32_t KvBlockPool::Take() {
+  const int32_t b = free_.back();
+  free_.pop_back();
+  refs_[b] = 1;
+  return b;
+}
+
+void KvBlockPool::Unref(int32_t block) {
+  if (--refs_[block] == 0) free_.push_back(block);
+}
+
+Status KvBlockPool::Fork(const KvTables& src, int64_t length, KvTables* dst,
+                         std::vector<std::pair<int32_t, int32_t>>* copies) {
+  const int64_t used = BlocksFor(length);
+  const bool partial = length % block_size_ != 0;
+  const int64_t need = partial ? static_cast<int64_t>(src.size()) : 0;
+  if (need > free_blocks()) {
+    return ResourceExhausted("KV cache full: forking a sequence needs " + std::to_string(need) + " free blocks, " +
+                             std::to_string(free_blocks()) + " free");
+  }
+  dst->assign(src.size(), {});
+  copies->clear();
+  for (size_t g = 0; g < src.size(); ++g) {
+    const std::vector<int32_t>& from = src[g];
+    std::vector<int32_t>& to = (*dst)[g];
+    for (int64_t i = 0; i < used && i < static_cast<int64_t>(from.size()); ++i) {
+      const int32_t b = from[i];
+      if (b >= 0 && partial && i == used - 1) {
+        to.push_back(Take());
+        copies->emplace_back(b, to.back());
+      } else {
+        if (b >= 0) ++refs_[b];
+        to.push_back(b);
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 Status KvBlockPool::Reserve(KvTables* tables, int64_t tokens) {
@@ -44,10 +84,7 @@ Status KvBlockPool::Reserve(KvTables* tables, int64_t tokens) {
   }
   tables->resize(groups());
   for (auto& t : *tables) {
-    while (static_cast<int64_t>(t.size()) < want) {
-      t.push_back(free_.back());
-      free_.pop_back();
-    }
+    while (static_cast<int64_t>(t.size()) < want) t.push_back(Take());
   }
   return Status::Ok();
 }
@@ -59,7 +96,7 @@ void KvBlockPool::FreeBefore(KvTables* tables, int64_t next_pos) {
     const int64_t first_kept = next_pos / chunk * chunk / block_size_;  // the block of the chunk's start
     auto& t = (*tables)[g];
     for (int64_t b = 0; b < first_kept && b < static_cast<int64_t>(t.size()); ++b) {
-      if (t[b] >= 0) free_.push_back(t[b]), t[b] = -1;
+      if (t[b] >= 0) Unref(t[b]), t[b] = -1;
     }
   }
 }
@@ -67,7 +104,7 @@ void KvBlockPool::FreeBefore(KvTables* tables, int64_t next_pos) {
 void KvBlockPool::Release(KvTables* tables) {
   for (auto& t : *tables) {
     for (int32_t b : t) {
-      if (b >= 0) free_.push_back(b);
+      if (b >= 0) Unref(b);
     }
   }
   tables->clear();
@@ -121,6 +158,15 @@ KvCache::KvCache(const ModelConfig& c, int block_size, int64_t num_blocks)
   const size_t per_slot = static_cast<size_t>(num_blocks) * block_size * c.kv_cache_width();
   k_.assign(layout().layers_per_group, std::vector<float>(per_slot));
   if (c.kv_cache_has_v()) v_.assign(layout().layers_per_group, std::vector<float>(per_slot));
+}
+
+void KvCache::CopyBlock(int32_t from, int32_t to) {
+  const size_t n = static_cast<size_t>(block_size()) * kv_heads_ * head_dim_;
+  for (auto* storage : {&k_, &v_}) {
+    for (std::vector<float>& slot : *storage) {
+      std::copy_n(slot.begin() + static_cast<std::ptrdiff_t>(from * n), n, slot.begin() + static_cast<std::ptrdiff_t>(to * n));
+    }
+  }
 }
 
 kernels::PagedKvLayer KvCache::Layer(int layer) {

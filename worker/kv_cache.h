@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -54,8 +55,17 @@ class KvBlockPool {
   // Gives back the blocks of chunked groups that lie wholly before the chunk of position `next_pos`
   // (no query at or after it can see them).
   void FreeBefore(KvTables* tables, int64_t next_pos);
-  // Returns every block of the tables to the free list and clears them.
+  // Drops the tables' references to their blocks (a block shared by forked sequences is free once
+  // the last one lets go) and clears them.
   void Release(KvTables* tables);
+  // A fork of a sequence of `length` tokens (`src` its tables): *dst shares every full block of src
+  // (a reference more each: no later token of either sequence is written into them) and gets a new
+  // block for the partly filled last one in each group, which both go on writing — *copies lists
+  // those (from, to) pairs, whose contents the caller's storage must copy. ResourceExhausted, with
+  // nothing changed, when there are not enough free blocks for the copies.
+  Status Fork(const KvTables& src, int64_t length, KvTables* dst, std::vector<std::pair<int32_t, int32_t>>* copies);
+  // Sequences referring to the block (0 when free). For tests.
+  int32_t references(int32_t block) const { return refs_[block]; }
 
   // Blocks a sequence of `length` tokens holds between steps (after FreeBefore(length)).
   int64_t BlocksHeld(int64_t length) const;
@@ -71,7 +81,10 @@ class KvBlockPool {
   int block_size_;
   int64_t num_blocks_;
   KvLayout layout_;
+  int32_t Take();
+  void Unref(int32_t block);
   std::vector<int32_t> free_;  // stack of free block ids
+  std::vector<int32_t> refs_;  // [num_blocks] sequences holding each block
 };
 
 // Storage per group slot is [num_blocks · block_size, kv_heads, head_dim] f32 for K and the same for V,
@@ -86,6 +99,8 @@ class KvCache : public KvBlockPool {
 
   // Layer l's storage; its slots are addressed through the table of layout().layer_group[l].
   kernels::PagedKvLayer Layer(int layer);
+  // Copies block `from`'s slots to block `to` in every layer (a fork's partly filled last block).
+  void CopyBlock(int32_t from, int32_t to);
 
  private:
   int kv_heads_, head_dim_;

@@ -91,9 +91,57 @@ Status Scheduler::Submit(ScheduledRequest r) {
   if (r.prompt_logprobs >= 0) s->prompt_lp_end = r.prompt.size() - static_cast<size_t>(r.resumed_output);
   s->req = std::move(r);
   s->submitted = std::chrono::steady_clock::now();
-  waiting_.push_back(s.get());
+  Seq* parent = nullptr;
+  if (s->req.fork_of != 0 && s->req.resumed_output == 0 && s->req.prompt_logprobs < 0) {
+    auto it = all_.find(s->req.fork_of);
+    // The parent has not sampled yet (so it is still before or inside its prompt) and has the same prompt.
+    if (it != all_.end() && !it->second->has_first_token && it->second->req.resumed_output == 0 &&
+        it->second->tokens == s->tokens) {
+      parent = it->second.get();
+    }
+  }
+  if (parent != nullptr) {
+    s->parent = parent;
+    parent->children.push_back(s.get());
+    ++waiting_forks_;
+  } else {
+    waiting_.push_back(s.get());
+  }
   all_.emplace(s->req.id, std::move(s));
   return Status::Ok();
+}
+
+void Scheduler::Orphan(Seq* child) {
+  child->parent = nullptr;
+  --waiting_forks_;
+  waiting_.push_back(child);
+}
+
+void Scheduler::ForkChildren(Seq* s, const std::vector<float>& logits, std::vector<control::TokenEvent>* events) {
+  std::vector<Seq*> kids = std::move(s->children);
+  s->children.clear();
+  std::vector<Seq*> forked;
+  for (Seq* c : kids) {
+    StatusOr<SeqId> id = engine_.ForkSequence(s->seq);
+    if (!id.ok()) {  // no free slot or block: it prefills on its own when there is room
+      Orphan(c);
+      continue;
+    }
+    c->parent = nullptr;
+    --waiting_forks_;
+    c->seq = *id;
+    c->fed = s->fed;
+    c->was_scheduled = true;
+    c->scheduled = s->scheduled;
+    stats_.queue_seconds.Observe(std::chrono::duration<double>(c->scheduled - c->submitted).count(),
+                                 control::RequestPhaseBuckets());
+    running_.push_back(c);
+    forked.push_back(c);
+  }
+  for (Seq* c : forked) {
+    std::vector<float> own = logits;
+    Sample(c, own, events);
+  }
 }
 
 bool Scheduler::Cancel(uint64_t id) {
@@ -104,6 +152,12 @@ bool Scheduler::Cancel(uint64_t id) {
 }
 
 void Scheduler::Finish(Seq* s) {
+  if (s->parent != nullptr) {
+    auto& siblings = s->parent->children;
+    siblings.erase(std::remove(siblings.begin(), siblings.end(), s), siblings.end());
+    --waiting_forks_;
+  }
+  for (Seq* c : std::vector<Seq*>(std::move(s->children))) Orphan(c);
   engine_.ReleaseSequence(s->seq);
   running_.erase(std::remove(running_.begin(), running_.end(), s), running_.end());
   waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), s), waiting_.end());
@@ -111,8 +165,10 @@ void Scheduler::Finish(Seq* s) {
 }
 
 int64_t Scheduler::Preempt(Seq* s) {
-  const int64_t freed = engine_.kv_blocks().BlocksHeld(static_cast<int64_t>(s->fed));
+  // Measured, not computed from its length: blocks it shares with forked choices stay in use.
+  const int64_t free_before = engine_.kv_blocks().free_blocks();
   engine_.ReleaseSequence(s->seq);
+  const int64_t freed = engine_.kv_blocks().free_blocks() - free_before;
   s->seq = -1;
   s->fed = 0;
   running_.erase(std::remove(running_.begin(), running_.end(), s), running_.end());
@@ -314,7 +370,10 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
     }
     s->fed += batch_[b].tokens.size();
     // The step that feeds a request's last known token gives its next one.
-    if (s->fed == s->tokens.size()) Sample(s, logits, events);
+    if (s->fed == s->tokens.size()) {
+      if (!s->children.empty()) ForkChildren(s, logits, events);
+      Sample(s, logits, events);
+    }
   }
   return Status::Ok();
 }

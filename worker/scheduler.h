@@ -45,6 +45,12 @@ struct ScheduledRequest {
   // prompt_position set, before the request's first sampled token. Prompt chunks of such a request
   // are at most kPromptLogprobRows tokens (each returns a row of logits per token).
   int prompt_logprobs = -1;
+  // n > 1: a later choice of request `fork_of` (the same prompt, submitted before it, without prompt
+  // logprobs). It waits for that request's prompt to be prefilled, then forks its sequence
+  // (StepEngine::ForkSequence: the prompt's KV blocks shared) and samples its first token from the same
+  // logits with its own seed: the prompt is prefilled once for all choices. If fork_of is unknown or
+  // already past its prompt, or ends or cannot be forked first, this one prefills on its own.
+  uint64_t fork_of = 0;
 };
 
 inline constexpr int64_t kPromptLogprobRows = 128;
@@ -86,7 +92,7 @@ class Scheduler {
   void FailAll(const std::string& why, std::vector<control::TokenEvent>* events);
 
   size_t running() const { return running_.size(); }
-  size_t waiting() const { return waiting_.size(); }
+  size_t waiting() const { return waiting_.size() + waiting_forks_; }
   const SchedulerStats& stats() const { return stats_; }
 
  private:
@@ -105,6 +111,10 @@ class Scheduler {
     // Prompt logprobs: positions [prompt_lp_next, prompt_lp_end) are still to be reported (empty
     // when none were asked for). Kept across preemption, so recomputation reports nothing twice.
     size_t prompt_lp_next = 1, prompt_lp_end = 0;
+    // n > 1 (ScheduledRequest::fork_of): the request whose prompt this one waits to fork, and the
+    // choices waiting on this one's.
+    Seq* parent = nullptr;
+    std::vector<Seq*> children;
   };
   // Tokens `s` can add with `avail` free blocks (its last block's slack included).
   int64_t Fits(const Seq& s, int64_t avail) const;
@@ -116,11 +126,17 @@ class Scheduler {
   void ReportPromptLogprobs(Seq* s, size_t fed, const std::vector<float>& rows, std::vector<control::TokenEvent>* events);
   // The most prompt tokens `s` may feed in one step.
   int64_t ChunkLimit(const Seq& s) const;
+  // `s` has just fed its whole prompt, giving `logits`: its waiting choices fork its sequence and
+  // sample from them (before `s` samples, which rewrites the logits).
+  void ForkChildren(Seq* s, const std::vector<float>& logits, std::vector<control::TokenEvent>* events);
+  // A waiting choice goes its own way (its parent ended, or could not be forked): queued to prefill.
+  void Orphan(Seq* child);
 
   StepEngine& engine_;
   std::unordered_map<uint64_t, std::unique_ptr<Seq>> all_;
   std::vector<Seq*> running_;  // in admission order; the newest is preempted first
   std::deque<Seq*> waiting_;
+  size_t waiting_forks_ = 0;  // choices waiting on a parent's prompt (in no queue)
   SchedulerStats stats_;
   // Step scratch.
   std::vector<ForwardInput> batch_;

@@ -28,6 +28,20 @@ void SequenceTable::Release(SeqId seq, KvBlockPool& pool) {
   --live_;
 }
 
+StatusOr<SeqId> SequenceTable::Fork(SeqId parent, KvBlockPool& pool, std::vector<std::pair<int32_t, int32_t>>* copies) {
+  if (Length(parent) < 0) return InvalidArgument("fork of unknown sequence " + std::to_string(parent));
+  SHOAL_ASSIGN_OR_RETURN(SeqId child, New());
+  // seqs_ may have grown: index it only now.
+  const Sequence& p = seqs_[parent];
+  Status st = pool.Fork(p.tables, p.length, &seqs_[child].tables, copies);
+  if (!st.ok()) {
+    Release(child, pool);
+    return st;
+  }
+  seqs_[child].length = seqs_[parent].length;
+  return child;
+}
+
 int64_t SequenceTable::Length(SeqId seq) const {
   if (seq < 0 || static_cast<size_t>(seq) >= seqs_.size() || !seqs_[seq].live) return -1;
   return seqs_[seq].length;

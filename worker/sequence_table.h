@@ -50,6 +50,9 @@ class SequenceTable {
   StatusOr<SeqId> New();
   // Frees the sequence's KV blocks. Unknown ids are ignored.
   void Release(SeqId seq, KvBlockPool& pool);
+  // A new sequence equal to `parent` (its length and KV), sharing its full blocks (KvBlockPool::Fork):
+  // the caller copies the storage of the *copies pairs. Nothing changes on an error.
+  StatusOr<SeqId> Fork(SeqId parent, KvBlockPool& pool, std::vector<std::pair<int32_t, int32_t>>* copies);
   // -1 for an unknown sequence.
   int64_t Length(SeqId seq) const;
   // The block tables of a live sequence, one per layer group (at least one once it has tokens).

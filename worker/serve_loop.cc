@@ -59,6 +59,7 @@ ScheduledRequest FromSubmit(control::Submit&& m) {
   r.bias_values = std::move(m.bias_values);
   r.logprobs = m.logprobs;
   r.prompt_logprobs = m.prompt_logprobs;
+  r.fork_of = m.fork_of;
   return r;
 }
 

@@ -40,6 +40,10 @@ class StepEngine {
   virtual int64_t collective_timeout_ms() const = 0;
 
   virtual StatusOr<SeqId> NewSequence() = 0;
+  // A new sequence with `parent`'s tokens and KV: full blocks shared, the partly filled last one
+  // copied (worker/kv_cache.h: KvBlockPool::Fork) — n choices of one prompt, prefilled once.
+  // ResourceExhausted without a free sequence slot or block; nothing changes on an error.
+  virtual StatusOr<SeqId> ForkSequence(SeqId parent) = 0;
   virtual void ReleaseSequence(SeqId seq) = 0;
   virtual int64_t SequenceLength(SeqId seq) const = 0;
   virtual Status Forward(const std::vector<ForwardInput>& batch, std::vector<ForwardOutput>* out) = 0;

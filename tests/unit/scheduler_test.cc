@@ -349,6 +349,16 @@ TEST(SchedulerSampling, LogitBiasMinTokensAndRepetitionPenaltyAreExact) {
 }
 
 
+// Steps until every request ended, collecting the events.
+void RunToEnd(Scheduler& s, std::vector<control::TokenEvent>* all) {
+  std::vector<control::TokenEvent> events;
+  while (s.HasWork()) {
+    events.clear();
+    ASSERT_TRUE(s.Step(&events).ok());
+    all->insert(all->end(), events.begin(), events.end());
+  }
+}
+
 // Logprobs: the log-softmax of the logits the sampler drew from (greedy: temperature 1), against the
 // fixture's transformers logits, for the sampled token and the top alternatives, at every decode step.
 TEST(SchedulerSampling, LogprobsMatchTransformersLogSoftmax) {
@@ -362,12 +372,8 @@ TEST(SchedulerSampling, LogprobsMatchTransformersLogSoftmax) {
   r.max_tokens = static_cast<int>(f.prompts[0].greedy.size());
   r.logprobs = 3;
   ASSERT_TRUE(s.Submit(r).ok());
-  std::vector<control::TokenEvent> events, all;
-  while (s.HasWork()) {
-    events.clear();
-    ASSERT_TRUE(s.Step(&events).ok());
-    all.insert(all.end(), events.begin(), events.end());
-  }
+  std::vector<control::TokenEvent> all;
+  ASSERT_NO_FATAL_FAILURE(RunToEnd(s, &all));
   const int V = e->config().vocab_size;
   const std::vector<float> prefill = f.Tensor("prompt0.prefill_logits");
   const std::vector<float> decode = f.Tensor("prompt0.decode_logits");
@@ -414,12 +420,8 @@ TEST(SchedulerSampling, PromptLogprobsMatchTransformersLogSoftmax) {
     r.resumed_output = resumed;  // the last `resumed` prompt tokens count as output
     r.prompt_logprobs = 2;
     ASSERT_TRUE(s.Submit(r).ok());
-    std::vector<control::TokenEvent> events, all;
-    while (s.HasWork()) {
-      events.clear();
-      ASSERT_TRUE(s.Step(&events).ok());
-      all.insert(all.end(), events.begin(), events.end());
-    }
+    std::vector<control::TokenEvent> all;
+    ASSERT_NO_FATAL_FAILURE(RunToEnd(s, &all));
     const size_t P = fp.prompt.size() - static_cast<size_t>(resumed);
     ASSERT_EQ(all.size(), (P - 1) + static_cast<size_t>(3 - resumed)) << "resumed " << resumed;
     for (size_t p = 1; p < P; ++p) {
@@ -446,6 +448,80 @@ TEST(SchedulerSampling, PromptLogprobsMatchTransformersLogSoftmax) {
     }
     for (size_t i = P - 1; i < all.size(); ++i) EXPECT_EQ(all[i].prompt_position, -1) << "sampled tokens follow";
   }
+}
+
+// n > 1: choices submitted with fork_of share the first one's prefill (the prompt is fed once; KV
+// blocks shared, the partly filled last one copied) and each samples with its own seed — every
+// choice's tokens equal those of the same request run alone. Greedy choices give transformers' tokens.
+TEST(SchedulerForks, ChoicesSharePrefillAndEqualIndependentRuns) {
+  const testing::Fixture f = LoadFixture("qwen3-moe-f32");
+  const testing::FixturePrompt& fp = f.prompts[0];
+  ASSERT_NE(fp.prompt.size() % 4, 0u) << "the last block must be partly filled (block size 4)";
+  const int max_tokens = static_cast<int>(fp.greedy.size());
+  auto request = [&](uint64_t id, float temperature, uint64_t seed, uint64_t fork_of) {
+    ScheduledRequest r;
+    r.id = id;
+    r.prompt = fp.prompt;
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = temperature;
+    r.sampling.seed = seed;
+    r.fork_of = fork_of;
+    return r;
+  };
+  auto tokens_of = [](const std::vector<control::TokenEvent>& all, uint64_t id) {
+    std::vector<int32_t> out;
+    for (const control::TokenEvent& e : all) {
+      if (e.request == id && e.token >= 0) out.push_back(e.token);
+    }
+    return out;
+  };
+  for (float temperature : {0.0f, 1.0f}) {
+    // Alone, one engine each: the reference tokens of seeds 11, 12, 13.
+    std::vector<std::vector<int32_t>> alone;
+    for (uint64_t seed : {11, 12, 13}) {
+      auto e = MakeSmallEngine(f.dir, 64, 64);
+      Scheduler s(*e);
+      ASSERT_TRUE(s.Submit(request(1, temperature, seed, 0)).ok());
+      std::vector<control::TokenEvent> all;
+      ASSERT_NO_FATAL_FAILURE(RunToEnd(s, &all));
+      alone.push_back(tokens_of(all, 1));
+    }
+    auto e = MakeSmallEngine(f.dir, 64, 64);
+    Scheduler s(*e);
+    for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(s.Submit(request(1 + i, temperature, 11 + i, i == 0 ? 0 : 1)).ok());
+    EXPECT_EQ(s.waiting(), 3u);
+    const int64_t free0 = e->kv_blocks().free_blocks();
+    std::vector<control::TokenEvent> events, all;
+    ASSERT_TRUE(s.Step(&events).ok());
+    EXPECT_EQ(s.stats().last_step_prompt_tokens, static_cast<int64_t>(fp.prompt.size())) << "the prompt fed once";
+    EXPECT_EQ(s.running(), 3u);
+    const int64_t prompt_blocks = (static_cast<int64_t>(fp.prompt.size()) + 3) / 4;
+    EXPECT_EQ(free0 - e->kv_blocks().free_blocks(), prompt_blocks + 2) << "full blocks shared, the last one copied twice";
+    all = events;
+    ASSERT_NO_FATAL_FAILURE(RunToEnd(s, &all));
+    for (uint64_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(tokens_of(all, 1 + i), alone[i]) << "choice " << i << " at temperature " << temperature;
+      if (temperature == 0.0f) EXPECT_EQ(tokens_of(all, 1 + i), fp.greedy) << "choice " << i;
+    }
+    EXPECT_EQ(e->kv_blocks().free_blocks(), free0) << "every block back";
+  }
+  // A choice whose parent is unknown, or already past its prompt, prefills on its own.
+  auto e = MakeSmallEngine(f.dir, 64, 64);
+  Scheduler s(*e);
+  ASSERT_TRUE(s.Submit(request(1, 0.0f, 1, 99)).ok());
+  std::vector<control::TokenEvent> events;
+  ASSERT_TRUE(s.Step(&events).ok());
+  ASSERT_TRUE(s.Submit(request(2, 0.0f, 1, 1)).ok());
+  ASSERT_TRUE(s.Step(&events).ok());
+  EXPECT_EQ(s.stats().last_step_prompt_tokens, static_cast<int64_t>(fp.prompt.size()));
+  // Cancelling a parent before its prompt is in lets its waiting choice run on its own.
+  Scheduler c(*e);
+  ASSERT_TRUE(c.Submit(request(1, 0.0f, 1, 0)).ok());
+  ASSERT_TRUE(c.Submit(request(2, 0.0f, 1, 1)).ok());
+  EXPECT_TRUE(c.Cancel(1));
+  std::vector<control::TokenEvent> rest;
+  ASSERT_NO_FATAL_FAILURE(RunToEnd(c, &rest));
+  EXPECT_EQ(tokens_of(rest, 2), fp.greedy);
 }
 
 }  // namespace

@@ -215,7 +215,9 @@ TEST(Wire, FieldsAreChecked) {
   s.prompt_logprobs = 21;
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.prompt_logprobs"));
   s.prompt_logprobs = 5;
+  s.fork_of = 77;
   EXPECT_EQ(std::get<Submit>(*Decode(EncodeFrame(s))).prompt_logprobs, 5);
+  EXPECT_EQ(std::get<Submit>(*Decode(EncodeFrame(s))).fork_of, 77u);
 
   Hello h = std::get<Hello>(Samples()[0]);
   h.rank = 2;
@@ -269,7 +271,7 @@ TEST(Wire, FieldsAreChecked) {
   Submit big = std::get<Submit>(Samples()[3]);
   f = EncodeFrame(big);
   const size_t prompt_count_at =
-      f.size() - 8 /* logprobs, prompt_logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
+      f.size() - 8 /* fork_of */ - 8 /* logprobs, prompt_logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
   const uint32_t lie = 1000000;
   std::memcpy(f.data() + prompt_count_at, &lie, 4);
   EXPECT_TRUE(MessageHas(Decode(f).status(), "Submit.prompt: truncated"));

@@ -641,6 +641,26 @@ Status CudaEngine::SharedExpert(const DeviceLayer& L, int64_t T) {
   return Status::Ok();
 }
 
+StatusOr<SeqId> CudaEngine::ForkSequence(SeqId parent) {
+  std::vector<std::pair<int32_t, int32_t>> copies;
+  SHOAL_ASSIGN_OR_RETURN(SeqId child, seqs_.Fork(parent, blocks_, &copies));
+  // On the engine's stream: ordered after the step that wrote the block and before the next one.
+  const size_t block = static_cast<size_t>(blocks_.block_size()) * config_.kv_dim();
+  for (const auto& [from, to] : copies) {
+    for (const PagedKvLayer& L : kv_layers_) {
+      for (bf16* base : {L.k, L.v}) {
+        const cudaError_t e = cudaMemcpyAsync(base + to * block, base + from * block, block * sizeof(bf16),
+                                              cudaMemcpyDeviceToDevice, stream_);
+        if (e != cudaSuccess) {
+          seqs_.Release(child, blocks_);
+          return Internal(std::string("KV block copy for a fork: ") + cudaGetErrorString(e));
+        }
+      }
+    }
+  }
+  return child;
+}
+
 void CudaEngine::JoinLayersWithoutTokens() {
   if (!exchange_) return;
   for (int l = 0; l < config_.num_layers; ++l) {

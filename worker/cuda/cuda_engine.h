@@ -92,6 +92,7 @@ class CudaEngine final : public StepEngine {
   int64_t graphs_captured() const { return graphs_captured_; }
 
   StatusOr<SeqId> NewSequence() override { return seqs_.New(); }
+  StatusOr<SeqId> ForkSequence(SeqId parent) override;
   void ReleaseSequence(SeqId seq) override { seqs_.Release(seq, blocks_); }
   int64_t SequenceLength(SeqId seq) const override { return seqs_.Length(seq); }
 
