@@ -229,6 +229,17 @@ http::response<http::empty_body> StreamHead(const Request& req) {
   return head;
 }
 
+// One of a request's n choices, as the session sees it.
+struct Choice {
+  std::shared_ptr<TokenStream> s;
+  std::unique_ptr<ChatOutputParser> parser;
+  int calls_sent = 0;
+  int64_t text_offset = 0;      // completions' logprobs text_offset runs on
+  bool prompt_ids_pending = false;  // completions: the prompt's ids ride on the choice's first chunk
+  bool echo_pending = false;        // completions' echo: not sent yet
+  bool finish_sent = false;         // stream: its finish chunk is out
+};
+
 awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   const Clock::time_point arrival = Clock::now();
   const Request& req = x.req;
@@ -242,40 +253,67 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   Prepared& p = std::get<Prepared>(prepared);
   const api::SamplingOptions& so = p.sampling;
 
-  auto s = std::make_shared<TokenStream>(env.front.executor(x.slot), x.slot, *env.model.tokenizer,
-                                         so.skip_special_tokens, so.stop, so.params.min_tokens);
-  RequestTable::Admission a;
-  a.prompt = &p.prompt;
-  a.max_tokens = so.max_tokens;
-  a.chat = chat;
-  a.sampling = so.params;
-  a.ignore_eos = so.ignore_eos;
-  a.stop_ids = so.stop_token_ids;
-  a.bias_ids = so.bias_ids;
-  a.bias_values = so.bias_values;
-  a.logprobs = so.logprobs;
-  a.prompt_logprobs = std::max(so.prompt_logprobs, p.echo_logprobs ? so.logprobs : -1);
-  a.sink = s;
-  a.arrival = arrival;
-  if (!p.stream && env.cfg.server.request_timeout_s > 0) {
-    a.deadline = arrival + std::chrono::seconds(env.cfg.server.request_timeout_s);
+  // n choices: n requests of one prompt on one rank, the first prefilling it for all (fork_of); choice
+  // i draws with the seed + i, as vLLM's. One wake-up for all of them.
+  const auto wakeup = std::make_shared<SessionWakeup>(env.front.executor(x.slot));
+  std::vector<Choice> choices(static_cast<size_t>(so.n));
+  auto end_all = [&env, &choices](const char* reason) {
+    for (Choice& c : choices) {
+      if (!c.s || c.s->id == 0 || c.s->done) continue;
+      c.s->EndLocally(reason);
+      env.control.End(c.s->id, reason);
+    }
+  };
+  for (size_t i = 0; i < choices.size(); ++i) {
+    auto s = std::make_shared<TokenStream>(env.front.executor(x.slot), x.slot, *env.model.tokenizer,
+                                           so.skip_special_tokens, so.stop, so.params.min_tokens, wakeup);
+    RequestTable::Admission a;
+    a.prompt = &p.prompt;
+    a.max_tokens = so.max_tokens;
+    a.chat = chat;
+    a.sampling = so.params;
+    a.sampling.seed = so.params.seed + i;
+    a.ignore_eos = so.ignore_eos;
+    a.stop_ids = so.stop_token_ids;
+    a.bias_ids = so.bias_ids;
+    a.bias_values = so.bias_values;
+    a.logprobs = so.logprobs;
+    // The prompt's logprobs come with the first choice (the prompt is the same for all).
+    a.prompt_logprobs = i == 0 ? std::max(so.prompt_logprobs, p.echo_logprobs ? so.logprobs : -1) : -1;
+    a.fork_of = i == 0 ? 0 : choices[0].s->id;
+    a.sink = s;
+    a.arrival = arrival;
+    if (!p.stream && env.cfg.server.request_timeout_s > 0) {
+      a.deadline = arrival + std::chrono::seconds(env.cfg.server.request_timeout_s);
+    }
+    a.prompt_param = chat ? "messages" : "prompt";
+    awaitable<std::variant<RequestTable::Admitted, api::ApiError>> admit = env.control.Admit(std::move(a));
+    std::variant<RequestTable::Admitted, api::ApiError> admitted = co_await std::move(admit);
+    if (auto* e = std::get_if<api::ApiError>(&admitted)) {
+      end_all("cancelled");  // the choices admitted before this one
+      co_return co_await WriteError(x.stream, req, *e);
+    }
+    s->id = std::get<RequestTable::Admitted>(admitted).id;
+    Choice& c = choices[i];
+    c.s = std::move(s);
+    c.parser = std::make_unique<ChatOutputParser>(env.model.reasoning,
+                                                  chat && p.tools ? env.model.tools : ToolFormat::kNone);
   }
-  a.prompt_param = chat ? "messages" : "prompt";
-  awaitable<std::variant<RequestTable::Admitted, api::ApiError>> admit = env.control.Admit(std::move(a));
-  std::variant<RequestTable::Admitted, api::ApiError> admitted = co_await std::move(admit);
-  if (auto* e = std::get_if<api::ApiError>(&admitted)) co_return co_await WriteError(x.stream, req, *e);
-  s->id = std::get<RequestTable::Admitted>(admitted).id;
+  TokenStream& first = *choices[0].s;
 
-  auto watch = std::make_shared<DisconnectWatch>(x.stream, [&env, s] {
+  auto watch = std::make_shared<DisconnectWatch>(x.stream, [&env, end_all] {
     env.metrics.counter("shoal_requests_client_gone_total", "Requests abandoned because the client disconnected").Inc();
-    s->EndLocally("cancelled");
-    env.control.End(s->id, "cancelled");
+    end_all("cancelled");
   });
   watch->Start();
   const std::string api_id = (chat ? "chatcmpl-" : "cmpl-") + RandomHex(24);
   const int64_t created =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  auto usage = [&] { return api::Usage{static_cast<int64_t>(p.prompt.size()), static_cast<int64_t>(s->output_ids.size())}; };
+  auto usage = [&] {
+    int64_t completion = 0;
+    for (const Choice& c : choices) completion += static_cast<int64_t>(c.s->output_ids.size());
+    return api::Usage{static_cast<int64_t>(p.prompt.size()), completion};
+  };
   const std::vector<int32_t>* prompt_ids = p.return_token_ids ? &p.prompt : nullptr;
   // Logprobs: each token's text as the tokenizer decodes it alone; completions' text_offset runs on.
   const Tokenizer& tok = *env.model.tokenizer;
@@ -284,20 +322,19 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     StatusOr<std::string> b = tok.Decode(one, /*skip_special_tokens=*/false);
     return b.ok() ? *b : std::string();
   };
-  int64_t text_offset = 0;
   const std::function<std::string()> new_tool_id = [] { return "chatcmpl-tool-" + RandomHex(32); };
-  auto take_logprobs = [&](std::vector<api::TokenLogprob>* from) {
+  auto take_logprobs = [&](Choice& c, std::vector<api::TokenLogprob>* from) {
     std::string j;
-    if (so.logprobs >= 0 && !from->empty()) j = api::LogprobsJson(chat, *from, token_bytes, &text_offset);
+    if (so.logprobs >= 0 && !from->empty()) j = api::LogprobsJson(chat, *from, token_bytes, &c.text_offset);
     from->clear();
     return j;
   };
   // The prompt's logprobs as asked for (the worker computed max(prompt_logprobs, echo's logprobs)
-  // alternatives): `k` alternatives each; with `first`, the first prompt token leads, with none.
-  auto prompt_entries = [&](int k, bool first) {
+  // alternatives): `k` alternatives each; with `lead`, the first prompt token leads, with none.
+  auto prompt_entries = [&](int k, bool lead) {
     std::vector<api::TokenLogprob> v;
-    if (first) v.push_back(api::TokenLogprob{p.prompt.front(), 0, {}, {}, 0, /*none=*/true});
-    for (const api::TokenLogprob& e : s->prompt_logprobs) {
+    if (lead) v.push_back(api::TokenLogprob{p.prompt.front(), 0, {}, {}, 0, /*none=*/true});
+    for (const api::TokenLogprob& e : first.prompt_logprobs) {
       v.push_back(e);
       const auto n = std::min(v.back().top_ids.size(), static_cast<size_t>(k));
       v.back().top_ids.resize(n);
@@ -305,47 +342,78 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     }
     return v;
   };
-  auto prompt_logprobs_done = [&] { return s->prompt_logprobs.size() + 1 >= p.prompt.size(); };
+  auto prompt_logprobs_done = [&] { return first.prompt_logprobs.size() + 1 >= p.prompt.size(); };
+  // Every stream's news; true once every choice is done. The first error ends the others.
+  const TokenStream* failed = nullptr;
+  auto process_all = [&] {
+    bool all_done = true;
+    for (Choice& c : choices) {
+      c.s->Process();
+      ReportEndedHere(env, *c.s);
+      if (c.s->error && failed == nullptr) failed = c.s.get();
+      all_done = all_done && c.s->done;
+    }
+    if (failed != nullptr && !all_done) {
+      end_all("cancelled");
+      all_done = true;
+    }
+    return all_done;
+  };
+  auto client_gone = [&] {
+    for (const Choice& c : choices) {
+      if (c.s->finish_reason == "cancelled" && failed == nullptr) return true;
+    }
+    return false;
+  };
 
   if (!p.stream) {
-    while (!s->done) {
-      co_await s->WaitForNews();
-      s->Process();
-      ReportEndedHere(env, *s);
+    while (true) {
+      co_await wakeup->Wait();
+      if (process_all()) break;
     }
     watch->Stop();
-    if (s->error) co_return co_await WriteError(x.stream, req, *s->error);
-    if (s->finish_reason == "cancelled") co_return false;  // the client is gone
-    const std::vector<int32_t>* token_ids = p.return_token_ids ? &s->output_ids : nullptr;
-    ChatOutputParser parser(env.model.reasoning, p.tools ? env.model.tools : ToolFormat::kNone);
-    const bool split = chat && parser.active();
-    ChatOutputParser::Piece piece;
-    if (split) piece = parser.Feed(s->text, /*last=*/true);
+    if (failed != nullptr) co_return co_await WriteError(x.stream, req, *failed->error);
+    if (client_gone()) co_return false;
     const bool reasoning_on = env.model.reasoning != ReasoningFormat::kNone;
-    const nlohmann::ordered_json calls = ToolCallsJson(piece.calls, 0, /*with_index=*/false, new_tool_id);
-    const std::string finish = parser.saw_calls() ? "tool_calls" : s->finish_reason;
-    if (p.echo_logprobs) {
-      std::vector<api::TokenLogprob> all = prompt_entries(so.logprobs, /*first=*/true);
-      all.insert(all.end(), s->output_logprobs.begin(), s->output_logprobs.end());
-      s->output_logprobs = std::move(all);
-    }
-    std::string logprobs = take_logprobs(&s->output_logprobs);
-    if (so.logprobs >= 0 && logprobs.empty()) logprobs = chat ? R"({"content":[]})" : api::LogprobsJson(false, {}, token_bytes, &text_offset);
-    const std::string* lp = so.logprobs >= 0 ? &logprobs : nullptr;
     const std::string prompt_logprobs =
         so.prompt_logprobs >= 0 ? api::PromptLogprobsJson(prompt_entries(so.prompt_logprobs, false), token_bytes) : "";
     const std::string* plp = so.prompt_logprobs >= 0 ? &prompt_logprobs : nullptr;
-    std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, split ? piece.content : s->text,
-                                                finish, usage(), prompt_ids, token_ids,
-                                                reasoning_on ? &piece.reasoning : nullptr, lp,
-                                                parser.saw_calls() ? &calls : nullptr, plp)
-                            : api::CompletionResponse(api_id, created, env.model.name, p.echo + s->text,
-                                                      s->finish_reason, usage(), prompt_ids, token_ids, lp, plp);
+    // Kept alive for the responses' pointers.
+    std::vector<ChatOutputParser::Piece> pieces(choices.size());
+    std::vector<nlohmann::ordered_json> calls(choices.size());
+    std::vector<std::string> logprobs(choices.size());
+    std::vector<api::ResponseChoice> out(choices.size());
+    for (size_t i = 0; i < choices.size(); ++i) {
+      Choice& c = choices[i];
+      TokenStream& s = *c.s;
+      const bool split = chat && c.parser->active();
+      if (split) pieces[i] = c.parser->Feed(s.text, /*last=*/true);
+      calls[i] = ToolCallsJson(pieces[i].calls, 0, /*with_index=*/false, new_tool_id);
+      if (p.echo_logprobs) {
+        std::vector<api::TokenLogprob> all = prompt_entries(so.logprobs, /*lead=*/true);
+        all.insert(all.end(), s.output_logprobs.begin(), s.output_logprobs.end());
+        s.output_logprobs = std::move(all);
+      }
+      logprobs[i] = take_logprobs(c, &s.output_logprobs);
+      if (so.logprobs >= 0 && logprobs[i].empty()) {
+        logprobs[i] = chat ? R"({"content":[]})" : api::LogprobsJson(false, {}, token_bytes, &c.text_offset);
+      }
+      api::ResponseChoice& r = out[i];
+      r.text = chat ? (split ? pieces[i].content : s.text) : p.echo + s.text;
+      r.finish_reason = chat && c.parser->saw_calls() ? "tool_calls" : s.finish_reason;
+      r.token_ids = p.return_token_ids ? &s.output_ids : nullptr;
+      r.logprobs_json = so.logprobs >= 0 ? &logprobs[i] : nullptr;
+      r.reasoning = chat && reasoning_on ? &pieces[i].reasoning : nullptr;
+      r.tool_calls = chat && c.parser->saw_calls() ? &calls[i] : nullptr;
+      r.prompt_logprobs_json = chat ? nullptr : plp;
+    }
+    std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, out, usage(), prompt_ids, plp)
+                            : api::CompletionResponse(api_id, created, env.model.name, out, usage(), prompt_ids);
     co_return co_await WriteResponse(x.stream, req, http::status::ok, "application/json", std::move(body), kNoHeaders);
   }
 
-  // Streaming: SSE over a chunked response. Each wake-up's news goes out as one chunk, so a client
-  // gets one write per batch of tokens however many the batch holds.
+  // Streaming: SSE over a chunked response. Each wake-up's news goes out as one write (a chunk per
+  // choice with news), so a client gets one write per batch of tokens however many the batch holds.
   http::response<http::empty_body> head = StreamHead(req);
   http::response_serializer<http::empty_body> sr{head};
   boost::system::error_code ec;
@@ -353,32 +421,37 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   co_await http::async_write_header(x.stream, sr, asio::redirect_error(use_awaitable, ec));
   x.stream.expires_never();
   bool alive = !ec;
-  const api::StreamWriter writer(api::StreamContext{
+  api::StreamWriter writer(api::StreamContext{
       chat ? api::StreamContext::Endpoint::kChat : api::StreamContext::Endpoint::kCompletion, api_id, created,
       env.model.name, p.include_usage});
   std::string out;
   out.reserve(1024);
-  // Chat sends its role first, with the prompt's ids; completions put them in the first content chunk.
-  if (chat) writer.Role(&out, prompt_ids);
-  bool prompt_ids_pending = !chat && prompt_ids != nullptr;
-  // Completions' echo: the prompt's text is the first chunk — with logprobs, once the prompt's have
-  // come (they precede the first token).
-  bool echo_pending = !p.echo.empty() || p.echo_logprobs;
-  auto send_echo = [&] {
-    const std::string lp = p.echo_logprobs ? api::LogprobsJson(false, prompt_entries(so.logprobs, true), token_bytes, &text_offset) : "";
-    writer.Content(&out, p.echo, "", nullptr, prompt_ids_pending ? prompt_ids : nullptr, lp);
-    prompt_ids_pending = false;
-    echo_pending = false;
+  // Completions' echo: the prompt's text is each choice's first chunk — with logprobs, once the
+  // prompt's have come (they precede the first token).
+  auto send_echo = [&](Choice& c) {
+    const std::string lp =
+        p.echo_logprobs ? api::LogprobsJson(false, prompt_entries(so.logprobs, true), token_bytes, &c.text_offset) : "";
+    writer.Content(&out, p.echo, "", nullptr, c.prompt_ids_pending ? prompt_ids : nullptr, lp);
+    c.prompt_ids_pending = false;
+    c.echo_pending = false;
   };
-  if (echo_pending && !p.echo_logprobs) send_echo();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    Choice& c = choices[i];
+    writer.set_choice(static_cast<int>(i));
+    // Chat sends each choice's role first (the prompt's ids with the first); completions put them in
+    // each choice's first content chunk.
+    if (chat) writer.Role(&out, i == 0 ? prompt_ids : nullptr);
+    c.prompt_ids_pending = !chat && prompt_ids != nullptr;
+    c.echo_pending = !p.echo.empty() || p.echo_logprobs;
+    if (c.echo_pending && !p.echo_logprobs) send_echo(c);
+  }
   // With a reasoning or tool-call parser, a chat's text becomes reasoning_content, content and
   // tool_calls deltas.
-  ChatOutputParser parser(env.model.reasoning, chat && p.tools ? env.model.tools : ToolFormat::kNone);
-  int calls_sent = 0;
-  auto emit_split = [&](bool last) {
-    ChatOutputParser::Piece piece = parser.Feed(s->text, last);
-    const std::vector<int32_t>* ids = p.return_token_ids && !s->chunk_ids.empty() ? &s->chunk_ids : nullptr;
-    const std::string lp = take_logprobs(&s->chunk_logprobs);
+  auto emit_split = [&](Choice& c, bool last) {
+    TokenStream& s = *c.s;
+    ChatOutputParser::Piece piece = c.parser->Feed(s.text, last);
+    const std::vector<int32_t>* ids = p.return_token_ids && !s.chunk_ids.empty() ? &s.chunk_ids : nullptr;
+    const std::string lp = take_logprobs(c, &s.chunk_logprobs);
     // Token ids and logprobs ride on the batch's reasoning or content chunk.
     const bool content_chunk = !piece.content.empty() || (piece.reasoning.empty() && (ids != nullptr || !lp.empty()));
     if (!piece.reasoning.empty()) {
@@ -386,49 +459,58 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     }
     if (content_chunk) writer.Content(&out, piece.content, "", ids, nullptr, lp);
     if (!piece.calls.empty()) {
-      writer.ToolCalls(&out, ToolCallsJson(piece.calls, calls_sent, /*with_index=*/true, new_tool_id).dump());
-      calls_sent += static_cast<int>(piece.calls.size());
+      writer.ToolCalls(&out, ToolCallsJson(piece.calls, c.calls_sent, /*with_index=*/true, new_tool_id).dump());
+      c.calls_sent += static_cast<int>(piece.calls.size());
     }
-    s->text.clear();
-    s->chunk_ids.clear();
+    s.text.clear();
+    s.chunk_ids.clear();
   };
+  // A choice's news as chunks; its finish chunk once it is done.
+  auto emit = [&](Choice& c, size_t index) {
+    TokenStream& s = *c.s;
+    writer.set_choice(static_cast<int>(index));
+    if (c.echo_pending) {
+      if (!prompt_logprobs_done() && !first.done) return;
+      if (failed == nullptr) send_echo(c);
+    }
+    if (chat && c.parser->active()) {
+      emit_split(c, s.done);
+    } else if (!s.text.empty() || (p.return_token_ids && !s.chunk_ids.empty()) || !s.chunk_logprobs.empty()) {
+      const std::string lp = take_logprobs(c, &s.chunk_logprobs);
+      writer.Content(&out, s.text, "", p.return_token_ids ? &s.chunk_ids : nullptr,
+                     c.prompt_ids_pending ? prompt_ids : nullptr, lp);
+      c.prompt_ids_pending = false;
+      s.text.clear();
+      s.chunk_ids.clear();
+    }
+    if (s.done && !c.finish_sent && failed == nullptr && s.finish_reason != "cancelled") {
+      writer.Finish(&out, c.parser->saw_calls() ? "tool_calls" : s.finish_reason);
+      c.finish_sent = true;
+    }
+  };
+  bool all_done = false;
   while (alive) {
     if (!out.empty()) {
       alive = co_await WriteChunk(x.stream, out);
       out.clear();
       if (!alive) break;
     }
-    co_await s->WaitForNews();
-    s->Process();
-    ReportEndedHere(env, *s);
-    if (echo_pending) {
-      if (!prompt_logprobs_done() && !s->done) continue;
-      if (!s->error) send_echo();
-    }
-    if (chat && parser.active()) {
-      emit_split(s->done);
-    } else if (!s->text.empty() || (p.return_token_ids && !s->chunk_ids.empty()) || !s->chunk_logprobs.empty()) {
-      const std::string lp = take_logprobs(&s->chunk_logprobs);
-      writer.Content(&out, s->text, "", p.return_token_ids ? &s->chunk_ids : nullptr,
-                     prompt_ids_pending ? prompt_ids : nullptr, lp);
-      prompt_ids_pending = false;
-      s->text.clear();
-      s->chunk_ids.clear();
-    }
-    if (s->done) break;
+    if (all_done) break;
+    co_await wakeup->Wait();
+    all_done = process_all();
+    for (size_t i = 0; i < choices.size() && failed == nullptr; ++i) emit(choices[i], i);
   }
   watch->Stop();
-  if (!alive || s->finish_reason == "cancelled") {
-    // The client went away (mid-write, or its watch saw it): the rank drops the request.
-    s->EndLocally("cancelled");
-    env.control.End(s->id, "cancelled");
+  if (!alive || client_gone()) {
+    // The client went away (mid-write, or its watch saw it): the ranks drop the requests.
+    end_all("cancelled");
     co_return false;
   }
-  if (s->error) {
-    out += api::ErrorEvent(*s->error);
-  } else {
-    writer.Finish(&out, parser.saw_calls() ? "tool_calls" : s->finish_reason);
-    if (p.include_usage) writer.UsageChunk(&out, usage());
+  out.clear();
+  if (failed != nullptr) {
+    out += api::ErrorEvent(*failed->error);
+  } else if (p.include_usage) {
+    writer.UsageChunk(&out, usage());
   }
   out += api::kDoneEvent;
   co_return co_await WriteChunk(x.stream, out, /*last=*/true);

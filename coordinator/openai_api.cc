@@ -324,13 +324,7 @@ Err RejectUnsupported(const json& obj, bool chat) {
   auto one = [](const json& v) { return IsNumber(v, 1); };
   auto zero = [](const json& v) { return IsNumber(v, 0); };
   auto never = [](const json&) { return false; };
-  if (const json* v = Field(obj, "n")) {
-    int64_t n = 0;
-    if (!v->is_number() || !AsInt64(*v, &n) || n != 1) {
-      return InvalidRequest("n must be 1 (shoal returns one choice per request), got " + Show(*v), "n");
-    }
-  }
-  if (auto e = Unsupported(obj, "best_of", one, "one choice per request")) return e;
+  if (auto e = Unsupported(obj, "best_of", one, "no best_of; n choices are returned as they are")) return e;
   if (auto e = Unsupported(obj, "use_beam_search", IsFalse, "no beam search")) return e;
   auto text_format = [](const json& v) { return v.is_object() && v.value("type", json()) == "text"; };
   if (auto e = Unsupported(obj, "response_format", text_format, "no structured output")) return e;
@@ -361,6 +355,10 @@ Err ParseCommon(const json& obj, bool chat, Common* c) {
   }
   if (auto e = GetBool(obj, "return_token_ids", &c->return_token_ids)) return e;
   if (auto e = ParseSampling(obj, chat, &c->sampling)) return e;
+  // n choices of one prompt (prefilled once, worker/scheduler.h), each with the seed + its index.
+  int64_t n = 1;
+  if (auto e = GetInt(obj, "n", 1, kMaxChoices, "an integer in [1, 128]", &n)) return e;
+  c->sampling.n = static_cast<int>(n);
   // prompt_logprobs (vLLM extension): null or 0..20 alternatives (vLLM's -1, the whole vocabulary, is
   // not offered: a prompt of n tokens would send n × vocabulary numbers). Not streamed, as in vLLM.
   if (const json* v = Field(obj, "prompt_logprobs"); v != nullptr && !v->is_null()) {
@@ -646,22 +644,66 @@ std::variant<ChatRequest, ApiError> ParseChatRequest(std::string_view body) {
 std::string ErrorBody(const ApiError& e) { return Dump(ErrorJson(e)); }
 
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
-                               const std::string& text, const std::string& finish_reason, const Usage& usage,
-                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
-                               const std::string* logprobs_json, const std::string* prompt_logprobs_json) {
-  json choice = json::object();
-  choice["index"] = 0;
-  choice["text"] = text;
-  choice["logprobs"] = logprobs_json != nullptr ? json::parse(*logprobs_json) : json(nullptr);
-  choice["finish_reason"] = FinishReason(finish_reason);
-  if (prompt_logprobs_json != nullptr) choice["prompt_logprobs"] = json::parse(*prompt_logprobs_json);
-  if (prompt_ids != nullptr) choice["prompt_token_ids"] = Ids(*prompt_ids);
-  if (token_ids != nullptr) choice["token_ids"] = Ids(*token_ids);
+                               std::span<const ResponseChoice> choices, const Usage& usage,
+                               const std::vector<int32_t>* prompt_ids) {
+  json list = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ResponseChoice& c = choices[i];
+    json choice = json::object();
+    choice["index"] = i;
+    choice["text"] = c.text;
+    choice["logprobs"] = c.logprobs_json != nullptr ? json::parse(*c.logprobs_json) : json(nullptr);
+    choice["finish_reason"] = FinishReason(c.finish_reason);
+    if (c.prompt_logprobs_json != nullptr) choice["prompt_logprobs"] = json::parse(*c.prompt_logprobs_json);
+    if (prompt_ids != nullptr) choice["prompt_token_ids"] = Ids(*prompt_ids);
+    if (c.token_ids != nullptr) choice["token_ids"] = Ids(*c.token_ids);
+    list.push_back(std::move(choice));
+  }
   json j = Head(id, "text_completion", created, model);
-  j["choices"] = json::array({std::move(choice)});
+  j["choices"] = std::move(list);
   j["usage"] = UsageJson(usage);
   j["system_fingerprint"] = nullptr;
   return Dump(j);
+}
+
+std::string ChatResponse(const std::string& id, int64_t created, const std::string& model,
+                         std::span<const ResponseChoice> choices, const Usage& usage,
+                         const std::vector<int32_t>* prompt_ids, const std::string* prompt_logprobs_json) {
+  json list = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ResponseChoice& c = choices[i];
+    json message = json::object();
+    message["role"] = "assistant";
+    if (c.reasoning != nullptr) message["reasoning_content"] = c.reasoning->empty() ? json(nullptr) : json(*c.reasoning);
+    if (c.reasoning != nullptr || c.tool_calls != nullptr) {
+      message["content"] = c.text.empty() ? json(nullptr) : json(c.text);
+    } else {
+      message["content"] = c.text;
+    }
+    if (c.tool_calls != nullptr) message["tool_calls"] = *c.tool_calls;
+    json choice = json::object();
+    choice["index"] = i;
+    choice["message"] = std::move(message);
+    choice["logprobs"] = c.logprobs_json != nullptr ? json::parse(*c.logprobs_json) : json(nullptr);
+    choice["finish_reason"] = FinishReason(c.finish_reason);
+    if (c.token_ids != nullptr) choice["token_ids"] = Ids(*c.token_ids);
+    list.push_back(std::move(choice));
+  }
+  json j = Head(id, "chat.completion", created, model);
+  j["choices"] = std::move(list);
+  j["usage"] = UsageJson(usage);
+  j["system_fingerprint"] = nullptr;
+  if (prompt_ids != nullptr) j["prompt_token_ids"] = Ids(*prompt_ids);
+  if (prompt_logprobs_json != nullptr) j["prompt_logprobs"] = json::parse(*prompt_logprobs_json);
+  return Dump(j);
+}
+
+std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
+                               const std::string& text, const std::string& finish_reason, const Usage& usage,
+                               const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
+                               const std::string* logprobs_json, const std::string* prompt_logprobs_json) {
+  const ResponseChoice c{text, finish_reason, token_ids, logprobs_json, nullptr, nullptr, prompt_logprobs_json};
+  return CompletionResponse(id, created, model, std::span<const ResponseChoice>(&c, 1), usage, prompt_ids);
 }
 
 std::string ChatResponse(const std::string& id, int64_t created, const std::string& model, const std::string& text,
@@ -669,28 +711,9 @@ std::string ChatResponse(const std::string& id, int64_t created, const std::stri
                          const std::vector<int32_t>* prompt_ids, const std::vector<int32_t>* token_ids,
                          const std::string* reasoning, const std::string* logprobs_json, const json* tool_calls,
                          const std::string* prompt_logprobs_json) {
-  json message = json::object();
-  message["role"] = "assistant";
-  if (reasoning != nullptr) message["reasoning_content"] = reasoning->empty() ? json(nullptr) : json(*reasoning);
-  if (reasoning != nullptr || tool_calls != nullptr) {
-    message["content"] = text.empty() ? json(nullptr) : json(text);
-  } else {
-    message["content"] = text;
-  }
-  if (tool_calls != nullptr) message["tool_calls"] = *tool_calls;
-  json choice = json::object();
-  choice["index"] = 0;
-  choice["message"] = std::move(message);
-  choice["logprobs"] = logprobs_json != nullptr ? json::parse(*logprobs_json) : json(nullptr);
-  choice["finish_reason"] = FinishReason(finish_reason);
-  if (token_ids != nullptr) choice["token_ids"] = Ids(*token_ids);
-  json j = Head(id, "chat.completion", created, model);
-  j["choices"] = json::array({std::move(choice)});
-  j["usage"] = UsageJson(usage);
-  j["system_fingerprint"] = nullptr;
-  if (prompt_ids != nullptr) j["prompt_token_ids"] = Ids(*prompt_ids);
-  if (prompt_logprobs_json != nullptr) j["prompt_logprobs"] = json::parse(*prompt_logprobs_json);
-  return Dump(j);
+  const ResponseChoice c{text, finish_reason, token_ids, logprobs_json, reasoning, tool_calls, nullptr};
+  return ChatResponse(id, created, model, std::span<const ResponseChoice>(&c, 1), usage, prompt_ids,
+                      prompt_logprobs_json);
 }
 
 std::string ModelsResponse(const std::vector<std::string>& model_ids, int64_t created, int64_t max_model_len) {

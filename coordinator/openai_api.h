@@ -63,6 +63,7 @@ inline constexpr int kMaxStopSequences = 4;
 inline constexpr size_t kMaxStopBytes = 64 << 10;
 // stop_token_ids entries (the control protocol carries at most 1024 stop ids, EOS ids included).
 inline constexpr size_t kMaxStopTokenIds = 512;
+inline constexpr int64_t kMaxChoices = 128;
 
 struct SamplingOptions {
   static SamplingParams OpenAiDefaults() {
@@ -96,6 +97,7 @@ struct SamplingOptions {
   // -1: none; else vLLM's prompt_logprobs: each prompt token's logprob (after the first), vocabulary
   // rank and this many alternatives. Never with stream.
   int prompt_logprobs = -1;
+  int n = 1;  // choices (1 … kMaxChoices, OpenAI's bound)
 };
 
 // One token's logprob and its top alternatives (most likely first), as the worker sent them. A prompt
@@ -170,6 +172,25 @@ struct Usage {
 // unix seconds; `finish_reason` is "stop" or "length" ("" renders as null). With non-null id vectors
 // (return_token_ids), completions put prompt_token_ids and token_ids in the choice; chat puts
 // prompt_token_ids at the top level and token_ids in the choice, as vLLM does.
+// One choice of a non-streamed response (null pointers render as absent or null).
+struct ResponseChoice {
+  std::string text;
+  std::string finish_reason;
+  const std::vector<int32_t>* token_ids = nullptr;
+  const std::string* logprobs_json = nullptr;
+  const std::string* reasoning = nullptr;                 // chat, with a reasoning parser
+  const nlohmann::ordered_json* tool_calls = nullptr;     // chat, with parsed calls
+  const std::string* prompt_logprobs_json = nullptr;      // completions (chat's is the response's)
+};
+// n choices (index 0 … n-1); `usage` counts the prompt once and every choice's tokens.
+std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
+                               std::span<const ResponseChoice> choices, const Usage& usage,
+                               const std::vector<int32_t>* prompt_ids);
+std::string ChatResponse(const std::string& id, int64_t created, const std::string& model,
+                         std::span<const ResponseChoice> choices, const Usage& usage,
+                         const std::vector<int32_t>* prompt_ids, const std::string* prompt_logprobs_json);
+
+// One choice: the forms above with one ResponseChoice.
 // prompt_logprobs_json (PromptLogprobsJson): completions put it in the choice, chat at the top level.
 std::string CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                const std::string& text, const std::string& finish_reason, const Usage& usage,

@@ -86,8 +86,15 @@ StreamWriter::StreamWriter(const StreamContext& ctx) : chat_(ctx.endpoint == Str
   if (ctx.include_usage) usage_null_ = ",\"usage\":null";
 }
 
+void StreamWriter::AppendChoiceHead(std::string* out) const {
+  out->append(head_).append(",\"choices\":[{\"index\":");
+  AppendInt(out, choice_);
+  out->push_back(',');
+}
+
 void StreamWriter::Role(std::string* out, const std::vector<int32_t>* prompt_ids) const {
-  out->append(head_).append(",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
+  AppendChoiceHead(out);
+  out->append("\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
   AppendFinishReason(out, "");
   out->append("}]");
   if (prompt_ids != nullptr) AppendIds(out, "prompt_token_ids", *prompt_ids);
@@ -97,7 +104,7 @@ void StreamWriter::Role(std::string* out, const std::vector<int32_t>* prompt_ids
 void StreamWriter::Content(std::string* out, std::string_view text, std::string_view finish_reason,
                            const std::vector<int32_t>* token_ids, const std::vector<int32_t>* prompt_ids,
                            std::string_view logprobs_json) const {
-  out->append(head_).append(",\"choices\":[{\"index\":0,");
+  AppendChoiceHead(out);
   if (chat_) {
     out->append("\"delta\":{\"content\":");
     AppendJsonString(out, text);
@@ -114,7 +121,8 @@ void StreamWriter::Content(std::string* out, std::string_view text, std::string_
 
 void StreamWriter::Reasoning(std::string* out, std::string_view text, const std::vector<int32_t>* token_ids,
                              std::string_view logprobs_json) const {
-  out->append(head_).append(",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":");
+  AppendChoiceHead(out);
+  out->append("\"delta\":{\"reasoning_content\":");
   AppendJsonString(out, text);
   out->push_back('}');
   AppendFinishReason(out, "", logprobs_json);
@@ -123,7 +131,8 @@ void StreamWriter::Reasoning(std::string* out, std::string_view text, const std:
 }
 
 void StreamWriter::ToolCalls(std::string* out, std::string_view calls_json) const {
-  out->append(head_).append(",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":").append(calls_json);
+  AppendChoiceHead(out);
+  out->append("\"delta\":{\"tool_calls\":").append(calls_json);
   out->push_back('}');
   AppendFinishReason(out, "");
   out->append("}]").append(usage_null_).append("}\n\n");
@@ -134,7 +143,8 @@ void StreamWriter::Finish(std::string* out, std::string_view finish_reason) cons
     Content(out, "", finish_reason);
     return;
   }
-  out->append(head_).append(",\"choices\":[{\"index\":0,\"delta\":{}");
+  AppendChoiceHead(out);
+  out->append("\"delta\":{}");
   AppendFinishReason(out, finish_reason);
   out->append("}]").append(usage_null_).append("}\n\n");
 }

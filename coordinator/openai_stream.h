@@ -52,7 +52,12 @@ class StreamWriter {
   // choices [] and the usage.
   void UsageChunk(std::string* out, const Usage& usage) const;
 
+  // The choice (its "index") the following chunks are for: 0 … n-1.
+  void set_choice(int index) { choice_ = index; }
+
  private:
+  void AppendChoiceHead(std::string* out) const;  // head_, then `,"choices":[{"index":N,`
+  int choice_ = 0;
   bool chat_;
   std::string head_;        // `data: {"id":...,"model":"..."` — shared by every chunk
   std::string usage_null_;  // `,"usage":null` or ""

@@ -59,6 +59,15 @@ RequestTable::RequestTable(Options options, Cluster& cluster, Delivery& delivery
 std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admission a, bool stopping) {
   const int64_t prompt_tokens = static_cast<int64_t>(a.prompt->size());
   StatusOr<std::shared_ptr<Rank>> routed = cluster_.Route(stopping);
+  uint64_t fork_of = 0;
+  if (routed.ok() && a.fork_of != 0) {
+    // Capacity was checked by Route; the choice follows its first one's rank while that one is on it.
+    auto parent = entries_.find(a.fork_of);
+    if (parent != entries_.end() && parent->second.rank && !parent->second.rank->dead) {
+      routed = parent->second.rank;
+      fork_of = a.fork_of;
+    }
+  }
   control::RequestLimits limits{options_.max_context, -1};
   if (routed.ok()) limits.kv_tokens = static_cast<int64_t>(std::min<uint64_t>((*routed)->hello.kv_tokens, INT64_MAX / 2));
   const int64_t max_tokens = a.max_tokens >= 0 ? a.max_tokens : control::DefaultMaxTokens(prompt_tokens, a.chat, limits);
@@ -91,6 +100,7 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
   e.submit.bias_values = std::move(a.bias_values);
   e.submit.logprobs = a.logprobs;
   e.submit.prompt_logprobs = a.prompt_logprobs;
+  e.submit.fork_of = fork_of;
   e.submit.stop_ids = std::move(a.stop_ids);
   if (!a.ignore_eos) {
     e.submit.stop_ids.insert(e.submit.stop_ids.end(), options_.eos_ids.begin(), options_.eos_ids.end());
@@ -116,6 +126,7 @@ void RequestTable::SubmitTo(uint64_t id, Entry& e, const std::shared_ptr<Rank>& 
   m.prompt = e.tokens;
   m.resumed_output = static_cast<uint32_t>(e.generated);
   rank->channel->Send(m);
+  e.submit.fork_of = 0;  // a resubmission (another group) prefills on its own
   // An idle group's other ranks wait for input up to a poll interval before stepping; wake them.
   if (group_idle) {
     for (const auto& other : group->ranks) {

@@ -83,6 +83,9 @@ class RequestTable {
     std::vector<float> bias_values;
     int logprobs = -1;  // api::SamplingOptions::logprobs
     int prompt_logprobs = -1;  // the prompt's logprobs with this many alternatives (prompt_logprobs, echo)
+    // n > 1: a later choice of the admitted request fork_of (the same prompt): it goes to the same rank,
+    // which prefills the prompt once (control::Submit::fork_of). 0: none.
+    uint64_t fork_of = 0;
     std::shared_ptr<RequestSink> sink;
     Clock::time_point arrival{};
     Clock::time_point deadline = Clock::time_point::max();  // server.request_timeout_s (504 after it)

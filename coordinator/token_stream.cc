@@ -4,31 +4,41 @@
 
 namespace shoal::coord {
 
+void SessionWakeup::Notify() {
+  if (news_) return;
+  news_ = true;
+  timer_.cancel();  // completes a pending Wait; a no-op when the session is busy
+}
+
+awaitable<void> SessionWakeup::Wait() {
+  if (!news_) {
+    timer_.expires_at(Clock::time_point::max());
+    boost::system::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  news_ = false;
+}
+
 TokenStream::TokenStream(asio::any_io_executor executor, size_t slot, const Tokenizer& tokenizer,
-                         bool skip_special_tokens, std::vector<std::string> stop_strings, int32_t min_tokens)
+                         bool skip_special_tokens, std::vector<std::string> stop_strings, int32_t min_tokens,
+                         std::shared_ptr<SessionWakeup> wakeup)
     : slot_(slot),
       detok_(tokenizer, skip_special_tokens),
       stops_(std::move(stop_strings)),
       min_tokens_(static_cast<size_t>(std::max(min_tokens, 0))),
-      signal_(executor) {}
+      wakeup_(wakeup ? std::move(wakeup) : std::make_shared<SessionWakeup>(executor)) {}
 
 void TokenStream::Push(RequestEvent event) {
   pending_.push_back(std::move(event));
-  if (!news_) {
-    news_ = true;
-    signal_.cancel();  // completes a pending WaitForNews; a no-op when the session is busy
-  }
+  wakeup_->Notify();
 }
 
 awaitable<void> TokenStream::WaitForNews() {
-  if (news_ || done) co_return;
-  signal_.expires_at(Clock::time_point::max());
-  boost::system::error_code ec;
-  co_await signal_.async_wait(asio::redirect_error(use_awaitable, ec));
+  if (done) co_return;
+  co_await wakeup_->Wait();
 }
 
 void TokenStream::Process() {
-  news_ = false;
   for (RequestEvent& e : pending_) {
     if (done) break;
     Accept(e);
@@ -40,8 +50,7 @@ void TokenStream::EndLocally(const char* reason) {
   if (done) return;
   done = true;
   finish_reason = reason;
-  news_ = true;
-  signal_.cancel();
+  wakeup_->Notify();
 }
 
 void TokenStream::Accept(RequestEvent& e) {

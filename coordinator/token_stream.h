@@ -19,20 +19,37 @@
 
 namespace shoal::coord {
 
+// The session's wake-up, shared by the streams of one HTTP request (its n choices): any of them
+// having news wakes it once.
+class SessionWakeup {
+ public:
+  explicit SessionWakeup(asio::any_io_executor executor) : timer_(executor) {}
+  void Notify();
+  // Returns at once when Notify came since the last return, else waits for it.
+  awaitable<void> Wait();
+
+ private:
+  bool news_ = false;
+  asio::steady_timer timer_;
+};
+
 class TokenStream : public RequestSink {
  public:
   // `slot`: the session thread's index in the front end. `tokenizer` must outlive the stream.
   // Stop strings end the output only from the `min_tokens`-th token on (vLLM's rule: a match must end
-  // in the text of a token at or after it).
+  // in the text of a token at or after it). `wakeup`: shared with the request's other choices (null:
+  // one of its own).
   TokenStream(asio::any_io_executor executor, size_t slot, const Tokenizer& tokenizer, bool skip_special_tokens,
-              std::vector<std::string> stop_strings, int32_t min_tokens = 0);
+              std::vector<std::string> stop_strings, int32_t min_tokens = 0,
+              std::shared_ptr<SessionWakeup> wakeup = nullptr);
 
   size_t slot() const { return slot_; }
   uint64_t id = 0;  // the table's id, once admitted
 
   // From the request table, on the session's thread: queues the event and wakes the session.
   void Push(RequestEvent event);
-  // The session: returns at once when there is something to Process, else waits for Push.
+  // The session: returns at once when there is something to Process (in this stream or another
+  // sharing the wake-up), else waits for Push.
   awaitable<void> WaitForNews();
 
   // Turns the queued events into text and ids, in order. After an end, or after a stop string
@@ -64,8 +81,7 @@ class TokenStream : public RequestSink {
   StopMatcher stops_;
   size_t min_tokens_ = 0;
   std::vector<RequestEvent> pending_;
-  bool news_ = false;
-  asio::steady_timer signal_;
+  std::shared_ptr<SessionWakeup> wakeup_;
 };
 
 }  // namespace shoal::coord

@@ -14,8 +14,9 @@ into .venv-test; this script exits 77, skipped, when it is not there), against a
     to the log-softmax of transformers' logits (the fixture's) for the greedy tokens;
   - echo (completions), whole and streamed; prompt_logprobs (completions and chat) and echo with
     logprobs, equal to the log-softmax of transformers' prefill logits;
-  - what is still refused: prompt_logprobs with stream, n > 1, tool_choice required (a 400 naming the
-    field, which the SDK raises).
+  - n choices (completions and chat, whole and streamed): choice i equals the request with seed + i;
+  - what is still refused: prompt_logprobs with stream, n > 128, tool_choice required (a 400 naming
+    the field, which the SDK raises).
 
 usage: openai_sdk_test.py SHOAL_BINARY SOURCE_DIR
 """
@@ -271,6 +272,38 @@ def main():
                 streamed += ch.choices[0].logprobs.token_logprobs
         check(streamed == lp.token_logprobs, "streamed echo with logprobs adds up to the whole response's")
 
+        # n choices: the prompt prefilled once on one rank, choice i sampled with the seed + i — each
+        # equal to a request of n = 1 with that seed; greedy choices are all transformers' tokens.
+        def sampled(seed, **kw):
+            r = client.completions.create(model="tiny", prompt=prompt, max_tokens=n, temperature=1.0, seed=seed,
+                                          extra_body={"return_token_ids": True}, **kw)
+            return r, [c.model_extra["token_ids"] for c in sorted(r.choices, key=lambda c: c.index)]
+        r3, three = sampled(100, n=3)
+        singles = [sampled(100 + i)[1][0] for i in range(3)]
+        check([c.index for c in r3.choices] == [0, 1, 2] and three == singles and
+              r3.usage.prompt_tokens == len(prompt) and r3.usage.completion_tokens == sum(len(t) for t in three),
+              "n=3: choice i = the same request with seed + i; usage counts the prompt once (%s vs %s)" % (three, singles))
+        g = client.completions.create(model="tiny", prompt=prompt, max_tokens=n, temperature=0, n=2,
+                                      extra_body={"return_token_ids": True})
+        check(all(c.model_extra["token_ids"] == greedy for c in g.choices) and len(g.choices) == 2,
+              "n=2 greedy: both choices are transformers' greedy tokens")
+        per = {}
+        for ch in client.completions.create(model="tiny", prompt=prompt, max_tokens=n, temperature=1.0, seed=100, n=3,
+                                            stream=True, extra_body={"return_token_ids": True}):
+            for c in ch.choices:
+                per.setdefault(c.index, []).extend(c.model_extra.get("token_ids") or [])
+        check([per.get(i) for i in range(3)] == three, "n=3 streamed: each index's tokens = the whole response's")
+        cn = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=3, temperature=1.0, seed=5, n=2)
+        streamed_c = {}
+        for ch in client.chat.completions.create(model="tiny", messages=msgs, max_tokens=3, temperature=1.0, seed=5,
+                                                 n=2, stream=True):
+            for c in ch.choices:
+                d = (c.delta.model_extra or {}).get("reasoning_content") or c.delta.content or ""
+                streamed_c[c.index] = streamed_c.get(c.index, "") + d
+        whole_c = {c.index: (c.message.model_extra.get("reasoning_content") or "") + (c.message.content or "")
+                   for c in cn.choices}
+        check(len(cn.choices) == 2 and streamed_c == whole_c, "chat n=2, whole and streamed alike")
+
         # Still refused, by name.
         try:
             client.completions.create(model="tiny", prompt=prompt, max_tokens=2, stream=True,
@@ -280,10 +313,10 @@ def main():
             check(e.body is not None and e.body.get("param") == "prompt_logprobs",
                   "prompt_logprobs with stream is refused with a 400, as vLLM's")
         try:
-            client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, n=2)
-            check(False, "n > 1 is refused")
+            client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2, n=129)
+            check(False, "n > 128 is refused")
         except openai.BadRequestError as e:
-            check(e.body is not None and e.body.get("param") == "n", "n is refused with a 400 naming it")
+            check(e.body is not None and e.body.get("param") == "n", "n > 128 is refused with a 400 naming it")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

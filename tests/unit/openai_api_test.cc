@@ -195,7 +195,10 @@ TEST(OpenAiParse, StopSequencesAreCappedInTotalBytes) {
 }
 
 TEST(OpenAiParse, UnsupportedFieldsAreRejectedNotIgnored) {
-  CompletionError(",\"n\":2", "n");
+  EXPECT_EQ(Completion(R"({"prompt":"x","n":2})").sampling.n, 2);
+  EXPECT_EQ(Completion(R"({"prompt":"x","n":128})").sampling.n, 128);
+  CompletionError(",\"n\":129", "n");
+  CompletionError(",\"best_of\":3", "best_of");
   CompletionError(",\"n\":0", "n");
   CompletionError(",\"n\":\"1\"", "n");
   EXPECT_EQ(Completion(R"({"prompt":"x","echo":true,"logprobs":1})").sampling.logprobs, 1);
@@ -401,7 +404,8 @@ TEST(OpenAiParse, ChatValidation) {
   ChatError(std::string(kUserHi) + ",\"top_logprobs\":2}", "top_logprobs");
   ChatError(std::string(kUserHi) + ",\"logprobs\":true,\"top_logprobs\":21}", "top_logprobs");
   ChatError(std::string(kUserHi) + ",\"top_logprobs\":2}", "top_logprobs");
-  ChatError(std::string(kUserHi) + ",\"n\":3}", "n");
+  ChatError(std::string(kUserHi) + ",\"n\":-1}", "n");
+  EXPECT_EQ(Chat(std::string(kUserHi) + ",\"n\":3}").sampling.n, 3);
   ChatError(std::string(kUserHi) + ",\"tool_choice\":\"required\"}", "tool_choice");
   ChatError(std::string(kUserHi) + ",\"stop\":[1]}", "stop");
   ChatError(std::string(kUserHi) + ",\"stream_options\":{\"include_usage\":true}}", "stream_options");
