@@ -391,10 +391,10 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       calls[i] = ToolCallsJson(pieces[i].calls, 0, /*with_index=*/false, new_tool_id);
       if (p.echo_logprobs) {
         std::vector<api::TokenLogprob> all = prompt_entries(so.logprobs, /*lead=*/true);
-        all.insert(all.end(), s.output_logprobs.begin(), s.output_logprobs.end());
-        s.output_logprobs = std::move(all);
+        all.insert(all.end(), s.logprobs.begin(), s.logprobs.end());
+        s.logprobs = std::move(all);
       }
-      logprobs[i] = take_logprobs(c, &s.output_logprobs);
+      logprobs[i] = take_logprobs(c, &s.logprobs);
       if (so.logprobs >= 0 && logprobs[i].empty()) {
         logprobs[i] = chat ? R"({"content":[]})" : api::LogprobsJson(false, {}, token_bytes, &c.text_offset);
       }
@@ -451,7 +451,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     TokenStream& s = *c.s;
     ChatOutputParser::Piece piece = c.parser->Feed(s.text, last);
     const std::vector<int32_t>* ids = p.return_token_ids && !s.chunk_ids.empty() ? &s.chunk_ids : nullptr;
-    const std::string lp = take_logprobs(c, &s.chunk_logprobs);
+    const std::string lp = take_logprobs(c, &s.logprobs);
     // Token ids and logprobs ride on the batch's reasoning or content chunk.
     const bool content_chunk = !piece.content.empty() || (piece.reasoning.empty() && (ids != nullptr || !lp.empty()));
     if (!piece.reasoning.empty()) {
@@ -475,8 +475,8 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     }
     if (chat && c.parser->active()) {
       emit_split(c, s.done);
-    } else if (!s.text.empty() || (p.return_token_ids && !s.chunk_ids.empty()) || !s.chunk_logprobs.empty()) {
-      const std::string lp = take_logprobs(c, &s.chunk_logprobs);
+    } else if (!s.text.empty() || (p.return_token_ids && !s.chunk_ids.empty()) || !s.logprobs.empty()) {
+      const std::string lp = take_logprobs(c, &s.logprobs);
       writer.Content(&out, s.text, "", p.return_token_ids ? &s.chunk_ids : nullptr,
                      c.prompt_ids_pending ? prompt_ids : nullptr, lp);
       c.prompt_ids_pending = false;

@@ -62,8 +62,7 @@ void TokenStream::Accept(RequestEvent& e) {
     output_ids.push_back(e.token);
     chunk_ids.push_back(e.token);
     if (e.logprob) {
-      chunk_logprobs.push_back(*e.logprob);
-      output_logprobs.push_back(std::move(*e.logprob));
+      logprobs.push_back(std::move(*e.logprob));
     }
     // The token that matched a stop id (EOS included) ends the text without appearing in it, as in
     // OpenAI and vLLM.

@@ -64,8 +64,9 @@ class TokenStream : public RequestSink {
   std::vector<int32_t> chunk_ids;  // ids since the session last took them
   std::vector<int32_t> output_ids;  // every token, the stop token included (usage counts it)
   std::vector<api::TokenLogprob> prompt_logprobs;  // positions 1, 2, … of the prompt, when asked for
-  // With logprobs asked for: one per token, like chunk_ids / output_ids.
-  std::vector<api::TokenLogprob> chunk_logprobs, output_logprobs;
+  // With logprobs asked for: one per token not yet taken (a stream takes them per chunk, a whole
+  // response at the end).
+  std::vector<api::TokenLogprob> logprobs;
   bool done = false;
   std::string finish_reason;  // with done: "stop", "length", "error", "cancelled"
   std::shared_ptr<const api::ApiError> error;

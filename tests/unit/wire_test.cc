@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "tests/unit/test_files.h"
 
@@ -47,8 +49,22 @@ std::vector<Message> Samples() {
   s.stop_ids = {2, 3};
   s.prompt = {1, 2, 3, 4};
   s.resumed_output = 2;  // the last two prompt tokens were generated before a migration
+  s.bias_ids = {5};
+  s.bias_values = {-1.5f};
+  s.logprobs = 2;
+  s.prompt_logprobs = 1;
+  s.fork_of = 76;
   Tokens t;
   t.events = {{77, 5, FinishReason::kNone, ""}, {78, -1, FinishReason::kError, "boom"}, {79, 3, FinishReason::kStop, ""}};
+  TokenEvent with_logprob{80, 4, FinishReason::kNone, ""};
+  with_logprob.has_logprob = true;
+  with_logprob.logprob = -0.25f;
+  with_logprob.top_ids = {4, 9};
+  with_logprob.top_logprobs = {-0.25f, -2.0f};
+  t.events.push_back(with_logprob);
+  with_logprob.prompt_position = 3;  // a prompt token's
+  with_logprob.rank = 1;
+  t.events.push_back(with_logprob);
   Heartbeat hb;
   hb.steps = 10;
   hb.step_seconds_total = 1.5;
@@ -65,6 +81,24 @@ std::vector<Message> Samples() {
   Rendezvous rv{"g0", 0, 4, "tiny", "s3cret", std::string(128, '\x07')};
   return {h,  Welcome{3, 500}, Reject{"no"}, s, Cancel{77}, t, hb, Wake{}, Shutdown{}, Bye{"done"}, rv,
           RendezvousId{std::string(128, '\x07')}};
+}
+
+// The fuzz target's seeds (tests/fuzz/corpus/control_frame/seed*) are these samples' frames: a seed of
+// an older protocol version stops at the header and fuzzes nothing past it. SHOAL_WRITE_FUZZ_SEEDS=1
+// rewrites them after a protocol change.
+TEST(Wire, FuzzSeedsSpeakThisProtocol) {
+  const std::filesystem::path dir = std::filesystem::path(SHOAL_SOURCE_DIR) / "tests/fuzz/corpus/control_frame";
+  const std::vector<Message> samples = Samples();
+  if (const char* w = std::getenv("SHOAL_WRITE_FUZZ_SEEDS"); w != nullptr && std::string(w) == "1") {
+    for (size_t i = 0; i < samples.size(); ++i) {
+      std::ofstream(dir / ("seed" + std::to_string(i)), std::ios::binary) << EncodeFrame(samples[i]);
+    }
+  }
+  for (size_t i = 0; i < samples.size(); ++i) {
+    std::ifstream in(dir / ("seed" + std::to_string(i)), std::ios::binary);
+    const std::string frame((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(frame, EncodeFrame(samples[i])) << "seed" << i << " is stale: run wire_test with SHOAL_WRITE_FUZZ_SEEDS=1";
+  }
 }
 
 TEST(Wire, EveryMessageRoundTrips) {
@@ -269,6 +303,8 @@ TEST(Wire, FieldsAreChecked) {
   // A count that claims more elements than the bytes present fails before allocating.
   std::string f = EncodeFrame(Cancel{1});
   Submit big = std::get<Submit>(Samples()[3]);
+  big.bias_ids.clear();  // the offsets below count empty bias vectors
+  big.bias_values.clear();
   f = EncodeFrame(big);
   const size_t prompt_count_at =
       f.size() - 8 /* fork_of */ - 8 /* logprobs, prompt_logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
