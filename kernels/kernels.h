@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <random>
+#include <span>
 
 #include "common/dtype.h"
 #include "common/sampling_params.h"
@@ -56,6 +57,18 @@ const char* CpuKernelIsa();
 
 // y[m, W.rows] = x[m, W.cols] · Wᵀ. `x` and `y` must not overlap.
 void MatMul(const float* x, int64_t m, const Matrix& w, float* y, ThreadPool& pool);
+
+// Several independent MatMuls in one parallel region (one wake-up and one barrier instead of one per
+// matrix: q/k/v, or every routed expert's gate and up). Work is split by cost (rows × cols × m) over
+// blocks of 8 rows of each matrix — the boundaries MatMul's own split uses — so every output is
+// bit-identical to MatMul's. Jobs with m = 0 are skipped.
+struct MatMulJob {
+  const float* x = nullptr;
+  int64_t m = 0;
+  const Matrix* w = nullptr;
+  float* y = nullptr;
+};
+void MatMulBatch(std::span<const MatMulJob> jobs, ThreadPool& pool);
 
 // y[i, :] += bias for each of m rows of width n.
 void AddBias(float* y, int64_t m, int64_t n, const float* bias);

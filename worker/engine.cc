@@ -298,9 +298,9 @@ void Engine::Attention(int l, int64_t T, const kernels::PagedKvLayer& kv, int64_
   k_.resize(static_cast<size_t>(T * KV));
   v_.resize(static_cast<size_t>(T * KV));
   attn_.resize(static_cast<size_t>(T * Q));
-  kernels::MatMul(h_.data(), T, L.q, q_.data(), pool_);
-  kernels::MatMul(h_.data(), T, L.k, k_.data(), pool_);
-  kernels::MatMul(h_.data(), T, L.v, v_.data(), pool_);
+  const kernels::MatMulJob qkv[] = {{h_.data(), T, &L.q, q_.data()}, {h_.data(), T, &L.k, k_.data()},
+                                     {h_.data(), T, &L.v, v_.data()}};
+  kernels::MatMulBatch(qkv, pool_);
   if (!L.q_bias.empty()) {
     kernels::AddBias(q_.data(), T, Q, L.q_bias.data());
     kernels::AddBias(k_.data(), T, KV, L.k_bias.data());

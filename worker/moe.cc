@@ -66,9 +66,16 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
   const std::span<const int64_t> offsets = ex.expert_offsets();
   ws.expert_used.assign(E, 0);
   ws.expert_rows_total.resize(local.size(), 0);
-  int64_t max_rows = 0;
-  for (size_t i = 0; i < local.size(); ++i) max_rows = std::max(max_rows, offsets[i + 1] - offsets[i]);
-  ws.ffn_scratch.resize(static_cast<size_t>(2 * max_rows * c.moe_intermediate_size));
+  // Every expert's gate and up projections in one parallel region, then every down projection in
+  // another (kernels::MatMulBatch: the same results as a MatMul per matrix, two barriers per layer
+  // instead of three per expert). Expert i's gate and up outputs sit at [2·b·I, 2·(b+n)·I) of the
+  // scratch, b its first row.
+  const int64_t I = c.moe_intermediate_size;
+  ws.ffn_scratch.resize(static_cast<size_t>(2 * ex.num_expert_rows() * I));
+  std::vector<kernels::MatMulJob>& gate_up = ws.gate_up_jobs;
+  std::vector<kernels::MatMulJob>& down = ws.down_jobs;
+  gate_up.clear();
+  down.clear();
   Status missing = Status::Ok();
   for (size_t i = 0; i < local.size(); ++i) {
     const int64_t b = offsets[i], n = offsets[i + 1] - b;
@@ -83,9 +90,17 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
       continue;
     }
     ws.expert_used[e] = 1;
-    kernels::SiluGatedFfn(ex.expert_rows() + b * H, n, f.gate, f.up, f.down, ws.ffn_scratch.data(),
-                          ex.expert_out() + b * H, pool);
+    float* g = ws.ffn_scratch.data() + 2 * b * I;
+    gate_up.push_back({ex.expert_rows() + b * H, n, &f.gate, g});
+    gate_up.push_back({ex.expert_rows() + b * H, n, &f.up, g + n * I});
+    down.push_back({g, n, &f.down, ex.expert_out() + b * H});
   }
+  kernels::MatMulBatch(gate_up, pool);
+  for (size_t j = 0; j < down.size(); ++j) {
+    float* g = gate_up[2 * j].y;  // the expert's gate outputs, then its up outputs
+    kernels::SiluMul(g, g + down[j].m * I, down[j].m * I);
+  }
+  kernels::MatMulBatch(down, pool);
 
   SHOAL_RETURN_IF_ERROR(TimedExchange(ws, [&] { return ex.Combine(Deadline::AfterMs(timeout_ms)); }));
   SHOAL_RETURN_IF_ERROR(missing);

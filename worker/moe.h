@@ -11,6 +11,7 @@
 #include "comm/expert_exchange.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
+#include "kernels/kernels.h"
 #include "model/model_config.h"
 #include "model/weights.h"
 
@@ -19,6 +20,7 @@ namespace shoal {
 // Scratch reused across steps so the decode loop does not allocate.
 struct MoeWorkspace {
   std::vector<float> router_logits, topk_weights, ffn_scratch, shared_out, shared_gate;
+  std::vector<kernels::MatMulJob> gate_up_jobs, down_jobs;  // one layer's routed experts (reused)
   std::vector<float> scaled_rows;       // Llama 4: [T·K, H] rows scaled by their router scores
   std::vector<int32_t> topk_ids;
   std::vector<uint8_t> expert_used;     // [E] experts this rank ran this step

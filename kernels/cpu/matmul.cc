@@ -1,6 +1,7 @@
 // y = x · Wᵀ for f32 activations and f32/f16/bf16 weights: the generic kernel, the run-time ISA choice,
 // and the split over threads (by output feature, so each weight row is read by exactly one thread —
 // decode is bound by reading weights once).
+#include <cmath>
 #include <algorithm>
 
 #if defined(__x86_64__)
@@ -125,6 +126,52 @@ void MatMul(const float* x, int64_t m, const Matrix& w, float* y, ThreadPool& po
     return;
   }
   pool.ParallelFor(w.rows, [&](int64_t b, int64_t e) { fn(x, m, w, b, e, y); }, /*align=*/8);
+}
+
+void MatMulBatch(std::span<const MatMulJob> jobs, ThreadPool& pool) {
+  constexpr int64_t kRows = 8;  // MatMul's split alignment
+  const size_t J = jobs.size();
+  // Cost prefix over the jobs' 8-row units: unit u of job j costs kRows · cols · m.
+  std::vector<int64_t> first_unit(J + 1, 0);
+  std::vector<double> cost_before(J + 1, 0.0), unit_cost(J, 0.0);
+  for (size_t j = 0; j < J; ++j) {
+    const MatMulJob& a = jobs[j];
+    const int64_t units = a.m > 0 && a.w->rows > 0 ? (a.w->rows + kRows - 1) / kRows : 0;
+    first_unit[j + 1] = first_unit[j] + units;
+    unit_cost[j] = static_cast<double>(kRows * a.w->cols * a.m);
+    cost_before[j + 1] = cost_before[j] + unit_cost[j] * static_cast<double>(units);
+  }
+  const int64_t total_units = first_unit[J];
+  if (total_units == 0) return;
+  // The first unit at or after a cost.
+  auto unit_at = [&](double cost) {
+    for (size_t j = 0; j < J; ++j) {
+      if (cost < cost_before[j + 1]) {
+        const auto k = static_cast<int64_t>(std::ceil((cost - cost_before[j]) / unit_cost[j]));
+        return std::min(first_unit[j] + std::max<int64_t>(k, 0), first_unit[j + 1]);
+      }
+    }
+    return total_units;
+  };
+  auto run_units = [&](int64_t ub, int64_t ue) {
+    for (size_t j = 0; j < J && ub < ue; ++j) {
+      const int64_t lo = std::max(ub, first_unit[j]), hi = std::min(ue, first_unit[j + 1]);
+      if (lo >= hi) continue;
+      const MatMulJob& a = jobs[j];
+      const cpu::MatMulRowsFn fn = a.w->dtype != DType::kF8E4M3 ? cpu::Kernel() : cpu::F8Kernel();
+      fn(a.x, a.m, *a.w, (lo - first_unit[j]) * kRows, std::min(a.w->rows, (hi - first_unit[j]) * kRows), a.y);
+    }
+  };
+  // Tiny problems are not worth waking the pool (MatMul's threshold, over all the jobs).
+  if (pool.size() == 1 || cost_before[J] < static_cast<double>(1 << 15)) {
+    run_units(0, total_units);
+    return;
+  }
+  const double total = cost_before[J];
+  pool.Run([&](int i, int nt) {
+    const int64_t ub = unit_at(total * i / nt), ue = i + 1 == nt ? total_units : unit_at(total * (i + 1) / nt);
+    if (ub < ue) run_units(ub, ue);
+  });
 }
 
 }  // namespace shoal::kernels

@@ -187,8 +187,8 @@ void SiluGatedFfn(const float* x, int64_t m, const Matrix& gate, const Matrix& u
                   float* out, ThreadPool& pool) {
   float* g = scratch;
   float* u = scratch + m * gate.rows;
-  MatMul(x, m, gate, g, pool);
-  MatMul(x, m, up, u, pool);
+  const MatMulJob gate_up[] = {{x, m, &gate, g}, {x, m, &up, u}};
+  MatMulBatch(gate_up, pool);  // one parallel region for both
   SiluMul(g, u, m * gate.rows);
   MatMul(g, m, down, out, pool);
 }

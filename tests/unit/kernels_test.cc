@@ -1,6 +1,8 @@
 // CPU kernels against straightforward double-precision references, per op and dtype.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -72,6 +74,36 @@ TEST_P(MatMulTest, MatchesDoubleReferenceAcrossShapes) {
           }
         }
       }
+    }
+  }
+}
+
+// MatMulBatch gives each job exactly MatMul's output (bit for bit), whatever the mix of shapes, token
+// counts (0 included) and thread counts — the expert and q/k/v paths rely on it.
+TEST_P(MatMulTest, BatchEqualsOneMatMulPerJob) {
+  std::mt19937 rng(13);
+  struct Case { int64_t m, rows, cols; };
+  const std::vector<Case> cases = {{1, 300, 64}, {3, 37, 64}, {0, 50, 64}, {5, 8, 100}, {1, 1, 13}, {17, 130, 64}};
+  std::vector<RandomMatrix> ws;
+  std::vector<std::vector<float>> xs;
+  for (const Case& c : cases) {
+    ws.push_back(MakeMatrix(GetParam(), c.rows, c.cols, rng));
+    xs.push_back(RandomVector(static_cast<size_t>(std::max<int64_t>(c.m, 1) * c.cols), rng));
+  }
+  for (int threads : {1, 2, 3, 5}) {
+    ThreadPool pool(threads);
+    std::vector<std::vector<float>> want(cases.size()), got(cases.size());
+    std::vector<MatMulJob> jobs;
+    for (size_t j = 0; j < cases.size(); ++j) {
+      want[j].assign(static_cast<size_t>(cases[j].m * cases[j].rows), NAN);
+      got[j].assign(want[j].size(), NAN);
+      MatMul(xs[j].data(), cases[j].m, ws[j].m, want[j].data(), pool);
+      jobs.push_back({xs[j].data(), cases[j].m, &ws[j].m, got[j].data()});
+    }
+    MatMulBatch(jobs, pool);
+    for (size_t j = 0; j < cases.size(); ++j) {
+      ASSERT_EQ(std::memcmp(got[j].data(), want[j].data(), got[j].size() * sizeof(float)), 0)
+          << "job " << j << " with " << threads << " threads";
     }
   }
 }
