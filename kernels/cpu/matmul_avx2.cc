@@ -70,11 +70,15 @@ inline __m256 LoadW(const T* p, DType t) {
 // Software prefetch distance (elements) for a weight type; 0 leaves it to the hardware. FP8 rows are
 // consumed at half the bytes per FMA of bf16, and the hardware prefetcher alone left the FP8 kernel at
 // ~0.5 of bf16's bytes/s out of cache (decode_bench); prefetching 512 bytes ahead in each of the NB rows
-// brought it to ~0.57 (2 threads, this VM). bf16 gained within noise, so it is left alone.
+// brought it to ~0.57 (2 threads, this VM). 16-bit weights: 512 bytes ahead too, measured with 8-row
+// blocks at batch 1 — batch-1 decode +9 % (decode_bench) to +20 % (the bench model); 1 KiB ahead was
+// slower, 256 bytes a little (docs/benchmarks.md). f32 weights are left to the hardware.
 template <class T>
 constexpr int kPrefetch = 0;
 template <>
 constexpr int kPrefetch<uint8_t> = 512;
+template <>
+constexpr int kPrefetch<uint16_t> = 256;
 
 // y[i, n0 + r] for r < NB, i in [i0, i0 + MB).
 template <int NB, int MB, class T>
@@ -134,8 +138,11 @@ void RowsTyped(const float* x, int64_t m, const Matrix& wm, int64_t nb, int64_t 
   const int64_t k = wm.cols;
   int64_t n = nb;
   // Up to 12 accumulators (of 16 ymm registers): with few activation rows (decode, or an expert that
-  // got a handful of tokens) take more weight rows at once so FMA chains stay independent.
+  // got a handful of tokens) take more weight rows at once so FMA chains stay independent. At batch 1,
+  // 8 weight rows at once: twice the streams in flight of 4 (+2 % on the bench model), each row still
+  // summed in the same order, so the results are the same as 4's.
   if (m == 1) {
+    for (; n + 8 <= ne; n += 8) Block<8, 1>(x, k, w, wm.dtype, n, 0, wm.rows, y);
     for (; n + 4 <= ne; n += 4) Block<4, 1>(x, k, w, wm.dtype, n, 0, wm.rows, y);
   } else if (m == 2) {
     for (; n + 4 <= ne; n += 4) Block<4, 2>(x, k, w, wm.dtype, n, 0, wm.rows, y);
