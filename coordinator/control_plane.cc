@@ -157,9 +157,21 @@ awaitable<void> ControlPlane::Watchdog() {
   }
 }
 
-awaitable<std::variant<RequestTable::Admitted, api::ApiError>> ControlPlane::Admit(RequestTable::Admission a) {
-  auto on_control = [this, a = std::move(a)]() mutable -> awaitable<std::variant<RequestTable::Admitted, api::ApiError>> {
-    co_return table_.Admit(std::move(a), stopping_.load());
+awaitable<std::variant<std::vector<RequestTable::Admitted>, api::ApiError>> ControlPlane::AdmitChoices(
+    std::vector<RequestTable::Admission> choices) {
+  using Result = std::variant<std::vector<RequestTable::Admitted>, api::ApiError>;
+  auto on_control = [this, choices = std::move(choices)]() mutable -> awaitable<Result> {
+    std::vector<RequestTable::Admitted> admitted;
+    for (RequestTable::Admission& a : choices) {
+      if (!admitted.empty()) a.fork_of = admitted.front().id;
+      std::variant<RequestTable::Admitted, api::ApiError> one = table_.Admit(std::move(a), stopping_.load());
+      if (auto* e = std::get_if<api::ApiError>(&one)) {
+        for (const RequestTable::Admitted& done : admitted) table_.EndFromClient(done.id, "cancelled");
+        co_return std::move(*e);
+      }
+      admitted.push_back(std::get<RequestTable::Admitted>(one));
+    }
+    co_return admitted;
   };
   auto hop = asio::co_spawn(io_, std::move(on_control), use_awaitable);
   co_return co_await std::move(hop);

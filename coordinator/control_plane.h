@@ -43,8 +43,11 @@ class ControlPlane {
   // Spawns the accept loop and the watchdog; io().run() then serves them.
   void Start();
 
-  // Any thread. Routes and starts a request (RequestTable::Admit) on this thread.
-  awaitable<std::variant<RequestTable::Admitted, api::ApiError>> Admit(RequestTable::Admission a);
+  // Any thread. Routes and starts a request's n choices (RequestTable::Admit) in one go on this thread (so their Submits leave back to back
+  // and the rank sees the later ones before it samples the first): choice i > 0 gets fork_of = the
+  // first one's id. All or none: a refusal ends the ones admitted before it.
+  awaitable<std::variant<std::vector<RequestTable::Admitted>, api::ApiError>> AdmitChoices(
+      std::vector<RequestTable::Admission> choices);
   // Any thread. The HTTP side ended request `id` (RequestTable::EndFromClient).
   void End(uint64_t id, const char* reason);
   // Any thread. GET /v1/cluster's body.

@@ -264,10 +264,14 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       env.control.End(c.s->id, reason);
     }
   };
+  std::vector<RequestTable::Admission> admissions(choices.size());
   for (size_t i = 0; i < choices.size(); ++i) {
-    auto s = std::make_shared<TokenStream>(env.front.executor(x.slot), x.slot, *env.model.tokenizer,
-                                           so.skip_special_tokens, so.stop, so.params.min_tokens, wakeup);
-    RequestTable::Admission a;
+    Choice& c = choices[i];
+    c.s = std::make_shared<TokenStream>(env.front.executor(x.slot), x.slot, *env.model.tokenizer,
+                                        so.skip_special_tokens, so.stop, so.params.min_tokens, wakeup);
+    c.parser = std::make_unique<ChatOutputParser>(env.model.reasoning,
+                                                  chat && p.tools ? env.model.tools : ToolFormat::kNone);
+    RequestTable::Admission& a = admissions[i];
     a.prompt = &p.prompt;
     a.max_tokens = so.max_tokens;
     a.chat = chat;
@@ -280,25 +284,18 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     a.logprobs = so.logprobs;
     // The prompt's logprobs come with the first choice (the prompt is the same for all).
     a.prompt_logprobs = i == 0 ? std::max(so.prompt_logprobs, p.echo_logprobs ? so.logprobs : -1) : -1;
-    a.fork_of = i == 0 ? 0 : choices[0].s->id;
-    a.sink = s;
+    a.sink = c.s;
     a.arrival = arrival;
     if (!p.stream && env.cfg.server.request_timeout_s > 0) {
       a.deadline = arrival + std::chrono::seconds(env.cfg.server.request_timeout_s);
     }
     a.prompt_param = chat ? "messages" : "prompt";
-    awaitable<std::variant<RequestTable::Admitted, api::ApiError>> admit = env.control.Admit(std::move(a));
-    std::variant<RequestTable::Admitted, api::ApiError> admitted = co_await std::move(admit);
-    if (auto* e = std::get_if<api::ApiError>(&admitted)) {
-      end_all("cancelled");  // the choices admitted before this one
-      co_return co_await WriteError(x.stream, req, *e);
-    }
-    s->id = std::get<RequestTable::Admitted>(admitted).id;
-    Choice& c = choices[i];
-    c.s = std::move(s);
-    c.parser = std::make_unique<ChatOutputParser>(env.model.reasoning,
-                                                  chat && p.tools ? env.model.tools : ToolFormat::kNone);
   }
+  awaitable<std::variant<std::vector<RequestTable::Admitted>, api::ApiError>> admit =
+      env.control.AdmitChoices(std::move(admissions));
+  std::variant<std::vector<RequestTable::Admitted>, api::ApiError> admitted = co_await std::move(admit);
+  if (auto* e = std::get_if<api::ApiError>(&admitted)) co_return co_await WriteError(x.stream, req, *e);
+  for (size_t i = 0; i < choices.size(); ++i) choices[i].s->id = std::get<std::vector<RequestTable::Admitted>>(admitted)[i].id;
   TokenStream& first = *choices[0].s;
 
   auto watch = std::make_shared<DisconnectWatch>(x.stream, [&env, end_all] {
@@ -467,6 +464,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   };
   // A choice's news as chunks; its finish chunk once it is done.
   auto emit = [&](Choice& c, size_t index) {
+    if (c.finish_sent) return;  // ended: its parser was flushed once, nothing more goes out for it
     TokenStream& s = *c.s;
     writer.set_choice(static_cast<int>(index));
     if (c.echo_pending) {

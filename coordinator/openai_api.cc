@@ -321,10 +321,14 @@ Err RejectUnsupported(const json& obj, bool chat) {
   if (chat) {
     if (auto e = Unsupported(obj, "echo", IsFalse, "chat does not echo")) return e;
   }
-  auto one = [](const json& v) { return IsNumber(v, 1); };
   auto zero = [](const json& v) { return IsNumber(v, 0); };
   auto never = [](const json&) { return false; };
-  if (auto e = Unsupported(obj, "best_of", one, "no best_of; n choices are returned as they are")) return e;
+  // best_of: only its default (= n), which returns the n choices as they are.
+  const json* n_field = Field(obj, "n");
+  int64_t n_given = 1;
+  if (n_field != nullptr && n_field->is_number()) AsInt64(*n_field, &n_given);
+  auto best_of_default = [n_given](const json& v) { return IsNumber(v, n_given); };
+  if (auto e = Unsupported(obj, "best_of", best_of_default, "best_of other than n")) return e;
   if (auto e = Unsupported(obj, "use_beam_search", IsFalse, "no beam search")) return e;
   auto text_format = [](const json& v) { return v.is_object() && v.value("type", json()) == "text"; };
   if (auto e = Unsupported(obj, "response_format", text_format, "no structured output")) return e;

@@ -63,7 +63,8 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
   if (routed.ok() && a.fork_of != 0) {
     // Capacity was checked by Route; the choice follows its first one's rank while that one is on it.
     auto parent = entries_.find(a.fork_of);
-    if (parent != entries_.end() && parent->second.rank && !parent->second.rank->dead) {
+    const Group* g = parent != entries_.end() && parent->second.rank ? cluster_.GroupOf(*parent->second.rank) : nullptr;
+    if (g != nullptr && g->Complete() && !parent->second.rank->dead) {
       routed = parent->second.rank;
       fork_of = a.fork_of;
     }
@@ -125,6 +126,8 @@ void RequestTable::SubmitTo(uint64_t id, Entry& e, const std::shared_ptr<Rank>& 
   m.request = id;
   m.prompt = e.tokens;
   m.resumed_output = static_cast<uint32_t>(e.generated);
+  // A resubmission whose prompt logprobs all arrived does not ask for them again.
+  if (e.prompt_logprobs_seen + 1 >= e.prompt_tokens) m.prompt_logprobs = -1;
   rank->channel->Send(m);
   e.submit.fork_of = 0;  // a resubmission (another group) prefills on its own
   // An idle group's other ranks wait for input up to a poll interval before stepping; wake them.
@@ -144,11 +147,11 @@ void RequestTable::OnTokens(Rank& from, const control::Tokens& t, Clock::time_po
     if (ev.prompt_position >= 0) {
       // Positions arrive in order; a rank the request was resumed on repeats those already delivered.
       if (e.submit.prompt_logprobs < 0 || ev.prompt_position != e.prompt_logprobs_seen + 1) continue;
-      bool bad = ev.token >= options_.model_vocab || ev.prompt_position >= static_cast<int32_t>(e.prompt_tokens);
+      bool bad = ev.prompt_position >= static_cast<int32_t>(e.prompt_tokens) || ev.token != e.tokens[ev.prompt_position];
       for (int32_t t : ev.top_ids) bad = bad || t >= options_.model_vocab;
       if (bad) {
         CancelOnRank(e, ev.request);
-        Finish(it, "error", ServerError(from.Name() + " returned a prompt logprob outside the vocabulary or prompt", "worker_error"),
+        Finish(it, "error", ServerError(from.Name() + " returned a prompt logprob for a token not in the prompt", "worker_error"),
                true);
         continue;
       }

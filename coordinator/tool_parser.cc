@@ -88,6 +88,7 @@ StatusOr<ToolFormat> ParseToolFormat(std::string_view name, std::string_view cha
 ToolCallParser::ToolCallParser(ToolFormat format) : format_(format) {}
 
 void ToolCallParser::Feed(std::string_view text, std::string* content, std::vector<ToolCall>* calls) {
+  if (finished_) return;
   if (format_ == ToolFormat::kNone) {
     content->append(text);
     return;
@@ -125,7 +126,8 @@ void ToolCallParser::Feed(std::string_view text, std::string* content, std::vect
 }
 
 void ToolCallParser::Finish(std::string* content, std::vector<ToolCall>* calls) {
-  if (format_ == ToolFormat::kNone) return;
+  if (format_ == ToolFormat::kNone || finished_) return;
+  finished_ = true;
   if (!in_calls_) {
     content->append(held_);
     held_.clear();

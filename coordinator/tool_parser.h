@@ -38,7 +38,8 @@ class ToolCallParser {
   explicit ToolCallParser(ToolFormat format);
   // Appends settled content to *content and completed calls to *calls.
   void Feed(std::string_view text, std::string* content, std::vector<ToolCall>* calls);
-  // The end of the output: the held text becomes calls where it parses, content where not.
+  // The end of the output: the held text becomes calls where it parses, content where not. Once:
+  // later calls (and Feeds) add nothing.
   void Finish(std::string* content, std::vector<ToolCall>* calls);
   bool saw_calls() const { return saw_calls_; }
 
@@ -50,7 +51,8 @@ class ToolCallParser {
   bool in_calls_ = false;  // past the opening marker
   bool at_start_ = true;   // llama3_json: nothing but whitespace seen yet
   bool saw_calls_ = false;
-  bool between_calls_ = false;  // hermes: after a call's closing tag, before the next opening one
+  bool between_calls_ = false;
+  bool finished_ = false;  // hermes: after a call's closing tag, before the next opening one
   std::string held_;       // before the marker: a possible partial marker; after: the calls' text
 };
 

@@ -94,10 +94,12 @@ Status Scheduler::Submit(ScheduledRequest r) {
   Seq* parent = nullptr;
   if (s->req.fork_of != 0 && s->req.resumed_output == 0 && s->req.prompt_logprobs < 0) {
     auto it = all_.find(s->req.fork_of);
-    // The parent has not sampled yet (so it is still before or inside its prompt) and has the same prompt.
+    // The parent has not sampled yet (so it is still before or inside its prompt) and has the same
+    // prompt; a choice waiting on another waits on that one's parent (only parents fork).
     if (it != all_.end() && !it->second->has_first_token && it->second->req.resumed_output == 0 &&
         it->second->tokens == s->tokens) {
       parent = it->second.get();
+      while (parent->parent != nullptr) parent = parent->parent;
     }
   }
   if (parent != nullptr) {
@@ -114,7 +116,7 @@ Status Scheduler::Submit(ScheduledRequest r) {
 void Scheduler::Orphan(Seq* child) {
   child->parent = nullptr;
   --waiting_forks_;
-  waiting_.push_back(child);
+  waiting_.push_front(child);  // it was due with its parent: ahead of later arrivals
 }
 
 void Scheduler::ForkChildren(Seq* s, const std::vector<float>& logits, std::vector<control::TokenEvent>* events) {
@@ -132,7 +134,7 @@ void Scheduler::ForkChildren(Seq* s, const std::vector<float>& logits, std::vect
     c->seq = *id;
     c->fed = s->fed;
     c->was_scheduled = true;
-    c->scheduled = s->scheduled;
+    c->scheduled = std::max(c->submitted, s->scheduled);
     stats_.queue_seconds.Observe(std::chrono::duration<double>(c->scheduled - c->submitted).count(),
                                  control::RequestPhaseBuckets());
     running_.push_back(c);
@@ -186,8 +188,8 @@ void Scheduler::FailAll(const std::string& why, std::vector<control::TokenEvent>
   }
 }
 
-int64_t Scheduler::ChunkLimit(const Seq& s) const {
-  return s.prompt_lp_next < s.prompt_lp_end ? kPromptLogprobRows : INT64_MAX;
+int64_t Scheduler::ChunkLimit(const Seq& s, int64_t logit_rows_left) const {
+  return s.prompt_lp_next < s.prompt_lp_end ? std::min(kPromptLogprobRows, logit_rows_left) : INT64_MAX;
 }
 
 // Row i of a chunk starting at `fed` is the distribution of the token at position fed + i + 1.
@@ -281,12 +283,14 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
   const KvBlockPool& kv = engine_.kv_blocks();
   int64_t budget = engine_.max_step_tokens();
   int64_t avail = kv.free_blocks();
+  int64_t logit_rows_left = kPromptLogprobStepRows;  // prompt-logprob rows this step may still return
   batch_.clear();
   batch_seqs_.clear();
   auto add = [&](Seq* s, int64_t n) {
     avail -= kv.BlocksToGrow(static_cast<int64_t>(s->fed), n);
     // Logits for every token of a chunk whose rows give prompt logprobs still to report.
     const bool rows = s->prompt_lp_next < s->prompt_lp_end && s->prompt_lp_next <= s->fed + static_cast<size_t>(n);
+    if (rows) logit_rows_left -= n;
     batch_.push_back({s->seq, std::span<const int32_t>(s->tokens).subspan(s->fed, static_cast<size_t>(n)), rows});
     batch_seqs_.push_back(s);
     budget -= n;
@@ -310,12 +314,13 @@ Status Scheduler::Step(std::vector<control::TokenEvent>* events) {
     if (budget <= 0) break;
     const int64_t left = static_cast<int64_t>(s->tokens.size() - s->fed);
     if (left <= 1) continue;  // decodes were placed above (one that did not fit the budget waits a step)
-    const int64_t n = std::min({left, budget, Fits(*s, avail), ChunkLimit(*s)});
+    const int64_t n = std::min({left, budget, Fits(*s, avail), ChunkLimit(*s, logit_rows_left)});
     if (n > 0) add(s, n);
   }
   while (budget > 0 && !waiting_.empty()) {
     Seq* s = waiting_.front();
-    const int64_t n = std::min({static_cast<int64_t>(s->tokens.size()), budget, Fits(*s, avail), ChunkLimit(*s)});
+    const int64_t n =
+        std::min({static_cast<int64_t>(s->tokens.size()), budget, Fits(*s, avail), ChunkLimit(*s, logit_rows_left)});
     if (n <= 0) break;
     StatusOr<SeqId> id = engine_.NewSequence();
     if (!id.ok()) break;  // every slot (engine.max_num_seqs) is taken

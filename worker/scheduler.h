@@ -54,6 +54,8 @@ struct ScheduledRequest {
 };
 
 inline constexpr int64_t kPromptLogprobRows = 128;
+// All requests' prompt-logprob rows in one step: each row returns [vocab] logits.
+inline constexpr int64_t kPromptLogprobStepRows = 256;
 
 struct SchedulerStats {
   uint64_t steps = 0;
@@ -124,8 +126,9 @@ class Scheduler {
   void Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events);
   // The prompt logprobs a chunk of `s` starting at `fed` with logits rows for each of its tokens gives.
   void ReportPromptLogprobs(Seq* s, size_t fed, const std::vector<float>& rows, std::vector<control::TokenEvent>* events);
-  // The most prompt tokens `s` may feed in one step.
-  int64_t ChunkLimit(const Seq& s) const;
+  // The most prompt tokens `s` may feed in one step, with `logit_rows_left` of the step's
+  // prompt-logprob rows left.
+  int64_t ChunkLimit(const Seq& s, int64_t logit_rows_left) const;
   // `s` has just fed its whole prompt, giving `logits`: its waiting choices fork its sequence and
   // sample from them (before `s` samples, which rewrites the logits).
   void ForkChildren(Seq* s, const std::vector<float>& logits, std::vector<control::TokenEvent>* events);

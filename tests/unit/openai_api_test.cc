@@ -199,6 +199,8 @@ TEST(OpenAiParse, UnsupportedFieldsAreRejectedNotIgnored) {
   EXPECT_EQ(Completion(R"({"prompt":"x","n":128})").sampling.n, 128);
   CompletionError(",\"n\":129", "n");
   CompletionError(",\"best_of\":3", "best_of");
+  EXPECT_EQ(Completion(R"({"prompt":"x","n":3,"best_of":3})").sampling.n, 3);  // best_of's default: n
+  CompletionError(",\"n\":2,\"best_of\":3", "best_of");
   CompletionError(",\"n\":0", "n");
   CompletionError(",\"n\":\"1\"", "n");
   EXPECT_EQ(Completion(R"({"prompt":"x","echo":true,"logprobs":1})").sampling.logprobs, 1);

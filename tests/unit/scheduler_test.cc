@@ -505,6 +505,18 @@ TEST(SchedulerForks, ChoicesSharePrefillAndEqualIndependentRuns) {
     }
     EXPECT_EQ(e->kv_blocks().free_blocks(), free0) << "every block back";
   }
+  // A choice naming another waiting choice waits on that one's parent: all three fork at its prompt.
+  {
+    auto e3 = MakeSmallEngine(f.dir, 64, 64);
+    Scheduler s3(*e3);
+    ASSERT_TRUE(s3.Submit(request(1, 0.0f, 1, 0)).ok());
+    ASSERT_TRUE(s3.Submit(request(2, 0.0f, 2, 1)).ok());
+    ASSERT_TRUE(s3.Submit(request(3, 0.0f, 3, 2)).ok());
+    std::vector<control::TokenEvent> events;
+    ASSERT_TRUE(s3.Step(&events).ok());
+    EXPECT_EQ(s3.stats().last_step_prompt_tokens, static_cast<int64_t>(fp.prompt.size()));
+    EXPECT_EQ(s3.running(), 3u);
+  }
   // A choice whose parent is unknown, or already past its prompt, prefills on its own.
   auto e = MakeSmallEngine(f.dir, 64, 64);
   Scheduler s(*e);
@@ -522,6 +534,34 @@ TEST(SchedulerForks, ChoicesSharePrefillAndEqualIndependentRuns) {
   std::vector<control::TokenEvent> rest;
   ASSERT_NO_FATAL_FAILURE(RunToEnd(c, &rest));
   EXPECT_EQ(tokens_of(rest, 2), fp.greedy);
+}
+
+// Prompt-logprob rows are bounded per step over all requests (each row returns a row of logits):
+// three requests of 200 prompt tokens feed at most kPromptLogprobStepRows tokens in one step.
+TEST(SchedulerSampling, PromptLogprobRowsAreBoundedPerStep) {
+  const std::string dir = testing::FixturesDir() + "/qwen3-moe-f32";
+  auto e = MakeSmallEngine(dir, 1024, /*max_step_tokens=*/2048);
+  Scheduler s(*e);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    ScheduledRequest r;
+    r.id = id;
+    for (int i = 0; i < 200; ++i) r.prompt.push_back((i * 7 + static_cast<int>(id)) % 300);
+    r.max_tokens = 1;
+    r.prompt_logprobs = 0;
+    ASSERT_TRUE(s.Submit(r).ok());
+  }
+  std::vector<control::TokenEvent> events;
+  int64_t fed = 0;
+  size_t prompt_events = 0;
+  while (s.HasWork()) {
+    events.clear();
+    ASSERT_TRUE(s.Step(&events).ok());
+    EXPECT_LE(s.stats().last_step_prompt_tokens, kPromptLogprobStepRows);
+    fed += s.stats().last_step_prompt_tokens;
+    for (const control::TokenEvent& ev : events) prompt_events += ev.prompt_position >= 0 ? 1 : 0;
+  }
+  EXPECT_EQ(fed, 600);
+  EXPECT_EQ(prompt_events, 3u * 199u) << "every prompt position after the first, once";
 }
 
 }  // namespace

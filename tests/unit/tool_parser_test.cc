@@ -47,6 +47,26 @@ void Expect(ToolFormat f, const std::string& text, const Result& want) {
   EXPECT_EQ(Run(f, bytes), want) << text << " byte by byte";
 }
 
+// Finish is once: a stream flushing a finished choice again must not add text (Mistral's marker and
+// Hermes' tag used to be re-appended on every flush).
+TEST(ToolParser, FinishTwiceAddsNothing) {
+  for (auto [f, text] : {std::pair{ToolFormat::kMistral, std::string("[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}]")},
+                         std::pair{ToolFormat::kHermes, std::string("<tool_call>{\"name\": \"a\", \"argu")}}) {
+    ToolCallParser p(f);
+    std::string content;
+    std::vector<ToolCall> calls;
+    p.Feed(text, &content, &calls);
+    p.Finish(&content, &calls);
+    const std::string once = content;
+    const size_t n = calls.size();
+    p.Finish(&content, &calls);
+    p.Feed("more", &content, &calls);
+    p.Finish(&content, &calls);
+    EXPECT_EQ(content, once) << text;
+    EXPECT_EQ(calls.size(), n) << text;
+  }
+}
+
 TEST(ToolParser, Hermes) {
   const auto h = ToolFormat::kHermes;
   Expect(h, "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
