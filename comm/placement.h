@@ -17,11 +17,15 @@ namespace shoal {
 class Placement {
  public:
   static StatusOr<Placement> Balanced(int num_experts, int num_ranks);
+  // An explicit placement: shares[r] the experts rank r serves (comm/placement_planner.h makes them
+  // from measured load). An expert listed k times on a rank is held once there and that rank takes k
+  // shares of its tokens. Every expert on at least one rank.
+  static StatusOr<Placement> FromRanks(int num_experts, std::vector<std::vector<int>> shares);
 
   int num_experts() const { return static_cast<int>(replicas_.size()); }
   int num_ranks() const { return static_cast<int>(local_.size()); }
 
-  // Ranks holding `expert`, ascending.
+  // Ranks holding `expert`, ascending (a rank with k shares of its tokens appears k times).
   const std::vector<int>& replicas(int expert) const { return replicas_.at(expert); }
   // Experts held by `rank`, ascending.
   const std::vector<int>& local_experts(int rank) const { return local_.at(rank); }

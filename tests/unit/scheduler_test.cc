@@ -392,7 +392,9 @@ TEST(SchedulerSampling, LogprobsMatchTransformersLogSoftmax) {
     EXPECT_EQ(ev.top_ids[0], ev.token) << "greedy: the sampled token is the most likely";
     for (size_t k = 0; k < 3; ++k) {
       EXPECT_NEAR(ev.top_logprobs[k], lp(ev.top_ids[k]), 2e-4);
-      if (k > 0) EXPECT_GE(ev.top_logprobs[k - 1], ev.top_logprobs[k]);
+      if (k > 0) {
+        EXPECT_GE(ev.top_logprobs[k - 1], ev.top_logprobs[k]);
+      }
     }
   }
 }
@@ -501,7 +503,9 @@ TEST(SchedulerForks, ChoicesSharePrefillAndEqualIndependentRuns) {
     ASSERT_NO_FATAL_FAILURE(RunToEnd(s, &all));
     for (uint64_t i = 0; i < 3; ++i) {
       EXPECT_EQ(tokens_of(all, 1 + i), alone[i]) << "choice " << i << " at temperature " << temperature;
-      if (temperature == 0.0f) EXPECT_EQ(tokens_of(all, 1 + i), fp.greedy) << "choice " << i;
+      if (temperature == 0.0f) {
+        EXPECT_EQ(tokens_of(all, 1 + i), fp.greedy) << "choice " << i;
+      }
     }
     EXPECT_EQ(e->kv_blocks().free_blocks(), free0) << "every block back";
   }
