@@ -29,8 +29,7 @@ std::vector<int> BalancedPacking(const std::vector<double>& weight, int packs, i
   return pack_of;
 }
 
-// One node: its experts, its ranks and their slots. Fills each expert's share count and each rank's
-// shares.
+// One node: its experts, its ranks and their slots.
 struct NodePlan {
   std::vector<int> experts;  // global expert ids
   std::vector<int> ranks;    // global rank ids
@@ -42,33 +41,68 @@ struct Copy {
   double weight;
 };
 
-void PlanNode(const std::vector<double>& load, const NodePlan& node, std::vector<int>* copies,
-              std::vector<std::vector<int>>* shares) {
+struct NodeResult {
+  std::vector<int> copies;                // [E]: shares of this node's experts (others 0)
+  std::vector<std::vector<int>> shares;   // [ranks of the node]
+  double max_load = 0;                    // the node's most loaded rank
+};
+
+// Steps 2 and 3 for one node. `distinct`: at most one share of an expert per rank (every share a copy
+// of its own), else shares may meet on a rank (EPLB's packing). Fails only when `distinct` cannot hold.
+StatusOr<NodeResult> PlanNode(const std::vector<double>& load, const NodePlan& node, bool distinct) {
   const int n_ranks = static_cast<int>(node.ranks.size());
   const int slots = n_ranks * node.slots_per_rank;
   const int n_exp = static_cast<int>(node.experts.size());
+  NodeResult out;
+  std::vector<int>& copies = out.copies;
+  copies.assign(load.size(), 0);
   // 2. The extra slots, one at a time, to the highest load per share (ties: the lower expert).
-  for (int e : node.experts) (*copies)[e] = 1;
+  for (int e : node.experts) copies[e] = 1;
   for (int extra = n_exp; extra < slots; ++extra) {
-    int best = node.experts.front();
+    int best = -1;
     for (int e : node.experts) {
-      if (load[e] / (*copies)[e] > load[best] / (*copies)[best]) best = e;
+      if (distinct && copies[e] >= n_ranks) continue;
+      if (best < 0 || load[e] / copies[e] > load[best] / copies[best]) best = e;
     }
-    ++(*copies)[best];
+    if (best < 0) return InvalidArgument("more shares than ranks to hold them apart");
+    ++copies[best];
   }
-  // 3. Shares onto ranks: heaviest first onto the lightest rank with a free slot (EPLB's packing).
+  // 3. Shares onto ranks: heaviest first onto the lightest rank with a free slot (that does not hold
+  //    the expert yet, when distinct).
   std::vector<Copy> items;
   for (int e : node.experts) {
-    for (int c = 0; c < (*copies)[e]; ++c) items.push_back({e, load[e] / (*copies)[e]});
+    for (int c = 0; c < copies[e]; ++c) items.push_back({e, load[e] / copies[e]});
   }
   std::stable_sort(items.begin(), items.end(), [](const Copy& a, const Copy& b) { return a.weight > b.weight; });
   std::vector<std::vector<Copy>> held(n_ranks);
   std::vector<double> rank_load(n_ranks, 0.0);
+  auto holds = [&](int r, int e) {
+    return distinct && std::any_of(held[r].begin(), held[r].end(), [e](const Copy& c) { return c.expert == e; });
+  };
+  auto full = [&](int r) { return static_cast<int>(held[r].size()) >= node.slots_per_rank; };
   for (const Copy& item : items) {
     int best = -1;
     for (int r = 0; r < n_ranks; ++r) {
-      if (static_cast<int>(held[r].size()) >= node.slots_per_rank) continue;
+      if (full(r) || holds(r, item.expert)) continue;
       if (best < 0 || rank_load[r] < rank_load[best]) best = r;
+    }
+    if (best < 0) {
+      // Every rank with room holds this expert: move another share from a rank without it there.
+      int room = -1, from = -1, moved = -1;
+      for (int r = 0; r < n_ranks && room < 0; ++r) room = full(r) ? -1 : r;
+      for (int r = 0; r < n_ranks && moved < 0 && room >= 0; ++r) {
+        if (r == room || holds(r, item.expert)) continue;
+        for (size_t i = 0; i < held[r].size() && moved < 0; ++i) {
+          if (!holds(room, held[r][i].expert)) from = r, moved = static_cast<int>(i);
+        }
+      }
+      if (moved < 0) return InvalidArgument("no rank can take a share of expert " + std::to_string(item.expert));
+      const Copy c = held[from][moved];
+      held[from].erase(held[from].begin() + moved);
+      rank_load[from] -= c.weight;
+      held[room].push_back(c);
+      rank_load[room] += c.weight;
+      best = from;
     }
     held[best].push_back(item);
     rank_load[best] += item.weight;
@@ -85,7 +119,7 @@ void PlanNode(const std::vector<double>& load, const NodePlan& node, std::vector
         for (size_t j = 0; j < held[r].size(); ++j) {
           const Copy& a = held[hi][i];
           const Copy& b = held[r][j];
-          if (a.expert == b.expert) continue;
+          if (a.expert == b.expert || holds(r, a.expert) || holds(hi, b.expert)) continue;
           const double d = a.weight - b.weight;
           if (d <= 0) continue;
           const double pair_max = std::max(rank_load[hi] - d, rank_load[r] + d);
@@ -100,9 +134,12 @@ void PlanNode(const std::vector<double>& load, const NodePlan& node, std::vector
     rank_load[hi] -= d;
     rank_load[best_r] += d;
   }
+  out.shares.resize(n_ranks);
   for (int r = 0; r < n_ranks; ++r) {
-    for (const Copy& c : held[r]) (*shares)[node.ranks[r]].push_back(c.expert);
+    for (const Copy& c : held[r]) out.shares[r].push_back(c.expert);
   }
+  out.max_load = *std::max_element(rank_load.begin(), rank_load.end());
+  return out;
 }
 
 }  // namespace
@@ -167,7 +204,13 @@ StatusOr<PlacementPlan> PlanPlacement(const PlacementRequest& q) {
   }
   for (NodePlan& node : nodes) {
     node.slots_per_rank = slots_per_rank;
-    PlanNode(q.load, node, &plan.copies, &plan.shares);
+    // Both packings; the one whose most loaded rank carries less (ties: every share its own copy).
+    StatusOr<NodeResult> shared = PlanNode(q.load, node, /*distinct=*/false);
+    SHOAL_RETURN_IF_ERROR(shared.status());
+    StatusOr<NodeResult> apart = PlanNode(q.load, node, /*distinct=*/true);
+    const NodeResult& best = apart.ok() && apart->max_load <= shared->max_load ? *apart : *shared;
+    for (int e : node.experts) plan.copies[e] = best.copies[e];
+    for (size_t i = 0; i < node.ranks.size(); ++i) plan.shares[node.ranks[i]] = best.shares[i];
   }
   plan.rank_load.assign(N, 0.0);
   for (int r = 0; r < N; ++r) {

@@ -11,8 +11,10 @@
 //      otherwise the whole group of ranks is one "node";
 //   2. within a node, the extra slots go one at a time to the expert with the highest load per share;
 //   3. the shares (each carrying load / shares) are packed onto the node's ranks, equal slots per rank,
-//      heaviest first onto the lightest rank (EPLB's packing), then improved by swapping shares between
-//      the most loaded rank and the others while that lowers it.
+//      heaviest first onto the lightest rank, then improved by swapping shares between the most loaded
+//      rank and the others while that lowers it — twice: once letting two shares of an expert meet on a
+//      rank (EPLB's packing), once keeping them apart (every share its own copy); the node keeps the
+//      one whose most loaded rank carries less (ties: apart).
 // A rank given two shares of one expert holds one copy and takes two shares of its tokens
 // (Placement::RankFor), so the slot EPLB would spend on a second copy is free memory here.
 // Tested against EPLB's own output on skewed loads (tests/unit/placement_planner_test.cc): the max/mean

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -40,7 +41,8 @@ def curl(url, body):
 
 def main():
     env = dict(os.environ, OMPI_MCA_mpi_yield_when_idle="1")
-    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "shoal-demo-e2e.log"), "w")
+    # A log of its own (concurrent runs, other users' files), removed at the end unless something failed.
+    log = tempfile.NamedTemporaryFile("w", prefix="shoal-demo-e2e-", suffix=".log", delete=False)
     proc = subprocess.Popen([SHOAL, "up", "--port", "0"], stdout=subprocess.PIPE, stderr=log, env=env, text=True)
     try:
         url = proc.stdout.readline().strip()
@@ -107,6 +109,9 @@ def main():
         log.close()
         if FAILURES:
             print(open(log.name).read()[-6000:])
+            print("server log kept at", log.name)
+        else:
+            os.unlink(log.name)
     print("%d failure(s)" % len(FAILURES))
     sys.exit(1 if FAILURES else 0)
 
