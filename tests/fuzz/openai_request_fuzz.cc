@@ -41,6 +41,9 @@ void CheckSampling(const shoal::api::SamplingOptions& s) {
   Check(s.stop.size() <= static_cast<size_t>(shoal::api::kMaxStopSequences));
   for (const auto& stop : s.stop) Check(!stop.empty());
   for (int32_t id : s.stop_token_ids) Check(id >= 0);
+  Check(s.n >= 1 && s.n <= shoal::api::kMaxChoices);
+  Check(s.logprobs >= -1 && s.logprobs <= shoal::kMaxTopLogprobs);
+  Check(s.prompt_logprobs >= -1 && s.prompt_logprobs <= shoal::kMaxTopLogprobs);
 }
 
 }  // namespace
