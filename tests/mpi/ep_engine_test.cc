@@ -12,6 +12,9 @@
 #include <map>
 #include <regex>
 
+#include <cmath>
+
+#include "comm/placement_planner.h"
 #include "model/checkpoint.h"
 #include "tests/mpi/mpi_test_main.h"
 #include "tests/unit/fixture_util.h"
@@ -26,12 +29,13 @@ struct RankEngine {
   size_t resident_bytes = 0;
 };
 
-RankEngine MakeRankEngine(const std::string& dir, comm::Group& g) {
+// `planned`: that placement (it must outlive the engine), else Placement::Balanced.
+RankEngine MakeRankEngine(const std::string& dir, comm::Group& g, const Placement* planned = nullptr) {
   RankEngine r;
   auto config = LoadModelConfig(dir);
   EXPECT_TRUE(config.ok());
   if (!config.ok()) return r;
-  auto placement = Placement::Balanced(config->num_experts, g.size());
+  auto placement = planned != nullptr ? StatusOr<Placement>(*planned) : Placement::Balanced(config->num_experts, g.size());
   EXPECT_TRUE(placement.ok());
   const int rank = g.rank();
   auto weights = LoadModelWeights(*config, dir, [&](int, int e) { return placement->Holds(rank, e); });
@@ -43,19 +47,15 @@ RankEngine MakeRankEngine(const std::string& dir, comm::Group& g) {
   cfg.kv_block_size = 4;
   cfg.kv_cache_mib = 16;
   cfg.collective_timeout_ms = 60000;
-  auto engine = Engine::Create(*config, std::move(weights).value(), cfg, &g);
+  auto engine = Engine::Create(*config, std::move(weights).value(), cfg, &g, planned);
   EXPECT_TRUE(engine.ok()) << engine.status().ToString();
   if (engine.ok()) r.engine = std::move(engine).value();
   return r;
 }
 
-class EpFixtureTest : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(EpFixtureTest, GroupMatchesTransformersAndSingleProcess) {
-  comm::Group& g = World();
-  Fixture f = LoadFixture(GetParam());
-  ASSERT_TRUE(f.expected);
-  RankEngine rank = MakeRankEngine(f.dir, g);
+// Runs the fixture's prompts on the group (prompt p on rank p % N from step p) and compares every
+// step's logits with the single-process engine (bit for bit) and transformers (within kF32Tol).
+void ExpectGroupMatches(const Fixture& f, RankEngine& rank, comm::Group& g) {
   ASSERT_TRUE(rank.engine);
   auto single = MakeEngine(f.dir, 1);
   ASSERT_TRUE(single);
@@ -119,6 +119,39 @@ TEST_P(EpFixtureTest, GroupMatchesTransformersAndSingleProcess) {
     }
   }
   for (const Live& l : live) EXPECT_EQ(l.step, f.decode_steps + 1) << "prompt " << l.prompt << " did not finish";
+}
+
+class EpFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EpFixtureTest, GroupMatchesTransformersAndSingleProcess) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  ASSERT_TRUE(f.expected);
+  RankEngine rank = MakeRankEngine(f.dir, g);
+  ExpectGroupMatches(f, rank, g);
+}
+
+// A placement from the load planner (comm/placement_planner.h) on a skewed load, with redundant
+// shares (hot experts served by several ranks, some ranks taking two shares of one expert): tokens
+// pick among an expert's shares by index, and the results stay bit-identical to one process.
+TEST_P(EpFixtureTest, PlannedPlacementWithSharesMatchesSingleProcess) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  ASSERT_TRUE(f.expected);
+  auto config = LoadModelConfig(f.dir);
+  ASSERT_TRUE(config.ok());
+  if (config->num_experts == 0) GTEST_SKIP() << "no MoE layers";
+  comm::PlacementRequest q;
+  for (int e = 0; e < config->num_experts; ++e) q.load.push_back(1000.0 / std::pow(e + 1.0, 1.2));
+  q.num_ranks = g.size();
+  q.redundant = g.size();  // at least one extra share per rank …
+  while ((config->num_experts + q.redundant) % g.size() != 0) ++q.redundant;  // … filling every rank's slots
+  auto plan = comm::PlanPlacement(q);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  auto placement = plan->ToPlacement();
+  ASSERT_TRUE(placement.ok()) << placement.status().ToString();
+  RankEngine rank = MakeRankEngine(f.dir, g, &*placement);
+  ExpectGroupMatches(f, rank, g);
 }
 
 // A rejected batch on one rank (unknown sequence) must not stall the others: that rank joins the
