@@ -13,14 +13,20 @@ namespace {
 
 std::string Name(uint64_t id) { return "request " + std::to_string(id); }
 
+// Every token's logprob, once: the top alternatives and a prompt token's rank read from it.
+std::vector<float> AllLogprobs(const kernels::LogSoftmax& lp, int vocab) {
+  std::vector<float> at(static_cast<size_t>(vocab));
+  for (int i = 0; i < vocab; ++i) at[i] = lp.At(i);
+  return at;
+}
+
 // The k most likely tokens (ties to the lower id) and their logprobs, most likely first.
-void TopLogprobs(const kernels::LogSoftmax& lp, int vocab, int k, std::vector<int32_t>* ids, std::vector<float>* values) {
+void TopLogprobs(const std::vector<float>& at, int k, std::vector<int32_t>* ids, std::vector<float>* values) {
+  const int vocab = static_cast<int>(at.size());
   const auto n = static_cast<size_t>(std::clamp(k, 0, vocab));
   if (n == 0) return;
   std::vector<int32_t> order(static_cast<size_t>(vocab));
   for (int i = 0; i < vocab; ++i) order[i] = i;
-  std::vector<float> at(static_cast<size_t>(vocab));
-  for (int i = 0; i < vocab; ++i) at[i] = lp.At(i);
   std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
                     [&](int32_t a, int32_t b) { return at[a] != at[b] ? at[a] > at[b] : a < b; });
   ids->assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n));
@@ -200,15 +206,14 @@ void Scheduler::ReportPromptLogprobs(Seq* s, size_t fed, const std::vector<float
   const size_t last = std::min(fed + n_rows, s->prompt_lp_end - 1);  // the last position these rows give
   for (size_t p = std::max(s->prompt_lp_next, fed + 1); p <= last; ++p) {
     const float* row = rows.data() + (p - 1 - fed) * static_cast<size_t>(vocab);
-    const kernels::LogSoftmax lp(row, vocab, 1.0f);
+    const std::vector<float> at = AllLogprobs(kernels::LogSoftmax(row, vocab, 1.0f), vocab);
     const int32_t token = s->tokens[p];
     control::TokenEvent e{s->req.id, token, control::FinishReason::kNone, {}};
     e.has_logprob = true;
-    e.logprob = lp.At(token);
+    e.logprob = at[token];
     e.prompt_position = static_cast<int32_t>(p);
-    e.rank = 1;
-    for (int i = 0; i < vocab; ++i) e.rank += lp.At(i) > e.logprob ? 1 : 0;
-    TopLogprobs(lp, vocab, s->req.prompt_logprobs, &e.top_ids, &e.top_logprobs);
+    e.rank = 1 + static_cast<int32_t>(std::count_if(at.begin(), at.end(), [&](float v) { return v > e.logprob; }));
+    TopLogprobs(at, s->req.prompt_logprobs, &e.top_ids, &e.top_logprobs);
     events->push_back(std::move(e));
   }
   s->prompt_lp_next = std::max(s->prompt_lp_next, last + 1);
@@ -244,7 +249,7 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
   auto logprob = [&](int32_t t) { return log_softmax->At(t); };
   std::vector<int32_t> top_ids;
   std::vector<float> top_lp;
-  if (r.logprobs > 0) TopLogprobs(*log_softmax, vocab, r.logprobs, &top_ids, &top_lp);
+  if (r.logprobs > 0) TopLogprobs(AllLogprobs(*log_softmax, vocab), r.logprobs, &top_ids, &top_lp);
   s->rng.seed(TokenSeed(r.sampling.seed, static_cast<uint64_t>(s->generated)));
   // (SampleToken turns NaN logits into -inf in place, which logprob() already treats them as.)
   const int32_t tok = kernels::SampleToken(logits.data(), vocab, r.sampling, s->rng);
