@@ -38,6 +38,9 @@ inline constexpr int kMaxTopLogprobs = 20;
 // logit_bias entries a request may carry (OpenAI's values: [-100, 100] added to the logit).
 inline constexpr int kMaxLogitBias = 1024;
 
+// The JSON schema a request's output may be constrained to (grammar/json_schema.h), as text.
+inline constexpr size_t kMaxJsonSchemaBytes = 64 * 1024;
+
 // The seed of the random draw for a request's `index`-th generated token (0-based): a function of
 // the request's seed and the position alone (splitmix64 of both), so a request recomputed after
 // preemption, or resumed on another engine group after a failure, draws exactly the same tokens.

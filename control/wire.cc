@@ -163,6 +163,7 @@ void Encode(Writer& w, const Submit& m) {
   w.Put(m.logprobs);
   w.Put(m.prompt_logprobs);
   w.Put(m.fork_of);
+  w.PutString(m.json_schema);
 }
 void Encode(Writer& w, const Cancel& m) { w.Put(m.request); }
 void Encode(Writer& w, const Tokens& m) {
@@ -300,6 +301,7 @@ StatusOr<Message> DecodeSubmit(Reader& r) {
   m.logprobs = r.Get<int32_t>("logprobs");
   m.prompt_logprobs = r.Get<int32_t>("prompt_logprobs");
   m.fork_of = r.Get<uint64_t>("fork_of");
+  m.json_schema = r.GetString("json_schema", static_cast<uint32_t>(kMaxJsonSchemaBytes));
   if (r.ok()) {
     if (m.logprobs < -1 || m.logprobs > kMaxTopLogprobs) r.Fail("logprobs", "is outside [-1, 20]");
     if (m.prompt_logprobs < -1 || m.prompt_logprobs > kMaxTopLogprobs) r.Fail("prompt_logprobs", "is outside [-1, 20]");

@@ -32,7 +32,7 @@
 namespace shoal::control {
 
 inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
-inline constexpr uint16_t kProtocolVersion = 6;
+inline constexpr uint16_t kProtocolVersion = 7;
 inline constexpr size_t kHeaderBytes = 12;
 // Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
 inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
@@ -128,6 +128,9 @@ struct Submit {
   // n > 1: this is a later choice of request fork_of (same prompt, sent just before on this channel);
   // the worker prefills the prompt once and forks it (worker/scheduler.h). 0: none.
   uint64_t fork_of = 0;
+  // Non-empty: the output is constrained to this JSON schema (grammar/json_schema.h; a forced tool
+  // call), ≤ kMaxJsonSchemaBytes. The worker compiles it; the stop ids end it only once it is complete.
+  std::string json_schema;
 };
 
 struct Cancel {

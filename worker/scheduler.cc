@@ -35,7 +35,17 @@ void TopLogprobs(const std::vector<float>& at, int k, std::vector<int32_t>* ids,
 
 }  // namespace
 
-Scheduler::Scheduler(StepEngine& engine) : engine_(engine) {}
+Scheduler::Scheduler(StepEngine& engine, std::shared_ptr<const grammar::TokenVocabulary> vocabulary)
+    : engine_(engine), vocabulary_(std::move(vocabulary)) {}
+
+StatusOr<std::shared_ptr<const grammar::JsonGrammar>> Scheduler::Grammar(const std::string& schema, const std::string& name) {
+  if (auto it = grammars_.find(schema); it != grammars_.end()) return it->second;
+  StatusOr<std::shared_ptr<const grammar::JsonGrammar>> g = grammar::CompileJsonSchema(schema, name + ": json_schema");
+  if (!g.ok()) return InvalidArgument(g.status().message());
+  if (grammars_.size() >= kMaxCachedGrammars) grammars_.clear();
+  grammars_.emplace(schema, *g);
+  return g;
+}
 
 Scheduler::~Scheduler() {
   for (auto& [id, s] : all_) engine_.ReleaseSequence(s->seq);
@@ -76,6 +86,21 @@ Status Scheduler::Submit(ScheduledRequest r) {
       return InvalidArgument(name + ": logit_bias token " + std::to_string(t) + " is outside the vocabulary");
     }
   }
+  std::unique_ptr<grammar::TokenConstraint> constraint;
+  if (!r.json_schema.empty()) {
+    if (vocabulary_ == nullptr) {
+      return InvalidArgument(name + ": its output is constrained to a JSON schema, which needs the model's "
+                             "tokenizer.json on the worker (none was loaded)");
+    }
+    SHOAL_ASSIGN_OR_RETURN(std::shared_ptr<const grammar::JsonGrammar> g, Grammar(r.json_schema, name));
+    constraint = std::make_unique<grammar::TokenConstraint>(std::move(g), vocabulary_);
+    // A resumed request's earlier output was written under the same constraint.
+    for (size_t i = r.prompt.size() - static_cast<size_t>(r.resumed_output); i < r.prompt.size(); ++i) {
+      if (!constraint->Accept(r.prompt[i])) {
+        return InvalidArgument(name + ": its resumed output does not fit its json_schema");
+      }
+    }
+  }
   // The same check the coordinator admitted the request with (control/admission.h).
   const control::Fit fit = control::CheckFit(
       static_cast<int64_t>(r.prompt.size()) - r.resumed_output, r.max_tokens,
@@ -96,6 +121,7 @@ Status Scheduler::Submit(ScheduledRequest r) {
   }
   if (r.prompt_logprobs >= 0) s->prompt_lp_end = r.prompt.size() - static_cast<size_t>(r.resumed_output);
   s->req = std::move(r);
+  s->constraint = std::move(constraint);
   s->submitted = std::chrono::steady_clock::now();
   Seq* parent = nullptr;
   if (s->req.fork_of != 0 && s->req.resumed_output == 0 && s->req.prompt_logprobs < 0) {
@@ -225,6 +251,23 @@ void Scheduler::ReportPromptLogprobs(Seq* s, size_t fed, const std::vector<float
 // penalties, at the temperature (1 when greedy): vLLM's processed_logprobs.
 void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::TokenEvent>* events) {
   const ScheduledRequest& r = s->req;
+  const int vocab = engine_.config().vocab_size;
+  if (s->constraint != nullptr) {
+    s->constraint->Allowed(r.stop_ids, vocab, &allowed_);
+    if (std::find(allowed_.begin(), allowed_.end(), 1) == allowed_.end()) {
+      // Whole, with no stop id to end it (ignore_eos): it ends here. Otherwise it cannot go on.
+      if (s->constraint->complete()) {
+        events->push_back({r.id, -1, control::FinishReason::kStop, {}});
+      } else {
+        events->push_back({r.id, -1, control::FinishReason::kError, Name(r.id) + ": no token can continue its json_schema"});
+      }
+      Finish(s);
+      return;
+    }
+    for (int t = 0; t < vocab; ++t) {
+      if (!allowed_[static_cast<size_t>(t)]) logits[static_cast<size_t>(t)] = -INFINITY;
+    }
+  }
   for (size_t i = 0; i < r.bias_ids.size(); ++i) logits[r.bias_ids[i]] += r.bias_values[i];
   if (s->generated < r.sampling.min_tokens) {
     for (int32_t t : r.stop_ids) {
@@ -242,7 +285,6 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
       logits[tok] -= r.sampling.presence_penalty + r.sampling.frequency_penalty * static_cast<float>(n);
     }
   }
-  const int vocab = engine_.config().vocab_size;
   // Log-softmax of what the sampler draws from, before SampleToken rewrites NaNs (they count as -inf).
   std::optional<kernels::LogSoftmax> log_softmax;
   if (r.logprobs >= 0) log_softmax.emplace(logits.data(), vocab, r.sampling.temperature);
@@ -253,6 +295,15 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
   s->rng.seed(TokenSeed(r.sampling.seed, static_cast<uint64_t>(s->generated)));
   // (SampleToken turns NaN logits into -inf in place, which logprob() already treats them as.)
   const int32_t tok = kernels::SampleToken(logits.data(), vocab, r.sampling, s->rng);
+  const bool stop = std::find(r.stop_ids.begin(), r.stop_ids.end(), tok) != r.stop_ids.end();
+  // (Only a row of non-finite logits can draw a masked token.)
+  if (s->constraint != nullptr && (stop ? !s->constraint->complete() : !s->constraint->Accept(tok))) {
+    events->push_back({r.id, -1, control::FinishReason::kError,
+                       Name(r.id) + ": drew token " + std::to_string(tok) + ", which its json_schema does not allow "
+                       "(the logits were not finite)"});
+    Finish(s);
+    return;
+  }
   s->tokens.push_back(tok);
   ++s->generated;
   ++s->output_counts[tok];
@@ -264,7 +315,7 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
     e.top_ids = std::move(top_ids);
     e.top_logprobs = std::move(top_lp);
   }
-  if (std::find(r.stop_ids.begin(), r.stop_ids.end(), tok) != r.stop_ids.end()) {
+  if (stop) {
     e.finish = control::FinishReason::kStop;
   } else if (s->generated >= r.max_tokens) {
     e.finish = control::FinishReason::kLength;

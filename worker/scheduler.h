@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "control/wire.h"
+#include "grammar/token_constraint.h"
 #include "kernels/kernels.h"
 #include "worker/step_engine.h"
 
@@ -51,6 +52,11 @@ struct ScheduledRequest {
   // logits with its own seed: the prompt is prefilled once for all choices. If fork_of is unknown or
   // already past its prompt, or ends or cannot be forked first, this one prefills on its own.
   uint64_t fork_of = 0;
+  // Non-empty: a JSON schema the output is constrained to (grammar/token_constraint.h): each token is
+  // drawn from those that keep the output a prefix of a text the schema accepts, and the stop ids only
+  // once it is whole. The mask applies before everything else, so logprobs describe the masked
+  // distribution. Needs the Scheduler's vocabulary.
+  std::string json_schema;
 };
 
 inline constexpr int64_t kPromptLogprobRows = 128;
@@ -74,7 +80,9 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
-  explicit Scheduler(StepEngine& engine);
+  // vocabulary: the model's tokens as bytes, for requests with a json_schema (null: such requests
+  // are refused).
+  explicit Scheduler(StepEngine& engine, std::shared_ptr<const grammar::TokenVocabulary> vocabulary = nullptr);
   ~Scheduler();
 
   // Queues a request. InvalidArgument (naming the request) for one that could never run here: empty
@@ -117,7 +125,10 @@ class Scheduler {
     // choices waiting on this one's.
     Seq* parent = nullptr;
     std::vector<Seq*> children;
+    std::unique_ptr<grammar::TokenConstraint> constraint;  // a json_schema's (null: none)
   };
+  // The compiled json_schema of a request, shared by requests with the same text.
+  StatusOr<std::shared_ptr<const grammar::JsonGrammar>> Grammar(const std::string& schema, const std::string& name);
   // Tokens `s` can add with `avail` free blocks (its last block's slack included).
   int64_t Fits(const Seq& s, int64_t avail) const;
   // Returns the KV blocks it freed.
@@ -136,9 +147,13 @@ class Scheduler {
   void Orphan(Seq* child);
 
   StepEngine& engine_;
+  std::shared_ptr<const grammar::TokenVocabulary> vocabulary_;
+  std::unordered_map<std::string, std::shared_ptr<const grammar::JsonGrammar>> grammars_;  // ≤ kMaxCachedGrammars
+  std::vector<uint8_t> allowed_;  // Sample's scratch: a constrained request's token mask
   std::unordered_map<uint64_t, std::unique_ptr<Seq>> all_;
   std::vector<Seq*> running_;  // in admission order; the newest is preempted first
   std::deque<Seq*> waiting_;
+  static constexpr size_t kMaxCachedGrammars = 64;
   size_t waiting_forks_ = 0;  // choices waiting on a parent's prompt (in no queue)
   SchedulerStats stats_;
   // Step scratch.

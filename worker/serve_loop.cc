@@ -60,6 +60,7 @@ ScheduledRequest FromSubmit(control::Submit&& m) {
   r.logprobs = m.logprobs;
   r.prompt_logprobs = m.prompt_logprobs;
   r.fork_of = m.fork_of;
+  r.json_schema = std::move(m.json_schema);
   return r;
 }
 
@@ -164,7 +165,7 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
     if (failed[0] > 0) return Unavailable(me + ": another rank could not join the coordinator (its log says why)");
   }
 
-  Scheduler sched(engine);
+  Scheduler sched(engine, o.vocabulary);
   Inbox inbox;
   std::thread reader([&] {
     while (true) {

@@ -20,6 +20,7 @@
 
 #include "comm/group.h"
 #include "common/status.h"
+#include "grammar/token_constraint.h"
 #include "worker/step_engine.h"
 
 namespace shoal {
@@ -34,6 +35,9 @@ struct ServeLoopOptions {
   std::vector<int> local_experts;  // for Hello (what /v1/cluster shows)
   comm::Group* tp_group = nullptr;  // this rank's attention-TP replica (not owned); null: none
   int replica = 0;                  // which replica of the group it is
+  // The model's tokens as bytes, for requests whose output is constrained to a JSON schema (forced tool
+  // calls); null: such requests fail with an error that says why.
+  std::shared_ptr<const grammar::TokenVocabulary> vocabulary;
 };
 
 // Returns OK after a Shutdown from the coordinator; Unavailable when the coordinator connection or the

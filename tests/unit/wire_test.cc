@@ -54,6 +54,7 @@ std::vector<Message> Samples() {
   s.logprobs = 2;
   s.prompt_logprobs = 1;
   s.fork_of = 76;
+  s.json_schema = R"({"type":"object","properties":{"city":{"type":"string"}}})";
   Tokens t;
   t.events = {{77, 5, FinishReason::kNone, ""}, {78, -1, FinishReason::kError, "boom"}, {79, 3, FinishReason::kStop, ""}};
   TokenEvent with_logprob{80, 4, FinishReason::kNone, ""};
@@ -252,6 +253,10 @@ TEST(Wire, FieldsAreChecked) {
   s.fork_of = 77;
   EXPECT_EQ(std::get<Submit>(*Decode(EncodeFrame(s))).prompt_logprobs, 5);
   EXPECT_EQ(std::get<Submit>(*Decode(EncodeFrame(s))).fork_of, 77u);
+  EXPECT_EQ(std::get<Submit>(*Decode(EncodeFrame(s))).json_schema, s.json_schema);
+  s.json_schema.assign(kMaxJsonSchemaBytes + 1, ' ');
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(s)).status(), "Submit.json_schema: length 65537 exceeds"));
+  s.json_schema.clear();
 
   Hello h = std::get<Hello>(Samples()[0]);
   h.rank = 2;
@@ -305,9 +310,10 @@ TEST(Wire, FieldsAreChecked) {
   Submit big = std::get<Submit>(Samples()[3]);
   big.bias_ids.clear();  // the offsets below count empty bias vectors
   big.bias_values.clear();
+  big.json_schema.clear();
   f = EncodeFrame(big);
   const size_t prompt_count_at =
-      f.size() - 8 /* fork_of */ - 8 /* logprobs, prompt_logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
+      f.size() - 4 /* empty json_schema */ - 8 /* fork_of */ - 8 /* logprobs, prompt_logprobs */ - 8 /* empty bias_ids, bias_values */ - 4 /* resumed_output */ - 4 * big.prompt.size() - 4;
   const uint32_t lie = 1000000;
   std::memcpy(f.data() + prompt_count_at, &lie, 4);
   EXPECT_TRUE(MessageHas(Decode(f).status(), "Submit.prompt: truncated"));

@@ -10,8 +10,10 @@
 // ranks (control/rendezvous_client.h), and every collective — the load and start agreements, the serve
 // loop's — then runs over that NCCL communicator.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -26,6 +28,7 @@
 #include "kernels/kernels.h"
 #include "comm/tensor_parallel.h"
 #include "model/model_config.h"
+#include "model/tokenizer.h"
 #include "model/tensor_parallel_weights.h"
 #include "model/weights.h"
 #include "tools/shoal/commands.h"
@@ -233,6 +236,26 @@ StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& s) {
   return std::make_pair(host, port);
 }
 
+// The model's tokens as bytes, so that forced tool calls (a JSON schema on the output) can be served.
+// Without a tokenizer.json (a synthetic benchmark model) those requests are refused, not the worker.
+std::shared_ptr<const grammar::TokenVocabulary> LoadVocabulary(const std::string& model_path) {
+  if (!std::filesystem::exists(std::filesystem::path(model_path) / "tokenizer.json")) {
+    log::Info("no tokenizer.json in %s: requests with a forced tool call will be refused", model_path.c_str());
+    return nullptr;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(model_path);
+  StatusOr<std::shared_ptr<const grammar::TokenVocabulary>> vocab =
+      tok.ok() ? grammar::TokenVocabulary::FromTokenizer(**tok) : StatusOr<std::shared_ptr<const grammar::TokenVocabulary>>(tok.status());
+  if (!vocab.ok()) {
+    log::Warn("%s: requests with a forced tool call will be refused", vocab.status().ToString().c_str());
+    return nullptr;
+  }
+  log::Info("vocabulary for constrained output: %d tokens in %.2f s", (*vocab)->size(),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return *vocab;
+}
+
 Status ServeCoordinator(const WorkerOptions& o, const EngineConfig& cfg, Loaded& l) {
   SHOAL_ASSIGN_OR_RETURN(auto hp, ParseHostPort(o.coordinator));
   ServeLoopOptions so;
@@ -244,6 +267,7 @@ Status ServeCoordinator(const WorkerOptions& o, const EngineConfig& cfg, Loaded&
   so.local_experts = l.experts;
   so.tp_group = l.tp.tp_group.get();
   so.replica = l.tp.replica;
+  so.vocabulary = LoadVocabulary(cfg.model_path);
   return RunServeLoop(*l.engine, so);
 }
 
