@@ -11,6 +11,7 @@
 
 #include "coordinator/chat_output.h"
 #include "coordinator/control_plane.h"
+#include "coordinator/forced_tool_call.h"
 #include "coordinator/openai_stream.h"
 #include "coordinator/token_stream.h"
 #include "model/chat_template.h"
@@ -42,7 +43,10 @@ api::ApiError BadRequest(std::string message, std::string param = "", std::strin
 // A validated, tokenized request, ready to admit.
 struct Prepared {
   std::string model;
-  bool tools = false;  // a chat with tools and tool_choice other than "none": calls are parsed out
+  bool tools = false;  // a chat with tools and tool_choice "auto": calls are parsed out
+  // tool_choice "required" or a named function: the output is held to json_schema and read as calls.
+  api::ToolChoice forced = api::ToolChoice::kAuto;
+  std::string forced_name, json_schema;
   std::string echo;    // completions' echo: the prompt's text, sent before the completion's
   bool echo_logprobs = false;  // echo with logprobs: the prompt's tokens lead the logprobs too
   api::SamplingOptions sampling;
@@ -64,11 +68,18 @@ std::variant<Prepared, api::ApiError> Prepare(const HandlerEnv& env, const Reque
     out.model = cr.model;
     out.sampling = std::move(cr.sampling);
     out.stream = cr.stream, out.include_usage = cr.include_usage, out.return_token_ids = cr.return_token_ids;
-    out.tools = cr.tools.is_array() && !cr.tools.empty() && !cr.tool_choice_none;
+    out.tools = cr.tools.is_array() && !cr.tools.empty() && cr.tool_choice == api::ToolChoice::kAuto;
     // Call markers are special tokens in some vocabularies (Mistral's [TOOL_CALLS] and [ARGS], some
     // Hermes models' <tool_call>): the parser must see them, so they are kept in the text, as vLLM's
     // tool parsers do (skip_special_tokens off while tools are parsed).
     if (out.tools && m.tools != ToolFormat::kNone) out.sampling.skip_special_tokens = false;
+    if (cr.tool_choice == api::ToolChoice::kRequired || cr.tool_choice == api::ToolChoice::kNamed) {
+      auto schema = ForcedToolSchema(cr.tools, cr.tool_choice, cr.tool_choice_name, cr.parallel_tool_calls);
+      if (auto* e = std::get_if<api::ApiError>(&schema)) return *e;
+      out.json_schema = std::move(std::get<std::string>(schema));
+      out.forced = cr.tool_choice;
+      out.forced_name = cr.tool_choice_name;
+    }
     auto ids = ChatPromptIds(m, cr);
     if (auto* e = std::get_if<api::ApiError>(&ids)) return *e;
     prompt = std::move(std::get<std::vector<int32_t>>(ids));
@@ -233,6 +244,7 @@ http::response<http::empty_body> StreamHead(const Request& req) {
 struct Choice {
   std::shared_ptr<TokenStream> s;
   std::unique_ptr<ChatOutputParser> parser;
+  std::unique_ptr<ForcedToolCallReader> forced;  // tool_choice "required" or named
   int calls_sent = 0;
   int64_t text_offset = 0;      // completions' logprobs text_offset runs on
   bool prompt_ids_pending = false;  // completions: the prompt's ids ride on the choice's first chunk
@@ -269,8 +281,12 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     Choice& c = choices[i];
     c.s = std::make_shared<TokenStream>(env.front.executor(x.slot), x.slot, *env.model.tokenizer,
                                         so.skip_special_tokens, so.stop, so.params.min_tokens, wakeup);
-    c.parser = std::make_unique<ChatOutputParser>(env.model.reasoning,
+    // A forced call's output is JSON from its first token (the constraint allows no reasoning), read
+    // by its own reader, not by the reasoning or tool-call parsers.
+    const bool forced = p.forced != api::ToolChoice::kAuto;
+    c.parser = std::make_unique<ChatOutputParser>(forced ? ReasoningFormat::kNone : env.model.reasoning,
                                                   chat && p.tools ? env.model.tools : ToolFormat::kNone);
+    if (forced) c.forced = std::make_unique<ForcedToolCallReader>(p.forced, p.forced_name);
     RequestTable::Admission& a = admissions[i];
     a.prompt = &p.prompt;
     a.max_tokens = so.max_tokens;
@@ -281,6 +297,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     a.stop_ids = so.stop_token_ids;
     a.bias_ids = so.bias_ids;
     a.bias_values = so.bias_values;
+    a.json_schema = p.json_schema;
     a.logprobs = so.logprobs;
     // The prompt's logprobs come with the first choice (the prompt is the same for all).
     a.prompt_logprobs = i == 0 ? std::max(so.prompt_logprobs, p.echo_logprobs ? so.logprobs : -1) : -1;
@@ -398,10 +415,22 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       api::ResponseChoice& r = out[i];
       r.text = chat ? (split ? pieces[i].content : s.text) : p.echo + s.text;
       r.finish_reason = chat && c.parser->saw_calls() ? "tool_calls" : s.finish_reason;
+      bool forced_calls = false;
+      if (c.forced) {
+        std::vector<ForcedToolCallReader::Delta> ignored;
+        c.forced->Feed(s.text, &ignored);
+        // Whole calls become tool_calls; a text cut short (max_tokens) stays content, nothing lost.
+        forced_calls = c.forced->complete() && !c.forced->calls().empty();
+        if (forced_calls) {
+          calls[i] = ToolCallsJson(c.forced->calls(), 0, /*with_index=*/false, new_tool_id);
+          r.text.clear();
+        }
+        r.finish_reason = ForcedFinishReason(p.forced, *c.forced, s.finish_reason);
+      }
       r.token_ids = p.return_token_ids ? &s.output_ids : nullptr;
       r.logprobs_json = so.logprobs >= 0 ? &logprobs[i] : nullptr;
       r.reasoning = chat && reasoning_on ? &pieces[i].reasoning : nullptr;
-      r.tool_calls = chat && c.parser->saw_calls() ? &calls[i] : nullptr;
+      r.tool_calls = chat && (c.parser->saw_calls() || forced_calls) ? &calls[i] : nullptr;
       r.prompt_logprobs_json = chat ? nullptr : plp;
     }
     std::string body = chat ? api::ChatResponse(api_id, created, env.model.name, out, usage(), prompt_ids, plp)
@@ -462,6 +491,19 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     s.text.clear();
     s.chunk_ids.clear();
   };
+  // A forced call's news: tool_calls deltas as its arguments arrive; token ids and logprobs on an
+  // empty content chunk.
+  auto emit_forced = [&](Choice& c) {
+    TokenStream& s = *c.s;
+    std::vector<ForcedToolCallReader::Delta> deltas;
+    c.forced->Feed(s.text, &deltas);
+    const std::string lp = take_logprobs(c, &s.logprobs);
+    const std::vector<int32_t>* ids = p.return_token_ids && !s.chunk_ids.empty() ? &s.chunk_ids : nullptr;
+    if (ids != nullptr || !lp.empty()) writer.Content(&out, "", "", ids, nullptr, lp);
+    if (!deltas.empty()) writer.ToolCalls(&out, ForcedDeltasJson(deltas, new_tool_id).dump());
+    s.text.clear();
+    s.chunk_ids.clear();
+  };
   // A choice's news as chunks; its finish chunk once it is done.
   auto emit = [&](Choice& c, size_t index) {
     if (c.finish_sent) return;  // ended: its parser was flushed once, nothing more goes out for it
@@ -471,7 +513,9 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       if (!prompt_logprobs_done() && !first.done) return;
       if (failed == nullptr) send_echo(c);
     }
-    if (chat && c.parser->active()) {
+    if (c.forced) {
+      emit_forced(c);
+    } else if (chat && c.parser->active()) {
       emit_split(c, s.done);
     } else if (!s.text.empty() || (p.return_token_ids && !s.chunk_ids.empty()) || !s.logprobs.empty()) {
       const std::string lp = take_logprobs(c, &s.logprobs);
@@ -482,7 +526,8 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       s.chunk_ids.clear();
     }
     if (s.done && !c.finish_sent && failed == nullptr && s.finish_reason != "cancelled") {
-      writer.Finish(&out, c.parser->saw_calls() ? "tool_calls" : s.finish_reason);
+      writer.Finish(&out, c.forced ? ForcedFinishReason(p.forced, *c.forced, s.finish_reason)
+                                   : c.parser->saw_calls() ? "tool_calls" : s.finish_reason);
       c.finish_sent = true;
     }
   };

@@ -321,7 +321,6 @@ Err RejectUnsupported(const json& obj, bool chat) {
   if (chat) {
     if (auto e = Unsupported(obj, "echo", IsFalse, "chat does not echo")) return e;
   }
-  auto zero = [](const json& v) { return IsNumber(v, 0); };
   auto never = [](const json&) { return false; };
   // best_of: only its default (= n), which returns the n choices as they are.
   const json* n_field = Field(obj, "n");
@@ -501,6 +500,46 @@ Err ParseTools(const json& obj, json* out) {
   return std::nullopt;
 }
 
+// tool_choice and parallel_tool_calls, after tools (vLLM's checks and messages, where it has them).
+Err ParseToolChoice(const json& obj, ChatRequest* req) {
+  if (auto e = GetBool(obj, "parallel_tool_calls", &req->parallel_tool_calls)) return e;
+  const json* tc = Field(obj, "tool_choice");
+  if (tc == nullptr) return std::nullopt;
+  const char* usage = "use \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": \"my_function\"}}";
+  if (tc->is_string()) {
+    const std::string& s = tc->get_ref<const std::string&>();
+    if (s == "none") req->tool_choice = ToolChoice::kNone;
+    else if (s == "auto") req->tool_choice = ToolChoice::kAuto;
+    else if (s == "required") req->tool_choice = ToolChoice::kRequired;
+    else return InvalidRequest("tool_choice = " + Show(*tc) + " is not a tool choice: " + usage, "tool_choice");
+  } else if (tc->is_object()) {
+    const json* f = Field(*tc, "function");
+    const json* name = f != nullptr && f->is_object() ? Field(*f, "name") : nullptr;
+    if (tc->value("type", json()) != "function" || name == nullptr || !name->is_string() || name->get_ref<const std::string&>().empty()) {
+      return InvalidRequest("tool_choice = " + Show(*tc) + " is not a tool choice: " + usage, "tool_choice");
+    }
+    req->tool_choice = ToolChoice::kNamed;
+    req->tool_choice_name = name->get<std::string>();
+  } else {
+    return TypeError("tool_choice", "a string or an object", *tc);
+  }
+  if (req->tool_choice == ToolChoice::kRequired || req->tool_choice == ToolChoice::kNamed) {
+    if (!req->tools.is_array() || req->tools.empty()) {
+      return InvalidRequest("tool_choice " + Show(*tc) + " needs tools: a non-empty array of functions", "tools");
+    }
+  }
+  if (req->tool_choice == ToolChoice::kNamed) {
+    const bool known = std::any_of(req->tools.begin(), req->tools.end(), [&](const json& t) {
+      return t["function"]["name"] == req->tool_choice_name;
+    });
+    if (!known) {
+      return InvalidRequest("tool_choice names the function '" + req->tool_choice_name.substr(0, 64) +
+                                "', which is not in tools", "tool_choice");
+    }
+  }
+  return std::nullopt;
+}
+
 template <class Request>
 void CopyCommon(Common&& c, Request* r) {
   r->model = std::move(c.model);
@@ -537,8 +576,6 @@ std::variant<ChatRequest, ApiError> ParseChatImpl(std::string_view body) {
   ChatRequest req;
   Common c;
   if (auto e = ParseCommon(obj, /*chat=*/true, &c)) return std::move(*e);
-  auto plain_choice = [](const json& v) { return v == "none" || v == "auto"; };
-  if (auto e = Unsupported(obj, "tool_choice", plain_choice, "tool calls cannot be forced")) return std::move(*e);
   if (auto e = Unsupported(obj, "continue_final_message", IsFalse, "not implemented")) return std::move(*e);
   const json* messages = Field(obj, "messages");
   if (messages == nullptr) return InvalidRequest("messages is required", "messages");
@@ -551,7 +588,7 @@ std::variant<ChatRequest, ApiError> ParseChatImpl(std::string_view body) {
     req.messages.push_back(std::move(m));
   }
   if (auto e = ParseTools(obj, &req.tools)) return std::move(*e);
-  if (const json* tc = Field(obj, "tool_choice")) req.tool_choice_none = *tc == "none";
+  if (auto e = ParseToolChoice(obj, &req)) return std::move(*e);
   if (const json* kw = Field(obj, "chat_template_kwargs")) {
     if (!kw->is_object()) return TypeError("chat_template_kwargs", "an object", *kw);
     for (auto it = kw->begin(); it != kw->end(); ++it) {

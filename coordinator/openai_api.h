@@ -140,6 +140,11 @@ struct CompletionRequest {
   std::string user;
 };
 
+// tool_choice: "auto" (calls parsed out of the model's own format, when it writes one), "none" (no calls
+// parsed), "required" (at least one call, forced) or {"type": "function", "function": {"name": …}}
+// (that function, forced). Forced calls: coordinator/forced_tool_call.h.
+enum class ToolChoice { kAuto, kNone, kRequired, kNamed };
+
 // POST /v1/chat/completions.
 struct ChatRequest {
   std::string model;
@@ -149,7 +154,9 @@ struct ChatRequest {
   // parts is flattened here to one string joined by "\n" (what vLLM does for string-format templates).
   nlohmann::ordered_json messages;
   nlohmann::ordered_json tools;                 // null, or an array of objects; passed to the template
-  bool tool_choice_none = false;                // tool_choice: "none" (no calls parsed out of the output)
+  ToolChoice tool_choice = ToolChoice::kAuto;   // kRequired and kNamed need non-empty tools
+  std::string tool_choice_name;                 // kNamed: the function, one of tools'
+  bool parallel_tool_calls = true;              // false: a forced "required" output holds one call
   nlohmann::ordered_json chat_template_kwargs;  // null or an object (vLLM extension)
   bool add_generation_prompt = true;
   SamplingOptions sampling;

@@ -99,6 +99,7 @@ std::variant<RequestTable::Admitted, api::ApiError> RequestTable::Admit(Admissio
   e.submit.sampling.min_tokens = static_cast<int32_t>(std::min<int64_t>(a.sampling.min_tokens, max_tokens));
   e.submit.bias_ids = std::move(a.bias_ids);
   e.submit.bias_values = std::move(a.bias_values);
+  e.submit.json_schema = std::move(a.json_schema);
   e.submit.logprobs = a.logprobs;
   e.submit.prompt_logprobs = a.prompt_logprobs;
   e.submit.fork_of = fork_of;

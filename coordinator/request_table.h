@@ -81,6 +81,7 @@ class RequestTable {
     std::vector<int32_t> stop_ids;  // the client's
     std::vector<int32_t> bias_ids;  // logit_bias, checked against the vocabulary
     std::vector<float> bias_values;
+    std::string json_schema;  // the output's constraint (a forced tool call); "" none
     int logprobs = -1;  // api::SamplingOptions::logprobs
     int prompt_logprobs = -1;  // the prompt's logprobs with this many alternatives (prompt_logprobs, echo)
     // n > 1: a later choice of the admitted request fork_of (the same prompt): it goes to the same rank,

@@ -15,8 +15,10 @@ into .venv-test; this script exits 77, skipped, when it is not there), against a
   - echo (completions), whole and streamed; prompt_logprobs (completions and chat) and echo with
     logprobs, equal to the log-softmax of transformers' prefill logits;
   - n choices (completions and chat, whole and streamed): choice i equals the request with seed + i;
-  - what is still refused: prompt_logprobs with stream, n > 128, tool_choice required (a 400 naming
-    the field, which the SDK raises).
+  - forced tool calls: tool_choice "required" and a named function, whole and streamed, the calls'
+    arguments fitting the tools' schemas (constrained on the worker);
+  - what is still refused: prompt_logprobs with stream, n > 128, a forced call whose schema uses a
+    keyword shoal cannot enforce (a 400 naming the field, which the SDK raises).
 
 usage: openai_sdk_test.py SHOAL_BINARY SOURCE_DIR
 """
@@ -226,12 +228,81 @@ def main():
         t = client.chat.completions.create(model="tiny", messages=msgs, tools=tools, max_tokens=4, temperature=0)
         check(t.choices[0].finish_reason in ("stop", "length") and not t.choices[0].message.tool_calls,
               "a chat with tools and no call in the output: finish_reason %s, no tool_calls" % t.choices[0].finish_reason)
+
+        # Forced tool calls: tool_choice "required" or a named function holds the output to the tools'
+        # schemas on the worker (this random model would never write a call by itself); the calls come
+        # back as tool_calls, the streamed deltas adding up to the whole response's.
+        wtools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                   "parameters": {"type": "object", "properties": {
+                       "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}, "days": {"type": "integer"},
+                       "ok": {"type": "boolean"}}, "required": ["unit", "days", "ok"]}}},
+                  {"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}}]
+
+        def valid_args(name, text):
+            try:
+                a = json.loads(text)
+            except ValueError:
+                return False
+            if name == "ping":
+                return a == {}
+            return (list(a) == ["unit", "days", "ok"] and a["unit"] in ("celsius", "fahrenheit") and
+                    type(a["days"]) is int and type(a["ok"]) is bool)
+
+        def streamed_calls(**kw):
+            calls, finish = {}, None
+            for ch in client.chat.completions.create(stream=True, **kw):
+                if not ch.choices:
+                    continue
+                for d in ch.choices[0].delta.tool_calls or []:
+                    c = calls.setdefault(d.index, {"name": None, "arguments": "", "ids": 0})
+                    if d.id:
+                        c["ids"] += 1
+                        c["name"] = d.function.name
+                    c["arguments"] += d.function.arguments or ""
+                finish = ch.choices[0].finish_reason or finish
+            return [calls[i] for i in sorted(calls)], finish
+
+        named = dict(model="tiny", messages=msgs, tools=wtools, max_tokens=200, temperature=1.0, seed=5,
+                     tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        r = client.chat.completions.create(**named)
+        calls = r.choices[0].message.tool_calls or []
+        check(r.choices[0].finish_reason == "stop" and len(calls) == 1 and calls[0].function.name == "get_weather" and
+              valid_args("get_weather", calls[0].function.arguments) and not r.choices[0].message.content,
+              "named tool_choice: one get_weather call whose arguments fit its schema (%r)" %
+              (calls[0].function.arguments if calls else None))
+        s, finish = streamed_calls(**named)
+        check(finish == "stop" and len(s) == 1 and s[0]["ids"] == 1 and s[0]["name"] == "get_weather" and
+              calls and s[0]["arguments"] == calls[0].function.arguments,
+              "named tool_choice streamed: the arguments' deltas add up to the whole response's")
+        # One call (parallel_tool_calls false) keeps this random model's output short; with several
+        # allowed it may write calls until max_tokens, and a cut-off array stays content.
+        required = dict(model="tiny", messages=msgs, tools=wtools, max_tokens=300, temperature=1.0, seed=9,
+                        tool_choice="required", parallel_tool_calls=False)
+        r = client.chat.completions.create(**required)
+        calls = r.choices[0].message.tool_calls or []
+        whole = [(c.function.name, c.function.arguments) for c in calls]
+        check(r.choices[0].finish_reason == "tool_calls" and len(calls) == 1 and all(valid_args(n, a) for n, a in whole),
+              "tool_choice required: a call of one of the tools, with arguments that fit its schema (%r)" % whole)
+        s, finish = streamed_calls(**required)
+        check(finish == "tool_calls" and [(c["name"], c["arguments"]) for c in s] == whole and
+              all(c["ids"] == 1 for c in s), "tool_choice required streamed: the same call, delta by delta")
+        several = {**required, "parallel_tool_calls": True, "max_tokens": 300}
+        r = client.chat.completions.create(**several)
+        calls = r.choices[0].message.tool_calls or []
+        fin = r.choices[0].finish_reason
+        check((fin == "tool_calls" and len(calls) >= 1 and
+               all(valid_args(c.function.name, c.function.arguments) for c in calls) and len({c.id for c in calls}) == len(calls))
+              or (fin == "length" and not calls and r.choices[0].message.content.lstrip().startswith("[")),
+              "tool_choice required, several calls allowed: %s with %d whole call(s), or cut off as content" % (fin, len(calls)))
         try:
-            client.chat.completions.create(model="tiny", messages=msgs, tools=tools, tool_choice="required", max_tokens=2)
-            check(False, "tool_choice required is refused")
+            bad = [{"type": "function", "function": {"name": "zip", "parameters": {
+                "type": "object", "properties": {"code": {"type": "string", "pattern": "^[0-9]{5}$"}}}}}]
+            client.chat.completions.create(model="tiny", messages=msgs, tools=bad, tool_choice="required", max_tokens=5)
+            check(False, "a forced call with a schema shoal cannot enforce is refused")
         except openai.BadRequestError as e:
-            check(e.body is not None and e.body.get("param") == "tool_choice",
-                  "tool_choice required is refused with a 400 (it needs constrained decoding)")
+            check(e.body is not None and e.body.get("param") == "tools[0].function.parameters" and
+                  "pattern" in e.body.get("message", ""),
+                  "a forced call whose schema has 'pattern' is a 400 naming the tool's parameters and the keyword")
 
         # echo: the prompt's text before the completion's, whole and streamed.
         plain = client.completions.create(model="tiny", prompt="The cat", max_tokens=3, temperature=0)

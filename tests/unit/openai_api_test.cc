@@ -408,7 +408,23 @@ TEST(OpenAiParse, ChatValidation) {
   ChatError(std::string(kUserHi) + ",\"top_logprobs\":2}", "top_logprobs");
   ChatError(std::string(kUserHi) + ",\"n\":-1}", "n");
   EXPECT_EQ(Chat(std::string(kUserHi) + ",\"n\":3}").sampling.n, 3);
-  ChatError(std::string(kUserHi) + ",\"tool_choice\":\"required\"}", "tool_choice");
+  // tool_choice: forced calls need tools, a named one must be among them (vLLM's checks).
+  ChatError(std::string(kUserHi) + ",\"tool_choice\":\"required\"}", "tools");
+  ChatError(std::string(kUserHi) + ",\"tools\":[],\"tool_choice\":\"required\"}", "tools");
+  const std::string tools = ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]";
+  EXPECT_EQ(Chat(std::string(kUserHi) + tools + ",\"tool_choice\":\"required\"}").tool_choice, ToolChoice::kRequired);
+  const ChatRequest named =
+      Chat(std::string(kUserHi) + tools + ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+           "\"parallel_tool_calls\":false}");
+  EXPECT_EQ(named.tool_choice, ToolChoice::kNamed);
+  EXPECT_EQ(named.tool_choice_name, "f");
+  EXPECT_FALSE(named.parallel_tool_calls);
+  EXPECT_EQ(Chat(std::string(kUserHi) + tools + ",\"tool_choice\":\"none\"}").tool_choice, ToolChoice::kNone);
+  ChatError(std::string(kUserHi) + tools + ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", "tool_choice");
+  ChatError(std::string(kUserHi) + tools + ",\"tool_choice\":{\"type\":\"function\"}}", "tool_choice");
+  ChatError(std::string(kUserHi) + tools + ",\"tool_choice\":\"any\"}", "tool_choice");
+  ChatError(std::string(kUserHi) + tools + ",\"tool_choice\":3}", "tool_choice");
+  ChatError(std::string(kUserHi) + tools + ",\"parallel_tool_calls\":\"no\"}", "parallel_tool_calls");
   ChatError(std::string(kUserHi) + ",\"stop\":[1]}", "stop");
   ChatError(std::string(kUserHi) + ",\"stream_options\":{\"include_usage\":true}}", "stream_options");
   EXPECT_TRUE(Chat(std::string(kUserHi) + ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}")
