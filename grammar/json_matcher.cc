@@ -23,7 +23,9 @@ enum : uint8_t { kBody = 0, kEscape = 1, kHex = 10, kUtf8 = 20 };
 enum : uint8_t { kCont, kContA0, kCont9F, kCont90, kCont8F };
 // Number phases (T: may end here).
 enum : uint8_t { kMinus, kZero /*T*/, kInt /*T*/, kDot, kFrac /*T*/, kE, kExpSign, kExp /*T*/ };
-constexpr int kMaxIntDigits = 19, kMaxFracDigits = 17, kMaxExpDigits = 3;
+// Two exponent digits keep every number a finite double (19 digits × 10^99 < 1.8e308): a client parser
+// never overflows.
+constexpr int kMaxIntDigits = 19, kMaxFracDigits = 17, kMaxExpDigits = 2;
 
 bool NumberCanEnd(uint8_t phase) { return phase == kZero || phase == kInt || phase == kFrac || phase == kExp; }
 

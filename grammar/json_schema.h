@@ -20,8 +20,9 @@
 // `patternProperties`, `prefixItems`, `dependentRequired` and the like are refused with
 // Unimplemented naming the keyword and its path, so a schema is never silently weakened.
 //
-// Numbers are bounded in length (integer part ≤ 19 digits, fraction ≤ 17, exponent ≤ 3) and whitespace
-// between tokens to runs of ≤ kMaxWhitespaceRun bytes, so a constrained generation always ends.
+// Numbers are bounded in length (integer part ≤ 19 digits, fraction ≤ 17, exponent ≤ 2: every number
+// is a finite double) and whitespace between tokens to runs of ≤ kMaxWhitespaceRun bytes, so a
+// constrained generation always ends.
 #pragma once
 
 #include <cstdint>

@@ -10,16 +10,36 @@ namespace shoal::grammar {
 
 namespace {
 
-// Code points of a token a string body takes whole: valid, complete UTF-8 with no quote, backslash or
-// control byte; -1 for any other token (those are tried byte by byte).
-int32_t PlainCodePoints(const std::string& b) {
+// How a string body (no escape or UTF-8 sequence pending) takes a token: kTried (a quote, backslash
+// or control byte: try it), kNever (a stray continuation byte or bytes UTF-8 never has), else the
+// code points it adds — a sequence left incomplete at its end counts, the next token completes it.
+constexpr int32_t kTried = -1, kNever = -2;
+
+int32_t InBody(const std::string& b) {
   int32_t n = 0;
-  for (size_t i = 0; i < b.size(); ++n) {
+  for (size_t i = 0; i < b.size();) {
     const auto ch = static_cast<uint8_t>(b[i]);
-    if (ch == '"' || ch == '\\' || ch < 0x20) return -1;
+    if (ch == '"' || ch == '\\' || ch < 0x20) return kTried;
+    ++n;
+    if (ch < 0x80) {
+      ++i;
+      continue;
+    }
     const size_t len = Utf8SequenceLength(b, i);
-    if (len == 0) return -1;
-    i += len;
+    if (len > 0) {
+      i += len;
+      continue;
+    }
+    // Not a whole sequence: fine only as the valid start of one that the token ends inside.
+    const size_t want = Utf8LeadLength(static_cast<char>(ch));
+    if (ch < 0xC2 || ch > 0xF4 || i + want <= b.size()) return kNever;
+    const uint8_t lo = ch == 0xE0 ? 0xA0 : ch == 0xF0 ? 0x90 : 0x80;
+    const uint8_t hi = ch == 0xED ? 0x9F : ch == 0xF4 ? 0x8F : 0xBF;
+    for (size_t k = i + 1; k < b.size(); ++k) {
+      const auto c = static_cast<uint8_t>(b[k]);
+      if (c < (k == i + 1 ? lo : 0x80) || c > (k == i + 1 ? hi : 0xBF)) return kNever;
+    }
+    return n;
   }
   return n;
 }
@@ -28,22 +48,33 @@ int32_t PlainCodePoints(const std::string& b) {
 
 TokenVocabulary::TokenVocabulary(std::vector<std::string> bytes) : bytes_(std::move(bytes)) {
   plain_cp_.assign(bytes_.size(), -1);
+  plain_mask_.assign(bytes_.size(), 0);
+  std::vector<int32_t> all, other;
   for (size_t t = 0; t < bytes_.size(); ++t) {
     if (bytes_[t].empty()) continue;
-    sorted_.push_back(static_cast<int32_t>(t));
-    plain_cp_[t] = PlainCodePoints(bytes_[t]);
-    if (plain_cp_[t] < 0) other_.push_back(static_cast<int32_t>(t));
+    all.push_back(static_cast<int32_t>(t));
+    plain_cp_[t] = InBody(bytes_[t]);
+    if (plain_cp_[t] == kTried) other.push_back(static_cast<int32_t>(t));
+    plain_mask_[t] = plain_cp_[t] >= 0 ? 1 : 0;
   }
-  std::sort(sorted_.begin(), sorted_.end(), [&](int32_t a, int32_t b) { return bytes_[a] < bytes_[b]; });
-  lcp_.assign(sorted_.size(), 0);
-  for (size_t i = 1; i < sorted_.size(); ++i) {
-    const std::string& x = bytes_[static_cast<size_t>(sorted_[i - 1])];
-    const std::string& y = bytes_[static_cast<size_t>(sorted_[i])];
+  sorted_ = SortByBytes(std::move(all));
+  other_ = SortByBytes(std::move(other));
+}
+
+TokenVocabulary::SortedTokens TokenVocabulary::SortByBytes(std::vector<int32_t> ids) const {
+  SortedTokens out;
+  std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return bytes_[a] < bytes_[b]; });
+  out.lcp.assign(ids.size(), 0);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    const std::string& x = bytes_[static_cast<size_t>(ids[i - 1])];
+    const std::string& y = bytes_[static_cast<size_t>(ids[i])];
     const size_t n = std::min(x.size(), y.size());
     size_t k = 0;
     while (k < n && x[k] == y[k]) ++k;
-    lcp_[i] = static_cast<uint32_t>(k);
+    out.lcp[i] = static_cast<uint32_t>(k);
   }
+  out.ids = std::move(ids);
+  return out;
 }
 
 StatusOr<std::shared_ptr<const TokenVocabulary>> TokenVocabulary::FromTokenizer(const Tokenizer& tok) {
@@ -87,37 +118,40 @@ void TokenConstraint::Allowed(std::span<const int32_t> stop_ids, int32_t vocab, 
   if (matcher_.dead()) return;
   const TokenVocabulary& v = *vocab_;
   const auto limit = std::min(vocab, v.size());
-  auto set = [&](int32_t t) {
-    if (t < limit) (*allowed)[static_cast<size_t>(t)] = 1;
-  };
+  int64_t room = 0;
+  if (matcher_.InStringBody(&room)) {
+    // The tokens a string body takes whole, by their code points; then the ones to try.
+    if (room == INT64_MAX) {
+      std::copy(v.plain_mask_.begin(), v.plain_mask_.begin() + limit, allowed->begin());
+    } else {
+      for (int32_t t = 0; t < limit; ++t) {
+        const int32_t cp = v.plain_cp_[static_cast<size_t>(t)];
+        if (cp >= 0 && cp <= room) (*allowed)[static_cast<size_t>(t)] = 1;
+      }
+    }
+    Walk(v.other_, limit, allowed);
+  } else {
+    Walk(v.sorted_, limit, allowed);
+  }
   if (matcher_.accepting()) {
     for (int32_t t : stop_ids) {
       if (t >= 0 && t < vocab) (*allowed)[static_cast<size_t>(t)] = 1;
     }
   }
-  int64_t room = 0;
-  if (matcher_.InStringBody(&room)) {
-    for (int32_t t : v.sorted_) {
-      if (v.plain_cp_[static_cast<size_t>(t)] >= 0 && v.plain_cp_[static_cast<size_t>(t)] <= room) set(t);
-    }
-    if (depth_states_.empty()) depth_states_.push_back(matcher_);
-    for (int32_t t : v.other_) {
-      depth_states_[0] = matcher_;
-      if (depth_states_[0].Feed(v.bytes(t))) set(t);
-    }
-    return;
-  }
-  // Depth-first over the sorted vocabulary: depth_states_[k] is the state after the first k bytes of
-  // the current token, valid for k ≤ valid; a token whose first `dead_at` bytes failed rules out the
-  // tokens after it that share them.
+}
+
+void TokenConstraint::Walk(const TokenVocabulary::SortedTokens& list, int32_t limit, std::vector<uint8_t>* allowed) {
+  // depth_states_[k] is the state after the first k bytes of the current token, valid for k ≤ valid;
+  // a token whose first `dead_at` bytes failed rules out the tokens after it that share them.
+  const TokenVocabulary& v = *vocab_;
   size_t valid = 0;
   size_t dead_at = SIZE_MAX;
   if (depth_states_.empty()) depth_states_.push_back(matcher_);
   depth_states_[0] = matcher_;
-  for (size_t i = 0; i < v.sorted_.size(); ++i) {
-    const int32_t t = v.sorted_[i];
+  for (size_t i = 0; i < list.ids.size(); ++i) {
+    const int32_t t = list.ids[i];
     const std::string& b = v.bytes(t);
-    const size_t shared = v.lcp_[i];
+    const size_t shared = list.lcp[i];
     if (dead_at <= shared) continue;
     dead_at = SIZE_MAX;
     size_t k = std::min(valid, shared);
@@ -131,7 +165,7 @@ void TokenConstraint::Allowed(std::span<const int32_t> stop_ids, int32_t vocab, 
       valid = k;
     } else {
       valid = b.size();
-      set(t);
+      if (t < limit) (*allowed)[static_cast<size_t>(t)] = 1;
     }
   }
 }

@@ -42,10 +42,18 @@ class TokenVocabulary {
  private:
   friend class TokenConstraint;
   std::vector<std::string> bytes_;
-  std::vector<int32_t> sorted_;    // the non-empty tokens, by their bytes
-  std::vector<uint32_t> lcp_;      // bytes sorted_[i] shares with sorted_[i - 1] (0 for i = 0)
-  std::vector<int32_t> plain_cp_;  // [size] code points of a token a string body takes whole; -1: not such a token
-  std::vector<int32_t> other_;     // the non-empty tokens that are not plain
+  // A list of tokens sorted by their bytes, with the bytes each shares with the one before it.
+  struct SortedTokens {
+    std::vector<int32_t> ids;
+    std::vector<uint32_t> lcp;  // lcp[0] = 0
+  };
+  SortedTokens SortByBytes(std::vector<int32_t> ids) const;
+  SortedTokens sorted_;  // the non-empty tokens
+  // [size] code points a string body's bytes gain from the token (≥ 0), or that it must be tried
+  // byte by byte (-1: a quote, backslash or control byte) or is never taken there (-2).
+  std::vector<int32_t> plain_cp_;
+  SortedTokens other_;                 // the tokens to try (-1 above)
+  std::vector<uint8_t> plain_mask_;    // [size] 1 for a token a string body takes whole (≥ 0 above)
 };
 
 class TokenConstraint {
@@ -63,6 +71,9 @@ class TokenConstraint {
   bool dead() const { return matcher_.dead(); }
 
  private:
+  // Sets the tokens of `list` the matcher can take (depth-first over shared prefixes).
+  void Walk(const TokenVocabulary::SortedTokens& list, int32_t limit, std::vector<uint8_t>* allowed);
+
   JsonMatcher matcher_;
   std::shared_ptr<const TokenVocabulary> vocab_;
   std::vector<JsonMatcher> depth_states_;  // Allowed's scratch: the state after each byte of a token

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 seconds=${SHOAL_FUZZ_SECONDS:-60}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHOAL_CUDA=OFF \
   -DSHOAL_BUILD_FUZZ=ON -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF >/dev/null
-read -r -a targets <<<"${SHOAL_FUZZ_TARGETS:-safetensors_header model_config batch_file control_frame openai_request tokenizer jinja http_request}"
+read -r -a targets <<<"${SHOAL_FUZZ_TARGETS:-safetensors_header model_config batch_file control_frame openai_request tokenizer jinja http_request json_schema}"
 cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/%/_fuzz}"
 for t in "${targets[@]}"; do
   work=build-fuzz/corpus-$t
