@@ -217,6 +217,7 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"keepalive_timeout_s", IntIn<int>(&sv.keepalive_timeout_s, 1, 3600)},
                   {"request_timeout_s", IntIn<int>(&sv.request_timeout_s, 0, 7 * 24 * 3600)},
                   {"group_forget_s", IntIn<int>(&sv.group_forget_s, 1, 7 * 24 * 3600)},
+                  {"expert_load_window_s", IntIn<int>(&sv.expert_load_window_s, 1, 24 * 3600)},
                   {"migration_timeout_s", IntIn<int>(&sv.migration_timeout_s, 0, 24 * 3600)},
                   {"http_threads", IntIn<int>(&sv.http_threads, 0, 256)},
                   {"text_threads", IntIn<int>(&sv.text_threads, 0, 256)},
@@ -326,6 +327,7 @@ std::string EngineConfigYaml(const EngineConfig& c) {
   y << YAML::Key << "keepalive_timeout_s" << YAML::Value << s.keepalive_timeout_s;
   y << YAML::Key << "request_timeout_s" << YAML::Value << s.request_timeout_s;
   y << YAML::Key << "group_forget_s" << YAML::Value << s.group_forget_s;
+  y << YAML::Key << "expert_load_window_s" << YAML::Value << s.expert_load_window_s;
   y << YAML::Key << "migration_timeout_s" << YAML::Value << s.migration_timeout_s;
   y << YAML::Key << "http_threads" << YAML::Value << s.http_threads;
   y << YAML::Key << "text_threads" << YAML::Value << s.text_threads;

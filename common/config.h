@@ -50,6 +50,7 @@
 //     max_control_connections: 4096  # open control-plane connections (worker ranks, rendezvous)
 //     keepalive_timeout_s: 30    # an HTTP connection idle (or still sending its header) this long is closed
 //     request_timeout_s: 0       # a non-streamed request not finished after this gets 504 (0: no limit)
+//     expert_load_window_s: 60   # tokens per (layer, expert) over this window: GET /v1/expert_load
 //     group_forget_s: 60         # a group whose ranks are all gone is forgotten after this (so /ready
 //                                # stops waiting for a group that is not coming back)
 //     migration_timeout_s: 120   # a failed group's requests wait this long for another group (or the
@@ -133,6 +134,7 @@ struct EngineConfig {
     int keepalive_timeout_s = 30;        // an idle HTTP connection (or one sending a header) is closed after this
     int request_timeout_s = 0;           // a non-streamed request unfinished after this gets 504 (0 = no limit)
     int group_forget_s = 60;             // a broken group with no live rank is forgotten after this
+    int expert_load_window_s = 60;       // GET /v1/expert_load and the imbalance gauge cover this many seconds
     // A failed group's requests wait this long for a group to take them over (token-exact), then get
     // the 503 they would have had at once; 0 turns migration off.
     int migration_timeout_s = 120;

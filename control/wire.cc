@@ -198,6 +198,7 @@ void Encode(Writer& w, const Heartbeat& m) {
     w.Put(h->sum);
   }
   for (double v : {m.attention_seconds, m.mlp_seconds, m.exchange_seconds, m.tp_seconds}) w.Put(v);
+  w.PutVector(m.layer_expert_tokens);
 }
 void Encode(Writer&, const Wake&) {}
 void Encode(Writer&, const Shutdown&) {}
@@ -416,6 +417,13 @@ StatusOr<Message> DecodeHeartbeat(Reader& r) {
   for (const auto& p : phases) {
     *p.v = r.Get<double>(p.name);
     if (r.ok() && (!std::isfinite(*p.v) || *p.v < 0)) r.Fail(p.name, "is invalid");
+  }
+  m.layer_expert_tokens = r.GetVector<uint64_t>("layer_expert_tokens", kMaxLayerExpertCounts);
+  if (r.ok() && !m.layer_expert_tokens.empty() &&
+      (m.expert_tokens.empty() || m.layer_expert_tokens.size() % m.expert_tokens.size() != 0)) {
+    r.Fail("layer_expert_tokens", "has " + std::to_string(m.layer_expert_tokens.size()) +
+                                      " entries, not a multiple of the local experts' " +
+                                      std::to_string(m.expert_tokens.size()));
   }
   if (r.ok()) {
     if (!std::isfinite(m.step_seconds_total) || m.step_seconds_total < 0) r.Fail("step_seconds_total", "is invalid");

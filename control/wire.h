@@ -41,6 +41,8 @@ inline constexpr uint32_t kMaxStopIds = 1024;
 inline constexpr uint32_t kMaxStringBytes = 4096;
 inline constexpr uint32_t kMaxEventsPerFrame = 1u << 16;
 inline constexpr uint32_t kMaxExperts = 1u << 16;
+// Heartbeat.layer_expert_tokens entries (layers × local experts): 8 MiB at most.
+inline constexpr uint32_t kMaxLayerExpertCounts = 1u << 20;
 inline constexpr uint32_t kMaxGroupRanks = 65536;
 inline constexpr uint32_t kMaxRendezvousIdBytes = 1024;  // NCCL's unique id is 128
 // Upper bound of a Hello's or a Rendezvous's payload with every field at its limit (a Hello with
@@ -182,6 +184,9 @@ struct Heartbeat {
   HistogramTotals iteration_tokens, queue_seconds, prefill_seconds, decode_seconds;
   // Where the step time went (worker/step_engine.h StepPhases), cumulative seconds (protocol 5).
   double attention_seconds = 0, mlp_seconds = 0, exchange_seconds = 0, tp_seconds = 0;
+  // expert_tokens by layer: [layers × local experts], row l·L + i = layer l, local expert i (dense
+  // layers 0); empty before the first step. Its size is a multiple of expert_tokens'.
+  std::vector<uint64_t> layer_expert_tokens;
 };
 
 struct Wake {};

@@ -68,6 +68,7 @@ StatusOr<std::shared_ptr<Rank>> Cluster::Join(const control::Hello& h, std::shar
     g.incarnation = ++last_incarnation_;
     g.ranks.assign(h.size, nullptr);
     g.last_live = now;
+    g.expert_load = ExpertLoadWindow(std::chrono::seconds(options_.expert_load_window_s));
   }
   if (g.broken) return Unavailable("group " + h.group + " is still shutting down its previous workers");
   if (g.size != h.size) {
@@ -100,6 +101,52 @@ void Cluster::OnHeartbeat(Rank& rank, control::Heartbeat hb, Clock::time_point n
   rank.last_seen = now;
   if (hb.steps != rank.hb.steps) rank.last_progress = now;
   rank.hb = std::move(hb);
+  // Rank 0's heartbeat takes the group's snapshot of the expert load, from every rank's latest counts.
+  if (rank.hello.rank != 0 || options_.model_layers <= 0 || options_.model_experts <= 0) return;
+  Group* g = GroupOf(rank);
+  if (g == nullptr) return;
+  std::vector<std::vector<int>> experts;
+  std::vector<const std::vector<uint64_t>*> counts;
+  for (const auto& r : g->ranks) {
+    if (!r || r->dead) continue;
+    experts.emplace_back(r->hello.local_experts.begin(), r->hello.local_experts.end());
+    counts.push_back(&r->hb.layer_expert_tokens);
+  }
+  g->expert_load.Record(now, options_.model_layers, options_.model_experts,
+                        GroupCumulative(options_.model_layers, options_.model_experts, experts, counts));
+}
+
+namespace {
+
+std::vector<std::vector<int>> RankExperts(const Group& g) {
+  std::vector<std::vector<int>> out;
+  for (const auto& r : g.ranks) {
+    if (r && !r->dead) out.emplace_back(r->hello.local_experts.begin(), r->hello.local_experts.end());
+  }
+  return out;
+}
+
+}  // namespace
+
+namespace {
+
+// /v1/cluster's short form of the expert load (GET /v1/expert_load has the counts).
+nlohmann::ordered_json ExpertLoadSummary(const Group& g) {
+  const ExpertLoad load = g.expert_load.Current();
+  return {{"window_seconds", load.seconds}, {"tokens", load.Total()}, {"rank_imbalance", load.RankImbalance(RankExperts(g))}};
+}
+
+}  // namespace
+
+nlohmann::ordered_json Cluster::ExpertLoadReport() const {
+  nlohmann::ordered_json groups = nlohmann::ordered_json::object();
+  for (const auto& [name, g] : groups_) {
+    const ExpertLoad load = g.expert_load.Current();
+    nlohmann::ordered_json j = ExpertLoadJson(load);
+    j["rank_imbalance"] = load.RankImbalance(RankExperts(g));
+    groups[name] = std::move(j);
+  }
+  return {{"window_seconds", options_.expert_load_window_s}, {"groups", std::move(groups)}};
 }
 
 std::optional<GroupFailure> Cluster::RankFailed(const std::shared_ptr<Rank>& rank, const std::string& why,
@@ -303,6 +350,7 @@ nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
                       {"ready", g.Complete()},
                       {"error", g.broken ? ordered_json(g.broken_reason) : ordered_json(nullptr)},
                       {"requests_in_flight", g.InFlight()},
+                      {"expert_load", ExpertLoadSummary(g)},
                       {"ranks", ranks}});
   }
   std::lock_guard<std::mutex> lock(supervision_mu_);
@@ -345,6 +393,11 @@ void Cluster::RemoveRankSeries(const std::string& group, const Rank& r) {
   }
   for (uint32_t e : r.hello.local_experts) {
     metrics_.RemoveSeries("shoal_expert_tokens_total", {{"group", group}, {"expert", std::to_string(e)}});
+  }
+  if (r.hello.rank == 0) {
+    for (const char* name : {"shoal_expert_load_imbalance", "shoal_expert_load_window_tokens"}) {
+      metrics_.RemoveSeries(name, {{"group", group}});
+    }
   }
 }
 
@@ -409,6 +462,16 @@ void Cluster::RefreshMetrics() const {
         metrics_.histogram(h.name, h.help, h.buckets, l).SetTotals(h.totals.counts, h.totals.sum);
       }
       const auto& experts = r->hello.local_experts;
+      if (r->hello.rank == 0) {
+        const ExpertLoad load = g.expert_load.Current();
+        metrics_.gauge("shoal_expert_load_imbalance",
+                       "Most loaded rank's routed tokens over the mean rank's, in the expert load window (1 = balanced)",
+                       {{"group", name}})
+            .Set(load.RankImbalance(RankExperts(g)));
+        metrics_.gauge("shoal_expert_load_window_tokens", "Tokens routed to experts in the expert load window (all layers)",
+                       {{"group", name}})
+            .Set(static_cast<double>(load.Total()));
+      }
       for (size_t i = 0; i < experts.size() && i < r->hb.expert_tokens.size(); ++i) {
         metrics_.counter("shoal_expert_tokens_total", "Token rows each expert processed (all layers)",
                          {{"group", name}, {"expert", std::to_string(experts[i])}})

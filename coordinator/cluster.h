@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "control/wire.h"
+#include "coordinator/expert_load.h"
 #include "coordinator/metrics.h"
 
 namespace shoal::coord {
@@ -68,6 +69,7 @@ struct Group {
   // The last time the group had a live rank: a broken group with none for server.group_forget_s is
   // forgotten, so /ready does not wait for a group that is not coming back.
   Clock::time_point last_live{};
+  ExpertLoadWindow expert_load{std::chrono::seconds(60)};  // tokens per (layer, expert), sliding window
 
   bool Complete() const;     // every rank joined and alive, not broken
   bool HasLiveRank() const;
@@ -91,6 +93,8 @@ class Cluster {
     std::string control_token;  // "" = ranks need none (the coordinator allows that only on loopback)
     int expected_groups = 1;    // cluster.groups: /ready waits for at least this many
     int max_queued_requests = 256;
+    int model_layers = 0, model_experts = 0;  // the expert load statistics' shape (0: none kept)
+    int expert_load_window_s = 60;
   };
   Cluster(Options options, Metrics& metrics);
 
@@ -138,6 +142,9 @@ class Cluster {
 
   // GET /v1/cluster's groups, and the per-rank metric series from the latest heartbeats.
   nlohmann::ordered_json Describe(Clock::time_point now) const;
+  // GET /v1/expert_load: each group's tokens per (layer, expert) over the window (expert_load.h's form)
+  // with its rank imbalance.
+  nlohmann::ordered_json ExpertLoadReport() const;
   void RefreshMetrics() const;
 
  private:

@@ -26,7 +26,9 @@ ControlPlane::ControlPlane(const EngineConfig& cfg, const ServedModel& model, st
       model_(model),
       control_token_(std::move(control_token)),
       metrics_(metrics),
-      cluster_({model.name, model.vocab, control_token_, cfg.cluster.groups, cfg.server.max_queued_requests}, metrics),
+      cluster_({model.name, model.vocab, control_token_, cfg.cluster.groups, cfg.server.max_queued_requests,
+                model.num_layers, model.num_experts, cfg.server.expert_load_window_s},
+               metrics),
       table_({model.max_context, model.vocab, model.eos_ids, cfg.server.migration_timeout_s}, cluster_, delivery, metrics),
       rendezvous_(std::chrono::seconds(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600)) {}
 
@@ -179,6 +181,16 @@ awaitable<std::variant<std::vector<RequestTable::Admitted>, api::ApiError>> Cont
 
 void ControlPlane::End(uint64_t id, const char* reason) {
   asio::post(io_, [this, id, reason] { table_.EndFromClient(id, reason); });
+}
+
+awaitable<std::string> ControlPlane::ExpertLoadReport() {
+  auto on_control = [this]() -> awaitable<std::string> {
+    nlohmann::ordered_json j = cluster_.ExpertLoadReport();
+    j["model"] = model_.name;
+    co_return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  auto hop = asio::co_spawn(io_, std::move(on_control), use_awaitable);
+  co_return co_await std::move(hop);
 }
 
 awaitable<std::string> ControlPlane::DescribeCluster() {

@@ -52,6 +52,8 @@ class ControlPlane {
   void End(uint64_t id, const char* reason);
   // Any thread. GET /v1/cluster's body.
   awaitable<std::string> DescribeCluster();
+  // GET /v1/expert_load's body (Cluster::ExpertLoadReport), built on the control thread.
+  awaitable<std::string> ExpertLoadReport();
   // Any thread. Brings the per-rank metric series up to date.
   awaitable<void> RefreshMetrics();
 

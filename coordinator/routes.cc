@@ -74,12 +74,18 @@ awaitable<bool> ClusterEndpoint(HandlerEnv& env, Exchange& x) {
   co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
 }
 
+awaitable<bool> ExpertLoadEndpoint(HandlerEnv& env, Exchange& x) {
+  std::string body = co_await env.control.ExpertLoadReport();
+  co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
+}
+
 constexpr Route kRoutes[] = {
     {"/health", http::verb::get, Health},
     {"/ready", http::verb::get, Ready},
     {"/metrics", http::verb::get, MetricsEndpoint},
     {"/v1/models", http::verb::get, Models},
     {"/v1/cluster", http::verb::get, ClusterEndpoint},
+    {"/v1/expert_load", http::verb::get, ExpertLoadEndpoint},
     {"/v1/completions", http::verb::post, HandleCompletion},
     {"/v1/chat/completions", http::verb::post, HandleChatCompletion},
     {"/tokenize", http::verb::post, HandleTokenize},

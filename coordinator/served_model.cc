@@ -86,6 +86,8 @@ StatusOr<ServedModel> ServedModel::Load(const EngineConfig& cfg) {
   SHOAL_RETURN_IF_ERROR(LimitContext(cfg.max_model_len, cfg.model_path, &mc));
   m.max_context = mc.max_position_embeddings;
   m.vocab = mc.vocab_size;
+  m.num_layers = mc.num_layers;
+  m.num_experts = mc.num_experts;
   SHOAL_ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::Load(cfg.model_path));
   if (m.tokenizer->vocab_size() > m.vocab) {
     return InvalidArgument(cfg.model_path + ": the tokenizer has " + std::to_string(m.tokenizer->vocab_size()) +

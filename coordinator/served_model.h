@@ -26,6 +26,7 @@ struct ServedModel {
   std::vector<int32_t> eos_ids;  // from generation_config.json, config.json and the EOS token, as generate() stops
   int64_t max_context = 0;       // max_position_embeddings, or engine.max_model_len when set (shorter)
   int32_t vocab = 0;             // the model's vocab_size (≥ the tokenizer's)
+  int num_layers = 0, num_experts = 0;  // config.json's (the expert load statistics' shape)
   int64_t created_unix = 0;      // for /v1/models
   // generation_config.json's sampling defaults (temperature, top_p, top_k, min_p,
   // repetition_penalty), applied to requests that do not set them (server.generation_config: auto,

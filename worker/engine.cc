@@ -276,7 +276,7 @@ Status Engine::Layer(int l, int64_t T) {
   if (L.is_moe && tensor_parallel()) {
     SHOAL_RETURN_IF_ERROR(TpMoe(l, T).WithContext("layer " + std::to_string(l)));
   } else if (L.is_moe) {
-    SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, L, h_.data(), T, tmp_.data(), moe_ws_, *exchange_, collective_timeout_ms_, pool_)
+    SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, l, L, h_.data(), T, tmp_.data(), moe_ws_, *exchange_, collective_timeout_ms_, pool_)
                               .WithContext("layer " + std::to_string(l)));
   } else {
     ffn_scratch_.resize(static_cast<size_t>(2 * T * c.intermediate_size));
@@ -373,7 +373,7 @@ Status Engine::TpMoe(int l, int64_t T) {
   const int64_t chunk = (T + tp - 1) / tp;
   const IndexRange mine = SplitRange(T, shard_);
   tp_out_.assign(static_cast<size_t>(chunk * H), 0.0f);
-  SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, L, h_.data() + mine.begin * H, mine.size, tp_out_.data(), moe_ws_, *exchange_,
+  SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, l, L, h_.data() + mine.begin * H, mine.size, tp_out_.data(), moe_ws_, *exchange_,
                                     collective_timeout_ms_, pool_, /*add_shared_expert=*/false));
   if (L.shared_expert.present()) {
     RunSharedExpert(c, L, h_.data(), T, tmp_.data(), moe_ws_, pool_);

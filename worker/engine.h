@@ -94,6 +94,7 @@ class Engine final : public StepEngine {
   size_t last_step_weight_bytes() const override { return last_step_weight_bytes_; }
   // Rows each expert of this rank processed so far (all layers), indexed like exchange()->local_experts().
   const std::vector<uint64_t>& expert_rows_total() const override { return moe_ws_.expert_rows_total; }
+  const std::vector<uint64_t>& layer_expert_rows() const override { return moe_ws_.layer_expert_rows; }
   StepPhases phase_seconds_total() const override {
     StepPhases p = phases_;
     p.exchange = moe_ws_.exchange_seconds;

@@ -19,7 +19,7 @@ Status TimedExchange(MoeWorkspace& ws, F&& f) {
 
 }  // namespace
 
-Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t T, float* out,
+Status RunMoeLayer(const ModelConfig& c, int layer_index, const LayerWeights& L, const float* h, int64_t T, float* out,
                    MoeWorkspace& ws, comm::ExpertExchange& ex, int64_t timeout_ms, ThreadPool& pool,
                    bool add_shared_expert) {
   const int E = c.num_experts, K = c.num_experts_per_tok;
@@ -66,6 +66,8 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
   const std::span<const int64_t> offsets = ex.expert_offsets();
   ws.expert_used.assign(E, 0);
   ws.expert_rows_total.resize(local.size(), 0);
+  ws.layer_expert_rows.resize(static_cast<size_t>(c.num_layers) * local.size(), 0);
+  uint64_t* layer_rows = ws.layer_expert_rows.data() + static_cast<size_t>(layer_index) * local.size();
   // Every expert's gate and up projections in one parallel region, then every down projection in
   // another (kernels::MatMulBatch: the same results as a MatMul per matrix, two barriers per layer
   // instead of three per expert). Expert i's gate and up outputs sit at [2·b·I, 2·(b+n)·I) of the
@@ -81,6 +83,7 @@ Status RunMoeLayer(const ModelConfig& c, const LayerWeights& L, const float* h, 
     const int64_t b = offsets[i], n = offsets[i + 1] - b;
     if (n == 0) continue;
     ws.expert_rows_total[i] += static_cast<uint64_t>(n);
+    layer_rows[i] += static_cast<uint64_t>(n);
     const int e = local[i];
     const FfnWeights& f = L.experts[e];
     if (!f.present()) {

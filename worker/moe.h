@@ -27,6 +27,9 @@ struct MoeWorkspace {
   // [local experts] rows each of this rank's experts processed, summed over layers and steps (the
   // per-expert load that /metrics reports and a later placement planner reads).
   std::vector<uint64_t> expert_rows_total;
+  // [num_layers × local experts] the same rows by layer (dense layers stay 0): the load statistics the
+  // coordinator windows for /v1/expert_load and placement.
+  std::vector<uint64_t> layer_expert_rows;
   double exchange_seconds = 0;  // wall time inside Dispatch and Combine, summed over calls
 };
 
@@ -35,7 +38,8 @@ struct MoeWorkspace {
 // from the exchange (a peer timed out) or a missing expert. With add_shared_expert false the shared
 // expert is left out (a tensor-parallel rank runs its slice of it over all the replica's tokens:
 // RunSharedExpert).
-Status RunMoeLayer(const ModelConfig& config, const LayerWeights& layer, const float* h, int64_t num_tokens,
+// `layer_index` is the layer's place in the model (for the load statistics).
+Status RunMoeLayer(const ModelConfig& config, int layer_index, const LayerWeights& layer, const float* h, int64_t num_tokens,
                    float* out, MoeWorkspace& ws, comm::ExpertExchange& exchange, int64_t timeout_ms,
                    ThreadPool& pool, bool add_shared_expert = true);
 

@@ -52,6 +52,9 @@ class StepEngine {
   virtual size_t last_step_weight_bytes() const = 0;
   // Rows each of this rank's experts processed so far (all layers), in the order of its local experts.
   virtual const std::vector<uint64_t>& expert_rows_total() const = 0;
+  // The same by layer: [num_layers × local experts] (row l·L + i: layer l, local expert i; dense
+  // layers 0). Empty until the first MoE layer has run.
+  virtual const std::vector<uint64_t>& layer_expert_rows() const = 0;
   // Cumulative phase times (zeros where an engine does not measure them).
   virtual StepPhases phase_seconds_total() const { return {}; }
   // "avx2+fma+f16c kernels, 8 threads", "NVIDIA H100 80GB HBM3": for start-up lines.

@@ -62,6 +62,7 @@ server:
   heartbeat_timeout_ms: {heartbeat_timeout_ms}
   migration_timeout_s: 0   # fail fast: tests/chaos/ covers migration and relaunch
   metrics_vllm_names: true
+  expert_load_window_s: 3600   # the whole test: its baseline is the idle group's first heartbeat
 cluster:
   groups: 1
   ranks_per_group: {ranks}
@@ -357,6 +358,24 @@ def tensor_parallel_checks(s):
              if l.startswith("shoal_worker_step_phase_seconds_total{") and 'phase="attention"' in l]
     check(len(tp_s) == 4 and all(v > 0 for v in tp_s) and len(att_s) == 4 and all(v > 0 for v in att_s),
           "tp: /metrics splits every rank's step time, TP collectives included (%s)" % tp_s)
+    # Expert load over the window: every MoE layer routed every token to top-k experts, so its counts
+    # sum to the same multiple of k; the dense layer routed none.
+    cfg = json.load(open(os.path.join(SRC, "tests/fixtures/qwen2-moe-f32/config.json")))
+    k, dense = cfg["num_experts_per_tok"], set(cfg.get("mlp_only_layers", []))
+    time.sleep(0.6)
+    st, j, _, _ = s.request("GET", "/v1/expert_load")
+    g = j["groups"]["g0"] if st == 200 else {}
+    sums = [sum(row) for row in g.get("tokens", [])]
+    moe = [v for l, v in enumerate(sums) if l not in dense]
+    check(g.get("layers") == cfg["num_hidden_layers"] and g.get("experts") == cfg["num_experts"] and
+          all(sums[l] == 0 for l in dense) and len(set(moe)) == 1 and moe[0] > 0 and moe[0] % k == 0 and
+          g.get("rank_imbalance", 0) >= 1 and g.get("window_seconds", 0) > 0,
+          "GET /v1/expert_load: each MoE layer routed the same tokens x top-%d, the dense layer none (%s)" % (k, sums))
+    st, c, _, _ = s.request("GET", "/v1/cluster")
+    el = c["groups"][0].get("expert_load", {}) if st == 200 else {}
+    text = s.request("GET", "/metrics")[2]
+    check(el.get("tokens") == sum(sums) and 'shoal_expert_load_imbalance{' in text,
+          "/v1/cluster and /metrics show the window's expert load (%s)" % el)
 
 
 def llama4_checks(s):

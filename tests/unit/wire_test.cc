@@ -76,6 +76,7 @@ std::vector<Message> Samples() {
   hb.kv_blocks_total = 100;
   hb.preemptions = 2;
   hb.expert_tokens = {1, 2, 3};
+  hb.layer_expert_tokens = {0, 0, 0, 1, 2, 3};  // a dense layer, then a MoE layer
   hb.iteration_tokens.Observe(7, IterationTokenBuckets());
   hb.queue_seconds.Observe(0.01, RequestPhaseBuckets());
   hb.decode_seconds.Observe(9000, RequestPhaseBuckets());  // above every bound: the +Inf bucket
@@ -285,6 +286,8 @@ TEST(Wire, FieldsAreChecked) {
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.tp_seconds: is invalid"));
   hb.tp_seconds = 0.25;
   EXPECT_EQ(std::get<Heartbeat>(*Decode(EncodeFrame(hb))).tp_seconds, 0.25);
+  hb.layer_expert_tokens = {1, 2};  // not whole layers of 3 local experts
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.layer_expert_tokens: has 2 entries"));
   hb = std::get<Heartbeat>(Samples()[6]);
   hb.queue_seconds.sum = -1;
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.queue_seconds: sum is invalid"));

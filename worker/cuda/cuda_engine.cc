@@ -217,6 +217,7 @@ Status CudaEngine::Init(const ModelWeights* host, uint64_t seed) {
                                                                           c.num_experts_per_tok, stream_));
     expert_rows_total_.assign(exchange_->local_experts().size(), 0);
   }
+  layer_expert_rows_.assign(static_cast<size_t>(c.num_layers) * expert_rows_total_.size(), 0);
   SHOAL_RETURN_IF_ERROR(InitDeviceMoe());
   ws_ = std::make_unique<Workspace>();
   return EnsureWorkspace(64);
@@ -495,6 +496,7 @@ void CudaEngine::AccountDeviceMoe() {
     for (int e = 0; e < E; ++e) {
       const int64_t n = off[e + 1] - off[e];
       expert_rows_total_[e] += static_cast<uint64_t>(n);
+      layer_expert_rows_[static_cast<size_t>(l) * E + e] += static_cast<uint64_t>(n);
       if (n > 0) step_weight_bytes_ += 3 * I * H * 2;
     }
   }
@@ -617,6 +619,7 @@ Status CudaEngine::Moe(int l, int64_t T) {
   for (int e = 0; e < E; ++e) {
     const int64_t n = host_offsets_[e + 1] - host_offsets_[e];
     expert_rows_total_[e] += static_cast<uint64_t>(n);
+    layer_expert_rows_[static_cast<size_t>(l) * E + e] += static_cast<uint64_t>(n);
     if (n > 0) step_weight_bytes_ += 3 * I * H * 2;
   }
   SHOAL_RETURN_IF_ERROR(PermuteRows(w.normed, H, w.row_token, rows, w.expert_in, stream_));
@@ -709,6 +712,7 @@ Status CudaEngine::ExchangeExperts(int l, int64_t T) {
     for (int b = 0; b < ex.num_blocks(); ++b) {
       const int64_t n = blocks[b + 1] - blocks[b];
       expert_rows_total_[ex.block_local_expert(b)] += static_cast<uint64_t>(n);
+      layer_expert_rows_[static_cast<size_t>(l) * local.size() + ex.block_local_expert(b)] += static_cast<uint64_t>(n);
       if (n > 0) local_used_[ex.block_local_expert(b)] = 1;
     }
     for (uint8_t u : local_used_) step_weight_bytes_ += u ? 3 * I * H * 2 : 0;

@@ -107,6 +107,7 @@ class CudaEngine final : public StepEngine {
   size_t last_step_weight_bytes() const override { return static_cast<size_t>(last_step_weight_bytes_); }
   // Rows each of this rank's experts processed so far, all layers (all E experts for a group of one).
   const std::vector<uint64_t>& expert_rows_total() const override { return expert_rows_total_; }
+  const std::vector<uint64_t>& layer_expert_rows() const override { return layer_expert_rows_; }
 
  private:
   struct Workspace;
@@ -165,6 +166,7 @@ class CudaEngine final : public StepEngine {
   int64_t last_step_weight_bytes_ = 0;
   std::vector<int64_t> host_offsets_;
   std::vector<uint64_t> expert_rows_total_;
+  std::vector<uint64_t> layer_expert_rows_;  // [num_layers × expert_rows_total_.size()]
   // Expert parallelism (group size > 1).
   std::optional<Placement> placement_;
   std::unique_ptr<comm::DeviceExpertExchange> exchange_;

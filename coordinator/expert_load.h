@@ -1,0 +1,68 @@
+// Expert load over a sliding window: tokens routed to each (layer, expert) in the last
+// server.expert_load_window_s seconds, from the cumulative per-layer counts every rank's heartbeat
+// carries (control::Heartbeat::layer_expert_tokens). What GET /v1/expert_load returns (and what
+// `shoal plan --calibrate` reads back from a saved copy), and the imbalance /metrics and /v1/cluster
+// show: how much more the most loaded rank routes than the average one.
+//
+// A group's counts are the sum over its ranks, each rank's local experts mapped to their global ids
+// (a replicated expert's copies add up). Snapshots are kept at most every window/12, so a window costs
+// ≤ 13 copies of [layers × experts]. A counter that goes backwards (a rank restarted) restarts the window.
+// Not thread-safe: the control thread owns it (as it owns the Cluster).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace shoal::coord {
+
+struct ExpertLoad {
+  double seconds = 0;  // the span the counts cover (0: no two snapshots yet)
+  int layers = 0, experts = 0;
+  std::vector<uint64_t> tokens;  // [layers × experts]: tokens routed to expert e in layer l
+
+  uint64_t Total() const;
+  // Per MoE layer (one with any tokens): the most loaded rank's tokens over the mean rank's, with
+  // expert e counted on rank_of[e] (a share of it where several ranks hold it: share[e] ranks);
+  // averaged over layers weighted by their tokens. 1 is perfect balance; 0 when nothing was routed.
+  double RankImbalance(const std::vector<std::vector<int>>& rank_experts) const;
+};
+
+class ExpertLoadWindow {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit ExpertLoadWindow(std::chrono::seconds window) : window_(window) {}
+
+  // The group's cumulative counts at `now` ([layers × experts]).
+  void Record(Clock::time_point now, int layers, int experts, std::vector<uint64_t> cumulative);
+  ExpertLoad Current() const;
+  void Reset() { snapshots_.clear(); }
+
+ private:
+  struct Snapshot {
+    Clock::time_point at;
+    std::vector<uint64_t> counts;
+  };
+  std::chrono::seconds window_;
+  int layers_ = 0, experts_ = 0;
+  std::deque<Snapshot> snapshots_;  // oldest first; the last one is the newest Record
+};
+
+// A group's cumulative [layers × experts] from its ranks: rank r's layer_counts[r] is [layers × L_r]
+// for its local experts experts[r] (global ids). Ranks that sent none yet are skipped; a rank whose
+// counts do not fit the layer count or whose expert ids are out of range is skipped too.
+std::vector<uint64_t> GroupCumulative(int layers, int experts, const std::vector<std::vector<int>>& rank_experts,
+                                      const std::vector<const std::vector<uint64_t>*>& layer_counts);
+
+// The recorded form: {"layers", "experts", "window_seconds", "tokens": [[per expert] per layer]}; and
+// back (InvalidArgument naming the field).
+nlohmann::ordered_json ExpertLoadJson(const ExpertLoad& load);
+StatusOr<ExpertLoad> ExpertLoadFromJson(const nlohmann::ordered_json& j);
+
+}  // namespace shoal::coord
