@@ -27,10 +27,12 @@ class ChatOutputParser {
 
   struct Piece {
     std::string reasoning, content;
-    std::vector<ToolCall> calls;
+    std::vector<ToolCall> calls;        // calls complete in this piece (whole)
+    std::vector<ToolCallDelta> deltas;  // stream: pieces of calls whose arguments stream
   };
-  // What `text` settles; `last` flushes everything held.
-  Piece Feed(std::string_view text, bool last);
+  // What `text` settles; `last` flushes everything held. With `stream`, JSON calls' arguments come
+  // as deltas as they arrive (and not again whole).
+  Piece Feed(std::string_view text, bool last, bool stream = false);
   // Whether any call was parsed: the response's finish_reason is then "tool_calls", as vLLM's.
   bool saw_calls() const { return tools_.saw_calls(); }
 
@@ -40,9 +42,13 @@ class ChatOutputParser {
   bool reasoning_on_, tools_on_;
 };
 
-// OpenAI's tool_calls array: {id, type: "function", function: {name, arguments}}, with "index" (from
-// first_index on) for stream deltas. new_id() gives each call's id.
-nlohmann::ordered_json ToolCallsJson(const std::vector<ToolCall>& calls, int first_index, bool with_index,
-                             const std::function<std::string()>& new_id);
+// OpenAI's tool_calls array: {id, type: "function", function: {name, arguments}}, with each call's
+// "index" for stream deltas. new_id() gives each call's id.
+nlohmann::ordered_json ToolCallsJson(const std::vector<ToolCall>& calls, bool with_index,
+                                     const std::function<std::string()>& new_id);
+// A stream's tool_calls delta array: a call's first delta {index, id, type, function: {name,
+// arguments}}, later ones {index, function: {arguments}} (vLLM's shape).
+nlohmann::ordered_json ToolCallDeltasJson(const std::vector<ToolCallDelta>& deltas,
+                                          const std::function<std::string()>& new_id);
 
 }  // namespace shoal::coord

@@ -18,8 +18,6 @@ json ParametersOf(const json& tool) {
   return json{{"type", "object"}, {"properties", json::object()}};
 }
 
-bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
-
 }  // namespace
 
 std::variant<std::string, api::ApiError> ForcedToolSchema(const json& tools, api::ToolChoice choice,
@@ -74,7 +72,7 @@ std::variant<std::string, api::ApiError> ForcedToolSchema(const json& tools, api
 }
 
 ForcedToolCallReader::ForcedToolCallReader(api::ToolChoice choice, std::string name) : choice_(choice) {
-  if (choice_ == api::ToolChoice::kNamed) calls_.push_back({std::move(name), ""});
+  if (choice_ == api::ToolChoice::kNamed) calls_.push_back({std::move(name), "", 0});
 }
 
 void ForcedToolCallReader::Feed(std::string_view text, std::vector<Delta>* out) {
@@ -85,139 +83,25 @@ void ForcedToolCallReader::Feed(std::string_view text, std::vector<Delta>* out) 
     named_started_ = true;
     return;
   }
-  for (char c : text) Step(c, out);
-}
-
-void ForcedToolCallReader::AddArguments(char c, std::vector<Delta>* out) {
-  calls_.back().arguments.push_back(c);
-  const int index = static_cast<int>(calls_.size()) - 1;
-  if (out->empty() || out->back().index != index) out->push_back(Delta{index, false, "", ""});
-  out->back().arguments.push_back(c);
-}
-
-void ForcedToolCallReader::EndArguments() {
-  state_ = State::kInCall;
-  key_.clear();
-  after_colon_ = false;
-}
-
-void ForcedToolCallReader::Step(char c, std::vector<Delta>* out) {
-  switch (state_) {
-    case State::kBeforeArray:
-      if (c == '[') state_ = State::kInArray;
-      return;
-    case State::kInArray:
-      if (c == '{') {
-        state_ = State::kInCall;
-        key_.clear();
-        name_.clear();
-        after_colon_ = false;
-      } else if (c == ']') {
-        state_ = State::kDone;
-      }
-      return;
-    case State::kInCall:
-      if (in_literal_) {
-        literal_.push_back(c);
-        if (literal_escape_) {
-          literal_escape_ = false;
-        } else if (c == '\\') {
-          literal_escape_ = true;
-        } else if (c == '"') {
-          in_literal_ = false;
-          const json v = json::parse(literal_, nullptr, /*allow_exceptions=*/false);
-          const std::string s = v.is_string() ? v.get<std::string>() : std::string();
-          if (!after_colon_) {
-            key_ = s;
-          } else if (key_ == "name") {
-            name_ = s;
-          }
-        }
-        return;
-      }
-      if (c == '"') {
-        in_literal_ = true;
-        literal_ = "\"";
-      } else if (c == ':') {
-        after_colon_ = true;
-        if (key_ == "parameters") {
-          state_ = State::kInArguments;
-          arg_depth_ = 0;
-          arg_string_ = arg_escape_ = arg_scalar_ = false;
-        }
-      } else if (c == ',') {
-        after_colon_ = false;
-        key_.clear();
-      } else if (c == '}') {
-        state_ = State::kInArray;
-      }
-      return;
-    case State::kInArguments: {
-      const bool started = arg_depth_ > 0 || arg_string_ || arg_scalar_;
-      if (!started) {
-        if (IsSpace(c)) return;  // whitespace before the value is not part of the arguments
-        calls_.push_back({name_, ""});
-        out->push_back(Delta{static_cast<int>(calls_.size()) - 1, true, name_, ""});
-        AddArguments(c, out);
-        if (c == '{' || c == '[') {
-          arg_depth_ = 1;
-        } else if (c == '"') {
-          arg_string_ = true;
-        } else {
-          arg_scalar_ = true;
-        }
-        return;
-      }
-      if (arg_scalar_) {
-        if (IsSpace(c) || c == ',' || c == '}') {
-          EndArguments();
-          Step(c, out);
-        } else {
-          AddArguments(c, out);
-        }
-        return;
-      }
-      AddArguments(c, out);
-      if (arg_string_) {
-        if (arg_escape_) {
-          arg_escape_ = false;
-        } else if (c == '\\') {
-          arg_escape_ = true;
-        } else if (c == '"') {
-          arg_string_ = false;
-          if (arg_depth_ == 0) EndArguments();
-        }
-        return;
-      }
-      if (c == '"') {
-        arg_string_ = true;
-      } else if (c == '{' || c == '[') {
-        ++arg_depth_;
-      } else if ((c == '}' || c == ']') && --arg_depth_ == 0) {
-        EndArguments();
-      }
-      return;
+  std::vector<CallScanner::Event> events;
+  scanner_.Feed(text, &events);
+  for (CallScanner::Event& e : events) {
+    if (e.kind == CallScanner::Event::Kind::kEnd) {
+      ++ended_;
+      if (e.streamed) continue;
+      // Arguments that did not stream (a string or a number): the call whole, now.
+      calls_.push_back({e.name, e.text, e.call});
+      out->push_back(Delta{e.call, true, std::move(e.name), std::move(e.text)});
+      continue;
     }
-    case State::kDone:
-      return;
-  }
-}
-
-json ForcedDeltasJson(const std::vector<ForcedToolCallReader::Delta>& deltas, const std::function<std::string()>& new_id) {
-  json a = json::array();
-  for (const auto& d : deltas) {
-    json c = json::object();
-    c["index"] = d.index;
-    if (d.first) {
-      c["id"] = new_id();
-      c["type"] = "function";
-      c["function"] = {{"name", d.name}, {"arguments", d.arguments}};
+    if (e.first) calls_.push_back({e.name, "", e.call});
+    calls_.back().arguments += e.text;
+    if (!e.first && !out->empty() && out->back().index == e.call) {
+      out->back().arguments += e.text;
     } else {
-      c["function"] = {{"arguments", d.arguments}};
+      out->push_back(Delta{e.call, e.first, std::move(e.name), std::move(e.text)});
     }
-    a.push_back(std::move(c));
   }
-  return a;
 }
 
 std::string ForcedFinishReason(api::ToolChoice choice, const ForcedToolCallReader& reader, const std::string& engine_reason) {

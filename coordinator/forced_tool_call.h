@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "coordinator/call_scanner.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/tool_parser.h"
 
@@ -37,45 +38,23 @@ class ForcedToolCallReader {
  public:
   ForcedToolCallReader(api::ToolChoice choice, std::string name);
 
-  // A piece of one call: its first carries the name (`first`), every one the arguments text it adds.
-  struct Delta {
-    int index = 0;
-    bool first = false;
-    std::string name;
-    std::string arguments;
-  };
+  using Delta = ToolCallDelta;
   // The deltas the next piece of output settles (several calls may advance in one piece).
   void Feed(std::string_view text, std::vector<Delta>* out);
-  // The calls read so far whole (named: the one call with all the text so far).
+  // The calls read so far (named: the one call with all the text so far).
   const std::vector<ToolCall>& calls() const { return calls_; }
   // Every call is whole: named, always; required, once the array has closed.
-  bool complete() const { return choice_ == api::ToolChoice::kNamed || state_ == State::kDone; }
+  bool complete() const {
+    return choice_ == api::ToolChoice::kNamed || (scanner_.calls() > 0 && scanner_.at_top() && ended_ == scanner_.calls());
+  }
 
  private:
-  enum class State { kBeforeArray, kInArray, kInCall, kInArguments, kDone };
-  void Step(char c, std::vector<Delta>* out);
-  void AddArguments(char c, std::vector<Delta>* out);
-  void EndArguments();
-
   api::ToolChoice choice_;
   std::vector<ToolCall> calls_;
   bool named_started_ = false;
-  // required: a scan of the array the schema guarantees.
-  State state_ = State::kBeforeArray;
-  std::string key_, literal_;  // the key before ':' and a string being read (raw, quotes included)
-  bool in_literal_ = false, literal_escape_ = false, after_colon_ = false;
-  std::string name_;
-  // Inside a call's "parameters" value: its nesting and string state, and whether it is a container
-  // (ends when its depth returns to 0), a string (at its closing quote) or a scalar (at the next
-  // delimiter, which the call then reads).
-  int arg_depth_ = 0;
-  bool arg_string_ = false, arg_escape_ = false, arg_scalar_ = false;
+  CallScanner scanner_;  // required: the array of {"name", "parameters"} objects
+  int ended_ = 0;        // call objects closed
 };
-
-// A stream's tool_calls delta array: a call's first delta {index, id, type, function: {name,
-// arguments}}, later ones {index, function: {arguments}} (vLLM's shape). new_id() names each call.
-nlohmann::ordered_json ForcedDeltasJson(const std::vector<ForcedToolCallReader::Delta>& deltas,
-                                        const std::function<std::string()>& new_id);
 
 // The finish_reason of a forced choice (OpenAI's and vLLM's rule): "tool_calls" when "required" ended
 // by stopping with calls written; otherwise the engine's reason ("stop", "length").

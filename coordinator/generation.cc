@@ -245,7 +245,6 @@ struct Choice {
   std::shared_ptr<TokenStream> s;
   std::unique_ptr<ChatOutputParser> parser;
   std::unique_ptr<ForcedToolCallReader> forced;  // tool_choice "required" or named
-  int calls_sent = 0;
   int64_t text_offset = 0;      // completions' logprobs text_offset runs on
   bool prompt_ids_pending = false;  // completions: the prompt's ids ride on the choice's first chunk
   bool echo_pending = false;        // completions' echo: not sent yet
@@ -402,7 +401,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       TokenStream& s = *c.s;
       const bool split = chat && c.parser->active();
       if (split) pieces[i] = c.parser->Feed(s.text, /*last=*/true);
-      calls[i] = ToolCallsJson(pieces[i].calls, 0, /*with_index=*/false, new_tool_id);
+      calls[i] = ToolCallsJson(pieces[i].calls, /*with_index=*/false, new_tool_id);
       if (p.echo_logprobs) {
         std::vector<api::TokenLogprob> all = prompt_entries(so.logprobs, /*lead=*/true);
         all.insert(all.end(), s.logprobs.begin(), s.logprobs.end());
@@ -422,7 +421,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
         // Whole calls become tool_calls; a text cut short (max_tokens) stays content, nothing lost.
         forced_calls = c.forced->complete() && !c.forced->calls().empty();
         if (forced_calls) {
-          calls[i] = ToolCallsJson(c.forced->calls(), 0, /*with_index=*/false, new_tool_id);
+          calls[i] = ToolCallsJson(c.forced->calls(), /*with_index=*/false, new_tool_id);
           r.text.clear();
         }
         r.finish_reason = ForcedFinishReason(p.forced, *c.forced, s.finish_reason);
@@ -475,7 +474,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
   // tool_calls deltas.
   auto emit_split = [&](Choice& c, bool last) {
     TokenStream& s = *c.s;
-    ChatOutputParser::Piece piece = c.parser->Feed(s.text, last);
+    ChatOutputParser::Piece piece = c.parser->Feed(s.text, last, /*stream=*/true);
     const std::vector<int32_t>* ids = p.return_token_ids && !s.chunk_ids.empty() ? &s.chunk_ids : nullptr;
     const std::string lp = take_logprobs(c, &s.logprobs);
     // Token ids and logprobs ride on the batch's reasoning or content chunk.
@@ -484,10 +483,13 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
       writer.Reasoning(&out, piece.reasoning, content_chunk ? nullptr : ids, content_chunk ? "" : lp);
     }
     if (content_chunk) writer.Content(&out, piece.content, "", ids, nullptr, lp);
-    if (!piece.calls.empty()) {
-      writer.ToolCalls(&out, ToolCallsJson(piece.calls, c.calls_sent, /*with_index=*/true, new_tool_id).dump());
-      c.calls_sent += static_cast<int>(piece.calls.size());
+    // Streamed calls' pieces and whole calls, in call order, as one tool_calls delta.
+    for (ToolCall& call : piece.calls) {
+      piece.deltas.push_back(ToolCallDelta{call.index, true, std::move(call.name), std::move(call.arguments)});
     }
+    std::stable_sort(piece.deltas.begin(), piece.deltas.end(),
+                     [](const ToolCallDelta& a, const ToolCallDelta& b) { return a.index < b.index; });
+    if (!piece.deltas.empty()) writer.ToolCalls(&out, ToolCallDeltasJson(piece.deltas, new_tool_id).dump());
     s.text.clear();
     s.chunk_ids.clear();
   };
@@ -500,7 +502,7 @@ awaitable<bool> Generate(HandlerEnv& env, Exchange& x, bool chat) {
     const std::string lp = take_logprobs(c, &s.logprobs);
     const std::vector<int32_t>* ids = p.return_token_ids && !s.chunk_ids.empty() ? &s.chunk_ids : nullptr;
     if (ids != nullptr || !lp.empty()) writer.Content(&out, "", "", ids, nullptr, lp);
-    if (!deltas.empty()) writer.ToolCalls(&out, ForcedDeltasJson(deltas, new_tool_id).dump());
+    if (!deltas.empty()) writer.ToolCalls(&out, ToolCallDeltasJson(deltas, new_tool_id).dump());
     s.text.clear();
     s.chunk_ids.clear();
   };

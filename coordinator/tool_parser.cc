@@ -32,13 +32,15 @@ std::string_view OpenMarker(ToolFormat f) {
   return {};
 }
 
-// {"name": str, "arguments"|"parameters": object} → a call; false otherwise.
-bool CallFromJson(const json& j, ToolCall* out) {
+// {"name": str, "arguments"|"parameters": object} → a call; false otherwise. *quoted: the arguments
+// were a JSON string holding the object.
+bool CallFromJson(const json& j, ToolCall* out, bool* quoted = nullptr) {
   if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
   // A call names its arguments (an object that merely has a "name" is not a call, as in vLLM's parsers).
   const json* args = j.contains("arguments") ? &j["arguments"] : j.contains("parameters") ? &j["parameters"] : nullptr;
   if (args == nullptr) return false;
   json parsed;
+  if (quoted != nullptr) *quoted = args->is_string();
   if (args->is_string()) {  // some models write the arguments as a JSON string
     parsed = json::parse(args->get<std::string>(), nullptr, false);
     if (parsed.is_discarded()) return false;
@@ -50,9 +52,9 @@ bool CallFromJson(const json& j, ToolCall* out) {
   return true;
 }
 
-bool CallFromText(std::string_view text, ToolCall* out) {
+bool CallFromText(std::string_view text, ToolCall* out, bool* quoted = nullptr) {
   const json j = json::parse(Trim(text), nullptr, false);
-  return !j.is_discarded() && CallFromJson(j, out);
+  return !j.is_discarded() && CallFromJson(j, out, quoted);
 }
 
 // The length of the longest suffix of s that is a proper prefix of marker.
@@ -87,8 +89,62 @@ StatusOr<ToolFormat> ParseToolFormat(std::string_view name, std::string_view cha
 
 ToolCallParser::ToolCallParser(ToolFormat format) : format_(format) {}
 
-void ToolCallParser::Feed(std::string_view text, std::string* content, std::vector<ToolCall>* calls) {
+void ToolCallParser::ResetScan() {
+  scanner_ = CallScanner();
+  scanned_ = 0;
+  seen_.clear();
+}
+
+void ToolCallParser::Scan(size_t end) {
+  if (end <= scanned_) return;
+  std::vector<CallScanner::Event> events;
+  scanner_.Feed(std::string_view(held_).substr(scanned_, end - scanned_), &events);
+  scanned_ = end;
+  for (CallScanner::Event& e : events) {
+    if (seen_.size() <= static_cast<size_t>(e.call)) seen_.resize(static_cast<size_t>(e.call) + 1);
+    Seen& s = seen_[static_cast<size_t>(e.call)];
+    if (e.kind == CallScanner::Event::Kind::kEnd) {
+      s.ended = true;
+      s.raw = std::move(e.text);
+      continue;
+    }
+    if (e.first) {
+      s.streamed = true;
+      s.index = next_index_++;
+      saw_calls_ = true;
+    }
+    if (deltas_ == nullptr) continue;
+    if (!e.first && !deltas_->empty() && deltas_->back().index == s.index) {
+      deltas_->back().arguments += e.text;
+    } else {
+      deltas_->push_back(ToolCallDelta{s.index, e.first, std::move(e.name), std::move(e.text)});
+    }
+  }
+}
+
+const std::string* ToolCallParser::RawArguments(int object) const {
+  if (object < 0 || static_cast<size_t>(object) >= seen_.size()) return nullptr;
+  const Seen& s = seen_[static_cast<size_t>(object)];
+  if (!s.ended || s.raw.empty() || (s.raw.front() != '{' && s.raw.front() != '[')) return nullptr;
+  return &s.raw;
+}
+
+void ToolCallParser::EmitCall(ToolCall c, int object, std::vector<ToolCall>* calls) {
+  saw_calls_ = true;
+  const Seen* s = object >= 0 && static_cast<size_t>(object) < seen_.size() ? &seen_[static_cast<size_t>(object)] : nullptr;
+  if (s != nullptr && s->streamed) {
+    if (deltas_ != nullptr) return;  // its pieces went out already
+    c.index = s->index;
+  } else {
+    c.index = next_index_++;
+  }
+  calls->push_back(std::move(c));
+}
+
+void ToolCallParser::Feed(std::string_view text, std::string* content, std::vector<ToolCall>* calls,
+                          std::vector<ToolCallDelta>* deltas) {
   if (finished_) return;
+  deltas_ = deltas;
   if (format_ == ToolFormat::kNone) {
     content->append(text);
     return;
@@ -103,6 +159,7 @@ void ToolCallParser::Feed(std::string_view text, std::string* content, std::vect
         in_calls_ = true;
         held_.erase(0, held_.find_first_not_of(" \t\r\n"));  // leading space only: the rest is the call's
         if (held_.rfind(kPythonTag, 0) == 0) held_.erase(0, kPythonTag.size());
+        ResetScan();
       } else if (kPythonTag.substr(0, t.size()) == t) {
         return;  // maybe the tag
       }
@@ -120,12 +177,14 @@ void ToolCallParser::Feed(std::string_view text, std::string* content, std::vect
       content->append(held_, 0, at);
       held_.erase(0, at + marker.size());
       in_calls_ = true;
+      ResetScan();
     }
   }
   TakeCalls(/*final=*/false, content, calls);
+  deltas_ = nullptr;
 }
 
-void ToolCallParser::Finish(std::string* content, std::vector<ToolCall>* calls) {
+void ToolCallParser::Finish(std::string* content, std::vector<ToolCall>* calls, std::vector<ToolCallDelta>* deltas) {
   if (format_ == ToolFormat::kNone || finished_) return;
   finished_ = true;
   if (!in_calls_) {
@@ -133,14 +192,12 @@ void ToolCallParser::Finish(std::string* content, std::vector<ToolCall>* calls) 
     held_.clear();
     return;
   }
+  deltas_ = deltas;
   TakeCalls(/*final=*/true, content, calls);
+  deltas_ = nullptr;
 }
 
 void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<ToolCall>* calls) {
-  auto emit = [&](const ToolCall& c) {
-    calls->push_back(c);
-    saw_calls_ = true;
-  };
   switch (format_) {
     case ToolFormat::kHermes:
       while (true) {
@@ -153,24 +210,35 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
           if (!Trim(gap).empty()) content->append(gap);
           held_.erase(0, at + kHermesOpen.size());
           between_calls_ = false;
+          ResetScan();
         }
         const size_t close = held_.find(kHermesClose);
-        if (close == std::string::npos) break;
+        if (close == std::string::npos) {
+          Scan(held_.size() - PartialSuffix(held_, kHermesClose));  // a cut close tag is not the call's
+          break;
+        }
+        Scan(close);
         ToolCall c;
-        if (CallFromText(std::string_view(held_).substr(0, close), &c)) {
-          emit(c);
+        bool quoted = false;
+        if (CallFromText(std::string_view(held_).substr(0, close), &c, &quoted)) {
+          if (const std::string* raw = RawArguments(0); raw != nullptr && !quoted) c.arguments = *raw;
+          EmitCall(std::move(c), 0, calls);
         } else {
           content->append(kHermesOpen).append(held_, 0, close + kHermesClose.size());
         }
         held_.erase(0, close + kHermesClose.size());
         between_calls_ = true;
+        ResetScan();
       }
       if (final) {
         ToolCall c;
+        bool quoted = false;
+        if (!between_calls_) Scan(held_.size());
         if (between_calls_) {
           if (!Trim(held_).empty()) content->append(held_);
-        } else if (CallFromText(held_, &c)) {  // an unterminated last call
-          emit(c);
+        } else if (CallFromText(held_, &c, &quoted)) {  // an unterminated last call
+          if (const std::string* raw = RawArguments(0); raw != nullptr && !quoted) c.arguments = *raw;
+          EmitCall(std::move(c), 0, calls);
         } else {
           content->append(kHermesOpen).append(held_);
         }
@@ -196,12 +264,12 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
           if (args.size() >= 3 && args.substr(args.size() - 3) == "```") args.remove_suffix(3);
           const json j = json::parse(Trim(args), nullptr, false);
           if (!c.name.empty() && !j.is_discarded() && j.is_object()) {
-            c.arguments = j.dump(-1, ' ', false, json::error_handler_t::replace);
+            c.arguments = std::string(Trim(args));  // as written
             ok = true;
           }
         }
         if (ok) {
-          emit(c);
+          EmitCall(std::move(c), -1, calls);
         } else {
           content->append(held_, 0, end + kDsCallEnd.size());
         }
@@ -215,9 +283,11 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
       break;
     case ToolFormat::kMistral:
     case ToolFormat::kLlama3Json: {
-      if (!final) break;  // one JSON value (or a list): decided at the end
+      Scan(held_.size());  // arguments stream as they come; whether they were calls is decided at the end
+      if (!final) break;
       const std::string_view t = Trim(held_);
       std::vector<ToolCall> found;
+      std::vector<bool> quoted;  // per found call: its arguments were a JSON string
       bool ok = false;
       if (format_ == ToolFormat::kMistral && t.find(kMistralArgs) != std::string_view::npos) {
         // name[ARGS]{…}[TOOL_CALLS]name[ARGS]{…}
@@ -235,7 +305,7 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
           const size_t next = rest.find(kMistralOpen);
           const json j = json::parse(Trim(rest.substr(0, next)), nullptr, false);
           ok = !c.name.empty() && !j.is_discarded() && j.is_object();
-          if (ok) c.arguments = j.dump(-1, ' ', false, json::error_handler_t::replace), found.push_back(c);
+          if (ok) c.arguments = std::string(Trim(rest.substr(0, next))), found.push_back(c), quoted.push_back(true);
           rest = next == std::string_view::npos ? std::string_view() : rest.substr(next + kMistralOpen.size());
         }
       } else {
@@ -244,8 +314,9 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
           ok = true;
           for (const json& item : j.is_array() ? j : json::array({j})) {
             ToolCall c;
-            ok = ok && CallFromJson(item, &c);
-            if (ok) found.push_back(c);
+            bool q = false;
+            ok = ok && CallFromJson(item, &c, &q);
+            if (ok) found.push_back(c), quoted.push_back(q);
           }
           ok = ok && !found.empty();
         } else if (format_ == ToolFormat::kLlama3Json) {
@@ -255,15 +326,23 @@ void ToolCallParser::TakeCalls(bool final, std::string* content, std::vector<Too
           while (ok && from <= t.size()) {
             const size_t semi = t.find(';', from);
             ToolCall c;
-            ok = CallFromText(t.substr(from, semi == std::string_view::npos ? std::string_view::npos : semi - from), &c);
-            if (ok) found.push_back(c);
+            bool q = false;
+            ok = CallFromText(t.substr(from, semi == std::string_view::npos ? std::string_view::npos : semi - from), &c, &q);
+            if (ok) found.push_back(c), quoted.push_back(q);
             if (semi == std::string_view::npos) break;
             from = semi + 1;
           }
         }
       }
       if (ok) {
-        for (const ToolCall& c : found) emit(c);
+        // The k-th call is the scanner's k-th object (name[ARGS]{…}: objects without names, never
+        // streamed); its arguments as written where they were an object.
+        for (size_t k = 0; k < found.size(); ++k) {
+          ToolCall c = std::move(found[k]);
+          const int object = static_cast<int>(k);
+          if (const std::string* raw = RawArguments(object); raw != nullptr && !quoted[k]) c.arguments = *raw;
+          EmitCall(std::move(c), object, calls);
+        }
         held_.clear();
       } else {
         content->append(format_ == ToolFormat::kMistral ? std::string(kMistralOpen) : std::string()).append(held_);

@@ -1,6 +1,7 @@
 // Forced tool calls (coordinator/forced_tool_call.h): the schema built from the tools, and the calls
 // read back out of output the schema holds, streamed in any pieces or whole.
 #include "coordinator/forced_tool_call.h"
+#include "coordinator/chat_output.h"
 
 #include <gtest/gtest.h>
 
@@ -154,7 +155,7 @@ TEST(ForcedToolCallReader, StreamedPiecesAddUpToTheWholeCalls) {
 TEST(ForcedToolCallReader, DeltasJsonAndFinishReason) {
   std::vector<ForcedToolCallReader::Delta> d = {{0, true, "f", "{\"a\""}, {0, false, "", ":1}"}};
   int n = 0;
-  const json j = ForcedDeltasJson(d, [&] { return "call-" + std::to_string(n++); });
+  const json j = ToolCallDeltasJson(d, [&] { return "call-" + std::to_string(n++); });
   EXPECT_EQ(j, json::parse(R"([{"index":0,"id":"call-0","type":"function","function":{"name":"f","arguments":"{\"a\""}},
                                 {"index":0,"function":{"arguments":":1}"}}])"));
   ForcedToolCallReader required(ToolChoice::kRequired, "");
