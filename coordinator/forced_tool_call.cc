@@ -1,5 +1,7 @@
 #include "coordinator/forced_tool_call.h"
 
+#include <functional>
+
 #include "grammar/json_schema.h"
 
 namespace shoal::coord {
@@ -12,10 +14,42 @@ api::ApiError BadRequest(std::string message, std::string param) {
   return {400, std::move(message), "invalid_request_error", std::move(param), ""};
 }
 
+// Calls every schema object inside `s` (itself included): the places keywords sit, not the values of
+// const, enum, default or examples.
+void ForEachSchema(json& s, const std::function<void(json&)>& fn) {
+  if (!s.is_object()) return;
+  fn(s);
+  for (const char* key : {"properties", "$defs", "definitions"}) {
+    if (s.contains(key) && s[key].is_object()) {
+      for (auto it = s[key].begin(); it != s[key].end(); ++it) ForEachSchema(it.value(), fn);
+    }
+  }
+  for (const char* key : {"items", "additionalProperties"}) {
+    if (s.contains(key)) ForEachSchema(s[key], fn);
+  }
+  for (const char* key : {"anyOf", "oneOf", "allOf"}) {
+    if (s.contains(key) && s[key].is_array()) {
+      for (json& alt : s[key]) ForEachSchema(alt, fn);
+    }
+  }
+}
+
+// A tool's parameters schema as the worker gets it: annotations (descriptions, titles, examples)
+// dropped — they do not constrain, and a long tool list's text would otherwise crowd the schema size
+// limit; none, {} or true mean an object with no properties, as vLLM takes them.
 json ParametersOf(const json& tool) {
   const json& f = tool["function"];
-  if (f.contains("parameters") && !f["parameters"].is_null()) return f["parameters"];
-  return json{{"type", "object"}, {"properties", json::object()}};
+  json p = f.contains("parameters") ? f["parameters"] : json();
+  if (p.is_null() || p == json(true) || (p.is_object() && p.empty())) {
+    return json{{"type", "object"}, {"properties", json::object()}};
+  }
+  ForEachSchema(p, [](json& s) {
+    for (const char* k : {"title", "description", "examples", "default", "$comment", "$schema", "$id", "deprecated",
+                          "readOnly", "writeOnly"}) {
+      s.erase(k);
+    }
+  });
+  return p;
 }
 
 }  // namespace
@@ -29,14 +63,14 @@ std::variant<std::string, api::ApiError> ForcedToolSchema(const json& tools, api
     if (choice == api::ToolChoice::kNamed && fn != name) continue;
     if (choice == api::ToolChoice::kNamed && named_at < 0) named_at = static_cast<int>(i);
     const std::string at = "tools[" + std::to_string(i) + "].function.parameters";
-    auto g = grammar::CompileJsonSchema(ParametersOf(tools[i]).dump(), at);
+    auto g = grammar::CompileJsonSchema(ParametersOf(tools[i]).dump(-1, ' ', false, json::error_handler_t::replace), at);
     if (!g.ok()) return BadRequest(g.status().message() + " (tool_choice needs a schema it can enforce)", at);
   }
   if (choice == api::ToolChoice::kNamed) {
     if (named_at < 0) {
       return BadRequest("tool_choice names the function '" + name.substr(0, 64) + "', which is not in tools", "tool_choice");
     }
-    return ParametersOf(tools[static_cast<size_t>(named_at)]).dump();
+    return ParametersOf(tools[static_cast<size_t>(named_at)]).dump(-1, ' ', false, json::error_handler_t::replace);
   }
   // required: an array of {name, parameters} objects, one alternative per tool; definitions that
   // the tools' "$ref"s name move to the top, where those references resolve.
@@ -45,6 +79,16 @@ std::variant<std::string, api::ApiError> ForcedToolSchema(const json& tools, api
   for (size_t i = 0; i < tools.size(); ++i) {
     json params = ParametersOf(tools[i]);
     const std::string at = "tools[" + std::to_string(i) + "].function.parameters";
+    // "#" inside a tool's parameters means those parameters, not the array they are wrapped in: they
+    // move to a definition of their own, and their "#" references point at it.
+    bool self_ref = false;
+    ForEachSchema(params, [&](json& s) { self_ref = self_ref || (s.contains("$ref") && s["$ref"] == "#"); });
+    const std::string own = "shoal_tool_" + std::to_string(i);
+    if (self_ref) {
+      ForEachSchema(params, [&](json& s) {
+        if (s.contains("$ref") && s["$ref"] == "#") s["$ref"] = "#/$defs/" + own;
+      });
+    }
     for (auto [section, into] : {std::pair<const char*, json*>{"$defs", &defs}, {"definitions", &definitions}}) {
       if (!params.is_object() || !params.contains(section) || !params[section].is_object()) continue;
       for (auto it = params[section].begin(); it != params[section].end(); ++it) {
@@ -56,6 +100,10 @@ std::variant<std::string, api::ApiError> ForcedToolSchema(const json& tools, api
       }
       params.erase(section);
     }
+    if (self_ref) {
+      defs[own] = std::move(params);
+      params = json{{"$ref", "#/$defs/" + own}};
+    }
     json name_schema = {{"type", "string"}, {"enum", json::array({tools[i]["function"]["name"]})}};
     alternatives.push_back(json{{"type", "object"},
                                 {"properties", {{"name", std::move(name_schema)}, {"parameters", std::move(params)}}},
@@ -65,7 +113,7 @@ std::variant<std::string, api::ApiError> ForcedToolSchema(const json& tools, api
   if (!parallel_tool_calls) schema["maxItems"] = 1;
   if (!defs.empty()) schema["$defs"] = std::move(defs);
   if (!definitions.empty()) schema["definitions"] = std::move(definitions);
-  std::string text = schema.dump();
+  std::string text = schema.dump(-1, ' ', false, json::error_handler_t::replace);
   auto g = grammar::CompileJsonSchema(text, "tools");
   if (!g.ok()) return BadRequest(g.status().message(), "tools");
   return text;
@@ -73,6 +121,11 @@ std::variant<std::string, api::ApiError> ForcedToolSchema(const json& tools, api
 
 ForcedToolCallReader::ForcedToolCallReader(api::ToolChoice choice, std::string name) : choice_(choice) {
   if (choice_ == api::ToolChoice::kNamed) calls_.push_back({std::move(name), "", 0});
+}
+
+bool ForcedToolCallReader::complete() const {
+  if (choice_ == api::ToolChoice::kNamed) return json::accept(calls_[0].arguments);
+  return scanner_.calls() > 0 && scanner_.at_top() && ended_ == scanner_.calls();
 }
 
 void ForcedToolCallReader::Feed(std::string_view text, std::vector<Delta>* out) {

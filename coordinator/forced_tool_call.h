@@ -43,10 +43,9 @@ class ForcedToolCallReader {
   void Feed(std::string_view text, std::vector<Delta>* out);
   // The calls read so far (named: the one call with all the text so far).
   const std::vector<ToolCall>& calls() const { return calls_; }
-  // Every call is whole: named, always; required, once the array has closed.
-  bool complete() const {
-    return choice_ == api::ToolChoice::kNamed || (scanner_.calls() > 0 && scanner_.at_top() && ended_ == scanner_.calls());
-  }
+  // Every call is whole: named, once its arguments are a whole JSON value; required, once the array
+  // has closed.
+  bool complete() const;
 
  private:
   api::ToolChoice choice_;

@@ -99,8 +99,14 @@ bool JsonMatcher::RequiredLeft(const Frame& o) const {
                      [](const SchemaNode::Property& p) { return p.required; });
 }
 
-bool JsonMatcher::MoreKeys(const Frame& o) const {
-  return static_cast<size_t>(o.a) < Properties(o.node).size() || Additional(o.node) >= 0;
+bool JsonMatcher::CanStartKey(const Stack& st) const {
+  const Frame& o = st.back();
+  const auto& props = Properties(o.node);
+  for (size_t j = static_cast<size_t>(o.a); j < props.size(); ++j) {
+    if (Fits(st.size(), props[j].node)) return true;
+    if (props[j].required) break;  // cannot be skipped
+  }
+  return Additional(o.node) >= 0 && Fits(st.size(), Additional(o.node));
 }
 
 void JsonMatcher::Step(Stack& st, uint8_t ch) {
@@ -127,16 +133,28 @@ void JsonMatcher::Step(Stack& st, uint8_t ch) {
   }
 }
 
+bool JsonMatcher::Fits(size_t size, int32_t node) const {
+  return size + static_cast<size_t>(g_->node(node).min_depth) <= static_cast<size_t>(kMaxNesting) + 1;
+}
+
 void JsonMatcher::PushValue(Stack& st, int32_t node, uint8_t ch) {
-  if (st.size() > kMaxNesting) return;
+  const SchemaNode& n = g_->node(node);
+  if (n.kind != Kind::kUnion) {
+    PushLeaf(st, node, ch);
+    return;
+  }
+  for (int32_t leaf : n.leaves) {  // flattened at compile time: no union among them
+    Stack copy = st;
+    PushLeaf(copy, leaf, ch);
+  }
+}
+
+void JsonMatcher::PushLeaf(Stack& st, int32_t node, uint8_t ch) {
+  if (!Fits(st.size(), node)) return;
   const SchemaNode& n = g_->node(node);
   switch (n.kind) {
     case Kind::kUnion:
-      for (int32_t alt : n.alternatives) {
-        Stack copy = st;
-        PushValue(copy, alt, ch);
-      }
-      return;
+      return;  // not a leaf
     case Kind::kAny:
       if (ch == '{') {
         st.push_back(Frame{Frame::Kind::kObject, kOpen, 0, node, 0, 0, 0});
@@ -245,7 +263,12 @@ void JsonMatcher::StepObject(Stack& st, uint8_t ch) {
       }
       if (ch != '"') return;
       const auto& props = Properties(f.node);
-      if (static_cast<size_t>(f.a) < props.size()) {
+      bool declared_fits = false;
+      for (size_t j = static_cast<size_t>(f.a); j < props.size(); ++j) {
+        if (Fits(st.size(), props[j].node)) declared_fits = true;
+        if (declared_fits || props[j].required) break;
+      }
+      if (declared_fits) {
         // A declared key: any from the next one up to the first required one (which cannot be skipped).
         int32_t last = f.a;
         while (static_cast<size_t>(last) + 1 < props.size() && !props[static_cast<size_t>(last)].required) ++last;
@@ -258,7 +281,7 @@ void JsonMatcher::StepObject(Stack& st, uint8_t ch) {
         copy.push_back(key);
         Emit(copy);
       }
-      if (Additional(f.node) >= 0) {
+      if (Additional(f.node) >= 0 && Fits(st.size(), Additional(f.node))) {
         f.phase = kInKey;
         f.ws = 0;
         // c: the first declared key its bytes may still be (TrackKey); none when there are none.
@@ -279,7 +302,7 @@ void JsonMatcher::StepObject(Stack& st, uint8_t ch) {
       PushValue(st, f.b, ch);
       return;
     case kAfterValue:
-      if (ch == ',' && MoreKeys(f)) {
+      if (ch == ',' && CanStartKey(st)) {
         f.phase = kAfterComma;
         f.ws = 0;
         Emit(st);
@@ -300,6 +323,7 @@ void JsonMatcher::StepKey(Stack& st, uint8_t ch) {
   const auto matched = static_cast<size_t>(f.b);
   for (int32_t d = f.a; d <= f.c; ++d) {
     const std::string& key = props[static_cast<size_t>(d)].key;
+    if (!Fits(st.size() - 1, props[static_cast<size_t>(d)].node)) continue;  // its value would not fit
     if (key.size() > matched && key.compare(0, matched, cur, 0, matched) == 0 && static_cast<uint8_t>(key[matched]) == ch) {
       f.a = d;
       f.b = static_cast<int32_t>(matched + 1);
@@ -332,7 +356,7 @@ void JsonMatcher::StepArray(Stack& st, uint8_t ch) {
         }
         return;
       }
-      if (max_items == 0) return;
+      if (max_items == 0 || !Fits(st.size(), items)) return;
       f.phase = kInItem;
       f.ws = 0;
       PushValue(st, items, ch);
@@ -343,7 +367,7 @@ void JsonMatcher::StepArray(Stack& st, uint8_t ch) {
       PushValue(st, items, ch);
       return;
     case kAfterItem:
-      if (ch == ',' && (max_items < 0 || f.a < max_items)) {
+      if (ch == ',' && (max_items < 0 || f.a < max_items) && Fits(st.size(), items)) {
         f.phase = kAfterArrComma;
         f.ws = 0;
         Emit(st);
@@ -370,6 +394,13 @@ void JsonMatcher::StepString(Stack& st, uint8_t ch) {
     return true;
   };
   if (f.node == -1 && !TrackKey(f, ch)) return;
+  if (f.phase == kBody && (f.d & Frame::kPendingLow)) {
+    // A high surrogate was written: only its low one's \u may follow (counted with it, once).
+    if (ch != '\\') return;
+    f.phase = kEscape;
+    Emit(st);
+    return;
+  }
   if (f.phase == kBody) {
     if (ch == '"') {
       if (f.a < min_len) return;
@@ -414,8 +445,11 @@ void JsonMatcher::StepString(Stack& st, uint8_t ch) {
   if (f.phase == kEscape) {
     if (ch == 'u') {
       f.phase = kHex + 4;
-    } else if (ch == '"' || ch == '\\' || ch == '/' || ch == 'b' || ch == 'f' || ch == 'n' || ch == 'r' || ch == 't') {
-      f.phase = kBody;
+      f.d &= ~0xFFFF;
+    } else if ((f.d & Frame::kPendingLow) == 0 &&
+               (ch == '"' || ch == '\\' || (ch == '/' && f.node != -1) || ch == 'b' || ch == 'f' || ch == 'n' ||
+                ch == 'r' || ch == 't')) {
+      f.phase = kBody;  // (a key of other properties writes '/' as itself, as a declared name would)
     } else {
       return;
     }
@@ -423,7 +457,29 @@ void JsonMatcher::StepString(Stack& st, uint8_t ch) {
     return;
   }
   if (!IsHex(ch)) return;
-  f.phase = f.phase == kHex + 1 ? static_cast<uint8_t>(kBody) : static_cast<uint8_t>(f.phase - 1);
+  const int32_t digit = IsDigit(ch) ? ch - '0' : (ch | 0x20) - 'a' + 10;
+  f.d = (f.d & ~0xFFFF) | (((f.d & 0xFFFF) << 4 | digit) & 0xFFFF);
+  if (f.phase > kHex + 1) {
+    --f.phase;
+    Emit(st);
+    return;
+  }
+  // The escape is whole.
+  const int32_t v = f.d & 0xFFFF;
+  if (f.d & Frame::kPendingLow) {
+    if (v < 0xDC00 || v > 0xDFFF) return;  // a high surrogate's partner must be a low one
+    f.d = 0;
+  } else if (v >= 0xD800 && v <= 0xDBFF) {
+    f.d = Frame::kPendingLow;
+  } else if (v >= 0xDC00 && v <= 0xDFFF) {
+    return;  // a lone low surrogate
+  } else {
+    f.d = 0;
+  }
+  // A key of other properties escapes only what JSON must (control characters without a short form),
+  // so that no escape spells a declared name.
+  if (f.node == -1 && (v >= 0x20 || v == 0x08 || v == 0x09 || v == 0x0A || v == 0x0C || v == 0x0D)) return;
+  f.phase = kBody;
   Emit(st);
 }
 
@@ -551,12 +607,15 @@ bool JsonMatcher::accepting() const {
 }
 
 bool JsonMatcher::InStringBody(int64_t* room) const {
-  if (ends_.size() != 1) return false;
-  const Frame& top = frames_.back();
-  if (top.kind != Frame::Kind::kString || top.phase != kBody) return false;
-  int64_t max_len = -1;
-  if (top.node >= 0 && g_->node(top.node).kind == Kind::kString) max_len = g_->node(top.node).max_length;
-  *room = max_len < 0 ? std::numeric_limits<int64_t>::max() : max_len - top.a;
+  if (ends_.empty()) return false;
+  *room = -1;
+  for (uint32_t end : ends_) {
+    const Frame& top = frames_[end - 1];
+    if (top.kind != Frame::Kind::kString || top.phase != kBody || top.d != 0) return false;
+    int64_t max_len = -1;
+    if (top.node >= 0 && g_->node(top.node).kind == Kind::kString) max_len = g_->node(top.node).max_length;
+    *room = std::max(*room, max_len < 0 ? std::numeric_limits<int64_t>::max() : max_len - top.a);
+  }
   return true;
 }
 

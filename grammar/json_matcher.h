@@ -9,8 +9,9 @@
 //
 // Text accepted: one JSON value, optionally preceded by whitespace, nothing after it. Between tokens,
 // runs of at most kMaxWhitespaceRun whitespace bytes; objects write declared properties in the
-// schema's order; strings are valid UTF-8 with JSON's escapes;
-// nesting at most kMaxNesting deep.
+// schema's order; strings are valid UTF-8 with JSON's escapes, \u surrogates only in pairs; keys of
+// other properties (additionalProperties) never a declared name, and escaped only where JSON must
+// (so no escape spells a declared name); nesting at most kMaxNesting deep.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +23,10 @@
 
 namespace shoal::grammar {
 
-inline constexpr size_t kMaxNesting = 32;
-inline constexpr size_t kMaxAlternatives = 64;
+// Alternative stacks kept at once (a union of kMaxUnionLeaves, doubled by a key that may be declared
+// or another one). Beyond it the last alternatives are dropped: output stays valid, a rare choice may
+// become unavailable.
+inline constexpr size_t kMaxAlternatives = 2 * kMaxUnionLeaves;
 
 class JsonMatcher {
  public:
@@ -36,8 +39,9 @@ class JsonMatcher {
   bool dead() const { return ends_.empty(); }
   // The bytes so far are a whole value the schema accepts (the output may end here).
   bool accepting() const;
-  // Inside the body of a string (one alternative, not after a backslash): any byte other than '"',
-  // '\\', a control byte or an invalid UTF-8 lead byte is accepted, up to *room more code points
+  // Inside the body of a string in every alternative (not after a backslash or inside a UTF-8
+  // sequence): any byte other than '"', '\\', a control byte or an invalid UTF-8 lead byte is
+  // accepted by the alternatives with room for it; *room is the most code points one still takes
   // (INT64_MAX when unbounded). The token mask's fast path.
   bool InStringBody(int64_t* room) const;
 
@@ -57,12 +61,21 @@ class JsonMatcher {
     // kString: a = code points so far (a key of other properties: b and c as TrackKey says).
     // kLiteral: a = the first literal the bytes still match, b = bytes matched.
     int32_t a = 0, b = 0, c = 0;
+    // kString: a \u escape's value so far (low 16 bits); kPendingLow: a high surrogate was written, a
+    // \u low one must follow; kInPair: this escape is that low one (its code point already counted).
+    int32_t d = 0;
+    static constexpr int32_t kPendingLow = 1 << 16, kInPair = 1 << 17;
     bool operator==(const Frame&) const = default;
   };
   using Stack = std::vector<Frame>;
 
   void Step(Stack& st, uint8_t ch);
   void PushValue(Stack& st, int32_t node, uint8_t ch);
+  void PushLeaf(Stack& st, int32_t node, uint8_t ch);
+  // Whether a value of `node` started on a stack of `size` frames can still be completed.
+  bool Fits(size_t size, int32_t node) const;
+  // Whether the object on top of `st` can start another key (one whose value fits).
+  bool CanStartKey(const Stack& st) const;
   void StepObject(Stack& st, uint8_t ch);
   void StepKey(Stack& st, uint8_t ch);
   void StepArray(Stack& st, uint8_t ch);
@@ -75,7 +88,6 @@ class JsonMatcher {
   void Emit(const Stack& st);
   bool StackAccepting(const Frame* begin, const Frame* end) const;
   bool RequiredLeft(const Frame& object) const;
-  bool MoreKeys(const Frame& object) const;
   const std::vector<SchemaNode::Property>& Properties(int32_t node) const;
   int32_t Additional(int32_t node) const;
 

@@ -65,6 +65,8 @@ class SchemaCompiler {
     StatusOr<int32_t> r = Compile(root_, "", 0);
     if (!r.ok()) return r.status();
     g_->root_ = *r;
+    SHOAL_RETURN_IF_ERROR(FlattenUnions());
+    SHOAL_RETURN_IF_ERROR(ComputeMinDepth());
     return std::shared_ptr<const JsonGrammar>(std::move(g_));
   }
 
@@ -194,10 +196,12 @@ class SchemaCompiler {
         const json& e = s["enum"];
         if (!e.is_array() || e.empty()) return Error(Join(path, "enum"), "must be a non-empty array");
         for (const json& v : e) {
+          if (!OfDeclaredType(s, v)) continue;  // both keywords apply: a value of another type never validates
           std::string lit = Compact(v);
           if (std::find(n.literals.begin(), n.literals.end(), lit) == n.literals.end()) n.literals.push_back(std::move(lit));
         }
       }
+      if (n.literals.empty()) return Error(Join(path, "enum"), "has no value of the schema's type");
       return NewNode(std::move(n), path);
     }
     std::vector<std::string> types;
@@ -230,6 +234,21 @@ class SchemaCompiler {
       u.alternatives.push_back(n);
     }
     return NewNode(std::move(u), path);
+  }
+
+  // Whether v is of a type the schema's "type" names (true without one).
+  static bool OfDeclaredType(const json& s, const json& v) {
+    if (!s.contains("type")) return true;
+    auto is = [&](const json& t) {
+      if (!t.is_string()) return false;
+      const std::string& n = t.get_ref<const std::string&>();
+      return (n == "string" && v.is_string()) || (n == "integer" && v.is_number_integer()) ||
+             (n == "number" && v.is_number()) || (n == "boolean" && v.is_boolean()) || (n == "null" && v.is_null()) ||
+             (n == "array" && v.is_array()) || (n == "object" && v.is_object());
+    };
+    const json& t = s["type"];
+    if (t.is_array()) return std::any_of(t.begin(), t.end(), is);
+    return is(t);
   }
 
   static bool HasConstraints(const json& s) {
@@ -323,6 +342,83 @@ class SchemaCompiler {
       n.properties.push_back({key, n.additional, true});
     }
     return NewNode(std::move(n), path);
+  }
+
+  // Every union's leaves: the non-union nodes reachable through unions, once each. A union reached
+  // again while being expanded ($ref cycles through anyOf) adds nothing.
+  Status FlattenUnions() {
+    std::vector<SchemaNode>& nodes = g_->nodes_;
+    for (size_t u = 0; u < nodes.size(); ++u) {
+      if (nodes[u].kind != SchemaNode::Kind::kUnion) continue;
+      std::vector<int32_t> leaves, stack = {static_cast<int32_t>(u)};
+      std::vector<uint8_t> seen(nodes.size(), 0);
+      seen[u] = 1;
+      while (!stack.empty()) {
+        const int32_t n = stack.back();
+        stack.pop_back();
+        const std::vector<int32_t>& alts = nodes[static_cast<size_t>(n)].alternatives;
+        for (auto it = alts.rbegin(); it != alts.rend(); ++it) {  // in the order written
+          if (seen[static_cast<size_t>(*it)]) continue;
+          seen[static_cast<size_t>(*it)] = 1;
+          if (nodes[static_cast<size_t>(*it)].kind == SchemaNode::Kind::kUnion) {
+            stack.push_back(*it);
+          } else {
+            leaves.push_back(*it);
+          }
+        }
+      }
+      if (leaves.empty()) return InvalidArgument(what_ + ": a schema refers only to itself and allows no value");
+      if (leaves.size() > kMaxUnionLeaves) {
+        return InvalidArgument(what_ + ": a union of " + std::to_string(leaves.size()) + " alternatives; at most " +
+                               std::to_string(kMaxUnionLeaves));
+      }
+      nodes[u].leaves = std::move(leaves);
+    }
+    return Status::Ok();
+  }
+
+  // The fewest frames each node's value needs (a fixed point: recursive schemas converge, or stay
+  // unbounded when a value can never end — e.g. a required property that is itself).
+  Status ComputeMinDepth() {
+    std::vector<SchemaNode>& nodes = g_->nodes_;
+    constexpr int32_t kUnbounded = 1 << 20;
+    for (SchemaNode& n : nodes) n.min_depth = kUnbounded;
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      for (SchemaNode& n : nodes) {
+        int32_t d = 1;
+        switch (n.kind) {
+          case SchemaNode::Kind::kObject:
+            for (const auto& p : n.properties) {
+              if (p.required) d = std::max(d, 1 + nodes[static_cast<size_t>(p.node)].min_depth);
+            }
+            break;
+          case SchemaNode::Kind::kArray:
+            if (n.min_items > 0) d = 1 + nodes[static_cast<size_t>(n.items)].min_depth;
+            break;
+          case SchemaNode::Kind::kUnion:
+            d = kUnbounded;
+            for (int32_t l : n.leaves) d = std::min(d, nodes[static_cast<size_t>(l)].min_depth);
+            break;
+          default:
+            break;
+        }
+        d = std::min(d, kUnbounded);
+        if (d < n.min_depth) {
+          n.min_depth = d;
+          changed = true;
+        }
+      }
+    }
+    const int32_t root = nodes[static_cast<size_t>(g_->root_)].min_depth;
+    if (root > kMaxNesting) {
+      return InvalidArgument(what_ + (root >= kUnbounded ? ": no value can ever complete it (a required property "
+                                                           "that contains itself)"
+                                                         : ": its values nest " + std::to_string(root) +
+                                                               " levels deep; at most " + std::to_string(kMaxNesting)));
+    }
+    return Status::Ok();
   }
 
   const json& root_;

@@ -40,6 +40,10 @@ inline constexpr int kMaxWhitespaceRun = 16;
 // Schema text a request may carry, and the compiled size (nodes) one may expand to.
 inline constexpr size_t kMaxSchemaBytes = kMaxJsonSchemaBytes;
 inline constexpr size_t kMaxSchemaNodes = 4096;
+// Alternatives one union may flatten to (anyOf, type lists, the tools of tool_choice "required").
+inline constexpr size_t kMaxUnionLeaves = 256;
+// Containers one value may nest (the root value's frame counts as 1).
+inline constexpr int32_t kMaxNesting = 32;
 
 struct SchemaNode {
   enum class Kind : uint8_t { kAny, kObject, kArray, kString, kNumber, kInteger, kLiterals, kUnion };
@@ -55,7 +59,13 @@ struct SchemaNode {
   int64_t min_items = 0, max_items = -1;    // kArray; -1: no bound
   int64_t min_length = 0, max_length = -1;  // kString, in code points; -1: no bound
   std::vector<std::string> literals;        // kLiterals: compact JSON texts (enum, const, true/false/null)
-  std::vector<int32_t> alternatives;        // kUnion
+  std::vector<int32_t> alternatives;        // kUnion, as written (may name other unions, or itself via $ref)
+  // kUnion: the non-union nodes it can be, each once (unions and $ref cycles flattened at compile
+  // time, so the matcher never recurses through them); at most kMaxUnionLeaves.
+  std::vector<int32_t> leaves;
+  // Frames a value of this node needs at least to be complete (itself included): what the matcher's
+  // nesting bound checks before it starts one, so that every prefix it keeps can still be finished.
+  int32_t min_depth = 1;
 };
 
 class JsonGrammar {
@@ -74,8 +84,10 @@ class JsonGrammar {
 };
 
 // Compiles schema text (UTF-8 JSON). InvalidArgument for text that is not JSON or a schema that is
-// malformed (naming the path, e.g. "properties.unit.enum"), Unimplemented for a keyword listed above
-// as refused; `what` prefixes every message (e.g. "tools[0].function.parameters").
+// malformed (naming the path, e.g. "properties.unit.enum"), that allows no value (a $ref to itself and
+// nothing else), whose unions flatten past kMaxUnionLeaves, or whose values cannot be completed within
+// kMaxNesting levels; Unimplemented for a keyword listed above as refused; `what` prefixes every
+// message (e.g. "tools[0].function.parameters"). An `enum` beside `type` keeps the values of that type.
 StatusOr<std::shared_ptr<const JsonGrammar>> CompileJsonSchema(std::string_view schema_text, const std::string& what);
 
 }  // namespace shoal::grammar

@@ -133,10 +133,10 @@ void TokenConstraint::Allowed(std::span<const int32_t> stop_ids, int32_t vocab, 
   } else {
     Walk(v.sorted_, limit, allowed);
   }
-  if (matcher_.accepting()) {
-    for (int32_t t : stop_ids) {
-      if (t >= 0 && t < vocab) (*allowed)[static_cast<size_t>(t)] = 1;
-    }
+  // A stop id ends the output whatever its bytes: allowed exactly when the output is whole.
+  const bool whole = matcher_.accepting();
+  for (int32_t t : stop_ids) {
+    if (t >= 0 && t < vocab) (*allowed)[static_cast<size_t>(t)] = whole ? 1 : 0;
   }
 }
 

@@ -61,8 +61,8 @@ class TokenConstraint {
   TokenConstraint(std::shared_ptr<const JsonGrammar> grammar, std::shared_ptr<const TokenVocabulary> vocabulary);
 
   // allowed (resized to `vocab`, the model's vocabulary, which may be larger than the tokenizer's):
-  // 1 for every token that keeps the output a prefix of an accepted text, and for the stop ids when
-  // the output is complete; 0 for the rest.
+  // 1 for every token that keeps the output a prefix of an accepted text; the stop ids 1 exactly when
+  // the output is complete (whatever text a stop id has); 0 for the rest.
   void Allowed(std::span<const int32_t> stop_ids, int32_t vocab, std::vector<uint8_t>* allowed);
   // Advances past a generated token (not a stop id). False if the token breaks the constraint (then
   // the constraint is dead: every later mask is empty).

@@ -269,7 +269,15 @@ void Scheduler::Sample(Seq* s, std::vector<float>& logits, std::vector<control::
     }
   }
   for (size_t i = 0; i < r.bias_ids.size(); ++i) logits[r.bias_ids[i]] += r.bias_values[i];
-  if (s->generated < r.sampling.min_tokens) {
+  // min_tokens holds the stop ids back — unless a constraint is complete and allows nothing else.
+  bool only_stops = false;
+  if (s->constraint != nullptr && s->constraint->complete()) {
+    only_stops = true;
+    for (size_t t = 0; t < allowed_.size() && only_stops; ++t) {
+      only_stops = !allowed_[t] || std::find(r.stop_ids.begin(), r.stop_ids.end(), static_cast<int32_t>(t)) != r.stop_ids.end();
+    }
+  }
+  if (s->generated < r.sampling.min_tokens && !only_stops) {
     for (int32_t t : r.stop_ids) {
       if (t >= 0 && t < static_cast<int32_t>(logits.size())) logits[t] = -INFINITY;
     }

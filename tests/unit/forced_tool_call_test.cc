@@ -85,6 +85,30 @@ TEST(ForcedToolSchema, SchemasItCannotEnforceAreA400NamingTheTool) {
   EXPECT_EQ(std::get<api::ApiError>(r).param, "tools[1].function.parameters.$defs");
 }
 
+TEST(ForcedToolSchema, EmptyParametersSelfReferencesAndAnnotations) {
+  const json tools = json::parse(R"([
+    {"type": "function", "function": {"name": "e", "parameters": {}}},
+    {"type": "function", "function": {"name": "tree", "parameters": {"type": "object", "description": "a tree",
+      "properties": {"label": {"type": "string", "description": "its label", "examples": ["x"]},
+                     "description": {"type": "string"},
+                     "children": {"type": "array", "items": {"$ref": "#"}}}}}}])");
+  // {} parameters: an object with no properties (vLLM's reading), not any value.
+  const std::string e = Schema(ToolChoice::kNamed, "e", true, tools);
+  EXPECT_TRUE(Accepts(e, "{}"));
+  EXPECT_FALSE(Accepts(e, "5"));
+  // Annotations do not travel; a property named "description" does.
+  const std::string tree = Schema(ToolChoice::kNamed, "tree", true, tools);
+  EXPECT_EQ(tree.find("a tree"), std::string::npos);
+  EXPECT_EQ(tree.find("its label"), std::string::npos);
+  EXPECT_NE(tree.find("\"description\":{\"type\":\"string\"}"), std::string::npos) << tree;
+  EXPECT_TRUE(Accepts(tree, R"({"label":"a","children":[{"label":"b"}]})"));
+  // Under "required", "#" in a tool's parameters still means those parameters, not the call array.
+  const std::string req = Schema(ToolChoice::kRequired, "", true, tools);
+  EXPECT_TRUE(Accepts(req, R"([{"name":"tree","parameters":{"label":"a","children":[{"label":"b","children":[]}]}}])"));
+  EXPECT_FALSE(Accepts(req, R"([{"name":"tree","parameters":{"children":[[{"name":"e","parameters":{}}]]}}])"));
+  EXPECT_TRUE(Accepts(req, R"([{"name":"e","parameters":{}}])"));
+}
+
 // The calls a text gives when fed in pieces at the given cut points: the deltas joined per call.
 struct Read {
   std::vector<ToolCall> calls;  // from the deltas

@@ -178,6 +178,7 @@ TEST(JsonMatcher, AcceptsTheTextsTheSchemaAllows) {
   for (const char* bad : {R"("a")", R"("abcd")"}) EXPECT_FALSE(Accepts(len, bad)) << bad;
   // Deep nesting is bounded.
   EXPECT_FALSE(Accepts(any, std::string(kMaxNesting + 1, '[') + std::string(kMaxNesting + 1, ']')));
+  EXPECT_TRUE(Accepts(any, std::string(kMaxNesting, '[') + std::string(kMaxNesting, ']')));
   // Whitespace runs are bounded.
   EXPECT_FALSE(Accepts(any, "[" + std::string(kMaxWhitespaceRun + 1, ' ') + "1]"));
   EXPECT_TRUE(Accepts(any, "[" + std::string(kMaxWhitespaceRun, ' ') + "1]"));
@@ -195,6 +196,96 @@ TEST(JsonMatcher, OptionalKeysUnionsAndRecursion) {
                          "$ref":"#/$defs/node"})");
   EXPECT_TRUE(Accepts(tree, R"({"v":1,"kids":[{"v":2},{"v":3,"kids":[{"v":4,"kids":[]}]}]})"));
   EXPECT_FALSE(Accepts(tree, R"({"v":1,"kids":[{"w":2}]})"));
+}
+
+// Hostile or awkward schemas (a review's findings): self-references, shared unions, wide unions,
+// nesting that could strand a generation, surrogates, escaped keys, enum beside type.
+TEST(JsonSchema, SelfReferencesAndSharedUnionsAreFlattened) {
+  EXPECT_FALSE(CompileJsonSchema(R"({"$ref": "#"})", "s").ok());  // allows no value
+  EXPECT_FALSE(CompileJsonSchema(R"({"$defs":{"a":{"allOf":[{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"})", "s").ok());
+  auto g = Compile(R"({"anyOf": [{"$ref": "#"}, {"type": "string"}]})");
+  EXPECT_TRUE(Accepts(g, R"("x")"));
+  EXPECT_FALSE(Accepts(g, "1"));
+  // 2^30 paths through 31 shared unions: flattened once, a byte costs one alternative.
+  json defs = json::object();
+  for (int i = 0; i < 30; ++i) {
+    const std::string next = "#/$defs/a" + std::to_string(i + 1);
+    defs["a" + std::to_string(i)] = {{"anyOf", json::array({{{"$ref", next}}, {{"$ref", next}}})}};
+  }
+  defs["a30"] = {{"type", "string"}};
+  const json chain = {{"$defs", defs}, {"$ref", "#/$defs/a0"}};
+  auto c = Compile(chain.dump());
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(Accepts(c, R"("deep")"));
+  // A union of 200 alternatives: every one reachable (the tools of tool_choice "required").
+  json alts = json::array();
+  for (int i = 0; i < 200; ++i) alts.push_back({{"const", "f" + std::to_string(i)}});
+  auto wide = Compile(json{{"type", "array"}, {"items", {{"anyOf", alts}}}}.dump());
+  EXPECT_TRUE(Accepts(wide, R"(["f0","f199","f57"])"));
+  json too_wide = json::array();
+  for (int i = 0; i < static_cast<int>(kMaxUnionLeaves) + 1; ++i) too_wide.push_back({{"const", i}});
+  EXPECT_FALSE(CompileJsonSchema(json{{"anyOf", too_wide}}.dump(), "s").ok());
+}
+
+TEST(JsonSchema, NestingNeverStrandsAGeneration) {
+  // Objects that must nest deeper than the bound cannot be compiled...
+  json deep = {{"type", "string"}};
+  for (int i = 0; i < kMaxNesting; ++i) deep = {{"type", "object"}, {"properties", {{"x", deep}}}, {"required", {"x"}}};
+  EXPECT_FALSE(CompileJsonSchema(deep.dump(), "s").ok());
+  // ...and at the bound, nothing opens that could not close: a generation that nests greedily still
+  // has a way on at every step, and ends.
+  auto vocab = std::make_shared<const TokenVocabulary>(std::vector<std::string>{"", "{", "[", "\"", "a", ":", "]", "}", "1"});
+  for (const char* schema : {"{}", R"({"type":"object"})",
+                             R"({"$defs":{"n":{"type":"object","properties":{"a":{"type":"array","items":{"$ref":"#/$defs/n"}}}}},"$ref":"#/$defs/n"})"}) {
+    TokenConstraint c(Compile(schema), vocab);
+    std::vector<uint8_t> allowed;
+    std::string text;
+    std::ptrdiff_t depth = 0;
+    int steps = 0;
+    for (; steps < 400; ++steps) {
+      c.Allowed(std::vector<int32_t>{0}, vocab->size(), &allowed);
+      ASSERT_NE(std::count(allowed.begin(), allowed.end(), 1), 0) << schema << " stranded after " << steps;
+      if (allowed[0]) break;
+      int32_t pick = -1;
+      // Open whatever can be opened for 200 steps (down to the bound; a string is closed at once),
+      // then close.
+      const bool in_string = std::count(text.begin(), text.end(), '"') % 2 == 1;
+      const std::vector<int32_t> order = in_string     ? std::vector<int32_t>{3, 4}
+                                         : steps < 200 ? std::vector<int32_t>{2, 1, 3, 5, 4, 8, 6, 7}
+                                                       : std::vector<int32_t>{8, 6, 7, 5, 3, 4, 1, 2};
+      for (int32_t t : order) {
+        if (allowed[static_cast<size_t>(t)]) {
+          pick = t;
+          break;
+        }
+      }
+      ASSERT_TRUE(c.Accept(pick));
+      text += vocab->bytes(pick);
+      depth = std::max(depth, std::count(text.begin(), text.end(), '[') + std::count(text.begin(), text.end(), '{') -
+                                  std::count(text.begin(), text.end(), ']') - std::count(text.begin(), text.end(), '}'));
+    }
+    EXPECT_LT(steps, 400) << schema;
+    EXPECT_EQ(depth, kMaxNesting) << schema << ": nested down to the bound\n" << text;
+    EXPECT_TRUE(json::accept(text)) << text;
+  }
+}
+
+TEST(JsonMatcher, SurrogatesEscapedKeysAndTypedEnums) {
+  auto str = Compile(R"({"type":"string","minLength":2})");
+  EXPECT_TRUE(Accepts(str, R"("\ud83d\ude00x")"));
+  EXPECT_FALSE(Accepts(str, R"("\ud83d\ude00")"));  // one code point
+  auto any = Compile("{}");
+  for (const char* bad : {R"("\ud800")", R"("\udc00")", R"("\ud800x")", R"("\ud800\u0041")"}) EXPECT_FALSE(Accepts(any, bad)) << bad;
+  EXPECT_TRUE(Accepts(any, R"("\ud800\udc00")"));
+  auto keys = Compile(R"({"type":"object","properties":{"n":{"type":"integer"}},"additionalProperties":{"type":"string"}})");
+  EXPECT_TRUE(Accepts(keys, R"({"n":1,"m":"x"})"));
+  EXPECT_FALSE(Accepts(keys, R"({"\u006e":"x"})"));  // an escape spelling a declared name
+  EXPECT_FALSE(Accepts(keys, R"({"n":"x"})"));
+  EXPECT_TRUE(Accepts(keys, R"({"a\u0001":"x"})"));  // a control character must be escaped
+  auto typed = Compile(R"({"type":"string","enum":[1,"a"]})");
+  EXPECT_TRUE(Accepts(typed, R"("a")"));
+  EXPECT_FALSE(Accepts(typed, "1"));
+  EXPECT_FALSE(CompileJsonSchema(R"({"type":"string","enum":[1,2]})", "s").ok());
 }
 
 // --- Token mask -----------------------------------------------------------------------------------
@@ -239,7 +330,9 @@ TEST(TokenConstraint, MaskEqualsTryingEveryTokenAndGenerationsValidate) {
       kWeather, kRequiredTools, "{}",
       R"({"type":"object","properties":{"xs":{"type":"array","items":{"type":["integer","null"]},"maxItems":4},
           "s":{"type":"string","maxLength":5},"f":{"type":"number"},"e":{"enum":["a",2,true]}},"required":["s","e"]})",
-      R"({"$defs":{"n":{"type":"object","properties":{"v":{"type":"integer"},"k":{"type":"array","items":{"$ref":"#/$defs/n"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/n"})"};
+      R"({"$defs":{"n":{"type":"object","properties":{"v":{"type":"integer"},"k":{"type":"array","items":{"$ref":"#/$defs/n"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/n"})",
+      // Several alternatives inside one string body (the fast path takes the largest room).
+      R"({"type":"array","items":{"anyOf":[{"type":"string","maxLength":2},{"type":"string","maxLength":6},{"enum":["Paris","Oslo"]}]}})"};
   std::mt19937_64 rng(7);
   int finished = 0, runs = 0;
   for (const std::string& schema_text : schemas) {

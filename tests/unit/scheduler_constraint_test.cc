@@ -110,6 +110,13 @@ TEST(SchedulerConstraint, OutputsFitTheSchemaAndEndOnlyWhenWhole) {
     ExpectValid(su, r);
     EXPECT_EQ(r.tokens.back(), su.eos);
   }
+  // min_tokens past the text's end does not keep a whole text from ending: the stop token is all
+  // the constraint allows then.
+  Scheduler s3(*su.engine, su.vocab);
+  ScheduledRequest m = su.Request(8, 1.0f, 3);
+  m.sampling.min_tokens = 100;
+  ASSERT_TRUE(s3.Submit(m).ok());
+  ExpectValid(su, RunAll(s3).at(8));
   // Without a stop id (ignore_eos) it ends when the text is whole: a finish with no token.
   Scheduler s2(*su.engine, su.vocab);
   ScheduledRequest r = su.Request(9, 1.0f, 7);
