@@ -18,21 +18,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "comm/expert_load.h"
 #include "common/status.h"
 
 namespace shoal::coord {
 
-struct ExpertLoad {
-  double seconds = 0;  // the span the counts cover (0: no two snapshots yet)
-  int layers = 0, experts = 0;
-  std::vector<uint64_t> tokens;  // [layers × experts]: tokens routed to expert e in layer l
-
-  uint64_t Total() const;
-  // Per MoE layer (one with any tokens): the most loaded rank's tokens over the mean rank's, with
-  // expert e counted on rank_of[e] (a share of it where several ranks hold it: share[e] ranks);
-  // averaged over layers weighted by their tokens. 1 is perfect balance; 0 when nothing was routed.
-  double RankImbalance(const std::vector<std::vector<int>>& rank_experts) const;
-};
+using comm::ExpertLoad;
 
 class ExpertLoadWindow {
  public:
@@ -60,9 +51,7 @@ class ExpertLoadWindow {
 std::vector<uint64_t> GroupCumulative(int layers, int experts, const std::vector<std::vector<int>>& rank_experts,
                                       const std::vector<const std::vector<uint64_t>*>& layer_counts);
 
-// The recorded form: {"layers", "experts", "window_seconds", "tokens": [[per expert] per layer]}; and
-// back (InvalidArgument naming the field).
-nlohmann::ordered_json ExpertLoadJson(const ExpertLoad& load);
-StatusOr<ExpertLoad> ExpertLoadFromJson(const nlohmann::ordered_json& j);
+using comm::ExpertLoadFromJson;
+using comm::ExpertLoadJson;
 
 }  // namespace shoal::coord

@@ -460,6 +460,15 @@ void JsonMatcher::StepString(Stack& st, uint8_t ch) {
   const int32_t digit = IsDigit(ch) ? ch - '0' : (ch | 0x20) - 'a' + 10;
   f.d = (f.d & ~0xFFFF) | (((f.d & 0xFFFF) << 4 | digit) & 0xFFFF);
   if (f.phase > kHex + 1) {
+    // Refuse a prefix no last digit completes: a low surrogate without its high one (or the reverse),
+    // and in a key of other properties anything but a control character's code.
+    const int32_t v = f.d & 0xFFFF;
+    const int digits = kHex + 5 - f.phase;  // read so far: 1, 2 or 3
+    const bool pending = (f.d & Frame::kPendingLow) != 0;
+    if (digits == 1 && pending && v != 0xD) return;
+    if (digits == 2 && pending && v < 0xDC) return;
+    if (digits == 2 && !pending && v >= 0xDC && v <= 0xDF) return;
+    if (f.node == -1 && (digits < 3 ? v != 0 : v > 0x01)) return;
     --f.phase;
     Emit(st);
     return;

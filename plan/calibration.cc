@@ -82,6 +82,26 @@ StatusOr<CalibrationSource> CalibrateFromBenchJson(const std::string& text, cons
   src.path = path;
   try {
     src.device = j.contains("device") ? j.at("device").get<std::string>() : "unknown device";
+    if (j.contains("groups") || j.contains("tokens")) {  // a saved GET /v1/expert_load, or one load
+      const nlohmann::json* best = &j;
+      if (j.contains("groups")) {
+        best = nullptr;
+        uint64_t most = 0;
+        for (const auto& [name, g] : j.at("groups").items()) {
+          auto load = comm::ExpertLoadFromJson(nlohmann::ordered_json(g));
+          if (!load.ok()) return load.status().WithContext(path + ": groups." + name);
+          if (best == nullptr || load->Total() > most) best = &g, most = load->Total();
+        }
+        if (best == nullptr) return InvalidArgument(path + ": no group in the expert load");
+      }
+      auto load = comm::ExpertLoadFromJson(nlohmann::ordered_json(*best));
+      if (!load.ok()) return load.status().WithContext(path);
+      if (load->Total() == 0) return InvalidArgument(path + ": the expert load holds no routed tokens");
+      src.expert_load = std::make_shared<const comm::ExpertLoad>(std::move(*load));
+      src.notes.push_back(Fmt1("expert load: %.0f routed tokens", static_cast<double>(src.expert_load->Total())) +
+                          Fmt1(", imbalance %.3f at 8 GPUs", src.expert_load->BalancedImbalance(8)));
+      return src;
+    }
     if (j.value("tool", std::string()) == "shoal bench a2a") {
       SHOAL_RETURN_IF_ERROR(FromAllToAll(j, path, hw, &src));
     } else if (j.contains("runs")) {  // gpu_decode_bench
@@ -177,6 +197,11 @@ std::vector<std::string> ApplyCalibration(const std::vector<CalibrationSource>& 
   if (net) {
     calib->net_eff = *net;
     applied.push_back(Fmt1("net_eff = %.3f from the all-to-all across hosts in ", *net) + net_src->path);
+  }
+  for (const CalibrationSource& s : sources) {  // the last expert load given wins
+    if (!s.expert_load) continue;
+    calib->measured_load = s.expert_load;
+    applied.push_back("expert imbalance measured per layout from the routing counts in " + s.path);
   }
   return applied;
 }

@@ -8,6 +8,10 @@
 //   gpu_kernels_bench: hbm_eff from the best decode-size expert GEMM (weight bytes / s) when no decode
 //                     run gave one; flops_eff = best prefill expert GEMM's TFLOP/s / the preset's dense
 //                     bf16 peak.
+//   GET /v1/expert_load (saved): the routing counts of a served model; the planner then computes the
+//                     busiest GPU's expert load for each layout it weighs (balanced expert ranges over
+//                     its GPU count) instead of its assumed expert_imbalance. The group with the most
+//                     tokens is taken; a bare {"layers", "experts", "tokens"} works too.
 //   shoal bench a2a --json: net_eff = the best MPI_Alltoallv size's bytes leaving each rank for other
 //                     hosts per second / the preset's per-GPU NIC bandwidth. Only a run across hosts
 //                     measures the network (one host is shared memory: refused), and it stands for
@@ -18,10 +22,12 @@
 // nothing.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "comm/expert_load.h"
 #include "common/status.h"
 #include "plan/hardware.h"
 #include "plan/planner.h"
@@ -32,6 +38,7 @@ struct CalibrationSource {
   std::string path, device;
   enum class Kind { kDecodeRun, kKernels, kFabric } kind = Kind::kDecodeRun;
   std::optional<double> hbm_eff, flops_eff, net_eff;  // what the file measures (nothing is applied yet)
+  std::shared_ptr<const comm::ExpertLoad> expert_load;  // a saved GET /v1/expert_load
   std::vector<std::string> notes;            // "hbm_eff = 0.78 (decode, 2451 GB/s, batch 32)"
 };
 

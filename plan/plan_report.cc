@@ -95,9 +95,15 @@ std::vector<Assumption> Assumptions(const PlanRequest& r, int attn_tp) {
                 100 * r.calib.overlap_eff);
   a.push_back({r.overlap ? buf : "no compute/all-to-all overlap", !r.overlap,
                r.overlap ? "shoal runs them in sequence: --no-overlap plans that" : ""});
-  std::snprintf(buf, sizeof buf, "expert load %.2f x the mean on the busiest GPU (after balancing)",
-                r.calib.expert_imbalance);
-  a.push_back({buf, false, "shoal places experts by a fixed rule and has no load balancer yet: expect more on skewed traffic"});
+  if (r.calib.measured_load) {
+    std::snprintf(buf, sizeof buf, "expert load from measured routing (%llu tokens): the busiest GPU's share over the mean "
+                  "computed per layout, balanced expert ranges", static_cast<unsigned long long>(r.calib.measured_load->Total()));
+    a.push_back({buf, false, "serving places experts in balanced ranges too: no rebalancing while serving yet"});
+  } else {
+    std::snprintf(buf, sizeof buf, "expert load %.2f x the mean on the busiest GPU (after balancing)",
+                  r.calib.expert_imbalance);
+    a.push_back({buf, false, "shoal places experts by a fixed rule and has no load balancer yet: expect more on skewed traffic"});
+  }
   if (r.mtp_draft_tokens > 0) {
     a.push_back({"MTP with " + std::to_string(r.mtp_draft_tokens) + " draft token(s)", false,
                  "shoal has no speculative decoding yet"});
@@ -140,7 +146,8 @@ nlohmann::json PlanToJson(const PlanResult& p) {
                    {"mtp_draft_tokens", r.mtp_draft_tokens}, {"mtp_accept", r.mtp_accept}};
   j["calibration"] = {{"hbm_eff", c.hbm_eff},         {"flops_eff", c.flops_eff},
                       {"net_eff", c.net_eff},         {"nvlink_eff", c.nvlink_eff},
-                      {"expert_imbalance", c.expert_imbalance}, {"layer_overhead_us", c.layer_overhead_us},
+                      {"expert_imbalance", ExpertImbalance(r, (p.chosen.fits ? p.chosen : p.smallest).num_gpus)},
+                      {"expert_imbalance_measured", c.measured_load != nullptr}, {"layer_overhead_us", c.layer_overhead_us},
                       {"a2a_latency_us", c.a2a_latency_us},     {"hbm_usable", c.hbm_usable},
                       {"overlap_eff", c.overlap_eff}};
   j["smallest"] = LayoutJson(p.smallest);

@@ -14,6 +14,11 @@ double DecodeContext(const PlanRequest& r) {
   return r.decode_context > 0 ? r.decode_context : r.input_len + r.output_len / 2.0;
 }
 
+double ExpertImbalance(const PlanRequest& r, int n) {
+  if (!r.calib.measured_load) return r.calib.expert_imbalance;
+  return std::max(1.0, r.calib.measured_load->BalancedImbalance(std::max(1, n)));
+}
+
 namespace {
 
 int DtypeBytes(const std::string& d) { return d == "fp8" ? 1 : 2; }
@@ -74,7 +79,7 @@ CommTimes AllToAll(const PlanRequest& r, int n, double tokens, int micro_batches
   CommTimes c;
   if (n <= 1 || r.model.num_moe_layers == 0) return c;
   const double per_token = double(r.model.top_k) * r.model.hidden_size * (DtypeBytes(r.weight_dtype) + 2.0);
-  const double total = r.model.num_moe_layers * tokens * r.calib.expert_imbalance * per_token;
+  const double total = r.model.num_moe_layers * tokens * ExpertImbalance(r, n) * per_token;
   const int gpn = std::min(r.hw.gpus_per_node, n);
   c.net_bytes = total * double(n - gpn) / n;  // destinations on other nodes
   c.nvl_bytes = total * double(gpn - 1) / n;  // same node, other GPU
@@ -147,6 +152,10 @@ Status ValidateRequest(const PlanRequest& r) {
   if (!(r.mtp_accept >= 0 && r.mtp_accept <= 1)) return InvalidArgument("--mtp-accept: must be in [0, 1]");
   if (!(c.overlap_eff >= 0 && c.overlap_eff <= 1)) return InvalidArgument("calibration overlap_eff: must be in [0, 1]");
   if (!(c.expert_imbalance >= 1)) return InvalidArgument("calibration expert_imbalance: must be >= 1");
+  if (c.measured_load && c.measured_load->experts != r.model.num_experts) {
+    return InvalidArgument("the measured expert load has " + std::to_string(c.measured_load->experts) +
+                           " experts, the model " + std::to_string(r.model.num_experts) + ": measure this model");
+  }
   if (c.layer_overhead_us < 0 || c.a2a_latency_us < 0)
     return InvalidArgument("calibration layer_overhead_us/a2a_latency_us: must not be negative");
   return Status::Ok();
@@ -191,7 +200,7 @@ StepBreakdown DecodeStep(const PlanRequest& req, int n, int b) {
   };
   const double expert_bytes = mb * (mem.expert_weight_bytes - mem.mtp_expert_bytes) * touched(t * n / mb) +
                               d * mem.mtp_expert_bytes * touched(double(b) * n);
-  Term experts{(1 + draft) * 2.0 * p.routed_active * t * r.calib.expert_imbalance / ExpFlops(r), expert_bytes / Bw(r)};
+  Term experts{(1 + draft) * 2.0 * p.routed_active * t * ExpertImbalance(r, n) / ExpFlops(r), expert_bytes / Bw(r)};
   // The KV of a sequence is read once per step however many of its tokens attend to it; with MTP,
   // kv_bytes_per_token includes the module's layer, which each draft reads once more.
   const double kv_layers = r.model.num_layers + (d > 0 ? 1 : 0);
@@ -223,7 +232,7 @@ StepBreakdown PrefillStep(const PlanRequest& r, int n, int prompts) {
   StepBreakdown s;
   s.batch = int(tokens);
   Term dense{2.0 * p.dense_active * tokens / ExpFlops(r), mb * mem.dense_weight_bytes / Bw(r)};
-  Term experts{2.0 * p.routed_active * tokens * r.calib.expert_imbalance / ExpFlops(r),
+  Term experts{2.0 * p.routed_active * tokens * ExpertImbalance(r, n) / ExpFlops(r),
                mb * mem.expert_weight_bytes / Bw(r)};
   // Causal attention: a prompt of L tokens has L^2/2 query-key pairs (chunked layers: L·chunk/2).
   const double pairs = prompts * PrefillPairsPerLayer(r.model, r.input_len);

@@ -23,6 +23,10 @@
 // All numbers are per GPU. Contract: pure functions, no I/O; bad inputs give InvalidArgument.
 #pragma once
 
+#include <memory>
+
+#include "comm/expert_load.h"
+
 #include <string>
 #include <vector>
 
@@ -42,6 +46,9 @@ struct Calibration {
   double net_eff = 0.78;        // achieved / peak NIC bandwidth in all-to-all (DeepEP LL: ~39 of 50 GB/s)
   double nvlink_eff = 0.80;     // achieved / peak NVLink bandwidth in all-to-all
   double expert_imbalance = 1.30;  // hottest GPU's expert load / mean, after load balancing
+  // A measured routing distribution (`--calibrate` with a saved GET /v1/expert_load): the imbalance
+  // is then computed for each layout's GPU count (balanced expert ranges), replacing expert_imbalance.
+  std::shared_ptr<const comm::ExpertLoad> measured_load;
   double layer_overhead_us = 20;   // per layer per micro-batch: norms, routing, launches, sync
   double a2a_latency_us = 10;      // fixed cost per all-to-all phase (dispatch or combine)
   double hbm_usable = 0.90;        // fraction of HBM for weights + KV (rest: activations, graphs, fragmentation)
@@ -142,6 +149,9 @@ struct SweepRow {
 Status ValidateRequest(const PlanRequest& r);
 // One layout, evaluated. Errors only for invalid requests; a layout that does not fit is fits=false.
 StatusOr<LayoutPlan> EvaluateLayout(const PlanRequest& r, int num_gpus);
+// The busiest GPU's expert load over the mean at n GPUs: from the measured routing (balanced expert
+// ranges over n) when the calibration has one, else its expert_imbalance.
+double ExpertImbalance(const PlanRequest& r, int n);
 // Decode step at a given batch (exposed for tests).
 StepBreakdown DecodeStep(const PlanRequest& r, int num_gpus, int batch);
 StatusOr<PlanResult> Plan(const PlanRequest& r);

@@ -105,3 +105,22 @@ TEST(ExpertLoad, RankImbalanceAndTheSavedForm) {
 
 }  // namespace
 }  // namespace shoal::coord
+
+namespace shoal::coord {
+namespace {
+
+TEST(ExpertLoad, BalancedRangesAsThePlacementSplitsThem) {
+  ExpertLoad load;
+  load.layers = 1;
+  load.experts = 5;
+  load.tokens = {50, 10, 10, 10, 20};
+  // 2 ranks: {0,1,2} = 70, {3,4} = 30 → 70 / 50.
+  EXPECT_NEAR(load.BalancedImbalance(2), 1.4, 1e-12);
+  // 5 or more ranks: an expert each → 50 / 20.
+  EXPECT_NEAR(load.BalancedImbalance(5), 2.5, 1e-12);
+  EXPECT_NEAR(load.BalancedImbalance(8), 2.5, 1e-12);
+  EXPECT_NEAR(load.BalancedImbalance(1), 1.0, 1e-12);
+}
+
+}  // namespace
+}  // namespace shoal::coord

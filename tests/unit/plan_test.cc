@@ -590,3 +590,47 @@ TEST(PlanReport, SweepMarksTheCheapestAndItsConfigLoads) {
 
 }  // namespace
 }  // namespace shoal::plan
+
+namespace shoal::plan {
+namespace {
+
+// A saved GET /v1/expert_load calibrates the expert imbalance per layout: computed from the routing
+// counts for each GPU count (balanced ranges), so a skewed load costs more than an even one, and the
+// constant 1.3 is no longer used.
+TEST(PlanCalibration, MeasuredExpertLoadSetsTheImbalancePerLayout) {
+  const HardwareSpec hw = BuiltinHardware()["h100"];
+  PlanRequest r = DeepSeekV3On("h100", 2000, 100);
+  const int E = r.model.num_experts;
+  auto load_json = [&](double zipf) {
+    nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
+    for (int l = 0; l < 3; ++l) {
+      std::vector<uint64_t> row;
+      for (int e = 0; e < E; ++e) row.push_back(static_cast<uint64_t>(1e6 / std::pow(1 + (e * 7 + l) % E, zipf)));
+      tokens.push_back(row);
+    }
+    nlohmann::ordered_json g = {{"layers", 3}, {"experts", E}, {"window_seconds", 60}, {"tokens", tokens}};
+    return nlohmann::ordered_json{{"window_seconds", 60}, {"groups", {{"g0", g}}}}.dump();
+  };
+  auto skewed = CalibrateFromBenchJson(load_json(1.0), "load.json", hw);
+  ASSERT_TRUE(skewed.ok()) << skewed.status().ToString();
+  ASSERT_NE(skewed->expert_load, nullptr);
+  auto even = CalibrateFromBenchJson(load_json(0.0), "even.json", hw);
+  ASSERT_TRUE(even.ok());
+  PlanRequest rs = r, re = r;
+  ApplyCalibration({*skewed}, &rs.calib);
+  ApplyCalibration({*even}, &re.calib);
+  EXPECT_NEAR(ExpertImbalance(re, 64), 1.0, 1e-9);              // 4 experts on every GPU
+  EXPECT_NEAR(ExpertImbalance(re, 72), 4.0 / (256.0 / 72), 1e-9);  // 3 or 4: the ranges cannot be even
+  EXPECT_NEAR(ExpertImbalance(rs, 72), skewed->expert_load->BalancedImbalance(72), 1e-12);
+  EXPECT_GT(ExpertImbalance(rs, 72), 1.5);
+  EXPECT_GT(ExpertImbalance(rs, 128), ExpertImbalance(rs, 8));  // fewer experts per GPU: less averaging
+  EXPECT_LT(DecodePerNode(rs, 72), DecodePerNode(re, 72));
+  // A load of another model is refused by the planner; a broken file by the calibration.
+  PlanRequest other = rs;
+  other.model = *GetModelPreset("qwen3-235b-a22b");
+  EXPECT_TRUE(MessageHas(Plan(other).status(), "measured expert load has"));
+  EXPECT_FALSE(CalibrateFromBenchJson(R"({"groups": {"g0": {"layers": 1, "experts": 2, "tokens": [[1]]}}})", "bad.json", hw).ok());
+}
+
+}  // namespace
+}  // namespace shoal::plan
