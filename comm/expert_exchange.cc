@@ -6,7 +6,8 @@
 
 namespace shoal::comm {
 
-StatusOr<ExpertExchange> ExpertExchange::Create(Group* group, const Placement* placement, int64_t hidden, int top_k) {
+StatusOr<ExpertExchange> ExpertExchange::Create(Group* group, const Placement* placement, int64_t hidden, int top_k,
+                                                ExchangeOptions options) {
   if (placement->num_ranks() != group->size()) {
     return InvalidArgument("expert exchange: placement is for " + std::to_string(placement->num_ranks()) +
                            " ranks but the group has " + std::to_string(group->size()));
@@ -16,17 +17,32 @@ StatusOr<ExpertExchange> ExpertExchange::Create(Group* group, const Placement* p
                            std::to_string(placement->num_experts()) + "), got hidden " + std::to_string(hidden) +
                            ", top_k " + std::to_string(top_k));
   }
-  return ExpertExchange(group, placement, hidden, top_k);
+  ExpertExchange ex(group, placement, hidden, top_k, options);
+  if (options.shared_memory && group->size() > 1 && options.shared_rows > 0) {
+    ex.shm_header_bytes_ = (ex.blocks_.num_blocks() * static_cast<int64_t>(sizeof(int64_t)) + 63) / 64 * 64;
+    StatusOr<std::unique_ptr<SharedSegments>> s = group->AllocateShared(
+        ex.shm_header_bytes_ + options.shared_rows * hidden * static_cast<int64_t>(sizeof(float)),
+        Deadline::AfterMs(120000));
+    if (s.ok()) {
+      ex.shm_ = std::move(*s);
+      ex.shm_capacity_rows_ = options.shared_rows;
+    } else if (s.status().code() != StatusCode::kUnimplemented) {  // a group across hosts: messages
+      return s.status().WithContext("expert exchange");
+    }
+  }
+  return ex;
 }
 
-ExpertExchange::ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k)
+ExpertExchange::ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k,
+                               ExchangeOptions options)
     : group_(group),
       placement_(placement),
       hidden_(hidden),
       top_k_(top_k),
       large_block_rows_((kLargeBlockBytes + hidden * static_cast<int64_t>(sizeof(float)) - 1) /
                         (hidden * static_cast<int64_t>(sizeof(float)))),
-      blocks_(BlockTable::For(*placement)) {
+      blocks_(BlockTable::For(*placement)),
+      options_(options) {
   local_experts_ = placement->local_experts(group->rank());
   expert_.expert_offsets.assign(local_experts_.size() + 1, 0);
 }
@@ -62,6 +78,12 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   PlanOrigin(*placement_, blocks_, me, topk_ids, T, K, large_block_rows_, &origin_);
   const int64_t row_bytes = H * static_cast<int64_t>(sizeof(float));
   const int64_t S = T * K;
+  last_shared_ = false;
+  if (shm_ != nullptr) {
+    bool fits = false;
+    SHOAL_RETURN_IF_ERROR(DispatchShared(x, &fits, deadline));
+    if (fits) return Status::Ok();  // else this step goes by messages (every rank decided so)
+  }
 
   // 2. Counts first. Every peer gets one message: the counts of its own experts, followed — when
   //    the rows for it total at most kEagerBytes — by those rows, so that decode-sized steps need no
@@ -126,6 +148,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   PlanExpertSide(recv_counts_, R, L, me, large_block_rows_, &expert_);
   const int64_t M = expert_.expert_offsets[L];
   expert_rows_.resize(static_cast<size_t>(M * H));
+  expert_rows_at_ = expert_rows_.data();
   rows_.resize(static_cast<size_t>(S * H));
   staging_.resize(static_cast<size_t>(expert_.small_begin[R] * H));
 
@@ -181,6 +204,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
 
 Status ExpertExchange::Combine(Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(failed_);
+  if (last_shared_) return CombineShared(deadline);
   const int R = group_->size(), me = group_->rank();
   const int L = static_cast<int>(local_experts_.size());
   const int64_t H = hidden_, row_bytes = H * static_cast<int64_t>(sizeof(float));
@@ -211,6 +235,106 @@ Status ExpertExchange::Combine(Deadline deadline) {
     }
   }
   SHOAL_RETURN_IF_ERROR(Remember(group_->SendRecv(sends_, recvs_, deadline)));
+  for (int p = 0; p < R; ++p) {
+    if (p == me) continue;
+    counters_.bytes_sent += rows_from_[p] * row_bytes;
+    counters_.bytes_received += rows_to_[p] * row_bytes;
+  }
+  return routing_error_;
+}
+
+Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadline) {
+  const int R = group_->size(), me = group_->rank();
+  const int L = static_cast<int>(local_experts_.size());
+  const int64_t H = hidden_, blocks = blocks_.num_blocks();
+  const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
+  // 1. This rank's counts for every (rank, local expert) into its header; then everyone's.
+  std::copy_n(origin_.send_counts.data(), blocks, reinterpret_cast<int64_t*>(shm_->segment(me)));
+  SHOAL_RETURN_IF_ERROR(Remember(shm_->Sync(deadline)));
+  shm_counts_.resize(static_cast<size_t>(R * blocks));
+  for (int src = 0; src < R; ++src) {
+    std::copy_n(reinterpret_cast<const int64_t*>(shm_->segment(src)), blocks, shm_counts_.data() + src * blocks);
+  }
+  // 2. Every rank's incoming rows: a step one segment cannot hold goes by messages (all decide alike).
+  int64_t most = 0;
+  for (int d = 0; d < R; ++d) {
+    int64_t m = 0;
+    for (int src = 0; src < R; ++src) {
+      for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+        const int64_t c = shm_counts_[src * blocks + b];
+        if (c < 0 || c > (int64_t{1} << 31)) {
+          return Remember(InvalidArgument("rank " + std::to_string(me) + ": rank " + std::to_string(src) +
+                                          " announced " + std::to_string(c) + " rows"));
+        }
+        m += c;
+      }
+    }
+    most = std::max(most, m);
+  }
+  *fits = most <= shm_capacity_rows_;
+  if (!*fits) return Status::Ok();
+  last_shared_ = true;
+  // 3. Where each of this rank's blocks lands: destination d's rows are expert-major, each local
+  //    expert's rows by origin (the layout PlanExpertSide gives the receiver).
+  shm_start_.assign(static_cast<size_t>(blocks), 0);
+  for (int d = 0; d < R; ++d) {
+    int64_t at = 0;
+    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+      for (int src = 0; src < R; ++src) {
+        if (src == me) shm_start_[static_cast<size_t>(b)] = at;
+        at += shm_counts_[src * blocks + b];
+      }
+    }
+  }
+  // 4. Each row once, into its place.
+  for (int d = 0; d < R; ++d) {
+    float* rows = SharedRows(d);
+    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+      float* dst = rows + shm_start_[static_cast<size_t>(b)] * H;
+      const int64_t first = origin_.send_start[b];
+      for (int64_t k = 0; k < origin_.send_counts[b]; ++k) {
+        std::memcpy(dst + k * H, x + static_cast<int64_t>(origin_.row_token[first + k]) * H, row_bytes);
+      }
+    }
+  }
+  SHOAL_RETURN_IF_ERROR(Remember(shm_->Sync(deadline)));
+  // 5. This rank's experts run on its own segment.
+  recv_counts_.assign(static_cast<size_t>(R) * L, 0);
+  rows_to_.assign(R, 0);
+  rows_from_.assign(R, 0);
+  for (int d = 0; d < R; ++d) rows_to_[d] = origin_.dest_begin[d + 1] - origin_.dest_begin[d];
+  for (int src = 0; src < R; ++src) {
+    for (int i = 0; i < L; ++i) {
+      recv_counts_[src * L + i] = shm_counts_[src * blocks + blocks_.slot_base[me] + i];
+      rows_from_[src] += recv_counts_[src * L + i];
+    }
+  }
+  PlanExpertSide(recv_counts_, R, L, me, large_block_rows_, &expert_);
+  expert_rows_at_ = SharedRows(me);
+  rows_.resize(static_cast<size_t>(origin_.dest_begin[R] * H));
+  for (int p = 0; p < R; ++p) {
+    if (p == me) continue;
+    counters_.rows_sent += rows_to_[p];
+    counters_.rows_received += rows_from_[p];
+    counters_.bytes_sent += rows_to_[p] * static_cast<int64_t>(row_bytes);
+    counters_.bytes_received += rows_from_[p] * static_cast<int64_t>(row_bytes);
+  }
+  return Status::Ok();
+}
+
+Status ExpertExchange::CombineShared(Deadline deadline) {
+  const int R = group_->size(), me = group_->rank();
+  const int64_t H = hidden_;
+  // Every rank's experts have written their outputs over their rows; each block comes back whole.
+  SHOAL_RETURN_IF_ERROR(Remember(shm_->Sync(deadline)));
+  for (int d = 0; d < R; ++d) {
+    const float* rows = SharedRows(d);
+    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+      std::memcpy(rows_.data() + origin_.send_start[b] * H, rows + shm_start_[static_cast<size_t>(b)] * H,
+                  static_cast<size_t>(origin_.send_counts[b] * H) * sizeof(float));
+    }
+  }
+  const int64_t row_bytes = H * static_cast<int64_t>(sizeof(float));
   for (int p = 0; p < R; ++p) {
     if (p == me) continue;
     counters_.bytes_sent += rows_from_[p] * row_bytes;

@@ -25,10 +25,24 @@
 // instead of many). A row that goes to k experts on one rank travels k times; deduplicating per rank (as DeepEP's normal kernels do) would save bytes when a rank holds
 // many of a token's experts, at the price of an expanding copy on the receiver.
 //
+// Shared memory (ExchangeOptions::shared_memory, ranks on one host): every rank owns a segment of one
+// shared window — a header with its row counts for every (rank, local expert), then the rows its
+// experts receive, expert-major. Dispatch: each rank writes its counts, syncs, reads everyone's
+// counts, and writes each of its rows once, straight into its place in the receiving rank's segment
+// (no packing, no second copy by MPI); after a second sync a rank's experts run on its own segment in
+// place. Combine: after a sync, each rank copies its rows' outputs back out of the segments, block by
+// block (one copy each way; the next Dispatch's first sync keeps segments from being overwritten
+// while read). The layout and the summation order are the same as the message path's, so results
+// are bit-identical to it. The window is allocated once, by Create (collective, at start-up: no
+// blocking collective happens while serving), for shared_rows received rows per rank; a step that
+// needs more on some rank — every rank sees the same counts, so all decide alike — goes by messages.
+// A group that cannot share memory (ranks on several hosts) uses messages.
+//
 // Every rank of the group must call Dispatch and Combine for every MoE layer, also with T = 0.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -47,10 +61,19 @@ struct ExchangeCounters {
   int64_t bytes_received = 0;
 };
 
+struct ExchangeOptions {
+  bool shared_memory = false;  // ranks on one host exchange through a shared window (above)
+  int64_t shared_rows = 0;     // rows each rank's segment receives at most (hidden floats each)
+};
+
 class ExpertExchange {
  public:
   // `group` and `placement` must outlive the exchange; placement.num_ranks() == group->size().
-  static StatusOr<ExpertExchange> Create(Group* group, const Placement* placement, int64_t hidden, int top_k);
+  static StatusOr<ExpertExchange> Create(Group* group, const Placement* placement, int64_t hidden, int top_k,
+                                         ExchangeOptions options = {});
+  // Whether the last Dispatch went through shared memory; whether the exchange has a window at all.
+  bool used_shared_memory() const { return last_shared_; }
+  bool has_shared_window() const { return shm_ != nullptr; }
 
   // x [T, H]; topk_ids, topk_weights [T, K], a token's ids distinct and in [0, num_experts).
   // x must stay valid until Dispatch returns; ids and weights until WeightedSum. An id out of range
@@ -62,9 +85,9 @@ class ExpertExchange {
   const std::vector<int>& local_experts() const { return local_experts_; }
   std::span<const int64_t> expert_offsets() const { return expert_.expert_offsets; }
   int64_t num_expert_rows() const { return expert_.expert_offsets.back(); }
-  const float* expert_rows() const { return expert_rows_.data(); }
+  const float* expert_rows() const { return expert_rows_at_; }
   // The same buffer as expert_rows(), for writing each row's output over it.
-  float* expert_out() { return expert_rows_.data(); }
+  float* expert_out() { return expert_rows_at_; }
 
   Status Combine(Deadline deadline);
   // After Combine: [H] output of token t's j-th choice (topk_ids[t * K + j]).
@@ -78,7 +101,11 @@ class ExpertExchange {
   const ExchangeCounters& counters() const { return counters_; }
 
  private:
-  ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k);
+  ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k, ExchangeOptions options);
+  // Through the shared window; *fits false (and nothing moved) when some rank's rows exceed it.
+  Status DispatchShared(const float* x, bool* fits, Deadline deadline);
+  Status CombineShared(Deadline deadline);
+  float* SharedRows(int rank) { return reinterpret_cast<float*>(shm_->segment(rank) + shm_header_bytes_); }
   // Blocks of at least kLargeBlockBytes travel as their own message, straight into place; smaller
   // blocks between two ranks are coalesced into one message (and copied in and out of staging_),
   // since a message per block costs a rendezvous each. Both sides decide from the exchanged counts.
@@ -123,6 +150,14 @@ class ExpertExchange {
   std::vector<Group::RecvBlock> recvs_;
   ExchangeCounters counters_;
   Status failed_ = Status::Ok();
+  float* expert_rows_at_ = nullptr;  // expert_rows_ or this rank's shared segment
+  ExchangeOptions options_;
+  std::unique_ptr<SharedSegments> shm_;  // null: messages only
+  bool last_shared_ = false;       // the step in flight went through shm_
+  int64_t shm_header_bytes_ = 0;   // every (rank, local expert) count, rounded to 64 bytes
+  int64_t shm_capacity_rows_ = 0;  // rows each segment holds after its header
+  std::vector<int64_t> shm_counts_;  // [R][blocks] everyone's counts, read from the headers
+  std::vector<int64_t> shm_start_;   // [blocks] where this rank's block b starts in its destination's rows
   Status routing_error_ = Status::Ok();  // bad expert ids in the last Dispatch, reported by Combine
 };
 

@@ -138,4 +138,8 @@ StatusOr<std::vector<std::string>> GatherBytes(Group& g, const std::string& data
   return out;
 }
 
+StatusOr<std::unique_ptr<SharedSegments>> Group::AllocateShared(int64_t, Deadline) {
+  return Unimplemented("the " + backend() + " group has no shared memory");
+}
+
 }  // namespace shoal::comm

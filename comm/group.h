@@ -22,6 +22,19 @@
 
 namespace shoal::comm {
 
+// Memory the ranks of a group on one host share (MPI-3 shared windows): one segment per rank, every
+// segment readable and writable by every rank. Sync() is a barrier of the group that also orders the
+// segments' loads and stores: what a rank wrote before its Sync is seen by every rank after theirs.
+// Freed collectively when destroyed (every rank destroys its handle at the same point), except after
+// a group failure, when it is left to the process's end (a free would wait for the missing peer).
+class SharedSegments {
+ public:
+  virtual ~SharedSegments() = default;
+  virtual char* segment(int rank) = 0;
+  virtual int64_t bytes_per_rank() const = 0;
+  virtual Status Sync(Deadline deadline) = 0;
+};
+
 class Group {
  public:
   virtual ~Group() = default;
@@ -66,6 +79,10 @@ class Group {
   // spans have size() entries, and recv_bytes[p] must equal what peer p sends to this rank.
   Status AllToAllV(const void* send, std::span<const int64_t> send_bytes, void* recv,
                    std::span<const int64_t> recv_bytes, Deadline deadline);
+
+  // Collective: `bytes_per_rank` bytes of shared memory for every rank (SharedSegments above).
+  // Unimplemented where the backend cannot (the group spans hosts, or it has no shared memory).
+  virtual StatusOr<std::unique_ptr<SharedSegments>> AllocateShared(int64_t bytes_per_rank, Deadline deadline);
 
   // Sub-group of the ranks passing the same `color`, ordered by `key` then rank (tensor-parallel
   // groups inside a node, the expert-parallel group across nodes). Collective over this group.

@@ -265,7 +265,10 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                                 {{"collective_timeout_ms",
                                   IntIn<int64_t>(&cfg.collective_timeout_ms, 1, int64_t{24} * 3600 * 1000)},
                                  {"startup_timeout_s", IntIn<int64_t>(&cfg.startup_timeout_s, 1, 24 * 3600)},
-                                 {"attention_tp", IntIn<int>(&cfg.attention_tp, 1, 1024)}});
+                                 {"attention_tp", IntIn<int>(&cfg.attention_tp, 1, 1024)},
+                                 {"shared_memory_exchange", [&](const YAML::Node& v, const std::string& w) {
+                                    return ReadScalar(v, w, &cfg.shared_memory_exchange, "true or false");
+                                  }}});
            }},
       });
   if (!st.ok()) return st;
@@ -346,6 +349,7 @@ std::string EngineConfigYaml(const EngineConfig& c) {
   y << YAML::Key << "collective_timeout_ms" << YAML::Value << c.collective_timeout_ms;
   y << YAML::Key << "startup_timeout_s" << YAML::Value << c.startup_timeout_s;
   y << YAML::Key << "attention_tp" << YAML::Value << c.attention_tp;
+  y << YAML::Key << "shared_memory_exchange" << YAML::Value << c.shared_memory_exchange;
   y << YAML::EndMap;
   y << YAML::EndMap;
   return std::string(y.c_str()) + "\n";

@@ -68,6 +68,8 @@
 //     collective_timeout_ms: 60000  # a collective whose peers have not all joined by then fails
 //                                   # (DeadlineExceeded naming them) instead of hanging
 //     startup_timeout_s: 600        # the same for the first barrier, which waits for every rank's load
+//     shared_memory_exchange: false # ranks on one host exchange expert rows through a shared window
+//                                   # (one copy per row; 2 · max_step_tokens · top_k rows per rank)
 #pragma once
 
 #include <cstdint>
@@ -111,6 +113,9 @@ struct EngineConfig {
   // vocabulary split over them; experts stay expert-parallel over the whole group). 1: every rank
   // is its own data-parallel replica.
   int attention_tp = 1;
+  // parallel.shared_memory_exchange: the CPU engine's expert exchange between ranks on one host
+  // through an MPI-3 shared window (comm/expert_exchange.h); groups across hosts keep messages.
+  bool shared_memory_exchange = false;
 
   std::string model_name;  // model.name; ServedModelName() applies the default
 

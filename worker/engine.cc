@@ -79,9 +79,12 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
       }
     }
     // Llama 4 sends each (token, choice) as its own input-scaled row: an exchange of top-1 rows.
+    const int rows_per_token = c.router_sigmoid_scales_input ? 1 : c.num_experts_per_tok;
+    // A shared window for twice a step's rows per rank: a step routed more unevenly goes by messages.
+    comm::ExchangeOptions xo{.shared_memory = cfg.shared_memory_exchange,
+                             .shared_rows = 2 * static_cast<int64_t>(cfg.max_step_tokens) * rows_per_token};
     SHOAL_ASSIGN_OR_RETURN(comm::ExpertExchange ex,
-                           comm::ExpertExchange::Create(group, &*engine->placement_, c.hidden_size,
-                                                        c.router_sigmoid_scales_input ? 1 : c.num_experts_per_tok));
+                           comm::ExpertExchange::Create(group, &*engine->placement_, c.hidden_size, rows_per_token, xo));
     engine->exchange_.emplace(std::move(ex));
   }
   return engine;
@@ -107,6 +110,7 @@ std::string Engine::Describe() const {
     s += ", attention TP rank " + std::to_string(shard_.rank) + " of " + std::to_string(shard_.size) + " (" +
          std::to_string(attn_config_.num_heads) + " q / " + std::to_string(attn_config_.num_kv_heads) + " kv heads)";
   }
+  if (exchange_ && exchange_->has_shared_window()) s += ", shared-memory expert exchange";
   return s;
 }
 

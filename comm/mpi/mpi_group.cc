@@ -393,4 +393,78 @@ StatusOr<std::unique_ptr<Group>> MpiGroup::Split(int color, int key, Deadline de
   return std::unique_ptr<Group>(std::move(group).value());
 }
 
+namespace {
+
+// A shared window over a group on one host. Stores and loads between Syncs are plain memory accesses
+// inside one passive-target epoch (lock_all at creation); Sync = MPI_Win_sync, the group's barrier
+// (with its deadline), MPI_Win_sync again: the unified memory model's recipe for ordering them.
+class MpiSharedSegments final : public SharedSegments {
+ public:
+  MpiSharedSegments(MpiGroup* group, MPI_Win win, std::vector<char*> bases, int64_t bytes)
+      : group_(group), win_(win), bases_(std::move(bases)), bytes_(bytes) {}
+  ~MpiSharedSegments() override {
+    MPI_Win_unlock_all(win_);
+    // Collective: after a failure a peer may never come, and the process ends soon anyway.
+    if (!group_->broken() && !MpiRuntime::AnyGroupBroken()) MPI_Win_free(&win_);
+  }
+  char* segment(int rank) override { return bases_[static_cast<size_t>(rank)]; }
+  int64_t bytes_per_rank() const override { return bytes_; }
+  Status Sync(Deadline deadline) override {
+    MPI_Win_sync(win_);
+    SHOAL_RETURN_IF_ERROR(group_->Barrier(deadline));
+    MPI_Win_sync(win_);
+    return Status::Ok();
+  }
+
+ private:
+  MpiGroup* group_;
+  MPI_Win win_;
+  std::vector<char*> bases_;
+  int64_t bytes_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<SharedSegments>> MpiGroup::AllocateShared(int64_t bytes_per_rank, Deadline deadline) {
+  SHOAL_RETURN_IF_ERROR(CheckUsable("shared memory"));
+  if (bytes_per_rank < 0) return InvalidArgument("shared memory: negative size");
+  // The calls below block without a timeout: all ranks must be here first (as in Split).
+  SHOAL_RETURN_IF_ERROR(Barrier(deadline));
+  MPI_Comm node;
+  int rc = MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  if (rc != MPI_SUCCESS) return Unavailable("rank " + std::to_string(rank_) + ": shared memory: " + MpiErrorString(rc));
+  int node_size = 0;
+  MPI_Comm_size(node, &node_size);
+  // Every rank learns the same answer (node sizes are the same on all ranks of a one-host group).
+  std::vector<int64_t> spans = {node_size == size_ ? 0 : 1};
+  Status agreed = AllReduceMax(spans, deadline);
+  if (!agreed.ok() || spans[0] != 0) {
+    MPI_Comm_free(&node);
+    if (!agreed.ok()) return agreed;
+    return Unimplemented("shared memory: the group's " + std::to_string(size_) + " ranks are not all on one host");
+  }
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");  // each segment on its owner's NUMA node
+  char* base = nullptr;
+  MPI_Win win;
+  rc = MPI_Win_allocate_shared(static_cast<MPI_Aint>(std::max<int64_t>(bytes_per_rank, 1)), 1, info, node, &base, &win);
+  MPI_Info_free(&info);
+  MPI_Comm_free(&node);  // the window keeps what it needs
+  if (rc != MPI_SUCCESS) {
+    return ResourceExhausted("rank " + std::to_string(rank_) + ": shared memory of " + std::to_string(bytes_per_rank) +
+                             " bytes per rank: " + MpiErrorString(rc));
+  }
+  std::vector<char*> bases(static_cast<size_t>(size_));
+  for (int r = 0; r < size_; ++r) {
+    MPI_Aint size = 0;
+    int unit = 0;
+    void* p = nullptr;
+    MPI_Win_shared_query(win, r, &size, &unit, &p);
+    bases[static_cast<size_t>(r)] = static_cast<char*>(p);
+  }
+  MPI_Win_lock_all(MPI_MODE_NOCHECK, win);
+  return std::unique_ptr<SharedSegments>(new MpiSharedSegments(this, win, std::move(bases), bytes_per_rank));
+}
+
 }  // namespace shoal::comm

@@ -58,6 +58,9 @@ class MpiGroup final : public Group {
   Status SendRecv(std::span<const SendBlock> sends, std::span<const RecvBlock> recvs, Deadline deadline,
                   const std::function<void(int)>& before_send = nullptr) override;
   StatusOr<std::unique_ptr<Group>> Split(int color, int key, Deadline deadline) override;
+  // MPI_Win_allocate_shared over the group, when all its ranks share a host.
+  StatusOr<std::unique_ptr<SharedSegments>> AllocateShared(int64_t bytes_per_rank, Deadline deadline) override;
+  bool broken() const { return broken_; }
 
  private:
   MpiGroup(MPI_Comm comm, int rank, int size);

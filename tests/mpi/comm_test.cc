@@ -240,15 +240,11 @@ Routing MakeRouting(int o, int R, int E, int K, int64_t tokens_per_rank, Pattern
 
 float Payload(int origin, int64_t token, int64_t i) { return static_cast<float>(origin * 4096 + token * 8 + i % 8); }
 
-void CheckExchange(int E, int K, int64_t H, int64_t tokens_per_rank, Pattern pattern, uint64_t seed) {
+// One dispatch/combine round on `ex`, checked element by element.
+void CheckRound(comm::ExpertExchange* ex, const Placement* placement, int E, int K, int64_t H, int64_t tokens_per_rank,
+                Pattern pattern, uint64_t seed) {
   comm::Group& g = World();
   const int R = g.size(), me = g.rank();
-  SCOPED_TRACE("E=" + std::to_string(E) + " K=" + std::to_string(K) + " H=" + std::to_string(H) +
-               " T=" + std::to_string(tokens_per_rank) + " seed=" + std::to_string(seed));
-  auto placement = Placement::Balanced(E, R);
-  ASSERT_TRUE(placement.ok());
-  auto ex = comm::ExpertExchange::Create(&g, &*placement, H, K);
-  ASSERT_TRUE(ex.ok()) << ex.status().ToString();
 
   std::vector<Routing> all;
   for (int o = 0; o < R; ++o) all.push_back(MakeRouting(o, R, E, K, tokens_per_rank, pattern, seed));
@@ -307,6 +303,29 @@ void CheckExchange(int E, int K, int64_t H, int64_t tokens_per_rank, Pattern pat
   }
 }
 
+// Rounds on one exchange, by messages and through shared memory (the later rounds of one object reuse
+// and grow its buffers).
+void CheckExchange(int E, int K, int64_t H, int64_t tokens_per_rank, Pattern pattern, uint64_t seed) {
+  comm::Group& g = World();
+  auto placement = Placement::Balanced(E, g.size());
+  ASSERT_TRUE(placement.ok());
+  for (bool shared : {false, true}) {
+    SCOPED_TRACE(std::string(shared ? "shared memory" : "messages") + " E=" + std::to_string(E) + " K=" +
+                 std::to_string(K) + " H=" + std::to_string(H) + " T=" + std::to_string(tokens_per_rank) +
+                 " seed=" + std::to_string(seed));
+    // Room for every row of the first two rounds on one rank; the third (5T tokens) goes by messages
+    // where some rank then receives more (all-to-one routing), checked the same way.
+    const int64_t room = shared ? 2 * tokens_per_rank * K * g.size() : 0;
+    auto ex = comm::ExpertExchange::Create(&g, &*placement, H, K, {.shared_memory = shared, .shared_rows = room});
+    ASSERT_TRUE(ex.ok()) << ex.status().ToString();
+    for (int round = 0; round < 3; ++round) {
+      CheckRound(&*ex, &*placement, E, K, H, tokens_per_rank * (round == 2 ? 5 : round + 1), pattern, seed + round);
+      if (::testing::Test::HasFatalFailure()) return;
+      if (round == 0) EXPECT_EQ(ex->used_shared_memory(), shared && g.size() > 1 && tokens_per_rank > 0);
+    }
+  }
+}
+
 TEST(ExpertExchange, RandomTopKAtManyShapes) {
   // Expert counts below, equal to and above the rank count (replicas when below), dividing it or not.
   for (int E : {1, 2, 3, 5, 8, 16}) {
@@ -328,6 +347,20 @@ TEST(ExpertExchange, WideRows) { CheckExchange(8, 2, 2048, 9, Pattern::kRandom, 
 TEST(ExpertExchange, LargeAndSmallBlocksMixed) {
   for (uint64_t seed : {1, 2}) CheckExchange(8, 2, 4096, 20, Pattern::kRandom, seed);
   CheckExchange(4, 2, 2048, 40, Pattern::kAllToOneExpert, 5);
+}
+
+// A window too small for a step: every rank sees the same counts and sends that step by messages.
+TEST(ExpertExchange, AStepTheSharedWindowCannotHoldGoesByMessages) {
+  comm::Group& g = World();
+  if (g.size() == 1) GTEST_SKIP() << "one rank exchanges nothing";
+  auto placement = Placement::Balanced(4, g.size());
+  auto ex = comm::ExpertExchange::Create(&g, &*placement, 4, 2, {.shared_memory = true, .shared_rows = 3});
+  ASSERT_TRUE(ex.ok()) << ex.status().ToString();
+  CheckRound(&*ex, &*placement, 4, 2, 4, 1, Pattern::kRandom, 11);  // ≤ 2·R rows on a rank: may not fit
+  CheckRound(&*ex, &*placement, 4, 2, 4, 20, Pattern::kAllToOneExpert, 12);
+  EXPECT_FALSE(ex->used_shared_memory());
+  CheckRound(&*ex, &*placement, 4, 2, 4, 0, Pattern::kRandom, 13);
+  EXPECT_TRUE(ex->used_shared_memory());  // nothing to move fits
 }
 
 TEST(ExpertExchange, EveryRankEmpty) {

@@ -30,7 +30,8 @@ struct RankEngine {
 };
 
 // `planned`: that placement (it must outlive the engine), else Placement::Balanced.
-RankEngine MakeRankEngine(const std::string& dir, comm::Group& g, const Placement* planned = nullptr) {
+RankEngine MakeRankEngine(const std::string& dir, comm::Group& g, const Placement* planned = nullptr,
+                          bool shared_memory = false) {
   RankEngine r;
   auto config = LoadModelConfig(dir);
   EXPECT_TRUE(config.ok());
@@ -47,6 +48,7 @@ RankEngine MakeRankEngine(const std::string& dir, comm::Group& g, const Placemen
   cfg.kv_block_size = 4;
   cfg.kv_cache_mib = 16;
   cfg.collective_timeout_ms = 60000;
+  cfg.shared_memory_exchange = shared_memory;
   auto engine = Engine::Create(*config, std::move(weights).value(), cfg, &g, planned);
   EXPECT_TRUE(engine.ok()) << engine.status().ToString();
   if (engine.ok()) r.engine = std::move(engine).value();
@@ -128,6 +130,17 @@ TEST_P(EpFixtureTest, GroupMatchesTransformersAndSingleProcess) {
   Fixture f = LoadFixture(GetParam());
   ASSERT_TRUE(f.expected);
   RankEngine rank = MakeRankEngine(f.dir, g);
+  ExpectGroupMatches(f, rank, g);
+}
+
+// The same through the shared-memory exchange (parallel.shared_memory_exchange): bit-identical.
+TEST_P(EpFixtureTest, SharedMemoryExchangeMatchesSingleProcess) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  ASSERT_TRUE(f.expected);
+  RankEngine rank = MakeRankEngine(f.dir, g, nullptr, /*shared_memory=*/true);
+  ASSERT_TRUE(rank.engine);
+  EXPECT_EQ(rank.engine->Describe().find("shared-memory") != std::string::npos, g.size() > 1) << rank.engine->Describe();
   ExpectGroupMatches(f, rank, g);
 }
 

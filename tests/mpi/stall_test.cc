@@ -99,5 +99,29 @@ TEST(Stall, DispatchTimesOut) {
   EXPECT_EQ(again.code(), StatusCode::kUnavailable) << again.ToString();
 }
 
+// Through the shared window: its syncs are the group's barrier, with the same deadline.
+TEST(Stall, SharedMemoryDispatchTimesOut) {
+  auto g = NewWorldGroup();
+  ASSERT_TRUE(g);
+  auto placement = Placement::Balanced(4, g->size());
+  auto ex = comm::ExpertExchange::Create(g.get(), &*placement, 8, 2, {.shared_memory = true, .shared_rows = 64});
+  ASSERT_TRUE(ex.ok()) << ex.status().ToString();
+  std::vector<float> x(8, 1.0f), w = {0.5f, 0.5f};
+  std::vector<int32_t> ids = {0, 3};
+  if (g->rank() == g->size() - 1) std::this_thread::sleep_for(std::chrono::milliseconds(kStallMs));
+  const auto t0 = Clock::now();
+  Status st = ex->Dispatch(x.data(), 1, ids.data(), w.data(), Deadline::AfterMs(kDeadlineMs));
+  if (g->rank() == g->size() - 1) {
+    // The late rank's group may look whole to it, and freeing a window is collective: the peers that
+    // gave up will never join, so its window is left to the process's end, as a failed worker's is.
+    new comm::ExpertExchange(std::move(*ex));
+    g.release();
+    return;
+  }
+  EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
+  EXPECT_LT(MsSince(t0), kDeadlineMs + kSlackMs);
+  EXPECT_EQ(ex->Dispatch(x.data(), 1, ids.data(), w.data(), Deadline::AfterMs(kDeadlineMs)).code(), StatusCode::kUnavailable);
+}
+
 }  // namespace
 }  // namespace shoal::testing
