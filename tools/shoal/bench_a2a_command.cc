@@ -102,6 +102,7 @@ float Payload(int o, int64_t t, int64_t i) {
 
 struct Result {
   double ours_us = 0, raw_us = 0;
+  double shm_us = 0;  // the shared-memory exchange (0: the group cannot share memory)
   int64_t bytes = 0;     // mean over ranks of bytes sent per iteration (both phases)
   int64_t per_peer = 0;  // mean dispatch bytes to one peer
   int64_t wrong = 0;
@@ -144,6 +145,10 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
   const int R = g.size(), me = g.rank();
   SHOAL_ASSIGN_OR_RETURN(Placement placement, Placement::Balanced(o.experts, R));
   SHOAL_ASSIGN_OR_RETURN(comm::ExpertExchange ex, comm::ExpertExchange::Create(&g, &placement, H, K));
+  // The shared-memory exchange, with room for every row of the step on any one rank.
+  SHOAL_ASSIGN_OR_RETURN(comm::ExpertExchange shm,
+                         comm::ExpertExchange::Create(&g, &placement, H, K,
+                                                      {.shared_memory = true, .shared_rows = std::max<int64_t>(1, R * T * K)}));
   std::vector<Routing> all;
   for (int r = 0; r < R; ++r) all.push_back(MakeRouting(r, T, o.experts, K, salt));
   std::vector<float> x(static_cast<size_t>(T * H)), out(static_cast<size_t>(T * H));
@@ -159,6 +164,15 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
   ex.WeightedSum(out.data());
   Result res;
   res.wrong = Check(ex, all, me, K, H, placement, out, T);
+  const bool with_shm = shm.has_shared_window();
+  if (with_shm) {  // checked the same way
+    SHOAL_RETURN_IF_ERROR(shm.Dispatch(x.data(), T, all[me].ids.data(), all[me].weights.data(), deadline()));
+    SHOAL_RETURN_IF_ERROR(shm.Combine(deadline()));
+    std::vector<float> shm_out(out.size());
+    shm.WeightedSum(shm_out.data());
+    res.wrong += Check(shm, all, me, K, H, placement, shm_out, T);
+    res.wrong += shm.used_shared_memory() ? 0 : 1;
+  }
 
   // Per-peer byte counts of the two phases, as the exchange moved them.
   std::vector<int> d_send(R), d_recv(R), c_send(R), c_recv(R);
@@ -196,6 +210,10 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
     SHOAL_RETURN_IF_ERROR(ex.Dispatch(x.data(), T, all[me].ids.data(), all[me].weights.data(), deadline()));
     return ex.Combine(deadline());
   };
+  auto ours_shm = [&]() -> Status {
+    SHOAL_RETURN_IF_ERROR(shm.Dispatch(x.data(), T, all[me].ids.data(), all[me].weights.data(), deadline()));
+    return shm.Combine(deadline());
+  };
   auto raw = [&]() -> Status {
     int rc = MPI_Alltoallv(sbuf.data(), d_send.data(), dsd.data(), MPI_BYTE, rbuf.data(), d_recv.data(), drd.data(),
                            MPI_BYTE, g.comm());
@@ -209,6 +227,7 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
   // and the first timed rounds.
   SHOAL_ASSIGN_OR_RETURN(double probe_us, time_loop(raw, 1));
   for (int i = 0; i < o.warmup; ++i) SHOAL_RETURN_IF_ERROR(ours());
+  for (int i = 0; with_shm && i < o.warmup; ++i) SHOAL_RETURN_IF_ERROR(ours_shm());
   warmup = 0;
   std::vector<int64_t> iters = {
       std::clamp<int64_t>(static_cast<int64_t>(o.seconds_per_size * 1e6 / 2 / std::max(probe_us, 1.0)), 8, 400)};
@@ -217,12 +236,16 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
   // alike and do not drag the result.
   constexpr int kRounds = 8;
   const int per_round = static_cast<int>(std::max<int64_t>(1, iters[0] / kRounds));
-  std::vector<double> ours_t, raw_t;
+  std::vector<double> ours_t, raw_t, shm_t;
   for (int round = 0; round < kRounds; ++round) {
     SHOAL_ASSIGN_OR_RETURN(double a, time_loop(ours, per_round));
     SHOAL_ASSIGN_OR_RETURN(double b, time_loop(raw, per_round));
     ours_t.push_back(a);
     raw_t.push_back(b);
+    if (with_shm) {
+      SHOAL_ASSIGN_OR_RETURN(double c, time_loop(ours_shm, per_round));
+      shm_t.push_back(c);
+    }
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -231,6 +254,7 @@ StatusOr<Result> RunSize(comm::MpiGroup& g, const A2aOptions& o, int64_t H, int 
   const double ours_us = median(ours_t), raw_us = median(raw_t);
   res.ours_us = ours_us;
   res.raw_us = raw_us;
+  res.shm_us = with_shm ? median(shm_t) : 0;
   std::vector<int64_t> wrong = {res.wrong};
   SHOAL_RETURN_IF_ERROR(g.AllReduceSum(wrong, deadline()));
   res.wrong = wrong[0];
@@ -257,21 +281,24 @@ Status RunA2aInGroup(const A2aOptions& o) {
   if (root) {
     std::printf("# shoal bench a2a: %d ranks (%s), %d experts placed balanced, f32 rows\n", R, g.backend().c_str(),
                 o.experts);
-    std::printf("# ours = ExpertExchange dispatch + combine; raw = MPI_Alltoallv x2 on the same byte counts\n");
-    std::printf("# %6s %4s %6s %9s %9s | %10s %8s %8s %7s | %10s %8s %8s | %9s\n", "hidden", "topk", "tokens",
-                "bytes", "per-peer", "ours(us)", "algbw", "busbw", "#wrong", "raw(us)", "algbw", "busbw", "raw/ours");
+    std::printf("# ours = ExpertExchange dispatch + combine by messages; shm = the same through a shared window "
+                "(ranks on one host); raw = MPI_Alltoallv x2 on the same byte counts\n");
+    std::printf("# %6s %4s %6s %9s %9s | %10s %8s %8s %7s | %10s %8s %8s | %9s | %10s %9s\n", "hidden", "topk", "tokens",
+                "bytes", "per-peer", "ours(us)", "algbw", "busbw", "#wrong", "raw(us)", "algbw", "busbw", "raw/ours",
+                "shm(us)", "raw/shm");
   }
   SHOAL_ASSIGN_OR_RETURN(JobShape shape, ShapeOfJob(g, Deadline::AfterMs(o.timeout_ms)));
   nlohmann::json sizes = nlohmann::json::array();
   int64_t total_wrong = 0;
   std::vector<double> bw_ratios;       // raw/ours time (= ours/raw bandwidth) at >= 256 KiB per peer
   std::vector<double> latency_excess;  // ours - (1.3 raw + 10 us) at <= 128 tokens per rank
+  std::vector<double> shm_ratios, shm_latency_excess;  // the same for the shared-memory exchange
   for (int64_t H : o.hidden) {
     for (int K : o.top_k) {
       if (K > o.experts) continue;
       for (int64_t T = o.min_tokens; T <= o.max_tokens; T *= 2) {
         // Rough per-rank footprint: packed rows, expert rows in and out (×2 for skew), raw buffers.
-        const int64_t est = T * K * H * 4 * 7;
+        const int64_t est = T * K * H * 4 * (7 + g.size());  // + the shared window's rows
         if (T * K * H * 4 > INT32_MAX) {  // MPI_Alltoallv's counts and displacements are ints
           if (root) std::printf("  %6lld %4d %6lld   skipped: more than 2 GiB per rank for MPI_Alltoallv's int counts\n",
                                 static_cast<long long>(H), K, static_cast<long long>(T));
@@ -288,16 +315,19 @@ Status RunA2aInGroup(const A2aOptions& o) {
         const double ours_bw = r.bytes / (r.ours_us * 1e3), raw_bw = r.bytes / (r.raw_us * 1e3);
         const double bus = R > 1 ? static_cast<double>(R - 1) / R : 1.0;
         if (root) {
-          std::printf("  %6lld %4d %6lld %9s %9s | %10.1f %8.3f %8.3f %7lld | %10.1f %8.3f %8.3f | %9.3f\n",
+          std::printf("  %6lld %4d %6lld %9s %9s | %10.1f %8.3f %8.3f %7lld | %10.1f %8.3f %8.3f | %9.3f | %10.1f %9.3f\n",
                       static_cast<long long>(H), K, static_cast<long long>(T), Bytes(r.bytes).c_str(),
                       Bytes(r.per_peer).c_str(), r.ours_us, ours_bw, ours_bw * bus, static_cast<long long>(r.wrong),
-                      r.raw_us, raw_bw, raw_bw * bus, r.raw_us / r.ours_us);
+                      r.raw_us, raw_bw, raw_bw * bus, r.raw_us / r.ours_us, r.shm_us,
+                      r.shm_us > 0 ? r.raw_us / r.shm_us : 0.0);
           std::fflush(stdout);
         }
         sizes.push_back({{"hidden", H}, {"topk", K}, {"tokens", T}, {"bytes", r.bytes}, {"per_peer", r.per_peer},
-                         {"ours_us", r.ours_us}, {"raw_us", r.raw_us}, {"wrong", r.wrong}});
+                         {"ours_us", r.ours_us}, {"raw_us", r.raw_us}, {"shm_us", r.shm_us}, {"wrong", r.wrong}});
         if (r.per_peer >= 256 * 1024) bw_ratios.push_back(r.raw_us / r.ours_us);
         if (T <= 128) latency_excess.push_back(r.ours_us - (1.3 * r.raw_us + 10.0));
+        if (r.shm_us > 0 && r.per_peer >= 256 * 1024) shm_ratios.push_back(r.raw_us / r.shm_us);
+        if (r.shm_us > 0 && T <= 128) shm_latency_excess.push_back(r.shm_us - (1.3 * r.raw_us + 10.0));
       }
     }
   }
@@ -313,6 +343,20 @@ Status RunA2aInGroup(const A2aOptions& o) {
                   "median %.3f, worst %.3f\n",
                   static_cast<long long>(met), bw_ratios.size(), median(bw_ratios),
                   *std::min_element(bw_ratios.begin(), bw_ratios.end()));
+    }
+    if (!shm_ratios.empty()) {
+      const auto met = std::count_if(shm_ratios.begin(), shm_ratios.end(), [](double x) { return x >= 1.0; });
+      std::printf("# shared memory, shm/raw bandwidth >= 1.0 at >= 256 KiB per peer: met at %lld of %zu sizes; "
+                  "median %.3f, worst %.3f\n",
+                  static_cast<long long>(met), shm_ratios.size(), median(shm_ratios),
+                  *std::min_element(shm_ratios.begin(), shm_ratios.end()));
+    }
+    if (!shm_latency_excess.empty()) {
+      const auto met = std::count_if(shm_latency_excess.begin(), shm_latency_excess.end(), [](double x) { return x <= 0; });
+      std::printf("# shared memory, latency <= 1.3 x raw + 10 us at <= 128 tokens per rank: met at %lld of %zu sizes; "
+                  "median excess %+.1f us, worst %+.1f us\n",
+                  static_cast<long long>(met), shm_latency_excess.size(), median(shm_latency_excess),
+                  *std::max_element(shm_latency_excess.begin(), shm_latency_excess.end()));
     }
     if (!latency_excess.empty()) {
       const auto met = std::count_if(latency_excess.begin(), latency_excess.end(), [](double x) { return x <= 0; });
