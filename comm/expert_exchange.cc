@@ -22,7 +22,7 @@ StatusOr<ExpertExchange> ExpertExchange::Create(Group* group, const Placement* p
     ex.shm_header_bytes_ = (ex.blocks_.num_blocks() * static_cast<int64_t>(sizeof(int64_t)) + 63) / 64 * 64;
     StatusOr<std::unique_ptr<SharedSegments>> s = group->AllocateShared(
         ex.shm_header_bytes_ + options.shared_rows * hidden * static_cast<int64_t>(sizeof(float)),
-        Deadline::AfterMs(120000));
+        Deadline::AfterMs(options.startup_timeout_ms));
     if (s.ok()) {
       ex.shm_ = std::move(*s);
       ex.shm_capacity_rows_ = options.shared_rows;
@@ -255,8 +255,9 @@ Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadl
   for (int src = 0; src < R; ++src) {
     std::copy_n(reinterpret_cast<const int64_t*>(shm_->segment(src)), blocks, shm_counts_.data() + src * blocks);
   }
-  // 2. Every rank's incoming rows: a step one segment cannot hold goes by messages (all decide alike).
-  int64_t most = 0;
+  // 2. Every rank's incoming rows against that rank's own segment (sizes may differ between ranks): a
+  //    step one segment cannot hold goes by messages, which every rank decides alike.
+  bool all_fit = true;
   for (int d = 0; d < R; ++d) {
     int64_t m = 0;
     for (int src = 0; src < R; ++src) {
@@ -269,9 +270,10 @@ Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadl
         m += c;
       }
     }
-    most = std::max(most, m);
+    const int64_t room = (shm_->bytes(d) - shm_header_bytes_) / (H * static_cast<int64_t>(sizeof(float)));
+    all_fit = all_fit && m <= room;
   }
-  *fits = most <= shm_capacity_rows_;
+  *fits = all_fit;
   if (!*fits) return Status::Ok();
   last_shared_ = true;
   // 3. Where each of this rank's blocks lands: destination d's rows are expert-major, each local

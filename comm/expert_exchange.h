@@ -64,6 +64,7 @@ struct ExchangeCounters {
 struct ExchangeOptions {
   bool shared_memory = false;  // ranks on one host exchange through a shared window (above)
   int64_t shared_rows = 0;     // rows each rank's segment receives at most (hidden floats each)
+  int64_t startup_timeout_ms = 600000;  // the window's allocation waits this long for every rank
 };
 
 class ExpertExchange {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "comm/placement.h"
+
 namespace shoal::comm {
 
 using json = nlohmann::ordered_json;
@@ -42,13 +44,12 @@ double ExpertLoad::RankImbalance(const std::vector<std::vector<int>>& rank_exper
 
 double ExpertLoad::BalancedImbalance(int ranks) const {
   if (ranks <= 0 || experts <= 0) return 0;
-  std::vector<std::vector<int>> placement(static_cast<size_t>(std::min(ranks, experts)));
-  // Contiguous ranges, the first (experts mod ranks) one longer: Placement::Balanced's split.
-  const int n = static_cast<int>(placement.size());
-  for (int r = 0, e = 0; r < n; ++r) {
-    const int count = experts / n + (r < experts % n ? 1 : 0);
-    for (int k = 0; k < count; ++k) placement[static_cast<size_t>(r)].push_back(e++);
-  }
+  // The placement serving uses (Placement::Balanced: contiguous ranges, or replicas when ranks
+  // outnumber experts), so the figure describes a layout that is served.
+  StatusOr<Placement> p = Placement::Balanced(experts, ranks);
+  if (!p.ok()) return 0;
+  std::vector<std::vector<int>> placement(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r) placement[static_cast<size_t>(r)] = p->local_experts(r);
   return RankImbalance(placement);
 }
 
@@ -80,7 +81,9 @@ StatusOr<ExpertLoad> ExpertLoadFromJson(const json& j) {
   if (rows == nullptr || !rows->is_array() || rows->size() != static_cast<size_t>(load.layers)) {
     return InvalidArgument("expert load: 'tokens' must be an array of " + std::to_string(load.layers) + " layers");
   }
-  load.tokens.reserve(static_cast<size_t>(load.layers) * static_cast<size_t>(load.experts));
+  if (static_cast<int64_t>(load.layers) * load.experts > (int64_t{1} << 22)) {
+    return InvalidArgument("expert load: layers x experts above 4194304");
+  }
   for (size_t l = 0; l < rows->size(); ++l) {
     const json& row = (*rows)[l];
     if (!row.is_array() || row.size() != static_cast<size_t>(load.experts)) {

@@ -23,8 +23,8 @@ struct ExpertLoad {
   // holding rank_experts[r] (an expert held by several ranks splits its tokens evenly between them);
   // averaged over layers weighted by their tokens. 1 is perfect balance; 0 when nothing was routed.
   double RankImbalance(const std::vector<std::vector<int>>& rank_experts) const;
-  // The same for `ranks` ranks holding contiguous, balanced ranges of the experts (Placement::Balanced);
-  // with more ranks than experts, each expert alone on a rank.
+  // The same for `ranks` ranks placed as serving places them (Placement::Balanced: contiguous ranges;
+  // replicas when ranks outnumber experts).
   double BalancedImbalance(int ranks) const;
 };
 

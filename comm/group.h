@@ -31,7 +31,8 @@ class SharedSegments {
  public:
   virtual ~SharedSegments() = default;
   virtual char* segment(int rank) = 0;
-  virtual int64_t bytes_per_rank() const = 0;
+  // Bytes of `rank`'s segment (ranks may have asked for different sizes).
+  virtual int64_t bytes(int rank) const = 0;
   virtual Status Sync(Deadline deadline) = 0;
 };
 

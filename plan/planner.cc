@@ -152,9 +152,12 @@ Status ValidateRequest(const PlanRequest& r) {
   if (!(r.mtp_accept >= 0 && r.mtp_accept <= 1)) return InvalidArgument("--mtp-accept: must be in [0, 1]");
   if (!(c.overlap_eff >= 0 && c.overlap_eff <= 1)) return InvalidArgument("calibration overlap_eff: must be in [0, 1]");
   if (!(c.expert_imbalance >= 1)) return InvalidArgument("calibration expert_imbalance: must be >= 1");
-  if (c.measured_load && c.measured_load->experts != r.model.num_experts) {
-    return InvalidArgument("the measured expert load has " + std::to_string(c.measured_load->experts) +
-                           " experts, the model " + std::to_string(r.model.num_experts) + ": measure this model");
+  if (c.measured_load &&
+      (c.measured_load->experts != r.model.num_experts || c.measured_load->layers != r.model.num_layers)) {
+    return InvalidArgument("the measured expert load has " + std::to_string(c.measured_load->layers) + " layers of " +
+                           std::to_string(c.measured_load->experts) + " experts, the model " +
+                           std::to_string(r.model.num_layers) + " of " + std::to_string(r.model.num_experts) +
+                           ": measure this model");
   }
   if (c.layer_overhead_us < 0 || c.a2a_latency_us < 0)
     return InvalidArgument("calibration layer_overhead_us/a2a_latency_us: must not be negative");

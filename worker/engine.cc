@@ -82,7 +82,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelConfig config, ModelWeight
     const int rows_per_token = c.router_sigmoid_scales_input ? 1 : c.num_experts_per_tok;
     // A shared window for twice a step's rows per rank: a step routed more unevenly goes by messages.
     comm::ExchangeOptions xo{.shared_memory = cfg.shared_memory_exchange,
-                             .shared_rows = 2 * static_cast<int64_t>(cfg.max_step_tokens) * rows_per_token};
+                             .shared_rows = 2 * static_cast<int64_t>(cfg.max_step_tokens) * rows_per_token,
+                             .startup_timeout_ms = (cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600) * 1000};
     SHOAL_ASSIGN_OR_RETURN(comm::ExpertExchange ex,
                            comm::ExpertExchange::Create(group, &*engine->placement_, c.hidden_size, rows_per_token, xo));
     engine->exchange_.emplace(std::move(ex));

@@ -208,7 +208,10 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
     hb_state.waiting = static_cast<uint32_t>(sched.waiting());
     hb_state.kv_blocks_used = static_cast<uint64_t>(engine.kv_blocks().num_blocks() - engine.kv_blocks().free_blocks());
     hb_state.expert_tokens = engine.expert_rows_total();
-    hb_state.layer_expert_tokens = engine.layer_expert_rows();
+    // Past the wire's bound (no model today) the per-layer counts are left out rather than break the frame.
+    if (engine.layer_expert_rows().size() <= control::kMaxLayerExpertCounts) {
+      hb_state.layer_expert_tokens = engine.layer_expert_rows();
+    }
     hb_state.iteration_tokens = s.iteration_tokens;
     hb_state.queue_seconds = s.queue_seconds;
     hb_state.prefill_seconds = s.prefill_seconds;

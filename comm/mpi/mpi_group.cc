@@ -400,15 +400,15 @@ namespace {
 // (with its deadline), MPI_Win_sync again: the unified memory model's recipe for ordering them.
 class MpiSharedSegments final : public SharedSegments {
  public:
-  MpiSharedSegments(MpiGroup* group, MPI_Win win, std::vector<char*> bases, int64_t bytes)
-      : group_(group), win_(win), bases_(std::move(bases)), bytes_(bytes) {}
+  MpiSharedSegments(MpiGroup* group, MPI_Win win, std::vector<char*> bases, std::vector<int64_t> bytes)
+      : group_(group), win_(win), bases_(std::move(bases)), bytes_(std::move(bytes)) {}
   ~MpiSharedSegments() override {
     MPI_Win_unlock_all(win_);
     // Collective: after a failure a peer may never come, and the process ends soon anyway.
     if (!group_->broken() && !MpiRuntime::AnyGroupBroken()) MPI_Win_free(&win_);
   }
   char* segment(int rank) override { return bases_[static_cast<size_t>(rank)]; }
-  int64_t bytes_per_rank() const override { return bytes_; }
+  int64_t bytes(int rank) const override { return bytes_[static_cast<size_t>(rank)]; }
   Status Sync(Deadline deadline) override {
     MPI_Win_sync(win_);
     SHOAL_RETURN_IF_ERROR(group_->Barrier(deadline));
@@ -420,7 +420,7 @@ class MpiSharedSegments final : public SharedSegments {
   MpiGroup* group_;
   MPI_Win win_;
   std::vector<char*> bases_;
-  int64_t bytes_;
+  std::vector<int64_t> bytes_;
 };
 
 }  // namespace
@@ -455,16 +455,24 @@ StatusOr<std::unique_ptr<SharedSegments>> MpiGroup::AllocateShared(int64_t bytes
     return ResourceExhausted("rank " + std::to_string(rank_) + ": shared memory of " + std::to_string(bytes_per_rank) +
                              " bytes per rank: " + MpiErrorString(rc));
   }
+  MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN);
   std::vector<char*> bases(static_cast<size_t>(size_));
+  std::vector<int64_t> sizes(static_cast<size_t>(size_));
   for (int r = 0; r < size_; ++r) {
     MPI_Aint size = 0;
     int unit = 0;
     void* p = nullptr;
     MPI_Win_shared_query(win, r, &size, &unit, &p);
     bases[static_cast<size_t>(r)] = static_cast<char*>(p);
+    sizes[static_cast<size_t>(r)] = static_cast<int64_t>(size);
   }
   MPI_Win_lock_all(MPI_MODE_NOCHECK, win);
-  return std::unique_ptr<SharedSegments>(new MpiSharedSegments(this, win, std::move(bases), bytes_per_rank));
+  // The owner touches its segment first: its pages land on its NUMA node, and a shortfall of shared
+  // memory shows now rather than at the first large step.
+  std::memset(bases[static_cast<size_t>(rank_)], 0, static_cast<size_t>(std::max<int64_t>(bytes_per_rank, 1)));
+  auto segments = std::unique_ptr<SharedSegments>(new MpiSharedSegments(this, win, std::move(bases), std::move(sizes)));
+  SHOAL_RETURN_IF_ERROR(segments->Sync(deadline));
+  return segments;
 }
 
 }  // namespace shoal::comm

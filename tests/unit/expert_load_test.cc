@@ -114,11 +114,12 @@ TEST(ExpertLoad, BalancedRangesAsThePlacementSplitsThem) {
   load.layers = 1;
   load.experts = 5;
   load.tokens = {50, 10, 10, 10, 20};
-  // 2 ranks: {0,1,2} = 70, {3,4} = 30 → 70 / 50.
-  EXPECT_NEAR(load.BalancedImbalance(2), 1.4, 1e-12);
-  // 5 or more ranks: an expert each → 50 / 20.
+  // 2 ranks, Placement::Balanced's cuts: {0,1} = 60, {2,3,4} = 40 → 60 / 50.
+  EXPECT_NEAR(load.BalancedImbalance(2), 1.2, 1e-12);
+  // 5 ranks: an expert each → 50 / 20.
   EXPECT_NEAR(load.BalancedImbalance(5), 2.5, 1e-12);
-  EXPECT_NEAR(load.BalancedImbalance(8), 2.5, 1e-12);
+  // 8 ranks: experts 0, 1, 2 twice (ranks r and r + 5), their tokens split → 25 / 12.5.
+  EXPECT_NEAR(load.BalancedImbalance(8), 2.0, 1e-12);
   EXPECT_NEAR(load.BalancedImbalance(1), 1.0, 1e-12);
 }
 

@@ -603,12 +603,12 @@ TEST(PlanCalibration, MeasuredExpertLoadSetsTheImbalancePerLayout) {
   const int E = r.model.num_experts;
   auto load_json = [&](double zipf) {
     nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
-    for (int l = 0; l < 3; ++l) {
+    for (int l = 0; l < r.model.num_layers; ++l) {
       std::vector<uint64_t> row;
       for (int e = 0; e < E; ++e) row.push_back(static_cast<uint64_t>(1e6 / std::pow(1 + (e * 7 + l) % E, zipf)));
       tokens.push_back(row);
     }
-    nlohmann::ordered_json g = {{"layers", 3}, {"experts", E}, {"window_seconds", 60}, {"tokens", tokens}};
+    nlohmann::ordered_json g = {{"layers", r.model.num_layers}, {"experts", E}, {"window_seconds", 60}, {"tokens", tokens}};
     return nlohmann::ordered_json{{"window_seconds", 60}, {"groups", {{"g0", g}}}}.dump();
   };
   auto skewed = CalibrateFromBenchJson(load_json(1.0), "load.json", hw);
