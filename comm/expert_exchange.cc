@@ -19,7 +19,9 @@ StatusOr<ExpertExchange> ExpertExchange::Create(Group* group, const Placement* p
   }
   ExpertExchange ex(group, placement, hidden, top_k, options);
   if (options.shared_memory && group->size() > 1 && options.shared_rows > 0) {
-    ex.shm_header_bytes_ = (ex.blocks_.num_blocks() * static_cast<int64_t>(sizeof(int64_t)) + 63) / 64 * 64;
+    // Any placement's blocks (at most every expert on every rank), so that Use never outgrows it.
+    const int64_t max_blocks = int64_t{placement->num_experts()} * group->size();
+    ex.shm_header_bytes_ = (max_blocks * static_cast<int64_t>(sizeof(int64_t)) + 63) / 64 * 64;
     StatusOr<std::unique_ptr<SharedSegments>> s = group->AllocateShared(
         ex.shm_header_bytes_ + options.shared_rows * hidden * static_cast<int64_t>(sizeof(float)),
         Deadline::AfterMs(options.startup_timeout_ms));
@@ -36,15 +38,29 @@ StatusOr<ExpertExchange> ExpertExchange::Create(Group* group, const Placement* p
 ExpertExchange::ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k,
                                ExchangeOptions options)
     : group_(group),
-      placement_(placement),
+      own_layout_(std::make_shared<const ExchangeLayout>(*placement)),
+      layout_(own_layout_.get()),
       hidden_(hidden),
       top_k_(top_k),
       large_block_rows_((kLargeBlockBytes + hidden * static_cast<int64_t>(sizeof(float)) - 1) /
                         (hidden * static_cast<int64_t>(sizeof(float)))),
-      blocks_(BlockTable::For(*placement)),
       options_(options) {
-  local_experts_ = placement->local_experts(group->rank());
-  expert_.expert_offsets.assign(local_experts_.size() + 1, 0);
+  expert_.expert_offsets.assign(local_experts().size() + 1, 0);
+}
+
+Status ExpertExchange::Use(const ExchangeLayout* layout) {
+  if (layout == nullptr) layout = own_layout_.get();
+  if (layout == layout_) return Status::Ok();
+  if (layout->placement.num_ranks() != group_->size() ||
+      layout->placement.num_experts() != own_layout_->placement.num_experts()) {
+    return InvalidArgument("expert exchange: a layout for " + std::to_string(layout->placement.num_experts()) +
+                           " experts over " + std::to_string(layout->placement.num_ranks()) + " ranks, but this one has " +
+                           std::to_string(own_layout_->placement.num_experts()) + " over " +
+                           std::to_string(group_->size()));
+  }
+  layout_ = layout;
+  expert_.expert_offsets.assign(local_experts().size() + 1, 0);
+  return Status::Ok();
 }
 
 Status ExpertExchange::Remember(Status st) {
@@ -55,8 +71,8 @@ Status ExpertExchange::Remember(Status st) {
 Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_ids, const float* topk_weights,
                                 Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(failed_);
-  const int R = group_->size(), me = group_->rank(), K = top_k_, E = placement_->num_experts();
-  const int L = static_cast<int>(local_experts_.size());
+  const int R = group_->size(), me = group_->rank(), K = top_k_, E = layout_->placement.num_experts();
+  const int L = num_local();
   const int64_t H = hidden_;
 
   // Bad routing is an internal error, but this rank still takes part in the dispatch and the combine
@@ -75,7 +91,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   topk_weights_ = topk_weights;
 
   // 1. The plan: every (token, choice) row's destination, block and place in the send buffer.
-  PlanOrigin(*placement_, blocks_, me, topk_ids, T, K, large_block_rows_, &origin_);
+  PlanOrigin(layout_->placement, layout_->blocks, me, topk_ids, T, K, large_block_rows_, &origin_);
   const int64_t row_bytes = H * static_cast<int64_t>(sizeof(float));
   const int64_t S = T * K;
   last_shared_ = false;
@@ -95,7 +111,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   std::vector<int64_t>& head_send = head_send_;  // word offsets of each peer's message in eager_send_
   head_send.assign(R + 1, 0);
   for (int d = 0; d < R; ++d) {
-    const int64_t L_d = blocks_.slot_base[d + 1] - blocks_.slot_base[d];
+    const int64_t L_d = layout_->blocks.slot_base[d + 1] - layout_->blocks.slot_base[d];
     head_send[d + 1] = head_send[d] + (d == me ? 0 : L_d + (IsEager(rows_to_[d]) ? (rows_to_[d] * H + 1) / 2 : 0));
   }
   eager_send_.resize(static_cast<size_t>(head_send[R]));
@@ -105,14 +121,14 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   recvs_.clear();
   for (int d = 0; d < R; ++d) {
     if (d == me) continue;
-    const int64_t L_d = blocks_.slot_base[d + 1] - blocks_.slot_base[d];
-    std::copy_n(origin_.send_counts.data() + blocks_.slot_base[d], L_d, eager_send_.data() + head_send[d]);
+    const int64_t L_d = layout_->blocks.slot_base[d + 1] - layout_->blocks.slot_base[d];
+    std::copy_n(origin_.send_counts.data() + layout_->blocks.slot_base[d], L_d, eager_send_.data() + head_send[d]);
     sends_.push_back({d, eager_send_.data() + head_send[d], (head_send[d + 1] - head_send[d]) * 8});
     recvs_.push_back({d, eager_recv_.data() + d * (L + eager_words), (L + eager_words) * 8, &eager_received_[d]});
   }
   auto pack_eager = [&](int d) {
     if (d == me || !IsEager(rows_to_[d])) return;
-    float* dst = reinterpret_cast<float*>(eager_send_.data() + head_send[d] + (blocks_.slot_base[d + 1] - blocks_.slot_base[d]));
+    float* dst = reinterpret_cast<float*>(eager_send_.data() + head_send[d] + (layout_->blocks.slot_base[d + 1] - layout_->blocks.slot_base[d]));
     for (int64_t r = origin_.dest_begin[d]; r < origin_.dest_begin[d + 1]; ++r) {
       std::memcpy(dst + (r - origin_.dest_begin[d]) * H, x + static_cast<int64_t>(origin_.row_token[r]) * H,
                   static_cast<size_t>(row_bytes));
@@ -123,7 +139,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   rows_from_.assign(R, 0);
   for (int src = 0; src < R; ++src) {
     const int64_t* counts =
-        src == me ? origin_.send_counts.data() + blocks_.slot_base[me] : eager_recv_.data() + src * (L + eager_words);
+        src == me ? origin_.send_counts.data() + layout_->blocks.slot_base[me] : eager_recv_.data() + src * (L + eager_words);
     for (int i = 0; i < L; ++i) {
       const int64_t c = counts[i];
       if (c < 0 || c > (int64_t{1} << 31)) {
@@ -161,7 +177,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   for (int d = 0; d < R; ++d) {
     if (d == me || IsEager(rows_to_[d])) continue;
     sends_.push_back({d, rows_.data() + origin_.dest_begin[d] * H, origin_.small_rows_to[d] * row_bytes});
-    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+    for (int64_t b = layout_->blocks.slot_base[d]; b < layout_->blocks.slot_base[d + 1]; ++b) {
       if (IsLarge(origin_.send_counts[b])) sends_.push_back({d, rows_.data() + origin_.send_start[b] * H, origin_.send_counts[b] * row_bytes});
     }
   }
@@ -176,7 +192,7 @@ Status ExpertExchange::Dispatch(const float* x, int64_t T, const int32_t* topk_i
   auto pack = [&](int d) {
     if (d == me) {
       for (int i = 0; i < L; ++i) {
-        const int64_t b = blocks_.slot_base[me] + i;
+        const int64_t b = layout_->blocks.slot_base[me] + i;
         float* dst = expert_rows_.data() + expert_.recv_start[me * L + i] * H;
         for (int64_t k = 0; k < origin_.send_counts[b]; ++k) {
           std::memcpy(dst + k * H, x + static_cast<int64_t>(origin_.row_token[origin_.send_start[b] + k]) * H,
@@ -206,14 +222,14 @@ Status ExpertExchange::Combine(Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(failed_);
   if (last_shared_) return CombineShared(deadline);
   const int R = group_->size(), me = group_->rank();
-  const int L = static_cast<int>(local_experts_.size());
+  const int L = num_local();
   const int64_t H = hidden_, row_bytes = H * static_cast<int64_t>(sizeof(float));
   // The reverse of Dispatch's blocks: outputs leave from expert-major places and land where the
   // origin packed the rows (rows_, free again now that Dispatch's sends are complete).
   MoveSmallBlocks(/*to_experts=*/false);
   // This rank's own rows: expert-major place → where the origin side expects them.
   for (int i = 0; i < L; ++i) {
-    const int64_t b = blocks_.slot_base[me] + i;
+    const int64_t b = layout_->blocks.slot_base[me] + i;
     std::memcpy(rows_.data() + origin_.send_start[b] * H, expert_rows_.data() + expert_.recv_start[me * L + i] * H,
                 static_cast<size_t>(origin_.send_counts[b] * row_bytes));
   }
@@ -230,7 +246,7 @@ Status ExpertExchange::Combine(Deadline deadline) {
   for (int d = 0; d < R; ++d) {
     if (d == me) continue;
     recvs_.push_back({d, rows_.data() + origin_.dest_begin[d] * H, origin_.small_rows_to[d] * row_bytes});
-    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+    for (int64_t b = layout_->blocks.slot_base[d]; b < layout_->blocks.slot_base[d + 1]; ++b) {
       if (IsLarge(origin_.send_counts[b])) recvs_.push_back({d, rows_.data() + origin_.send_start[b] * H, origin_.send_counts[b] * row_bytes});
     }
   }
@@ -245,8 +261,8 @@ Status ExpertExchange::Combine(Deadline deadline) {
 
 Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadline) {
   const int R = group_->size(), me = group_->rank();
-  const int L = static_cast<int>(local_experts_.size());
-  const int64_t H = hidden_, blocks = blocks_.num_blocks();
+  const int L = num_local();
+  const int64_t H = hidden_, blocks = layout_->blocks.num_blocks();
   const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
   // 1. This rank's counts for every (rank, local expert) into its header; then everyone's.
   std::copy_n(origin_.send_counts.data(), blocks, reinterpret_cast<int64_t*>(shm_->segment(me)));
@@ -261,7 +277,7 @@ Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadl
   for (int d = 0; d < R; ++d) {
     int64_t m = 0;
     for (int src = 0; src < R; ++src) {
-      for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+      for (int64_t b = layout_->blocks.slot_base[d]; b < layout_->blocks.slot_base[d + 1]; ++b) {
         const int64_t c = shm_counts_[src * blocks + b];
         if (c < 0 || c > (int64_t{1} << 31)) {
           return Remember(InvalidArgument("rank " + std::to_string(me) + ": rank " + std::to_string(src) +
@@ -281,7 +297,7 @@ Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadl
   shm_start_.assign(static_cast<size_t>(blocks), 0);
   for (int d = 0; d < R; ++d) {
     int64_t at = 0;
-    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+    for (int64_t b = layout_->blocks.slot_base[d]; b < layout_->blocks.slot_base[d + 1]; ++b) {
       for (int src = 0; src < R; ++src) {
         if (src == me) shm_start_[static_cast<size_t>(b)] = at;
         at += shm_counts_[src * blocks + b];
@@ -291,7 +307,7 @@ Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadl
   // 4. Each row once, into its place.
   for (int d = 0; d < R; ++d) {
     float* rows = SharedRows(d);
-    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+    for (int64_t b = layout_->blocks.slot_base[d]; b < layout_->blocks.slot_base[d + 1]; ++b) {
       float* dst = rows + shm_start_[static_cast<size_t>(b)] * H;
       const int64_t first = origin_.send_start[b];
       for (int64_t k = 0; k < origin_.send_counts[b]; ++k) {
@@ -307,7 +323,7 @@ Status ExpertExchange::DispatchShared(const float* x, bool* fits, Deadline deadl
   for (int d = 0; d < R; ++d) rows_to_[d] = origin_.dest_begin[d + 1] - origin_.dest_begin[d];
   for (int src = 0; src < R; ++src) {
     for (int i = 0; i < L; ++i) {
-      recv_counts_[src * L + i] = shm_counts_[src * blocks + blocks_.slot_base[me] + i];
+      recv_counts_[src * L + i] = shm_counts_[src * blocks + layout_->blocks.slot_base[me] + i];
       rows_from_[src] += recv_counts_[src * L + i];
     }
   }
@@ -331,7 +347,7 @@ Status ExpertExchange::CombineShared(Deadline deadline) {
   SHOAL_RETURN_IF_ERROR(Remember(shm_->Sync(deadline)));
   for (int d = 0; d < R; ++d) {
     const float* rows = SharedRows(d);
-    for (int64_t b = blocks_.slot_base[d]; b < blocks_.slot_base[d + 1]; ++b) {
+    for (int64_t b = layout_->blocks.slot_base[d]; b < layout_->blocks.slot_base[d + 1]; ++b) {
       std::memcpy(rows_.data() + origin_.send_start[b] * H, rows + shm_start_[static_cast<size_t>(b)] * H,
                   static_cast<size_t>(origin_.send_counts[b] * H) * sizeof(float));
     }
@@ -346,7 +362,7 @@ Status ExpertExchange::CombineShared(Deadline deadline) {
 }
 
 void ExpertExchange::MoveSmallBlocks(bool to_experts) {
-  const int R = group_->size(), L = static_cast<int>(local_experts_.size());
+  const int R = group_->size(), L = num_local();
   const size_t H = static_cast<size_t>(hidden_);
   const int64_t eager_words = (kEagerBytes + 7) / 8;
   for (int src = 0; src < R; ++src) {

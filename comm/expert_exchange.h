@@ -39,6 +39,11 @@
 // A group that cannot share memory (ranks on several hosts) uses messages.
 //
 // Every rank of the group must call Dispatch and Combine for every MoE layer, also with T = 0.
+//
+// Placements per layer: an exchange starts under the placement given to Create and can run each
+// layer under another (Use, before that layer's Dispatch, the same on every rank) — the layouts a
+// rebalance installs (worker/expert_rebalance.h). The shared window's header has room for every
+// (rank, expert) pair, so any placement of the same experts over the same ranks fits it.
 #pragma once
 
 #include <cstdint>
@@ -67,11 +72,23 @@ struct ExchangeOptions {
   int64_t startup_timeout_ms = 600000;  // the window's allocation waits this long for every rank
 };
 
+// A placement and its block numbering, worked out once (an exchange switches between them per layer).
+struct ExchangeLayout {
+  explicit ExchangeLayout(Placement p) : placement(std::move(p)), blocks(BlockTable::For(placement)) {}
+  Placement placement;
+  BlockTable blocks;
+};
+
 class ExpertExchange {
  public:
-  // `group` and `placement` must outlive the exchange; placement.num_ranks() == group->size().
+  // `group` must outlive the exchange; `placement` is copied; placement.num_ranks() == group->size().
   static StatusOr<ExpertExchange> Create(Group* group, const Placement* placement, int64_t hidden, int top_k,
                                          ExchangeOptions options = {});
+  // The layout the next Dispatch/Combine pair runs under (not between a Dispatch and its Combine);
+  // null: the placement given to Create. `layout` must outlive its use and place the same number of
+  // experts over the same ranks; every rank must use the same layout for the same layer.
+  Status Use(const ExchangeLayout* layout);
+  const Placement& placement() const { return layout_->placement; }
   // Whether the last Dispatch went through shared memory; whether the exchange has a window at all.
   bool used_shared_memory() const { return last_shared_; }
   bool has_shared_window() const { return shm_ != nullptr; }
@@ -83,7 +100,7 @@ class ExpertExchange {
                   Deadline deadline);
 
   // After Dispatch: rows this rank must run, grouped by local expert.
-  const std::vector<int>& local_experts() const { return local_experts_; }
+  const std::vector<int>& local_experts() const { return layout_->placement.local_experts(group_->rank()); }
   std::span<const int64_t> expert_offsets() const { return expert_.expert_offsets; }
   int64_t num_expert_rows() const { return expert_.expert_offsets.back(); }
   const float* expert_rows() const { return expert_rows_at_; }
@@ -103,6 +120,7 @@ class ExpertExchange {
 
  private:
   ExpertExchange(Group* group, const Placement* placement, int64_t hidden, int top_k, ExchangeOptions options);
+  int num_local() const { return static_cast<int>(local_experts().size()); }
   // Through the shared window; *fits false (and nothing moved) when some rank's rows exceed it.
   Status DispatchShared(const float* x, bool* fits, Deadline deadline);
   Status CombineShared(Deadline deadline);
@@ -124,12 +142,11 @@ class ExpertExchange {
   Status Remember(Status st);
 
   Group* group_;
-  const Placement* placement_;
+  std::shared_ptr<const ExchangeLayout> own_layout_;  // Create's placement (on the heap: survives moves)
+  const ExchangeLayout* layout_;                      // the one in use: own_layout_ or Use's
   int64_t hidden_;
   int top_k_;
   int64_t large_block_rows_;  // rows of a block of kLargeBlockBytes
-  BlockTable blocks_;
-  std::vector<int> local_experts_;
 
   // The step in flight (comm/dispatch_plan.h): the origin side's routing and send layout, and the
   // expert side's layout of what arrived.
@@ -155,7 +172,7 @@ class ExpertExchange {
   ExchangeOptions options_;
   std::unique_ptr<SharedSegments> shm_;  // null: messages only
   bool last_shared_ = false;       // the step in flight went through shm_
-  int64_t shm_header_bytes_ = 0;   // every (rank, local expert) count, rounded to 64 bytes
+  int64_t shm_header_bytes_ = 0;   // room for every (rank, expert) count, rounded to 64 bytes
   int64_t shm_capacity_rows_ = 0;  // rows each segment holds after its header
   std::vector<int64_t> shm_counts_;  // [R][blocks] everyone's counts, read from the headers
   std::vector<int64_t> shm_start_;   // [blocks] where this rank's block b starts in its destination's rows

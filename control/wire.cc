@@ -199,6 +199,16 @@ void Encode(Writer& w, const Heartbeat& m) {
   }
   for (double v : {m.attention_seconds, m.mlp_seconds, m.exchange_seconds, m.tp_seconds}) w.Put(v);
   w.PutVector(m.layer_expert_tokens);
+  w.Put(m.placement_generation);
+  w.Put(m.rebalance_failed);
+  w.PutString(m.rebalance_error);
+}
+void Encode(Writer& w, const Rebalance& m) {
+  w.Put(m.generation);
+  w.Put(m.layers);
+  w.Put(m.ranks);
+  w.PutVector(m.slots);
+  w.PutVector(m.experts);
 }
 void Encode(Writer&, const Wake&) {}
 void Encode(Writer&, const Shutdown&) {}
@@ -381,6 +391,33 @@ StatusOr<Message> DecodeTokens(Reader& r) {
   return Message(std::move(m));
 }
 
+StatusOr<Message> DecodeRebalance(Reader& r) {
+  Rebalance m;
+  m.generation = r.Get<uint64_t>("generation");
+  m.layers = r.Get<uint32_t>("layers");
+  m.ranks = r.Get<uint32_t>("ranks");
+  m.slots = r.GetVector<uint32_t>("slots", kMaxLayerExpertCounts);
+  m.experts = r.GetVector<uint32_t>("experts", kMaxLayerExpertCounts);
+  if (r.ok()) {
+    if (m.generation == 0) r.Fail("generation", "is 0 (the start-up placement's)");
+    if (m.ranks == 0 || m.ranks > kMaxGroupRanks) r.Fail("ranks", "is " + std::to_string(m.ranks));
+  }
+  if (r.ok() && static_cast<uint64_t>(m.layers) * m.ranks != m.slots.size()) {
+    r.Fail("slots", "has " + std::to_string(m.slots.size()) + " entries, not layers × ranks = " +
+                        std::to_string(static_cast<uint64_t>(m.layers) * m.ranks));
+  }
+  uint64_t total = 0;
+  for (uint32_t n : m.slots) total += n;
+  if (r.ok() && total != m.experts.size()) {
+    r.Fail("experts", "has " + std::to_string(m.experts.size()) + " entries, the slots add up to " + std::to_string(total));
+  }
+  for (size_t i = 0; r.ok() && i < m.experts.size(); ++i) {
+    if (m.experts[i] >= kMaxExperts) r.Fail("experts", "holds expert " + std::to_string(m.experts[i]));
+  }
+  SHOAL_RETURN_IF_ERROR(r.Finish());
+  return Message(std::move(m));
+}
+
 StatusOr<Message> DecodeHeartbeat(Reader& r) {
   Heartbeat m;
   m.steps = r.Get<uint64_t>("steps");
@@ -422,9 +459,12 @@ StatusOr<Message> DecodeHeartbeat(Reader& r) {
   if (r.ok() && !m.layer_expert_tokens.empty() &&
       (m.expert_tokens.empty() || m.layer_expert_tokens.size() % m.expert_tokens.size() != 0)) {
     r.Fail("layer_expert_tokens", "has " + std::to_string(m.layer_expert_tokens.size()) +
-                                      " entries, not a multiple of the local experts' " +
+                                      " entries, not a multiple of the experts' " +
                                       std::to_string(m.expert_tokens.size()));
   }
+  m.placement_generation = r.Get<uint64_t>("placement_generation");
+  m.rebalance_failed = r.Get<uint64_t>("rebalance_failed");
+  m.rebalance_error = r.GetString("rebalance_error", kMaxStringBytes);
   if (r.ok()) {
     if (!std::isfinite(m.step_seconds_total) || m.step_seconds_total < 0) r.Fail("step_seconds_total", "is invalid");
     if (!std::isfinite(m.last_step_seconds) || m.last_step_seconds < 0) r.Fail("last_step_seconds", "is invalid");
@@ -450,6 +490,7 @@ const char* MessageTypeName(MessageType t) {
     case MessageType::kBye: return "Bye";
     case MessageType::kRendezvous: return "Rendezvous";
     case MessageType::kRendezvousId: return "RendezvousId";
+    case MessageType::kRebalance: return "Rebalance";
   }
   return "unknown";
 }
@@ -489,7 +530,7 @@ StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t> bytes) {
     return InvalidArgument("frame header: protocol version " + std::to_string(h.version) + ", this build speaks " +
                            std::to_string(kProtocolVersion) + " (coordinator and workers must run the same shoal)");
   }
-  if (h.type < static_cast<uint16_t>(MessageType::kHello) || h.type > static_cast<uint16_t>(MessageType::kRendezvousId)) {
+  if (h.type < static_cast<uint16_t>(MessageType::kHello) || h.type > static_cast<uint16_t>(MessageType::kRebalance)) {
     return InvalidArgument("frame header: unknown message type " + std::to_string(h.type));
   }
   if (h.payload_bytes > kMaxPayloadBytes) {
@@ -532,6 +573,7 @@ StatusOr<Message> DecodePayload(MessageType type, std::span<const uint8_t> paylo
       return Message(std::move(m));
     }
     case MessageType::kRendezvous: return DecodeRendezvous(r);
+    case MessageType::kRebalance: return DecodeRebalance(r);
     case MessageType::kRendezvousId: {
       RendezvousId m{r.GetString("id", kMaxRendezvousIdBytes)};
       if (r.ok() && m.id.empty()) r.Fail("id", "is empty");

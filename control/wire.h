@@ -6,7 +6,7 @@
 // Frame: a 12-byte header {magic "SHCP", u16 version, u16 type, u32 payload bytes} then the payload,
 // all little-endian. A connection opens with Hello (worker → coordinator) answered by Welcome or
 // Reject; the version must match exactly. After that:
-//   coordinator → worker: Submit, Cancel, Wake, Shutdown
+//   coordinator → worker: Submit, Cancel, Wake, Shutdown, Rebalance
 //   worker → coordinator: Tokens (a batch of per-request events after each step), Heartbeat, Bye
 // Heartbeats go every heartbeat_ms from a thread of their own, so a busy step does not look like a
 // dead worker, while a stopped process (or machine) does.
@@ -32,7 +32,7 @@
 namespace shoal::control {
 
 inline constexpr uint32_t kMagic = 0x50434853;  // "SHCP" read as little-endian u32
-inline constexpr uint16_t kProtocolVersion = 7;
+inline constexpr uint16_t kProtocolVersion = 8;
 inline constexpr size_t kHeaderBytes = 12;
 // Upper bound of one frame's payload: a Submit of kMaxTokensPerRequest ids plus its fields fits.
 inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
@@ -41,7 +41,7 @@ inline constexpr uint32_t kMaxStopIds = 1024;
 inline constexpr uint32_t kMaxStringBytes = 4096;
 inline constexpr uint32_t kMaxEventsPerFrame = 1u << 16;
 inline constexpr uint32_t kMaxExperts = 1u << 16;
-// Heartbeat.layer_expert_tokens entries (layers × local experts): 8 MiB at most.
+// Heartbeat.layer_expert_tokens entries (layers × experts), and a Rebalance's slots: 8 MiB at most.
 inline constexpr uint32_t kMaxLayerExpertCounts = 1u << 20;
 inline constexpr uint32_t kMaxGroupRanks = 65536;
 inline constexpr uint32_t kMaxRendezvousIdBytes = 1024;  // NCCL's unique id is 128
@@ -63,6 +63,7 @@ enum class MessageType : uint16_t {
   kBye = 10,
   kRendezvous = 11,
   kRendezvousId = 12,
+  kRebalance = 13,
 };
 const char* MessageTypeName(MessageType t);
 
@@ -178,15 +179,21 @@ struct Heartbeat {
   uint32_t running = 0, waiting = 0;
   uint64_t kv_blocks_used = 0, kv_blocks_total = 0;
   uint64_t preemptions = 0;
-  std::vector<uint64_t> expert_tokens;  // cumulative rows this rank's experts processed, per local expert
+  // Cumulative rows this rank ran through each expert, by expert id (protocol 8; all layers).
+  std::vector<uint64_t> expert_tokens;
   // Lifetime histograms (control/engine_histograms.h): tokens per step, and requests' queue, prefill
   // and decode times on this rank.
   HistogramTotals iteration_tokens, queue_seconds, prefill_seconds, decode_seconds;
   // Where the step time went (worker/step_engine.h StepPhases), cumulative seconds (protocol 5).
   double attention_seconds = 0, mlp_seconds = 0, exchange_seconds = 0, tp_seconds = 0;
-  // expert_tokens by layer: [layers × local experts], row l·L + i = layer l, local expert i (dense
-  // layers 0); empty before the first step. Its size is a multiple of expert_tokens'.
+  // expert_tokens by layer: [layers × experts], entry l·E + e = layer l, expert e (dense layers 0);
+  // empty before the first step. Its size is a multiple of expert_tokens'.
   std::vector<uint64_t> layer_expert_tokens;
+  // The expert placement the rank serves under (a Rebalance's generation; 0: the start-up one), and
+  // the last generation it could not take (0: none) with why (protocol 8).
+  uint64_t placement_generation = 0;
+  uint64_t rebalance_failed = 0;
+  std::string rebalance_error;
 };
 
 struct Wake {};
@@ -209,8 +216,19 @@ struct RendezvousId {
   std::string id;
 };
 
+// Coordinator → every rank of a group: serve under a new expert placement (worker/expert_rebalance.h).
+// For each layer and then each rank, slots[l·ranks + r] experts of layer l on rank r, listed one after
+// another in `experts` (an expert listed k times on a rank takes k shares of its tokens; dense layers
+// have no slots). The ranks load what they gain in the background and switch together at one step.
+struct Rebalance {
+  uint64_t generation = 0;  // > 0, increasing per group
+  uint32_t layers = 0, ranks = 0;
+  std::vector<uint32_t> slots;    // [layers × ranks]
+  std::vector<uint32_t> experts;  // Σ slots entries, each < kMaxExperts
+};
+
 using Message = std::variant<Hello, Welcome, Reject, Submit, Cancel, Tokens, Heartbeat, Wake, Shutdown, Bye, Rendezvous,
-                             RendezvousId>;
+                             RendezvousId, Rebalance>;
 
 MessageType TypeOf(const Message& m);
 

@@ -4,6 +4,9 @@
 #include <cstring>
 #include <random>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 namespace shoal {
 
 namespace {
@@ -239,38 +242,73 @@ void CastMatrices(ModelWeights* w, DType to) {
   }
 }
 
+namespace {
+
+// The checkpoint filter for a load: the experts `experts` wants (all when null), every other tensor of
+// the text model unless experts_only, never DeepSeek's multi-token-prediction layers nor a vision tower.
+Checkpoint::TensorFilter MakeFilter(const ModelConfig& c, const Names& names, const ExpertFilter& experts, bool experts_only) {
+  return [&c, names, experts, experts_only](const std::string& tensor) {
+    if (!c.tensor_prefix.empty() && tensor.compare(0, c.tensor_prefix.size(), c.tensor_prefix) != 0) return false;
+    const std::string kLayers = c.tensor_prefix + "model.layers.";
+    int layer = -1;
+    if (tensor.compare(0, kLayers.size(), kLayers) == 0) {
+      const size_t dot = tensor.find('.', kLayers.size());
+      try {
+        layer = std::stoi(tensor.substr(kLayers.size(), dot - kLayers.size()));
+      } catch (...) {
+      }
+      // DeepSeek's multi-token-prediction layers come after num_hidden_layers: never opened.
+      if (c.mla && layer >= c.num_layers) return false;
+    }
+    int l = 0, e = 0;
+    if (ParseExpertName(tensor, c.tensor_prefix, names.moe_prefix, &l, &e)) return !experts || experts(l, e);
+    if (!experts_only) return true;
+    // Llama 4's fused expert tensors hold every expert of a layer: opened when the layer has a wanted one.
+    const std::string fused = "." + names.moe_prefix + ".experts.";
+    if (layer < 0 || layer >= c.num_layers || tensor.find(fused) == std::string::npos) return false;
+    for (int x = 0; x < c.num_experts; ++x) {
+      if (!experts || experts(layer, x)) return true;
+    }
+    return false;
+  };
+}
+
+// Layer l's routed experts that `experts` wants, into L->experts (sized to every expert).
+Status LoadLayerExperts(const Checkpoint& ck, Loader& ld, const ModelConfig& c, const Names& names, int l,
+                        const ExpertFilter& experts, LayerWeights* L, ModelWeights* w) {
+  const std::string m = c.tensor_prefix + "model.layers." + std::to_string(l) + "." + names.moe_prefix + ".";
+  L->experts.resize(c.num_experts);
+  if (c.arch == Architecture::kLlama4) return LoadFusedExperts(ck, m, l, c, experts, L, w);
+  for (int e = 0; e < c.num_experts; ++e) {
+    if (experts && !experts(l, e)) continue;
+    SHOAL_RETURN_IF_ERROR(
+        ld.Ffn(m + "experts." + std::to_string(e) + ".", names, c.hidden_size, c.moe_intermediate_size, &L->experts[e]));
+  }
+  return Status::Ok();
+}
+
+// Reads one byte of every page of m, so that the pages are resident before a step needs them.
+uint8_t TouchPages(const kernels::Matrix& m) {
+  const auto* p = static_cast<const volatile uint8_t*>(m.data);
+  uint8_t x = 0;
+  for (size_t i = 0; i < m.nbytes(); i += 4096) x ^= p[i];
+  return m.nbytes() > 0 ? static_cast<uint8_t>(x ^ p[m.nbytes() - 1]) : x;
+}
+
+// Gives back the pages lying wholly inside m's bytes: a checkpoint mapping's are read again if ever
+// touched; an owned buffer's read as zeros until it is freed.
+void ReleasePages(const kernels::Matrix& m) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(m.data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(m.data) + m.nbytes()) / page * page;
+  if (m.data != nullptr && end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
 StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string& dir, const ExpertFilter& experts) {
   const Names names = NamesFor(c.arch);
-  Checkpoint::TensorFilter filter = nullptr;
-  if (experts) {
-    filter = [&](const std::string& tensor) {
-      int layer = 0, expert = 0;
-      return !ParseExpertName(tensor, c.tensor_prefix, names.moe_prefix, &layer, &expert) || experts(layer, expert);
-    };
-  }
-  if (c.mla) {
-    // DeepSeek's multi-token-prediction layers come after num_hidden_layers: never opened.
-    filter = [&, inner = std::move(filter)](const std::string& tensor) {
-      static const std::string kLayers = "model.layers.";
-      if (tensor.compare(0, kLayers.size(), kLayers) == 0) {
-        const size_t dot = tensor.find('.', kLayers.size());
-        int l = -1;
-        try {
-          l = std::stoi(tensor.substr(kLayers.size(), dot - kLayers.size()));
-        } catch (...) {
-        }
-        if (l >= c.num_layers) return false;
-      }
-      return !inner || inner(tensor);
-    };
-  }
-  if (!c.tensor_prefix.empty()) {
-    // Only the text model: the vision tower's tensors (and shards holding nothing else) are never opened.
-    filter = [&, inner = std::move(filter)](const std::string& tensor) {
-      return tensor.compare(0, c.tensor_prefix.size(), c.tensor_prefix) == 0 && (!inner || inner(tensor));
-    };
-  }
-  SHOAL_ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir, filter));
+  SHOAL_ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir, MakeFilter(c, names, experts, /*experts_only=*/false)));
   ModelWeights w;
   Loader ld(*ck, c, &w);
   const int64_t H = c.hidden_size;
@@ -318,16 +356,7 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
     if (c.router_grouped_sigmoid) {
       SHOAL_RETURN_IF_ERROR(ld.Vec(m + "gate.e_score_correction_bias", c.num_experts, &L.router_bias));
     }
-    L.experts.resize(c.num_experts);
-    if (llama4) {
-      SHOAL_RETURN_IF_ERROR(LoadFusedExperts(*ck, m, l, c, experts, &L, &w));
-    } else {
-      for (int e = 0; e < c.num_experts; ++e) {
-        if (experts && !experts(l, e)) continue;
-        SHOAL_RETURN_IF_ERROR(
-            ld.Ffn(m + "experts." + std::to_string(e) + ".", names, H, c.moe_intermediate_size, &L.experts[e]));
-      }
-    }
+    SHOAL_RETURN_IF_ERROR(LoadLayerExperts(*ck, ld, c, names, l, experts, &L, &w));
     if (c.shared_expert_intermediate_size > 0) {
       SHOAL_RETURN_IF_ERROR(ld.Ffn(m + (c.mla ? "shared_experts." : "shared_expert."), names, H,
                                    c.shared_expert_intermediate_size, &L.shared_expert));
@@ -338,6 +367,57 @@ StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& c, const std::string&
   }
   w.checkpoint = std::move(ck);
   return w;
+}
+
+StatusOr<ModelWeights> LoadExpertWeights(const ModelConfig& c, const std::string& dir, const ExpertFilter& experts,
+                                         std::optional<DType> dtype) {
+  const Names names = NamesFor(c.arch);
+  SHOAL_ASSIGN_OR_RETURN(auto ck, Checkpoint::Open(dir, MakeFilter(c, names, experts, /*experts_only=*/true)));
+  ModelWeights w;
+  Loader ld(*ck, c, &w);
+  w.layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (!c.layer_is_moe[l]) continue;
+    w.layers[l].is_moe = true;
+    SHOAL_RETURN_IF_ERROR(LoadLayerExperts(*ck, ld, c, names, l, experts, &w.layers[l], &w));
+  }
+  if (dtype) CastMatrices(&w, *dtype);
+  uint8_t sink = 0;
+  for (const LayerWeights& L : w.layers) {
+    for (const FfnWeights& f : L.experts) sink ^= TouchPages(f.gate) ^ TouchPages(f.up) ^ TouchPages(f.down);
+  }
+  [[maybe_unused]] volatile uint8_t keep = sink;  // the reads must happen
+  w.checkpoint = std::move(ck);
+  return w;
+}
+
+void AdoptExperts(ModelWeights* w, ModelWeights gained) {
+  for (size_t l = 0; l < gained.layers.size() && l < w->layers.size(); ++l) {
+    std::vector<FfnWeights>& from = gained.layers[l].experts;
+    std::vector<FfnWeights>& to = w->layers[l].experts;
+    for (size_t e = 0; e < from.size() && e < to.size(); ++e) {
+      if (from[e].present()) to[e] = from[e];
+    }
+  }
+  for (auto& b : gained.owned) w->owned.push_back(std::move(b));
+  if (gained.checkpoint) w->more_checkpoints.push_back(std::move(gained.checkpoint));
+  for (auto& ck : gained.more_checkpoints) w->more_checkpoints.push_back(std::move(ck));
+}
+
+void ReleaseExpert(ModelWeights* w, int layer, int expert) {
+  FfnWeights& f = w->layers.at(layer).experts.at(expert);
+  if (!f.present()) return;
+  // Pages first (an owned buffer may hold several matrices: Llama 4's copies), then owned buffers.
+  std::vector<const void*> starts;
+  for (const kernels::Matrix* m : {&f.gate, &f.up, &f.down}) {
+    ReleasePages(*m);
+    starts.push_back(m->data);
+    if (m->block_scale != nullptr) starts.push_back(m->block_scale);
+  }
+  std::erase_if(w->owned, [&](const std::unique_ptr<uint8_t[]>& b) {
+    return std::find(starts.begin(), starts.end(), static_cast<const void*>(b.get())) != starts.end();
+  });
+  f = FfnWeights{};
 }
 
 ModelWeights MakeSyntheticWeights(const ModelConfig& c, DType dtype, uint64_t seed) {

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,7 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 
   std::unique_ptr<Checkpoint> checkpoint;             // keeps the mapping alive
+  std::vector<std::unique_ptr<Checkpoint>> more_checkpoints;  // opened later for experts gained (AdoptExperts)
   std::vector<std::unique_ptr<uint8_t[]>> owned;      // synthetic models own their bytes
 
   // Bytes of matrices held (dense + the experts present).
@@ -68,6 +70,18 @@ using ExpertFilter = std::function<bool(int layer, int expert)>;
 // file and tensor.
 StatusOr<ModelWeights> LoadModelWeights(const ModelConfig& config, const std::string& dir,
                                         const ExpertFilter& experts = nullptr);
+
+// Only the routed experts `experts` names (nothing else of the model: shards holding none of them
+// are not opened), in `dtype` (as stored when empty), every page read once so that the first step
+// using them does not wait on the disk. Layers are all there; an expert not asked for is !present().
+// For a rank gaining experts while it serves (worker/expert_rebalance.h); thread-safe.
+StatusOr<ModelWeights> LoadExpertWeights(const ModelConfig& config, const std::string& dir, const ExpertFilter& experts,
+                                         std::optional<DType> dtype);
+// Moves the experts present in `gained` into `w` (its storage with them).
+void AdoptExperts(ModelWeights* w, ModelWeights gained);
+// Drops one routed expert from `w` and gives its memory back: an owned copy is freed; the pages of a
+// view into a checkpoint mapping are released (read again from the file if ever needed). No-op if absent.
+void ReleaseExpert(ModelWeights* w, int layer, int expert);
 
 // engine.dtype: every weight matrix that is not FP8 converted to `to` (f32, f16 or bf16) in owned
 // buffers (a tied lm_head stays the embedding). Matrices already of that dtype are left as they are.

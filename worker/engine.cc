@@ -115,6 +115,57 @@ std::string Engine::Describe() const {
   return s;
 }
 
+const Placement* Engine::layer_placement(int layer) const {
+  if (!exchange_ || layer < 0 || layer >= config_.num_layers || !weights_.layers[layer].is_moe) return nullptr;
+  const comm::ExchangeLayout* layout = LayoutOf(layer);
+  return layout != nullptr ? &layout->placement : &*placement_;
+}
+
+Status Engine::SwitchPlacements(std::vector<std::optional<Placement>> placements, ModelWeights gained) {
+  const ModelConfig& c = config_;
+  const int me = group_->rank();
+  if (!exchange_) return InvalidArgument("rebalance: the model has no MoE layers");
+  if (placements.size() != static_cast<size_t>(c.num_layers)) {
+    return InvalidArgument("rebalance: placements for " + std::to_string(placements.size()) + " layers, the model has " +
+                           std::to_string(c.num_layers));
+  }
+  // Check everything before changing anything.
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::optional<Placement>& p = placements[l];
+    const std::string where = "rebalance: layer " + std::to_string(l);
+    if (p.has_value() != weights_.layers[l].is_moe) {
+      return InvalidArgument(where + (p ? " is dense but was given a placement" : " is a MoE layer without a placement"));
+    }
+    if (!p) continue;
+    if (p->num_experts() != c.num_experts || p->num_ranks() != group_->size()) {
+      return InvalidArgument(where + ": a placement of " + std::to_string(p->num_experts()) + " experts over " +
+                             std::to_string(p->num_ranks()) + " ranks; the group has " + std::to_string(group_->size()));
+    }
+    for (int e : p->local_experts(me)) {
+      const bool held = weights_.layers[l].experts[e].present();
+      const bool loaded = static_cast<size_t>(l) < gained.layers.size() &&
+                          static_cast<size_t>(e) < gained.layers[l].experts.size() && gained.layers[l].experts[e].present();
+      if (!held && !loaded) {
+        return InvalidArgument(where + " expert " + std::to_string(e) + " is placed on rank " + std::to_string(me) +
+                               " but neither held nor loaded");
+      }
+    }
+  }
+  std::vector<std::shared_ptr<const comm::ExchangeLayout>> layouts(static_cast<size_t>(c.num_layers));
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (placements[l]) layouts[l] = std::make_shared<const comm::ExchangeLayout>(std::move(*placements[l]));
+  }
+  AdoptExperts(&weights_, std::move(gained));
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (!layouts[l]) continue;
+    for (int e = 0; e < c.num_experts; ++e) {
+      if (!layouts[l]->placement.Holds(me, e)) ReleaseExpert(&weights_, l, e);
+    }
+  }
+  layer_layouts_ = std::move(layouts);
+  return Status::Ok();
+}
+
 void Engine::JoinLayersWithoutTokens(int first_layer) {
   if (group_->size() == 1) return;
   for (int l = first_layer; l < config_.num_layers; ++l) {
@@ -281,6 +332,7 @@ Status Engine::Layer(int l, int64_t T) {
   if (L.is_moe && tensor_parallel()) {
     SHOAL_RETURN_IF_ERROR(TpMoe(l, T).WithContext("layer " + std::to_string(l)));
   } else if (L.is_moe) {
+    SHOAL_RETURN_IF_ERROR(exchange_->Use(LayoutOf(l)));
     SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, l, L, h_.data(), T, tmp_.data(), moe_ws_, *exchange_, collective_timeout_ms_, pool_)
                               .WithContext("layer " + std::to_string(l)));
   } else {
@@ -378,6 +430,7 @@ Status Engine::TpMoe(int l, int64_t T) {
   const int64_t chunk = (T + tp - 1) / tp;
   const IndexRange mine = SplitRange(T, shard_);
   tp_out_.assign(static_cast<size_t>(chunk * H), 0.0f);
+  SHOAL_RETURN_IF_ERROR(exchange_->Use(LayoutOf(l)));
   SHOAL_RETURN_IF_ERROR(RunMoeLayer(c, l, L, h_.data() + mine.begin * H, mine.size, tp_out_.data(), moe_ws_, *exchange_,
                                     collective_timeout_ms_, pool_, /*add_shared_expert=*/false));
   if (L.shared_expert.present()) {

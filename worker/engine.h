@@ -95,6 +95,8 @@ class Engine final : public StepEngine {
   // Rows each expert of this rank processed so far (all layers), indexed like exchange()->local_experts().
   const std::vector<uint64_t>& expert_rows_total() const override { return moe_ws_.expert_rows_total; }
   const std::vector<uint64_t>& layer_expert_rows() const override { return moe_ws_.layer_expert_rows; }
+  const Placement* layer_placement(int layer) const override;
+  Status SwitchPlacements(std::vector<std::optional<Placement>> placements, ModelWeights gained) override;
   StepPhases phase_seconds_total() const override {
     StepPhases p = phases_;
     p.exchange = moe_ws_.exchange_seconds;
@@ -139,6 +141,11 @@ class Engine final : public StepEngine {
   comm::Group* group_ = nullptr;
   std::optional<Placement> placement_;
   std::optional<comm::ExpertExchange> exchange_;
+  // After a rebalance: each layer's layout ([num_layers], null for dense layers); empty: every MoE
+  // layer runs under placement_.
+  std::vector<std::shared_ptr<const comm::ExchangeLayout>> layer_layouts_;
+  // Layer l's layout for the exchange (null: placement_).
+  const comm::ExchangeLayout* LayoutOf(int l) const { return layer_layouts_.empty() ? nullptr : layer_layouts_[l].get(); }
 
   // Step workspace, [T, ...], reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_;

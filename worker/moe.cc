@@ -65,9 +65,9 @@ Status RunMoeLayer(const ModelConfig& c, int layer_index, const LayerWeights& L,
   const std::vector<int>& local = ex.local_experts();
   const std::span<const int64_t> offsets = ex.expert_offsets();
   ws.expert_used.assign(E, 0);
-  ws.expert_rows_total.resize(local.size(), 0);
-  ws.layer_expert_rows.resize(static_cast<size_t>(c.num_layers) * local.size(), 0);
-  uint64_t* layer_rows = ws.layer_expert_rows.data() + static_cast<size_t>(layer_index) * local.size();
+  ws.expert_rows_total.resize(static_cast<size_t>(E), 0);
+  ws.layer_expert_rows.resize(static_cast<size_t>(c.num_layers) * E, 0);
+  uint64_t* layer_rows = ws.layer_expert_rows.data() + static_cast<size_t>(layer_index) * E;
   // Every expert's gate and up projections in one parallel region, then every down projection in
   // another (kernels::MatMulBatch: the same results as a MatMul per matrix, two barriers per layer
   // instead of three per expert). Expert i's gate and up outputs sit at [2·b·I, 2·(b+n)·I) of the
@@ -82,9 +82,9 @@ Status RunMoeLayer(const ModelConfig& c, int layer_index, const LayerWeights& L,
   for (size_t i = 0; i < local.size(); ++i) {
     const int64_t b = offsets[i], n = offsets[i + 1] - b;
     if (n == 0) continue;
-    ws.expert_rows_total[i] += static_cast<uint64_t>(n);
-    layer_rows[i] += static_cast<uint64_t>(n);
     const int e = local[i];
+    ws.expert_rows_total[e] += static_cast<uint64_t>(n);
+    layer_rows[e] += static_cast<uint64_t>(n);
     const FfnWeights& f = L.experts[e];
     if (!f.present()) {
       // Still combine (with zeros) so the peers are not left waiting; report afterwards.

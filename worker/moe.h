@@ -24,11 +24,12 @@ struct MoeWorkspace {
   std::vector<float> scaled_rows;       // Llama 4: [T·K, H] rows scaled by their router scores
   std::vector<int32_t> topk_ids;
   std::vector<uint8_t> expert_used;     // [E] experts this rank ran this step
-  // [local experts] rows each of this rank's experts processed, summed over layers and steps (the
-  // per-expert load that /metrics reports and a later placement planner reads).
+  // [num_experts] rows this rank ran through each expert (by its id), summed over layers and steps:
+  // the per-expert load /metrics reports. Indexed by id, not by local slot, so that counts stay
+  // meaningful when a rebalance changes which experts the rank holds.
   std::vector<uint64_t> expert_rows_total;
-  // [num_layers × local experts] the same rows by layer (dense layers stay 0): the load statistics the
-  // coordinator windows for /v1/expert_load and placement.
+  // [num_layers × num_experts] the same rows by layer (dense layers stay 0): the load statistics the
+  // coordinator windows for /v1/expert_load and rebalancing.
   std::vector<uint64_t> layer_expert_rows;
   double exchange_seconds = 0;  // wall time inside Dispatch and Combine, summed over calls
 };

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "control/frame_socket.h"
+#include "worker/expert_rebalance.h"
 #include "worker/scheduler.h"
 
 namespace shoal {
@@ -166,6 +167,7 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
   }
 
   Scheduler sched(engine, o.vocabulary);
+  ExpertRebalancer rebalancer(engine, o.model_dir, o.weight_dtype);
   Inbox inbox;
   std::thread reader([&] {
     while (true) {
@@ -221,6 +223,9 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
     hb_state.mlp_seconds = p.mlp;
     hb_state.exchange_seconds = p.exchange;
     hb_state.tp_seconds = p.tp;
+    hb_state.placement_generation = rebalancer.generation();
+    hb_state.rebalance_failed = rebalancer.last_failed();
+    hb_state.rebalance_error = rebalancer.last_error().substr(0, control::kMaxStringBytes);
   };
 
   Status result = Status::Ok();
@@ -270,6 +275,8 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
         if (!st.ok()) events.push_back({id, -1, control::FinishReason::kError, st.message()});
       } else if (auto* c = std::get_if<control::Cancel>(&m)) {
         sched.Cancel(c->request);
+      } else if (auto* rb = std::get_if<control::Rebalance>(&m)) {
+        rebalancer.Begin(*rb);
       } else if (std::holds_alternative<control::Shutdown>(m)) {
         shutdown = true;
       }  // Wake only ends the idle wait; anything else from the coordinator is ignored.
@@ -277,9 +284,10 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
     msgs.clear();
     send_events();
     publish();  // also when idle: cancellations change what the heartbeat reports
-    // {has work, clean stop, coordinator lost}
+    // {has work, clean stop, coordinator lost, the rebalancer's values}, each the max over the ranks.
     std::vector<int64_t> v = {sched.HasWork() ? 1 : 0, shutdown ? 1 : 0, lost.empty() ? 0 : 1};
-    Status st = g.AllReduceSum(v, step_deadline());
+    for (int64_t x : rebalancer.AgreementValues()) v.push_back(x);
+    Status st = g.AllReduceMax(v, step_deadline());
     if (!st.ok()) {
       result = st.WithContext(me);
       break;
@@ -289,6 +297,14 @@ Status RunServeLoop(StepEngine& engine, const ServeLoopOptions& o) {
       break;
     }
     if (v[1] > 0) break;
+    // A pending placement the whole group has loaded: switched to (or dropped) now, before the next
+    // step, by every rank alike.
+    bool switched = false;
+    if (Status sw = rebalancer.Act(std::span<const int64_t>(v).subspan(3), &switched); !sw.ok()) {
+      result = sw.WithContext(me);  // the others switched: this rank cannot serve with them any more
+      break;
+    }
+    if (switched) publish();
     group_busy = v[0] > 0;
     if (!group_busy) continue;
     st = sched.Step(&events);

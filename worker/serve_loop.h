@@ -9,6 +9,11 @@
 // A reader thread turns frames into an inbox; a heartbeat thread reports progress every
 // heartbeat_ms, independent of how long a step takes.
 //
+// Rebalancing (worker/expert_rebalance.h): a Rebalance frame starts loading the experts this rank
+// gains; the same agreement carries each rank's pending placement generation (as max of it and of its
+// negation: all ranks equal when they match) and whether any rank is still loading or failed it, so
+// the whole group switches — or drops it — before the same step.
+//
 // Attention TP (tp_group of T > 1 ranks): the coordinator sends a replica's requests to its tp_rank 0
 // only; each pass, that rank hands the Submit and Cancel frames it took to the replica's other ranks
 // (one broadcast over the TP group, before the group's agreement), so all T run the same scheduler on
@@ -16,9 +21,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "comm/group.h"
+#include "common/dtype.h"
 #include "common/status.h"
 #include "grammar/token_constraint.h"
 #include "worker/step_engine.h"
@@ -38,6 +45,10 @@ struct ServeLoopOptions {
   // The model's tokens as bytes, for requests whose output is constrained to a JSON schema (forced tool
   // calls); null: such requests fail with an error that says why.
   std::shared_ptr<const grammar::TokenVocabulary> vocabulary;
+  // Where experts gained by a rebalance are loaded from, and in which dtype they are kept (engine.dtype
+  // on the CPU; empty: as stored). An empty model_dir refuses rebalances that gain experts.
+  std::string model_dir;
+  std::optional<DType> weight_dtype;
 };
 
 // Returns OK after a Shutdown from the coordinator; Unavailable when the coordinator connection or the

@@ -5,11 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "comm/group.h"
+#include "comm/placement.h"
 #include "common/status.h"
 #include "model/model_config.h"
+#include "model/weights.h"
 #include "worker/kv_cache.h"
 #include "worker/sequence_table.h"
 
@@ -50,11 +53,25 @@ class StepEngine {
 
   // Bytes of weight matrices the last Forward read.
   virtual size_t last_step_weight_bytes() const = 0;
-  // Rows each of this rank's experts processed so far (all layers), in the order of its local experts.
+  // Rows this rank ran through each expert so far (all layers), by expert id: [num_experts] (empty
+  // until the first MoE layer has run).
   virtual const std::vector<uint64_t>& expert_rows_total() const = 0;
-  // The same by layer: [num_layers × local experts] (row l·L + i: layer l, local expert i; dense
-  // layers 0). Empty until the first MoE layer has run.
+  // The same by layer: [num_layers × num_experts] (row l·E + e: layer l, expert e; dense layers 0).
   virtual const std::vector<uint64_t>& layer_expert_rows() const = 0;
+  // The expert placement MoE layer `layer` runs under; null for a dense layer (or a model without MoE).
+  virtual const Placement* layer_placement(int layer) const {
+    (void)layer;
+    return nullptr;
+  }
+  // Rebalancing (worker/expert_rebalance.h): from the next step, MoE layer l runs under placements[l]
+  // (nullopt for dense layers). `gained` holds every expert they give this rank that it does not hold
+  // yet (model/weights.h LoadExpertWeights); the experts they take away are dropped and their memory
+  // given back. Every rank of the group must switch before the same step, to the same placements.
+  // On an error nothing changed.
+  virtual Status SwitchPlacements(std::vector<std::optional<Placement>> placements, ModelWeights gained) {
+    (void)placements, (void)gained;
+    return Unimplemented(Describe() + ": this engine cannot change its expert placement while serving");
+  }
   // Cumulative phase times (zeros where an engine does not measure them).
   virtual StepPhases phase_seconds_total() const { return {}; }
   // "avx2+fma+f16c kernels, 8 threads", "NVIDIA H100 80GB HBM3": for start-up lines.

@@ -9,12 +9,14 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <regex>
 
 #include <cmath>
 
 #include "comm/placement_planner.h"
+#include "worker/expert_rebalance.h"
 #include "model/checkpoint.h"
 #include "tests/mpi/mpi_test_main.h"
 #include "tests/unit/fixture_util.h"
@@ -57,7 +59,9 @@ RankEngine MakeRankEngine(const std::string& dir, comm::Group& g, const Placemen
 
 // Runs the fixture's prompts on the group (prompt p on rank p % N from step p) and compares every
 // step's logits with the single-process engine (bit for bit) and transformers (within kF32Tol).
-void ExpectGroupMatches(const Fixture& f, RankEngine& rank, comm::Group& g) {
+// `before_step(step)` runs on every rank before each step (the rebalance tests switch placements there).
+void ExpectGroupMatches(const Fixture& f, RankEngine& rank, comm::Group& g,
+                        const std::function<void(int step)>& before_step = nullptr) {
   ASSERT_TRUE(rank.engine);
   auto single = MakeEngine(f.dir, 1);
   ASSERT_TRUE(single);
@@ -74,6 +78,7 @@ void ExpectGroupMatches(const Fixture& f, RankEngine& rank, comm::Group& g) {
   std::vector<Live> live;
   const int total_steps = (P - 1) + 1 + f.decode_steps;
   for (int step = 0; step < total_steps; ++step) {
+    if (before_step) before_step(step);
     // Admit this rank's prompt that starts now.
     if (step < P && step % g.size() == g.rank()) {
       auto s = e.NewSequence();
@@ -165,6 +170,150 @@ TEST_P(EpFixtureTest, PlannedPlacementWithSharesMatchesSingleProcess) {
   ASSERT_TRUE(placement.ok()) << placement.status().ToString();
   RankEngine rank = MakeRankEngine(f.dir, g, &*placement);
   ExpectGroupMatches(f, rank, g);
+}
+
+// Per-layer placements from the planner, each layer with its own hot experts (a Zipf load rotated by
+// the layer), with redundant shares filling every rank's slots.
+std::vector<std::optional<Placement>> PlannedLayers(const ModelConfig& c, int ranks) {
+  std::vector<std::optional<Placement>> out(static_cast<size_t>(c.num_layers));
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (!c.layer_is_moe[l]) continue;
+    comm::PlacementRequest q;
+    for (int e = 0; e < c.num_experts; ++e) q.load.push_back(1000.0 / std::pow((e + 3 * l) % c.num_experts + 1.0, 1.2));
+    q.num_ranks = ranks;
+    q.redundant = ranks;
+    while ((c.num_experts + q.redundant) % ranks != 0) ++q.redundant;
+    auto plan = comm::PlanPlacement(q);
+    EXPECT_TRUE(plan.ok()) << plan.status().ToString();
+    auto p = plan->ToPlacement();
+    EXPECT_TRUE(p.ok());
+    out[l] = std::move(*p);
+  }
+  return out;
+}
+
+// Runs the group with a rebalancer on every rank; the frame arrives before step `begin_at`, mid-way
+// through the prompts' generation, and the ranks agree once per step, as the serve loop does.
+// Returns the step before which the group switched (or dropped it): -1 if neither happened.
+int RunWithRebalance(const Fixture& f, RankEngine& rank, comm::Group& g, ExpertRebalancer& rebalancer,
+                     const control::Rebalance& frame, int begin_at) {
+  int acted_at = -1;
+  ExpectGroupMatches(f, rank, g, [&](int step) {
+    if (step == begin_at) rebalancer.Begin(frame);
+    auto values = rebalancer.AgreementValues();
+    std::vector<int64_t> v(values.begin(), values.end());
+    // Until the load finishes the agreement says "still loading", as it does while serving; here
+    // the test waits for it at the step after Begin, so the switch step is known.
+    if (step == begin_at + 1) {
+      while (rebalancer.loading()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      values = rebalancer.AgreementValues();
+      v.assign(values.begin(), values.end());
+    }
+    ASSERT_TRUE(g.AllReduceMax(v, TestDeadline()).ok());
+    bool changed = false;
+    Status st = rebalancer.Act(v, &changed);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    if (changed) acted_at = step;
+  });
+  return acted_at;
+}
+
+// Rebalancing mid-generation (worker/expert_rebalance.h): the ranks load the experts their new
+// per-layer placements give them, switch before the same step, drop the experts they lost, and every
+// step's logits stay bit-identical to one process (so greedy outputs are unchanged) and to transformers.
+TEST_P(EpFixtureTest, RebalanceMidGenerationKeepsOutputs) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  ASSERT_TRUE(f.expected);
+  auto config = LoadModelConfig(f.dir);
+  ASSERT_TRUE(config.ok());
+  if (config->num_experts == 0) GTEST_SKIP() << "no MoE layers";
+  RankEngine rank = MakeRankEngine(f.dir, g);
+  ASSERT_TRUE(rank.engine);
+  const std::vector<std::optional<Placement>> target = PlannedLayers(*config, g.size());
+  const control::Rebalance frame = FrameFromPlacements(7, target, g.size());
+  ExpertRebalancer rebalancer(*rank.engine, f.dir, std::nullopt);
+  const int acted = RunWithRebalance(f, rank, g, rebalancer, frame, /*begin_at=*/2);
+  // At the first agreement after every rank loaded: the step of the frame when the loads were that
+  // quick (or nothing was gained), else the next one, where the test waits for them.
+  EXPECT_TRUE(acted == 2 || acted == 3) << acted;
+  EXPECT_EQ(rebalancer.generation(), 7u);
+  EXPECT_EQ(rebalancer.last_failed(), 0u) << rebalancer.last_error();
+  // This rank holds exactly its new experts, layer by layer; the others' memory was given back.
+  const ModelWeights& w = rank.engine->weights();
+  auto balanced = Placement::Balanced(config->num_experts, g.size());
+  size_t held_now = 0, held_before = 0, expert_bytes = 0;
+  for (int l = 0; l < config->num_layers; ++l) {
+    if (!target[l]) continue;
+    ASSERT_NE(rank.engine->layer_placement(l), nullptr);
+    EXPECT_EQ(rank.engine->layer_placement(l)->local_experts(g.rank()), target[l]->local_experts(g.rank())) << "layer " << l;
+    for (int e = 0; e < config->num_experts; ++e) {
+      EXPECT_EQ(w.layers[l].experts[e].present(), target[l]->Holds(g.rank(), e)) << "layer " << l << " expert " << e;
+      if (w.layers[l].experts[e].present()) expert_bytes = w.layers[l].experts[e].nbytes();
+      held_now += target[l]->Holds(g.rank(), e) ? 1 : 0;
+      held_before += balanced->Holds(g.rank(), e) ? 1 : 0;
+    }
+  }
+  // Resident bytes follow: the dense weights plus the experts held now (every expert the same size).
+  EXPECT_EQ(w.MatrixBytes() + held_before * expert_bytes, rank.resident_bytes + held_now * expert_bytes);
+}
+
+// A rank that cannot load its gained experts (here: a checkpoint that is not there) fails the
+// generation; the group drops it together, before the same step, and goes on under the old placement.
+TEST_P(EpFixtureTest, RebalanceOneRankCannotLoadIsDroppedByAll) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  auto config = LoadModelConfig(f.dir);
+  ASSERT_TRUE(config.ok());
+  if (config->num_experts == 0 || g.size() < 2) GTEST_SKIP() << "needs MoE layers and two ranks";
+  RankEngine rank = MakeRankEngine(f.dir, g);
+  ASSERT_TRUE(rank.engine);
+  const control::Rebalance frame = FrameFromPlacements(3, PlannedLayers(*config, g.size()), g.size());
+  ExpertRebalancer rebalancer(*rank.engine, g.rank() == 1 ? f.dir + "/missing" : f.dir, std::nullopt);
+  const int acted = RunWithRebalance(f, rank, g, rebalancer, frame, /*begin_at=*/1);
+  EXPECT_TRUE(acted == 1 || acted == 2) << acted;
+  EXPECT_EQ(rebalancer.generation(), 0u);
+  EXPECT_EQ(rebalancer.last_failed(), 3u);
+  for (int l = 0; l < config->num_layers; ++l) {
+    if (!config->layer_is_moe[l]) continue;
+    EXPECT_EQ(rank.engine->layer_placement(l)->local_experts(g.rank()),
+              Placement::Balanced(config->num_experts, g.size())->local_experts(g.rank()));
+  }
+}
+
+// Frames that do not fit the model or the group are refused with the field named, before anything loads.
+TEST_P(EpFixtureTest, RebalanceFrameChecks) {
+  comm::Group& g = World();
+  Fixture f = LoadFixture(GetParam());
+  auto config = LoadModelConfig(f.dir);
+  ASSERT_TRUE(config.ok());
+  if (config->num_experts == 0 || g.rank() != 0) GTEST_SKIP();
+  const auto target = PlannedLayers(*config, g.size());
+  control::Rebalance m = FrameFromPlacements(1, target, g.size());
+  auto back = PlacementsFromFrame(m, *config, g.size());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  for (int l = 0; l < config->num_layers; ++l) {
+    ASSERT_EQ((*back)[l].has_value(), target[l].has_value());
+    if (!target[l]) continue;
+    for (int e = 0; e < config->num_experts; ++e) EXPECT_EQ((*back)[l]->replicas(e), target[l]->replicas(e));
+  }
+  EXPECT_FALSE(PlacementsFromFrame(m, *config, g.size() + 1).ok());
+  control::Rebalance bad = m;
+  bad.experts[0] = static_cast<uint32_t>(config->num_experts);
+  EXPECT_NE(PlacementsFromFrame(bad, *config, g.size()).status().message().find("outside"), std::string::npos);
+  bad = m;
+  bad.layers += 1;
+  EXPECT_NE(PlacementsFromFrame(bad, *config, g.size()).status().message().find("layers"), std::string::npos);
+  if (g.size() >= 2) {
+    // Rank 0's slots of the last MoE layer moved to rank 1: rank 0 holds nothing there.
+    bad = m;
+    int moe = config->num_layers - 1;
+    while (!config->layer_is_moe[moe]) --moe;
+    const size_t last = static_cast<size_t>(moe) * g.size();
+    bad.slots[last + 1] += bad.slots[last];
+    bad.slots[last] = 0;
+    EXPECT_NE(PlacementsFromFrame(bad, *config, g.size()).status().message().find("holds no expert"), std::string::npos);
+  }
 }
 
 // A rejected batch on one rank (unknown sequence) must not stall the others: that rank joins the

@@ -268,6 +268,11 @@ Status ServeCoordinator(const WorkerOptions& o, const EngineConfig& cfg, Loaded&
   so.tp_group = l.tp.tp_group.get();
   so.replica = l.tp.replica;
   so.vocabulary = LoadVocabulary(cfg.model_path);
+  // Experts a rebalance gains are loaded as the start-up load loaded this rank's (LoadRank).
+  so.model_dir = cfg.model_path;
+  SHOAL_ASSIGN_OR_RETURN(DeviceSpec device, ParseDevice(cfg.device));
+  SHOAL_ASSIGN_OR_RETURN(std::optional<DType> dtype, ParseWeightDtype(cfg.dtype));
+  if (!device.cuda) so.weight_dtype = dtype;
   return RunServeLoop(*l.engine, so);
 }
 

@@ -215,9 +215,8 @@ Status CudaEngine::Init(const ModelWeights* host, uint64_t seed) {
   if (placement_) {
     SHOAL_ASSIGN_OR_RETURN(exchange_, comm::DeviceExpertExchange::Create(group_.get(), &*placement_, c.hidden_size,
                                                                           c.num_experts_per_tok, stream_));
-    expert_rows_total_.assign(exchange_->local_experts().size(), 0);
   }
-  layer_expert_rows_.assign(static_cast<size_t>(c.num_layers) * expert_rows_total_.size(), 0);
+  layer_expert_rows_.assign(static_cast<size_t>(c.num_layers) * c.num_experts, 0);  // by expert id
   SHOAL_RETURN_IF_ERROR(InitDeviceMoe());
   ws_ = std::make_unique<Workspace>();
   return EnsureWorkspace(64);
@@ -711,8 +710,9 @@ Status CudaEngine::ExchangeExperts(int l, int64_t T) {
     local_used_.assign(local.size(), 0);
     for (int b = 0; b < ex.num_blocks(); ++b) {
       const int64_t n = blocks[b + 1] - blocks[b];
-      expert_rows_total_[ex.block_local_expert(b)] += static_cast<uint64_t>(n);
-      layer_expert_rows_[static_cast<size_t>(l) * local.size() + ex.block_local_expert(b)] += static_cast<uint64_t>(n);
+      const int e = local[ex.block_local_expert(b)];
+      expert_rows_total_[e] += static_cast<uint64_t>(n);
+      layer_expert_rows_[static_cast<size_t>(l) * c.num_experts + e] += static_cast<uint64_t>(n);
       if (n > 0) local_used_[ex.block_local_expert(b)] = 1;
     }
     for (uint8_t u : local_used_) step_weight_bytes_ += u ? 3 * I * H * 2 : 0;
