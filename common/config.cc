@@ -71,6 +71,17 @@ Handler IntIn(T* out, T lo, T hi, std::function<bool(T)> extra = nullptr, const 
   };
 }
 
+// A number in [lo, hi].
+Handler NumberIn(double* out, double lo, double hi) {
+  return [=](const YAML::Node& v, const std::string& where) -> Status {
+    double x = 0;
+    SHOAL_RETURN_IF_ERROR(ReadScalar(v, where, &x, "a number"));
+    if (!(x >= lo && x <= hi)) return OutOfRange(where + ": must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + v.Scalar());
+    *out = x;
+    return Status::Ok();
+  };
+}
+
 }  // namespace
 
 std::string ServedModelName(const EngineConfig& cfg) {
@@ -218,6 +229,10 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                   {"request_timeout_s", IntIn<int>(&sv.request_timeout_s, 0, 7 * 24 * 3600)},
                   {"group_forget_s", IntIn<int>(&sv.group_forget_s, 1, 7 * 24 * 3600)},
                   {"expert_load_window_s", IntIn<int>(&sv.expert_load_window_s, 1, 24 * 3600)},
+                  {"rebalance_threshold", NumberIn(&sv.rebalance_threshold, 0, 1000)},
+                  {"rebalance_interval_s", IntIn<int>(&sv.rebalance_interval_s, 1, 7 * 24 * 3600)},
+                  {"rebalance_min_tokens", IntIn<int64_t>(&sv.rebalance_min_tokens, 1, int64_t{1} << 50)},
+                  {"rebalance_min_gain", NumberIn(&sv.rebalance_min_gain, 0, 1)},
                   {"migration_timeout_s", IntIn<int>(&sv.migration_timeout_s, 0, 24 * 3600)},
                   {"http_threads", IntIn<int>(&sv.http_threads, 0, 256)},
                   {"text_threads", IntIn<int>(&sv.text_threads, 0, 256)},
@@ -266,6 +281,7 @@ StatusOr<EngineConfig> ParseEngineConfig(const std::string& yaml_text, const std
                                   IntIn<int64_t>(&cfg.collective_timeout_ms, 1, int64_t{24} * 3600 * 1000)},
                                  {"startup_timeout_s", IntIn<int64_t>(&cfg.startup_timeout_s, 1, 24 * 3600)},
                                  {"attention_tp", IntIn<int>(&cfg.attention_tp, 1, 1024)},
+                                 {"redundant_experts", IntIn<int>(&cfg.redundant_experts, 0, 1 << 16)},
                                  {"shared_memory_exchange", [&](const YAML::Node& v, const std::string& w) {
                                     return ReadScalar(v, w, &cfg.shared_memory_exchange, "true or false");
                                   }}});
@@ -331,6 +347,10 @@ std::string EngineConfigYaml(const EngineConfig& c) {
   y << YAML::Key << "request_timeout_s" << YAML::Value << s.request_timeout_s;
   y << YAML::Key << "group_forget_s" << YAML::Value << s.group_forget_s;
   y << YAML::Key << "expert_load_window_s" << YAML::Value << s.expert_load_window_s;
+  y << YAML::Key << "rebalance_threshold" << YAML::Value << s.rebalance_threshold;
+  y << YAML::Key << "rebalance_interval_s" << YAML::Value << s.rebalance_interval_s;
+  y << YAML::Key << "rebalance_min_tokens" << YAML::Value << s.rebalance_min_tokens;
+  y << YAML::Key << "rebalance_min_gain" << YAML::Value << s.rebalance_min_gain;
   y << YAML::Key << "migration_timeout_s" << YAML::Value << s.migration_timeout_s;
   y << YAML::Key << "http_threads" << YAML::Value << s.http_threads;
   y << YAML::Key << "text_threads" << YAML::Value << s.text_threads;
@@ -349,6 +369,7 @@ std::string EngineConfigYaml(const EngineConfig& c) {
   y << YAML::Key << "collective_timeout_ms" << YAML::Value << c.collective_timeout_ms;
   y << YAML::Key << "startup_timeout_s" << YAML::Value << c.startup_timeout_s;
   y << YAML::Key << "attention_tp" << YAML::Value << c.attention_tp;
+  y << YAML::Key << "redundant_experts" << YAML::Value << c.redundant_experts;
   y << YAML::Key << "shared_memory_exchange" << YAML::Value << c.shared_memory_exchange;
   y << YAML::EndMap;
   y << YAML::EndMap;

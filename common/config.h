@@ -51,6 +51,12 @@
 //     keepalive_timeout_s: 30    # an HTTP connection idle (or still sending its header) this long is closed
 //     request_timeout_s: 0       # a non-streamed request not finished after this gets 504 (0: no limit)
 //     expert_load_window_s: 60   # tokens per (layer, expert) over this window: GET /v1/expert_load
+//     rebalance_threshold: 0     # > 0: when a group's rank imbalance in the window passes this (e.g.
+//                                # 1.2), its experts are re-placed from the measured load (0: only
+//                                # POST /v1/expert_load/rebalance does it)
+//     rebalance_interval_s: 600  # at least this long between two automatic rebalances of a group
+//     rebalance_min_tokens: 20000  # the window must hold this many routed tokens to plan from
+//     rebalance_min_gain: 0.05   # and the plan must lower the imbalance by this fraction
 //     group_forget_s: 60         # a group whose ranks are all gone is forgotten after this (so /ready
 //                                # stops waiting for a group that is not coming back)
 //     migration_timeout_s: 120   # a failed group's requests wait this long for another group (or the
@@ -70,6 +76,8 @@
 //     startup_timeout_s: 600        # the same for the first barrier, which waits for every rank's load
 //     shared_memory_exchange: false # ranks on one host exchange expert rows through a shared window
 //                                   # (one copy per row; 2 · max_step_tokens · top_k rows per rank)
+//     redundant_experts: 0          # extra expert slots per MoE layer when a group is rebalanced:
+//                                   # the hottest experts get copies (DeepSeek's EPLB: 32 over EP144)
 #pragma once
 
 #include <cstdint>
@@ -116,6 +124,9 @@ struct EngineConfig {
   // parallel.shared_memory_exchange: the CPU engine's expert exchange between ranks on one host
   // through an MPI-3 shared window (comm/expert_exchange.h); groups across hosts keep messages.
   bool shared_memory_exchange = false;
+  // parallel.redundant_experts: extra expert slots per MoE layer over a group when it is rebalanced
+  // (hot experts get copies); rounded up so that every rank has as many slots.
+  int redundant_experts = 0;
 
   std::string model_name;  // model.name; ServedModelName() applies the default
 
@@ -140,6 +151,12 @@ struct EngineConfig {
     int request_timeout_s = 0;           // a non-streamed request unfinished after this gets 504 (0 = no limit)
     int group_forget_s = 60;             // a broken group with no live rank is forgotten after this
     int expert_load_window_s = 60;       // GET /v1/expert_load and the imbalance gauge cover this many seconds
+    // Rebalancing (coordinator/expert_rebalance.h): automatic above this rank imbalance (0: off), at
+    // most once per interval, from a window of at least min_tokens, when it gains at least min_gain.
+    double rebalance_threshold = 0;
+    int rebalance_interval_s = 600;
+    int64_t rebalance_min_tokens = 20000;
+    double rebalance_min_gain = 0.05;
     // A failed group's requests wait this long for a group to take them over (token-exact), then get
     // the 503 they would have had at once; 0 turns migration off.
     int migration_timeout_s = 120;

@@ -101,39 +101,47 @@ void Cluster::OnHeartbeat(Rank& rank, control::Heartbeat hb, Clock::time_point n
   rank.last_seen = now;
   if (hb.steps != rank.hb.steps) rank.last_progress = now;
   rank.hb = std::move(hb);
+  if (Group* g = GroupOf(rank); g != nullptr && g->placement.pending != 0) CheckPendingRebalance(*g, now);
   // Rank 0's heartbeat takes the group's snapshot of the expert load, from every rank's latest counts.
   if (rank.hello.rank != 0 || options_.model_layers <= 0 || options_.model_experts <= 0) return;
   Group* g = GroupOf(rank);
   if (g == nullptr) return;
-  std::vector<std::vector<int>> experts;
   std::vector<const std::vector<uint64_t>*> counts;
   for (const auto& r : g->ranks) {
     if (!r || r->dead) continue;
-    experts.emplace_back(r->hello.local_experts.begin(), r->hello.local_experts.end());
     counts.push_back(&r->hb.layer_expert_tokens);
   }
   g->expert_load.Record(now, options_.model_layers, options_.model_experts,
-                        GroupCumulative(options_.model_layers, options_.model_experts, experts, counts));
+                        GroupCumulative(options_.model_layers, options_.model_experts, counts));
 }
 
 namespace {
 
 std::vector<std::vector<int>> RankExperts(const Group& g) {
-  std::vector<std::vector<int>> out;
-  for (const auto& r : g.ranks) {
-    if (r && !r->dead) out.emplace_back(r->hello.local_experts.begin(), r->hello.local_experts.end());
+  std::vector<std::vector<int>> out(g.ranks.size());
+  for (size_t i = 0; i < g.ranks.size(); ++i) {
+    const auto& r = g.ranks[i];
+    if (r && !r->dead) out[i].assign(r->hello.local_experts.begin(), r->hello.local_experts.end());
   }
   return out;
 }
 
 }  // namespace
 
+LayerShares Cluster::SharesOf(const Group& g) const {
+  if (g.placement.generation > 0) return g.placement.shares;
+  std::vector<bool> moe = options_.layer_is_moe;
+  if (moe.empty()) moe.assign(static_cast<size_t>(std::max(0, options_.model_layers)), true);
+  return StartupShares(moe, RankExperts(g));
+}
+
+
 namespace {
 
 // /v1/cluster's short form of the expert load (GET /v1/expert_load has the counts).
 nlohmann::ordered_json ExpertLoadSummary(const Group& g) {
   const ExpertLoad load = g.expert_load.Current();
-  return {{"window_seconds", load.seconds}, {"tokens", load.Total()}, {"rank_imbalance", load.RankImbalance(RankExperts(g))}};
+  return {{"window_seconds", load.seconds}, {"tokens", load.Total()}};
 }
 
 }  // namespace
@@ -143,7 +151,9 @@ nlohmann::ordered_json Cluster::ExpertLoadReport() const {
   for (const auto& [name, g] : groups_) {
     const ExpertLoad load = g.expert_load.Current();
     nlohmann::ordered_json j = ExpertLoadJson(load);
-    j["rank_imbalance"] = load.RankImbalance(RankExperts(g));
+    j["rank_imbalance"] = SharesImbalance(load, SharesOf(g));
+    j["placement_generation"] = g.placement.generation;
+    j["placement"] = SharesOf(g);  // [layer][rank] → experts (repeats: shares of an expert's tokens)
     groups[name] = std::move(j);
   }
   return {{"window_seconds", options_.expert_load_window_s}, {"groups", std::move(groups)}};
@@ -350,7 +360,16 @@ nlohmann::ordered_json Cluster::Describe(Clock::time_point now) const {
                       {"ready", g.Complete()},
                       {"error", g.broken ? ordered_json(g.broken_reason) : ordered_json(nullptr)},
                       {"requests_in_flight", g.InFlight()},
-                      {"expert_load", ExpertLoadSummary(g)},
+                      {"expert_load", [&] {
+                         ordered_json j = ExpertLoadSummary(g);
+                         j["rank_imbalance"] = SharesImbalance(g.expert_load.Current(), SharesOf(g));
+                         return j;
+                       }()},
+                      {"expert_placement", {{"generation", g.placement.generation},
+                                            {"pending", g.placement.pending},
+                                            {"rebalances", g.placement.rebalances},
+                                            {"dropped", g.placement.dropped},
+                                            {"last_error", g.placement.last_error}}},
                       {"ranks", ranks}});
   }
   std::lock_guard<std::mutex> lock(supervision_mu_);
@@ -391,11 +410,13 @@ void Cluster::RemoveRankSeries(const std::string& group, const Rank& r) {
     metrics_.RemoveSeries("shoal_worker_step_phase_seconds_total",
                           {{"group", group}, {"rank", std::to_string(r.hello.rank)}, {"phase", phase}});
   }
-  for (uint32_t e : r.hello.local_experts) {
-    metrics_.RemoveSeries("shoal_expert_tokens_total", {{"group", group}, {"expert", std::to_string(e)}});
-  }
   if (r.hello.rank == 0) {
-    for (const char* name : {"shoal_expert_load_imbalance", "shoal_expert_load_window_tokens"}) {
+    for (uint32_t e = 0; e < r.hello.num_experts; ++e) {
+      metrics_.RemoveSeries("shoal_expert_tokens_total", {{"group", group}, {"expert", std::to_string(e)}});
+    }
+    for (const char* name : {"shoal_expert_load_imbalance", "shoal_expert_load_window_tokens",
+                             "shoal_expert_placement_generation", "shoal_expert_rebalances_total",
+                             "shoal_expert_rebalances_dropped_total"}) {
       metrics_.RemoveSeries(name, {{"group", group}});
     }
   }
@@ -461,21 +482,35 @@ void Cluster::RefreshMetrics() const {
       for (const auto& h : histograms) {
         metrics_.histogram(h.name, h.help, h.buckets, l).SetTotals(h.totals.counts, h.totals.sum);
       }
-      const auto& experts = r->hello.local_experts;
       if (r->hello.rank == 0) {
         const ExpertLoad load = g.expert_load.Current();
         metrics_.gauge("shoal_expert_load_imbalance",
                        "Most loaded rank's routed tokens over the mean rank's, in the expert load window (1 = balanced)",
                        {{"group", name}})
-            .Set(load.RankImbalance(RankExperts(g)));
+            .Set(SharesImbalance(load, SharesOf(g)));
+        metrics_.gauge("shoal_expert_placement_generation",
+                       "The expert placement generation the group serves under (0: the start-up one)", {{"group", name}})
+            .Set(static_cast<double>(g.placement.generation));
+        metrics_.counter("shoal_expert_rebalances_total", "Rebalances every rank of the group switched to", {{"group", name}})
+            .SetTotal(static_cast<double>(g.placement.rebalances));
+        metrics_.counter("shoal_expert_rebalances_dropped_total", "Rebalances the group dropped (a rank could not take it)",
+                         {{"group", name}})
+            .SetTotal(static_cast<double>(g.placement.dropped));
+        // Rows each expert processed over all layers, summed over the group's ranks (by expert id).
+        std::vector<uint64_t> per_expert;
+        for (const auto& rr : g.ranks) {
+          if (!rr || rr->dead) continue;
+          if (per_expert.size() < rr->hb.expert_tokens.size()) per_expert.resize(rr->hb.expert_tokens.size(), 0);
+          for (size_t e = 0; e < rr->hb.expert_tokens.size(); ++e) per_expert[e] += rr->hb.expert_tokens[e];
+        }
+        for (size_t e = 0; e < per_expert.size() && e < static_cast<size_t>(control::kMaxExperts); ++e) {
+          metrics_.counter("shoal_expert_tokens_total", "Token rows each expert processed (all layers)",
+                           {{"group", name}, {"expert", std::to_string(e)}})
+              .SetTotal(static_cast<double>(per_expert[e]));
+        }
         metrics_.gauge("shoal_expert_load_window_tokens", "Tokens routed to experts in the expert load window (all layers)",
                        {{"group", name}})
             .Set(static_cast<double>(load.Total()));
-      }
-      for (size_t i = 0; i < experts.size() && i < r->hb.expert_tokens.size(); ++i) {
-        metrics_.counter("shoal_expert_tokens_total", "Token rows each expert processed (all layers)",
-                         {{"group", name}, {"expert", std::to_string(experts[i])}})
-            .SetTotal(static_cast<double>(r->hb.expert_tokens[i]));
       }
     }
   }

@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "control/wire.h"
 #include "coordinator/expert_load.h"
+#include "coordinator/expert_rebalance.h"
 #include "coordinator/metrics.h"
 
 namespace shoal::coord {
@@ -70,6 +71,7 @@ struct Group {
   // forgotten, so /ready does not wait for a group that is not coming back.
   Clock::time_point last_live{};
   ExpertLoadWindow expert_load{std::chrono::seconds(60)};  // tokens per (layer, expert), sliding window
+  GroupPlacement placement;  // the expert placement it serves under, and a rebalance in flight
 
   bool Complete() const;     // every rank joined and alive, not broken
   bool HasLiveRank() const;
@@ -95,6 +97,15 @@ class Cluster {
     int max_queued_requests = 256;
     int model_layers = 0, model_experts = 0;  // the expert load statistics' shape (0: none kept)
     int expert_load_window_s = 60;
+    // Rebalancing (coordinator/expert_rebalance.h): which layers are MoE (empty: all), DeepSeek's
+    // expert groups, parallel.redundant_experts, and the server.rebalance_* settings.
+    std::vector<bool> layer_is_moe;
+    int expert_groups = 1;
+    int redundant_experts = 0;
+    double rebalance_threshold = 0;  // 0: only on request
+    int rebalance_interval_s = 600;
+    int64_t rebalance_min_tokens = 20000;
+    double rebalance_min_gain = 0.05;
   };
   Cluster(Options options, Metrics& metrics);
 
@@ -147,9 +158,20 @@ class Cluster {
   nlohmann::ordered_json ExpertLoadReport() const;
   void RefreshMetrics() const;
 
+  // Re-places the experts of every complete group (or of `group` only) from its expert load window
+  // and sends the ranks the new placement (coordinator/expert_rebalance.h). `forced` (POST
+  // /v1/expert_load/rebalance): whenever there is load to plan from; otherwise only past the
+  // server.rebalance_* thresholds. What was done per group, with the reason when nothing was.
+  nlohmann::ordered_json Rebalance(Clock::time_point now, bool forced, const std::string& group = "");
+
  private:
   void UpdateReady();
   void RemoveRankSeries(const std::string& group, const Rank& rank);
+  // The placement the group serves under, layer by layer (the start-up one from its ranks' Hellos).
+  LayerShares SharesOf(const Group& g) const;
+  // A heartbeat may complete (or fail) the group's pending rebalance.
+  void CheckPendingRebalance(Group& g, Clock::time_point now);
+  nlohmann::ordered_json RebalanceGroup(Group& g, Clock::time_point now, bool forced);
 
   Options options_;
   Metrics& metrics_;

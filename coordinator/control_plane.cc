@@ -27,7 +27,9 @@ ControlPlane::ControlPlane(const EngineConfig& cfg, const ServedModel& model, st
       control_token_(std::move(control_token)),
       metrics_(metrics),
       cluster_({model.name, model.vocab, control_token_, cfg.cluster.groups, cfg.server.max_queued_requests,
-                model.num_layers, model.num_experts, cfg.server.expert_load_window_s},
+                model.num_layers, model.num_experts, cfg.server.expert_load_window_s, model.layer_is_moe,
+                model.expert_groups, cfg.redundant_experts, cfg.server.rebalance_threshold,
+                cfg.server.rebalance_interval_s, cfg.server.rebalance_min_tokens, cfg.server.rebalance_min_gain},
                metrics),
       table_({model.max_context, model.vocab, model.eos_ids, cfg.server.migration_timeout_s}, cluster_, delivery, metrics),
       rendezvous_(std::chrono::seconds(cfg.startup_timeout_s > 0 ? cfg.startup_timeout_s : 600)) {}
@@ -147,6 +149,7 @@ awaitable<void> ControlPlane::Watchdog() {
   asio::steady_timer t(io_);
   const auto heartbeat_timeout = std::chrono::milliseconds(cfg_.server.heartbeat_timeout_ms);
   const auto step_timeout = std::chrono::milliseconds(cfg_.server.step_timeout_ms);
+  Clock::time_point next_rebalance_check{};
   while (!stopping_) {
     t.expires_after(std::chrono::milliseconds(std::max(10, cfg_.server.heartbeat_ms / 2)));
     boost::system::error_code ec;
@@ -156,6 +159,11 @@ awaitable<void> ControlPlane::Watchdog() {
     table_.ExpireOverdue(now, cfg_.server.request_timeout_s);
     table_.Migrate(now, stopping_.load());
     cluster_.ForgetAbandonedGroups(now, std::chrono::seconds(cfg_.server.group_forget_s));
+    if (cfg_.server.rebalance_threshold > 0 && !stopping_ && now >= next_rebalance_check) {
+      // The window moves slowly: a look every few seconds is plenty.
+      next_rebalance_check = now + std::chrono::seconds(5);
+      (void)cluster_.Rebalance(now, /*forced=*/false);
+    }
   }
 }
 
@@ -187,6 +195,15 @@ awaitable<std::string> ControlPlane::ExpertLoadReport() {
   auto on_control = [this]() -> awaitable<std::string> {
     nlohmann::ordered_json j = cluster_.ExpertLoadReport();
     j["model"] = model_.name;
+    co_return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  auto hop = asio::co_spawn(io_, std::move(on_control), use_awaitable);
+  co_return co_await std::move(hop);
+}
+
+awaitable<std::string> ControlPlane::RequestRebalance(std::string group) {
+  auto on_control = [this, group = std::move(group)]() -> awaitable<std::string> {
+    nlohmann::ordered_json j = cluster_.Rebalance(Clock::now(), /*forced=*/true, group);
     co_return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   };
   auto hop = asio::co_spawn(io_, std::move(on_control), use_awaitable);

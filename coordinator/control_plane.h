@@ -54,6 +54,8 @@ class ControlPlane {
   awaitable<std::string> DescribeCluster();
   // GET /v1/expert_load's body (Cluster::ExpertLoadReport), built on the control thread.
   awaitable<std::string> ExpertLoadReport();
+  // POST /v1/expert_load/rebalance's body (Cluster::Rebalance, forced), on the control thread.
+  awaitable<std::string> RequestRebalance(std::string group);
   // Any thread. Brings the per-rank metric series up to date.
   awaitable<void> RefreshMetrics();
 

@@ -39,20 +39,12 @@ ExpertLoad ExpertLoadWindow::Current() const {
   return load;
 }
 
-std::vector<uint64_t> GroupCumulative(int layers, int experts, const std::vector<std::vector<int>>& rank_experts,
-                                      const std::vector<const std::vector<uint64_t>*>& layer_counts) {
-  std::vector<uint64_t> out(static_cast<size_t>(layers) * static_cast<size_t>(experts), 0);
-  for (size_t r = 0; r < rank_experts.size() && r < layer_counts.size(); ++r) {
-    const std::vector<int>& ids = rank_experts[r];
-    const std::vector<uint64_t>* counts = layer_counts[r];
-    if (counts == nullptr || ids.empty() || counts->size() != static_cast<size_t>(layers) * ids.size()) continue;
-    if (std::any_of(ids.begin(), ids.end(), [&](int e) { return e < 0 || e >= experts; })) continue;
-    for (int l = 0; l < layers; ++l) {
-      for (size_t i = 0; i < ids.size(); ++i) {
-        out[static_cast<size_t>(l) * static_cast<size_t>(experts) + static_cast<size_t>(ids[i])] +=
-            (*counts)[static_cast<size_t>(l) * ids.size() + i];
-      }
-    }
+std::vector<uint64_t> GroupCumulative(int layers, int experts, const std::vector<const std::vector<uint64_t>*>& layer_counts) {
+  const size_t n = static_cast<size_t>(std::max(0, layers)) * static_cast<size_t>(std::max(0, experts));
+  std::vector<uint64_t> out(n, 0);
+  for (const std::vector<uint64_t>* counts : layer_counts) {
+    if (counts == nullptr || counts->size() != n) continue;
+    for (size_t i = 0; i < n; ++i) out[i] += (*counts)[i];
   }
   return out;
 }

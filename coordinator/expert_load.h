@@ -4,8 +4,7 @@
 // `shoal plan --calibrate` reads back from a saved copy), and the imbalance /metrics and /v1/cluster
 // show: how much more the most loaded rank routes than the average one.
 //
-// A group's counts are the sum over its ranks, each rank's local experts mapped to their global ids
-// (a replicated expert's copies add up). Snapshots are kept at most every window/12, so a window costs
+// A group's counts are the sum over its ranks (each counts by expert id, whatever it holds). Snapshots are kept at most every window/12, so a window costs
 // ≤ 13 copies of [layers × experts]. A counter that goes backwards (a rank restarted) restarts the window.
 // Not thread-safe: the control thread owns it (as it owns the Cluster).
 #pragma once
@@ -45,11 +44,10 @@ class ExpertLoadWindow {
   std::deque<Snapshot> snapshots_;  // oldest first; the last one is the newest Record
 };
 
-// A group's cumulative [layers × experts] from its ranks: rank r's layer_counts[r] is [layers × L_r]
-// for its local experts experts[r] (global ids). Ranks that sent none yet are skipped; a rank whose
-// counts do not fit the layer count or whose expert ids are out of range is skipped too.
-std::vector<uint64_t> GroupCumulative(int layers, int experts, const std::vector<std::vector<int>>& rank_experts,
-                                      const std::vector<const std::vector<uint64_t>*>& layer_counts);
+// A group's cumulative [layers × experts]: the sum of its ranks' (each [layers × experts], by expert
+// id, so a replicated expert's copies add up). A rank that sent none yet, or counts of another shape,
+// is skipped.
+std::vector<uint64_t> GroupCumulative(int layers, int experts, const std::vector<const std::vector<uint64_t>*>& layer_counts);
 
 using comm::ExpertLoadFromJson;
 using comm::ExpertLoadJson;

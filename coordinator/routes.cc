@@ -79,6 +79,20 @@ awaitable<bool> ExpertLoadEndpoint(HandlerEnv& env, Exchange& x) {
   co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
 }
 
+// POST /v1/expert_load/rebalance[?group=NAME]: re-place every ready group's experts (or one group's)
+// from its measured load now (coordinator/expert_rebalance.h). 200 with what was done per group.
+awaitable<bool> RebalanceEndpoint(HandlerEnv& env, Exchange& x) {
+  std::string group;
+  const std::string target(x.req.target().data(), x.req.target().size());
+  if (const size_t q = target.find("?group="); q != std::string::npos) group = target.substr(q + 7);
+  if (group.size() > 256 || group.find_first_of("&%#") != std::string::npos) {
+    api::ApiError e{400, "group: a plain group name (at most 256 characters)", "invalid_request_error", "group", ""};
+    co_return co_await WriteError(x.stream, x.req, e);
+  }
+  std::string body = co_await env.control.RequestRebalance(std::move(group));
+  co_return co_await WriteResponse(x.stream, x.req, http::status::ok, "application/json", std::move(body), kNoHeaders);
+}
+
 constexpr Route kRoutes[] = {
     {"/health", http::verb::get, Health},
     {"/ready", http::verb::get, Ready},
@@ -86,6 +100,7 @@ constexpr Route kRoutes[] = {
     {"/v1/models", http::verb::get, Models},
     {"/v1/cluster", http::verb::get, ClusterEndpoint},
     {"/v1/expert_load", http::verb::get, ExpertLoadEndpoint},
+    {"/v1/expert_load/rebalance", http::verb::post, RebalanceEndpoint},
     {"/v1/completions", http::verb::post, HandleCompletion},
     {"/v1/chat/completions", http::verb::post, HandleChatCompletion},
     {"/tokenize", http::verb::post, HandleTokenize},

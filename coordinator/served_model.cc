@@ -88,6 +88,8 @@ StatusOr<ServedModel> ServedModel::Load(const EngineConfig& cfg) {
   m.vocab = mc.vocab_size;
   m.num_layers = mc.num_layers;
   m.num_experts = mc.num_experts;
+  m.layer_is_moe = mc.layer_is_moe;
+  m.expert_groups = mc.router_grouped_sigmoid && mc.n_group > 0 ? mc.n_group : 1;
   SHOAL_ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::Load(cfg.model_path));
   if (m.tokenizer->vocab_size() > m.vocab) {
     return InvalidArgument(cfg.model_path + ": the tokenizer has " + std::to_string(m.tokenizer->vocab_size()) +

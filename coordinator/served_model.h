@@ -27,6 +27,8 @@ struct ServedModel {
   int64_t max_context = 0;       // max_position_embeddings, or engine.max_model_len when set (shorter)
   int32_t vocab = 0;             // the model's vocab_size (≥ the tokenizer's)
   int num_layers = 0, num_experts = 0;  // config.json's (the expert load statistics' shape)
+  std::vector<bool> layer_is_moe;       // [num_layers] which layers route to experts (rebalancing)
+  int expert_groups = 1;                // DeepSeek-V3's n_group (the planner keeps groups inside a node)
   int64_t created_unix = 0;      // for /v1/models
   // generation_config.json's sampling defaults (temperature, top_p, top_k, min_p,
   // repetition_penalty), applied to requests that do not set them (server.generation_config: auto,

@@ -115,6 +115,14 @@ void ExpertRebalancer::Begin(const control::Rebalance& frame) {
     done_.store(true, std::memory_order_release);
     return;
   }
+  for (int l = 0; l < c.num_layers; ++l) {
+    if ((*placements)[l] && engine_.layer_placement(l) == nullptr) {
+      // The GPU engine keeps its placement for now: the group drops the frame together.
+      begin_status_ = Unimplemented(engine_.Describe() + ": this engine cannot change its expert placement while serving");
+      done_.store(true, std::memory_order_release);
+      return;
+    }
+  }
   target_ = std::move(*placements);
   // What this rank gains: experts its new placement holds and its current one does not.
   std::set<std::pair<int, int>> gained;

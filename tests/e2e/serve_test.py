@@ -301,6 +301,7 @@ def launch_without_mpi_checks(tmp, prompts):
 
 def mixtral_checks(s):
     fixture_checks(s, "mixtral-top1-f32", "mixtral, 3 ranks")
+    rebalance_checks(s, "mixtral-top1-f32", "mixtral, 3 ranks")
     st, j, _, _ = s.request("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "a"},
                                                                          {"role": "user", "content": "b"}]})
     check_error(st, j, 400, "a conversation the template rejects (raise_exception)", param="messages")
@@ -322,6 +323,56 @@ def fixture_checks(s, name, what):
                                                                  "temperature": 0, "return_token_ids": True})
         check(st == 200 and j.get("prompt_token_ids") == c["prompt_ids"],
               "%s chat %d: prompt tokens equal transformers' apply_chat_template" % (what, k))
+
+
+def rebalance_checks(s, name, what):
+    """POST /v1/expert_load/rebalance while requests are generating: the ranks load the experts they gain,
+    switch together, and every greedy request before, across and after the switch gets the same tokens."""
+    expected = json.load(open(os.path.join(SRC, "tests/fixtures", name, "expected.json")))
+    prompts = [p["prompt_ids"] for p in expected["prompts"]]
+
+    def generate(k, n=120):
+        st, j, _, _ = s.request("POST", "/v1/completions", {"prompt": prompts[k % len(prompts)], "max_tokens": n,
+                                                            "temperature": 0, "ignore_eos": True, "return_token_ids": True})
+        return j["choices"][0]["token_ids"] if st == 200 else ("error", st, j)
+    reference = {k: generate(k) for k in range(len(prompts))}
+    time.sleep(0.6)  # a heartbeat after the last step: the window has load to plan from
+    results, stop = [], threading.Event()
+
+    def load(k):
+        while not stop.is_set():
+            results.append((k, generate(k)))
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    st, j, _, _ = s.request("POST", "/v1/expert_load/rebalance")
+    sent = j["groups"][0] if st == 200 else {}
+    check(sent.get("action") == "sent" and sent.get("imbalance_planned", 9) <= sent.get("imbalance_before", 0),
+          "%s: POST /v1/expert_load/rebalance plans a placement from the load and sends it (%s)" % (what, sent))
+    gen = 0
+    for _ in range(100):
+        st, c, _, _ = s.request("GET", "/v1/cluster")
+        gen = c["groups"][0]["expert_placement"]["generation"] if st == 200 else 0
+        if gen == sent.get("generation"):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)  # requests generating under the new placement too
+    stop.set()
+    for t in threads:
+        t.join()
+    check(gen == 1, "%s: every rank serves under placement generation 1 (%s)" % (what, c["groups"][0]["expert_placement"]))
+    bad = [(k, r) for k, r in results if r != reference[k % len(prompts)]]
+    check(len(results) >= 4 and not bad,
+          "%s: %d greedy requests across the switch all got the tokens of before it (%s)" % (what, len(results), bad[:1]))
+    st, j, _, _ = s.request("GET", "/v1/expert_load")
+    g = j["groups"]["g0"] if st == 200 else {}
+    check(g.get("placement_generation") == 1 and len(g.get("placement", [])) == g.get("layers"),
+          "%s: GET /v1/expert_load shows the placement per layer" % what)
+    text = s.request("GET", "/metrics")[2]
+    check(re.search(r'^shoal_expert_placement_generation\{group="g0"[^}]*\} 1$', text, re.M) is not None and
+          re.search(r'^shoal_expert_rebalances_total\{group="g0"[^}]*\} 1$', text, re.M) is not None,
+          "%s: /metrics counts the rebalance (%s)" % (what, [l for l in text.splitlines() if "rebalance" in l or "placement" in l]))
 
 
 def tensor_parallel_checks(s):
@@ -376,6 +427,7 @@ def tensor_parallel_checks(s):
     text = s.request("GET", "/metrics")[2]
     check(el.get("tokens") == sum(sums) and 'shoal_expert_load_imbalance{' in text,
           "/v1/cluster and /metrics show the window's expert load (%s)" % el)
+    rebalance_checks(s, "qwen2-moe-f32", "tp, 4 ranks")
 
 
 def llama4_checks(s):

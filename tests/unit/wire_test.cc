@@ -80,9 +80,14 @@ std::vector<Message> Samples() {
   hb.iteration_tokens.Observe(7, IterationTokenBuckets());
   hb.queue_seconds.Observe(0.01, RequestPhaseBuckets());
   hb.decode_seconds.Observe(9000, RequestPhaseBuckets());  // above every bound: the +Inf bucket
+  hb.placement_generation = 2;
+  hb.rebalance_failed = 1;
+  hb.rebalance_error = "rank 1: no space";
   Rendezvous rv{"g0", 0, 4, "tiny", "s3cret", std::string(128, '\x07')};
+  // 2 layers (a dense one, then a MoE layer of 3 experts with a spare slot) over 2 ranks.
+  Rebalance rb{5, 2, 2, {0, 0, 2, 2}, {0, 1, 1, 2}};
   return {h,  Welcome{3, 500}, Reject{"no"}, s, Cancel{77}, t, hb, Wake{}, Shutdown{}, Bye{"done"}, rv,
-          RendezvousId{std::string(128, '\x07')}};
+          RendezvousId{std::string(128, '\x07')}, rb};
 }
 
 // The fuzz target's seeds (tests/fuzz/corpus/control_frame/seed*) are these samples' frames: a seed of
@@ -286,13 +291,34 @@ TEST(Wire, FieldsAreChecked) {
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.tp_seconds: is invalid"));
   hb.tp_seconds = 0.25;
   EXPECT_EQ(std::get<Heartbeat>(*Decode(EncodeFrame(hb))).tp_seconds, 0.25);
-  hb.layer_expert_tokens = {1, 2};  // not whole layers of 3 local experts
+  hb.layer_expert_tokens = {1, 2};  // not whole layers of 3 experts
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.layer_expert_tokens: has 2 entries"));
   hb = std::get<Heartbeat>(Samples()[6]);
   hb.queue_seconds.sum = -1;
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.queue_seconds: sum is invalid"));
   hb.queue_seconds.sum = std::nan("");
   EXPECT_TRUE(MessageHas(Decode(EncodeFrame(hb)).status(), "Heartbeat.queue_seconds: sum is invalid"));
+
+  // Rebalance: slots for every (layer, rank), experts adding up to them, ids in range, a generation.
+  Rebalance rb = std::get<Rebalance>(Samples()[12]);
+  EXPECT_EQ(std::get<Heartbeat>(*Decode(EncodeFrame(Samples()[6]))).rebalance_error, "rank 1: no space");
+  rb.slots.pop_back();
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rb)).status(), "Rebalance.slots: has 3 entries, not layers × ranks = 4"));
+  rb = std::get<Rebalance>(Samples()[12]);
+  rb.experts.push_back(0);
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rb)).status(), "Rebalance.experts: has 5 entries, the slots add up to 4"));
+  rb = std::get<Rebalance>(Samples()[12]);
+  rb.experts[0] = kMaxExperts;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rb)).status(), "Rebalance.experts: holds expert 65536"));
+  rb = std::get<Rebalance>(Samples()[12]);
+  rb.generation = 0;
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rb)).status(), "Rebalance.generation: is 0"));
+  rb = std::get<Rebalance>(Samples()[12]);
+  rb.ranks = 0;
+  rb.layers = 0;
+  rb.slots.clear();
+  rb.experts.clear();
+  EXPECT_TRUE(MessageHas(Decode(EncodeFrame(rb)).status(), "Rebalance.ranks: is 0"));
 
   Rendezvous rv = std::get<Rendezvous>(Samples()[10]);
   rv.id.clear();
