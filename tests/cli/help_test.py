@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 SHOAL, SRC = sys.argv[1], sys.argv[2]
-COMMANDS = ["up", "serve", "worker", "generate", "plan", "bench serve", "bench a2a"]
+COMMANDS = ["up", "serve", "worker", "generate", "plan", "bench serve", "bench a2a", "bench balance"]
 FAILURES = []
 
 

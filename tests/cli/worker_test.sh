@@ -195,4 +195,14 @@ else
   echo "FAIL bench a2a --json"; cat "$tmp/a2a.txt"; fail=1
 fi
 expect_failure "measures shared memory, not the network" "$shoal" plan --preset deepseek-v3 --hardware h100 --calibrate "$tmp/a2a.json"
+
+# shoal bench balance replaying the demo model's recorded load on 3 ranks: the planner's placements
+# (with spare slots) spread the rows the start-up placement piles onto one rank.
+if run 3 "$shoal" bench balance --load "$root/docs/bench/demo-kjv-moe-expert-load.json" --topk 2 --hidden 64 \
+     --intermediate 32 --tokens 64 --steps 2 --warmup 0 --json "$tmp/balance.json" > "$tmp/balance.txt" 2>&1 &&
+   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; sys.exit(not (r[0]["placement"] == "balanced" and len(r) >= 3 and r[0]["measured_max_mean"] > 1.3 and r[-1]["measured_max_mean"] < 1.15 and r[-1]["redundant"] > 0))' "$tmp/balance.json"; then
+  echo "ok   bench balance: planned placements even out the demo model's recorded load"
+else
+  echo "FAIL bench balance"; cat "$tmp/balance.txt"; cat "$tmp/balance.json"; fail=1
+fi
 exit $fail

@@ -417,6 +417,7 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
     if (!st.ok()) *exit_code = 1;
   });
   AddBenchServeCommand(*bench, exit_code);
+  AddBenchBalanceCommand(*bench, exit_code);
 }
 
 }  // namespace shoal::cli

@@ -11,7 +11,8 @@ namespace shoal::cli {
 void AddGenerateCommand(CLI::App& app, int* exit_code);
 void AddWorkerCommand(CLI::App& app, int* exit_code);
 void AddBenchCommand(CLI::App& app, int* exit_code);
-void AddBenchServeCommand(CLI::App& bench, int* exit_code);  // `shoal bench serve`, under `bench`
+void AddBenchServeCommand(CLI::App& bench, int* exit_code);    // `shoal bench serve`, under `bench`
+void AddBenchBalanceCommand(CLI::App& bench, int* exit_code);  // `shoal bench balance`, under `bench`
 void AddServeCommands(CLI::App& app, int* exit_code);  // serve and up
 void AddPlanCommand(CLI::App& app, int* exit_code);
 
