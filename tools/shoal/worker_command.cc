@@ -106,6 +106,8 @@ struct Loaded {
   std::optional<Placement> placement;
   std::unique_ptr<StepEngine> engine;
   size_t resident_bytes = 0;
+  // Expert slots a rebalance may add (parallel.redundant_experts): kept out of the KV cache's share.
+  size_t rebalance_reserve_bytes = 0;
   std::vector<int> experts;
 };
 
@@ -170,6 +172,23 @@ StatusOr<Loaded> LoadRank(const EngineConfig& cfg, int rank, int size, TpShard s
   SHOAL_RETURN_IF_ERROR(SliceForTensorParallel(l.model, shard, &weights));  // before any cast reads the tensors
   if (dtype && !device.cuda) CastMatrices(&weights, *dtype);
   l.resident_bytes = weights.MatrixBytes();
+  // After a rebalance a rank holds ceil((E + R) / N) experts per MoE layer (the planner fills every
+  // rank's slots equally), one more than now when N does not divide E: room for them is set aside.
+  if (l.model.num_experts > 0 && !l.experts.empty()) {
+    size_t expert_bytes = 0;
+    int moe_layers = 0;
+    for (const LayerWeights& L : weights.layers) {
+      if (!L.is_moe) continue;
+      ++moe_layers;
+      for (const FfnWeights& f : L.experts) expert_bytes = f.present() ? f.nbytes() : expert_bytes;
+    }
+    const int E = l.model.num_experts, R = std::max(0, cfg.redundant_experts);
+    int spare = R;
+    while ((E + spare) % size != 0) ++spare;
+    const int slots = (E + spare) / size;
+    const int extra = std::max(0, slots - static_cast<int>(l.experts.size()));
+    l.rebalance_reserve_bytes = static_cast<size_t>(extra) * static_cast<size_t>(moe_layers) * expert_bytes;
+  }
   l.weights = std::move(weights);
   l.placement = std::move(placement);
   return l;
@@ -185,7 +204,7 @@ Status SizeCpuKvCache(const Loaded& l, int ranks_on_node, EngineConfig* cfg) {
   const int64_t block_bytes = KvCache::BlockBytes(TensorParallelAttentionConfig(l.model, cfg->attention_tp), cfg->kv_block_size);
   SHOAL_ASSIGN_OR_RETURN(int64_t kv_bytes,
                          KvBytesForFraction(cfg->kv_memory_fraction, HostMemoryBytes() / std::max(1, ranks_on_node),
-                                            static_cast<int64_t>(l.resident_bytes), block_bytes,
+                                            static_cast<int64_t>(l.resident_bytes + l.rebalance_reserve_bytes), block_bytes,
                                             "RAM / " + std::to_string(ranks_on_node) + " rank(s) on this node"));
   cfg->kv_cache_blocks = kv_bytes / block_bytes;
   log::Info("kv_cache.memory_fraction %.3g: %lld KV blocks (%.2f GiB)", cfg->kv_memory_fraction,
