@@ -400,6 +400,7 @@ StatusOr<Message> DecodeRebalance(Reader& r) {
   m.experts = r.GetVector<uint32_t>("experts", kMaxLayerExpertCounts);
   if (r.ok()) {
     if (m.generation == 0) r.Fail("generation", "is 0 (the start-up placement's)");
+    if (m.generation > static_cast<uint64_t>(INT64_MAX)) r.Fail("generation", "is past 2^63 - 1");
     if (m.ranks == 0 || m.ranks > kMaxGroupRanks) r.Fail("ranks", "is " + std::to_string(m.ranks));
   }
   if (r.ok() && static_cast<uint64_t>(m.layers) * m.ranks != m.slots.size()) {

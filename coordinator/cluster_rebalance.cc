@@ -17,6 +17,7 @@ void Cluster::CheckPendingRebalance(Group& g, Clock::time_point now) {
                 static_cast<unsigned long long>(p.pending), p.last_error.c_str());
       p.pending = 0;
       p.pending_shares.clear();
+      p.last_change = now;  // the next automatic try waits server.rebalance_interval_s, as after a switch
       return;
     }
     all_took = all_took && r->hb.placement_generation == p.pending;

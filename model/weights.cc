@@ -379,6 +379,11 @@ StatusOr<ModelWeights> LoadExpertWeights(const ModelConfig& c, const std::string
   for (int l = 0; l < c.num_layers; ++l) {
     if (!c.layer_is_moe[l]) continue;
     w.layers[l].is_moe = true;
+    w.layers[l].experts.resize(c.num_experts);
+    bool wanted = false;
+    for (int e = 0; e < c.num_experts && !wanted; ++e) wanted = !experts || experts(l, e);
+    // A layer gaining nothing: its tensors were not opened (Llama 4's fused ones hold every expert).
+    if (!wanted) continue;
     SHOAL_RETURN_IF_ERROR(LoadLayerExperts(*ck, ld, c, names, l, experts, &w.layers[l], &w));
   }
   if (dtype) CastMatrices(&w, *dtype);

@@ -155,6 +155,7 @@ Status Engine::SwitchPlacements(std::vector<std::optional<Placement>> placements
   for (int l = 0; l < c.num_layers; ++l) {
     if (placements[l]) layouts[l] = std::make_shared<const comm::ExchangeLayout>(std::move(*placements[l]));
   }
+  SHOAL_RETURN_IF_ERROR(exchange_->Use(nullptr));  // the old layouts go away below
   AdoptExperts(&weights_, std::move(gained));
   for (int l = 0; l < c.num_layers; ++l) {
     if (!layouts[l]) continue;

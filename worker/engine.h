@@ -92,7 +92,7 @@ class Engine final : public StepEngine {
   // Bytes of weight matrices the last Forward read: dense matrices, the experts it used, and the
   // embedding and lm_head rows it touched.
   size_t last_step_weight_bytes() const override { return last_step_weight_bytes_; }
-  // Rows each expert of this rank processed so far (all layers), indexed like exchange()->local_experts().
+  // Rows this rank ran through each expert so far (all layers), by expert id.
   const std::vector<uint64_t>& expert_rows_total() const override { return moe_ws_.expert_rows_total; }
   const std::vector<uint64_t>& layer_expert_rows() const override { return moe_ws_.layer_expert_rows; }
   const Placement* layer_placement(int layer) const override;

@@ -147,12 +147,17 @@ void ExpertRebalancer::Begin(const control::Rebalance& frame) {
             static_cast<unsigned long long>(pending_), gained.size());
   done_.store(false, std::memory_order_release);
   loader_ = std::thread([this, gained = std::move(gained), config = c] {
-    StatusOr<ModelWeights> w = LoadExpertWeights(
-        config, model_dir_, [&gained](int l, int e) { return gained.count({l, e}) != 0; }, dtype_);
-    if (w.ok()) {
-      loaded_ = std::move(*w);
-    } else {
-      load_status_ = w.status();
+    try {
+      StatusOr<ModelWeights> w = LoadExpertWeights(
+          config, model_dir_, [&gained](int l, int e) { return gained.count({l, e}) != 0; }, dtype_);
+      if (w.ok()) {
+        loaded_ = std::move(*w);
+      } else {
+        load_status_ = w.status();
+      }
+    } catch (const std::exception& e) {  // out of memory: the group drops the generation, the rank lives
+      loaded_ = ModelWeights{};
+      load_status_ = ResourceExhausted(std::string("loading gained experts: ") + e.what());
     }
     done_.store(true, std::memory_order_release);
   });

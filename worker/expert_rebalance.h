@@ -56,9 +56,10 @@ class ExpertRebalancer {
   ExpertRebalancer(const ExpertRebalancer&) = delete;
   ExpertRebalancer& operator=(const ExpertRebalancer&) = delete;
 
-  // Starts on a frame: checks it and starts loading this rank's gained experts. A frame that cannot
-  // be served — one that does not fit, or one arriving while another is pending — becomes pending
-  // already failed, so that the group drops it together.
+  // Starts on a frame: checks it and starts loading this rank's gained experts. A frame that does not
+  // fit becomes pending already failed, so that the group drops it together. One arriving while
+  // another is pending is ignored (reported as failed in the heartbeat); the coordinator sends the
+  // next only once the group switched to or dropped the last.
   void Begin(const control::Rebalance& frame);
 
   // For the group's agreement: the pending generation (0: none), whether its load is still running,

@@ -179,7 +179,7 @@ std::vector<std::optional<Placement>> PlannedLayers(const ModelConfig& c, int ra
   for (int l = 0; l < c.num_layers; ++l) {
     if (!c.layer_is_moe[l]) continue;
     comm::PlacementRequest q;
-    for (int e = 0; e < c.num_experts; ++e) q.load.push_back(1000.0 / std::pow((e + 3 * l) % c.num_experts + 1.0, 1.2));
+    for (int e = 0; e < c.num_experts; ++e) q.load.push_back(1000.0 / std::pow((e + 7 * l) % c.num_experts + 1.0, 1.2));
     q.num_ranks = ranks;
     q.redundant = ranks;
     while ((c.num_experts + q.redundant) % ranks != 0) ++q.redundant;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 
 #include "coordinator/cluster.h"
 #include "tests/unit/test_files.h"
@@ -116,13 +117,15 @@ struct TwoRankGroup {
     }
   }
   // Every rank reports its share of `cumulative` (split by expert: rank 0 even ids, rank 1 odd ones).
-  void Heartbeat(const std::vector<uint64_t>& cumulative, uint64_t generation, uint64_t failed = 0) {
+  // `rank1_generation`: rank 1's, when it differs from rank 0's.
+  void Heartbeat(const std::vector<uint64_t>& cumulative, uint64_t generation, uint64_t failed = 0,
+                 std::optional<uint64_t> rank1_generation = std::nullopt) {
     for (int r = 1; r >= 0; --r) {  // rank 0 last: it takes the group's snapshot
       control::Heartbeat hb;
       hb.layer_expert_tokens.assign(cumulative.size(), 0);
       for (size_t i = 0; i < cumulative.size(); ++i) hb.layer_expert_tokens[i] = (i % 2 == static_cast<size_t>(r)) ? cumulative[i] : 0;
       hb.expert_tokens.assign(8, 0);
-      hb.placement_generation = generation;
+      hb.placement_generation = r == 1 && rank1_generation ? *rank1_generation : generation;
       hb.rebalance_failed = failed;
       if (failed != 0) hb.rebalance_error = "disk full";
       cluster.OnHeartbeat(*ranks[r], hb, now);
@@ -140,6 +143,7 @@ Cluster::Options RebalanceOptions(double threshold) {
   o.rebalance_threshold = threshold;
   o.rebalance_min_tokens = 100;
   o.rebalance_interval_s = 60;
+  o.expert_load_window_s = 3600;
   return o;
 }
 
@@ -163,7 +167,7 @@ TEST(ExpertRebalance, GroupTakesThePlacementWhenEveryRankServesUnderIt) {
   EXPECT_EQ(g.cluster.Rebalance(g.now, true)["groups"][0]["action"], "none");
   // One rank switched, the other not yet: still pending.
   g.now += std::chrono::seconds(1);
-  g.Heartbeat(load, 0);
+  g.Heartbeat(load, 1, 0, /*rank1_generation=*/0);
   EXPECT_EQ(g.cluster.ExpertLoadReport()["groups"]["g0"]["placement_generation"], 0);
   g.Heartbeat(load, 1);
   const auto report = g.cluster.ExpertLoadReport()["groups"]["g0"];
@@ -186,9 +190,12 @@ TEST(ExpertRebalance, AFailedRankDropsItAndAutomaticWaitsForItsThresholds) {
   EXPECT_EQ(d["pending"], 0);
   EXPECT_EQ(d["dropped"], 1);
   EXPECT_NE(d["last_error"].get<std::string>().find("disk full"), std::string::npos);
-  // The next automatic one is planned again (no switch happened, so no interval to wait).
+  // The next automatic try waits the interval, as after a switch (a failing rank is not hammered).
+  EXPECT_EQ(g.cluster.Rebalance(g.now, false)["groups"][0]["action"], "none");
+  g.now += std::chrono::seconds(61);
+  g.Heartbeat(load, 0, 1);
   EXPECT_EQ(g.cluster.Rebalance(g.now, false)["groups"][0]["action"], "sent");
-  g.Heartbeat(load, 2);
+  g.Heartbeat(load, 2, 1);
   // Now balanced enough, and inside the interval: nothing more.
   g.now += std::chrono::seconds(1);
   EXPECT_EQ(g.cluster.Rebalance(g.now, false)["groups"][0]["action"], "none");

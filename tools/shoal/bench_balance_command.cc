@@ -213,7 +213,13 @@ Status RunBalanceInGroup(const BalanceOptions& o) {
     source = buf;
   }
   const int E = static_cast<int>(dist[0].size()), L = static_cast<int>(dist.size());
-  if (o.top_k > E) return InvalidArgument("--topk " + std::to_string(o.top_k) + " exceeds the " + std::to_string(E) + " experts");
+  for (const Distribution& p : dist) {
+    const auto used = std::count_if(p.begin(), p.end(), [](double x) { return x > 0; });
+    if (o.top_k > used) {
+      return InvalidArgument("--topk " + std::to_string(o.top_k) + ": a layer routes to only " + std::to_string(used) +
+                             " experts");
+    }
+  }
   // The load the planner sees: a calibration sample (other draws than the timed steps), as a window.
   std::vector<std::vector<double>> calibration(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(E), 0.0));
   for (int l = 0; l < L; ++l) {
